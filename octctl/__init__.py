@@ -1,0 +1,3 @@
+"""oct-ctl: the daemon on every oct node (Raft replica, leader reconciler, agent, API)."""
+
+__version__ = "0.1.0"

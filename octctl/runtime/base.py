@@ -1,0 +1,111 @@
+"""The contract between a node's agent and the thing that actually runs a service.
+
+The leader decides *what* runs where; a runtime only knows how to make one instance on this node
+match an :class:`InstanceSpec`. Every method is blocking and is called from a worker thread, so a
+slow image pull or a hung engine never stalls the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+RuntimeName = Literal["docker", "process"]
+InstanceState = Literal["starting", "running", "restarting", "exited", "failed"]
+
+#: Labels (docker) / record keys (process) that mark an instance as oct's, so destroy finds them all.
+LABEL_MANAGED = "oct.managed"
+LABEL_PROJECT = "oct.project"
+LABEL_SERVICE = "oct.service"
+LABEL_DEPLOYMENT = "oct.deployment"
+LABEL_SPEC_HASH = "oct.spec-hash"
+LABEL_NODE = "oct.node"
+
+
+class PortMapping(BaseModel):
+    """Publish ``container_port`` of the instance on ``host_ip:host_port`` of the node."""
+
+    host_ip: str
+    host_port: int = Field(ge=1, le=65535)
+    container_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class InstanceSpec(BaseModel):
+    """Everything a node needs to run one service, fully rendered by the leader.
+
+    ``spec_hash`` identifies the desired content: the agent replaces an instance whose hash differs
+    and leaves an identical one alone, which is what makes redeploying an unchanged spec a no-op.
+    """
+
+    project: str
+    service: str
+    node: str = ""
+    deployment: str
+    spec_hash: str
+    runtime: RuntimeName = "docker"
+    image: str = ""
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cpus: int = Field(gt=0, description="millicores")
+    memory: int = Field(gt=0, description="MB")
+    ports: list[PortMapping] = Field(default_factory=list)
+    workdir: str | None = Field(default=None, description="process runtime: working directory")
+
+
+class InstanceStatus(BaseModel):
+    """What a runtime observes about one instance; reported to the leader and shown by ``oct status``."""
+
+    project: str
+    service: str
+    runtime: RuntimeName
+    deployment: str = ""
+    spec_hash: str = ""
+    state: InstanceState
+    error: str | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class RuntimeFailure(Exception):
+    """A runtime could not do what was asked; the message is shown to the user as is."""
+
+
+class Runtime(abc.ABC):
+    """Runs instances of services on this node.
+
+    Contract:
+    - ``apply`` is idempotent: an instance with the same ``spec_hash`` already present is left
+      running untouched; a different hash is replaced (old one removed first, since both may want
+      the same host port). It returns the observed status right after starting; a failure to start
+      (image missing and not pullable, command not found, port taken) is returned as
+      ``state="failed"`` with a clear ``error``, never raised.
+    - ``remove`` is idempotent: removing an absent instance is not an error.
+    - ``list`` reports every instance this runtime owns for ``project`` (all projects if None),
+      including ones that crashed, so the leader can see and repair them.
+    - Nothing here logs secrets: env values are never written to a log line.
+    """
+
+    name: RuntimeName
+
+    @abc.abstractmethod
+    def apply(self, spec: InstanceSpec) -> InstanceStatus:
+        """Create or replace the instance so it matches ``spec``."""
+
+    @abc.abstractmethod
+    def remove(self, project: str, service: str) -> None:
+        """Stop and delete the instance of ``service`` if there is one."""
+
+    @abc.abstractmethod
+    def list(self, project: str | None = None) -> list[InstanceStatus]:
+        """Observe every instance this runtime owns."""
+
+    @abc.abstractmethod
+    def logs(self, project: str, service: str, tail: int = 50) -> list[str]:
+        """The last ``tail`` lines of the instance's output (empty if it has none)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and stop supervisors; instances keep running unless the runtime says otherwise."""
