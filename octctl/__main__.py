@@ -1,0 +1,3 @@
+from octctl.daemon import main
+
+main()

@@ -1,0 +1,105 @@
+"""The JSON shapes of oct-ctl's HTTP API, shared by the daemon and the CLI so they cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+API_VERSION = "v1"
+DEFAULT_API_PORT = 31888
+DEFAULT_RAFT_PORT = 31889
+
+DeploymentState = Literal["pending", "in_progress", "succeeded", "failed", "destroying", "destroyed"]
+NodeStatus = Literal["joining", "ready", "unreachable", "retiring"]
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx answer: a one-line reason, plus structured details (e.g. config problems)."""
+
+    error: str
+    details: list[str] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    ok: bool
+    node: str
+    version: str
+    leader: str | None = None
+
+
+class DeployRequest(BaseModel):
+    """``config`` is the oct.toml model as JSON (env already rendered by the CLI)."""
+
+    config: dict[str, Any]
+    source_dir: str | None = None
+
+
+class DeployResponse(BaseModel):
+    deployment: str
+    changed: bool
+
+
+class DestroyResponse(BaseModel):
+    deployment: str
+
+
+class JoinRequest(BaseModel):
+    node: str
+    address: str
+    api_port: int = Field(ge=1, le=65535)
+    raft_port: int = Field(ge=1, le=65535)
+    cpus: int = Field(gt=0)
+    memory: int = Field(gt=0)
+
+
+class MembersResponse(BaseModel):
+    """Raft addresses (``host:port``) of the current voting members."""
+
+    members: list[str]
+
+
+class DeploymentView(BaseModel):
+    id: str
+    state: DeploymentState
+    message: str = ""
+    failed_service: str | None = None
+    error: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class NodeView(BaseModel):
+    id: str
+    address: str
+    api_port: int
+    role: Literal["leader", "follower"]
+    status: NodeStatus
+    cpus: int
+    memory: int
+    cpus_used: int
+    memory_used: int
+    last_seen: float | None = None
+
+
+class ServiceView(BaseModel):
+    name: str
+    node: str | None
+    address: str | None
+    runtime: str
+    state: str
+    endpoint: str | None = None
+    restarts: int = 0
+    error: str | None = None
+
+
+class StatusResponse(BaseModel):
+    """A node's local view: ``stale`` is true when it comes from a replica that is not the leader."""
+
+    cluster: str
+    project: str | None
+    node: str
+    leader: str | None
+    stale: bool
+    deployment: DeploymentView | None
+    nodes: list[NodeView]
+    services: list[ServiceView]

@@ -1,0 +1,74 @@
+"""What one node needs to know about itself at start-up, kept in its data directory.
+
+The same two files are written by the CLI (genesis), by the local provider (new followers) and, on
+AWS, by cloud-init: ``node.json`` (public settings) and ``secrets.json`` (mode 0600: the API token
+and the Raft password, which must never appear on a command line or in a log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _secrets
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+
+NODE_FILE = "node.json"
+SECRETS_FILE = "secrets.json"
+
+
+class NodeSettings(BaseModel):
+    node: str
+    cluster: str
+    address: str
+    api_port: int = Field(default=DEFAULT_API_PORT, ge=1, le=65535)
+    raft_port: int = Field(default=DEFAULT_RAFT_PORT, ge=1, le=65535)
+    cpus: int = Field(gt=0, description="millicores this node offers to services")
+    memory: int = Field(gt=0, description="MB this node offers to services")
+    join: list[str] = Field(
+        default_factory=list, description="API addresses (host:port) of existing members; empty = genesis"
+    )
+    provider: str = "local"
+    provider_root: str | None = Field(default=None, description="local provider: the .oct folder of the project")
+
+    @property
+    def raft_address(self) -> str:
+        return f"{self.address}:{self.raft_port}"
+
+    @property
+    def api_address(self) -> str:
+        return f"{self.address}:{self.api_port}"
+
+
+class Secrets(BaseModel):
+    token: str
+    raft_password: str
+
+    @classmethod
+    def mint(cls) -> Secrets:
+        return cls(token=_secrets.token_urlsafe(32), raft_password=_secrets.token_urlsafe(32))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` readable by its owner only, without a window where it is world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_node_files(data_dir: Path, settings: NodeSettings, secrets: Secrets) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / NODE_FILE).write_text(settings.model_dump_json(indent=2))
+    write_private(data_dir / SECRETS_FILE, secrets.model_dump_json())
+
+
+def read_node_files(data_dir: Path) -> tuple[NodeSettings, Secrets]:
+    settings = NodeSettings.model_validate(json.loads((data_dir / NODE_FILE).read_text()))
+    secrets = Secrets.model_validate(json.loads((data_dir / SECRETS_FILE).read_text()))
+    return settings, secrets

@@ -1,0 +1,160 @@
+"""The local provider: every node is an ``oct-ctl`` process on its own 127.0.0.N address.
+
+Linux routes all of 127.0.0.0/8 to loopback, so each node binds the same API and Raft ports on its
+own address, exactly like separate machines would. Node state lives under ``.oct/nodes/<node>``
+beside oct.toml, which is also how ``oct destroy`` finds every process after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.node_settings import NodeSettings, Secrets, write_node_files
+from octctl.providers.base import NodeRequest, Provider
+
+FIRST_HOST = 2  # 127.0.0.1 is left to whatever else the machine runs
+LAST_HOST = 254
+PID_FILE = "oct-ctl.pid"
+LOG_FILE = "oct-ctl.log"
+
+
+def nodes_dir(root: Path) -> Path:
+    return root / "nodes"
+
+
+def _port_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                return False
+            raise
+    return True
+
+
+def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = DEFAULT_RAFT_PORT) -> str:
+    """The next 127.0.0.N that no node of ours has claimed and where both ports can be bound."""
+    taken = {p.name for p in nodes_dir(root).glob("*")} if nodes_dir(root).exists() else set()
+    for n in range(FIRST_HOST, LAST_HOST + 1):
+        address = f"127.0.0.{n}"
+        if node_name(address) in taken:
+            continue
+        if _port_free(address, api_port) and _port_free(address, raft_port):
+            return address
+    raise RuntimeError("no free 127.0.0.N address left for another local node")
+
+
+def node_name(address: str) -> str:
+    return "node-" + address.rsplit(".", 1)[-1]
+
+
+def start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
+    """Write the node's files and start a detached ``oct-ctl`` for it; return its pid.
+
+    The child gets its own session so it outlives the CLI or leader that started it, as a VM
+    outlives the API call that launched it.
+    """
+    data_dir = nodes_dir(root) / settings.node
+    write_node_files(data_dir, settings, secrets)
+    log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "octctl", "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        log.close()
+    (data_dir / PID_FILE).write_text(str(proc.pid))
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def stop_pid(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM, wait for a graceful exit, then SIGKILL."""
+    if not _alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def node_pid(root: Path, node: str) -> int | None:
+    try:
+        return int((nodes_dir(root) / node / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_node(root: Path, node: str) -> None:
+    pid = node_pid(root, node)
+    if pid is not None:
+        stop_pid(pid)
+
+
+def local_nodes(root: Path) -> list[str]:
+    if not nodes_dir(root).exists():
+        return []
+    return sorted(p.name for p in nodes_dir(root).iterdir() if p.is_dir())
+
+
+class LocalProvider(Provider):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def provision(self, request: NodeRequest) -> str:
+        address = free_address(self.root)
+        settings = NodeSettings(
+            node=node_name(address),
+            cluster=request.cluster,
+            address=address,
+            cpus=request.cpus,
+            memory=request.memory,
+            join=list(request.join),
+            provider="local",
+            provider_root=str(self.root),
+        )
+        start_node(self.root, settings, request.secrets)
+        return settings.node
+
+    def retire(self, node: str) -> None:
+        stop_node(self.root, node)
+        shutil.rmtree(nodes_dir(self.root) / node, ignore_errors=True)
