@@ -8,6 +8,7 @@ slow image pull or a hung engine never stalls the daemon's event loop.
 from __future__ import annotations
 
 import abc
+import builtins
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -104,7 +105,7 @@ class Runtime(abc.ABC):
         """Observe every instance this runtime owns."""
 
     @abc.abstractmethod
-    def logs(self, project: str, service: str, tail: int = 50) -> list[str]:
+    def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         """The last ``tail`` lines of the instance's output (empty if it has none)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook

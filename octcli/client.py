@@ -1,0 +1,200 @@
+"""HTTP client of the oct-ctl API that survives any single node being down.
+
+Every node answers reads from its replica and forwards writes to the leader, so the client needs no
+idea of who leads: it walks the known nodes until one answers. Nodes come and go (genesis dies,
+followers are replaced), so a dead address is skipped rather than fatal, and the node that answered
+last is asked first next time to keep polling cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from octcli.errors import InvalidConfig, OctError, Unreachable
+from octctl.api.models import (
+    API_VERSION,
+    DeployRequest,
+    DeployResponse,
+    DestroyResponse,
+    ErrorBody,
+    Health,
+    StatusResponse,
+)
+
+__all__ = ["OctClient"]
+
+#: Answers that mean "this node cannot serve you right now": no leader yet, or the leader it forwards to is away.
+RETRY_STATUSES = frozenset({502, 503, 504})
+M = TypeVar("M", bound=BaseModel)
+
+
+class _NoAnswer(Exception):
+    """Internal: one round over all nodes got no usable answer; tenacity retries on it."""
+
+
+class OctClient:
+    """Talks to a cluster through any of ``nodes`` (API addresses ``host:port``).
+
+    ``retry_for`` bounds how long a call keeps cycling through the nodes while none answers (a leader
+    election takes a few seconds); 0 means a single round.
+    """
+
+    def __init__(self, nodes: list[str], token: str, timeout: float = 10.0, retry_for: float = 30.0) -> None:
+        if not nodes:
+            raise Unreachable("no node address is known for this cluster")
+        self._order = list(dict.fromkeys(nodes))
+        self._token = token
+        self._retry_for = retry_for
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
+
+    def __repr__(self) -> str:  # the token must not show up in a traceback or a debugger
+        return f"OctClient(nodes={self._order!r})"
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self._order)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- API -------------------------------------------------------------------------------------
+
+    def health(self, node: str) -> Health:
+        """Ask one specific node, once; health is unauthenticated so the token is not sent."""
+        try:
+            response = self._http.get(_url(node, "/health"))
+        except httpx.TransportError as e:
+            raise Unreachable(f"node {node} does not answer ({_describe(e)})") from None
+        _raise_for_status(node, response)
+        return _parse(node, response, Health)
+
+    def status(self) -> StatusResponse:
+        node, response = self._call("GET", "/status")
+        return _parse(node, response, StatusResponse)
+
+    def deploy(self, config_json: dict[str, Any], source_dir: str | None) -> DeployResponse:
+        body = DeployRequest(config=config_json, source_dir=source_dir).model_dump(mode="json")
+        node, response = self._call("POST", "/deploy", json=body)
+        return _parse(node, response, DeployResponse)
+
+    def destroy(self) -> DestroyResponse:
+        node, response = self._call("POST", "/destroy", json={})
+        return _parse(node, response, DestroyResponse)
+
+    def logs(self, service: str, tail: int = 50) -> list[str]:
+        node, response = self._call("GET", f"/services/{service}/logs", params={"tail": tail})
+        try:
+            lines = response.json()["lines"]
+        except (ValueError, KeyError, TypeError):
+            raise OctError(f"node {node} sent an unexpected answer to a logs request") from None
+        return [str(line) for line in lines]
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> tuple[str, httpx.Response]:
+        """Send to the first node that gives a real answer, cycling with backoff until ``retry_for``.
+
+        A real answer includes 4xx: those are the cluster's verdict on the request and asking
+        another node would only repeat it.
+        """
+        tried: dict[str, str] = {}
+        headers = {"Authorization": f"Bearer {self._token}"}
+
+        def one_round() -> tuple[str, httpx.Response]:
+            for node in list(self._order):
+                try:
+                    response = self._http.request(method, _url(node, path), json=json, params=params, headers=headers)
+                except httpx.TransportError as e:
+                    tried[node] = _describe(e)
+                    continue
+                if response.status_code in RETRY_STATUSES:
+                    tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
+                    continue
+                self._prefer(node)
+                return node, response
+            raise _NoAnswer
+
+        retrying = Retrying(
+            stop=stop_after_delay(self._retry_for),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(_NoAnswer),
+            reraise=True,
+        )
+        try:
+            node, response = retrying(one_round)
+        except _NoAnswer:
+            listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
+            raise Unreachable(f"no oct-ctl node answered: {listing}") from None
+        _raise_for_status(node, response)
+        return node, response
+
+    def _prefer(self, node: str) -> None:
+        if self._order[0] != node:
+            self._order.remove(node)
+            self._order.insert(0, node)
+
+
+def _url(node: str, path: str) -> str:
+    return f"http://{node}/{API_VERSION}{path}"
+
+
+def _describe(e: httpx.TransportError) -> str:
+    if isinstance(e, httpx.TimeoutException):
+        return "timed out"
+    text = str(e)
+    if "Connection refused" in text:
+        return "connection refused"
+    return text or type(e).__name__
+
+
+def _error_of(response: httpx.Response) -> ErrorBody:
+    try:
+        return ErrorBody.model_validate_json(response.content)
+    except ValidationError:
+        text = response.text.strip().splitlines()
+        return ErrorBody(error=text[0][:200] if text else response.reason_phrase or "no reason given")
+
+
+def _raise_for_status(node: str, response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    body = _error_of(response)
+    if response.status_code == 422:
+        raise InvalidConfig(f"the cluster rejected oct.toml: {body.error}", body.details)
+    if response.status_code == 401:
+        raise OctError(
+            f"node {node} rejected the API token (HTTP 401): the state file belongs to another cluster"
+        )
+    details = "".join(f"\n  {line}" for line in body.details)
+    raise OctError(f"{body.error} (HTTP {response.status_code} from {node}){details}")
+
+
+def _parse(node: str, response: httpx.Response, model: type[M]) -> M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as e:
+        raise OctError(
+            f"node {node} sent an answer this oct does not understand ({e.error_count()} errors in "
+            f"{model.__name__}); are the CLI and oct-ctl the same version?"
+        ) from None

@@ -1,0 +1,119 @@
+"""The CLI's record of the cluster a project runs on.
+
+The record is the only place the CLI keeps the cluster's API token and the addresses to reach it, so
+it is written readable by its owner only, and atomically: a crash mid-write must never leave a
+half-written file that loses the token and strands a running cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from octcli.errors import InvalidConfig, OctError, Unsupported
+
+__all__ = ["ClusterRecord", "load", "remove", "save", "state_lock"]
+
+
+class ClusterRecord(BaseModel):
+    cluster: str
+    project: str
+    provider: str = "local"
+    token: str = Field(repr=False)
+    nodes: list[str] = Field(description="API addresses host:port; the first is the genesis node")
+    root: str = Field(description="local provider: the project's .oct folder (absolute)")
+
+
+def state_path(config_path: Path, backend: object) -> Path:
+    """Where the record lives for a project whose ``project.state_backend`` is ``backend``.
+
+    Relative paths are taken from the folder of oct.toml, not the working directory, so ``oct -c
+    some/dir/oct.toml`` and ``cd some/dir && oct`` find the same cluster.
+    """
+    if getattr(backend, "s3", None) is not None:
+        raise Unsupported("s3 state backend: not supported yet")
+    local = getattr(backend, "local", None)
+    raw = getattr(local, "path", None)
+    if not raw:
+        raise InvalidConfig("oct.toml has no state backend: add [project.state_backend.local] with a path")
+    path = Path(str(raw)).expanduser()
+    if not path.is_absolute():
+        path = config_path.resolve().parent / path
+    return path
+
+
+def load(path: Path) -> ClusterRecord | None:
+    """The record at ``path``, or None when the project has no cluster yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise OctError(f"cannot read state file {path}: {e.strerror}") from None
+    try:
+        return ClusterRecord.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as e:
+        # Not the token: pydantic messages quote input values, so report only where it broke.
+        raise OctError(f"state file {path} is corrupt ({type(e).__name__}); move it away to start over") from None
+
+
+def save(path: Path, record: ClusterRecord) -> None:
+    """Replace the record in one step; the temporary file is 0600 from creation, never world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(record.model_dump_json(indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def state_lock(path: Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` so two oct commands cannot change one project's cluster at once.
+
+    Non-blocking on purpose: a second ``oct deploy`` that silently waited behind a ten-minute first
+    one looks hung; failing at once tells the user what is going on. The lock file is left behind
+    because deleting it would let a waiter lock an orphaned inode while a newcomer locks a new file.
+    """
+    lock_file = path.with_name(path.name + ".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OctError(f"another oct command is running for this project (lock {lock_file})") from None
+            raise
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,108 @@
+"""The node agent: runs what the leader pushes, through the runtime each service asks for.
+
+Runtime calls block (docker SDK, process supervision), so they run in a thread pool; one lock per
+service keeps two pushes for the same service from racing while different services start in
+parallel. Which runtimes this node has used is remembered on disk, so that after a daemon restart
+it still reports (and can remove) instances it started before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
+
+log = logging.getLogger(__name__)
+
+RUNTIMES_FILE = "runtimes.json"
+
+
+def make_runtime(name: RuntimeName, data_dir: Path, node: str) -> Runtime:
+    """Import lazily: a node that only runs processes never loads the docker SDK."""
+    if name == "docker":
+        from octctl.runtime.docker import DockerRuntime
+
+        return DockerRuntime(node=node)
+    from octctl.runtime.process import ProcessRuntime
+
+    return ProcessRuntime(state_dir=data_dir / "processes", node=node)
+
+
+class Agent:
+    def __init__(self, node: str, data_dir: Path, workers: int = 8) -> None:
+        self.node = node
+        self.data_dir = data_dir
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent")
+        self._runtimes: dict[str, Runtime] = {}
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        for name in self._remembered():
+            self._runtime(name)
+
+    def _remembered(self) -> list[RuntimeName]:
+        try:
+            names = json.loads((self.data_dir / RUNTIMES_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [n for n in names if n in ("docker", "process")]
+
+    def _runtime(self, name: RuntimeName) -> Runtime:
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            runtime = make_runtime(name, self.data_dir, self.node)
+            self._runtimes[name] = runtime
+            (self.data_dir / RUNTIMES_FILE).write_text(json.dumps(sorted(self._runtimes)))
+        return runtime
+
+    async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def apply(self, spec: InstanceSpec) -> InstanceStatus:
+        async with self._locks[(spec.project, spec.service)]:
+            # A service that switched runtime must not keep running in the old one.
+            for name, runtime in list(self._runtimes.items()):
+                if name != spec.runtime:
+                    await self._call(runtime.remove, spec.project, spec.service)
+            try:
+                runtime = self._runtime(spec.runtime)
+            except RuntimeFailure as e:
+                return InstanceStatus(
+                    project=spec.project, service=spec.service, runtime=spec.runtime, state="failed", error=str(e)
+                )
+            status: InstanceStatus = await self._call(runtime.apply, spec)
+            log.info("applied %s/%s: %s", spec.project, spec.service, status.state)
+            return status
+
+    async def remove(self, project: str, service: str) -> None:
+        async with self._locks[(project, service)]:
+            for runtime in list(self._runtimes.values()):
+                await self._call(runtime.remove, project, service)
+            log.info("removed %s/%s", project, service)
+
+    async def list(self, project: str | None = None) -> list[InstanceStatus]:
+        found: list[InstanceStatus] = []
+        for runtime in list(self._runtimes.values()):
+            try:
+                found.extend(await self._call(runtime.list, project))
+            except RuntimeFailure as e:
+                log.warning("%s runtime cannot list instances: %s", runtime.name, e)
+        return found
+
+    async def logs(self, project: str, service: str, tail: int) -> list[str]:
+        for runtime in list(self._runtimes.values()):
+            lines: list[str] = await self._call(runtime.logs, project, service, tail)
+            if lines:
+                return lines
+        return []
+
+    def close(self) -> None:
+        for runtime in self._runtimes.values():
+            try:
+                runtime.close()
+            except Exception:
+                log.exception("closing the %s runtime failed", runtime.name)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,307 @@
+"""oct-ctl's HTTP API: the CLI's entry point, the leader's channel to agents, and joining.
+
+Every route but ``/v1/health`` needs the cluster's bearer token. Writes are served by the leader;
+a follower forwards them, so a client may call any node. Whatever a request carries, the answer is
+JSON and the daemon keeps running: bad bodies get a 4xx with a reason, internal faults a 500 that
+is logged without the request body (it may hold secrets).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from octctl import __version__
+from octctl.api.models import (
+    DeployRequest,
+    DeployResponse,
+    DestroyResponse,
+    ErrorBody,
+    Health,
+    JoinRequest,
+    MembersResponse,
+)
+from octctl.api.views import leader_id, status_view
+from octctl.config import Config, validate_config
+from octctl.node import Node
+from octctl.reconciler import api_address, new_id
+from octctl.runtime.base import InstanceSpec
+from octctl.state.machine import NotLeader, RaftUnavailable
+from octctl.state.model import NodeRecord, command
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+FORWARDED = "X-Oct-Forwarded"
+NODE_KEY = web.AppKey("node", Node)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, details: list[str] | None = None) -> web.Response:
+    body = ErrorBody(error=message, details=details or [])
+    return web.json_response(body.model_dump(), status=status)
+
+
+def ok(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+def pydantic_details(e: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    try:
+        data = await request.json()
+    except json.JSONDecodeError as e:
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {e}") from e
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise BadBody(f"invalid {model.__name__}", pydantic_details(e)) from e
+
+
+class BadBody(Exception):
+    def __init__(self, message: str, details: list[str]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadBody as e:
+        return error(400, str(e), e.details)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error(e.status, e.reason)
+    except (NotLeader, RaftUnavailable) as e:
+        return error(503, str(e))
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error; see the node's log")
+
+
+def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/v1/health":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    return check
+
+
+def node_of(request: web.Request) -> Node:
+    return request.app[NODE_KEY]
+
+
+def leader_only(handler: Handler) -> Handler:
+    """Serve on the leader; elsewhere pass the request on to the leader, once."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        node = node_of(request)
+        if node.raft.is_leader():
+            return await handler(request)
+        if request.headers.get(FORWARDED):
+            return error(503, "leadership is changing; retry")
+        leader = node.raft.leader_address()
+        target = next(
+            (n for n in node.raft.view()["nodes"].values() if f"{n['address']}:{n['raft_port']}" == leader),
+            None,
+        )
+        if target is None:
+            return error(503, "no leader elected yet; retry")
+        return await forward(node, request, api_address(target))
+
+    return wrapper
+
+
+async def forward(node: Node, request: web.Request, address: str) -> web.Response:
+    headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED: node.settings.node}
+    body = await request.read()
+    try:
+        async with node.session.request(
+            request.method,
+            f"http://{address}{request.path_qs}",
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as resp:
+            return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return error(503, f"leader at {address} did not answer: {type(e).__name__}")
+
+
+# -- cluster-level routes ------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    node = node_of(request)
+    view = node.raft.view()
+    return ok(
+        Health(
+            ok=True,
+            node=node.settings.node,
+            version=__version__,
+            leader=leader_id(view, node.raft.leader_address()),
+        )
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    node = node_of(request)
+    view = node.raft.view()
+    return ok(status_view(view, node.settings.node, leader_id(view, node.raft.leader_address())))
+
+
+@leader_only
+async def deploy(request: web.Request) -> web.Response:
+    node = node_of(request)
+    body = await read_model(request, DeployRequest)
+    try:
+        config = Config.model_validate(body.config)
+    except ValidationError as e:
+        return error(422, "invalid configuration", pydantic_details(e))
+    problems = validate_config(config)
+    if problems:
+        return error(422, "invalid configuration", [str(p) for p in problems])
+    result = await node.raft.execute(
+        command(
+            "deploy",
+            project=config.model_dump(mode="json"),
+            source_dir=body.source_dir,
+            deployment=new_id("d"),
+            at=time.time(),
+        )
+    )
+    node.reconciler.wake()
+    return ok(DeployResponse.model_validate(result), status=202)
+
+
+@leader_only
+async def destroy(request: web.Request) -> web.Response:
+    node = node_of(request)
+    result = await node.raft.execute(command("destroy", deployment=new_id("x"), at=time.time()))
+    node.reconciler.wake()
+    return ok(DestroyResponse.model_validate(result), status=202)
+
+
+async def members(request: web.Request) -> web.Response:
+    return ok(MembersResponse(members=node_of(request).raft.members()))
+
+
+@leader_only
+async def join(request: web.Request) -> web.Response:
+    node = node_of(request)
+    body = await read_model(request, JoinRequest)
+    raft_address = f"{body.address}:{body.raft_port}"
+    if raft_address not in node.raft.members():
+        await node.raft.add_member(raft_address)
+    record: NodeRecord = {
+        "id": body.node,
+        "address": body.address,
+        "api_port": body.api_port,
+        "raft_port": body.raft_port,
+        "cpus": body.cpus,
+        "memory": body.memory,
+        "status": "joining",
+        "joined_at": time.time(),
+        "last_seen": None,
+    }
+    await node.raft.execute(command("node_joined", node=record))
+    log.info("node %s joined at %s", body.node, raft_address)
+    node.reconciler.wake()
+    return ok(MembersResponse(members=node.raft.members()))
+
+
+async def service_logs(request: web.Request) -> web.Response:
+    node = node_of(request)
+    name = request.match_info["service"]
+    tail = _int_query(request, "tail", 50)
+    view = node.raft.view()
+    placed = view["placements"].get(name)
+    project = ((view["project"] or {}).get("project") or {}).get("name")
+    if placed is None or project is None or placed not in view["nodes"]:
+        return error(404, f"service {name!r} is not placed on any node")
+    if placed == node.settings.node:
+        lines = await node.agent.logs(project, name, tail)
+    else:
+        lines = await node.peers.logs(api_address(view["nodes"][placed]), project, name, tail)
+    return web.json_response({"lines": lines})
+
+
+# -- agent routes (called by the leader) --------------------------------------------------------
+def _int_query(request: web.Request, key: str, default: int) -> int:
+    try:
+        return max(1, min(10_000, int(request.query.get(key, default))))
+    except ValueError as e:
+        raise web.HTTPBadRequest(reason=f"{key} must be an integer") from e
+
+
+async def agent_instances(request: web.Request) -> web.Response:
+    found = await node_of(request).agent.list(request.query.get("project"))
+    return web.json_response({"instances": [i.model_dump(mode="json") for i in found]})
+
+
+async def agent_apply(request: web.Request) -> web.Response:
+    spec = await read_model(request, InstanceSpec)
+    if spec.service != request.match_info["service"]:
+        return error(400, "service in the path and in the body differ")
+    return ok(await node_of(request).agent.apply(spec))
+
+
+async def agent_remove(request: web.Request) -> web.Response:
+    project = request.query.get("project")
+    if not project:
+        return error(400, "query parameter 'project' is required")
+    await node_of(request).agent.remove(project, request.match_info["service"])
+    return web.json_response({"removed": request.match_info["service"]})
+
+
+async def agent_logs(request: web.Request) -> web.Response:
+    project = request.query.get("project")
+    if not project:
+        return error(400, "query parameter 'project' is required")
+    lines = await node_of(request).agent.logs(project, request.match_info["service"], _int_query(request, "tail", 50))
+    return web.json_response({"lines": lines})
+
+
+async def agent_shutdown(request: web.Request) -> web.Response:
+    node_of(request).stopping.set()
+    return web.json_response({"stopping": True})
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(node.secrets.token)], client_max_size=MAX_BODY
+    )
+    app[NODE_KEY] = node
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/deploy", deploy)
+    app.router.add_post("/v1/destroy", destroy)
+    app.router.add_get("/v1/cluster/members", members)
+    app.router.add_post("/v1/cluster/join", join)
+    app.router.add_get("/v1/services/{service}/logs", service_logs)
+    app.router.add_get("/v1/agent/instances", agent_instances)
+    app.router.add_put("/v1/agent/instances/{service}", agent_apply)
+    app.router.add_delete("/v1/agent/instances/{service}", agent_remove)
+    app.router.add_get("/v1/agent/instances/{service}/logs", agent_logs)
+    app.router.add_post("/v1/agent/shutdown", agent_shutdown)
+    return app

@@ -1,0 +1,69 @@
+"""Turn the replicated state into the ``/v1/status`` answer (pure: state in, model out)."""
+
+from __future__ import annotations
+
+from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
+from octctl.state.model import ClusterState
+
+
+def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
+    for node in state["nodes"].values():
+        if f"{node['address']}:{node['raft_port']}" == leader_raft_address:
+            return node["id"]
+    return None
+
+
+def status_view(state: ClusterState, node: str, leader: str | None) -> StatusResponse:
+    project = state["project"] or {}
+    services = (project.get("project") or {}).get("services") or []
+    used: dict[str, tuple[int, int]] = {}
+    by_name = {s["name"]: s for s in services}
+    for name, node_id in state["placements"].items():
+        svc = by_name.get(name)
+        if svc is not None:
+            cpus, memory = used.get(node_id, (0, 0))
+            used[node_id] = (cpus + svc["cpus"], memory + svc["memory"])
+    nodes = [
+        NodeView(
+            id=n["id"],
+            address=n["address"],
+            api_port=n["api_port"],
+            role="leader" if n["id"] == leader else "follower",
+            status=n["status"],  # type: ignore[arg-type]
+            cpus=n["cpus"],
+            memory=n["memory"],
+            cpus_used=used.get(n["id"], (0, 0))[0],
+            memory_used=used.get(n["id"], (0, 0))[1],
+            last_seen=n["last_seen"],
+        )
+        for n in sorted(state["nodes"].values(), key=lambda n: n["id"])
+    ]
+    views = []
+    for svc in services:
+        node_id = state["placements"].get(svc["name"])
+        record = state["nodes"].get(node_id or "")
+        instance = state["instances"].get(node_id or "", {}).get(svc["name"])
+        port = svc.get("external_port") or svc.get("internal_port")
+        views.append(
+            ServiceView(
+                name=svc["name"],
+                node=node_id,
+                address=record["address"] if record else None,
+                runtime=svc.get("runtime", "docker"),
+                state=instance["state"] if instance else "pending",
+                endpoint=f"http://{record['address']}:{port}" if record and port else None,
+                restarts=instance.get("restarts", 0) if instance else 0,
+                error=instance.get("error") if instance else None,
+            )
+        )
+    deployment = state["deployment"]
+    return StatusResponse(
+        cluster=state["cluster"],
+        project=(project.get("project") or {}).get("name"),
+        node=node,
+        leader=leader,
+        stale=leader != node,
+        deployment=DeploymentView.model_validate(deployment) if deployment else None,
+        nodes=nodes,
+        services=views,
+    )

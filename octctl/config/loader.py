@@ -1,0 +1,146 @@
+"""Turn an oct.toml (or its JSON form) into a :class:`Config`, or one ``ConfigError`` with every problem.
+
+Pipeline: read -> render ``{{ env.X }}`` over the whole text -> ``tomllib`` -> pydantic -> semantic
+checks. Problems from the last two are collected together and pinned to lines of the rendered text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, Problem
+from .locate import KeyPath, Locator, format_path
+from .messages import pydantic_message
+from .models import Config, Provider, Service
+from .template import render_file
+from .validate import ServicesView, check, validate_config
+
+__all__ = ["load_config", "load_config_text", "parse_config_data", "validate_config"]
+
+_TOML_POSITION = re.compile(
+    r"^(?P<message>.*?)\s*\(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$"
+)
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None, *, validate: bool = True) -> Config:
+    """Load the oct.toml at ``path``; ``env`` (default ``os.environ``) feeds ``{{ env.NAME }}``.
+
+    ``validate=False`` skips the semantic checks (schema errors are still fatal): for tools that
+    only need to read a config that ``oct apply`` would reject.
+    """
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([Problem(None, None, "", f"cannot read {filename}: {reason}")]) from None
+    return load_config_text(text, env, filename=filename, validate=validate)
+
+
+def load_config_text(
+    text: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    filename: str | None = "oct.toml",
+    validate: bool = True,
+) -> Config:
+    """Like :func:`load_config` for text that did not come from a file (an editor buffer, a request)."""
+    rendered = render_file(text, os.environ if env is None else env, filename)
+    try:
+        data = tomllib.loads(rendered)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_toml_problem(exc, rendered, filename)]) from None
+    return _build(data, validate=validate, locator=Locator(rendered), filename=filename)
+
+
+def parse_config_data(data: object, *, validate: bool = True) -> Config:
+    """A config that arrived already parsed (JSON); problems carry paths but no lines."""
+    return _build(data, validate=validate, locator=None, filename=None)
+
+
+def _build(data: object, *, validate: bool, locator: Locator | None, filename: str | None) -> Config:
+    findings: list[tuple[KeyPath, str]] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(part for part in error["loc"] if isinstance(part, int) or part != "[key]")
+            findings.append((loc, pydantic_message(error, _fields_at(loc[:-1]))))
+    if validate:
+        findings.extend(check(ServicesView.of(config) if config is not None else _salvage(data)))
+    if findings:
+        raise ConfigError(
+            Problem(filename, locator.line_of(path) if locator else None, format_path(path), message)
+            for path, message in findings
+        )
+    assert config is not None
+    return config
+
+
+def _salvage(data: object) -> ServicesView:
+    """The parts of an invalid document that are valid on their own, for the semantic checks."""
+    view = ServicesView()
+    project = data.get("project") if isinstance(data, dict) else None
+    if not isinstance(project, dict):
+        return view
+    if isinstance(project.get("name"), str):
+        view.project_name = project["name"]
+    if "provider" in project:
+        with contextlib.suppress(ValidationError):
+            view.provider = Provider.model_validate(project["provider"])
+    services = project.get("services")
+    for i, raw in enumerate(services if isinstance(services, list) else []):
+        if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+            view.names.append((i, raw["name"]))
+        with contextlib.suppress(ValidationError):
+            view.services.append((i, Service.model_validate(raw)))
+    return view
+
+
+def _fields_at(loc: Sequence[str | int]) -> list[str]:
+    """Field names of the model found at ``loc`` (for did-you-mean on unknown keys)."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(part, int) and get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        elif isinstance(part, str) and _is_model(annotation) and part in annotation.model_fields:
+            annotation = annotation.model_fields[part].annotation
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    return list(annotation.model_fields) if _is_model(annotation) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        args = [arg for arg in get_args(annotation) if arg is not NoneType]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError, text: str, filename: str | None) -> Problem:
+    """tomllib (3.11) only puts the position into the message text, so take it back out."""
+    match = _TOML_POSITION.match(str(exc))
+    if match is None:
+        return Problem(filename, None, "", f"invalid TOML: {exc}")
+    if match["line"] is None:
+        line, where = max(1, len(text.splitlines())), "at end of file"
+    else:
+        line, where = int(match["line"]), f"column {match['column']}"
+    return Problem(filename, line, "", f"invalid TOML: {match['message']} ({where})")

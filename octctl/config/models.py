@@ -1,0 +1,170 @@
+"""The oct.toml schema (reference: opencloudtool 0.8 ``oct-config``), as strict pydantic models.
+
+Differences from the reference are deliberate and listed where they occur: unknown keys are errors
+(the reference silently ignores them, so a typo like ``cpu = 500`` used to vanish), values are
+strict (``cpus = "500"`` is an error, not a coercion), and a few keys are optional here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import ConfigError, Problem
+from .graph import find_cycles, topological_sort
+
+ProviderKind = Literal["local", "aws"]
+RuntimeKind = Literal["docker", "process"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LocalBackend(_Model):
+    """State kept in a file on the machine running ``oct``."""
+
+    path: str
+
+
+class S3Backend(_Model):
+    """State kept in one S3 object, so a team shares it."""
+
+    region: str
+    bucket: str
+    key: str
+
+
+class StateBackend(_Model):
+    """Where state lives; TOML shape ``[project.state_backend.local]`` mirrors the reference's tagged enum."""
+
+    local: LocalBackend | None = None
+    s3: S3Backend | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.local is None) == (self.s3 is None):
+            raise ValueError("expected exactly one of [.local] or [.s3]")
+        return self
+
+
+class LocalProvider(_Model):
+    """A simulated cluster on this machine; capacities let placement be tested without a cloud."""
+
+    nodes: int = Field(default=3, ge=1)
+    cpus: int = Field(default=4000, gt=0, description="millicores of capacity per node")
+    memory: int = Field(default=4096, gt=0, description="MB of capacity per node")
+
+
+class AwsProvider(_Model):
+    """The reference's only target; its region was hard-coded to us-west-2, now it is the default."""
+
+    region: str = "us-west-2"
+
+
+class Provider(_Model):
+    """Where nodes come from; at most one kind, and none at all means AWS as in the reference."""
+
+    local: LocalProvider | None = None
+    aws: AwsProvider | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> Self:
+        if self.local is not None and self.aws is not None:
+            raise ValueError("expected at most one of [.local] or [.aws]")
+        return self
+
+
+class Service(_Model):
+    """One service of the project; ``cpus`` in millicores and ``memory`` in MB, as in the reference.
+
+    ``image`` defaults to "" (the reference requires the key but accepts "") so ``process``
+    services need not carry a meaningless image.
+    """
+
+    name: str
+    image: str = ""
+    dockerfile_path: str | None = None
+    command: str | None = None
+    internal_port: int | None = Field(default=None, ge=1, le=65535)
+    external_port: int | None = Field(default=None, ge=1, le=65535)
+    cpus: int = Field(gt=0, description="millicores")
+    memory: int = Field(gt=0, description="MB")
+    depends_on: list[str] = Field(default_factory=list)
+    envs: dict[str, str] = Field(default_factory=dict)
+    runtime: RuntimeKind = "docker"
+
+    def command_argv(self) -> list[str] | None:
+        """``command`` as an argv, or ``None`` to keep the image's default command.
+
+        The reference split on single spaces; we use ``shlex.split`` so arguments can be quoted
+        (``sh -c 'echo hi'``). Render ``{{ services.X.attr }}`` references before calling this, since
+        the braces contain spaces. Raises ``ValueError`` on unbalanced quotes (validation reports it).
+        """
+        if self.command is None:
+            return None
+        return shlex.split(self.command)
+
+
+class Project(_Model):
+    """``[project]``; ``user_state_backend`` is optional because the reference requires it but never uses it."""
+
+    name: str
+    domain: str | None = None
+    state_backend: StateBackend
+    user_state_backend: StateBackend | None = None
+    provider: Provider | None = None
+    services: list[Service]
+
+    @property
+    def provider_kind(self) -> ProviderKind:
+        """``"aws"`` unless a local provider is configured, matching the AWS-only reference."""
+        if self.provider is not None and self.provider.local is not None:
+            return "local"
+        return "aws"
+
+
+class Config(_Model):
+    """A whole oct.toml. Build it with ``load_config`` (file) or ``parse_config_data`` (JSON)."""
+
+    project: Project
+
+    def service(self, name: str) -> Service:
+        """The service called ``name``; ``KeyError`` if there is none."""
+        for service in self.project.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no service named {name!r}")
+
+    def topological_order(self) -> list[str]:
+        """Service names, dependencies before dependents, ties in declaration order.
+
+        Deterministic so every leader computes the same start order. Raises ``ConfigError`` if the
+        graph cannot be ordered (duplicate names, unknown dependencies or a cycle), which
+        ``validate_config`` would have reported already.
+        """
+        names = [service.name for service in self.project.services]
+        deps = {service.name: service.depends_on for service in self.project.services}
+        problems: list[Problem] = []
+        if len(set(names)) != len(names):
+            problems.append(Problem(None, None, "project.services", "service names are not unique"))
+        for i, service in enumerate(self.project.services):
+            for j, dep in enumerate(service.depends_on):
+                if dep not in deps:
+                    path = f"project.services[{i}].depends_on[{j}]"
+                    problems.append(Problem(None, None, path, f"unknown service '{dep}'"))
+        order = None if problems else topological_sort(names, deps)
+        if order is None:
+            for cycle in find_cycles(names, deps):
+                problems.append(
+                    Problem(None, None, "project.services", "dependency cycle: " + " -> ".join(cycle))
+                )
+            for service in self.project.services:
+                if service.name in service.depends_on:
+                    problems.append(
+                        Problem(None, None, "project.services", f"service '{service.name}' depends on itself")
+                    )
+            raise ConfigError(problems)
+        return order

@@ -1,0 +1,225 @@
+"""Semantic checks: what a schema cannot say (names, references, graph, capacity).
+
+They run on a :class:`ServicesView` rather than a ``Config`` so that ``load_config`` can still check
+the services that did validate when others did not, and report everything in one go.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .errors import Problem, problem_sort_key
+from .graph import find_cycles
+from .locate import KeyPath, format_path
+from .messages import PORT_RANGE, did_you_mean, port_message, positive_message, quoted_list
+from .models import Config, Provider, Service
+from .template import (
+    SERVICE_ATTRS,
+    malformed_service_refs,
+    service_ref_text,
+    service_refs,
+    unknown_attr_message,
+)
+
+#: Lowercase DNS label, plus '_' because the reference examples use names like ``app_1``.
+NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+_NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit"
+
+Finding = tuple[KeyPath, str]
+
+
+@dataclass
+class ServicesView:
+    """What the checks need. ``names`` includes services that failed schema validation, so that a
+    dependency on them is not also reported as unknown; ``services`` holds only the valid ones."""
+
+    project_name: str | None = None
+    provider: Provider | None = None
+    names: list[tuple[int, str]] = field(default_factory=list)
+    services: list[tuple[int, Service]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, config: Config) -> ServicesView:
+        project = config.project
+        return cls(
+            project_name=project.name,
+            provider=project.provider,
+            names=[(i, service.name) for i, service in enumerate(project.services)],
+            services=list(enumerate(project.services)),
+        )
+
+
+def validate_config(config: Config) -> list[Problem]:
+    """Problems of a config that has no file behind it (e.g. received as JSON), so ``line`` is None."""
+    problems = [
+        Problem(None, None, format_path(path), message) for path, message in check(ServicesView.of(config))
+    ]
+    return sorted(problems, key=problem_sort_key)
+
+
+def check(view: ServicesView) -> list[Finding]:
+    """All semantic findings as (key path, message); the caller attaches file and line."""
+    return [
+        *_check_names(view),
+        *_check_services(view),
+        *_check_external_ports(view),
+        *_check_cycles(view),
+    ]
+
+
+def _services_path(i: int, *rest: str | int) -> KeyPath:
+    return ("project", "services", i, *rest)
+
+
+def _check_names(view: ServicesView) -> Iterator[Finding]:
+    if view.project_name is not None and not NAME_PATTERN.match(view.project_name):
+        yield (
+            ("project", "name"),
+            f"project name '{view.project_name}' is not a valid DNS label: {_NAME_RULE}",
+        )
+    seen: set[str] = set()
+    for i, name in view.names:
+        if not NAME_PATTERN.match(name):
+            yield _services_path(i, "name"), f"service name '{name}' is not a valid DNS label: {_NAME_RULE}"
+        if name in seen:
+            yield _services_path(i, "name"), f"Duplicate service name: '{name}'"
+        seen.add(name)
+
+
+def _check_services(view: ServicesView) -> Iterator[Finding]:
+    known = list(dict.fromkeys(name for _, name in view.names))
+    local = view.provider.local if view.provider is not None else None
+    for i, service in view.services:
+        yield from _check_resources(i, service)
+        yield from _check_command(i, service)
+        yield from _check_dependencies(i, service, known)
+        yield from _check_refs(i, service, known)
+        if local is not None:
+            if service.cpus > local.cpus:
+                yield (
+                    _services_path(i, "cpus"),
+                    (
+                        f"service '{service.name}' needs {service.cpus} millicores of CPU, "
+                        f"but a local node has only {local.cpus} (project.provider.local.cpus)"
+                    ),
+                )
+            if service.memory > local.memory:
+                yield (
+                    _services_path(i, "memory"),
+                    (
+                        f"service '{service.name}' needs {service.memory} MB of memory, "
+                        f"but a local node has only {local.memory} MB (project.provider.local.memory)"
+                    ),
+                )
+
+
+def _check_resources(i: int, service: Service) -> Iterator[Finding]:
+    """Also enforced by the schema; repeated here for configs built with ``model_construct`` or mutated."""
+    for key, value in (("cpus", service.cpus), ("memory", service.memory)):
+        if value <= 0:
+            yield _services_path(i, key), positive_message(value)
+    low, high = PORT_RANGE
+    for key, port in (("internal_port", service.internal_port), ("external_port", service.external_port)):
+        if port is not None and not low <= port <= high:
+            yield _services_path(i, key), port_message(port)
+
+
+def _check_command(i: int, service: Service) -> Iterator[Finding]:
+    command = service.command
+    if service.runtime == "process":
+        if command is None or not command.strip():
+            yield (
+                _services_path(i, "command"),
+                (
+                    f"service '{service.name}' has runtime = \"process\" and needs a command "
+                    "(there is no image to run)"
+                ),
+            )
+            return
+    elif not service.image and service.dockerfile_path is None:
+        yield _services_path(i, "image"), "image or dockerfile_path is required"
+    if command is not None:
+        if not command.strip():
+            yield (
+                _services_path(i, "command"),
+                "command is empty; remove the key to keep the image's default command",
+            )
+            return
+        try:
+            shlex.split(command)
+        except ValueError as exc:
+            yield _services_path(i, "command"), f"cannot split command into arguments: {exc}"
+
+
+def _check_dependencies(i: int, service: Service, known: Sequence[str]) -> Iterator[Finding]:
+    for j, dep in enumerate(service.depends_on):
+        if dep == service.name:
+            yield _services_path(i, "depends_on", j), f"service '{dep}' depends on itself"
+        elif dep not in known:
+            yield (
+                _services_path(i, "depends_on", j),
+                (
+                    f"unknown service '{dep}' in depends_on{did_you_mean(dep, known)} "
+                    f"(known services: {quoted_list(known)})"
+                ),
+            )
+
+
+def _check_refs(i: int, service: Service, known: Sequence[str]) -> Iterator[Finding]:
+    """``{{ services.X.attr }}`` is filled in by the leader only in env values and the command."""
+    resolved: list[tuple[KeyPath, str]] = [
+        (_services_path(i, "envs", key), value) for key, value in service.envs.items()
+    ]
+    if service.command is not None:
+        resolved.append((_services_path(i, "command"), service.command))
+    for path, text in resolved:
+        for target, attr in sorted(service_refs(text)):
+            ref = "{{ " + service_ref_text(target, attr) + " }}"
+            if target not in known:
+                yield (
+                    path,
+                    (
+                        f"unknown service '{target}' in {ref}{did_you_mean(target, known)} "
+                        f"(known services: {quoted_list(known)})"
+                    ),
+                )
+            elif attr not in SERVICE_ATTRS:
+                yield path, f"{unknown_attr_message(attr)} (in {ref})"
+        for snippet in malformed_service_refs(text):
+            yield path, f"cannot read service reference '{snippet}': expected {{{{ services.NAME.ATTR }}}}"
+    for key, value in (("image", service.image), ("dockerfile_path", service.dockerfile_path)):
+        if value and (service_refs(value) or malformed_service_refs(value)):
+            yield _services_path(i, key), "{{ services.NAME.ATTR }} is only filled in inside envs and command"
+
+
+def _check_external_ports(view: ServicesView) -> Iterator[Finding]:
+    """An external port is the project's public address, so exactly one service may own it."""
+    owners: dict[int, str] = {}
+    for i, service in view.services:
+        port = service.external_port
+        if port is None:
+            continue
+        if port in owners:
+            yield (
+                _services_path(i, "external_port"),
+                (
+                    f"services '{owners[port]}' and '{service.name}' both claim external_port {port}: an external "
+                    "port is the project's public address, so only one service can have it"
+                ),
+            )
+        else:
+            owners[port] = service.name
+
+
+def _check_cycles(view: ServicesView) -> Iterator[Finding]:
+    first: dict[str, tuple[int, Service]] = {}
+    for i, service in view.services:
+        first.setdefault(service.name, (i, service))
+    names = list(first)
+    deps = {name: service.depends_on for name, (_, service) in first.items()}
+    for cycle in find_cycles(names, deps):
+        yield _services_path(first[cycle[0]][0], "depends_on"), "dependency cycle: " + " -> ".join(cycle)

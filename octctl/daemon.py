@@ -1,0 +1,69 @@
+"""``oct-ctl``: run one node until SIGTERM (systemd), SIGINT, or ``POST /v1/agent/shutdown``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+
+from octctl import __version__
+from octctl.node_settings import read_node_files
+
+log = logging.getLogger("octctl")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="oct-ctl", description="The oct node daemon.")
+    parser.add_argument("--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"oct-ctl {__version__}")
+    return parser.parse_args(argv)
+
+
+async def serve(data_dir: Path) -> None:
+    from octctl.api.app import build_app
+    from octctl.node import Node
+
+    settings, secrets = read_node_files(data_dir)
+    node = Node(settings, secrets, data_dir)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stopping.set)
+    await node.start()
+    runner = web.AppRunner(build_app(node), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.address, settings.api_port, reuse_address=True)
+    await site.start()
+    log.info(
+        "oct-ctl %s: node %s serving on %s (raft %s)",
+        __version__,
+        settings.node,
+        settings.api_address,
+        settings.raft_address,
+    )
+    try:
+        await node.stopping.wait()
+    finally:
+        log.info("stopping node %s", settings.node)
+        await runner.cleanup()
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    try:
+        uvloop.run(serve(args.data_dir))
+    except FileNotFoundError as e:
+        sys.exit(f"oct-ctl: {e}")

@@ -1,0 +1,167 @@
+"""One oct-ctl node: its Raft replica, agent, reconciler and API, and how they start and stop.
+
+Start-up order matters for joining: a new node starts its Raft replica with the current members
+as partners *before* asking the leader to add it, because the leader's membership change only
+commits once the new node can acknowledge it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import aiohttp
+
+from octctl.agent import Agent
+from octctl.api.models import JoinRequest
+from octctl.node_settings import NodeSettings, Secrets
+from octctl.peers import PeerClient, PeerError
+from octctl.providers.base import Provider
+from octctl.providers.local import LocalProvider
+from octctl.reconciler import Reconciler
+from octctl.state.machine import RaftNode
+from octctl.state.model import NodeRecord, command
+
+log = logging.getLogger(__name__)
+
+MEMBERS_FILE = "members.json"
+
+
+def make_provider(settings: NodeSettings) -> Provider | None:
+    if settings.provider == "local" and settings.provider_root:
+        return LocalProvider(Path(settings.provider_root))
+    return None
+
+
+class Node:
+    def __init__(self, settings: NodeSettings, secrets: Secrets, data_dir: Path) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.data_dir = data_dir
+        self.stopping = asyncio.Event()
+        self.agent = Agent(settings.node, data_dir)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.session: aiohttp.ClientSession
+        self.peers: PeerClient
+        self.raft: RaftNode
+        self.reconciler: Reconciler
+
+    def self_record(self) -> NodeRecord:
+        s = self.settings
+        return {
+            "id": s.node,
+            "address": s.address,
+            "api_port": s.api_port,
+            "raft_port": s.raft_port,
+            "cpus": s.cpus,
+            "memory": s.memory,
+            "status": "ready",
+            "joined_at": time.time(),
+            "last_seen": time.time(),
+        }
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        self.peers = PeerClient(self.secrets.token, self.session)
+        partners = await self._partners()
+        self.raft = RaftNode(
+            self.settings.raft_address,
+            partners,
+            self.data_dir,
+            self.secrets.raft_password,
+            asyncio.get_running_loop(),
+        )
+        self.reconciler = Reconciler(
+            raft=self.raft,
+            peers=self.peers,
+            settings=self.settings,
+            secrets=self.secrets,
+            provider=make_provider(self.settings),
+        )
+        self.raft.machine.subscribe(self._on_change)
+        self._spawn(self.reconciler.run())
+        self._spawn(self._persist_members())
+        self._spawn(self._register())
+
+    def _on_change(self) -> None:
+        """Runs on the Raft thread: nudge the reconciler so a new deploy starts without waiting a tick."""
+        loop = self.raft.loop
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self.reconciler.wake)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def _partners(self) -> list[str]:
+        """Who to talk Raft with: the remembered members after a restart, else ask a live member."""
+        members_file = self.data_dir / MEMBERS_FILE
+        if members_file.exists():
+            return list(json.loads(members_file.read_text()))
+        if not self.settings.join:
+            return []
+        deadline = time.monotonic() + 120
+        while True:
+            for address in self.settings.join:
+                try:
+                    return (await self.peers.members(address)).members
+                except PeerError as e:
+                    log.info("waiting for cluster member %s: %s", address, e)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no member of the cluster answered at {self.settings.join}")
+            await asyncio.sleep(1)
+
+    async def _register(self) -> None:
+        """Genesis registers itself once it leads; a new node asks the leader to add it."""
+        request = JoinRequest(
+            node=self.settings.node,
+            address=self.settings.address,
+            api_port=self.settings.api_port,
+            raft_port=self.settings.raft_port,
+            cpus=self.settings.cpus,
+            memory=self.settings.memory,
+        )
+        while not self.stopping.is_set():
+            view = self.raft.view()
+            if self.settings.node in view["nodes"]:
+                return
+            try:
+                if not self.settings.join:
+                    if self.raft.is_leader():
+                        await self.raft.execute(command("init", cluster=self.settings.cluster))
+                        await self.raft.execute(command("node_joined", node=self.self_record()))
+                        log.info("genesis: cluster %s started on %s", self.settings.cluster, self.settings.node)
+                        return
+                else:
+                    for address in self.settings.join:
+                        with contextlib.suppress(PeerError):
+                            await self.peers.join(address, request)
+                            log.info("joined cluster %s through %s", self.settings.cluster, address)
+                            return
+            except Exception as e:
+                log.info("registration not done yet: %s", e)
+            await asyncio.sleep(0.5)
+
+    async def _persist_members(self) -> None:
+        """Remember the membership so a restarted node knows its partners without asking anyone."""
+        last: list[str] = []
+        path = self.data_dir / MEMBERS_FILE
+        while True:
+            members = self.raft.members()
+            if members != last and (len(members) > 1 or not self.settings.join):
+                path.write_text(json.dumps(members))
+                last = members
+            await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.to_thread(self.agent.close)
+        self.raft.close()
+        await self.session.close()

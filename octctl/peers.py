@@ -1,0 +1,66 @@
+"""HTTP calls from one node to another: the leader driving agents, a new node joining."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from octctl.api.models import JoinRequest, MembersResponse
+from octctl.runtime.base import InstanceSpec, InstanceStatus
+
+
+class PeerError(Exception):
+    """A peer did not answer, or answered with an error."""
+
+
+class PeerClient:
+    def __init__(self, token: str, session: aiohttp.ClientSession) -> None:
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session = session
+
+    async def _request(
+        self, method: str, address: str, path: str, body: Any = None, timeout: float = 5.0
+    ) -> Any:
+        url = f"http://{address}{path}"
+        try:
+            async with self._session.request(
+                method, url, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                data = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    reason = data.get("error") if isinstance(data, dict) else None
+                    raise PeerError(f"{method} {url}: {resp.status} {reason or ''}".strip())
+                return data
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise PeerError(f"{method} {url}: {type(e).__name__} {e}".strip()) from e
+
+    async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]:
+        path = "/v1/agent/instances" + (f"?project={project}" if project else "")
+        data = await self._request("GET", address, path, timeout=3.0)
+        return [InstanceStatus.model_validate(item) for item in data["instances"]]
+
+    async def apply(self, address: str, spec: InstanceSpec, timeout: float = 300.0) -> InstanceStatus:
+        data = await self._request(
+            "PUT", address, f"/v1/agent/instances/{spec.service}", spec.model_dump(mode="json"), timeout
+        )
+        return InstanceStatus.model_validate(data)
+
+    async def remove(self, address: str, project: str, service: str) -> None:
+        await self._request("DELETE", address, f"/v1/agent/instances/{service}?project={project}", timeout=60.0)
+
+    async def logs(self, address: str, project: str, service: str, tail: int) -> list[str]:
+        data = await self._request(
+            "GET", address, f"/v1/agent/instances/{service}/logs?project={project}&tail={tail}"
+        )
+        return list(data["lines"])
+
+    async def members(self, address: str) -> MembersResponse:
+        return MembersResponse.model_validate(await self._request("GET", address, "/v1/cluster/members"))
+
+    async def join(self, address: str, request: JoinRequest) -> MembersResponse:
+        data = await self._request("POST", address, "/v1/cluster/join", request.model_dump(), timeout=30.0)
+        return MembersResponse.model_validate(data)
+
+    async def shutdown(self, address: str) -> None:
+        await self._request("POST", address, "/v1/agent/shutdown", timeout=5.0)

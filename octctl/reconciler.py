@@ -1,0 +1,325 @@
+"""The leader's loop: make what nodes run match what the cluster state says they should.
+
+Each tick observes every node's agent, schedules, then pushes the difference: removals first (they
+free ports and capacity), then creates and replacements, a service only once everything it
+``depends_on`` runs with its current spec. Pushes of one tick run concurrently, so independent
+services start in parallel across nodes. All decisions go through Raft before or as they are
+acted on, so a new leader picks up where the old one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from octctl.config import Config
+from octctl.node_settings import NodeSettings, Secrets
+from octctl.peers import PeerClient, PeerError
+from octctl.providers.base import NodeRequest, Provider
+from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.scheduler import NodeCapacity, nodes_needed, place
+from octctl.specs import demand, instance_specs
+from octctl.state.machine import RaftNode
+from octctl.state.model import ClusterState, NodeRecord, command
+
+log = logging.getLogger(__name__)
+
+#: An instance that keeps crashing this often makes the deployment fail (it keeps being restarted).
+CRASH_LOOP_RESTARTS = 3
+#: A node the provider launched that has not joined by then is given up and retired.
+PROVISION_TIMEOUT = 90.0
+
+Observed = dict[str, dict[str, dict[str, Any]]]  # node -> service -> InstanceStatus as JSON
+
+
+def api_address(node: NodeRecord) -> str:
+    return f"{node['address']}:{node['api_port']}"
+
+
+def raft_address(node: NodeRecord) -> str:
+    return f"{node['address']}:{node['raft_port']}"
+
+
+def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
+    return instance is not None and instance.get("spec_hash") == spec.spec_hash and instance["state"] == "running"
+
+
+@dataclass
+class Reconciler:
+    raft: RaftNode
+    peers: PeerClient
+    settings: NodeSettings
+    secrets: Secrets
+    provider: Provider | None
+    interval: float = 1.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: (node, service) -> (spec hash, deployment) of a push that failed; not retried for the same pair.
+    _failed: dict[tuple[str, str], InstanceStatus] = field(default_factory=dict)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not self.raft.is_leader():
+                self._failed.clear()
+                continue
+            try:
+                busy = await self.tick()
+            except Exception:
+                log.exception("reconcile tick failed")
+                busy = False
+            if busy:
+                self._wake.set()
+
+    # -- one tick ------------------------------------------------------------------------------
+    async def tick(self) -> bool:
+        """One pass; True when it changed something and another pass should follow at once."""
+        view = self.raft.view()
+        observed = await self._observe(view)
+        view = self.raft.view()
+        config = Config.model_validate(view["project"]) if view["project"] else None
+        deployment = view["deployment"]
+
+        placements = await self._schedule(view, config)
+        view = self.raft.view()
+        specs = (
+            instance_specs(config, placements, view["nodes"], deployment["id"], view["source_dir"])
+            if config is not None and deployment is not None
+            else {}
+        )
+        changed = await self._converge(view, config, specs, observed)
+        await self._update_deployment(view, config, specs, observed)
+        return changed
+
+    async def _observe(self, view: ClusterState) -> Observed:
+        """Ask every agent what it runs; record changes (and node liveness) in Raft."""
+        nodes = list(view["nodes"].values())
+        results = await asyncio.gather(
+            *(self.peers.instances(api_address(n)) for n in nodes), return_exceptions=True
+        )
+        observed: Observed = {}
+        now = time.time()
+        for node, result in zip(nodes, results, strict=True):
+            if isinstance(result, BaseException):
+                if node["status"] == "ready":
+                    log.warning("node %s is unreachable: %s", node["id"], result)
+                    await self.raft.execute(command("node_status", node=node["id"], status="unreachable", at=now))
+                continue
+            seen = {i.service: i.model_dump(mode="json") for i in result}
+            for (node_id, service), failure in self._failed.items():
+                if node_id == node["id"] and service not in seen:
+                    seen[service] = failure.model_dump(mode="json")
+            observed[node["id"]] = seen
+            if node["status"] in ("joining", "unreachable") or (
+                node["status"] == "ready" and now - (node["last_seen"] or 0) > 10
+            ):
+                await self.raft.execute(command("node_status", node=node["id"], status="ready", at=now))
+            if view["instances"].get(node["id"]) != seen:
+                await self.raft.execute(command("observe", node=node["id"], instances=seen))
+        return observed
+
+    async def _schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
+        if config is None:
+            return {}
+        local = config.project.provider.local if config.project.provider else None
+        min_nodes = local.nodes if local else 1
+        demands = [demand(s) for s in config.project.services]
+        capacities = [
+            NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
+            for n in view["nodes"].values()
+        ]
+        plan = place(demands, capacities, view["placements"])
+        placements = dict(plan.placements)
+        if placements != view["placements"]:
+            await self.raft.execute(command("set_placements", placements=placements))
+        wanted = max(min_nodes, len(view["nodes"]))
+        if plan.unplaced and local is not None:
+            template = NodeCapacity(node="new", cpus=local.cpus, memory=local.memory)
+            try:
+                wanted = len(view["nodes"]) + nodes_needed(
+                    [d for d in demands if d.service in plan.unplaced], template
+                )
+            except ValueError as e:
+                await self._fail(view, None, str(e), [])
+        await self._grow(view, config, wanted)
+        return placements
+
+    async def _grow(self, view: ClusterState, config: Config, wanted: int) -> None:
+        """Ask the provider for one more node at a time until there are ``wanted``."""
+        now = time.time()
+        for node, since in view["provisioning"].items():
+            if now - since > PROVISION_TIMEOUT and self.provider is not None:
+                log.warning("node %s did not join within %.0fs; retiring it", node, PROVISION_TIMEOUT)
+                await asyncio.to_thread(self.provider.retire, node)
+                await self.raft.execute(command("provisioning_done", node=node))
+                return
+        if view["provisioning"] or len(view["nodes"]) >= wanted or self.provider is None:
+            return
+        local = config.project.provider.local if config.project.provider else None
+        request = NodeRequest(
+            cluster=self.settings.cluster,
+            cpus=local.cpus if local else self.settings.cpus,
+            memory=local.memory if local else self.settings.memory,
+            join=(self.settings.api_address,),
+            secrets=self.secrets,
+        )
+        node = await asyncio.to_thread(self.provider.provision, request)
+        log.info("provisioned node %s (%d of %d)", node, len(view["nodes"]) + 1, wanted)
+        await self.raft.execute(command("provisioning", node=node, at=now))
+
+    async def _converge(
+        self, view: ClusterState, config: Config | None, specs: dict[str, InstanceSpec], observed: Observed
+    ) -> bool:
+        project = config.project.name if config else None
+        removals = [
+            (node, service, instance["project"])
+            for node, instances in observed.items()
+            for service, instance in instances.items()
+            if service not in specs or specs[service].node != node or instance.get("project") != project
+        ]
+        pushes: list[InstanceSpec] = []
+        if config is not None:
+            for name in config.topological_order():
+                spec = specs.get(name)
+                if spec is None:
+                    continue
+                current = observed.get(spec.node, {}).get(name)
+                if current is not None and current.get("spec_hash") == spec.spec_hash and current["state"] != "failed":
+                    continue
+                failure = self._failed.get((spec.node, name))
+                if failure is not None and (failure.spec_hash, failure.deployment) == (spec.spec_hash, spec.deployment):
+                    continue  # this deployment already failed with this exact spec; a new deploy retries
+                deps = config.service(name).depends_on
+                if all(d in specs and is_up(observed.get(specs[d].node, {}).get(d), specs[d]) for d in deps):
+                    pushes.append(spec)
+        if not removals and not pushes:
+            return False
+        nodes = view["nodes"]
+        await asyncio.gather(*(self._remove(nodes[n], p, s) for n, s, p in removals if n in nodes))
+        results = await asyncio.gather(*(self._push(nodes[s.node], s) for s in pushes if s.node in nodes))
+        for spec, status in zip(pushes, results, strict=False):
+            observed.setdefault(spec.node, {})[spec.service] = status.model_dump(mode="json")
+            await self.raft.execute(
+                command("observe_one", node=spec.node, service=spec.service, instance=status.model_dump(mode="json"))
+            )
+        return True
+
+    async def _remove(self, node: NodeRecord, project: str, service: str) -> None:
+        try:
+            await self.peers.remove(api_address(node), project, service)
+        except PeerError as e:
+            log.warning("could not remove %s from %s: %s", service, node["id"], e)
+            return
+        self._failed.pop((node["id"], service), None)
+        await self.raft.execute(command("observe_one", node=node["id"], service=service, instance=None))
+
+    async def _push(self, node: NodeRecord, spec: InstanceSpec) -> InstanceStatus:
+        log.info("starting %s on %s (spec %s)", spec.service, node["id"], spec.spec_hash)
+        try:
+            status = await self.peers.apply(api_address(node), spec)
+        except PeerError as e:
+            status = InstanceStatus(
+                project=spec.project,
+                service=spec.service,
+                runtime=spec.runtime,
+                state="failed",
+                error=f"node {node['id']} did not run it: {e}",
+            )
+        if status.state == "failed":
+            status.spec_hash = spec.spec_hash
+            status.deployment = spec.deployment
+            self._failed[(node["id"], spec.service)] = status
+        else:
+            self._failed.pop((node["id"], spec.service), None)
+        return status
+
+    async def _update_deployment(
+        self, view: ClusterState, config: Config | None, specs: dict[str, InstanceSpec], observed: Observed
+    ) -> None:
+        deployment = view["deployment"]
+        if deployment is None:
+            return
+        state = deployment["state"]
+        if state == "destroying":
+            await self._finish_destroy(view, observed)
+            return
+        if state not in ("pending", "in_progress") or config is None:
+            return
+        names = [s.name for s in config.project.services]
+        running = 0
+        for name in names:
+            spec = specs.get(name)
+            instance = observed.get(spec.node, {}).get(name) if spec else None
+            if spec is None or instance is None or instance.get("spec_hash") != spec.spec_hash:
+                continue
+            if instance["state"] == "failed" or (
+                instance["state"] in ("restarting", "exited") and instance.get("restarts", 0) >= CRASH_LOOP_RESTARTS
+            ):
+                error = instance.get("error") or f"{name} keeps exiting (exit code {instance.get('exit_code')})"
+                await self._fail(view, name, error, instance.get("log_tail") or [])
+                return
+            if instance["state"] == "running":
+                running += 1
+        fields: dict[str, Any] = {"message": f"{running}/{len(names)} services running"}
+        if running == len(names):
+            fields.update(state="succeeded", finished_at=time.time())
+        elif state == "pending":
+            fields["state"] = "in_progress"
+        if fields.get("state") or fields["message"] != deployment["message"]:
+            await self.raft.execute(command("deployment_update", deployment=deployment["id"], fields=fields))
+
+    async def _fail(self, view: ClusterState, service: str | None, error: str, log_tail: list[str]) -> None:
+        deployment = view["deployment"]
+        if deployment is None or deployment["state"] not in ("pending", "in_progress"):
+            return
+        fields = {
+            "state": "failed",
+            "finished_at": time.time(),
+            "failed_service": service,
+            "error": error,
+            "log_tail": log_tail[-20:],
+            "message": f"{service} failed" if service else error,
+        }
+        await self.raft.execute(command("deployment_update", deployment=deployment["id"], fields=fields))
+
+    async def _finish_destroy(self, view: ClusterState, observed: Observed) -> None:
+        """Once no instance is left anywhere, hand every other node back to the provider."""
+        deployment = view["deployment"]
+        assert deployment is not None
+        if any(observed.values()) or any(view["instances"].values()):
+            return
+        for node in list(view["nodes"].values()):
+            if node["id"] == self.settings.node:
+                continue
+            await self.retire(node)
+        await self.raft.execute(
+            command(
+                "deployment_update",
+                deployment=deployment["id"],
+                fields={"state": "destroyed", "finished_at": time.time(), "message": "all services removed"},
+            )
+        )
+
+    async def retire(self, node: NodeRecord) -> None:
+        """Leave Raft first (while the node can still acknowledge), then stop the machine."""
+        await self.raft.execute(command("node_status", node=node["id"], status="retiring", at=time.time()))
+        if raft_address(node) in self.raft.members():
+            await self.raft.remove_member(raft_address(node))
+        if self.provider is not None:
+            await asyncio.to_thread(self.provider.retire, node["id"])
+        await self.raft.execute(command("node_left", node=node["id"]))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,334 @@
+"""Runs services as Docker containers on this node's engine.
+
+The ``docker`` package is imported lazily: the daemon only loads this module when a docker service
+is scheduled here, and even then a node without an engine must still start and report a clear
+error instead of crashing at import time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from octctl.runtime.base import (
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    InstanceSpec,
+    InstanceState,
+    InstanceStatus,
+    PortMapping,
+    Runtime,
+    RuntimeFailure,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+log = logging.getLogger(__name__)
+
+#: The leader may start ~30 services at once; the SDK's default pool of 10 would make the extra
+#: threads open throw-away connections (and log "connection pool is full" warnings).
+MAX_POOL_SIZE = 32
+LOG_TAIL_LINES = 20
+#: A container that docker restarted less than this long ago is reported ``restarting``, so a crash
+#: loop never looks healthy just because the leader sampled it during a short-lived run.
+FRESH_RESTART_SECONDS = 1.0
+
+
+def container_name(project: str, service: str) -> str:
+    """Names are unique per engine, which is what makes a second ``apply`` find the first instance."""
+    return f"oct-{project}-{service}"
+
+
+def _port_bindings(ports: list[PortMapping]) -> dict[str, Any]:
+    """Several host ports may publish one container port; the SDK wants a list for that case."""
+    bindings: dict[str, list[tuple[str, int]]] = {}
+    for port in ports:
+        bindings.setdefault(f"{port.container_port}/{port.protocol}", []).append(
+            (port.host_ip, port.host_port)
+        )
+    return {key: value[0] if len(value) == 1 else value for key, value in bindings.items()}
+
+
+def _explain(exc: BaseException) -> str:
+    """The engine's own sentence ("port is already allocated") beats the SDK's HTTP wrapper text."""
+    explanation = getattr(exc, "explanation", None)
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    return str(explanation or exc).strip()
+
+
+def _parse_docker_time(value: str) -> dt.datetime | None:
+    """Docker prints nanoseconds, which ``fromisoformat`` rejects; microseconds are plenty here."""
+    if not value or value.startswith("0001-"):
+        return None
+    main, _, frac = value.rstrip("Z").partition(".")
+    frac = frac[:6]
+    try:
+        parsed = dt.datetime.fromisoformat(f"{main}.{frac}" if frac else main)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.UTC)
+
+
+class DockerRuntime(Runtime):
+    """One container per (project, service), labelled so ``list``/destroy find every one of them."""
+
+    name = "docker"
+
+    def __init__(self, client: docker.DockerClient | None = None, node: str = "") -> None:
+        self._client = client
+        self._node = node
+        self._client_lock = threading.Lock()
+        self._names_lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _docker(self) -> docker.DockerClient:
+        """Connect on first use, so constructing the runtime never fails on an engine-less node."""
+        with self._client_lock:
+            if self._client is None:
+                try:
+                    import docker
+
+                    client = docker.from_env(max_pool_size=MAX_POOL_SIZE)
+                    client.ping()
+                except Exception as exc:  # ImportError, DockerException, connection errors
+                    raise RuntimeFailure(f"cannot reach the Docker engine: {exc}") from exc
+                self._client = client
+            return self._client
+
+    @contextlib.contextmanager
+    def _engine_errors(self, doing: str) -> Iterator[None]:
+        """Turn SDK/transport exceptions into the contract's user-facing ``RuntimeFailure``."""
+        try:
+            yield
+        except RuntimeFailure:
+            raise
+        except Exception as exc:
+            from docker.errors import DockerException
+            from requests.exceptions import RequestException
+
+            if isinstance(exc, DockerException | RequestException):
+                raise RuntimeFailure(f"{doing}: {_explain(exc)}") from exc
+            raise
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        """Calls for different services run in parallel; two calls for the same one must not interleave."""
+        with self._names_lock:
+            return self._name_locks.setdefault(name, threading.Lock())
+
+    def _find(self, name: str) -> Container | None:
+        from docker.errors import NotFound
+
+        try:
+            return self._docker().containers.get(name)
+        except NotFound:
+            return None
+
+    @staticmethod
+    def _owned_by(container: Container, project: str, service: str) -> bool:
+        labels = container.labels or {}
+        return (
+            labels.get(LABEL_MANAGED) == "true"
+            and labels.get(LABEL_PROJECT) == project
+            and labels.get(LABEL_SERVICE) == service
+        )
+
+    # -- contract ---------------------------------------------------------------------------------
+
+    def apply(self, spec: InstanceSpec) -> InstanceStatus:
+        name = container_name(spec.project, spec.service)
+        with self._lock_for(name), self._engine_errors(f"cannot apply {spec.service}"):
+            existing = self._find(name)
+            if existing is not None:
+                if not self._owned_by(existing, spec.project, spec.service):
+                    return self._failed(
+                        spec, f"container name '{name}' is already used by a container oct does not own"
+                    )
+                same_hash = existing.labels.get(LABEL_SPEC_HASH) == spec.spec_hash
+                if same_hash and existing.status in ("running", "restarting"):
+                    return self._status(existing)
+                self._remove_container(name)
+            return self._run(spec, name)
+
+    def remove(self, project: str, service: str) -> None:
+        name = container_name(project, service)
+        with self._lock_for(name), self._engine_errors(f"cannot remove {service}"):
+            existing = self._find(name)
+            if existing is not None and self._owned_by(existing, project, service):
+                self._remove_container(name)
+
+    def list(self, project: str | None = None) -> list[InstanceStatus]:
+        labels = [f"{LABEL_MANAGED}=true"]
+        if project is not None:
+            labels.append(f"{LABEL_PROJECT}={project}")
+        with self._engine_errors("cannot list containers"):
+            containers = self._docker().containers.list(
+                all=True, filters={"label": labels}, ignore_removed=True
+            )
+            return [self._status(container) for container in containers]
+
+    def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
+        with self._engine_errors(f"cannot read logs of {service}"):
+            container = self._find(container_name(project, service))
+            if container is None or not self._owned_by(container, project, service):
+                return []
+            return self._tail(container, tail)
+
+    def close(self) -> None:
+        """Containers keep running: the engine, not oct-ctl, supervises them across agent restarts."""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _labels(self, spec: InstanceSpec) -> dict[str, str]:
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_PROJECT: spec.project,
+            LABEL_SERVICE: spec.service,
+            LABEL_DEPLOYMENT: spec.deployment,
+            LABEL_SPEC_HASH: spec.spec_hash,
+            LABEL_NODE: spec.node or self._node,
+        }
+
+    def _remove_container(self, name: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        try:
+            self._docker().api.remove_container(name, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            # Two removals racing: the engine says "removal already in progress"; that is success.
+            if exc.status_code != 409:
+                raise
+
+    def _ensure_image(self, image: str) -> str | None:
+        """Returns an error message, or None once the image is present locally."""
+        from docker.errors import DockerException, ImageNotFound
+        from requests.exceptions import RequestException
+
+        client = self._docker()
+        try:
+            client.images.get(image)
+            return None
+        except ImageNotFound:
+            pass
+        log.info("pulling image %s", image)
+        try:
+            client.images.pull(image)
+        except (DockerException, RequestException) as exc:
+            return f"cannot pull image '{image}': {_explain(exc)}"
+        return None
+
+    def _run(self, spec: InstanceSpec, name: str) -> InstanceStatus:
+        from docker.errors import APIError
+
+        if not spec.image:
+            return self._failed(spec, "the docker runtime needs an image")
+        error = self._ensure_image(spec.image)
+        if error is not None:
+            return self._failed(spec, error)
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "environment": dict(spec.env),
+            "nano_cpus": spec.cpus * 1_000_000,
+            "mem_limit": f"{spec.memory}m",
+            "ports": _port_bindings(spec.ports),
+            "restart_policy": {"Name": "unless-stopped"},
+            "detach": True,
+            "labels": self._labels(spec),
+            "init": False,
+        }
+        if spec.command is not None:
+            kwargs["command"] = list(spec.command)
+        log.info("starting container %s (deployment %s)", name, spec.deployment)
+        try:
+            container = self._docker().containers.run(spec.image, **kwargs)
+        except APIError as exc:
+            # A failed start leaves a "created" container holding State.Error; keep it so ``list``
+            # keeps reporting the failure to the leader, but answer with the engine's sentence.
+            return self._failed(spec, _explain(exc))
+        container.reload()
+        return self._status(container)
+
+    def _failed(self, spec: InstanceSpec, error: str) -> InstanceStatus:
+        log.warning("cannot start %s/%s: %s", spec.project, spec.service, error)
+        return InstanceStatus(
+            project=spec.project,
+            service=spec.service,
+            runtime="docker",
+            deployment=spec.deployment,
+            spec_hash=spec.spec_hash,
+            state="failed",
+            error=error,
+        )
+
+    def _tail(self, container: Container, tail: int) -> builtins.list[str]:
+        if tail <= 0:
+            return []
+        raw = container.logs(stdout=True, stderr=True, tail=tail)
+        return raw.decode("utf-8", "replace").splitlines()[-tail:]
+
+    def _status(self, container: Container) -> InstanceStatus:
+        attrs = container.attrs
+        state_info: dict[str, Any] = attrs.get("State") or {}
+        labels: dict[str, str] = container.labels or {}
+        restarts = int(attrs.get("RestartCount") or 0)
+        docker_state = state_info.get("Status", container.status)
+        exit_code: int | None = None
+        error: str | None = None
+        state: InstanceState
+        if docker_state == "running":
+            state = "running"
+            started = _parse_docker_time(state_info.get("StartedAt", ""))
+            if restarts >= 1 and started is not None:
+                age = (dt.datetime.now(dt.UTC) - started).total_seconds()
+                if age < FRESH_RESTART_SECONDS:
+                    state = "restarting"
+        elif docker_state == "restarting":
+            state = "restarting"
+            exit_code = state_info.get("ExitCode")
+        elif docker_state == "created":
+            state = "failed" if state_info.get("Error") else "starting"
+            error = state_info.get("Error") or None
+        elif docker_state == "paused":
+            state = "failed"
+            error = "the container is paused (not by oct)"
+        else:  # exited, dead, removing
+            state = "exited"
+            exit_code = state_info.get("ExitCode")
+            error = state_info.get("Error") or None
+        if state_info.get("OOMKilled"):
+            error = "killed: out of memory (raise the service's memory)"
+        log_tail: list[str] = []
+        if state != "running":
+            with contextlib.suppress(Exception):  # a log driver without read support is not fatal
+                log_tail = self._tail(container, LOG_TAIL_LINES)
+        return InstanceStatus(
+            project=labels.get(LABEL_PROJECT, ""),
+            service=labels.get(LABEL_SERVICE, ""),
+            runtime="docker",
+            deployment=labels.get(LABEL_DEPLOYMENT, ""),
+            spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+            state=state,
+            error=error,
+            restarts=restarts,
+            exit_code=exit_code,
+            log_tail=log_tail,
+        )

@@ -1,0 +1,132 @@
+"""From the desired oct.toml model and the placements to what each node must run.
+
+Pure functions, used by the leader: they render ``{{ services.X.* }}`` with the addresses the
+scheduler chose and give each instance a content hash, so that "nothing changed" is a string
+comparison and an unchanged redeploy touches nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+
+from octctl.config import Config, ConfigError, Service
+from octctl.config.template import render_service_refs, service_refs
+from octctl.runtime.base import InstanceSpec, PortMapping
+from octctl.scheduler import Demand
+from octctl.state.model import NodeRecord
+
+
+def host_port(service: Service) -> int | None:
+    """The port the service claims on its node's address: what others (and users) connect to.
+
+    An internal-only port is published too, on the node's own address, so that a service on
+    another node can reach it at ``{{ services.X.host }}:{{ services.X.port }}``.
+    """
+    return service.external_port or service.internal_port
+
+
+def demand(service: Service) -> Demand:
+    port = host_port(service)
+    return Demand(
+        service=service.name,
+        cpus=service.cpus,
+        memory=service.memory,
+        host_ports=frozenset({port} if port else ()),
+    )
+
+
+def endpoints(
+    config: Config, placements: Mapping[str, str], nodes: Mapping[str, NodeRecord]
+) -> dict[str, dict[str, str | int]]:
+    """Template values of every placed service."""
+    found: dict[str, dict[str, str | int]] = {}
+    for service in config.project.services:
+        node = nodes.get(placements.get(service.name, ""))
+        if node is None:
+            continue
+        port = host_port(service)
+        found[service.name] = {
+            "host": node["address"],
+            "ip": node["address"],
+            "public_ip": node["address"],
+            "port": port if port is not None else "",
+        }
+    return found
+
+
+def spec_hash(spec: InstanceSpec) -> str:
+    content = spec.model_dump(mode="json", exclude={"deployment", "spec_hash"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def instance_spec(
+    config: Config,
+    service: Service,
+    node: NodeRecord,
+    known: Mapping[str, Mapping[str, str | int]],
+    deployment: str,
+    source_dir: str | None,
+) -> InstanceSpec | None:
+    """The rendered spec, or None while a service it references has no placement yet."""
+    texts = [*service.envs.values(), service.command or ""]
+    if any(ref not in known for text in texts for ref, _ in service_refs(text)):
+        return None
+    try:
+        env = {k: render_service_refs(v, known) for k, v in service.envs.items()}
+        command = shlex.split(render_service_refs(service.command, known)) if service.command else None
+    except (ConfigError, ValueError):
+        return None
+    ports: list[PortMapping] = []
+    port = host_port(service)
+    if service.runtime == "docker" and service.internal_port and port:
+        ports.append(PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port))
+    workdir = None
+    if service.runtime == "process":
+        env = {
+            "HOST": node["address"],
+            **({"PORT": str(port)} if port else {}),
+            "OCT_PROJECT": config.project.name,
+            "OCT_SERVICE": service.name,
+            "OCT_NODE": node["id"],
+            **env,
+        }
+        workdir = source_dir
+    spec = InstanceSpec(
+        project=config.project.name,
+        service=service.name,
+        node=node["id"],
+        deployment=deployment,
+        spec_hash="",
+        runtime=service.runtime,
+        image=service.image,
+        command=command,
+        env=env,
+        cpus=service.cpus,
+        memory=service.memory,
+        ports=ports,
+        workdir=workdir,
+    )
+    spec.spec_hash = spec_hash(spec)
+    return spec
+
+
+def instance_specs(
+    config: Config,
+    placements: Mapping[str, str],
+    nodes: Mapping[str, NodeRecord],
+    deployment: str,
+    source_dir: str | None,
+) -> dict[str, InstanceSpec]:
+    known = endpoints(config, placements, nodes)
+    specs: dict[str, InstanceSpec] = {}
+    for service in config.project.services:
+        node = nodes.get(placements.get(service.name, ""))
+        if node is None:
+            continue
+        spec = instance_spec(config, service, node, known, deployment, source_dir)
+        if spec is not None:
+            specs[service.name] = spec
+    return specs

@@ -1,0 +1,229 @@
+"""The cluster state and the only functions that change it.
+
+Every change is a *command* (a small JSON-able dict) that Raft commits in the same order on every
+node; :func:`apply_command` then runs here on each replica. So these functions must be
+deterministic: no clock, no randomness, no I/O — times and ids arrive inside the command, chosen
+once by the leader that proposed it.
+
+The state is plain dicts and lists (not classes) so that the Raft journal and snapshots stay
+readable across versions of oct.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, TypedDict
+
+
+class NodeRecord(TypedDict):
+    id: str
+    address: str
+    api_port: int
+    raft_port: int
+    cpus: int
+    memory: int
+    status: str  # joining | ready | unreachable | retiring
+    joined_at: float
+    last_seen: float | None
+
+
+class DeploymentRecord(TypedDict):
+    id: str
+    generation: int
+    state: str  # pending | in_progress | succeeded | failed | destroying | destroyed
+    started_at: float
+    finished_at: float | None
+    message: str
+    failed_service: str | None
+    error: str | None
+    log_tail: list[str]
+
+
+class ClusterState(TypedDict):
+    cluster: str
+    project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed
+    source_dir: str | None
+    generation: int
+    deployment: DeploymentRecord | None
+    nodes: dict[str, NodeRecord]
+    placements: dict[str, str]  # service -> node id
+    instances: dict[str, dict[str, dict[str, Any]]]  # node id -> service -> observed InstanceStatus
+    provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
+
+
+class CommandError(Exception):
+    """A command that cannot apply to the current state; it changes nothing on any replica."""
+
+
+def empty_state() -> ClusterState:
+    return {
+        "cluster": "",
+        "project": None,
+        "source_dir": None,
+        "generation": 0,
+        "deployment": None,
+        "nodes": {},
+        "placements": {},
+        "instances": {},
+        "provisioning": {},
+    }
+
+
+def _init(state: ClusterState, cluster: str) -> None:
+    if state["cluster"] and state["cluster"] != cluster:
+        raise CommandError(f"this replica belongs to cluster {state['cluster']}, not {cluster}")
+    state["cluster"] = cluster
+
+
+def _node_joined(state: ClusterState, node: NodeRecord) -> None:
+    state["nodes"][node["id"]] = node
+    state["provisioning"].pop(node["id"], None)
+
+
+def _node_left(state: ClusterState, node: str) -> None:
+    state["nodes"].pop(node, None)
+    state["instances"].pop(node, None)
+    state["provisioning"].pop(node, None)
+    state["placements"] = {s: n for s, n in state["placements"].items() if n != node}
+
+
+def _node_status(state: ClusterState, node: str, status: str, at: float) -> None:
+    record = state["nodes"].get(node)
+    if record is None:
+        return
+    record["status"] = status
+    if status == "ready":
+        record["last_seen"] = at
+
+
+def _provisioning(state: ClusterState, node: str, at: float) -> None:
+    state["provisioning"][node] = at
+
+
+def _provisioning_done(state: ClusterState, node: str) -> None:
+    state["provisioning"].pop(node, None)
+
+
+def _deploy(
+    state: ClusterState, project: dict[str, Any], source_dir: str | None, deployment: str, at: float
+) -> dict[str, Any]:
+    """Make ``project`` the desired state. An identical spec starts no new deployment."""
+    current = state["deployment"]
+    if (
+        state["project"] == project
+        and state["source_dir"] == source_dir
+        and current is not None
+        and current["state"] not in ("failed", "destroying", "destroyed")
+    ):
+        return {"deployment": current["id"], "changed": False}
+    state["project"] = project
+    state["source_dir"] = source_dir
+    state["generation"] += 1
+    state["deployment"] = {
+        "id": deployment,
+        "generation": state["generation"],
+        "state": "pending",
+        "started_at": at,
+        "finished_at": None,
+        "message": "",
+        "failed_service": None,
+        "error": None,
+        "log_tail": [],
+    }
+    return {"deployment": deployment, "changed": True}
+
+
+def _destroy(state: ClusterState, deployment: str, at: float) -> dict[str, Any]:
+    current = state["deployment"]
+    if state["project"] is None and current is not None and current["state"] in ("destroying", "destroyed"):
+        return {"deployment": current["id"]}
+    state["project"] = None
+    state["generation"] += 1
+    state["deployment"] = {
+        "id": deployment,
+        "generation": state["generation"],
+        "state": "destroying",
+        "started_at": at,
+        "finished_at": None,
+        "message": "removing services",
+        "failed_service": None,
+        "error": None,
+        "log_tail": [],
+    }
+    return {"deployment": deployment}
+
+
+def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, Any]) -> None:
+    """Progress of the current deployment; an update for an older one is ignored (it was superseded)."""
+    current = state["deployment"]
+    if current is None or current["id"] != deployment:
+        return
+    allowed = {"state", "finished_at", "message", "failed_service", "error", "log_tail"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise CommandError(f"unknown deployment fields: {sorted(unknown)}")
+    current.update(fields)  # type: ignore[typeddict-item]
+
+
+def _set_placements(state: ClusterState, placements: dict[str, str]) -> None:
+    missing = {n for n in placements.values() if n not in state["nodes"]}
+    if missing:
+        raise CommandError(f"placement on unknown nodes: {sorted(missing)}")
+    state["placements"] = dict(placements)
+
+
+def _observe(state: ClusterState, node: str, instances: dict[str, dict[str, Any]]) -> None:
+    """Replace what ``node`` runs, as last seen by the leader."""
+    if node not in state["nodes"]:
+        return
+    state["instances"][node] = instances
+
+
+def _observe_one(state: ClusterState, node: str, service: str, instance: dict[str, Any] | None) -> None:
+    if node not in state["nodes"]:
+        return
+    seen = state["instances"].setdefault(node, {})
+    if instance is None:
+        seen.pop(service, None)
+    else:
+        seen[service] = instance
+
+
+_COMMANDS: dict[str, Callable[..., Any]] = {
+    "init": _init,
+    "node_joined": _node_joined,
+    "node_left": _node_left,
+    "node_status": _node_status,
+    "provisioning": _provisioning,
+    "provisioning_done": _provisioning_done,
+    "deploy": _deploy,
+    "destroy": _destroy,
+    "deployment_update": _deployment_update,
+    "set_placements": _set_placements,
+    "observe": _observe,
+    "observe_one": _observe_one,
+}
+
+
+def command(name: str, **args: Any) -> dict[str, Any]:
+    """Build a command; unknown names fail here, on the proposer, rather than on every replica."""
+    if name not in _COMMANDS:
+        raise ValueError(f"unknown command {name!r}")
+    return {"op": name, "args": args}
+
+
+def apply_command(state: ClusterState, cmd: dict[str, Any]) -> Any:
+    """Apply one committed command. Errors are returned, not raised: a bad command must not stop
+    the replica's apply loop, and since the state is only touched after validation it is unchanged."""
+    try:
+        fn = _COMMANDS[cmd["op"]]
+        return fn(state, **cmd.get("args", {}))
+    except CommandError as e:
+        return {"error": str(e)}
+    except (KeyError, TypeError) as e:
+        return {"error": f"malformed command: {e}"}
+
+
+def snapshot(state: ClusterState) -> ClusterState:
+    return copy.deepcopy(state)
