@@ -60,6 +60,10 @@ class OctClient:
     def nodes(self) -> list[str]:
         return list(self._order)
 
+    def learn(self, nodes: list[str]) -> None:
+        """Add addresses discovered later (nodes the leader provisioned) as fallbacks."""
+        self._order.extend(n for n in nodes if n not in self._order)
+
     def close(self) -> None:
         self._http.close()
 

@@ -130,10 +130,14 @@ class Reconciler:
         return observed
 
     async def _schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
+        """Place services; grow the fleet to the minimum first so a deploy spreads over it."""
         if config is None:
             return {}
         local = config.project.provider.local if config.project.provider else None
         min_nodes = local.nodes if local else 1
+        if len(view["nodes"]) < min_nodes and self.provider is not None:
+            await self._grow(view, config, min_nodes)
+            return dict(view["placements"])
         demands = [demand(s) for s in config.project.services]
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
@@ -143,28 +147,27 @@ class Reconciler:
         placements = dict(plan.placements)
         if placements != view["placements"]:
             await self.raft.execute(command("set_placements", placements=placements))
-        wanted = max(min_nodes, len(view["nodes"]))
-        if plan.unplaced and local is not None:
+        if plan.unplaced and local is not None and self.provider is not None:
             template = NodeCapacity(node="new", cpus=local.cpus, memory=local.memory)
             try:
-                wanted = len(view["nodes"]) + nodes_needed(
-                    [d for d in demands if d.service in plan.unplaced], template
-                )
+                missing = nodes_needed([d for d in demands if d.service in plan.unplaced], template)
             except ValueError as e:
                 await self._fail(view, None, str(e), [])
-        await self._grow(view, config, wanted)
+            else:
+                await self._grow(view, config, len(view["nodes"]) + missing)
         return placements
 
     async def _grow(self, view: ClusterState, config: Config, wanted: int) -> None:
-        """Ask the provider for one more node at a time until there are ``wanted``."""
+        """Ask the provider for the missing nodes; they start in parallel and join one by one."""
         now = time.time()
+        assert self.provider is not None
         for node, since in view["provisioning"].items():
-            if now - since > PROVISION_TIMEOUT and self.provider is not None:
+            if now - since > PROVISION_TIMEOUT:
                 log.warning("node %s did not join within %.0fs; retiring it", node, PROVISION_TIMEOUT)
                 await asyncio.to_thread(self.provider.retire, node)
                 await self.raft.execute(command("provisioning_done", node=node))
-                return
-        if view["provisioning"] or len(view["nodes"]) >= wanted or self.provider is None:
+        missing = wanted - len(view["nodes"]) - len(view["provisioning"])
+        if missing <= 0:
             return
         local = config.project.provider.local if config.project.provider else None
         request = NodeRequest(
@@ -174,9 +177,10 @@ class Reconciler:
             join=(self.settings.api_address,),
             secrets=self.secrets,
         )
-        node = await asyncio.to_thread(self.provider.provision, request)
-        log.info("provisioned node %s (%d of %d)", node, len(view["nodes"]) + 1, wanted)
-        await self.raft.execute(command("provisioning", node=node, at=now))
+        for _ in range(missing):
+            node = await asyncio.to_thread(self.provider.provision, request)
+            log.info("provisioned node %s towards %d nodes", node, wanted)
+            await self.raft.execute(command("provisioning", node=node, at=now))
 
     async def _converge(
         self, view: ClusterState, config: Config | None, specs: dict[str, InstanceSpec], observed: Observed

@@ -73,7 +73,7 @@ def pydantic_message(error: Mapping[str, Any], fields: Sequence[str]) -> str:
     kind = error["type"]
     value = error.get("input")
     ctx = error.get("ctx") or {}
-    loc = error.get("loc") or ()
+    loc: tuple[str | int, ...] = tuple(error.get("loc") or ())
     is_port = bool(loc) and str(loc[-1]).endswith("_port")
     if kind == "missing":
         return "field required"

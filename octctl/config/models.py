@@ -109,7 +109,7 @@ class Service(_Model):
 
 
 class Project(_Model):
-    """``[project]``; ``user_state_backend`` is optional because the reference requires it but never uses it."""
+    """``[project]``; ``user_state_backend`` is optional: the reference requires it but never uses it."""
 
     name: str
     domain: str | None = None

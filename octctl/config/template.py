@@ -154,13 +154,12 @@ def _env_refs(tree: nodes.Template) -> list[tuple[str, int]]:
     """``env.NAME`` and ``env["NAME"]`` uses; dynamic lookups are left to render time."""
     refs: list[tuple[str, int]] = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if not (isinstance(target, nodes.Name) and target.name == "env"):
-            continue
-        if isinstance(node, nodes.Getattr):
+        if isinstance(node, nodes.Getattr) and _is_name(node.node, "env"):
             refs.append((node.attr, node.lineno))
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            refs.append((node.arg.value, node.lineno))
+        elif isinstance(node, nodes.Getitem) and _is_name(node.node, "env"):
+            key = _const_str(node.arg)
+            if key is not None:
+                refs.append((key, node.lineno))
     return refs
 
 
@@ -170,16 +169,22 @@ def _plain_service_ref_names(tree: nodes.Template) -> set[int]:
     for output in tree.find_all(nodes.Output):
         for expr in output.nodes:
             depth = 0
-            while isinstance(expr, nodes.Getattr | nodes.Getitem) and depth < 3:
-                if isinstance(expr, nodes.Getitem) and not (
-                    isinstance(expr.arg, nodes.Const) and isinstance(expr.arg.value, str)
-                ):
-                    break
+            while isinstance(expr, nodes.Getattr) or (
+                isinstance(expr, nodes.Getitem) and _const_str(expr.arg) is not None
+            ):
                 expr = expr.node
                 depth += 1
-            if depth == 2 and isinstance(expr, nodes.Name) and expr.name == "services":
+            if depth == 2 and _is_name(expr, "services"):
                 plain.add(id(expr))
     return plain
+
+
+def _is_name(node: nodes.Node, name: str) -> bool:
+    return isinstance(node, nodes.Name) and node.name == name
+
+
+def _const_str(node: nodes.Node) -> str | None:
+    return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -207,8 +207,8 @@ def _check_external_ports(view: ServicesView) -> Iterator[Finding]:
             yield (
                 _services_path(i, "external_port"),
                 (
-                    f"services '{owners[port]}' and '{service.name}' both claim external_port {port}: an external "
-                    "port is the project's public address, so only one service can have it"
+                    f"services '{owners[port]}' and '{service.name}' both claim external_port {port}: "
+                    "an external port is the project's public address, so only one service can have it"
                 ),
             )
         else:

@@ -226,23 +226,28 @@ class _Instance:
             if log_path.stat().st_size > MAX_LOG_BYTES:
                 os.replace(log_path, log_path.with_suffix(".log.1"))
         try:
-            with log_path.open("ab") as logfile:
-                popen = subprocess.Popen(
-                    argv,
-                    env=_child_env(spec.env),
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            logfile = log_path.open("ab")
+        except OSError as exc:
+            return f"cannot open the log file '{log_path}': {exc.strerror or exc}"
+        try:
+            popen = subprocess.Popen(
+                argv,
+                env=_child_env(spec.env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         except FileNotFoundError:
             return f"command not found: '{argv[0]}'"
         except PermissionError:
             return f"command is not executable: '{argv[0]}'"
         except OSError as exc:
             return f"cannot start '{argv[0]}': {exc.strerror or exc}"
+        finally:
+            logfile.close()  # the child holds its own descriptor
         self._popen = popen
         self.pid = popen.pid
         self.start_time = _start_time(popen.pid)
@@ -253,6 +258,16 @@ class _Instance:
         return None
 
     def _supervise(self) -> None:
+        try:
+            self._supervise_loop()
+        except Exception as exc:  # a bug here must show up in status, not as a silent dead thread
+            log.exception("%s: supervisor crashed", self.label)
+            with self._cond:
+                self.state = "failed"
+                self.error = f"oct-ctl stopped supervising this process: {exc}"
+                self._cond.notify_all()
+
+    def _supervise_loop(self) -> None:
         rt = self.runtime
         backoff = rt.backoff_initial
         while True:

@@ -98,6 +98,7 @@ class RaftNode:
             journalFile=str(data_dir / "raft.journal"),
             fullDumpFile=str(data_dir / "raft.dump"),
             password=password,
+            bindAddress=self_address,  # never 0.0.0.0: the Raft port is for cluster members only
             useFork=False,
             leaderFallbackTimeout=3.0,
             connectionRetryTime=1.0,

@@ -19,7 +19,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> T:
     """Poll until ``probe`` returns something truthy; the deadline only bounds a hung test."""
     deadline = time.monotonic() + timeout
     last: T | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +98,15 @@ def web_spec(project: str, port: int, **overrides: Any) -> InstanceSpec:
     )
 
 
-def find_status(runtime: DockerRuntime, project: str, service: str) -> InstanceStatus | None:
-    return next((s for s in runtime.list(project) if s.service == service), None)
+def find_status(
+    runtime: DockerRuntime,
+    project: str,
+    service: str,
+    when: Callable[[InstanceStatus], bool] = lambda _: True,
+) -> InstanceStatus | None:
+    """The service's status if it satisfies ``when`` (a probe for :func:`wait_for`)."""
+    status = next((s for s in runtime.list(project) if s.service == service), None)
+    return status if status is not None and when(status) else None
 
 
 def test_apply_runs_the_service_with_env_limits_and_labels(
@@ -193,7 +200,7 @@ def test_crash_loop_shows_exit_code_restarts_and_log_tail(
     runtime.apply(make_spec(project, service="job", command=["sh", "-c", "echo boom; exit 3"]))
 
     looping = wait_for(
-        lambda: (s := find_status(runtime, project, "job")) and s.restarts >= 1 and s.exit_code == 3 and s,
+        lambda: find_status(runtime, project, "job", lambda s: s.restarts >= 1 and s.exit_code == 3),
         what="the crash loop to be visible",
     )
     assert looping.state in ("restarting", "running", "exited")
@@ -239,7 +246,9 @@ def test_logs_returns_the_tail(runtime: DockerRuntime, project: str) -> None:
 def test_a_container_oct_does_not_own_is_never_touched(
     runtime: DockerRuntime, docker_client: docker.DockerClient, project: str
 ) -> None:
-    foreign = docker_client.containers.run(IMAGE, ["sleep", "60"], name=container_name(project, "web"), detach=True)
+    foreign = docker_client.containers.run(
+        IMAGE, ["sleep", "60"], name=container_name(project, "web"), detach=True
+    )
 
     status = runtime.apply(make_spec(project))
     runtime.remove(project, "web")

@@ -1,0 +1,406 @@
+"""Genesis and teardown for the local provider, where every node is an oct-ctl process on 127.0.0.N.
+
+The CLI starts exactly one node (genesis); that node becomes leader and provisions the rest of
+``[project.provider.local]`` itself. Everything the CLI needs to find the cluster again -- after a
+reboot, a crash, or a lost state file -- is on disk under ``<project>/.oct/nodes``, so recovery and
+teardown work from the files, not from whatever process happens to be running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets as _secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from octcli.client import OctClient
+from octcli.errors import OctError, Timeout, Unreachable
+from octcli.state import ClusterRecord
+from octctl.node_settings import NodeSettings, Secrets, read_node_files
+from octctl.providers.local import (
+    LOG_FILE,
+    free_address,
+    local_nodes,
+    node_name,
+    node_pid,
+    nodes_dir,
+    start_node,
+    stop_pid,
+)
+from octctl.runtime.base import LABEL_MANAGED, LABEL_PROJECT
+
+if TYPE_CHECKING:
+    from octctl.config import Config
+
+__all__ = ["adopt", "ensure_cluster", "local_root", "teardown", "wait_for_leader"]
+
+Phase = Callable[[str], None]
+LEADER_WAIT = 30.0
+LOG_TAIL_LINES = 20
+
+
+def local_root(config_path: Path) -> Path:
+    """The project's .oct folder: beside oct.toml, so one folder is one cluster."""
+    return config_path.resolve().parent / ".oct"
+
+
+def ensure_cluster(
+    config: Config,
+    config_path: Path,
+    record: ClusterRecord | None,
+    *,
+    on_phase: Phase | None = None,
+    save: Callable[[ClusterRecord], None] | None = None,
+    leader_wait: float = LEADER_WAIT,
+) -> ClusterRecord:
+    """A cluster for this project with a leader, reusing, restarting or creating one as needed.
+
+    ``save`` is called with the record as soon as it exists -- before the first node is even up -- so
+    a crash during genesis leaves a record that ``oct destroy`` can clean up after.
+    """
+    say = on_phase or (lambda _msg: None)
+    project = config.project.name
+    root = Path(record.root) if record is not None else local_root(config_path)
+    if record is None:
+        # A lost or never-saved state file must not orphan running nodes: rebuild it from their files.
+        record = adopt(root, project)
+        if record is not None and save is not None:
+            save(record)
+    if record is not None and local_nodes(root):
+        record = record.model_copy(update={"nodes": _merge(record.nodes, _file_addresses(root))})
+        if _answering(record) is None:
+            restarted = restart_dead_nodes(root)
+            if restarted:
+                say(f"restarting {len(restarted)} stopped node(s) of cluster {record.cluster}")
+            wait_for_leader(record, root, restarted, on_phase=say, timeout=leader_wait)
+        else:
+            wait_for_leader(record, root, {}, on_phase=say, timeout=leader_wait)
+        return record
+    return _genesis(config, root, on_phase=say, save=save, leader_wait=leader_wait)
+
+
+def _genesis(
+    config: Config,
+    root: Path,
+    *,
+    on_phase: Phase,
+    save: Callable[[ClusterRecord], None] | None,
+    leader_wait: float,
+) -> ClusterRecord:
+    local = config.project.provider.local if config.project.provider is not None else None
+    if local is None:
+        raise OctError("the local provider needs [project.provider.local] in oct.toml")
+    root.mkdir(parents=True, exist_ok=True)
+    # The folder holds tokens; keep it out of the user's git history by default.
+    gitignore = root / ".gitignore"
+    if not gitignore.exists():
+        gitignore.write_text("# created by oct: node data and secrets, never commit\n*\n")
+    secrets = Secrets.mint()
+    cluster = "c-" + _secrets.token_hex(4)
+    address = free_address(root)
+    settings = NodeSettings(
+        node=node_name(address),
+        cluster=cluster,
+        address=address,
+        cpus=local.cpus,
+        memory=local.memory,
+        join=[],
+        provider="local",
+        provider_root=str(root),
+    )
+    record = ClusterRecord(
+        cluster=cluster,
+        project=config.project.name,
+        provider="local",
+        token=secrets.token,
+        nodes=[settings.api_address],
+        root=str(root),
+    )
+    if save is not None:
+        save(record)
+    on_phase(f"starting cluster {cluster}: {settings.node} on {address}")
+    pid = start_node(root, settings, secrets)
+    wait_for_leader(record, root, {settings.node: pid}, on_phase=on_phase, timeout=leader_wait)
+    return record
+
+
+def adopt(root: Path, project: str) -> ClusterRecord | None:
+    """A record rebuilt from the node files under ``root`` (genesis node first), or None if there are none."""
+    found: list[tuple[NodeSettings, Secrets]] = []
+    for node in local_nodes(root):
+        try:
+            found.append(read_node_files(nodes_dir(root) / node))
+        except (OSError, ValueError):
+            continue  # a half-written node directory; teardown still removes it
+    if not found:
+        return None
+    found.sort(key=lambda pair: (bool(pair[0].join), pair[0].node))
+    settings, secrets = found[0]
+    return ClusterRecord(
+        cluster=settings.cluster,
+        project=project,
+        provider="local",
+        token=secrets.token,
+        nodes=[s.api_address for s, _ in found],
+        root=str(root),
+    )
+
+
+def restart_dead_nodes(root: Path) -> dict[str, int]:
+    """Start again, from its own files, every node whose process is gone; return ``{node: new pid}``."""
+    started: dict[str, int] = {}
+    for node in local_nodes(root):
+        data_dir = nodes_dir(root) / node
+        if node_process_alive(root, node):
+            continue
+        try:
+            settings, secrets = read_node_files(data_dir)
+        except (OSError, ValueError):
+            continue
+        started[node] = start_node(root, settings, secrets)
+    return started
+
+
+def wait_for_leader(
+    record: ClusterRecord,
+    root: Path,
+    started: dict[str, int],
+    *,
+    on_phase: Phase | None = None,
+    timeout: float = LEADER_WAIT,
+) -> None:
+    """Return once some node reports a leader; fail fast, with its log, if a node we started exits."""
+    if on_phase is not None:
+        on_phase(f"waiting for cluster {record.cluster} to elect a leader")
+    deadline = time.monotonic() + timeout
+    with OctClient(record.nodes, record.token, timeout=2.0, retry_for=0) as client:
+        while True:
+            for node in record.nodes:
+                with contextlib.suppress(OctError):
+                    if client.health(node).leader:
+                        return
+            for node, pid in started.items():
+                if not pid_alive(pid):
+                    raise OctError(
+                        f"oct-ctl node {node} exited during start-up; last lines of "
+                        f"{nodes_dir(root) / node / LOG_FILE}:\n{log_tail(root, node)}"
+                    )
+            if time.monotonic() >= deadline:
+                logs = "\n".join(
+                    f"last lines of {nodes_dir(root) / n / LOG_FILE}:\n{log_tail(root, n)}"
+                    for n in (started or local_nodes(root))
+                )
+                raise Timeout(f"cluster {record.cluster} elected no leader within {timeout:.0f} s\n{logs}")
+            time.sleep(0.2)
+
+
+def _answering(record: ClusterRecord) -> str | None:
+    with OctClient(record.nodes, record.token, timeout=2.0, retry_for=0) as client:
+        for node in record.nodes:
+            with contextlib.suppress(OctError):
+                client.health(node)
+                return node
+    return None
+
+
+def any_node_answers(record: ClusterRecord) -> bool:
+    return _answering(record) is not None
+
+
+def _file_addresses(root: Path) -> list[str]:
+    addresses = []
+    for node in local_nodes(root):
+        with contextlib.suppress(OSError, ValueError):
+            settings, _ = read_node_files(nodes_dir(root) / node)
+            addresses.append(settings.api_address)
+    return addresses
+
+
+def _merge(first: Iterable[str], then: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *then]))
+
+
+def log_tail(root: Path, node: str, lines: int = LOG_TAIL_LINES) -> str:
+    path = nodes_dir(root) / node / LOG_FILE
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "  (no log)"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"  {line}" for line in tail) if tail else "  (log is empty)"
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):  # our own exited child is a zombie until reaped
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The process's argv, or None where /proc is not available to tell."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return [] if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def node_process_alive(root: Path, node: str) -> bool:
+    """Whether the pid in the node's pid file is still that node.
+
+    After a reboot the recorded pid may belong to an unrelated process; trusting it would leave the
+    node dead (never restarted) and, worse, make teardown kill someone else's program.
+    """
+    pid = node_pid(root, node)
+    if pid is None or not pid_alive(pid):
+        return False
+    argv = _cmdline(pid)
+    if argv is None:
+        return True
+    data_dir = str(nodes_dir(root) / node)
+    return any("octctl" in part or "oct-ctl" in part for part in argv) and data_dir in argv
+
+
+# -- teardown --------------------------------------------------------------------------------------
+
+
+def teardown(root: Path, project: str, *, on_phase: Phase | None = None) -> None:
+    """Remove every trace of the project's local cluster, whether or not any part of it still runs.
+
+    Nodes go first: a live agent would restart the instances we are about to kill, and a live
+    leader would provision replacements for nodes it sees vanish (so we sweep until none is left).
+    """
+    say = on_phase or (lambda _msg: None)
+    for _ in range(5):
+        alive = [node for node in local_nodes(root) if node_process_alive(root, node)]
+        if not alive:
+            break
+        say(f"stopping {len(alive)} node(s)")
+        with ThreadPoolExecutor(max_workers=min(8, len(alive))) as pool:
+            pids = [pid for node in alive if (pid := node_pid(root, node)) is not None]
+            list(pool.map(stop_pid, pids))
+    remove_containers(project, on_phase=say)
+    kill_process_instances(root, on_phase=say)
+    if root.exists():
+        say(f"removing {root}")
+        shutil.rmtree(root, ignore_errors=True)
+        if root.exists():
+            raise OctError(f"could not remove {root}; remove it by hand")
+
+
+def remove_containers(project: str, *, on_phase: Phase | None = None) -> None:
+    """Force-remove the project's docker containers and networks, if this machine has a Docker engine.
+
+    No engine is normal (the process runtime needs none), so failing to reach one is not an error.
+    """
+    try:
+        import docker  # the SDK is heavy and optional at run time
+
+        engine = docker.from_env(timeout=10)
+        engine.ping()
+    except Exception:
+        return
+    labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_MANAGED}=true"]
+    try:
+        containers = engine.containers.list(all=True, filters={"label": labels})
+        if containers and on_phase is not None:
+            on_phase(f"removing {len(containers)} container(s)")
+        for container in containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        for network in engine.networks.list(filters={"label": labels}):
+            with contextlib.suppress(docker.errors.APIError):
+                network.remove()
+    except docker.errors.DockerException as e:
+        raise OctError(f"could not remove the containers of project {project}: {e}") from None
+    finally:
+        engine.close()
+
+
+def process_records(root: Path) -> list[int]:
+    """Pids of process-runtime instances, from the JSON records agents keep under ``nodes/*/processes``."""
+    pids: list[int] = []
+    for path in sorted(nodes_dir(root).glob("*/processes/*.json")):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            pid = int(json.loads(path.read_text())["pid"])
+            if pid > 1:
+                pids.append(pid)
+    return pids
+
+
+def kill_process_instances(root: Path, *, on_phase: Phase | None = None, grace: float = 5.0) -> None:
+    """SIGTERM the process group of each recorded instance, then SIGKILL what is left after ``grace``.
+
+    Only a pid that still leads its own group is signalled: instances are started in their own
+    session, and a recycled pid that does not lead a group is certainly not ours.
+    """
+    groups = sorted({pid for pid in process_records(root) if _leads_group(pid)})
+    if not groups:
+        return
+    if on_phase is not None:
+        on_phase(f"stopping {len(groups)} process instance(s)")
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        time.sleep(0.05)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return pid_alive(pid) and os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    if Path("/proc").exists():
+        return _group_has_members(pgid)  # killpg(0) would also count zombies nobody reaps
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_has_members(pgid: int) -> bool:
+    """True if any live process still belongs to the group (its leader may already be gone)."""
+    proc = Path("/proc")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
