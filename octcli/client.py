@@ -29,7 +29,7 @@ from octctl.api.models import (
 
 __all__ = ["OctClient"]
 
-#: Answers that mean "this node cannot serve you right now": no leader yet, or the leader it forwards to is away.
+#: "This node cannot serve you right now": no leader yet, or the leader it forwards to is away.
 RETRY_STATUSES = frozenset({502, 503, 504})
 M = TypeVar("M", bound=BaseModel)
 
@@ -128,7 +128,9 @@ class OctClient:
         def one_round() -> tuple[str, httpx.Response]:
             for node in list(self._order):
                 try:
-                    response = self._http.request(method, _url(node, path), json=json, params=params, headers=headers)
+                    response = self._http.request(
+                        method, _url(node, path), json=json, params=params, headers=headers
+                    )
                 except httpx.TransportError as e:
                     tried[node] = _describe(e)
                     continue

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octcli.client import OctClient
-from octcli.errors import OctError, Timeout, Unreachable
+from octcli.errors import OctError, Timeout
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
 from octctl.providers.local import (
@@ -340,24 +340,31 @@ def remove_containers(project: str, *, on_phase: Phase | None = None) -> None:
         engine.close()
 
 
-def process_records(root: Path) -> list[int]:
-    """Pids of process-runtime instances, from the JSON records agents keep under ``nodes/*/processes``."""
-    pids: list[int] = []
+def process_records(root: Path) -> list[tuple[int, int | None]]:
+    """``(pid, start_time)`` of process-runtime instances, from the records under ``nodes/*/processes``.
+
+    ``start_time`` (clock ticks since boot, /proc stat field 22) is what the process runtime stores
+    to tell its child from an unrelated process that got the same pid after a reboot.
+    """
+    found: list[tuple[int, int | None]] = []
     for path in sorted(nodes_dir(root).glob("*/processes/*.json")):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            pid = int(json.loads(path.read_text())["pid"])
+            data = json.loads(path.read_text())
+            pid = int(data["pid"])
+            start_time = data.get("start_time")
             if pid > 1:
-                pids.append(pid)
-    return pids
+                found.append((pid, int(start_time) if start_time is not None else None))
+    return found
 
 
 def kill_process_instances(root: Path, *, on_phase: Phase | None = None, grace: float = 5.0) -> None:
     """SIGTERM the process group of each recorded instance, then SIGKILL what is left after ``grace``.
 
-    Only a pid that still leads its own group is signalled: instances are started in their own
-    session, and a recycled pid that does not lead a group is certainly not ours.
+    Instances run in their own session, so the group takes their helpers down too. A pid is only
+    signalled while it is provably the recorded child (same start time, or, without one, a group
+    leader): killing the group of a recycled pid would hit someone else's programs.
     """
-    groups = sorted({pid for pid in process_records(root) if _leads_group(pid)})
+    groups = sorted({pid for pid, start_time in process_records(root) if _is_instance(pid, start_time)})
     if not groups:
         return
     if on_phase is not None:
@@ -369,15 +376,28 @@ def kill_process_instances(root: Path, *, on_phase: Phase | None = None, grace: 
     while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
         time.sleep(0.05)
     for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        if _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
-def _leads_group(pid: int) -> bool:
+def _proc_start_time(pid: int) -> int | None:
     try:
-        return pid_alive(pid) and os.getpgid(pid) == pid
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        return int(raw[raw.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_instance(pid: int, start_time: int | None) -> bool:
+    try:
+        if not pid_alive(pid) or os.getpgid(pid) != pid:
+            return False
     except ProcessLookupError:
         return False
+    if start_time is None or not Path("/proc/self/stat").exists():
+        return True
+    return _proc_start_time(pid) == start_time
 
 
 def _group_alive(pgid: int) -> bool:

@@ -62,7 +62,9 @@ def load(path: Path) -> ClusterRecord | None:
         return ClusterRecord.model_validate(json.loads(text))
     except (ValueError, ValidationError) as e:
         # Not the token: pydantic messages quote input values, so report only where it broke.
-        raise OctError(f"state file {path} is corrupt ({type(e).__name__}); move it away to start over") from None
+        raise OctError(
+            f"state file {path} is corrupt ({type(e).__name__}); move it away to start over"
+        ) from None
 
 
 def save(path: Path, record: ClusterRecord) -> None:
@@ -109,7 +111,9 @@ def state_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OctError(f"another oct command is running for this project (lock {lock_file})") from None
+                raise OctError(
+                    f"another oct command is running for this project (lock {lock_file})"
+                ) from None
             raise
         try:
             yield

@@ -9,6 +9,7 @@ it still reports (and can remove) instances it started before.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 from collections import defaultdict
@@ -63,28 +64,34 @@ class Agent:
 
     async def apply(self, spec: InstanceSpec) -> InstanceStatus:
         async with self._locks[(spec.project, spec.service)]:
-            # A service that switched runtime must not keep running in the old one.
-            for name, runtime in list(self._runtimes.items()):
-                if name != spec.runtime:
-                    await self._call(runtime.remove, spec.project, spec.service)
             try:
-                runtime = self._runtime(spec.runtime)
+                # A service that switched runtime must not keep running in the old one.
+                for name, runtime in list(self._runtimes.items()):
+                    if name != spec.runtime:
+                        await self._call(runtime.remove, spec.project, spec.service)
+                status: InstanceStatus = await self._call(self._runtime(spec.runtime).apply, spec)
             except RuntimeFailure as e:
-                return InstanceStatus(
-                    project=spec.project, service=spec.service, runtime=spec.runtime, state="failed", error=str(e)
+                status = InstanceStatus(
+                    project=spec.project,
+                    service=spec.service,
+                    runtime=spec.runtime,
+                    state="failed",
+                    error=str(e),
                 )
-            status: InstanceStatus = await self._call(runtime.apply, spec)
             log.info("applied %s/%s: %s", spec.project, spec.service, status.state)
             return status
 
     async def remove(self, project: str, service: str) -> None:
         async with self._locks[(project, service)]:
             for runtime in list(self._runtimes.values()):
-                await self._call(runtime.remove, project, service)
+                try:
+                    await self._call(runtime.remove, project, service)
+                except RuntimeFailure as e:
+                    log.warning("%s runtime cannot remove %s/%s: %s", runtime.name, project, service, e)
             log.info("removed %s/%s", project, service)
 
-    async def list(self, project: str | None = None) -> list[InstanceStatus]:
-        found: list[InstanceStatus] = []
+    async def list(self, project: str | None = None) -> builtins.list[InstanceStatus]:
+        found: builtins.list[InstanceStatus] = []
         for runtime in list(self._runtimes.values()):
             try:
                 found.extend(await self._call(runtime.list, project))
@@ -92,9 +99,12 @@ class Agent:
                 log.warning("%s runtime cannot list instances: %s", runtime.name, e)
         return found
 
-    async def logs(self, project: str, service: str, tail: int) -> list[str]:
+    async def logs(self, project: str, service: str, tail: int) -> builtins.list[str]:
         for runtime in list(self._runtimes.values()):
-            lines: list[str] = await self._call(runtime.logs, project, service, tail)
+            try:
+                lines: builtins.list[str] = await self._call(runtime.logs, project, service, tail)
+            except RuntimeFailure:
+                continue
             if lines:
                 return lines
         return []

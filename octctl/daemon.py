@@ -20,7 +20,9 @@ log = logging.getLogger("octctl")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="oct-ctl", description="The oct node daemon.")
-    parser.add_argument("--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files")
+    parser.add_argument(
+        "--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"oct-ctl {__version__}")
     return parser.parse_args(argv)

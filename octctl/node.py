@@ -133,7 +133,9 @@ class Node:
                     if self.raft.is_leader():
                         await self.raft.execute(command("init", cluster=self.settings.cluster))
                         await self.raft.execute(command("node_joined", node=self.self_record()))
-                        log.info("genesis: cluster %s started on %s", self.settings.cluster, self.settings.node)
+                        log.info(
+                            "genesis: cluster %s started on %s", self.settings.cluster, self.settings.node
+                        )
                         return
                 else:
                     for address in self.settings.join:

@@ -32,7 +32,9 @@ class NodeSettings(BaseModel):
         default_factory=list, description="API addresses (host:port) of existing members; empty = genesis"
     )
     provider: str = "local"
-    provider_root: str | None = Field(default=None, description="local provider: the .oct folder of the project")
+    provider_root: str | None = Field(
+        default=None, description="local provider: the .oct folder of the project"
+    )
 
     @property
     def raft_address(self) -> str:

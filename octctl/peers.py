@@ -47,7 +47,9 @@ class PeerClient:
         return InstanceStatus.model_validate(data)
 
     async def remove(self, address: str, project: str, service: str) -> None:
-        await self._request("DELETE", address, f"/v1/agent/instances/{service}?project={project}", timeout=60.0)
+        await self._request(
+            "DELETE", address, f"/v1/agent/instances/{service}?project={project}", timeout=60.0
+        )
 
     async def logs(self, address: str, project: str, service: str, tail: int) -> list[str]:
         data = await self._request(

@@ -10,6 +10,7 @@ acted on, so a new leader picks up where the old one stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -46,7 +47,11 @@ def raft_address(node: NodeRecord) -> str:
 
 
 def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
-    return instance is not None and instance.get("spec_hash") == spec.spec_hash and instance["state"] == "running"
+    return (
+        instance is not None
+        and instance.get("spec_hash") == spec.spec_hash
+        and instance["state"] == "running"
+    )
 
 
 @dataclass
@@ -66,10 +71,8 @@ class Reconciler:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             if not self.raft.is_leader():
                 self._failed.clear()
@@ -114,7 +117,9 @@ class Reconciler:
             if isinstance(result, BaseException):
                 if node["status"] == "ready":
                     log.warning("node %s is unreachable: %s", node["id"], result)
-                    await self.raft.execute(command("node_status", node=node["id"], status="unreachable", at=now))
+                    await self.raft.execute(
+                        command("node_status", node=node["id"], status="unreachable", at=now)
+                    )
                 continue
             seen = {i.service: i.model_dump(mode="json") for i in result}
             for (node_id, service), failure in self._failed.items():
@@ -199,10 +204,17 @@ class Reconciler:
                 if spec is None:
                     continue
                 current = observed.get(spec.node, {}).get(name)
-                if current is not None and current.get("spec_hash") == spec.spec_hash and current["state"] != "failed":
+                if (
+                    current is not None
+                    and current.get("spec_hash") == spec.spec_hash
+                    and current["state"] != "failed"
+                ):
                     continue
                 failure = self._failed.get((spec.node, name))
-                if failure is not None and (failure.spec_hash, failure.deployment) == (spec.spec_hash, spec.deployment):
+                if failure is not None and (failure.spec_hash, failure.deployment) == (
+                    spec.spec_hash,
+                    spec.deployment,
+                ):
                     continue  # this deployment already failed with this exact spec; a new deploy retries
                 deps = config.service(name).depends_on
                 if all(d in specs and is_up(observed.get(specs[d].node, {}).get(d), specs[d]) for d in deps):
@@ -215,7 +227,12 @@ class Reconciler:
         for spec, status in zip(pushes, results, strict=False):
             observed.setdefault(spec.node, {})[spec.service] = status.model_dump(mode="json")
             await self.raft.execute(
-                command("observe_one", node=spec.node, service=spec.service, instance=status.model_dump(mode="json"))
+                command(
+                    "observe_one",
+                    node=spec.node,
+                    service=spec.service,
+                    instance=status.model_dump(mode="json"),
+                )
             )
         return True
 
@@ -268,9 +285,12 @@ class Reconciler:
             if spec is None or instance is None or instance.get("spec_hash") != spec.spec_hash:
                 continue
             if instance["state"] == "failed" or (
-                instance["state"] in ("restarting", "exited") and instance.get("restarts", 0) >= CRASH_LOOP_RESTARTS
+                instance["state"] in ("restarting", "exited")
+                and instance.get("restarts", 0) >= CRASH_LOOP_RESTARTS
             ):
-                error = instance.get("error") or f"{name} keeps exiting (exit code {instance.get('exit_code')})"
+                error = (
+                    instance.get("error") or f"{name} keeps exiting (exit code {instance.get('exit_code')})"
+                )
                 await self._fail(view, name, error, instance.get("log_tail") or [])
                 return
             if instance["state"] == "running":

@@ -82,7 +82,9 @@ def instance_spec(
     ports: list[PortMapping] = []
     port = host_port(service)
     if service.runtime == "docker" and service.internal_port and port:
-        ports.append(PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port))
+        ports.append(
+            PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port)
+        )
     workdir = None
     if service.runtime == "process":
         env = {
@@ -91,6 +93,7 @@ def instance_spec(
             "OCT_PROJECT": config.project.name,
             "OCT_SERVICE": service.name,
             "OCT_NODE": node["id"],
+            "PYTHONUNBUFFERED": "1",  # so `oct` can show a Python service's last log lines
             **env,
         }
         workdir = source_dir

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
 from octctl import __version__
@@ -95,7 +96,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(500, "internal error; see the node's log")
 
 
-def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -278,7 +279,9 @@ async def agent_logs(request: web.Request) -> web.Response:
     project = request.query.get("project")
     if not project:
         return error(400, "query parameter 'project' is required")
-    lines = await node_of(request).agent.logs(project, request.match_info["service"], _int_query(request, "tail", 50))
+    lines = await node_of(request).agent.logs(
+        project, request.match_info["service"], _int_query(request, "tail", 50)
+    )
     return web.json_response({"lines": lines})
 
 

@@ -18,18 +18,18 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
     services = (project.get("project") or {}).get("services") or []
     used: dict[str, tuple[int, int]] = {}
     by_name = {s["name"]: s for s in services}
-    for name, node_id in state["placements"].items():
+    for name, placed in state["placements"].items():
         svc = by_name.get(name)
         if svc is not None:
-            cpus, memory = used.get(node_id, (0, 0))
-            used[node_id] = (cpus + svc["cpus"], memory + svc["memory"])
+            cpus, memory = used.get(placed, (0, 0))
+            used[placed] = (cpus + svc["cpus"], memory + svc["memory"])
     nodes = [
         NodeView(
             id=n["id"],
             address=n["address"],
             api_port=n["api_port"],
             role="leader" if n["id"] == leader else "follower",
-            status=n["status"],  # type: ignore[arg-type]
+            status=n["status"],
             cpus=n["cpus"],
             memory=n["memory"],
             cpus_used=used.get(n["id"], (0, 0))[0],

@@ -48,3 +48,7 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(str(problem) for problem in self.problems)
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[Problem]]]:
+        """Pickle by problems (the default would rebuild from the message string)."""
+        return (type(self), (self.problems,))

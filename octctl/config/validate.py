@@ -25,6 +25,7 @@ from .template import (
 )
 
 #: Lowercase DNS label, plus '_' because the reference examples use names like ``app_1``.
+#: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
 _NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit"
@@ -76,14 +77,14 @@ def _services_path(i: int, *rest: str | int) -> KeyPath:
 
 
 def _check_names(view: ServicesView) -> Iterator[Finding]:
-    if view.project_name is not None and not NAME_PATTERN.match(view.project_name):
+    if view.project_name is not None and not NAME_PATTERN.fullmatch(view.project_name):
         yield (
             ("project", "name"),
             f"project name '{view.project_name}' is not a valid DNS label: {_NAME_RULE}",
         )
     seen: set[str] = set()
     for i, name in view.names:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             yield _services_path(i, "name"), f"service name '{name}' is not a valid DNS label: {_NAME_RULE}"
         if name in seen:
             yield _services_path(i, "name"), f"Duplicate service name: '{name}'"

@@ -101,10 +101,12 @@ class DockerRuntime(Runtime):
             if self._client is None:
                 try:
                     import docker
-
+                except ImportError as exc:
+                    raise RuntimeFailure("the docker Python package is not installed on this node") from exc
+                try:
                     client = docker.from_env(max_pool_size=MAX_POOL_SIZE)
                     client.ping()
-                except Exception as exc:  # ImportError, DockerException, connection errors
+                except Exception as exc:  # DockerException, connection errors, bad DOCKER_HOST
                     raise RuntimeFailure(f"cannot reach the Docker engine: {exc}") from exc
                 self._client = client
             return self._client

@@ -104,7 +104,9 @@ class RaftNode:
             connectionRetryTime=1.0,
             commandsWaitLeader=False,
         )
-        self.sync = SyncObj(self_address, [p for p in partners if p != self_address], conf, consumers=[self.machine])
+        self.sync = SyncObj(
+            self_address, [p for p in partners if p != self_address], conf, consumers=[self.machine]
+        )
 
     # -- reads ---------------------------------------------------------------------------------
     def view(self) -> ClusterState:

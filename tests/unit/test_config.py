@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import textwrap
 from pathlib import Path
 
@@ -25,6 +26,16 @@ CLASHING_EXAMPLE = "multi-host-rest-service-with-lb.toml"
 HEADER = """\
 [project]
 name = "demo"
+
+[project.state_backend.local]
+path = "./state.json"
+"""
+
+#: A valid project without services; ``services = []`` has to come before the first sub-table.
+EMPTY = """\
+[project]
+name = "demo"
+services = []
 
 [project.state_backend.local]
 path = "./state.json"
@@ -117,7 +128,11 @@ def test_example_service_refs_survive_verbatim() -> None:
 def test_example_s3_backends() -> None:
     project = load_example("s3-remote-state-storage.toml").project
     assert project.state_backend.s3 is not None and project.state_backend.local is None
-    assert (project.state_backend.s3.region, project.state_backend.s3.bucket, project.state_backend.s3.key) == (
+    assert (
+        project.state_backend.s3.region,
+        project.state_backend.s3.bucket,
+        project.state_backend.s3.key,
+    ) == (
         "us-west-2",
         "oct-state",
         "state.json",
@@ -176,7 +191,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_env_defaults_to_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCT_TEST_TAG", "v9")
     path = tmp_path / "oct.toml"
-    path.write_text(toml('[[project.services]]\nname = "a"\nimage = "x:{{ env.OCT_TEST_TAG }}"\ncpus = 1\nmemory = 1\n'))
+    path.write_text(
+        toml('[[project.services]]\nname = "a"\nimage = "x:{{ env.OCT_TEST_TAG }}"\ncpus = 1\nmemory = 1\n')
+    )
     assert load_config(path).service("a").image == "x:v9"
 
 
@@ -215,18 +232,21 @@ def test_unknown_key_did_you_mean() -> None:
 
 
 def test_unknown_key_without_close_match_lists_keys() -> None:
-    text = toml("[project.state_backend.local]\n".join(["", ""]) + "services = []\n").replace(
-        '[project]\nname = "demo"\n', '[project]\nname = "demo"\nflavour = "x"\n'
+    text = (
+        '[project]\nname = "demo"\nflavour = "x"\nservices = []\n[project.state_backend.local]\npath = "s"\n'
     )
     problem = only_problem(text)
-    assert problem.line == 3 and problem.path == "project.flavour"
-    assert problem.message.startswith("unknown key 'flavour'; expected one of 'name', 'domain'")
+    assert (problem.line, problem.path) == (3, "project.flavour")
+    assert problem.message == (
+        "unknown key 'flavour'; expected one of 'name', 'domain', 'state_backend', "
+        "'user_state_backend', 'provider', 'services'"
+    )
 
 
 def test_unknown_key_in_nested_table() -> None:
-    text = HEADER.replace('path = "./state.json"', 'path = "./state.json"\npaht = "x"') + "services = []\n"
+    text = EMPTY + 'paht = "x"\n'
     problem = only_problem(text)
-    assert (problem.line, problem.path) == (6, "project.state_backend.local.paht")
+    assert (problem.line, problem.path) == (7, "project.state_backend.local.paht")
     assert problem.message == "unknown key 'paht'; did you mean 'path'?"
 
 
@@ -258,7 +278,7 @@ def test_wrong_types_and_ranges(assignment: str, path: str, message: str) -> Non
 
 
 def test_env_value_must_be_string() -> None:
-    text = toml('[[project.services]]\nname = "a"\nimage = "x"\ncpus = 1\nmemory = 1\n[project.services.envs]\nPORT = 80\n')
+    text = HEADER + service_block("a", envs="PORT = 80\n")
     problem = only_problem(text)
     assert (problem.line, problem.path, problem.message) == (
         line_of(text, "PORT = 80"),
@@ -297,9 +317,9 @@ def test_services_key_is_required() -> None:
 
 
 def test_state_backend_needs_exactly_one_kind() -> None:
-    both = HEADER + '\n[project.state_backend.s3]\nregion = "r"\nbucket = "b"\nkey = "k"\n' + "services = []\n"
+    both = EMPTY + '\n[project.state_backend.s3]\nregion = "r"\nbucket = "b"\nkey = "k"\n'
     problem = only_problem(both)
-    assert (problem.line, problem.path) == (4, "project.state_backend")
+    assert (problem.line, problem.path) == (5, "project.state_backend")
     assert problem.message == "expected exactly one of [.local] or [.s3]"
 
     missing = '[project]\nname = "demo"\nservices = []\n'
@@ -311,34 +331,35 @@ def test_unknown_state_backend_kind() -> None:
     text = '[project]\nname = "demo"\nservices = []\n\n[project.state_backend.gcs]\nbucket = "b"\n'
     problems = problems_of(text)
     assert [(p.line, p.path, p.message) for p in problems] == [
-        (5, "project.state_backend", "expected exactly one of [.local] or [.s3]"),
         (5, "project.state_backend.gcs", "unknown key 'gcs'; expected one of 'local', 's3'"),
     ]
 
 
 def test_provider_at_most_one() -> None:
-    text = HEADER + "services = []\n\n[project.provider.local]\nnodes = 2\n\n[project.provider.aws]\n"
+    text = EMPTY + "\n[project.provider.local]\nnodes = 2\n\n[project.provider.aws]\n"
     problem = only_problem(text)
     assert (problem.line, problem.path) == (line_of(text, "[project.provider.local]"), "project.provider")
     assert problem.message == "expected at most one of [.local] or [.aws]"
 
 
 def test_local_provider_defaults_and_bounds() -> None:
-    config = load_config_text(HEADER + "services = []\n[project.provider.local]\n", {})
+    config = load_config_text(EMPTY + "[project.provider.local]\n", {})
     assert config.project.provider_kind == "local"
     local = config.project.provider.local if config.project.provider else None
     assert local is not None and (local.nodes, local.cpus, local.memory) == (3, 4000, 4096)
 
-    text = HEADER + "services = []\n[project.provider.local]\nnodes = 0\n"
+    text = EMPTY + "[project.provider.local]\nnodes = 0\n"
     problem = only_problem(text)
     assert (problem.line, problem.path, problem.message) == (
         line_of(text, "nodes = 0"),
         "project.provider.local.nodes",
         "expected an integer of at least 1, got 0",
     )
-    aws = load_config_text(HEADER + "services = []\n[project.provider.aws]\n", {})
+    aws = load_config_text(EMPTY + "[project.provider.aws]\n", {})
     assert aws.project.provider_kind == "aws"
-    assert aws.project.provider and aws.project.provider.aws and aws.project.provider.aws.region == "us-west-2"
+    assert (
+        aws.project.provider and aws.project.provider.aws and aws.project.provider.aws.region == "us-west-2"
+    )
 
 
 # --- semantic checks ------------------------------------------------------------------------------
@@ -373,7 +394,10 @@ def test_unknown_dependency_with_did_you_mean() -> None:
 def test_multiline_depends_on_points_at_key() -> None:
     text = HEADER + service_block("a", 'depends_on = [\n  "zzz",\n]\ncommand = "run"\n')
     problem = only_problem(text)
-    assert (problem.line, problem.path) == (line_of(text, "depends_on = ["), "project.services[0].depends_on[0]")
+    assert (problem.line, problem.path) == (
+        line_of(text, "depends_on = ["),
+        "project.services[0].depends_on[0]",
+    )
     assert problem.message == "unknown service 'zzz' in depends_on (known services: 'a')"
 
 
@@ -428,7 +452,9 @@ def test_range_checks_on_constructed_config() -> None:
     config = parse_config_data(
         {"project": {"name": "p", "state_backend": {"local": {"path": "s"}}, "services": []}}
     )
-    bad = Service.model_construct(name="a", image="x", cpus=0, memory=-1, internal_port=0, external_port=70000)
+    bad = Service.model_construct(
+        name="a", image="x", cpus=0, memory=-1, internal_port=0, external_port=70000
+    )
     config.project.services.append(bad)
     assert [(p.path, p.message) for p in validate_config(config)] == [
         ("project.services[0].cpus", "expected an integer greater than 0, got 0"),
@@ -454,17 +480,46 @@ def test_valid_service_names(name: str) -> None:
     load_config_text(HEADER + service_block(name), {})
 
 
+def test_name_with_trailing_newline_is_rejected() -> None:
+    data = {"project": {"name": "p\n", "state_backend": {"local": {"path": "s"}}, "services": []}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config_data(data)
+    assert [p.path for p in caught.value.problems] == ["project.name"]
+
+
+def test_config_error_pickles() -> None:
+    error = ConfigError([Problem("oct.toml", 3, "project.name", "bad")])
+    again = pickle.loads(pickle.dumps(error))
+    assert again.problems == error.problems and str(again) == str(error)
+
+
+def test_misspelled_top_level_table() -> None:
+    text = EMPTY.replace("[project]", "[projekt]").replace("[project.state", "[projekt.state")
+    problems = problems_of(text)
+    assert [(p.line, p.path, p.message) for p in problems] == [
+        (1, "projekt", "unknown key 'projekt'; did you mean 'project'?"),
+        (None, "project", "field required"),
+    ]
+
+
 def test_project_name_must_be_dns_label() -> None:
-    text = HEADER.replace('name = "demo"', 'name = "My Project"') + "services = []\n"
+    text = EMPTY.replace('name = "demo"', 'name = "My Project"')
     problem = only_problem(text)
     assert (problem.line, problem.path) == (2, "project.name")
     assert problem.message.startswith("project name 'My Project' is not a valid DNS label")
 
 
 def test_external_port_clash_names_both_services() -> None:
-    text = HEADER + service_block("web", "external_port = 8080\n") + service_block("api", "external_port = 8080\n")
+    text = (
+        HEADER
+        + service_block("web", "external_port = 8080\n")
+        + service_block("api", "external_port = 8080\n")
+    )
     problem = only_problem(text)
-    assert (problem.line, problem.path) == (line_of(text, "external_port", 2), "project.services[1].external_port")
+    assert (problem.line, problem.path) == (
+        line_of(text, "external_port", 2),
+        "project.services[1].external_port",
+    )
     assert problem.message == (
         "services 'web' and 'api' both claim external_port 8080: "
         "an external port is the project's public address, so only one service can have it"
@@ -479,12 +534,19 @@ def test_external_port_without_internal_port_is_allowed() -> None:
 def test_process_service_needs_command() -> None:
     text = HEADER + '\n[[project.services]]\nname = "job"\nruntime = "process"\ncpus = 100\nmemory = 32\n'
     problem = only_problem(text)
-    assert (problem.line, problem.path) == (line_of(text, "[[project.services]]"), "project.services[0].command")
-    assert problem.message == 'service \'job\' has runtime = "process" and needs a command (there is no image to run)'
+    assert (problem.line, problem.path) == (
+        line_of(text, "[[project.services]]"),
+        "project.services[0].command",
+    )
+    assert (
+        problem.message
+        == "service 'job' has runtime = \"process\" and needs a command (there is no image to run)"
+    )
 
 
 def test_process_service_with_command_needs_no_image() -> None:
-    text = HEADER + '\n[[project.services]]\nname = "job"\nruntime = "process"\ncommand = "sleep 1"\ncpus = 1\nmemory = 1\n'
+    text = HEADER + '\n[[project.services]]\nname = "job"\nruntime = "process"\ncommand = "sleep 1"\n'
+    text += "cpus = 1\nmemory = 1\n"
     service = load_config_text(text, {}).service("job")
     assert service.image == "" and service.command_argv() == ["sleep", "1"]
 
@@ -499,11 +561,14 @@ def test_docker_service_needs_image_or_dockerfile() -> None:
     )
     missing = HEADER + service_block("a").replace('image = "img"\n', "")
     problem = only_problem(missing)
-    assert (problem.line, problem.path) == (line_of(missing, "[[project.services]]"), "project.services[0].image")
+    assert (problem.line, problem.path) == (
+        line_of(missing, "[[project.services]]"),
+        "project.services[0].image",
+    )
 
 
 def test_empty_and_unbalanced_commands() -> None:
-    text = HEADER + service_block("a", 'command = "  "\n') + service_block("b", "command = \"sh -c 'echo\"\n")
+    text = HEADER + service_block("a", 'command = "  "\n') + service_block("b", 'command = "sh -c \'echo"\n')
     problems = problems_of(text)
     assert [(p.line, p.path, p.message) for p in problems] == [
         (
@@ -512,7 +577,7 @@ def test_empty_and_unbalanced_commands() -> None:
             "command is empty; remove the key to keep the image's default command",
         ),
         (
-            line_of(text, "command = \"sh -c"),
+            line_of(text, 'command = "sh -c'),
             "project.services[1].command",
             "cannot split command into arguments: No closing quotation",
         ),
@@ -526,7 +591,9 @@ def test_command_argv_accepts_shell_quoting() -> None:
 
 
 def test_service_ref_to_unknown_service() -> None:
-    text = HEADER + service_block("app_1") + service_block("b", envs='UP = "{{ services.app_2.public_ip }}"\n')
+    text = (
+        HEADER + service_block("app_1") + service_block("b", envs='UP = "{{ services.app_2.public_ip }}"\n')
+    )
     problem = only_problem(text)
     assert (problem.line, problem.path) == (line_of(text, "UP = "), "project.services[1].envs.UP")
     assert problem.message == (
@@ -536,7 +603,9 @@ def test_service_ref_to_unknown_service() -> None:
 
 
 def test_service_ref_to_unknown_attribute_in_command() -> None:
-    text = HEADER + service_block("db") + service_block("b", 'command = "run --db {{ services.db.adress }}"\n')
+    text = (
+        HEADER + service_block("db") + service_block("b", 'command = "run --db {{ services.db.adress }}"\n')
+    )
     problem = only_problem(text)
     assert (problem.line, problem.path) == (line_of(text, "command = "), "project.services[1].command")
     assert problem.message == (
@@ -651,7 +720,8 @@ def test_topological_order_ties_in_declaration_order() -> None:
                     "name": "p",
                     "state_backend": {"local": {"path": "s"}},
                     "services": [
-                        {"name": n, "image": "x", "cpus": 1, "memory": 1, "depends_on": d} for n, d in services
+                        {"name": n, "image": "x", "cpus": 1, "memory": 1, "depends_on": d}
+                        for n, d in services
                     ],
                 }
             },
@@ -660,13 +730,20 @@ def test_topological_order_ties_in_declaration_order() -> None:
 
     assert config().topological_order() == []
     assert config(("z", []), ("y", []), ("x", [])).topological_order() == ["z", "y", "x"]
-    assert config(("app", ["db", "cache"]), ("cache", []), ("db", ["cache"]), ("lone", [])).topological_order() == [
+    assert config(
+        ("app", ["db", "cache"]), ("cache", []), ("db", ["cache"]), ("lone", [])
+    ).topological_order() == [
         "cache",
         "db",
         "app",
         "lone",
     ]
-    assert config(("c", ["b"]), ("b", ["a"]), ("a", []), ("d", ["a"])).topological_order() == ["a", "b", "c", "d"]
+    assert config(("c", ["b"]), ("b", ["a"]), ("a", []), ("d", ["a"])).topological_order() == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
     with pytest.raises(ConfigError, match=r"dependency cycle: a -> b -> a"):
         config(("a", ["b"]), ("b", ["a"])).topological_order()
     with pytest.raises(ConfigError, match="unknown service 'q'"):
@@ -681,9 +758,9 @@ def test_service_lookup() -> None:
 
 
 def test_problem_str_omits_missing_parts() -> None:
-    assert str(Problem("oct.toml", 12, "project.services[1].cpus", "expected an integer greater than 0, got -5")) == (
-        "oct.toml:12: project.services[1].cpus: expected an integer greater than 0, got -5"
-    )
+    assert str(
+        Problem("oct.toml", 12, "project.services[1].cpus", "expected an integer greater than 0, got -5")
+    ) == ("oct.toml:12: project.services[1].cpus: expected an integer greater than 0, got -5")
     assert str(Problem(None, None, "project.name", "bad")) == "project.name: bad"
     assert str(Problem("oct.toml", None, "", "bad")) == "oct.toml: bad"
     assert str(Problem(None, 3, "x", "bad")) == "line 3: x: bad"

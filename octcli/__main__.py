@@ -1,0 +1,3 @@
+from octcli.main import app
+
+app(prog_name="oct")

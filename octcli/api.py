@@ -1,0 +1,246 @@
+"""The Python library behind ``oct``: the CLI is a thin shell over these four calls.
+
+Every call takes the path of an oct.toml (or of the folder holding it), so a program drives a
+project exactly the way a person at the terminal does, and finds the same cluster through the same
+state file. Failures are raised as :mod:`octcli.errors` exceptions carrying the CLI's exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import octctl.config as octconfig
+from octcli import state
+from octcli.client import OctClient
+from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable, Unsupported
+from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
+from octcli.state import ClusterRecord, state_lock
+from octctl.api.models import DeploymentView, StatusResponse
+from octctl.providers.local import local_nodes
+
+if TYPE_CHECKING:
+    from octctl.config import Config
+
+__all__ = ["config_file", "deploy", "destroy", "status", "validate"]
+
+ProgressCallback = Callable[[StatusResponse], None]
+MessageCallback = Callable[[str], None]
+PathLike = str | os.PathLike[str]
+
+POLL_INTERVAL = 0.3
+AWS_UNSUPPORTED = "the aws provider is not available yet; add [project.provider.local] to run on this machine"
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def config_file(path: PathLike = "oct.toml") -> Path:
+    """The oct.toml meant by ``path``: the file itself, or ``oct.toml`` inside a folder."""
+    p = Path(path).expanduser()
+    return p / "oct.toml" if p.is_dir() else p
+
+
+def _load(path: PathLike, *, strict: bool = True) -> tuple[Path, Config]:
+    """Read oct.toml; ``strict=False`` is for status/destroy, which must work on a config mid-edit."""
+    file = config_file(path)
+    if not file.is_file():
+        raise InvalidConfig(f"{file}: no such file (pass -c PATH to point at your oct.toml)")
+    try:
+        config = octconfig.load_config(file, validate=strict)
+    except octconfig.ConfigError as e:
+        problems = [str(p) for p in e.problems] or [str(e)]
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise InvalidConfig(f"{file}: {len(problems)} {noun}", problems) from None
+    except OSError as e:
+        raise InvalidConfig(f"{file}: cannot read ({e.strerror})") from None
+    return file, config
+
+
+def validate(path: PathLike = "oct.toml") -> Config:
+    """The parsed config, or :class:`InvalidConfig` listing every problem at once."""
+    return _load(path)[1]
+
+
+def _state_file(file: Path, config: Config) -> Path:
+    return state.state_path(file, config.project.state_backend)
+
+
+def deploy(
+    path: PathLike = "oct.toml",
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_phase: MessageCallback | None = None,
+    timeout: float = 600.0,
+) -> StatusResponse:
+    """Roll out oct.toml and wait until every service runs; returns the final status.
+
+    Starts (or restarts) the project's cluster first when needed. ``on_progress`` is called with
+    each status snapshot of this deployment; ``on_phase`` with short notes about what is happening
+    before there is one (starting nodes, electing a leader).
+    """
+    say = on_phase or _quiet
+    file, config = _load(path)
+    if config.project.provider_kind != "local":
+        raise Unsupported(AWS_UNSUPPORTED)
+    state_file = _state_file(file, config)
+    with state_lock(state_file):
+
+        def save(record: ClusterRecord) -> None:
+            state.save(state_file, record)
+
+        record = ensure_cluster(config, file, state.load(state_file), on_phase=say, save=save)
+        save(record)
+        with OctClient(record.nodes, record.token) as client:
+            say(f"submitting the deployment to cluster {record.cluster}")
+            accepted = client.deploy(config.model_dump(mode="json"), source_dir=str(file.resolve().parent))
+            say(
+                f"deployment {accepted.deployment} accepted"
+                + ("" if accepted.changed else " (nothing changed)")
+            )
+            return _wait_for_deployment(client, accepted.deployment, record, save, on_progress, timeout)
+
+
+def _wait_for_deployment(
+    client: OctClient,
+    deployment: str,
+    record: ClusterRecord,
+    save: Callable[[ClusterRecord], None],
+    on_progress: ProgressCallback | None,
+    timeout: float,
+) -> StatusResponse:
+    deadline = time.monotonic() + timeout
+    seen: DeploymentView | None = None
+    while True:
+        snapshot = client.status()
+        record = _track_nodes(record, snapshot, save)
+        client.learn(record.nodes)
+        current = snapshot.deployment
+        # A lagging replica may still show the previous deployment; only ours counts.
+        if current is not None and current.id == deployment:
+            seen = current
+            if on_progress is not None:
+                on_progress(snapshot)
+            if current.state == "succeeded":
+                return snapshot
+            if current.state == "failed":
+                raise DeployFailed(_failure(current))
+        if time.monotonic() >= deadline:
+            where = f"it is {seen.state}" if seen is not None else "the cluster has not started it yet"
+            raise Timeout(
+                f"deployment {deployment} did not finish within {timeout:.0f} s ({where}); "
+                "it may still finish: see `oct status`"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
+def _track_nodes(
+    record: ClusterRecord, snapshot: StatusResponse, save: Callable[[ClusterRecord], None]
+) -> ClusterRecord:
+    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis dies."""
+    live = [f"{n.address}:{n.api_port}" for n in snapshot.nodes]
+    if not live:
+        return record
+    nodes = [n for n in record.nodes if n in live] + [n for n in live if n not in record.nodes]
+    if nodes == record.nodes:
+        return record
+    record = record.model_copy(update={"nodes": nodes})
+    save(record)
+    return record
+
+
+def _failure(deployment: DeploymentView) -> str:
+    reason = deployment.error or deployment.message or "no reason given"
+    if deployment.failed_service is None:
+        return f"deployment {deployment.id} failed: {reason}"
+    lines = [f"service {deployment.failed_service} failed: {reason}"]
+    if deployment.log_tail:
+        lines.append(f"last log lines of {deployment.failed_service}:")
+        lines.extend(f"  {line}" for line in deployment.log_tail)
+    return "\n".join(lines)
+
+
+def status(path: PathLike = "oct.toml") -> StatusResponse:
+    """The cluster's view of the project, from whichever node answers first."""
+    file, config = _load(path, strict=False)
+    state_file = _state_file(file, config)
+    record = state.load(state_file) or adopt(local_root(file), config.project.name)
+    if record is None:
+        raise Unreachable(
+            f"project {config.project.name} has no cluster yet (no state at {state_file}); run `oct deploy`"
+        )
+    with OctClient(record.nodes, record.token, retry_for=5.0) as client:
+        try:
+            return client.status()
+        except Unreachable as e:
+            if record.provider != "local":
+                raise
+            raise Unreachable(
+                f"{e}\nthe cluster's nodes are not running: "
+                "`oct deploy` restarts them, `oct destroy` removes them"
+            ) from None
+
+
+def destroy(
+    path: PathLike = "oct.toml",
+    timeout: float = 300.0,
+    *,
+    on_phase: MessageCallback | None = None,
+    on_warning: MessageCallback | None = None,
+) -> None:
+    """Remove the project's services and its cluster; safe to repeat, and works after a crash.
+
+    The cluster is asked to stop its services first, but the local teardown that follows does not
+    depend on that: it kills whatever is left from the files on disk, so a dead or wedged cluster
+    still ends up fully removed.
+    """
+    say = on_phase or _quiet
+    warn = on_warning or _quiet
+    file, config = _load(path, strict=False)
+    project = config.project.name
+    state_file = _state_file(file, config)
+    record = state.load(state_file)
+    root = Path(record.root) if record is not None else local_root(file)
+    if record is None and not local_nodes(root):
+        remove_containers(project, on_phase=say)  # strays of a .oct deleted by hand; no-op without Docker
+        return
+    with state_lock(state_file):
+        record = state.load(state_file) or adopt(root, project)
+        if record is not None:
+            root = Path(record.root)
+            _destroy_through_cluster(record, timeout, say, warn)
+        teardown(root, project, on_phase=say)
+        if record is not None and record.project != project:
+            remove_containers(record.project, on_phase=say)
+        state.remove(state_file)
+
+
+def _destroy_through_cluster(
+    record: ClusterRecord, timeout: float, say: MessageCallback, warn: MessageCallback
+) -> None:
+    """Let the cluster stop its services cleanly; any failure here is left to the local teardown."""
+    if not any_node_answers(record):
+        say("no node answers; cleaning up from the files on disk")
+        return
+    try:
+        with OctClient(record.nodes, record.token, retry_for=10.0) as client:
+            say(f"asking cluster {record.cluster} to stop its services")
+            accepted = client.destroy()
+            deadline = time.monotonic() + timeout
+            while True:
+                current = client.status().deployment
+                if current is not None and current.id == accepted.deployment and current.state == "destroyed":
+                    return
+                if time.monotonic() >= deadline:
+                    warn(
+                        f"the cluster did not finish destroying within {timeout:.0f} s; "
+                        "removing everything locally"
+                    )
+                    return
+                time.sleep(POLL_INTERVAL)
+    except OctError as e:
+        warn(f"the cluster could not destroy its services ({e}); removing everything locally")

@@ -1,0 +1,286 @@
+"""``oct``: the command line over :mod:`octcli.api`.
+
+Results go to stdout and everything else (progress, warnings, errors) to stderr, so ``oct status
+--json | jq`` and ``oct deploy > endpoints.txt`` get clean output. Errors end with the exit codes
+documented in :mod:`octcli.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from octcli import api
+from octcli.errors import OctError
+from octctl.api.models import StatusResponse
+
+app = typer.Typer(
+    name="oct",
+    help="Deploy the services described in oct.toml onto a cluster of oct-ctl nodes you own.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals would include the API token in a crash report.
+    pretty_exceptions_show_locals=False,
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("-c", "--config", help="oct.toml, or the folder that holds it.", show_default=True),
+]
+DEFAULT_CONFIG = Path("oct.toml")
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(error: OctError) -> NoReturn:
+    """Print ``error: <message>`` (config problems one per line) and exit with the error's code."""
+    err = _stderr()
+    lines = str(error).splitlines() or [type(error).__name__]
+    err.print(Text.assemble(("error:", "bold red"), " ", lines[0]), soft_wrap=True)
+    for line in lines[1:]:
+        err.print(Text(line), soft_wrap=True)
+    raise typer.Exit(error.exit_code)
+
+
+def _warn(message: str) -> None:
+    _stderr().print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+_STATE_STYLES = {
+    "running": "green",
+    "succeeded": "green",
+    "ready": "green",
+    "leader": "bold",
+    "failed": "red",
+    "exited": "red",
+    "unreachable": "red",
+    "destroyed": "dim",
+}
+
+
+def _state(value: str | None) -> Text:
+    if value is None:
+        return Text("-", style="dim")
+    return Text(value, style=_STATE_STYLES.get(value, "yellow"))
+
+
+def _cell(value: object) -> Text:
+    """Plain text, never parsed as rich markup: names and errors may contain brackets."""
+    return Text("-", style="dim") if value is None or value == "" else Text(str(value))
+
+
+def _cores(millicores: int) -> str:
+    return f"{millicores / 1000:g}"
+
+
+def _progress_table(snapshot: StatusResponse) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "node", "state", ""):
+        table.add_column(column)
+    for svc in sorted(snapshot.services, key=lambda s: s.name):
+        table.add_row(_cell(svc.name), _cell(svc.node), _state(svc.state), Text(svc.error or "", style="red"))
+    return table
+
+
+def _services_table(snapshot: StatusResponse) -> Table:
+    table = Table(title="services", title_justify="left", box=None, pad_edge=False)
+    for column in ("name", "node", "state", "endpoint"):
+        table.add_column(column)
+    table.add_column("restarts", justify="right")
+    for svc in sorted(snapshot.services, key=lambda s: s.name):
+        table.add_row(
+            _cell(svc.name), _cell(svc.node), _state(svc.state), _cell(svc.endpoint), str(svc.restarts)
+        )
+    return table
+
+
+def _nodes_table(snapshot: StatusResponse) -> Table:
+    table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
+    for column in ("id", "address", "role", "status"):
+        table.add_column(column)
+    table.add_column("cpus used/cap", justify="right")
+    table.add_column("memory used/cap", justify="right")
+    for node in sorted(snapshot.nodes, key=lambda n: n.id):
+        table.add_row(
+            _cell(node.id),
+            _cell(f"{node.address}:{node.api_port}"),
+            _state(node.role),
+            _state(node.status),
+            f"{_cores(node.cpus_used)}/{_cores(node.cpus)}",
+            f"{node.memory_used}/{node.memory} MB",
+        )
+    return table
+
+
+def _summary(snapshot: StatusResponse) -> Text:
+    text = Text.assemble(
+        ("cluster ", "dim"), snapshot.cluster, ("  project ", "dim"), snapshot.project or "-",
+        ("  leader ", "dim"), snapshot.leader or "none",
+    )  # fmt: skip
+    deployment = snapshot.deployment
+    if deployment is not None:
+        text.append("  deployment ", style="dim")
+        text.append(f"{deployment.id} ")
+        text.append_text(_state(deployment.state))
+        if deployment.message:
+            text.append(f" ({deployment.message})")
+    if snapshot.stale:
+        text.append(f"\nanswered by {snapshot.node}, a follower: may lag behind the leader", style="yellow")
+    return text
+
+
+class _DeployView:
+    """Deploy progress: a live spinner and table on a terminal, one line per change elsewhere (CI logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.interactive = console.is_terminal
+        self.spinner = Spinner("dots", text="reading oct.toml")
+        self.snapshot: StatusResponse | None = None
+        self._shown: dict[str, str] = {}
+
+    def phase(self, message: str) -> None:
+        if self.interactive:
+            self.spinner.update(text=Text(message))
+        else:
+            self.console.print(Text(message), soft_wrap=True)
+
+    def progress(self, snapshot: StatusResponse) -> None:
+        self.snapshot = snapshot
+        if self.interactive:
+            if snapshot.deployment is not None:
+                deployment = snapshot.deployment
+                self.spinner.update(text=Text(f"deployment {deployment.id}: {deployment.state}"))
+            return
+        for svc in snapshot.services:
+            line = f"{svc.name}: {svc.state}" + (f" on {svc.node}" if svc.node else "")
+            if svc.error:
+                line += f" ({svc.error})"
+            if self._shown.get(svc.name) != line:
+                self._shown[svc.name] = line
+                self.console.print(Text(line), soft_wrap=True)
+
+    def render(self) -> RenderableType:
+        if self.snapshot is None:
+            return self.spinner
+        return Group(self.spinner, _progress_table(self.snapshot))
+
+    def live(self) -> contextlib.AbstractContextManager[object]:
+        if not self.interactive:
+            return contextlib.nullcontext()
+        return Live(get_renderable=self.render, console=self.console, transient=True, refresh_per_second=10)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+@app.command()
+def deploy(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Start the project's cluster if needed and roll out oct.toml; waits until every service runs."""
+    view = _DeployView(_stderr())
+    try:
+        with view.live():
+            result = api.deploy(config, on_progress=view.progress, on_phase=view.phase)
+    except OctError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _warn("interrupted: the cluster carries on with the deployment; `oct status` shows how it goes")
+        raise typer.Exit(130) from None
+    out = _stdout()
+    deployment = result.deployment
+    out.print(
+        Text(f"deployed {result.project or '-'} to cluster {result.cluster}")
+        + Text(f" (deployment {deployment.id})" if deployment else "", style="dim")
+    )
+    for svc in sorted(result.services, key=lambda s: s.name):
+        if svc.endpoint:
+            out.print(Text.assemble((f"  {svc.name}: ", "bold"), svc.endpoint), soft_wrap=True)
+    out.print(_services_table(result))
+
+
+@app.command()
+def status(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the raw status as JSON (the API's StatusResponse) and nothing else."
+        ),
+    ] = False,
+) -> None:
+    """Show the cluster's nodes and the project's services."""
+    try:
+        snapshot = api.status(config)
+    except OctError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(snapshot.model_dump_json(indent=2))
+        return
+    out = _stdout()
+    out.print(_summary(snapshot))
+    out.print()
+    out.print(_nodes_table(snapshot))
+    out.print()
+    out.print(_services_table(snapshot))
+    deployment = snapshot.deployment
+    if deployment is not None and deployment.state == "failed" and deployment.failed_service:
+        out.print()
+        out.print(Text(f"{deployment.failed_service} failed: {deployment.error or '-'}", style="red"))
+        for line in deployment.log_tail:
+            out.print(Text(f"  {line}"), soft_wrap=True)
+
+
+@app.command()
+def destroy(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove the project's services and its cluster, including whatever a crash left behind."""
+    err = _stderr()
+    spinner = Spinner("dots", text="looking for the project's cluster")
+    live: contextlib.AbstractContextManager[object] = (
+        Live(spinner, console=err, transient=True, refresh_per_second=10)
+        if err.is_terminal
+        else contextlib.nullcontext()
+    )
+
+    def phase(message: str) -> None:
+        if err.is_terminal:
+            spinner.update(text=Text(message))
+        else:
+            err.print(Text(message), soft_wrap=True)
+
+    try:
+        with live:
+            api.destroy(config, on_phase=phase, on_warning=_warn)
+    except OctError as e:
+        _fail(e)
+    _stdout().print(f"{api.config_file(config)}: destroyed, nothing of this project is left running")
+
+
+@app.command()
+def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Check oct.toml without touching any cluster; lists every problem at once."""
+    try:
+        parsed = api.validate(config)
+    except OctError as e:
+        _fail(e)
+    count = len(parsed.project.services)
+    _stdout().print(Text(f"{api.config_file(config)}: ok ({count} service{'' if count == 1 else 's'})"))
+
+
+def main() -> None:
+    app()

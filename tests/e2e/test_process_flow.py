@@ -1,0 +1,89 @@
+"""The quickstart project (process runtime) on a real 3-node local cluster, from deploy to destroy."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Project, http_get, octctl_pids, services_by_name
+
+pytestmark = pytest.mark.e2e
+
+
+def process_record(project: Project, service: str) -> dict:
+    records = list((project.dir / ".oct").glob(f"nodes/*/processes/quickstart-{service}.json"))
+    assert len(records) == 1, f"expected one record for {service}, found {records}"
+    return json.loads(records[0].read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+
+    out = project.oct("deploy")
+    assert "web" in out.stdout
+
+    status = project.status()
+    assert status["project"] == "quickstart"
+    assert status["deployment"]["state"] == "succeeded"
+    assert len(status["nodes"]) == 3
+    assert [n["role"] for n in status["nodes"]].count("leader") == 1
+    assert all(n["status"] == "ready" for n in status["nodes"])
+    services = services_by_name(status)
+    assert set(services) == {"store", "api", "web"}
+    assert all(s["state"] == "running" and s["runtime"] == "process" for s in services.values())
+    assert len({s["node"] for s in services.values()}) == 3, "three services should spread over three nodes"
+    assert sum(n["cpus_used"] for n in status["nodes"]) == 300
+
+    page = http_get(services["web"]["endpoint"])
+    assert "Hello from oct" in page
+    # web reached api, which reached store, each on the node the scheduler chose.
+    assert f"api on {services['api']['node']}" in page and f"store on {services['store']['node']}" in page
+
+    pids = {name: process_record(project, name)["pid"] for name in services}
+    assert all(alive(pid) for pid in pids.values())
+    # depends_on order: store started before api, api before web.
+    assert start_ticks(pids["store"]) <= start_ticks(pids["api"]) <= start_ticks(pids["web"])
+
+    # An unchanged redeploy touches nothing.
+    project.oct("deploy")
+    assert {name: process_record(project, name)["pid"] for name in services} == pids
+
+    # One env value changed: only that service is replaced.
+    project.edit('GREETING = "Hello"', 'GREETING = "Bonjour"')
+    project.oct("deploy")
+    after = {name: process_record(project, name)["pid"] for name in services}
+    assert after["store"] == pids["store"] and after["api"] == pids["api"]
+    assert after["web"] != pids["web"] and not alive(pids["web"])
+    assert "Bonjour from oct" in http_get(services["web"]["endpoint"])
+
+    # A service removed from oct.toml is removed from its node.
+    text = project.config.read_text()
+    project.config.write_text(text[: text.index('[[project.services]]\nname = "web"')])
+    project.oct("deploy")
+    status = project.status()
+    assert set(services_by_name(status)) == {"store", "api"}
+    assert not alive(after["web"])
+    assert alive(after["api"]) and alive(after["store"])
+
+    project.oct("destroy")
+    assert octctl_pids(project.dir) == []
+    assert not any(alive(pid) for pid in after.values())
+    assert not (project.dir / ".oct").exists()
+    assert not (project.dir / "state.json").exists()
+    # Destroy is idempotent.
+    assert project.oct("destroy").returncode == 0
