@@ -32,6 +32,7 @@ MessageCallback = Callable[[str], None]
 PathLike = str | os.PathLike[str]
 
 POLL_INTERVAL = 0.3
+SETTLE_GRACE = 30.0
 AWS_UNSUPPORTED = "the aws provider is not available yet; add [project.provider.local] to run on this machine"
 
 
@@ -115,6 +116,8 @@ def _wait_for_deployment(
 ) -> StatusResponse:
     deadline = time.monotonic() + timeout
     seen: DeploymentView | None = None
+    ours: StatusResponse | None = None
+    succeeded_at: float | None = None
     while True:
         snapshot = client.status()
         record = _track_nodes(record, snapshot, save)
@@ -122,14 +125,23 @@ def _wait_for_deployment(
         current = snapshot.deployment
         # A lagging replica may still show the previous deployment; only ours counts.
         if current is not None and current.id == deployment:
-            seen = current
+            seen, ours = current, snapshot
             if on_progress is not None:
                 on_progress(snapshot)
             if current.state == "succeeded":
-                return snapshot
+                # An unchanged redeploy gets the old, already succeeded deployment back, even when
+                # the nodes were just restarted and their instances are not running yet: give the
+                # cluster a moment to bring them back before reporting.
+                settled = all(svc.state == "running" for svc in snapshot.services)
+                if succeeded_at is None:
+                    succeeded_at = time.monotonic()
+                if settled or time.monotonic() - succeeded_at >= SETTLE_GRACE:
+                    return snapshot
             if current.state == "failed":
                 raise DeployFailed(_failure(current))
         if time.monotonic() >= deadline:
+            if succeeded_at is not None and ours is not None:
+                return ours
             where = f"it is {seen.state}" if seen is not None else "the cluster has not started it yet"
             raise Timeout(
                 f"deployment {deployment} did not finish within {timeout:.0f} s ({where}); "

@@ -38,6 +38,10 @@ class _NoAnswer(Exception):
     """Internal: one round over all nodes got no usable answer; tenacity retries on it."""
 
 
+class _Rejected(Exception):
+    """Internal: every node answered 401; retrying cannot help."""
+
+
 class OctClient:
     """Talks to a cluster through any of ``nodes`` (API addresses ``host:port``).
 
@@ -86,8 +90,13 @@ class OctClient:
         _raise_for_status(node, response)
         return _parse(node, response, Health)
 
-    def status(self) -> StatusResponse:
-        node, response = self._call("GET", "/status")
+    def status(self, node: str | None = None) -> StatusResponse:
+        """The first answering node's view, or, with ``node``, that node's alone (one try).
+
+        Asking one node with the token doubles as the check that it is *our* node: local
+        addresses are reused by other projects' clusters, and their nodes answer 401.
+        """
+        node, response = self._call("GET", "/status", only=node)
         return _parse(node, response, StatusResponse)
 
     def deploy(self, config_json: dict[str, Any], source_dir: str | None) -> DeployResponse:
@@ -116,17 +125,21 @@ class OctClient:
         *,
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
+        only: str | None = None,
     ) -> tuple[str, httpx.Response]:
         """Send to the first node that gives a real answer, cycling with backoff until ``retry_for``.
 
-        A real answer includes 4xx: those are the cluster's verdict on the request and asking
-        another node would only repeat it.
+        A real answer includes most 4xx: those are the cluster's verdict on the request and
+        asking another node would only repeat it. A 401 is different: the address now belongs to
+        some other cluster (local addresses are reused), so the next node is tried.
         """
         tried: dict[str, str] = {}
         headers = {"Authorization": f"Bearer {self._token}"}
+        nodes = [only] if only is not None else self._order
 
         def one_round() -> tuple[str, httpx.Response]:
-            for node in list(self._order):
+            rejected = 0
+            for node in list(nodes):
                 try:
                     response = self._http.request(
                         method, _url(node, path), json=json, params=params, headers=headers
@@ -134,15 +147,22 @@ class OctClient:
                 except httpx.TransportError as e:
                     tried[node] = _describe(e)
                     continue
+                if response.status_code == 401:
+                    tried[node] = "HTTP 401: rejected our API token"
+                    rejected += 1
+                    continue
                 if response.status_code in RETRY_STATUSES:
                     tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
                     continue
-                self._prefer(node)
+                if only is None:
+                    self._prefer(node)
                 return node, response
+            if rejected == len(nodes):
+                raise _Rejected
             raise _NoAnswer
 
         retrying = Retrying(
-            stop=stop_after_delay(self._retry_for),
+            stop=stop_after_delay(0 if only is not None else self._retry_for),
             wait=wait_exponential(multiplier=0.2, max=2.0),
             retry=retry_if_exception_type(_NoAnswer),
             reraise=True,
@@ -152,6 +172,11 @@ class OctClient:
         except _NoAnswer:
             listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
             raise Unreachable(f"no oct-ctl node answered: {listing}") from None
+        except _Rejected:
+            raise OctError(
+                f"every node rejected the API token (HTTP 401) at {', '.join(nodes)}: "
+                "the state file belongs to a cluster that no longer runs there"
+            ) from None
         _raise_for_status(node, response)
         return node, response
 
@@ -188,10 +213,6 @@ def _raise_for_status(node: str, response: httpx.Response) -> None:
     body = _error_of(response)
     if response.status_code == 422:
         raise InvalidConfig(f"the cluster rejected oct.toml: {body.error}", body.details)
-    if response.status_code == 401:
-        raise OctError(
-            f"node {node} rejected the API token (HTTP 401): the state file belongs to another cluster"
-        )
     details = "".join(f"\n  {line}" for line in body.details)
     raise OctError(f"{body.error} (HTTP {response.status_code} from {node}){details}")
 

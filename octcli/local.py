@@ -83,7 +83,8 @@ def ensure_cluster(
         else:
             wait_for_leader(record, root, {}, on_phase=say, timeout=leader_wait)
         return record
-    return _genesis(config, root, on_phase=say, save=save, leader_wait=leader_wait)
+    # No nodes left where the record points (or no record): a new cluster, beside today's oct.toml.
+    return _genesis(config, local_root(config_path), on_phase=say, save=save, leader_wait=leader_wait)
 
 
 def _genesis(
@@ -176,7 +177,7 @@ def wait_for_leader(
     on_phase: Phase | None = None,
     timeout: float = LEADER_WAIT,
 ) -> None:
-    """Return once some node reports a leader; fail fast, with its log, if a node we started exits."""
+    """Return once one of our nodes reports a leader; fail fast, with its log, if a node we started exits."""
     if on_phase is not None:
         on_phase(f"waiting for cluster {record.cluster} to elect a leader")
     deadline = time.monotonic() + timeout
@@ -184,7 +185,7 @@ def wait_for_leader(
         while True:
             for node in record.nodes:
                 with contextlib.suppress(OctError):
-                    if client.health(node).leader:
+                    if client.status(node).leader:
                         return
             for node, pid in started.items():
                 if not pid_alive(pid):
@@ -202,10 +203,11 @@ def wait_for_leader(
 
 
 def _answering(record: ClusterRecord) -> str | None:
+    """A node of *this* cluster that answers; health would not do, anyone's node answers that."""
     with OctClient(record.nodes, record.token, timeout=2.0, retry_for=0) as client:
         for node in record.nodes:
             with contextlib.suppress(OctError):
-                client.health(node)
+                client.status(node)
                 return node
     return None
 

@@ -206,7 +206,8 @@ def deploy(config: ConfigOption = DEFAULT_CONFIG) -> None:
     deployment = result.deployment
     out.print(
         Text(f"deployed {result.project or '-'} to cluster {result.cluster}")
-        + Text(f" (deployment {deployment.id})" if deployment else "", style="dim")
+        + Text(f" (deployment {deployment.id})" if deployment else "", style="dim"),
+        soft_wrap=True,
     )
     for svc in sorted(result.services, key=lambda s: s.name):
         if svc.endpoint:
@@ -233,7 +234,7 @@ def status(
         typer.echo(snapshot.model_dump_json(indent=2))
         return
     out = _stdout()
-    out.print(_summary(snapshot))
+    out.print(_summary(snapshot), soft_wrap=True)
     out.print()
     out.print(_nodes_table(snapshot))
     out.print()
@@ -268,7 +269,9 @@ def destroy(config: ConfigOption = DEFAULT_CONFIG) -> None:
             api.destroy(config, on_phase=phase, on_warning=_warn)
     except OctError as e:
         _fail(e)
-    _stdout().print(f"{api.config_file(config)}: destroyed, nothing of this project is left running")
+    _stdout().print(
+        Text(f"{api.config_file(config)}: destroyed, nothing of this project is left running"), soft_wrap=True
+    )
 
 
 @app.command()
@@ -279,7 +282,9 @@ def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
     except OctError as e:
         _fail(e)
     count = len(parsed.project.services)
-    _stdout().print(Text(f"{api.config_file(config)}: ok ({count} service{'' if count == 1 else 's'})"))
+    _stdout().print(
+        Text(f"{api.config_file(config)}: ok ({count} service{'' if count == 1 else 's'})"), soft_wrap=True
+    )
 
 
 def main() -> None:

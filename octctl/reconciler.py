@@ -140,7 +140,8 @@ class Reconciler:
             return {}
         local = config.project.provider.local if config.project.provider else None
         min_nodes = local.nodes if local else 1
-        if len(view["nodes"]) < min_nodes and self.provider is not None:
+        ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
+        if ready < min_nodes and self.provider is not None:
             await self._grow(view, config, min_nodes)
             return dict(view["placements"])
         demands = [demand(s) for s in config.project.services]

@@ -148,6 +148,14 @@ class DockerRuntime(Runtime):
             and labels.get(LABEL_SERVICE) == service
         )
 
+    def _on_this_node(self, container: Container) -> bool:
+        """Nodes of a local cluster share one engine: each sees and removes only its own containers.
+
+        ``apply`` still replaces a same-named container of another node (a leftover of a move whose
+        old node is gone), since one service has one instance cluster-wide.
+        """
+        return not self._node or (container.labels or {}).get(LABEL_NODE) == self._node
+
     # -- contract ---------------------------------------------------------------------------------
 
     def apply(self, spec: InstanceSpec) -> InstanceStatus:
@@ -169,13 +177,19 @@ class DockerRuntime(Runtime):
         name = container_name(project, service)
         with self._lock_for(name), self._engine_errors(f"cannot remove {service}"):
             existing = self._find(name)
-            if existing is not None and self._owned_by(existing, project, service):
+            if (
+                existing is not None
+                and self._owned_by(existing, project, service)
+                and self._on_this_node(existing)
+            ):
                 self._remove_container(name)
 
     def list(self, project: str | None = None) -> list[InstanceStatus]:
         labels = [f"{LABEL_MANAGED}=true"]
         if project is not None:
             labels.append(f"{LABEL_PROJECT}={project}")
+        if self._node:
+            labels.append(f"{LABEL_NODE}={self._node}")
         with self._engine_errors("cannot list containers"):
             containers = self._docker().containers.list(
                 all=True, filters={"label": labels}, ignore_removed=True

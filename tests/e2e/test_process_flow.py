@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Project, http_get, octctl_pids, services_by_name
+from tests.e2e.harness import Project, http_get, octctl_pids, services_by_name
 
 pytestmark = pytest.mark.e2e
 

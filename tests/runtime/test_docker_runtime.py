@@ -6,10 +6,8 @@ engine means the environment is broken and must be loud.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -35,25 +33,6 @@ from .helpers import free_port, http_get, wait_for
 pytestmark = pytest.mark.docker
 
 IMAGE = "oct-test/busybox:latest"
-BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "images" / "build_busybox_image.sh"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        pytest.fail(
-            f"the Docker engine is not reachable ({exc}); install docker.io and start it "
-            "(dockerd >dockerd.log 2>&1 &) before running these tests",
-            pytrace=False,
-        )
-    built = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=120)
-    if built.returncode != 0:
-        pytest.fail(f"building {IMAGE} failed:\n{built.stdout}\n{built.stderr}", pytrace=False)
-    yield client
-    client.close()
 
 
 @pytest.fixture
