@@ -225,7 +225,7 @@ def destroy(
         if record is not None:
             root = Path(record.root)
             _destroy_through_cluster(record, timeout, say, warn)
-        teardown(root, project, on_phase=say)
+        teardown(root, project, cluster=record.cluster if record else None, on_phase=say)
         if record is not None and record.project != project:
             remove_containers(record.project, on_phase=say)
         state.remove(state_file)

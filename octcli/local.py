@@ -34,7 +34,7 @@ from octctl.providers.local import (
     start_node,
     stop_pid,
 )
-from octctl.runtime.base import LABEL_MANAGED, LABEL_PROJECT
+from octctl.runtime.base import LABEL_CLUSTER, LABEL_MANAGED, LABEL_PROJECT
 
 if TYPE_CHECKING:
     from octctl.config import Config
@@ -289,7 +289,7 @@ def node_process_alive(root: Path, node: str) -> bool:
 # -- teardown --------------------------------------------------------------------------------------
 
 
-def teardown(root: Path, project: str, *, on_phase: Phase | None = None) -> None:
+def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: Phase | None = None) -> None:
     """Remove every trace of the project's local cluster, whether or not any part of it still runs.
 
     Nodes go first: a live agent would restart the instances we are about to kill, and a live
@@ -304,7 +304,7 @@ def teardown(root: Path, project: str, *, on_phase: Phase | None = None) -> None
         with ThreadPoolExecutor(max_workers=min(8, len(alive))) as pool:
             pids = [pid for node in alive if (pid := node_pid(root, node)) is not None]
             list(pool.map(stop_pid, pids))
-    remove_containers(project, on_phase=say)
+    remove_containers(project, cluster=cluster, on_phase=say)
     kill_process_instances(root, on_phase=say)
     if root.exists():
         say(f"removing {root}")
@@ -313,10 +313,12 @@ def teardown(root: Path, project: str, *, on_phase: Phase | None = None) -> None
             raise OctError(f"could not remove {root}; remove it by hand")
 
 
-def remove_containers(project: str, *, on_phase: Phase | None = None) -> None:
+def remove_containers(project: str, *, cluster: str | None = None, on_phase: Phase | None = None) -> None:
     """Force-remove the project's docker containers and networks, if this machine has a Docker engine.
 
     No engine is normal (the process runtime needs none), so failing to reach one is not an error.
+    With ``cluster`` known, only that cluster's containers go: another checkout of a project with
+    the same name on this engine is left alone.
     """
     try:
         import docker  # the SDK is heavy and optional at run time
@@ -326,6 +328,8 @@ def remove_containers(project: str, *, on_phase: Phase | None = None) -> None:
     except Exception:
         return
     labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_MANAGED}=true"]
+    if cluster:
+        labels.append(f"{LABEL_CLUSTER}={cluster}")
     try:
         containers = engine.containers.list(all=True, filters={"label": labels})
         if containers and on_phase is not None:

@@ -97,7 +97,9 @@ class Reconciler:
         placements = await self._schedule(view, config)
         view = self.raft.view()
         specs = (
-            instance_specs(config, placements, view["nodes"], deployment["id"], view["source_dir"])
+            instance_specs(
+                config, placements, view["nodes"], deployment["id"], view["source_dir"], view["cluster"]
+            )
             if config is not None and deployment is not None
             else {}
         )

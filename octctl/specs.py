@@ -69,6 +69,7 @@ def instance_spec(
     known: Mapping[str, Mapping[str, str | int]],
     deployment: str,
     source_dir: str | None,
+    cluster: str = "",
 ) -> InstanceSpec | None:
     """The rendered spec, or None while a service it references has no placement yet."""
     texts = [*service.envs.values(), service.command or ""]
@@ -100,6 +101,7 @@ def instance_spec(
     spec = InstanceSpec(
         project=config.project.name,
         service=service.name,
+        cluster=cluster,
         node=node["id"],
         deployment=deployment,
         spec_hash="",
@@ -122,6 +124,7 @@ def instance_specs(
     nodes: Mapping[str, NodeRecord],
     deployment: str,
     source_dir: str | None,
+    cluster: str = "",
 ) -> dict[str, InstanceSpec]:
     known = endpoints(config, placements, nodes)
     specs: dict[str, InstanceSpec] = {}
@@ -129,7 +132,7 @@ def instance_specs(
         node = nodes.get(placements.get(service.name, ""))
         if node is None:
             continue
-        spec = instance_spec(config, service, node, known, deployment, source_dir)
+        spec = instance_spec(config, service, node, known, deployment, source_dir, cluster)
         if spec is not None:
             specs[service.name] = spec
     return specs

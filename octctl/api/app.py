@@ -158,6 +158,7 @@ async def health(request: web.Request) -> web.Response:
     return ok(
         Health(
             ok=True,
+            cluster=node.settings.cluster,
             node=node.settings.node,
             version=__version__,
             leader=leader_id(view, node.raft.leader_address()),

@@ -23,6 +23,7 @@ class ErrorBody(BaseModel):
 
 class Health(BaseModel):
     ok: bool
+    cluster: str
     node: str
     version: str
     leader: str | None = None

@@ -18,7 +18,7 @@ from .models import (
     Service,
     StateBackend,
 )
-from .template import SERVICE_ATTRS, render_file, render_service_refs, service_refs
+from .template import SERVICE_ATTRS, render_service_refs, service_refs
 from .validate import NAME_PATTERN, validate_config
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "load_config",
     "load_config_text",
     "parse_config_data",
-    "render_file",
     "render_service_refs",
     "service_refs",
     "validate_config",

@@ -21,7 +21,6 @@ from .errors import ConfigError, Problem
 from .locate import KeyPath, Locator, format_path
 from .messages import pydantic_message
 from .models import Config, Provider, Service
-from .template import render_file
 from .validate import ServicesView, check, validate_config
 
 __all__ = ["load_config", "load_config_text", "parse_config_data", "validate_config"]
@@ -54,6 +53,8 @@ def load_config_text(
     validate: bool = True,
 ) -> Config:
     """Like :func:`load_config` for text that did not come from a file (an editor buffer, a request)."""
+    from .render import render_file  # jinja2 is for the CLI; the daemon never renders files
+
     rendered = render_file(text, os.environ if env is None else env, filename)
     try:
         data = tomllib.loads(rendered)

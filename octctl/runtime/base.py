@@ -23,6 +23,7 @@ LABEL_SERVICE = "oct.service"
 LABEL_DEPLOYMENT = "oct.deployment"
 LABEL_SPEC_HASH = "oct.spec-hash"
 LABEL_NODE = "oct.node"
+LABEL_CLUSTER = "oct.cluster"
 
 
 class PortMapping(BaseModel):
@@ -43,6 +44,7 @@ class InstanceSpec(BaseModel):
 
     project: str
     service: str
+    cluster: str = ""
     node: str = ""
     deployment: str
     spec_hash: str

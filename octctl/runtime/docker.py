@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from octctl.runtime.base import (
+    LABEL_CLUSTER,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
     LABEL_NODE,
@@ -220,6 +221,7 @@ class DockerRuntime(Runtime):
             LABEL_DEPLOYMENT: spec.deployment,
             LABEL_SPEC_HASH: spec.spec_hash,
             LABEL_NODE: spec.node or self._node,
+            LABEL_CLUSTER: spec.cluster,
         }
 
     def _remove_container(self, name: str) -> None:

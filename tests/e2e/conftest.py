@@ -24,6 +24,8 @@ def make_project(tmp_path: Path) -> Iterator[Callable[[str], Project]]:
 
     yield make
     for project in made:
-        if project.config.exists():
-            project.oct("destroy", check=False, timeout=120)
-        kill_leftovers(project.dir)
+        try:
+            if project.config.exists():
+                project.oct("destroy", check=False, timeout=120)
+        finally:
+            kill_leftovers(project.dir)

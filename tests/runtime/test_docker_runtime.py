@@ -15,6 +15,7 @@ import pytest
 from docker.errors import NotFound
 
 from octctl.runtime.base import (
+    LABEL_CLUSTER,
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
     LABEL_NODE,
@@ -57,6 +58,7 @@ def make_spec(project: str, service: str = "web", **overrides: Any) -> InstanceS
     fields: dict[str, Any] = {
         "project": project,
         "service": service,
+        "cluster": "c-test",
         "deployment": "d1",
         "spec_hash": "h1",
         "runtime": "docker",
@@ -123,6 +125,7 @@ def test_apply_runs_the_service_with_env_limits_and_labels(
         LABEL_DEPLOYMENT: "d1",
         LABEL_SPEC_HASH: "h1",
         LABEL_NODE: "node-a",
+        LABEL_CLUSTER: "c-test",
     }
     exec_env = container.exec_run("env").output.decode()
     assert "GREETING=hello-from-env" in exec_env

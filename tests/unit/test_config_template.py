@@ -8,10 +8,10 @@ from octctl.config import (
     SERVICE_ATTRS,
     ConfigError,
     load_config_text,
-    render_file,
     render_service_refs,
     service_refs,
 )
+from octctl.config.render import render_file
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[tuple[int | None, str, str]]:

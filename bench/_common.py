@@ -1,0 +1,244 @@
+"""Helpers shared by the benchmark scripts (not a benchmark itself: it prints nothing when run).
+
+The scripts are run as ``.venv/bin/python bench/<name>.py``, so Python puts ``bench/`` on
+``sys.path`` and they import this module as ``_common``. Everything here is about measuring
+honestly and cleaning up: bounded HTTP polling to loopback only, finding the oct-ctl processes of
+one project folder, and tearing a project down even when oct itself is broken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_IMAGE = "oct-test/busybox:latest"
+BUILD_IMAGE_SCRIPT = REPO / "tests" / "images" / "build_busybox_image.sh"
+
+#: No proxy, ever: a proxy from the environment would carry benchmark traffic off this machine.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_T0 = time.monotonic()
+
+
+class BenchError(RuntimeError):
+    """The thing being measured broke (deploy failed, a service never answered): exit non-zero."""
+
+
+def log(message: str) -> None:
+    """Progress for humans goes to stderr, so stdout's last line stays the JSON result."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The figures, as exactly one JSON object on the last line of stdout."""
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=False), flush=True)
+
+
+def median(samples: Iterable[float]) -> float:
+    return round(statistics.median(list(samples)), 3)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so ``finally`` blocks still clean up what we started."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+
+def check_loopback(url: str) -> None:
+    """Benchmarks may only talk to 127.0.0.0/8; refuse anything else rather than send it."""
+    if not re.match(r"^http://127\.\d{1,3}\.\d{1,3}\.\d{1,3}(:\d+)?(/|$)", url):
+        raise BenchError(f"refusing to send traffic to {url!r}: only 127.0.0.0/8 is allowed")
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """One small GET; True only for a 200 answer."""
+    check_loopback(url)
+    try:
+        with _OPENER.open(url, timeout=timeout) as resp:
+            resp.read(4096)
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def wait_all_http(urls: list[str], timeout: float, interval: float = 0.05) -> float:
+    """Poll until every URL answers 200 (each once is enough); returns monotonic time when done.
+
+    Bounded twice: by ``timeout`` seconds and by a round count, so a hang never loops forever.
+    """
+    for url in urls:
+        check_loopback(url)
+    pending = list(urls)
+    deadline = time.monotonic() + timeout
+    max_rounds = int(timeout / interval) + 10
+    for _ in range(max_rounds):
+        pending = [url for url in pending if not http_ok(url)]
+        if not pending:
+            return time.monotonic()
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise BenchError(
+        f"{len(pending)}/{len(urls)} endpoints never answered 200 within {timeout:.0f} s: {pending[:5]}"
+    )
+
+
+# -- oct projects ----------------------------------------------------------------------------------
+
+
+def octctl_pids(project_dir: Path) -> list[int]:
+    """pids of oct-ctl processes whose data dir is inside ``project_dir`` (same rule as the e2e harness)."""
+    found = []
+    needle = str(project_dir).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"octctl" in arg for arg in cmdline) and any(needle in arg for arg in cmdline):
+            found.append(int(proc.name))
+    return sorted(found)
+
+
+def vm_rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MB (VmRSS), or None if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cmdline_arg_after(pid: int, flag: str) -> str | None:
+    try:
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        return None
+    with contextlib.suppress(ValueError, IndexError):
+        return argv[argv.index(flag) + 1]
+    return None
+
+
+def node_logs(project_dir: Path) -> dict[str, Path]:
+    return {p.parent.name: p for p in sorted((project_dir / ".oct").glob("nodes/*/oct-ctl.log"))}
+
+
+def log_tails(project_dir: Path, lines: int = 25) -> str:
+    out = []
+    for node, path in node_logs(project_dir).items():
+        with contextlib.suppress(OSError):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {node}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+def keep_logs(project_dir: Path, dest: Path | None, label: str) -> None:
+    """Copy the nodes' logs out before ``destroy`` deletes them (for finding where time goes)."""
+    if dest is None:
+        return
+    target = dest / label
+    target.mkdir(parents=True, exist_ok=True)
+    for node, path in node_logs(project_dir).items():
+        with contextlib.suppress(OSError):
+            shutil.copy2(path, target / f"{node}.log")
+    log(f"kept node logs in {target}")
+
+
+def remove_labelled_containers(project: str) -> None:
+    """Last resort after a failed destroy: remove containers oct labelled with this project."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=oct.project={project}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60)
+
+
+def oct_cleanup(config: Path, project: str) -> None:
+    """``octcli.destroy``, then kill/remove whatever it left behind; never raises."""
+    import octcli
+
+    project_dir = config.parent
+    try:
+        octcli.destroy(config, timeout=120)
+    except Exception as e:
+        log(f"oct destroy failed ({type(e).__name__}: {e}); cleaning up by hand")
+    for pid in octctl_pids(project_dir):
+        log(f"killing leftover oct-ctl pid {pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    remove_labelled_containers(project)
+
+
+@contextlib.contextmanager
+def temp_project_dir(prefix: str) -> Iterator[Path]:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- docker ----------------------------------------------------------------------------------------
+
+
+def docker_ready() -> None:
+    proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise BenchError(f"the Docker engine is not reachable: {proc.stderr.strip()[:300]}")
+
+
+def ensure_test_image() -> None:
+    """Build oct-test/busybox:latest offline if it is missing (the script skips an existing image)."""
+    proc = subprocess.run(["bash", str(BUILD_IMAGE_SCRIPT)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise BenchError(f"building {TEST_IMAGE} failed: {proc.stderr.strip()[:500]}")
+    log(proc.stdout.strip())
+
+
+def ensure_image_tag(tag: str, source: str = TEST_IMAGE) -> bool:
+    """Give the offline image another name (no registry to pull from here); True if we made the tag."""
+    if subprocess.run(["docker", "image", "inspect", tag], capture_output=True, timeout=30).returncode == 0:
+        return False
+    ensure_test_image()
+    subprocess.run(["docker", "tag", source, tag], check=True, capture_output=True, timeout=30)
+    log(f"tagged {source} as {tag}")
+    return True
+
+
+def remove_image_tag(tag: str) -> None:
+    """Undo :func:`ensure_image_tag` (removes the name only; the image stays under its own tag)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=30)
+        log(f"removed the tag {tag} this run created")
