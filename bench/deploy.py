@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,12 +104,16 @@ _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
 _PUSH = re.compile(r"^starting (svc\d+) on (node-\d+)")
 _APPLIED = re.compile(r"^applied [\w.-]+/(svc\d+): (\w+)")
 _CONTAINER = re.compile(r"^starting container oct-[\w.-]+-(svc\d+)")
+_GENESIS = re.compile(r"^genesis: cluster ")
+_JOINED = re.compile(r"^joined cluster ")
 
 
 @dataclass
 class Timeline:
     """Seconds after the deploy call at which the leader/agents logged each step for the 30 services."""
 
+    genesis_leader: float | None = None
+    nodes_joined: float | None = None
     first_push: float | None = None
     last_push: float | None = None
     first_container: float | None = None
@@ -123,6 +127,7 @@ def timeline(project_dir: Path, t0_wall: float) -> Timeline:
     pushes: list[float] = []
     containers: list[float] = []
     applied: list[float] = []
+    joined: list[float] = []
     for path in node_logs(project_dir).values():
         for raw in path.read_text(errors="replace").splitlines():
             m = _LINE.match(raw)
@@ -139,6 +144,12 @@ def timeline(project_dir: Path, t0_wall: float) -> Timeline:
                 containers.append(at)
             elif _APPLIED.match(msg):
                 applied.append(at)
+            elif _GENESIS.match(msg):
+                out.genesis_leader = round(at, 3)
+            elif _JOINED.match(msg):
+                joined.append(at)
+    if joined:
+        out.nodes_joined = round(max(joined), 3)
     if pushes:
         out.first_push, out.last_push = round(min(pushes), 3), round(max(pushes), 3)
     if containers:
@@ -202,7 +213,7 @@ def oct_sample(warm: bool, keep: Path | None, label: str) -> dict[str, Any]:
             return {
                 "total_s": round(total, 3),
                 "deploy_returned_s": round(t_deployed - t0, 3),
-                "timeline": spans.__dict__,
+                "timeline": asdict(spans),
             }
         finally:
             keep_logs(folder, keep, label)
@@ -256,12 +267,12 @@ def main() -> int:
             raise BenchError("docker-compose is not installed (apt-get install docker-compose)")
         docker_ready()
         ensure_test_image()
-        cold = oct_sample(warm=False, keep=args.keep_logs, label="oct cold")
+        cold = oct_sample(warm=False, keep=args.keep_logs, label="oct-cold")
         oct_runs: list[dict[str, Any]] = []
         compose_runs: list[dict[str, Any]] = []
         for r in range(1, max(1, args.rounds) + 1):
-            oct_runs.append(oct_sample(warm=True, keep=args.keep_logs, label=f"oct warm #{r}"))
-            compose_runs.append(compose_sample(label=f"compose #{r}"))
+            oct_runs.append(oct_sample(warm=True, keep=args.keep_logs, label=f"oct-warm-{r}"))
+            compose_runs.append(compose_sample(label=f"compose-{r}"))
     except BenchError as e:
         log(f"BROKEN: {e}")
         emit({**result, "error": str(e).splitlines()[0]})

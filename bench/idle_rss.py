@@ -1,0 +1,126 @@
+"""Idle memory (VmRSS) of each oct-ctl node of a local 3-node cluster, process and docker runtimes.
+
+Why: oct-ctl runs on every machine beside the user's services, so what it holds while doing
+nothing is memory taken from them. Each cluster runs one of the quickstart projects, sits idle
+for 10 s, then every node's VmRSS is sampled 5 times 1 s apart; the per-node maximum is reported.
+
+Usage: .venv/bin/python bench/idle_rss.py [--idle SECONDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    REPO,
+    BenchError,
+    cmdline_arg_after,
+    docker_ready,
+    emit,
+    ensure_image_tag,
+    ensure_test_image,
+    exit_on_sigterm,
+    log,
+    log_tails,
+    oct_cleanup,
+    octctl_pids,
+    remove_image_tag,
+    temp_project_dir,
+    vm_rss_mb,
+    wait_all_http,
+)
+
+NODES = 3
+SAMPLES = 5
+SAMPLE_INTERVAL = 1.0
+GOAL_MB = 60.0
+DOCKER_IMAGE = "busybox:1.36"  # what examples/quickstart-docker/oct.toml asks for
+DEPLOY_TIMEOUT = 300.0
+HTTP_TIMEOUT = 60.0
+
+
+def node_rss(example: str, idle: float) -> dict[str, float]:
+    """Deploy ``example`` in a temp copy, idle, sample; returns ``{node: max VmRSS MB}``."""
+    import octcli
+    from octcli.errors import OctError
+
+    with temp_project_dir(f"octbench-rss-{Path(example).name}-") as folder:
+        project = folder / "project"
+        shutil.copytree(REPO / example, project, ignore=shutil.ignore_patterns(".oct", "state.json"))
+        config = project / "oct.toml"
+        name = octcli.validate(config).project.name
+        try:
+            log(f"{example}: deploying in {project}")
+            try:
+                status = octcli.deploy(config, on_phase=log, timeout=DEPLOY_TIMEOUT)
+            except OctError as e:
+                raise BenchError(f"oct deploy of {example} failed: {e}\n{log_tails(project)}") from e
+            urls = [str(s.endpoint) + "/" for s in status.services if s.endpoint]
+            if not urls:
+                raise BenchError(f"{example}: no service has an endpoint")
+            wait_all_http(urls, HTTP_TIMEOUT)
+            log(f"{example}: {len(urls)} service(s) answer; idling {idle:.0f} s")
+            time.sleep(idle)
+            pids = octctl_pids(project)
+            if len(pids) != NODES:
+                raise BenchError(f"{example}: found {len(pids)} oct-ctl processes, expected {NODES}: {pids}")
+            nodes = {pid: Path(cmdline_arg_after(pid, "--data-dir") or str(pid)).name for pid in pids}
+            peak: dict[str, float] = {}
+            for i in range(SAMPLES):
+                for pid, node in nodes.items():
+                    rss = vm_rss_mb(pid)
+                    if rss is None:
+                        raise BenchError(f"{example}: oct-ctl {node} (pid {pid}) exited while idle")
+                    peak[node] = max(peak.get(node, 0.0), rss)
+                if i < SAMPLES - 1:
+                    time.sleep(SAMPLE_INTERVAL)
+            peak = {node: round(mb, 1) for node, mb in sorted(peak.items())}
+            log(f"{example}: idle VmRSS per node (max of {SAMPLES} samples): {peak}")
+            return peak
+        finally:
+            log(f"{example}: destroying")
+            oct_cleanup(config, name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds to idle before sampling")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    result: dict[str, Any] = {"bench": "idle_rss"}
+    tagged = False
+    try:
+        process = node_rss("examples/quickstart", args.idle)
+        docker_ready()
+        ensure_test_image()
+        tagged = ensure_image_tag(DOCKER_IMAGE)
+        docker = node_rss("examples/quickstart-docker", args.idle)
+    except BenchError as e:
+        log(f"BROKEN: {e}")
+        emit({**result, "error": str(e).splitlines()[0]})
+        return 1
+    finally:
+        if tagged:
+            remove_image_tag(DOCKER_IMAGE)
+    max_mb = max([*process.values(), *docker.values()])
+    result.update(
+        process_nodes_mb=list(process.values()),
+        docker_nodes_mb=list(docker.values()),
+        max_mb=max_mb,
+        goal_mb=GOAL_MB,
+        goal_met=max_mb <= GOAL_MB,
+        process_nodes=list(process),
+        docker_nodes=list(docker),
+        idle_s=args.idle,
+    )
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
