@@ -20,10 +20,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = "oct-test/busybox:latest"
@@ -32,10 +32,47 @@ BUILD_IMAGE_SCRIPT = REPO / "tests" / "images" / "build_busybox_image.sh"
 #: No proxy, ever: a proxy from the environment would carry benchmark traffic off this machine.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _T0 = time.monotonic()
+T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
     """The thing being measured broke (deploy failed, a service never answered): exit non-zero."""
+
+
+class AddressClash(BenchError):
+    """A node of ours lost its 127.0.0.N to a cluster someone else started at the same moment.
+
+    oct picks a node's address by test-binding it, and the node binds it for real ~1 s later, so
+    two projects started at once on one machine can pick the same one. That is a flaw of oct worth
+    fixing, but not what these benchmarks measure, so the sample is retried in a fresh folder.
+    """
+
+
+CLASH = "address already in use"
+CLASH_RETRIES = 2
+
+
+def check_clash(project_dir: Path, error: str = "") -> None:
+    """Raise :class:`AddressClash` if the error or any node's log shows a lost address."""
+    if CLASH in error:
+        raise AddressClash(error)
+    for node, path in node_logs(project_dir).items():
+        with contextlib.suppress(OSError):
+            if CLASH in path.read_text(errors="replace"):
+                raise AddressClash(f"node {node} could not bind its address: {CLASH}")
+
+
+def retry_on_clash(fn: Callable[[], T], label: str, clashes: list[str]) -> T:
+    """Run one sample; rerun it (bounded) when it was spoiled by an address clash."""
+    for attempt in range(CLASH_RETRIES + 1):
+        try:
+            return fn()
+        except AddressClash as e:
+            clashes.append(label)
+            if attempt == CLASH_RETRIES:
+                raise
+            log(f"{label}: spoiled by an address clash with another cluster ({e}); retrying")
+    raise AssertionError("unreachable")
 
 
 def log(message: str) -> None:
@@ -135,6 +172,27 @@ def vm_rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (0 if it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        fields = raw[raw.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def pids_named(*names: str) -> list[int]:
+    """pids whose executable name (comm) is one of ``names``, e.g. the Docker engine's daemons."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() in names:
+                    found.append(int(proc.name))
+    return found
+
+
 def cmdline_arg_after(pid: int, flag: str) -> str | None:
     try:
         argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
@@ -170,17 +228,31 @@ def keep_logs(project_dir: Path, dest: Path | None, label: str) -> None:
     log(f"kept node logs in {target}")
 
 
-def remove_labelled_containers(project: str) -> None:
-    """Last resort after a failed destroy: remove containers oct labelled with this project."""
+def remove_cluster_containers(project: str, cluster: str) -> None:
+    """Last resort after a failed destroy: remove the containers oct labelled with *this* cluster.
+
+    Filtering on the cluster id too matters: others may run a project of the same name (the
+    quickstart) on this engine at the same time, and their containers are not ours to remove.
+    """
+    filters = ["--filter", f"label=oct.project={project}", "--filter", f"label=oct.cluster={cluster}"]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=oct.project={project}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
+            ["docker", "ps", "-aq", *filters], capture_output=True, text=True, timeout=30
         ).stdout.split()
         if ids:
+            log(f"removing {len(ids)} leftover container(s) of cluster {cluster}")
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, timeout=60)
+
+
+def cluster_id(project_dir: Path, project: str) -> str | None:
+    """The project's cluster id, from its node files (read before destroy deletes them)."""
+    from octcli.local import adopt
+
+    try:
+        record = adopt(project_dir / ".oct", project)
+    except Exception:
+        return None
+    return record.cluster if record is not None else None
 
 
 def oct_cleanup(config: Path, project: str) -> None:
@@ -188,6 +260,7 @@ def oct_cleanup(config: Path, project: str) -> None:
     import octcli
 
     project_dir = config.parent
+    cluster = cluster_id(project_dir, project)
     try:
         octcli.destroy(config, timeout=120)
     except Exception as e:
@@ -196,7 +269,13 @@ def oct_cleanup(config: Path, project: str) -> None:
         log(f"killing leftover oct-ctl pid {pid}")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    remove_labelled_containers(project)
+    if (project_dir / ".oct").exists():
+        from octcli.local import kill_process_instances
+
+        with contextlib.suppress(Exception):
+            kill_process_instances(project_dir / ".oct", on_phase=log)
+    if cluster is not None:
+        remove_cluster_containers(project, cluster)
 
 
 @contextlib.contextmanager

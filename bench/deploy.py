@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from _common import (
     TEST_IMAGE,
     BenchError,
+    check_clash,
+    cpu_seconds,
     docker_ready,
     emit,
     ensure_test_image,
@@ -35,6 +39,9 @@ from _common import (
     median,
     node_logs,
     oct_cleanup,
+    octctl_pids,
+    pids_named,
+    retry_on_clash,
     temp_project_dir,
     wait_all_http,
 )
@@ -134,7 +141,7 @@ def timeline(project_dir: Path, t0_wall: float) -> Timeline:
             if m is None:
                 continue
             at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - t0_wall
-            if at < -0.5:
+            if at < -0.01:  # before the deploy call (warm-up, joins)
                 continue
             msg = m.group(2)
             if p := _PUSH.match(msg):
@@ -159,6 +166,11 @@ def timeline(project_dir: Path, t0_wall: float) -> Timeline:
     return out
 
 
+def engine_cpu() -> float:
+    """CPU seconds used so far by the Docker engine's daemons (both sides drive the same engine)."""
+    return sum(cpu_seconds(pid) for pid in pids_named("dockerd", "containerd"))
+
+
 # -- one oct sample ----------------------------------------------------------------------------------
 
 
@@ -169,6 +181,7 @@ def deploy_or_fail(config: Path) -> Any:
     try:
         return octcli.deploy(config, on_phase=log, timeout=DEPLOY_TIMEOUT)
     except OctError as e:
+        check_clash(config.parent, str(e))
         raise BenchError(f"oct deploy failed: {e}\n{log_tails(config.parent)}") from e
 
 
@@ -197,23 +210,34 @@ def oct_sample(warm: bool, keep: Path | None, label: str) -> dict[str, Any]:
                     raise BenchError(f"warm-up cluster has {ready} ready nodes, expected 3")
             config.write_text(oct_toml([(n, OCT_PORT_BASE + i) for i, n in enumerate(names(), start=1)]))
             log(f"{label}: deploying {SERVICES} services ({'warm' if warm else 'cold'} cluster)")
+            ctl_before = {pid: cpu_seconds(pid) for pid in octctl_pids(folder)}
+            engine_before, client_before = engine_cpu(), time.process_time()
             t0_wall, t0 = time.time(), time.monotonic()
             deploy_or_fail(config)
             t_deployed = time.monotonic()
             urls = endpoints(config)
             t_done = wait_all_http(urls, HTTP_TIMEOUT)
             total = t_done - t0
+            cpu = {
+                "octctl_s": round(
+                    sum(cpu_seconds(pid) - ctl_before.get(pid, 0.0) for pid in octctl_pids(folder)), 2
+                ),
+                "client_s": round(time.process_time() - client_before, 2),
+                "engine_s": round(engine_cpu() - engine_before, 2),
+            }
+            check_clash(folder)  # a node that lost its address makes the leader wait for it
             spans = timeline(folder, t0_wall)
             log(
                 f"{label}: all {SERVICES} answer after {total:.2f} s "
                 f"(deploy() returned at {t_deployed - t0:.2f} s; leader pushes {spans.first_push}"
                 f"..{spans.last_push} s, last agent apply {spans.last_applied} s, "
-                f"per node {spans.pushes_per_node})"
+                f"per node {spans.pushes_per_node}; CPU {cpu})"
             )
             return {
                 "total_s": round(total, 3),
                 "deploy_returned_s": round(t_deployed - t0, 3),
                 "timeline": asdict(spans),
+                "cpu": cpu,
             }
         finally:
             keep_logs(folder, keep, label)
@@ -239,6 +263,8 @@ def compose_sample(label: str) -> dict[str, Any]:
         (folder / "docker-compose.yml").write_text(compose_yml())
         try:
             log(f"{label}: docker-compose up -d ({SERVICES} services)")
+            engine_before = engine_cpu()
+            cli_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.monotonic()
             proc = compose(folder, "up", "-d")
             t_up = time.monotonic()
@@ -246,8 +272,16 @@ def compose_sample(label: str) -> dict[str, Any]:
                 raise BenchError(f"docker-compose up failed ({proc.returncode}): {proc.stderr[-2000:]}")
             urls = [f"http://127.0.0.1:{COMPOSE_PORT_BASE + i}/" for i in range(1, SERVICES + 1)]
             total = wait_all_http(urls, HTTP_TIMEOUT) - t0
-            log(f"{label}: all {SERVICES} answer after {total:.2f} s (up returned at {t_up - t0:.2f} s)")
-            return {"total_s": round(total, 3), "up_returned_s": round(t_up - t0, 3)}
+            cli = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = {
+                "cli_s": round(cli.ru_utime + cli.ru_stime - cli_before.ru_utime - cli_before.ru_stime, 2),
+                "engine_s": round(engine_cpu() - engine_before, 2),
+            }
+            log(
+                f"{label}: all {SERVICES} answer after {total:.2f} s "
+                f"(up returned at {t_up - t0:.2f} s; CPU {cpu})"
+            )
+            return {"total_s": round(total, 3), "up_returned_s": round(t_up - t0, 3), "cpu": cpu}
         finally:
             log(f"{label}: docker-compose down -t 1")
             down = compose(folder, "down", "-t", "1", "--remove-orphans")
@@ -262,20 +296,24 @@ def main() -> int:
     args = parser.parse_args()
     exit_on_sigterm()
     result: dict[str, Any] = {"bench": "deploy", "services": SERVICES}
+    clashes: list[str] = []
     try:
         if shutil.which("docker-compose") is None:
             raise BenchError("docker-compose is not installed (apt-get install docker-compose)")
         docker_ready()
         ensure_test_image()
-        cold = oct_sample(warm=False, keep=args.keep_logs, label="oct-cold")
+        sample = partial(oct_sample, warm=False, keep=args.keep_logs, label="oct-cold")
+        cold = retry_on_clash(sample, "oct-cold", clashes)
         oct_runs: list[dict[str, Any]] = []
         compose_runs: list[dict[str, Any]] = []
         for r in range(1, max(1, args.rounds) + 1):
-            oct_runs.append(oct_sample(warm=True, keep=args.keep_logs, label=f"oct-warm-{r}"))
+            label = f"oct-warm-{r}"
+            sample = partial(oct_sample, warm=True, keep=args.keep_logs, label=label)
+            oct_runs.append(retry_on_clash(sample, label, clashes))
             compose_runs.append(compose_sample(label=f"compose-{r}"))
     except BenchError as e:
         log(f"BROKEN: {e}")
-        emit({**result, "error": str(e).splitlines()[0]})
+        emit({**result, "error": str(e).splitlines()[0], "address_clash_retries": clashes})
         return 1
     oct_samples = [run["total_s"] for run in oct_runs]
     compose_samples = [run["total_s"] for run in compose_runs]
@@ -294,6 +332,9 @@ def main() -> int:
         compose_up_returned_samples=[run["up_returned_s"] for run in compose_runs],
         oct_timelines=[run["timeline"] for run in oct_runs],
         oct_first_deploy_timeline=cold["timeline"],
+        oct_cpu=[run["cpu"] for run in oct_runs],
+        compose_cpu=[run["cpu"] for run in compose_runs],
+        address_clash_retries=clashes,
     )
     emit(result)
     return 0

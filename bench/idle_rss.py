@@ -19,6 +19,7 @@ from typing import Any
 from _common import (
     REPO,
     BenchError,
+    check_clash,
     cmdline_arg_after,
     docker_ready,
     emit,
@@ -30,6 +31,7 @@ from _common import (
     oct_cleanup,
     octctl_pids,
     remove_image_tag,
+    retry_on_clash,
     temp_project_dir,
     vm_rss_mb,
     wait_all_http,
@@ -59,11 +61,13 @@ def node_rss(example: str, idle: float) -> dict[str, float]:
             try:
                 status = octcli.deploy(config, on_phase=log, timeout=DEPLOY_TIMEOUT)
             except OctError as e:
+                check_clash(project, str(e))
                 raise BenchError(f"oct deploy of {example} failed: {e}\n{log_tails(project)}") from e
             urls = [str(s.endpoint) + "/" for s in status.services if s.endpoint]
             if not urls:
                 raise BenchError(f"{example}: no service has an endpoint")
             wait_all_http(urls, HTTP_TIMEOUT)
+            check_clash(project)
             log(f"{example}: {len(urls)} service(s) answer; idling {idle:.0f} s")
             time.sleep(idle)
             pids = octctl_pids(project)
@@ -94,15 +98,16 @@ def main() -> int:
     exit_on_sigterm()
     result: dict[str, Any] = {"bench": "idle_rss"}
     tagged = False
+    clashes: list[str] = []
     try:
-        process = node_rss("examples/quickstart", args.idle)
+        process = retry_on_clash(lambda: node_rss("examples/quickstart", args.idle), "process", clashes)
         docker_ready()
         ensure_test_image()
         tagged = ensure_image_tag(DOCKER_IMAGE)
-        docker = node_rss("examples/quickstart-docker", args.idle)
+        docker = retry_on_clash(lambda: node_rss("examples/quickstart-docker", args.idle), "docker", clashes)
     except BenchError as e:
         log(f"BROKEN: {e}")
-        emit({**result, "error": str(e).splitlines()[0]})
+        emit({**result, "error": str(e).splitlines()[0], "address_clash_retries": clashes})
         return 1
     finally:
         if tagged:
@@ -117,6 +122,7 @@ def main() -> int:
         process_nodes=list(process),
         docker_nodes=list(docker),
         idle_s=args.idle,
+        address_clash_retries=clashes,
     )
     emit(result)
     return 0

@@ -36,6 +36,9 @@ ConfigOption = Annotated[
     typer.Option("-c", "--config", help="oct.toml, or the folder that holds it.", show_default=True),
 ]
 DEFAULT_CONFIG = Path("oct.toml")
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for the cluster before giving up (exit 4).", min=1)
+]
 
 
 def _stdout() -> Console:
@@ -191,12 +194,12 @@ class _DeployView:
 
 
 @app.command()
-def deploy(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def deploy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 600.0) -> None:
     """Start the project's cluster if needed and roll out oct.toml; waits until every service runs."""
     view = _DeployView(_stderr())
     try:
         with view.live():
-            result = api.deploy(config, on_progress=view.progress, on_phase=view.phase)
+            result = api.deploy(config, on_progress=view.progress, on_phase=view.phase, timeout=timeout)
     except OctError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -248,7 +251,7 @@ def status(
 
 
 @app.command()
-def destroy(config: ConfigOption = DEFAULT_CONFIG) -> None:
+def destroy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.0) -> None:
     """Remove the project's services and its cluster, including whatever a crash left behind."""
     err = _stderr()
     spinner = Spinner("dots", text="looking for the project's cluster")
@@ -266,7 +269,7 @@ def destroy(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     try:
         with live:
-            api.destroy(config, on_phase=phase, on_warning=_warn)
+            api.destroy(config, timeout, on_phase=phase, on_warning=_warn)
     except OctError as e:
         _fail(e)
     _stdout().print(

@@ -31,7 +31,7 @@ from octctl.api.models import (
     MembersResponse,
 )
 from octctl.api.views import leader_id, status_view
-from octctl.config import Config, validate_config
+from octctl.config import ConfigError, parse_config_data
 from octctl.node import Node
 from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
@@ -64,8 +64,8 @@ M = TypeVar("M", bound=BaseModel)
 
 async def read_model(request: web.Request, model: type[M]) -> M:
     try:
-        data = await request.json()
-    except json.JSONDecodeError as e:
+        data = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise web.HTTPBadRequest(reason=f"body is not valid JSON: {e}") from e
     try:
         return model.model_validate(data)
@@ -177,12 +177,9 @@ async def deploy(request: web.Request) -> web.Response:
     node = node_of(request)
     body = await read_model(request, DeployRequest)
     try:
-        config = Config.model_validate(body.config)
-    except ValidationError as e:
-        return error(422, "invalid configuration", pydantic_details(e))
-    problems = validate_config(config)
-    if problems:
-        return error(422, "invalid configuration", [str(p) for p in problems])
+        config = parse_config_data(body.config)
+    except ConfigError as e:
+        return error(422, "invalid configuration", [str(p) for p in e.problems])
     result = await node.raft.execute(
         command(
             "deploy",

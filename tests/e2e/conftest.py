@@ -12,12 +12,17 @@ from tests.e2e.harness import REPO, Project, kill_leftovers
 
 
 @pytest.fixture
-def make_project(tmp_path: Path) -> Iterator[Callable[[str], Project]]:
+def make_project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
     made: list[Project] = []
 
-    def make(example: str) -> Project:
+    def make(example: str, text: str | None = None) -> Project:
+        """A copy of an example folder, or (with ``text``) a new folder holding that oct.toml."""
         target = tmp_path / Path(example).name
-        shutil.copytree(REPO / example, target, ignore=shutil.ignore_patterns(".oct", "state.json"))
+        if text is None:
+            shutil.copytree(REPO / example, target, ignore=shutil.ignore_patterns(".oct", "state.json"))
+        else:
+            target.mkdir()
+            (target / "oct.toml").write_text(text)
         project = Project(target)
         made.append(project)
         return project

@@ -1,0 +1,190 @@
+"""The daemon's HTTP API against a real single-node cluster: auth, bad input, and that it survives."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from octctl.node_settings import NodeSettings, Secrets
+from octctl.providers.local import free_address, node_name, nodes_dir, start_node, stop_node
+from tests.e2e.harness import kill_leftovers
+
+pytestmark = pytest.mark.e2e
+
+
+class Cluster:
+    def __init__(self, root: Path, settings: NodeSettings, secrets: Secrets) -> None:
+        self.root = root
+        self.settings = settings
+        self.secrets = secrets
+        self.base = f"http://{settings.api_address}"
+        self.client = httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {secrets.token}"}, timeout=10
+        )
+
+    def log(self) -> str:
+        return (nodes_dir(self.root) / self.settings.node / "oct-ctl.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    root = tmp_path / ".oct"
+    secrets = Secrets.mint()
+    address = free_address(root)
+    settings = NodeSettings(
+        node=node_name(address),
+        cluster="c-apitest",
+        address=address,
+        cpus=2000,
+        memory=2048,
+        provider_root=str(root),
+    )
+    start_node(root, settings, secrets)
+    c = Cluster(root, settings, secrets)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{c.base}/v1/health", timeout=1).json().get("leader"):
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"node did not elect itself:\n{c.log()}"
+        time.sleep(0.1)
+    yield c
+    c.client.close()
+    stop_node(root, settings.node)
+    kill_leftovers(tmp_path)
+
+
+def config(**service: object) -> dict:
+    svc = {
+        "name": "sleeper",
+        "runtime": "process",
+        "command": "python3 -c 'import time; time.sleep(600)'",
+        "cpus": 100,
+        "memory": 32,
+        **service,
+    }
+    return {
+        "project": {
+            "name": "apitest",
+            "state_backend": {"local": {"path": "./state.json"}},
+            "provider": {"local": {"nodes": 1}},
+            "services": [svc],
+        }
+    }
+
+
+def wait_deployed(c: Cluster, deployment: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = c.client.get("/v1/status").json()
+        if status["deployment"]["id"] == deployment and status["deployment"]["state"] in (
+            "succeeded",
+            "failed",
+        ):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"deployment {deployment} did not finish:\n{c.log()}")
+
+
+def test_health_is_open_and_names_the_cluster(cluster: Cluster) -> None:
+    health = httpx.get(f"{cluster.base}/v1/health").json()
+    assert health == {
+        "ok": True,
+        "cluster": "c-apitest",
+        "node": cluster.settings.node,
+        "version": health["version"],
+        "leader": cluster.settings.node,
+    }
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}])
+def test_every_other_route_needs_the_token(cluster: Cluster, headers: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/v1/status"),
+        ("POST", "/v1/deploy"),
+        ("POST", "/v1/destroy"),
+        ("GET", "/v1/cluster/members"),
+        ("POST", "/v1/cluster/join"),
+        ("GET", "/v1/agent/instances"),
+        ("PUT", "/v1/agent/instances/x"),
+        ("DELETE", "/v1/agent/instances/x?project=p"),
+        ("POST", "/v1/agent/shutdown"),
+    ]:
+        resp = httpx.request(method, cluster.base + path, headers=headers, json={})
+        assert resp.status_code == 401, (method, path)
+        assert "token" in resp.json()["error"]
+    assert httpx.get(f"{cluster.base}/v1/health").status_code == 200
+
+
+def test_bad_bodies_get_4xx_with_a_reason(cluster: Cluster) -> None:
+    c = cluster.client
+    resp = c.post("/v1/deploy", content=b"{not json")
+    assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]
+    resp = c.post("/v1/deploy", json=[1, 2])
+    assert resp.status_code == 400 and resp.json()["details"]
+    resp = c.post("/v1/deploy", json={"config": config(cpus=-5)})
+    assert resp.status_code == 422
+    assert resp.json()["details"] == ["project.services[0].cpus: expected an integer greater than 0, got -5"]
+    resp = c.post("/v1/deploy", json={"config": config(depends_on=["ghost"])})
+    assert resp.status_code == 422 and "ghost" in resp.json()["details"][0]
+    resp = c.post("/v1/deploy", content=b"x" * (2 * 1024 * 1024))
+    assert resp.status_code == 413
+    resp = c.put("/v1/agent/instances/a", json={"service": "a"})
+    assert resp.status_code == 400 and resp.json()["details"]
+    resp = c.get("/v1/services/nothing/logs")
+    assert resp.status_code == 404
+    # Nothing of that reached the cluster state.
+    assert c.get("/v1/status").json()["deployment"] is None
+
+
+def test_random_garbage_never_kills_the_daemon(cluster: Cluster) -> None:
+    rng = random.Random(1234)
+    routes = [
+        ("POST", "/v1/deploy"),
+        ("POST", "/v1/cluster/join"),
+        ("PUT", "/v1/agent/instances/svc"),
+        ("GET", "/v1/agent/instances/svc/logs?project=p&tail=abc"),
+        ("DELETE", "/v1/agent/instances/svc"),
+    ]
+    for _ in range(200):
+        method, path = rng.choice(routes)
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+        if rng.random() < 0.5:
+            body = json.dumps({"config": {"project": rng.choice([None, 1, "x", {"name": []}])}}).encode()
+        resp = cluster.client.request(method, path, content=body)
+        assert 400 <= resp.status_code < 500, (method, path, resp.status_code, resp.text)
+    # Bytes from a stranger on the Raft port are dropped without harm.
+    host, port = cluster.settings.raft_address.split(":")
+    for _ in range(5):
+        with socket.create_connection((host, int(port)), timeout=2) as s:
+            s.sendall(bytes(rng.randrange(256) for _ in range(512)))
+    assert cluster.client.get("/v1/status").status_code == 200
+
+
+def test_deploy_then_secrets_stay_out_of_the_log(cluster: Cluster) -> None:
+    secret = "s3cr3t-value-that-must-not-leak"
+    resp = cluster.client.post("/v1/deploy", json={"config": config(envs={"TOKEN": secret})})
+    assert resp.status_code == 202
+    status = wait_deployed(cluster, resp.json()["deployment"])
+    assert status["deployment"]["state"] == "succeeded", status
+    assert status["services"][0]["state"] == "running"
+    again = cluster.client.post("/v1/deploy", json={"config": config(envs={"TOKEN": secret})}).json()
+    assert again == {"deployment": resp.json()["deployment"], "changed": False}
+    destroy = cluster.client.post("/v1/destroy").json()["deployment"]
+    deadline = time.monotonic() + 30
+    while cluster.client.get("/v1/status").json()["deployment"]["state"] != "destroyed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert cluster.client.get("/v1/status").json()["deployment"]["id"] == destroy
+    log = cluster.log()
+    assert "applied apitest/sleeper" in log
+    assert secret not in log and cluster.secrets.token not in log and cluster.secrets.raft_password not in log
