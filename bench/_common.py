@@ -40,26 +40,28 @@ class BenchError(RuntimeError):
 
 
 class AddressClash(BenchError):
-    """A node of ours lost its 127.0.0.N to a cluster someone else started at the same moment.
+    """A node of ours lost its 127.0.0.N (or a service port on it) to someone else's cluster.
 
-    oct picks a node's address by test-binding it, and the node binds it for real ~1 s later, so
-    two projects started at once on one machine can pick the same one. That is a flaw of oct worth
-    fixing, but not what these benchmarks measure, so the sample is retried in a fresh folder.
+    oct picks a node's address by test-binding the API and Raft ports, and the node binds them
+    for real ~1 s later, so two projects started at once can pick the same address; nor does it
+    check the services' ports, which another project's leftover instance may still hold. Flaws of
+    oct worth fixing, but not what these benchmarks measure: the sample is retried in a new folder.
     """
 
 
-CLASH = "address already in use"
+#: How a lost node address (or a service port on it, held by another project's leftover) shows.
+CLASH = re.compile(r"address already in use|port is already allocated", re.IGNORECASE)
 CLASH_RETRIES = 2
 
 
 def check_clash(project_dir: Path, error: str = "") -> None:
-    """Raise :class:`AddressClash` if the error or any node's log shows a lost address."""
-    if CLASH in error:
-        raise AddressClash(error)
+    """Raise :class:`AddressClash` if the error or any node's log shows a lost address or port."""
+    if CLASH.search(error):
+        raise AddressClash(error.splitlines()[0])
     for node, path in node_logs(project_dir).items():
         with contextlib.suppress(OSError):
-            if CLASH in path.read_text(errors="replace"):
-                raise AddressClash(f"node {node} could not bind its address: {CLASH}")
+            if m := CLASH.search(path.read_text(errors="replace")):
+                raise AddressClash(f"node {node} could not bind an address: {m.group(0)}")
 
 
 def retry_on_clash(fn: Callable[[], T], label: str, clashes: list[str]) -> T:
@@ -161,15 +163,23 @@ def octctl_pids(project_dir: Path) -> list[int]:
     return sorted(found)
 
 
-def vm_rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MB (VmRSS), or None if the process is gone."""
+def proc_status_mb(pid: int, *keys: str) -> dict[str, float] | None:
+    """Fields of /proc/<pid>/status given in kB (VmRSS, RssAnon, RssFile...) in MB; None if gone."""
+    found: dict[str, float] = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            key, _, value = line.partition(":")
+            if key in keys:
+                found[key] = int(value.split()[0]) / 1024
     except (OSError, ValueError, IndexError):
         return None
-    return None
+    return found if len(found) == len(keys) else None
+
+
+def vm_rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` in MB (VmRSS), or None if the process is gone."""
+    status = proc_status_mb(pid, "VmRSS")
+    return status["VmRSS"] if status is not None else None
 
 
 def cpu_seconds(pid: int) -> float:

@@ -30,10 +30,10 @@ from _common import (
     log_tails,
     oct_cleanup,
     octctl_pids,
+    proc_status_mb,
     remove_image_tag,
     retry_on_clash,
     temp_project_dir,
-    vm_rss_mb,
     wait_all_http,
 )
 
@@ -46,8 +46,14 @@ DEPLOY_TIMEOUT = 300.0
 HTTP_TIMEOUT = 60.0
 
 
-def node_rss(example: str, idle: float) -> dict[str, float]:
-    """Deploy ``example`` in a temp copy, idle, sample; returns ``{node: max VmRSS MB}``."""
+FIELDS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def node_rss(example: str, idle: float) -> dict[str, dict[str, float]]:
+    """Deploy ``example`` in a temp copy, idle, sample; ``{node: {VmRSS/RssAnon/RssFile: max MB}}``.
+
+    RssAnon (heap, Python objects) is what oct can shrink; RssFile is mostly shared libraries.
+    """
     import octcli
     from octcli.errors import OctError
 
@@ -74,17 +80,18 @@ def node_rss(example: str, idle: float) -> dict[str, float]:
             if len(pids) != NODES:
                 raise BenchError(f"{example}: found {len(pids)} oct-ctl processes, expected {NODES}: {pids}")
             nodes = {pid: Path(cmdline_arg_after(pid, "--data-dir") or str(pid)).name for pid in pids}
-            peak: dict[str, float] = {}
+            peak: dict[str, dict[str, float]] = {node: dict.fromkeys(FIELDS, 0.0) for node in nodes.values()}
             for i in range(SAMPLES):
                 for pid, node in nodes.items():
-                    rss = vm_rss_mb(pid)
-                    if rss is None:
+                    status = proc_status_mb(pid, *FIELDS)
+                    if status is None:
                         raise BenchError(f"{example}: oct-ctl {node} (pid {pid}) exited while idle")
-                    peak[node] = max(peak.get(node, 0.0), rss)
+                    for key in FIELDS:
+                        peak[node][key] = max(peak[node][key], status[key])
                 if i < SAMPLES - 1:
                     time.sleep(SAMPLE_INTERVAL)
-            peak = {node: round(mb, 1) for node, mb in sorted(peak.items())}
-            log(f"{example}: idle VmRSS per node (max of {SAMPLES} samples): {peak}")
+            peak = {node: {k: round(mb, 1) for k, mb in f.items()} for node, f in sorted(peak.items())}
+            log(f"{example}: idle memory per node, MB (max of {SAMPLES} samples): {peak}")
             return peak
         finally:
             log(f"{example}: destroying")
@@ -112,15 +119,17 @@ def main() -> int:
     finally:
         if tagged:
             remove_image_tag(DOCKER_IMAGE)
-    max_mb = max([*process.values(), *docker.values()])
+    max_mb = max(fields["VmRSS"] for fields in [*process.values(), *docker.values()])
     result.update(
-        process_nodes_mb=list(process.values()),
-        docker_nodes_mb=list(docker.values()),
+        process_nodes_mb=[fields["VmRSS"] for fields in process.values()],
+        docker_nodes_mb=[fields["VmRSS"] for fields in docker.values()],
         max_mb=max_mb,
         goal_mb=GOAL_MB,
         goal_met=max_mb <= GOAL_MB,
         process_nodes=list(process),
         docker_nodes=list(docker),
+        process_nodes_anon_file_mb=[[f["RssAnon"], f["RssFile"]] for f in process.values()],
+        docker_nodes_anon_file_mb=[[f["RssAnon"], f["RssFile"]] for f in docker.values()],
         idle_s=args.idle,
         address_clash_retries=clashes,
     )

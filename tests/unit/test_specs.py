@@ -1,0 +1,112 @@
+"""Rendering what each node runs: templated endpoints, published ports, content hashes."""
+
+from __future__ import annotations
+
+from octctl.config import load_config_text
+from octctl.specs import demand, instance_specs
+from octctl.state.model import NodeRecord
+
+TEXT = """
+[project]
+name = "shop"
+[project.state_backend.local]
+path = "state.json"
+[[project.services]]
+name = "db"
+image = "postgres:16"
+internal_port = 5432
+cpus = 500
+memory = 512
+[[project.services]]
+name = "app"
+image = "shop:1"
+command = "serve --db {{ services.db.host }}:{{ services.db.port }}"
+internal_port = 8000
+external_port = 80
+cpus = 250
+memory = 256
+depends_on = ["db"]
+[project.services.envs]
+DB = "postgres://{{ services.db.ip }}:{{ services.db.port }}/shop"
+MODE = "{{ env.MODE }}"
+[[project.services]]
+name = "worker"
+runtime = "process"
+command = "python3 worker.py"
+internal_port = 9000
+cpus = 100
+memory = 64
+"""
+
+
+def nodes() -> dict[str, NodeRecord]:
+    def record(node_id: str, address: str) -> NodeRecord:
+        return {
+            "id": node_id,
+            "address": address,
+            "api_port": 31888,
+            "raft_port": 31889,
+            "cpus": 4000,
+            "memory": 4096,
+            "status": "ready",
+            "joined_at": 0.0,
+            "last_seen": 0.0,
+        }
+
+    return {"n1": record("n1", "127.0.0.2"), "n2": record("n2", "127.0.0.3")}
+
+
+def specs(text: str = TEXT, placements: dict[str, str] | None = None) -> dict:
+    config = load_config_text(text, {"MODE": "prod"})
+    return instance_specs(
+        config, placements or {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), "d1", "/src", "c1"
+    )
+
+
+def test_references_render_to_the_placed_node_and_port() -> None:
+    app = specs()["app"]
+    assert app.env == {"DB": "postgres://127.0.0.2:5432/shop", "MODE": "prod"}
+    assert app.command == ["serve", "--db", "127.0.0.2:5432"]
+    assert app.node == "n2" and app.cluster == "c1" and app.deployment == "d1"
+
+
+def test_ports_are_published_on_the_node_address() -> None:
+    result = specs()
+    assert [(p.host_ip, p.host_port, p.container_port) for p in result["app"].ports] == [
+        ("127.0.0.3", 80, 8000)
+    ]
+    assert [(p.host_ip, p.host_port, p.container_port) for p in result["db"].ports] == [
+        ("127.0.0.2", 5432, 5432)
+    ]
+    assert demand(load_config_text(TEXT, {"MODE": "x"}).service("app")).host_ports == frozenset({80})
+
+
+def test_process_services_get_host_port_and_workdir() -> None:
+    worker = specs()["worker"]
+    assert worker.workdir == "/src" and worker.ports == []
+    assert worker.env["HOST"] == "127.0.0.2" and worker.env["PORT"] == "9000"
+    assert worker.env["OCT_SERVICE"] == "worker" and worker.env["OCT_PROJECT"] == "shop"
+
+
+def test_hash_changes_only_for_the_service_that_changed() -> None:
+    before = specs()
+    after = specs(TEXT.replace('MODE = "{{ env.MODE }}"', 'MODE = "debug"'))
+    assert after["app"].spec_hash != before["app"].spec_hash
+    assert after["db"].spec_hash == before["db"].spec_hash
+    assert after["worker"].spec_hash == before["worker"].spec_hash
+    # The deployment id is not content: a new deployment of the same spec changes no hash.
+    config = load_config_text(TEXT, {"MODE": "prod"})
+    again = instance_specs(config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), "d2", "/src", "c1")
+    assert {k: v.spec_hash for k, v in again.items()} == {k: v.spec_hash for k, v in before.items()}
+
+
+def test_moving_a_dependency_changes_its_dependents() -> None:
+    before = specs()
+    moved = specs(placements={"db": "n2", "app": "n2", "worker": "n1"})
+    assert moved["app"].env["DB"] == "postgres://127.0.0.3:5432/shop"
+    assert moved["app"].spec_hash != before["app"].spec_hash
+
+
+def test_a_service_waits_while_what_it_references_is_unplaced() -> None:
+    result = specs(placements={"app": "n2", "worker": "n1"})
+    assert "app" not in result and "worker" in result
