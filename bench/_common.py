@@ -176,12 +176,6 @@ def proc_status_mb(pid: int, *keys: str) -> dict[str, float] | None:
     return found if len(found) == len(keys) else None
 
 
-def vm_rss_mb(pid: int) -> float | None:
-    """Resident set size of ``pid`` in MB (VmRSS), or None if the process is gone."""
-    status = proc_status_mb(pid, "VmRSS")
-    return status["VmRSS"] if status is not None else None
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (0 if it is gone)."""
     try:
@@ -265,16 +259,21 @@ def cluster_id(project_dir: Path, project: str) -> str | None:
     return record.cluster if record is not None else None
 
 
-def oct_cleanup(config: Path, project: str) -> None:
-    """``octcli.destroy``, then kill/remove whatever it left behind; never raises."""
+def oct_cleanup(config: Path, project: str) -> str | None:
+    """``octcli.destroy``, then kill/remove whatever it left behind; never raises.
+
+    Returns why ``destroy`` failed, or None when it worked (a benchmark reports that as broken).
+    """
     import octcli
 
     project_dir = config.parent
     cluster = cluster_id(project_dir, project)
+    failure = None
     try:
-        octcli.destroy(config, timeout=120)
+        octcli.destroy(config, timeout=120, on_phase=log, on_warning=log)
     except Exception as e:
-        log(f"oct destroy failed ({type(e).__name__}: {e}); cleaning up by hand")
+        failure = f"oct destroy failed ({type(e).__name__}: {e})"
+        log(f"{failure}; cleaning up by hand")
     for pid in octctl_pids(project_dir):
         log(f"killing leftover oct-ctl pid {pid}")
         with contextlib.suppress(ProcessLookupError):
@@ -286,6 +285,7 @@ def oct_cleanup(config: Path, project: str) -> None:
             kill_process_instances(project_dir / ".oct", on_phase=log)
     if cluster is not None:
         remove_cluster_containers(project, cluster)
+    return failure
 
 
 @contextlib.contextmanager

@@ -197,6 +197,7 @@ def endpoints(config: Path) -> list[str]:
 
 def oct_sample(warm: bool, keep: Path | None, label: str) -> dict[str, Any]:
     """Time one 30-service deploy; ``warm`` first brings the cluster up with a 1-service project."""
+    sample: dict[str, Any] = {}
     with temp_project_dir("octbench-deploy-") as folder:
         config = folder / "oct.toml"
         try:
@@ -233,16 +234,21 @@ def oct_sample(warm: bool, keep: Path | None, label: str) -> dict[str, Any]:
                 f"..{spans.last_push} s, last agent apply {spans.last_applied} s, "
                 f"per node {spans.pushes_per_node}; CPU {cpu})"
             )
-            return {
-                "total_s": round(total, 3),
-                "deploy_returned_s": round(t_deployed - t0, 3),
-                "timeline": asdict(spans),
-                "cpu": cpu,
-            }
+            sample.update(
+                total_s=round(total, 3),
+                deploy_returned_s=round(t_deployed - t0, 3),
+                timeline=asdict(spans),
+                cpu=cpu,
+            )
         finally:
             keep_logs(folder, keep, label)
             log(f"{label}: destroying")
-            oct_cleanup(config, PROJECT)
+            t_destroy = time.monotonic()
+            failure = oct_cleanup(config, PROJECT)
+            sample["destroy_s"] = round(time.monotonic() - t_destroy, 3)
+    if failure is not None:
+        raise BenchError(failure)
+    return sample
 
 
 # -- one docker-compose sample -----------------------------------------------------------------------
@@ -259,6 +265,8 @@ def compose(folder: Path, *args: str, timeout: float = 300.0) -> subprocess.Comp
 
 
 def compose_sample(label: str) -> dict[str, Any]:
+    """Time ``docker-compose up -d`` of the same 30 services until all answer."""
+    sample: dict[str, Any] = {}
     with temp_project_dir("octbench-compose-") as folder:
         (folder / "docker-compose.yml").write_text(compose_yml())
         try:
@@ -281,12 +289,17 @@ def compose_sample(label: str) -> dict[str, Any]:
                 f"{label}: all {SERVICES} answer after {total:.2f} s "
                 f"(up returned at {t_up - t0:.2f} s; CPU {cpu})"
             )
-            return {"total_s": round(total, 3), "up_returned_s": round(t_up - t0, 3), "cpu": cpu}
+            sample.update(total_s=round(total, 3), up_returned_s=round(t_up - t0, 3), cpu=cpu)
         finally:
             log(f"{label}: docker-compose down -t 1")
+            t_down = time.monotonic()
             down = compose(folder, "down", "-t", "1", "--remove-orphans")
+            sample["down_s"] = round(time.monotonic() - t_down, 3)
             if down.returncode != 0:
                 log(f"docker-compose down failed: {down.stderr[-1000:]}")
+    if down.returncode != 0:
+        raise BenchError(f"docker-compose down failed ({down.returncode})")
+    return sample
 
 
 def main() -> int:
@@ -334,6 +347,8 @@ def main() -> int:
         oct_first_deploy_timeline=cold["timeline"],
         oct_cpu=[run["cpu"] for run in oct_runs],
         compose_cpu=[run["cpu"] for run in compose_runs],
+        oct_destroy_samples=[run["destroy_s"] for run in oct_runs],
+        compose_down_samples=[run["down_s"] for run in compose_runs],
         address_clash_retries=clashes,
     )
     emit(result)

@@ -40,7 +40,7 @@ from _common import (
 NODES = 3
 SAMPLES = 5
 SAMPLE_INTERVAL = 1.0
-GOAL_MB = 60.0
+GOAL_MB = 60
 DOCKER_IMAGE = "busybox:1.36"  # what examples/quickstart-docker/oct.toml asks for
 DEPLOY_TIMEOUT = 300.0
 HTTP_TIMEOUT = 60.0
@@ -83,19 +83,21 @@ def node_rss(example: str, idle: float) -> dict[str, dict[str, float]]:
             peak: dict[str, dict[str, float]] = {node: dict.fromkeys(FIELDS, 0.0) for node in nodes.values()}
             for i in range(SAMPLES):
                 for pid, node in nodes.items():
-                    status = proc_status_mb(pid, *FIELDS)
-                    if status is None:
+                    sampled = proc_status_mb(pid, *FIELDS)
+                    if sampled is None:
                         raise BenchError(f"{example}: oct-ctl {node} (pid {pid}) exited while idle")
                     for key in FIELDS:
-                        peak[node][key] = max(peak[node][key], status[key])
+                        peak[node][key] = max(peak[node][key], sampled[key])
                 if i < SAMPLES - 1:
                     time.sleep(SAMPLE_INTERVAL)
             peak = {node: {k: round(mb, 1) for k, mb in f.items()} for node, f in sorted(peak.items())}
             log(f"{example}: idle memory per node, MB (max of {SAMPLES} samples): {peak}")
-            return peak
         finally:
             log(f"{example}: destroying")
-            oct_cleanup(config, name)
+            failure = oct_cleanup(config, name)
+    if failure is not None:
+        raise BenchError(failure)
+    return peak
 
 
 def main() -> int:
