@@ -4,7 +4,7 @@
 :mod:`octcli.errors` exceptions whose ``exit_code`` the CLI ends with.
 """
 
-from octcli.api import deploy, destroy, status, validate
+from octcli.api import deploy, destroy, logs, status, validate
 from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable, Unsupported
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Unsupported",
     "deploy",
     "destroy",
+    "logs",
     "status",
     "validate",
 ]

@@ -25,7 +25,7 @@ from octctl.providers.local import local_nodes
 if TYPE_CHECKING:
     from octctl.config import Config
 
-__all__ = ["config_file", "deploy", "destroy", "status", "validate"]
+__all__ = ["config_file", "deploy", "destroy", "logs", "status", "validate"]
 
 ProgressCallback = Callable[[StatusResponse], None]
 MessageCallback = Callable[[str], None]
@@ -88,6 +88,12 @@ def deploy(
     file, config = _load(path)
     if config.project.provider_kind != "local":
         raise Unsupported(AWS_UNSUPPORTED)
+    unbuilt = [s.name for s in config.project.services if s.runtime == "docker" and not s.image]
+    if unbuilt:
+        raise Unsupported(
+            f"building images from dockerfile_path is not supported yet ({', '.join(unbuilt)}); "
+            "build the image yourself and set image"
+        )
     state_file = _state_file(file, config)
     with state_lock(state_file):
 
@@ -176,8 +182,7 @@ def _failure(deployment: DeploymentView) -> str:
     return "\n".join(lines)
 
 
-def status(path: PathLike = "oct.toml") -> StatusResponse:
-    """The cluster's view of the project, from whichever node answers first."""
+def _existing_record(path: PathLike) -> ClusterRecord:
     file, config = _load(path, strict=False)
     state_file = _state_file(file, config)
     record = state.load(state_file) or adopt(local_root(file), config.project.name)
@@ -185,6 +190,19 @@ def status(path: PathLike = "oct.toml") -> StatusResponse:
         raise Unreachable(
             f"project {config.project.name} has no cluster yet (no state at {state_file}); run `oct deploy`"
         )
+    return record
+
+
+def logs(path: PathLike = "oct.toml", service: str = "", tail: int = 50) -> list[str]:
+    """The last ``tail`` lines a service wrote, fetched by the cluster from the node that runs it."""
+    record = _existing_record(path)
+    with OctClient(record.nodes, record.token, retry_for=5.0) as client:
+        return client.logs(service, tail)
+
+
+def status(path: PathLike = "oct.toml") -> StatusResponse:
+    """The cluster's view of the project, from whichever node answers first."""
+    record = _existing_record(path)
     with OctClient(record.nodes, record.token, retry_for=5.0) as client:
         try:
             return client.status()

@@ -23,7 +23,6 @@ from octctl.api.models import (
     DeployResponse,
     DestroyResponse,
     ErrorBody,
-    Health,
     StatusResponse,
 )
 
@@ -80,15 +79,6 @@ class OctClient:
         self.close()
 
     # -- API -------------------------------------------------------------------------------------
-
-    def health(self, node: str) -> Health:
-        """Ask one specific node, once; health is unauthenticated so the token is not sent."""
-        try:
-            response = self._http.get(_url(node, "/health"))
-        except httpx.TransportError as e:
-            raise Unreachable(f"node {node} does not answer ({_describe(e)})") from None
-        _raise_for_status(node, response)
-        return _parse(node, response, Health)
 
     def status(self, node: str | None = None) -> StatusResponse:
         """The first answering node's view, or, with ``node``, that node's alone (one try).

@@ -75,13 +75,11 @@ def ensure_cluster(
             save(record)
     if record is not None and local_nodes(root):
         record = record.model_copy(update={"nodes": _merge(record.nodes, _file_addresses(root))})
-        if _answering(record) is None:
-            restarted = restart_dead_nodes(root)
-            if restarted:
-                say(f"restarting {len(restarted)} stopped node(s) of cluster {record.cluster}")
-            wait_for_leader(record, root, restarted, on_phase=say, timeout=leader_wait)
-        else:
-            wait_for_leader(record, root, {}, on_phase=say, timeout=leader_wait)
+        # Any node whose process is gone (crash, reboot) comes back from its own files.
+        restarted = restart_dead_nodes(root)
+        if restarted:
+            say(f"restarting {len(restarted)} stopped node(s) of cluster {record.cluster}")
+        wait_for_leader(record, root, restarted, on_phase=say, timeout=leader_wait)
         return record
     # No nodes left where the record points (or no record): a new cluster, beside today's oct.toml.
     return _genesis(config, local_root(config_path), on_phase=say, save=save, leader_wait=leader_wait)

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from octcli import api
 from octcli.errors import OctError
+from octctl import __version__
 from octctl.api.models import StatusResponse
 
 app = typer.Typer(
@@ -37,7 +38,12 @@ ConfigOption = Annotated[
 ]
 DEFAULT_CONFIG = Path("oct.toml")
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for the cluster before giving up (exit 4).", min=1)
+    float,
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait for the cluster (deploy gives up with exit 4; destroy tears down anyway).",
+        min=1,
+    ),
 ]
 
 
@@ -288,6 +294,36 @@ def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
     _stdout().print(
         Text(f"{api.config_file(config)}: ok ({count} service{'' if count == 1 else 's'})"), soft_wrap=True
     )
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="The service whose output to show.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    tail: Annotated[int, typer.Option("-n", "--tail", help="How many lines.", min=1, max=10_000)] = 50,
+) -> None:
+    """Show the last lines a service wrote, from whichever node runs it."""
+    try:
+        lines = api.logs(config, service, tail)
+    except OctError as e:
+        _fail(e)
+    for line in lines:
+        typer.echo(line)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"oct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Deploy the services described in oct.toml onto a cluster of oct-ctl nodes you own."""
 
 
 def main() -> None:

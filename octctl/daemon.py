@@ -1,4 +1,4 @@
-"""``oct-ctl``: run one node until SIGTERM (systemd), SIGINT, or ``POST /v1/agent/shutdown``."""
+"""``oct-ctl``: run one node until SIGTERM (systemd, the local provider) or SIGINT."""
 
 from __future__ import annotations
 
@@ -58,20 +58,21 @@ async def serve(data_dir: Path) -> None:
         loop.add_signal_handler(sig, node.stopping.set)
     await node.start()
     runner = web.AppRunner(build_app(node), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.address, settings.api_port, reuse_address=True)
-    await site.start()
-    log.info(
-        "oct-ctl %s: node %s serving on %s (raft %s)",
-        __version__,
-        settings.node,
-        settings.api_address,
-        settings.raft_address,
-    )
     trimmer = asyncio.create_task(trim_memory())
     try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.address, settings.api_port, reuse_address=True)
+        await site.start()
+        log.info(
+            "oct-ctl %s: node %s serving on %s (raft %s)",
+            __version__,
+            settings.node,
+            settings.api_address,
+            settings.raft_address,
+        )
         await node.stopping.wait()
     finally:
+        # Also on a failed start (port taken): leave no Raft thread or half-open session behind.
         trimmer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await trimmer

@@ -45,6 +45,7 @@ class Node:
         self.stopping = asyncio.Event()
         self.agent = Agent(settings.node, data_dir)
         self._tasks: list[asyncio.Task[None]] = []
+        self._restarted = False
         self.session: aiohttp.ClientSession
         self.peers: PeerClient
         self.raft: RaftNode
@@ -100,6 +101,7 @@ class Node:
         """Who to talk Raft with: the remembered members after a restart, else ask a live member."""
         members_file = self.data_dir / MEMBERS_FILE
         if members_file.exists():
+            self._restarted = True
             return list(json.loads(members_file.read_text()))
         if not self.settings.join:
             return []
@@ -125,6 +127,10 @@ class Node:
             memory=self.settings.memory,
         )
         while not self.stopping.is_set():
+            if self._restarted and not self.raft.sync.isReady():
+                # A restarted member learns from its replica whether it is still registered.
+                await asyncio.sleep(0.2)
+                continue
             view = self.raft.view()
             if self.settings.node in view["nodes"]:
                 return

@@ -63,6 +63,3 @@ class PeerClient:
     async def join(self, address: str, request: JoinRequest) -> MembersResponse:
         data = await self._request("POST", address, "/v1/cluster/join", request.model_dump(), timeout=30.0)
         return MembersResponse.model_validate(data)
-
-    async def shutdown(self, address: str) -> None:
-        await self._request("POST", address, "/v1/agent/shutdown", timeout=5.0)

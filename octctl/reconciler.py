@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 CRASH_LOOP_RESTARTS = 3
 #: A node the provider launched that has not joined by then is given up and retired.
 PROVISION_TIMEOUT = 90.0
+#: Consecutive failed polls before a node counts as unreachable (a busy agent may miss one).
+UNREACHABLE_AFTER = 3
 
 Observed = dict[str, dict[str, dict[str, Any]]]  # node -> service -> InstanceStatus as JSON
 
@@ -65,6 +67,7 @@ class Reconciler:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     #: (node, service) -> (spec hash, deployment) of a push that failed; not retried for the same pair.
     _failed: dict[tuple[str, str], InstanceStatus] = field(default_factory=dict)
+    _misses: dict[str, int] = field(default_factory=dict)
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,12 +120,14 @@ class Reconciler:
         now = time.time()
         for node, result in zip(nodes, results, strict=True):
             if isinstance(result, BaseException):
-                if node["status"] == "ready":
+                misses = self._misses[node["id"]] = self._misses.get(node["id"], 0) + 1
+                if node["status"] == "ready" and misses >= UNREACHABLE_AFTER:
                     log.warning("node %s is unreachable: %s", node["id"], result)
                     await self.raft.execute(
                         command("node_status", node=node["id"], status="unreachable", at=now)
                     )
                 continue
+            self._misses.pop(node["id"], None)
             seen = {i.service: i.model_dump(mode="json") for i in result}
             for (node_id, service), failure in self._failed.items():
                 if node_id == node["id"] and service not in seen:
@@ -142,10 +147,13 @@ class Reconciler:
             return {}
         local = config.project.provider.local if config.project.provider else None
         min_nodes = local.nodes if local else 1
-        ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
-        if ready < min_nodes and self.provider is not None:
+        if self.provider is not None:
             await self._grow(view, config, min_nodes)
-            return dict(view["placements"])
+            view = self.raft.view()
+        ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
+        growing = bool(view["provisioning"]) or any(n["status"] == "joining" for n in view["nodes"].values())
+        if ready < min_nodes and growing:
+            return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
         demands = [demand(s) for s in config.project.services]
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
@@ -210,9 +218,9 @@ class Reconciler:
                 if (
                     current is not None
                     and current.get("spec_hash") == spec.spec_hash
-                    and current["state"] != "failed"
+                    and current["state"] not in ("failed", "exited")
                 ):
-                    continue
+                    continue  # running, or being restarted by its runtime; "exited" is re-applied
                 failure = self._failed.get((spec.node, name))
                 if failure is not None and (failure.spec_hash, failure.deployment) == (
                     spec.spec_hash,
@@ -228,6 +236,8 @@ class Reconciler:
         await asyncio.gather(*(self._remove(nodes[n], p, s) for n, s, p in removals if n in nodes))
         results = await asyncio.gather(*(self._push(nodes[s.node], s) for s in pushes if s.node in nodes))
         for spec, status in zip(pushes, results, strict=False):
+            if status is None:
+                continue
             observed.setdefault(spec.node, {})[spec.service] = status.model_dump(mode="json")
             await self.raft.execute(
                 command(
@@ -248,18 +258,15 @@ class Reconciler:
         self._failed.pop((node["id"], service), None)
         await self.raft.execute(command("observe_one", node=node["id"], service=service, instance=None))
 
-    async def _push(self, node: NodeRecord, spec: InstanceSpec) -> InstanceStatus:
+    async def _push(self, node: NodeRecord, spec: InstanceSpec) -> InstanceStatus | None:
+        """Start or replace one instance; None when the node did not answer (retried next tick,
+        or the service moves once the node counts as unreachable)."""
         log.info("starting %s on %s (spec %s)", spec.service, node["id"], spec.spec_hash)
         try:
             status = await self.peers.apply(api_address(node), spec)
         except PeerError as e:
-            status = InstanceStatus(
-                project=spec.project,
-                service=spec.service,
-                runtime=spec.runtime,
-                state="failed",
-                error=f"node {node['id']} did not run it: {e}",
-            )
+            log.warning("node %s did not start %s: %s", node["id"], spec.service, e)
+            return None
         if status.state == "failed":
             status.spec_hash = spec.spec_hash
             status.deployment = spec.deployment

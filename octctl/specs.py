@@ -25,6 +25,8 @@ def host_port(service: Service) -> int | None:
     An internal-only port is published too, on the node's own address, so that a service on
     another node can reach it at ``{{ services.X.host }}:{{ services.X.port }}``.
     """
+    if service.runtime == "docker" and not service.internal_port:
+        return None  # as in the reference: without internal_port there is nothing to publish
     return service.external_port or service.internal_port
 
 

@@ -212,6 +212,8 @@ async def join(request: web.Request) -> web.Response:
     raft_address = f"{body.address}:{body.raft_port}"
     if raft_address not in node.raft.members():
         await node.raft.add_member(raft_address)
+    elif body.node in node.raft.view()["nodes"]:
+        return ok(MembersResponse(members=node.raft.members()))  # a restarted member: nothing to change
     record: NodeRecord = {
         "id": body.node,
         "address": body.address,
@@ -283,11 +285,6 @@ async def agent_logs(request: web.Request) -> web.Response:
     return web.json_response({"lines": lines})
 
 
-async def agent_shutdown(request: web.Request) -> web.Response:
-    node_of(request).stopping.set()
-    return web.json_response({"stopping": True})
-
-
 def build_app(node: Node) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware(node.secrets.token)], client_max_size=MAX_BODY
@@ -304,5 +301,4 @@ def build_app(node: Node) -> web.Application:
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)
     app.router.add_delete("/v1/agent/instances/{service}", agent_remove)
     app.router.add_get("/v1/agent/instances/{service}/logs", agent_logs)
-    app.router.add_post("/v1/agent/shutdown", agent_shutdown)
     return app

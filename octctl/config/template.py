@@ -39,7 +39,7 @@ def service_ref_text(*parts: str) -> str:
     """
     text = "services"
     for part in parts:
-        text += f".{part}" if _IDENTIFIER.match(part) else f'["{part}"]'
+        text += f".{part}" if _IDENTIFIER.match(part) else f"['{part}']"
     return text
 
 

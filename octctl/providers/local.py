@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,15 +45,53 @@ def _port_free(address: str, port: int) -> bool:
     return True
 
 
+def claims_dir() -> Path:
+    """Machine-wide record of which 127.0.0.N belongs to which local node, across all projects.
+
+    Binding a port only proves it is free *now*; a node that is down (and will be restarted) or
+    still starting would lose its address to another project. A claim file, created atomically,
+    keeps the address reserved for as long as the node's folder exists.
+    """
+    return Path(os.environ.get("OCT_LOCAL_CLAIMS") or Path.home() / ".oct" / "local-addresses")
+
+
+def _claim_is_live(claim: Path) -> bool:
+    try:
+        owner = Path(claim.read_text().strip())
+    except OSError:
+        return False
+    return owner.is_dir()
+
+
 def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = DEFAULT_RAFT_PORT) -> str:
-    """The next 127.0.0.N that no node of ours has claimed and where both ports can be bound."""
-    taken = {p.name for p in nodes_dir(root).glob("*")} if nodes_dir(root).exists() else set()
+    """Claim the next 127.0.0.N that no local node owns and where both ports can be bound.
+
+    The node's folder (mode 0700: it will hold secrets and the Raft journal) is created here, as
+    part of the claim.
+    """
+    claims = claims_dir()
+    claims.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
     for n in range(FIRST_HOST, LAST_HOST + 1):
         address = f"127.0.0.{n}"
-        if node_name(address) in taken:
+        claim = claims / address
+        if claim.exists():
+            if _claim_is_live(claim):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                claim.unlink()  # its node folder is gone: a destroyed or deleted project
+        if not (_port_free(address, api_port) and _port_free(address, raft_port)):
             continue
-        if _port_free(address, api_port) and _port_free(address, raft_port):
-            return address
+        try:
+            fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue  # another oct took it between our check and now
+        data_dir = nodes_dir(root) / node_name(address)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(data_dir.resolve()))
+        return address
     raise RuntimeError("no free 127.0.0.N address left for another local node")
 
 
@@ -83,6 +122,8 @@ def start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
     finally:
         log.close()
     (data_dir / PID_FILE).write_text(str(proc.pid))
+    # Reap the child when it exits, so a retired node does not linger as a zombie of its starter.
+    threading.Thread(target=proc.wait, name=f"reap-{settings.node}", daemon=True).start()
     return proc.pid
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,9 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
     # web reached api, which reached store, each on the node the scheduler chose.
     assert f"api on {services['api']['node']}" in page and f"store on {services['store']['node']}" in page
 
+    # `oct logs` fetches a service's output from the node that runs it.
+    assert f"api listening on {services['api']['address']}:9101" in project.oct("logs", "api").stdout
+
     pids = {name: process_record(project, name)["pid"] for name in services}
     assert all(alive(pid) for pid in pids.values())
     # depends_on order: store started before api, api before web.
@@ -87,3 +92,30 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
     assert not (project.dir / "state.json").exists()
     # Destroy is idempotent.
     assert project.oct("destroy").returncode == 0
+
+
+def test_a_killed_node_comes_back_with_its_services(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    status = project.status()
+    follower = next(n for n in status["nodes"] if n["role"] == "follower")
+    pid = int((project.dir / ".oct" / "nodes" / follower["id"] / "oct-ctl.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+
+    # The next deploy (same file) restarts the dead node from its files; its services run again,
+    # either re-applied there or moved to a live node.
+    project.oct("deploy")
+    deadline = time.monotonic() + 60
+    while True:
+        status = project.status()
+        nodes = {n["id"]: n for n in status["nodes"]}
+        services = services_by_name(status)
+        if nodes[follower["id"]]["status"] == "ready" and all(
+            s["state"] == "running" for s in services.values()
+        ):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"nodes: {status['nodes']}\nservices: {status['services']}\n{project.node_logs()}")
+        time.sleep(0.3)
+    assert len(nodes) == 3
+    assert "Hello from oct" in http_get(services["web"]["endpoint"])

@@ -76,7 +76,7 @@ def test_full_jinja_syntax_works_with_env() -> None:
     [
         ("{{ services.app_1.public_ip }}", "{{ services.app_1.public_ip }}"),
         ("{{services.db.port}}", "{{ services.db.port }}"),
-        ('{{ services["my-app"].host }}', '{{ services["my-app"].host }}'),
+        ('{{ services["my-app"].host }}', "{{ services['my-app'].host }}"),
         ("{{ services['api'].ip }}", "{{ services.api.ip }}"),
     ],
 )
