@@ -31,6 +31,7 @@ from octctl.providers.local import (
     node_name,
     node_pid,
     nodes_dir,
+    pid_alive,
     start_node,
     stop_pid,
 )
@@ -241,20 +242,6 @@ def log_tail(root: Path, node: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):  # our own exited child is a zombie until reaped
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def _cmdline(pid: int) -> list[str] | None:

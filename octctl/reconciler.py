@@ -79,6 +79,7 @@ class Reconciler:
             self._wake.clear()
             if not self.raft.is_leader():
                 self._failed.clear()
+                self._misses.clear()
                 continue
             try:
                 busy = await self.tick()
@@ -230,14 +231,18 @@ class Reconciler:
                 deps = config.service(name).depends_on
                 if all(d in specs and is_up(observed.get(specs[d].node, {}).get(d), specs[d]) for d in deps):
                     pushes.append(spec)
+        nodes = view["nodes"]
+        removals = [(n, s, p) for n, s, p in removals if n in nodes]
+        pushes = [spec for spec in pushes if spec.node in nodes]
         if not removals and not pushes:
             return False
-        nodes = view["nodes"]
-        await asyncio.gather(*(self._remove(nodes[n], p, s) for n, s, p in removals if n in nodes))
-        results = await asyncio.gather(*(self._push(nodes[s.node], s) for s in pushes if s.node in nodes))
-        for spec, status in zip(pushes, results, strict=False):
+        removed = await asyncio.gather(*(self._remove(nodes[n], p, s) for n, s, p in removals))
+        results = await asyncio.gather(*(self._push(nodes[spec.node], spec) for spec in pushes))
+        progressed = any(removed)
+        for spec, status in zip(pushes, results, strict=True):
             if status is None:
                 continue
+            progressed = True
             observed.setdefault(spec.node, {})[spec.service] = status.model_dump(mode="json")
             await self.raft.execute(
                 command(
@@ -247,16 +252,18 @@ class Reconciler:
                     instance=status.model_dump(mode="json"),
                 )
             )
-        return True
+        # Only progress earns an immediate next tick: a node refusing every call must not spin us.
+        return progressed
 
-    async def _remove(self, node: NodeRecord, project: str, service: str) -> None:
+    async def _remove(self, node: NodeRecord, project: str, service: str) -> bool:
         try:
             await self.peers.remove(api_address(node), project, service)
         except PeerError as e:
             log.warning("could not remove %s from %s: %s", service, node["id"], e)
-            return
+            return False
         self._failed.pop((node["id"], service), None)
         await self.raft.execute(command("observe_one", node=node["id"], service=service, instance=None))
+        return True
 
     async def _push(self, node: NodeRecord, spec: InstanceSpec) -> InstanceStatus | None:
         """Start or replace one instance; None when the node did not answer (retried next tick,

@@ -129,7 +129,7 @@ class RaftNode:
         return sorted([self.self_address, *others])
 
     # -- writes --------------------------------------------------------------------------------
-    def _bridge(self, timeout: float) -> tuple[asyncio.Future[Any], Callable[[Any, int], None]]:
+    def _bridge(self) -> tuple[asyncio.Future[Any], Callable[[Any, int], None]]:
         future: asyncio.Future[Any] = self.loop.create_future()
 
         def done(result: Any, error: int) -> None:
@@ -148,7 +148,7 @@ class RaftNode:
         return future, done
 
     async def execute(self, cmd: dict[str, Any], timeout: float = 5.0) -> Any:
-        future, done = self._bridge(timeout)
+        future, done = self._bridge()
         self.machine.execute(cmd, callback=done)
         try:
             result = await asyncio.wait_for(future, timeout)
@@ -159,20 +159,21 @@ class RaftNode:
         return result
 
     async def add_member(self, address: str, timeout: float = 15.0) -> None:
-        future, done = self._bridge(timeout)
-        self.sync.addNodeToCluster(address, callback=done)
-        try:
-            await asyncio.wait_for(future, timeout)
-        except TimeoutError as e:
-            raise RaftUnavailable(f"adding {address} to the cluster timed out") from e
+        await self._change_membership(self.sync.addNodeToCluster, address, "adding", timeout)
 
     async def remove_member(self, address: str, timeout: float = 15.0) -> None:
-        future, done = self._bridge(timeout)
-        self.sync.removeNodeFromCluster(address, callback=done)
+        await self._change_membership(self.sync.removeNodeFromCluster, address, "removing", timeout)
+
+    async def _change_membership(
+        self, change: Callable[..., None], address: str, doing: str, timeout: float
+    ) -> None:
+        """One membership change at a time (PySyncObj refuses overlapping ones); waits for its commit."""
+        future, done = self._bridge()
+        change(address, callback=done)
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError as e:
-            raise RaftUnavailable(f"removing {address} from the cluster timed out") from e
+            raise RaftUnavailable(f"{doing} {address} timed out (no quorum?)") from e
 
     def close(self) -> None:
         self.sync.destroy()
