@@ -103,8 +103,18 @@ def _salvage(data: object) -> ServicesView:
     for i, raw in enumerate(services if isinstance(services, list) else []):
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):
             view.names.append((i, raw["name"]))
-        with contextlib.suppress(ValidationError):
+        try:
             view.services.append((i, Service.model_validate(raw)))
+        except ValidationError:
+            deps = raw.get("depends_on") if isinstance(raw, dict) else None
+            if (
+                isinstance(raw.get("name"), str)
+                and isinstance(deps, list)
+                and all(isinstance(d, str) for d in deps)
+            ):
+                # Only name and depends_on are read from it; the rest failed the schema.
+                partial = Service.model_construct(**{"name": raw["name"], "depends_on": deps})
+                view.dependencies_only.append((i, partial))
     return view
 
 

@@ -42,6 +42,9 @@ class ServicesView:
     provider: Provider | None = None
     names: list[tuple[int, str]] = field(default_factory=list)
     services: list[tuple[int, Service]] = field(default_factory=list)
+    #: Services that failed the schema but whose ``depends_on`` is readable: checked for unknown
+    #: targets too, so one run of ``oct validate`` reports every problem.
+    dependencies_only: list[tuple[int, Service]] = field(default_factory=list)
 
     @classmethod
     def of(cls, config: Config) -> ServicesView:
@@ -94,6 +97,8 @@ def _check_names(view: ServicesView) -> Iterator[Finding]:
 def _check_services(view: ServicesView) -> Iterator[Finding]:
     known = list(dict.fromkeys(name for _, name in view.names))
     local = view.provider.local if view.provider is not None else None
+    for i, service in view.dependencies_only:
+        yield from _check_dependencies(i, service, known)
     for i, service in view.services:
         yield from _check_resources(i, service)
         yield from _check_command(i, service)

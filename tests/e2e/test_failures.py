@@ -30,21 +30,16 @@ name = "web"
 image = "busybox:1.36"
 cpu = 100
 memory = 0
-
-[[project.services]]
-name = "api"
-image = "busybox:1.36"
-cpus = 100
-memory = 32
 depends_on = ["db"]
 """,
     )
     result = project.oct("deploy", check=False)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
+    # Every problem at once, each with its line, even several in one service.
     assert any("oct.toml:14:" in line and "unknown key 'cpu'; did you mean 'cpus'?" in line for line in lines)
     assert any("oct.toml:15:" in line and "memory" in line for line in lines)
-    assert any("oct.toml:22:" in line and "'db'" in line for line in lines), lines
+    assert any("oct.toml:16:" in line and "unknown service 'db'" in line for line in lines), lines
     # Nothing was started or recorded.
     assert not (project.dir / ".oct").exists()
     assert not (project.dir / "state.json").exists()
