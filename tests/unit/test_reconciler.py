@@ -1,0 +1,244 @@
+"""The leader's reconcile loop against in-memory fakes of Raft, agents and the provider.
+
+The end-to-end suite runs the same loop with real processes; here each tick can be stepped and
+inspected, so ordering and failure rules are pinned down exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from octctl.node_settings import NodeSettings, Secrets
+from octctl.peers import PeerError
+from octctl.providers.base import NodeRequest, Provider
+from octctl.reconciler import UNREACHABLE_AFTER, Reconciler
+from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.state.model import ClusterState, NodeRecord, apply_command, command, empty_state, snapshot
+
+
+class FakeRaft:
+    """Commits instantly, in order: the state machine semantics without the network."""
+
+    def __init__(self) -> None:
+        self.state = empty_state()
+        self.removed_members: list[str] = []
+
+    def view(self) -> ClusterState:
+        return snapshot(self.state)
+
+    def is_leader(self) -> bool:
+        return True
+
+    def members(self) -> list[str]:
+        return [f"{n['address']}:{n['raft_port']}" for n in self.state["nodes"].values()]
+
+    async def execute(self, cmd: dict[str, Any], timeout: float = 5.0) -> Any:
+        result = apply_command(self.state, cmd)
+        if isinstance(result, dict) and set(result) == {"error"}:
+            raise ValueError(result["error"])
+        return result
+
+    async def remove_member(self, address: str, timeout: float = 15.0) -> None:
+        self.removed_members.append(address)
+
+
+class FakeAgents:
+    """Agents by API address: what each runs, and every call made, in order."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, dict[str, InstanceStatus]] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.down: set[str] = set()
+        self.fail_image: str | None = None
+
+    def _check(self, address: str) -> None:
+        if address in self.down:
+            raise PeerError(f"{address}: connection refused")
+
+    async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]:
+        self._check(address)
+        return list(self.running.get(address, {}).values())
+
+    async def apply(self, address: str, spec: InstanceSpec, timeout: float = 300.0) -> InstanceStatus:
+        self._check(address)
+        self.calls.append(("apply", address, spec.service))
+        state = "failed" if spec.image == self.fail_image else "running"
+        status = InstanceStatus(
+            project=spec.project,
+            service=spec.service,
+            runtime=spec.runtime,
+            deployment=spec.deployment,
+            spec_hash=spec.spec_hash,
+            state=state,
+            error=f"cannot pull image '{spec.image}'" if state == "failed" else None,
+        )
+        if state == "running":
+            self.running.setdefault(address, {})[spec.service] = status
+        return status
+
+    async def remove(self, address: str, project: str, service: str) -> None:
+        self._check(address)
+        self.calls.append(("remove", address, service))
+        self.running.get(address, {}).pop(service, None)
+
+
+class FakeProvider(Provider):
+    def __init__(self) -> None:
+        self.provisioned: list[NodeRequest] = []
+        self.retired: list[str] = []
+
+    def provision(self, request: NodeRequest) -> str:
+        self.provisioned.append(request)
+        return f"new-{len(self.provisioned)}"
+
+    def retire(self, node: str) -> None:
+        self.retired.append(node)
+
+
+def node(n: int) -> NodeRecord:
+    return {
+        "id": f"node-{n}",
+        "address": f"127.0.0.{n}",
+        "api_port": 31888,
+        "raft_port": 31889,
+        "cpus": 4000,
+        "memory": 4096,
+        "status": "ready",
+        "joined_at": 0.0,
+        "last_seen": 1e12,
+    }
+
+
+def service(name: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": "busybox:1.36", "internal_port": 8000, "cpus": 100, "memory": 32, **extra}
+
+
+def project(*services: dict[str, Any], nodes: int = 3) -> dict[str, Any]:
+    return {
+        "project": {
+            "name": "shop",
+            "state_backend": {"local": {"path": "state.json"}},
+            "provider": {"local": {"nodes": nodes}},
+            "services": list(services),
+        }
+    }
+
+
+@pytest.fixture
+def parts() -> tuple[Reconciler, FakeRaft, FakeAgents, FakeProvider]:
+    raft, agents, provider = FakeRaft(), FakeAgents(), FakeProvider()
+    for n in (2, 3, 4):
+        asyncio.run(raft.execute(command("node_joined", node=node(n))))
+    settings = NodeSettings(node="node-2", cluster="c1", address="127.0.0.2", cpus=4000, memory=4096)
+    reconciler = Reconciler(
+        raft=raft,  # type: ignore[arg-type]
+        peers=agents,  # type: ignore[arg-type]
+        settings=settings,
+        secrets=Secrets(token="t", raft_password="p"),
+        provider=provider,
+    )
+    return reconciler, raft, agents, provider
+
+
+def deploy(raft: FakeRaft, spec: dict[str, Any], deployment: str = "d1") -> None:
+    asyncio.run(raft.execute(command("deploy", project=spec, source_dir=None, deployment=deployment, at=0.0)))
+
+
+def ticks(reconciler: Reconciler, count: int) -> list[bool]:
+    async def run() -> list[bool]:
+        return [await reconciler.tick() for _ in range(count)]
+
+    return asyncio.run(run())
+
+
+def test_dependents_start_only_after_what_they_depend_on_runs(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    deploy(raft, project(service("db"), service("cache"), service("app", depends_on=["db", "cache"])))
+    ticks(reconciler, 1)
+    assert sorted(s for _, _, s in agents.calls) == ["cache", "db"]
+    ticks(reconciler, 1)
+    assert [s for _, _, s in agents.calls][-1] == "app"
+    ticks(reconciler, 2)
+    assert raft.state["deployment"]["state"] == "succeeded"  # type: ignore[index]
+    assert len({raft.state["placements"][s] for s in ("db", "cache", "app")}) == 3  # spread
+    # Nothing changed: further ticks push nothing.
+    before = list(agents.calls)
+    assert ticks(reconciler, 3) == [False, False, False]
+    assert agents.calls == before
+
+
+def test_a_changed_service_is_replaced_and_a_removed_one_removed(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    deploy(raft, project(service("a"), service("b")))
+    ticks(reconciler, 3)
+    agents.calls.clear()
+    deploy(raft, project(service("a", envs={"MODE": "debug"})), deployment="d2")
+    ticks(reconciler, 3)
+    assert sorted((op, s) for op, _, s in agents.calls) == [("apply", "a"), ("remove", "b")]
+    assert raft.state["deployment"]["state"] == "succeeded"  # type: ignore[index]
+
+
+def test_a_failed_start_fails_the_deployment_once(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    agents.fail_image = "nope:1"
+    deploy(raft, project(service("ok"), service("bad", image="nope:1")))
+    ticks(reconciler, 4)
+    deployment = raft.state["deployment"]
+    assert deployment is not None and deployment["state"] == "failed"
+    assert deployment["failed_service"] == "bad" and "nope:1" in (deployment["error"] or "")
+    assert [s for op, _, s in agents.calls if op == "apply"].count("bad") == 1, (
+        "retried within one deployment"
+    )
+    # A new deployment of the same spec tries again.
+    deploy(raft, project(service("ok"), service("bad", image="nope:1")), deployment="d2")
+    ticks(reconciler, 1)
+    assert [s for op, _, s in agents.calls if op == "apply"].count("bad") == 2
+
+
+def test_an_unreachable_node_loses_its_services_after_repeated_misses(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    deploy(raft, project(service("a"), service("b", internal_port=8001), service("c", internal_port=8002)))
+    ticks(reconciler, 3)
+    victim = raft.state["placements"]["a"]
+    address = f"{raft.state['nodes'][victim]['address']}:31888"
+    agents.down.add(address)
+    ticks(reconciler, UNREACHABLE_AFTER - 1)
+    assert raft.state["nodes"][victim]["status"] == "ready", "one slow poll must not move services"
+    ticks(reconciler, 3)
+    assert raft.state["nodes"][victim]["status"] == "unreachable"
+    assert raft.state["placements"]["a"] != victim
+    moved_to = raft.state["nodes"][raft.state["placements"]["a"]]
+    assert "a" in agents.running[f"{moved_to['address']}:31888"]
+
+
+def test_services_that_clash_on_a_port_ask_for_another_node(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    deploy(raft, project(*(service(name) for name in "abcd")))  # all on port 8000: one per node
+    ticks(reconciler, 2)
+    assert len(raft.state["placements"]) == 3
+    assert len(provider.provisioned) == 1
+
+
+def test_the_fleet_grows_to_the_minimum_before_placing(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    deploy(raft, project(service("a"), nodes=5))
+    ticks(reconciler, 2)
+    assert len(provider.provisioned) == 2, "asks once for the two missing nodes"
+    assert agents.calls == [], "waits for the new nodes before placing"
+    assert set(raft.state["provisioning"]) == {"new-1", "new-2"}
+
+
+def test_destroy_removes_everything_then_retires_the_followers(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    deploy(raft, project(service("a"), service("b")))
+    ticks(reconciler, 3)
+    asyncio.run(raft.execute(command("destroy", deployment="x1", at=1.0)))
+    ticks(reconciler, 3)
+    assert all(not running for running in agents.running.values())
+    assert sorted(provider.retired) == ["node-3", "node-4"]
+    assert sorted(raft.removed_members) == ["127.0.0.3:31889", "127.0.0.4:31889"]
+    assert list(raft.state["nodes"]) == ["node-2"]
+    assert raft.state["deployment"]["state"] == "destroyed"  # type: ignore[index]
