@@ -215,7 +215,7 @@ def test_an_unreachable_node_loses_its_services_after_repeated_misses(parts) -> 
 
 
 def test_services_that_clash_on_a_port_ask_for_another_node(parts) -> None:  # type: ignore[no-untyped-def]
-    reconciler, raft, agents, provider = parts
+    reconciler, raft, _, provider = parts
     deploy(raft, project(*(service(name) for name in "abcd")))  # all on port 8000: one per node
     ticks(reconciler, 2)
     assert len(raft.state["placements"]) == 3
