@@ -27,8 +27,8 @@ from octctl.node_settings import NodeSettings, Secrets, read_node_files
 from octctl.providers.local import (
     LOG_FILE,
     free_address,
+    local_node_settings,
     local_nodes,
-    node_name,
     node_pid,
     nodes_dir,
     pid_alive,
@@ -105,16 +105,7 @@ def _genesis(
     secrets = Secrets.mint()
     cluster = "c-" + _secrets.token_hex(4)
     address = free_address(root)
-    settings = NodeSettings(
-        node=node_name(address),
-        cluster=cluster,
-        address=address,
-        cpus=local.cpus,
-        memory=local.memory,
-        join=[],
-        provider="local",
-        provider_root=str(root),
-    )
+    settings = local_node_settings(root, address, cluster, local.cpus, local.memory, join=[])
     record = ClusterRecord(
         cluster=cluster,
         project=config.project.name,

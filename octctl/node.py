@@ -18,6 +18,8 @@ import aiohttp
 
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
+from octctl.dns.server import DnsServer, resolv_conf_upstreams
+from octctl.dns.zone import Zone, build_zone
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
@@ -29,6 +31,11 @@ from octctl.state.model import NodeRecord, command
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
+
+
+def _host_port(address: str, default: int = 53) -> tuple[str, int]:
+    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    return (host, int(port)) if port else (address, default)
 
 
 def make_provider(settings: NodeSettings) -> Provider | None:
@@ -46,6 +53,8 @@ class Node:
         self.agent = Agent(settings.node, data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
+        self.dns: DnsServer | None = None
+        self._zone_cache: tuple[int, Zone | None] | None = None
         self.session: aiohttp.ClientSession
         self.peers: PeerClient
         self.raft: RaftNode
@@ -87,6 +96,35 @@ class Node:
         self._spawn(self.reconciler.run())
         self._spawn(self._persist_members())
         self._spawn(self._register())
+        await self._start_dns()
+
+    async def _start_dns(self) -> None:
+        """DNS failing to bind (port 53 without privileges) must not take the node down with it."""
+        s = self.settings
+        upstreams = (
+            [_host_port(u) for u in s.dns_upstreams]
+            if s.dns_upstreams is not None
+            else resolv_conf_upstreams(exclude={s.address})
+        )
+        self.dns = DnsServer(s.address, s.dns_port, self._zone, upstreams=upstreams)
+        try:
+            await self.dns.start()
+        except OSError as e:
+            log.error(
+                "DNS cannot listen on %s:%d: %s; service discovery is off on this node",
+                s.address,
+                s.dns_port,
+                e,
+            )
+            self.dns = None
+
+    def _zone(self) -> Zone | None:
+        """The zone of the current state, rebuilt only when a command changed the state."""
+        version = self.raft.machine.version
+        if self._zone_cache is None or self._zone_cache[0] != version:
+            zone = build_zone(self.raft.view(), self.settings.dns_domain, self.settings.dns_ttl)
+            self._zone_cache = (version, zone)
+        return self._zone_cache[1]
 
     def _on_change(self) -> None:
         """Runs on the Raft thread: nudge the reconciler so a new deploy starts without waiting a tick."""
@@ -165,6 +203,8 @@ class Node:
             await asyncio.sleep(1)
 
     async def stop(self) -> None:
+        if self.dns is not None:
+            await self.dns.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -31,6 +31,12 @@ class NodeSettings(BaseModel):
     join: list[str] = Field(
         default_factory=list, description="API addresses (host:port) of existing members; empty = genesis"
     )
+    dns_port: int = Field(default=53, ge=1, le=65535, description="UDP and TCP, on the node's address")
+    dns_domain: str = Field(default="oct", description="the zone is <project>.<dns_domain>.")
+    dns_ttl: int = Field(default=5, ge=0, le=3600)
+    dns_upstreams: list[str] | None = Field(
+        default=None, description="host[:port] resolvers for names outside the zone; None = /etc/resolv.conf"
+    )
     provider: str = "local"
     provider_root: str | None = Field(
         default=None, description="local provider: the .oct folder of the project"

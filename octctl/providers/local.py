@@ -33,8 +33,8 @@ def nodes_dir(root: Path) -> Path:
     return root / "nodes"
 
 
-def _port_free(address: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _port_free(address: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
@@ -81,7 +81,13 @@ def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = 
                 continue
             with contextlib.suppress(FileNotFoundError):
                 claim.unlink()  # its node folder is gone: a destroyed or deleted project
-        if not (_port_free(address, api_port) and _port_free(address, raft_port)):
+        dns = local_dns_port()
+        if not (
+            _port_free(address, api_port)
+            and _port_free(address, raft_port)
+            and _port_free(address, dns)
+            and _port_free(address, dns, socket.SOCK_DGRAM)
+        ):
             continue
         try:
             fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -93,6 +99,28 @@ def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = 
             f.write(str(data_dir.resolve()))
         return address
     raise RuntimeError("no free 127.0.0.N address left for another local node")
+
+
+def local_dns_port() -> int:
+    """Port 53 where we may bind it (what resolv.conf and containers expect), else an unprivileged one."""
+    return 53 if os.geteuid() == 0 else 31853
+
+
+def local_node_settings(
+    root: Path, address: str, cluster: str, cpus: int, memory: int, join: list[str]
+) -> NodeSettings:
+    """The settings of a local node; the CLI (genesis) and the leader (followers) use the same."""
+    return NodeSettings(
+        node=node_name(address),
+        cluster=cluster,
+        address=address,
+        cpus=cpus,
+        memory=memory,
+        join=join,
+        dns_port=local_dns_port(),
+        provider="local",
+        provider_root=str(root),
+    )
 
 
 def node_name(address: str) -> str:
@@ -185,15 +213,8 @@ class LocalProvider(Provider):
 
     def provision(self, request: NodeRequest) -> str:
         address = free_address(self.root)
-        settings = NodeSettings(
-            node=node_name(address),
-            cluster=request.cluster,
-            address=address,
-            cpus=request.cpus,
-            memory=request.memory,
-            join=list(request.join),
-            provider="local",
-            provider_root=str(self.root),
+        settings = local_node_settings(
+            self.root, address, request.cluster, request.cpus, request.memory, list(request.join)
         )
         start_node(self.root, settings, request.secrets)
         return settings.node

@@ -55,6 +55,11 @@ class StateMachine(SyncObjConsumer):
             except Exception:  # a listener must never break the apply loop
                 log.exception("state listener failed")
 
+    @property
+    def version(self) -> int:
+        """Bumped by every applied command; cheap to compare, so caches of derived data key on it."""
+        return self._version
+
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the Raft thread) after every change."""
         self._listeners.append(listener)

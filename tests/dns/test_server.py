@@ -1,0 +1,134 @@
+"""The DNS server over real UDP and TCP packets on loopback: answers, forwarding, truncation, junk."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+from octctl.dns.server import DnsServer
+from octctl.dns.zone import Zone, build_zone
+from tests.dns.test_zone import state
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def ask(
+    port: int, name: str, qtype: str = "A", tcp: bool = False, payload: bytes | None = None
+) -> DNSRecord:
+    data = payload if payload is not None else bytes(DNSRecord.question(name, qtype).pack())
+    loop = asyncio.get_running_loop()
+    if tcp:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(struct.pack("!H", len(data)) + data)
+        await writer.drain()
+        size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
+        answer = await reader.readexactly(size)
+        writer.close()
+        return DNSRecord.parse(answer)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_sendto(sock, data, ("127.0.0.1", port))
+        answer = await asyncio.wait_for(loop.sock_recv(sock, 65535), 5)
+    finally:
+        sock.close()
+    return DNSRecord.parse(answer)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., DnsServer]]:
+    started: list[DnsServer] = []
+
+    async def start(zone: Zone | None, **kwargs: object) -> DnsServer:
+        server = DnsServer("127.0.0.1", free_port(), lambda: zone, **kwargs)  # type: ignore[arg-type]
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in started:
+        await server.close()
+
+
+async def test_answers_over_udp_and_tcp(serve) -> None:  # type: ignore[no-untyped-def]
+    server = await serve(build_zone(state()))
+    for tcp in (False, True):
+        reply = await ask(server.port, "web.shop.oct", tcp=tcp)
+        assert reply.header.rcode == RCODE.NOERROR and reply.header.aa == 1
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.3"]
+    srv = await ask(server.port, "_web._tcp.shop.oct", "SRV")
+    assert [str(rr.rdata) for rr in srv.rr] == ["0 0 8080 node-3.node.shop.oct."]
+    assert [str(rr.rdata) for rr in srv.ar] == ["127.0.0.3"]
+    missing = await ask(server.port, "nope.shop.oct")
+    assert missing.header.rcode == RCODE.NXDOMAIN and missing.auth[0].rtype == QTYPE.SOA
+
+
+async def test_forwards_outside_names_to_an_upstream(serve) -> None:  # type: ignore[no-untyped-def]
+    upstream_zone = Zone(
+        origin="example.test.",
+        soa=build_zone(state()).soa,  # type: ignore[union-attr]
+        records={"www.example.test.": {QTYPE.A: [RR("www.example.test", QTYPE.A, rdata=A("127.9.9.9"))]}},
+    )
+    upstream = await serve(upstream_zone)
+    server = await serve(build_zone(state()), upstreams=[("127.0.0.1", upstream.port)])
+    for tcp in (False, True):
+        reply = await ask(server.port, "www.example.test", tcp=tcp)
+        assert [str(rr.rdata) for rr in reply.rr] == ["127.9.9.9"]
+    assert server.stats.forwarded == 2
+
+
+async def test_an_upstream_that_never_answers_gives_servfail(serve) -> None:  # type: ignore[no-untyped-def]
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        server = await serve(None, upstreams=[silent.getsockname()], forward_timeout=0.3)
+        reply = await ask(server.port, "www.example.test")
+        assert reply.header.rcode == RCODE.SERVFAIL
+        no_upstream = await serve(None)
+        assert (await ask(no_upstream.port, "www.example.test")).header.rcode == RCODE.REFUSED
+    finally:
+        silent.close()
+
+
+async def test_large_answers_set_tc_over_udp_and_come_whole_over_tcp(serve) -> None:  # type: ignore[no-untyped-def]
+    zone = build_zone(state())
+    assert zone is not None
+    many = [RR("big.shop.oct", QTYPE.A, rdata=A(f"127.1.0.{i}"), ttl=5) for i in range(1, 60)]
+    big = Zone(origin=zone.origin, soa=zone.soa, records={**zone.records, "big.shop.oct.": {QTYPE.A: many}})
+    server = await serve(big)
+    udp = await ask(server.port, "big.shop.oct")
+    assert udp.header.tc == 1 and udp.rr == [] and str(udp.q.qname) == "big.shop.oct."
+    tcp = await ask(server.port, "big.shop.oct", tcp=True)
+    assert tcp.header.tc == 0 and len(tcp.rr) == 59
+    assert server.stats.truncated == 1
+
+
+async def test_junk_is_dropped_and_counted_and_the_server_carries_on(serve) -> None:  # type: ignore[no-untyped-def]
+    server = await serve(build_zone(state()))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for junk in (b"", b"\x00", b"\xff" * 11, b"hello world, not dns", bytes(range(256))):
+            sock.sendto(junk, ("127.0.0.1", server.port))
+        response = DNSRecord.question("web.shop.oct").reply()  # a response, not a query
+        sock.sendto(bytes(response.pack()), ("127.0.0.1", server.port))
+    finally:
+        sock.close()
+    reply = await ask(server.port, "web.shop.oct")
+    assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.3"]
+    assert server.stats.malformed == 6
+    # Garbage on TCP closes that connection only.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(struct.pack("!H", 5) + b"junk!")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct", tcp=True)).rr] == ["127.0.0.3"]

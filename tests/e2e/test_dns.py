@@ -1,0 +1,60 @@
+"""Every node of a real cluster answers DNS for the project from its own replica."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from tests.e2e.harness import Project, services_by_name
+
+pytestmark = pytest.mark.e2e
+
+
+def dns_servers(project: Project) -> list[tuple[str, int]]:
+    found = []
+    for node_file in sorted((project.dir / ".oct").glob("nodes/*/node.json")):
+        settings = json.loads(node_file.read_text())
+        found.append((settings["address"], settings["dns_port"]))
+    return found
+
+
+def ask(server: tuple[str, int], name: str, qtype: str = "A", tcp: bool = False) -> DNSRecord:
+    return DNSRecord.parse(DNSRecord.question(name, qtype).send(server[0], server[1], tcp=tcp, timeout=3))
+
+
+def test_every_node_resolves_services_and_follows_changes(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    services = services_by_name(project.status())
+    servers = dns_servers(project)
+    assert len(servers) == 3
+
+    for server in servers:
+        for tcp in (False, True):
+            reply = ask(server, "web.quickstart.oct", tcp=tcp)
+            assert [str(rr.rdata) for rr in reply.rr] == [services["web"]["address"]], server
+        srv = ask(server, "_api._tcp.quickstart.oct", "SRV")
+        assert [str(rr.rdata) for rr in srv.rr] == [
+            f"0 0 9101 {services['api']['node']}.node.quickstart.oct."
+        ]
+        assert [str(rr.rdata) for rr in srv.ar] == [services["api"]["address"]]
+        node = ask(server, f"{services['store']['node']}.node.quickstart.oct")
+        assert [str(rr.rdata) for rr in node.rr] == [services["store"]["address"]]
+        missing = ask(server, "nothing.quickstart.oct")
+        assert missing.header.rcode == RCODE.NXDOMAIN and missing.auth[0].rtype == QTYPE.SOA
+
+    # Remove web: every node stops answering for it once the change replicates.
+    text = project.config.read_text()
+    project.config.write_text(text[: text.index('[[project.services]]\nname = "web"')])
+    project.oct("deploy")
+    deadline = time.monotonic() + 10
+    pending = set(servers)
+    while pending:
+        pending = {s for s in pending if ask(s, "web.quickstart.oct").header.rcode != RCODE.NXDOMAIN}
+        assert time.monotonic() < deadline, f"still answering for web: {pending}"
+        time.sleep(0.05)
+    for server in servers:
+        assert [str(rr.rdata) for rr in ask(server, "api.quickstart.oct").rr] == [services["api"]["address"]]
