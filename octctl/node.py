@@ -106,7 +106,7 @@ class Node:
             if s.dns_upstreams is not None
             else resolv_conf_upstreams(exclude={s.address})
         )
-        self.dns = DnsServer(s.address, s.dns_port, self._zone, upstreams=upstreams)
+        self.dns = DnsServer(s.address, s.dns_port, self._zone, upstreams=upstreams, domain=s.dns_domain)
         try:
             await self.dns.start()
         except OSError as e:

@@ -18,7 +18,7 @@ from typing import cast
 
 from dnslib import QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
 
-from octctl.dns.zone import Zone
+from octctl.dns.zone import Answer, Zone
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class DnsServer:
     zone: Callable[[], Zone | None]
     upstreams: list[tuple[str, int]] = field(default_factory=list)
     forward_timeout: float = 2.0
+    #: Names under this domain are ours even when nothing is deployed: never sent upstream.
+    domain: str = "oct"
     stats: Stats = field(default_factory=Stats)
     _transport: asyncio.DatagramTransport | None = None
     _tcp: asyncio.Server | None = None
@@ -87,8 +89,11 @@ class DnsServer:
         zone = self.zone()
         question = request.q
         if zone is None or not zone.contains(question.qname):
-            return None
-        found = zone.lookup(question.qname, question.qtype)
+            if not _under(question.qname, self.domain):
+                return None
+            found = Answer(authoritative=True)  # our domain, another (or no) project: NXDOMAIN
+        else:
+            found = zone.lookup(question.qname, question.qtype)
         reply = DNSRecord(DNSHeader(id=request.header.id, qr=1, aa=1, ra=1, rd=request.header.rd), q=question)
         for rr in found.answers:
             reply.add_answer(rr)
@@ -163,6 +168,11 @@ class DnsServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def _under(name: object, domain: str) -> bool:
+    text = str(name).lower().rstrip(".")
+    return text == domain or text.endswith("." + domain)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -95,6 +95,9 @@ async def test_an_upstream_that_never_answers_gives_servfail(serve) -> None:  # 
         assert reply.header.rcode == RCODE.SERVFAIL
         no_upstream = await serve(None)
         assert (await ask(no_upstream.port, "www.example.test")).header.rcode == RCODE.REFUSED
+        # Our own domain never leaves the node, even with nothing deployed.
+        assert (await ask(server.port, "web.other.oct")).header.rcode == RCODE.NXDOMAIN
+        assert server.stats.forwarded == 0
     finally:
         silent.close()
 
