@@ -8,8 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from octctl.config import load_config
 from tests.e2e.harness import Project, http_get, octctl_pids, services_by_name
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +65,22 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
     assert all(alive(pid) for pid in pids.values())
     # depends_on order: store started before api, api before web.
     assert start_ticks(pids["store"]) <= start_ticks(pids["api"]) <= start_ticks(pids["web"])
+
+    # Any node answers: a follower reads from its replica and forwards writes to the leader.
+    token = json.loads((project.dir / "state.json").read_text())["token"]
+    follower = next(n for n in status["nodes"] if n["role"] == "follower")
+    client = httpx.Client(
+        base_url=f"http://{follower['address']}:{follower['api_port']}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with client:
+        seen = client.get("/v1/status").json()
+        assert seen["node"] == follower["id"] and seen["stale"] is True
+        assert seen["deployment"]["id"] == status["deployment"]["id"]
+        config = load_config(project.config).model_dump(mode="json")
+        forwarded = client.post("/v1/deploy", json={"config": config, "source_dir": str(project.dir)})
+        assert forwarded.status_code == 202
+        assert forwarded.json() == {"deployment": status["deployment"]["id"], "changed": False}
 
     # An unchanged redeploy touches nothing.
     project.oct("deploy")
