@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUICKSTART ?= examples/quickstart/oct.toml
 
-.PHONY: venv quickstart quickstart-docker destroy-quickstart test test-unit lint bench clean
+.PHONY: venv quickstart quickstart-docker destroy-quickstart test test-unit lint bench bench-deps clean
 
 venv: $(BIN)/oct
 $(BIN)/oct: pyproject.toml
@@ -38,8 +38,12 @@ lint: venv
 	$(BIN)/mypy
 
 ## Benchmarks; each script prints its figures as one JSON object on its last line.
+## They compare against anchors from apt: `make bench-deps` (as root) installs them.
 bench: venv
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+bench-deps:
+	apt-get install -y docker-compose dnsperf dnsmasq-base
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

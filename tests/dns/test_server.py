@@ -135,3 +135,25 @@ async def test_junk_is_dropped_and_counted_and_the_server_carries_on(serve) -> N
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct", tcp=True)).rr] == ["127.0.0.3"]
+
+
+async def test_repeated_questions_come_from_the_cache_until_the_zone_changes(serve) -> None:  # type: ignore[no-untyped-def]
+    zones = {"current": build_zone(state())}
+    server = await serve(None)
+    server.zone = lambda: zones["current"]
+    first = await ask(server.port, "web.shop.oct")
+    for _ in range(3):
+        query = DNSRecord.question("web.shop.oct")
+        again = await ask(server.port, "", payload=bytes(query.pack()))
+        assert again.header.id == query.header.id  # the cached answer carries this query's id
+        assert [str(rr.rdata) for rr in again.rr] == [str(rr.rdata) for rr in first.rr] == ["127.0.0.3"]
+    assert len(server._cache) == 1 and server.stats.answered == 4
+    mixed = await ask(server.port, "WeB.sHoP.oCt")
+    assert str(mixed.q.qname) == "WeB.sHoP.oCt."  # the question comes back as it was asked
+    # The service moves: the next answer follows at once.
+    moved = state()
+    moved["placements"]["web"] = "node-2"
+    moved["instances"]["node-2"]["web"] = {"state": "running"}
+    zones["current"] = build_zone(moved)
+    assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct")).rr] == ["127.0.0.2"]
+    assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct", tcp=True)).rr] == ["127.0.0.2"]
