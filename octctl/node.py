@@ -20,6 +20,7 @@ from octctl.agent import Agent
 from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
+from octctl.fencing import TermFence
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
@@ -51,6 +52,7 @@ class Node:
         self.data_dir = data_dir
         self.stopping = asyncio.Event()
         self.agent = Agent(settings.node, data_dir)
+        self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
         self.dns: DnsServer | None = None

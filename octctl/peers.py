@@ -6,7 +6,7 @@ from typing import Any
 
 import aiohttp
 
-from octctl.api.models import JoinRequest, MembersResponse
+from octctl.api.models import TERM_HEADER, JoinRequest, MembersResponse
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 
 
@@ -20,12 +20,19 @@ class PeerClient:
         self._session = session
 
     async def _request(
-        self, method: str, address: str, path: str, body: Any = None, timeout: float = 5.0
+        self,
+        method: str,
+        address: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 5.0,
+        term: int | None = None,
     ) -> Any:
         url = f"http://{address}{path}"
+        headers = self._headers if term is None else {**self._headers, TERM_HEADER: str(term)}
         try:
             async with self._session.request(
-                method, url, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status >= 400:
@@ -40,16 +47,17 @@ class PeerClient:
         data = await self._request("GET", address, path, timeout=3.0)
         return [InstanceStatus.model_validate(item) for item in data["instances"]]
 
-    async def apply(self, address: str, spec: InstanceSpec, timeout: float = 300.0) -> InstanceStatus:
+    async def apply(
+        self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0
+    ) -> InstanceStatus:
         data = await self._request(
-            "PUT", address, f"/v1/agent/instances/{spec.service}", spec.model_dump(mode="json"), timeout
+            "PUT", address, f"/v1/agent/instances/{spec.service}", spec.model_dump(mode="json"), timeout, term
         )
         return InstanceStatus.model_validate(data)
 
-    async def remove(self, address: str, project: str, service: str) -> None:
-        await self._request(
-            "DELETE", address, f"/v1/agent/instances/{service}?project={project}", timeout=60.0
-        )
+    async def remove(self, address: str, project: str, service: str, term: int) -> None:
+        path = f"/v1/agent/instances/{service}?project={project}"
+        await self._request("DELETE", address, path, timeout=60.0, term=term)
 
     async def logs(self, address: str, project: str, service: str, tail: int) -> list[str]:
         data = await self._request(

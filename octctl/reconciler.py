@@ -257,7 +257,7 @@ class Reconciler:
 
     async def _remove(self, node: NodeRecord, project: str, service: str) -> bool:
         try:
-            await self.peers.remove(api_address(node), project, service)
+            await self.peers.remove(api_address(node), project, service, self.raft.term())
         except PeerError as e:
             log.warning("could not remove %s from %s: %s", service, node["id"], e)
             return False
@@ -270,7 +270,7 @@ class Reconciler:
         or the service moves once the node counts as unreachable)."""
         log.info("starting %s on %s (spec %s)", spec.service, node["id"], spec.spec_hash)
         try:
-            status = await self.peers.apply(api_address(node), spec)
+            status = await self.peers.apply(api_address(node), spec, self.raft.term())
         except PeerError as e:
             log.warning("node %s did not start %s: %s", node["id"], spec.service, e)
             return None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from octctl import __version__
 from octctl.api.models import (
+    TERM_HEADER,
     DeployRequest,
     DeployResponse,
     DestroyResponse,
@@ -32,6 +33,7 @@ from octctl.api.models import (
 )
 from octctl.api.views import leader_id, status_view
 from octctl.config import ConfigError, parse_config_data
+from octctl.fencing import StaleTerm
 from octctl.node import Node
 from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
@@ -260,7 +262,23 @@ async def agent_instances(request: web.Request) -> web.Response:
     return web.json_response({"instances": [i.model_dump(mode="json") for i in found]})
 
 
+def fence(request: web.Request) -> None:
+    """Refuse agent commands without a term, or from a leader older than one already obeyed."""
+    raw = request.headers.get(TERM_HEADER)
+    try:
+        term = int(raw or "")
+    except ValueError:
+        raise web.HTTPBadRequest(
+            reason=f"header {TERM_HEADER} (the leader's Raft term) is required"
+        ) from None
+    try:
+        node_of(request).fence.admit(term)
+    except StaleTerm as e:
+        raise web.HTTPConflict(reason=str(e)) from None
+
+
 async def agent_apply(request: web.Request) -> web.Response:
+    fence(request)
     spec = await read_model(request, InstanceSpec)
     if spec.service != request.match_info["service"]:
         return error(400, "service in the path and in the body differ")
@@ -268,6 +286,7 @@ async def agent_apply(request: web.Request) -> web.Response:
 
 
 async def agent_remove(request: web.Request) -> web.Response:
+    fence(request)
     project = request.query.get("project")
     if not project:
         return error(400, "query parameter 'project' is required")

@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 API_VERSION = "v1"
 DEFAULT_API_PORT = 31888
 DEFAULT_RAFT_PORT = 31889
+#: The Raft term of the leader sending a command to an agent; agents refuse terms older than one seen.
+TERM_HEADER = "X-Oct-Term"
 
 DeploymentState = Literal["pending", "in_progress", "succeeded", "failed", "destroying", "destroyed"]
 NodeStatus = Literal["joining", "ready", "unreachable", "retiring"]

@@ -137,7 +137,7 @@ def test_bad_bodies_get_4xx_with_a_reason(cluster: Cluster) -> None:
     assert resp.status_code == 422 and "ghost" in resp.json()["details"][0]
     resp = c.post("/v1/deploy", content=b"x" * (2 * 1024 * 1024))
     assert resp.status_code == 413
-    resp = c.put("/v1/agent/instances/a", json={"service": "a"})
+    resp = c.put("/v1/agent/instances/a", json={"service": "a"}, headers={"X-Oct-Term": "0"})
     assert resp.status_code == 400 and resp.json()["details"]
     resp = c.get("/v1/services/nothing/logs")
     assert resp.status_code == 404
@@ -187,3 +187,26 @@ def test_deploy_then_secrets_stay_out_of_the_log(cluster: Cluster) -> None:
     log = cluster.log()
     assert "applied apitest/sleeper" in log
     assert secret not in log and cluster.secrets.token not in log and cluster.secrets.raft_password not in log
+
+
+def test_agents_refuse_commands_from_a_deposed_leader(cluster: Cluster) -> None:
+    spec = {
+        "project": "fence",
+        "service": "x",
+        "deployment": "d1",
+        "spec_hash": "h",
+        "runtime": "process",
+        "command": ["python3", "-c", "import time; time.sleep(600)"],
+        "cpus": 10,
+        "memory": 10,
+    }
+    c = cluster.client
+    missing = c.put("/v1/agent/instances/x", json=spec)
+    assert missing.status_code == 400 and "X-Oct-Term" in missing.json()["error"]
+    assert c.put("/v1/agent/instances/x", json=spec, headers={"X-Oct-Term": "1000"}).status_code == 200
+    stale = c.put("/v1/agent/instances/x", json=spec, headers={"X-Oct-Term": "999"})
+    assert stale.status_code == 409 and "deposed leader" in stale.json()["error"]
+    assert c.delete("/v1/agent/instances/x?project=fence", headers={"X-Oct-Term": "3"}).status_code == 409
+    assert c.get("/v1/agent/instances?project=fence").json()["instances"][0]["service"] == "x"
+    assert c.delete("/v1/agent/instances/x?project=fence", headers={"X-Oct-Term": "1000"}).status_code == 200
+    assert c.get("/v1/agent/instances?project=fence").json()["instances"] == []

@@ -32,6 +32,9 @@ class FakeRaft:
     def is_leader(self) -> bool:
         return True
 
+    def term(self) -> int:
+        return 7
+
     def members(self) -> list[str]:
         return [f"{n['address']}:{n['raft_port']}" for n in self.state["nodes"].values()]
 
@@ -62,8 +65,11 @@ class FakeAgents:
         self._check(address)
         return list(self.running.get(address, {}).values())
 
-    async def apply(self, address: str, spec: InstanceSpec, timeout: float = 300.0) -> InstanceStatus:
+    async def apply(
+        self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0
+    ) -> InstanceStatus:
         self._check(address)
+        assert term == 7, "every command carries the leader's term"
         self.calls.append(("apply", address, spec.service))
         state = "failed" if spec.image == self.fail_image else "running"
         status = InstanceStatus(
@@ -79,8 +85,9 @@ class FakeAgents:
             self.running.setdefault(address, {})[spec.service] = status
         return status
 
-    async def remove(self, address: str, project: str, service: str) -> None:
+    async def remove(self, address: str, project: str, service: str, term: int) -> None:
         self._check(address)
+        assert term == 7, "every command carries the leader's term"
         self.calls.append(("remove", address, service))
         self.running.get(address, {}).pop(service, None)
 
