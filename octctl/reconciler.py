@@ -24,7 +24,7 @@ from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import NodeRequest, Provider
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.scheduler import NodeCapacity, nodes_needed, place
-from octctl.specs import demand, instance_specs
+from octctl.specs import Rollout, demand, instance_specs
 from octctl.state.machine import RaftNode
 from octctl.state.model import ClusterState, NodeRecord, command
 
@@ -102,7 +102,10 @@ class Reconciler:
         view = self.raft.view()
         specs = (
             instance_specs(
-                config, placements, view["nodes"], deployment["id"], view["source_dir"], view["cluster"]
+                config,
+                placements,
+                view["nodes"],
+                Rollout(deployment["id"], view["cluster"], view["source_dir"], self.settings.dns_domain),
             )
             if config is not None and deployment is not None
             else {}

@@ -11,9 +11,12 @@ import hashlib
 import json
 import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
+from octctl.dns.zone import DEFAULT_DOMAIN
 from octctl.runtime.base import InstanceSpec, PortMapping
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
@@ -64,14 +67,45 @@ def spec_hash(spec: InstanceSpec) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """What every instance of one deployment shares."""
+
+    deployment: str
+    cluster: str = ""
+    source_dir: str | None = None
+    domain: str = DEFAULT_DOMAIN
+
+
+def cluster_network(cluster: str) -> str:
+    return f"oct-{cluster}"
+
+
+def _discovery(config: Config, service: Service, node: NodeRecord, rollout: Rollout) -> dict[str, Any]:
+    """How a container finds the others by name.
+
+    On a local cluster every node shares one Docker engine, and a container cannot reach the
+    nodes' 127.0.0.N addresses, so containers share the cluster's network, where Docker resolves
+    their aliases (``app_1``, ``app_1.<project>.oct``) and they talk at the ports the user wrote.
+    On real nodes they use the node's DNS server with the zone as search domain.
+    """
+    if service.runtime != "docker":
+        return {}
+    zone = f"{config.project.name}.{rollout.domain}"
+    if config.project.provider_kind == "local":
+        return {
+            "network": cluster_network(rollout.cluster),
+            "aliases": [service.name, f"{service.name}.{zone}"],
+        }
+    return {"dns": [node["address"]], "dns_search": [zone]}
+
+
 def instance_spec(
     config: Config,
     service: Service,
     node: NodeRecord,
     known: Mapping[str, Mapping[str, str | int]],
-    deployment: str,
-    source_dir: str | None,
-    cluster: str = "",
+    rollout: Rollout,
 ) -> InstanceSpec | None:
     """The rendered spec, or None while a service it references has no placement yet."""
     texts = [*service.envs.values(), service.command or ""]
@@ -99,13 +133,13 @@ def instance_spec(
             "PYTHONUNBUFFERED": "1",  # so `oct` can show a Python service's last log lines
             **env,
         }
-        workdir = source_dir
+        workdir = rollout.source_dir
     spec = InstanceSpec(
         project=config.project.name,
         service=service.name,
-        cluster=cluster,
+        cluster=rollout.cluster,
         node=node["id"],
-        deployment=deployment,
+        deployment=rollout.deployment,
         spec_hash="",
         runtime=service.runtime,
         image=service.image,
@@ -115,18 +149,14 @@ def instance_spec(
         memory=service.memory,
         ports=ports,
         workdir=workdir,
+        **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)
     return spec
 
 
 def instance_specs(
-    config: Config,
-    placements: Mapping[str, str],
-    nodes: Mapping[str, NodeRecord],
-    deployment: str,
-    source_dir: str | None,
-    cluster: str = "",
+    config: Config, placements: Mapping[str, str], nodes: Mapping[str, NodeRecord], rollout: Rollout
 ) -> dict[str, InstanceSpec]:
     known = endpoints(config, placements, nodes)
     specs: dict[str, InstanceSpec] = {}
@@ -134,7 +164,7 @@ def instance_specs(
         node = nodes.get(placements.get(service.name, ""))
         if node is None:
             continue
-        spec = instance_spec(config, service, node, known, deployment, source_dir, cluster)
+        spec = instance_spec(config, service, node, known, rollout)
         if spec is not None:
             specs[service.name] = spec
     return specs

@@ -56,6 +56,12 @@ class InstanceSpec(BaseModel):
     memory: int = Field(gt=0, description="MB")
     ports: list[PortMapping] = Field(default_factory=list)
     workdir: str | None = Field(default=None, description="process runtime: working directory")
+    network: str | None = Field(
+        default=None, description="docker: a network shared by the cluster's containers (created if missing)"
+    )
+    aliases: list[str] = Field(default_factory=list, description="docker: names of the instance on `network`")
+    dns: list[str] = Field(default_factory=list, description="docker: resolvers given to the container")
+    dns_search: list[str] = Field(default_factory=list, description="docker: search domains of the container")
 
 
 class InstanceStatus(BaseModel):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import fcntl
 import logging
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octctl.runtime.base import (
@@ -92,6 +95,7 @@ class DockerRuntime(Runtime):
         self._node = node
         self._client_lock = threading.Lock()
         self._names_lock = threading.Lock()
+        self._networks: set[str] = set()  # known to exist; checked once per daemon
         self._name_locks: dict[str, threading.Lock] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -275,6 +279,21 @@ class DockerRuntime(Runtime):
         }
         if spec.command is not None:
             kwargs["command"] = list(spec.command)
+        if spec.dns:
+            kwargs["dns"] = list(spec.dns)
+        if spec.dns_search:
+            kwargs["dns_search"] = list(spec.dns_search)
+        if spec.network:
+            from docker.types import EndpointConfig
+
+            try:
+                self._ensure_network(spec.network, spec.cluster, spec.project)
+            except APIError as exc:
+                return self._failed(spec, f"cannot create network {spec.network}: {_explain(exc)}")
+            kwargs["network"] = spec.network
+            kwargs["networking_config"] = {
+                spec.network: EndpointConfig(version=self._docker().api._version, aliases=list(spec.aliases))
+            }
         log.info("starting container %s (deployment %s)", name, spec.deployment)
         try:
             container = self._docker().containers.run(spec.image, **kwargs)
@@ -284,6 +303,39 @@ class DockerRuntime(Runtime):
             return self._failed(spec, _explain(exc))
         container.reload()
         return self._status(container)
+
+    def _ensure_network(self, network: str, cluster: str, project: str) -> None:
+        """Create the cluster's network once.
+
+        The nodes of a local cluster share one engine, and this engine version lets two racing
+        creates make two networks of the same name (then neither can be used by name); a file lock
+        on the machine serialises them. On real nodes each engine is the node's own.
+        """
+        from docker.errors import APIError, NotFound
+
+        if network in self._networks:
+            return
+        engine = self._docker()
+        lock_path = Path(tempfile.gettempdir()) / f"{network}.lock"
+        with open(lock_path, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                engine.networks.get(network)
+                self._networks.add(network)
+                return
+            except NotFound:
+                pass
+            try:
+                engine.networks.create(
+                    network,
+                    driver="bridge",
+                    check_duplicate=True,
+                    labels={LABEL_MANAGED: "true", LABEL_CLUSTER: cluster, LABEL_PROJECT: project},
+                )
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: it appeared meanwhile
+                    raise
+            self._networks.add(network)
 
     def _failed(self, spec: InstanceSpec, error: str) -> InstanceStatus:
         log.warning("cannot start %s/%s: %s", spec.project, spec.service, error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from octctl.config import load_config_text
-from octctl.specs import demand, instance_specs
+from octctl.specs import Rollout, demand, instance_specs
 from octctl.state.model import NodeRecord
 
 TEXT = """
@@ -59,7 +59,7 @@ def nodes() -> dict[str, NodeRecord]:
 def specs(text: str = TEXT, placements: dict[str, str] | None = None) -> dict:
     config = load_config_text(text, {"MODE": "prod"})
     return instance_specs(
-        config, placements or {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), "d1", "/src", "c1"
+        config, placements or {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d1", "c1", "/src")
     )
 
 
@@ -96,7 +96,9 @@ def test_hash_changes_only_for_the_service_that_changed() -> None:
     assert after["worker"].spec_hash == before["worker"].spec_hash
     # The deployment id is not content: a new deployment of the same spec changes no hash.
     config = load_config_text(TEXT, {"MODE": "prod"})
-    again = instance_specs(config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), "d2", "/src", "c1")
+    again = instance_specs(
+        config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d2", "c1", "/src")
+    )
     assert {k: v.spec_hash for k, v in again.items()} == {k: v.spec_hash for k, v in before.items()}
 
 
@@ -110,3 +112,18 @@ def test_moving_a_dependency_changes_its_dependents() -> None:
 def test_a_service_waits_while_what_it_references_is_unplaced() -> None:
     result = specs(placements={"app": "n2", "worker": "n1"})
     assert "app" not in result and "worker" in result
+
+
+def test_containers_find_each_other_by_name() -> None:
+    # No provider section means AWS: real nodes, so containers use the node's DNS server.
+    result = specs()
+    assert result["app"].dns == ["127.0.0.3"] and result["app"].dns_search == ["shop.oct"]
+    assert result["app"].network is None
+    assert result["worker"].dns == [], "processes use the host's resolver"
+    # On a local cluster, containers share the cluster's network and are known by their names there.
+    local = specs(
+        TEXT.replace('path = "state.json"', 'path = "state.json"\n[project.provider.local]\nnodes = 2')
+    )
+    assert local["db"].network == "oct-c1"
+    assert local["db"].aliases == ["db", "db.shop.oct"]
+    assert local["db"].dns == []
