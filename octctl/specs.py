@@ -62,6 +62,24 @@ def endpoints(
     return found
 
 
+def network_endpoints(
+    config: Config, known: Mapping[str, Mapping[str, str | int]], domain: str
+) -> dict[str, dict[str, str | int]]:
+    """The same values as seen from a container on the cluster network (local clusters).
+
+    There a container cannot reach the nodes' loopback addresses, but reaches another container by
+    its name at the port the user wrote, so ``host`` and ``port`` say that, in agreement with the
+    names Docker resolves on that network. ``ip`` and ``public_ip`` stay the node's address.
+    """
+    found = {name: dict(values) for name, values in known.items()}
+    for service in config.project.services:
+        if service.name in found and service.runtime == "docker":
+            port = service.internal_port or service.external_port
+            found[service.name]["host"] = f"{service.name}.{config.project.name}.{domain}"
+            found[service.name]["port"] = port if port is not None else ""
+    return found
+
+
 def spec_hash(spec: InstanceSpec) -> str:
     content = spec.model_dump(mode="json", exclude={"deployment", "spec_hash"})
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -159,12 +177,15 @@ def instance_specs(
     config: Config, placements: Mapping[str, str], nodes: Mapping[str, NodeRecord], rollout: Rollout
 ) -> dict[str, InstanceSpec]:
     known = endpoints(config, placements, nodes)
+    on_network = network_endpoints(config, known, rollout.domain)
+    local = config.project.provider_kind == "local"
     specs: dict[str, InstanceSpec] = {}
     for service in config.project.services:
         node = nodes.get(placements.get(service.name, ""))
         if node is None:
             continue
-        spec = instance_spec(config, service, node, known, rollout)
+        values = on_network if local and service.runtime == "docker" else known
+        spec = instance_spec(config, service, node, values, rollout)
         if spec is not None:
             specs[service.name] = spec
     return specs

@@ -52,12 +52,15 @@ def test_docker_deploy_update_remove_destroy(make_project, engine: docker.Docker
         host = container.attrs["HostConfig"]
         assert host["NanoCpus"] == 100_000_000 and host["Memory"] == 32 * 1024 * 1024
 
-    # Each published port answers HTTP on its node's own address, with oct's rendered env inside.
-    store, api = services["store"], services["api"]
+    # Each published port answers HTTP on its node's own address, with oct's rendered env inside:
+    # containers are told the names and ports they can reach on the cluster network.
+    store = services["store"]
     assert http_get(services["web"]["endpoint"]).strip() == (
-        f"Hello from oct; api at http://{api['address']}:9201/"
+        "Hello from oct; api at http://api.quickstart-docker.oct:8080/"
     )
-    assert http_get(api["endpoint"]).strip() == f"api, store at http://{store['address']}:9202/"
+    assert http_get(services["api"]["endpoint"]).strip() == (
+        "api, store at http://store.quickstart-docker.oct:8080/"
+    )
     assert http_get(store["endpoint"]).strip() == f"store on {store['address']}"
 
     # depends_on order: store started before api, api before web.

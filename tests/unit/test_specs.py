@@ -127,3 +127,16 @@ def test_containers_find_each_other_by_name() -> None:
     assert local["db"].network == "oct-c1"
     assert local["db"].aliases == ["db", "db.shop.oct"]
     assert local["db"].dns == []
+
+
+def test_containers_on_a_local_cluster_get_names_they_can_reach() -> None:
+    text = TEXT.replace('path = "state.json"', 'path = "state.json"\n[project.provider.local]\nnodes = 2')
+    local = specs(text)
+    # app (a container) reaches db by its name on the cluster network, at the port db listens on.
+    assert local["app"].env["DB"] == "postgres://127.0.0.2:5432/shop"  # .ip stays the node address
+    assert local["app"].command == ["serve", "--db", "db.shop.oct:5432"]  # .host is the name
+    # A process still gets the node address and the published port.
+    worker_text = text.replace(
+        'command = "python3 worker.py"', 'command = "python3 worker.py {{ services.db.host }}"'
+    )
+    assert specs(worker_text)["worker"].command == ["python3", "worker.py", "127.0.0.2"]
