@@ -69,6 +69,7 @@ class Node:
             "address": s.address,
             "api_port": s.api_port,
             "raft_port": s.raft_port,
+            "dns_port": s.dns_port,
             "cpus": s.cpus,
             "memory": s.memory,
             "status": "ready",
@@ -163,6 +164,7 @@ class Node:
             address=self.settings.address,
             api_port=self.settings.api_port,
             raft_port=self.settings.raft_port,
+            dns_port=self.settings.dns_port,
             cpus=self.settings.cpus,
             memory=self.settings.memory,
         )

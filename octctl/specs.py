@@ -148,6 +148,10 @@ def instance_spec(
             "OCT_PROJECT": config.project.name,
             "OCT_SERVICE": service.name,
             "OCT_NODE": node["id"],
+            # The cluster's DNS, for programs that can be pointed at a resolver; the host's own
+            # resolver is left alone, so plain lookups of service names do not work here.
+            "OCT_DNS": f"{node['address']}:{node.get('dns_port', 53)}",
+            "OCT_DOMAIN": f"{config.project.name}.{rollout.domain}",
             "PYTHONUNBUFFERED": "1",  # so `oct` can show a Python service's last log lines
             **env,
         }

@@ -221,6 +221,7 @@ async def join(request: web.Request) -> web.Response:
         "address": body.address,
         "api_port": body.api_port,
         "raft_port": body.raft_port,
+        "dns_port": body.dns_port,
         "cpus": body.cpus,
         "memory": body.memory,
         "status": "joining",

@@ -52,6 +52,7 @@ class JoinRequest(BaseModel):
     address: str
     api_port: int = Field(ge=1, le=65535)
     raft_port: int = Field(ge=1, le=65535)
+    dns_port: int = Field(default=53, ge=1, le=65535)
     cpus: int = Field(gt=0)
     memory: int = Field(gt=0)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class NodeRecord(TypedDict):
@@ -21,6 +21,7 @@ class NodeRecord(TypedDict):
     address: str
     api_port: int
     raft_port: int
+    dns_port: NotRequired[int]  # absent in states written before nodes served DNS: then 53
     cpus: int
     memory: int
     status: str  # joining | ready | unreachable | retiring

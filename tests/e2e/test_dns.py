@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -45,6 +46,15 @@ def test_every_node_resolves_services_and_follows_changes(make_project) -> None:
         assert [str(rr.rdata) for rr in node.rr] == [services["store"]["address"]]
         missing = ask(server, "nothing.quickstart.oct")
         assert missing.header.rcode == RCODE.NXDOMAIN and missing.auth[0].rtype == QTYPE.SOA
+
+    # A process service is told where its node's DNS is, and can ask it for the others.
+    record = next((project.dir / ".oct").glob("nodes/*/processes/quickstart-web.json"))
+    environ = Path(f"/proc/{json.loads(record.read_text())['pid']}/environ").read_bytes().split(b"\0")
+    env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+    host, port = env["OCT_DNS"].split(":")
+    assert (host, int(port)) in servers and env["OCT_DOMAIN"] == "quickstart.oct"
+    answer = ask((host, int(port)), f"api.{env['OCT_DOMAIN']}")
+    assert [str(rr.rdata) for rr in answer.rr] == [services["api"]["address"]]
 
     # Remove web: every node stops answering for it once the change replicates.
     text = project.config.read_text()

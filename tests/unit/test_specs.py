@@ -86,6 +86,7 @@ def test_process_services_get_host_port_and_workdir() -> None:
     assert worker.workdir == "/src" and worker.ports == []
     assert worker.env["HOST"] == "127.0.0.2" and worker.env["PORT"] == "9000"
     assert worker.env["OCT_SERVICE"] == "worker" and worker.env["OCT_PROJECT"] == "shop"
+    assert worker.env["OCT_DNS"] == "127.0.0.2:53" and worker.env["OCT_DOMAIN"] == "shop.oct"
 
 
 def test_hash_changes_only_for_the_service_that_changed() -> None:
