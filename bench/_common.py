@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+from octctl.providers.local import octctl_pids
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = "oct-test/busybox:latest"
 BUILD_IMAGE_SCRIPT = REPO / "tests" / "images" / "build_busybox_image.sh"
@@ -145,22 +147,6 @@ def wait_all_http(urls: list[str], timeout: float, interval: float = 0.05) -> fl
 
 
 # -- oct projects ----------------------------------------------------------------------------------
-
-
-def octctl_pids(project_dir: Path) -> list[int]:
-    """pids of oct-ctl processes whose data dir is inside ``project_dir`` (same rule as the e2e harness)."""
-    found = []
-    needle = str(project_dir).encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"octctl" in arg for arg in cmdline) and any(needle in arg for arg in cmdline):
-            found.append(int(proc.name))
-    return sorted(found)
 
 
 def proc_status_mb(pid: int, *keys: str) -> dict[str, float] | None:

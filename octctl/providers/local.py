@@ -188,6 +188,26 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def octctl_pids(under: Path) -> list[int]:
+    """pids of ``oct-ctl`` processes whose data dir lies under ``under``, whatever their pid files say.
+
+    Found from ``/proc``, so strays whose pid file was lost are found too (tests and benchmarks
+    check with it that nothing is left behind).
+    """
+    needle = str(under).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"octctl" in argv and any(needle in arg for arg in argv):
+            found.append(int(proc.name))
+    return sorted(found)
+
+
 def node_pid(root: Path, node: str) -> int | None:
     try:
         return int((nodes_dir(root) / node / PID_FILE).read_text().strip())

@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from octctl.providers.local import octctl_pids
+
 REPO = Path(__file__).resolve().parents[2]
 OCT = [sys.executable, "-m", "octcli"]
 
@@ -61,21 +63,6 @@ class Project:
             lines = log.read_text(errors="replace").splitlines()[-30:]
             logs.append(f"--- {log.parent.name}\n" + "\n".join(lines))
         return "\n".join(logs)
-
-
-def octctl_pids(project_dir: Path) -> list[int]:
-    """pids of oct-ctl processes whose data dir is inside ``project_dir``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"octctl" in cmdline and any(str(project_dir).encode() in arg for arg in cmdline):
-            found.append(int(proc.name))
-    return found
 
 
 def kill_leftovers(project_dir: Path) -> None:
