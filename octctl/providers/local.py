@@ -81,13 +81,7 @@ def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = 
                 continue
             with contextlib.suppress(FileNotFoundError):
                 claim.unlink()  # its node folder is gone: a destroyed or deleted project
-        dns = local_dns_port()
-        if not (
-            _port_free(address, api_port)
-            and _port_free(address, raft_port)
-            and _port_free(address, dns)
-            and _port_free(address, dns, socket.SOCK_DGRAM)
-        ):
+        if not (_port_free(address, api_port) and _port_free(address, raft_port) and local_dns_port(address)):
             continue
         try:
             fd = os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -101,9 +95,17 @@ def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = 
     raise RuntimeError("no free 127.0.0.N address left for another local node")
 
 
-def local_dns_port() -> int:
-    """Port 53 where we may bind it (what resolv.conf and containers expect), else an unprivileged one."""
-    return 53 if os.geteuid() == 0 else 31853
+FALLBACK_DNS_PORT = 31853
+
+
+def local_dns_port(address: str) -> int | None:
+    """Port 53 where we may bind it (what resolvers expect), else an unprivileged one; None if neither
+    is free on ``address`` (say, a resolver of the machine holds 53 on every address)."""
+    candidates = (53, FALLBACK_DNS_PORT) if os.geteuid() == 0 else (FALLBACK_DNS_PORT,)
+    for port in candidates:
+        if _port_free(address, port) and _port_free(address, port, socket.SOCK_DGRAM):
+            return port
+    return None
 
 
 def local_node_settings(
@@ -117,7 +119,7 @@ def local_node_settings(
         cpus=cpus,
         memory=memory,
         join=join,
-        dns_port=local_dns_port(),
+        dns_port=local_dns_port(address) or FALLBACK_DNS_PORT,
         provider="local",
         provider_root=str(root),
     )
