@@ -134,6 +134,17 @@ class DnsServer:
         self.stats.answered += 1
         return reply
 
+    def answer_safely(self, request: DNSRecord) -> DNSRecord | None:
+        """:meth:`local_answer`, but a question it cannot handle gets SERVFAIL instead of an
+        exception in the transport's callback."""
+        try:
+            return self.local_answer(request)
+        except Exception:
+            log.debug("cannot answer %r", request.q, exc_info=True)
+            self.stats.malformed += 1
+            self.stats.servfail += 1
+            return DNSRecord(DNSHeader(id=request.header.id, qr=1, ra=1, rcode=RCODE.SERVFAIL))
+
     def failure(self, request: DNSRecord, rcode: int = RCODE.SERVFAIL) -> bytes:
         self.stats.servfail += 1
         reply = DNSRecord(DNSHeader(id=request.header.id, qr=1, ra=1, rd=request.header.rd, rcode=rcode))
@@ -185,7 +196,7 @@ class DnsServer:
                     request = self.parse(data)
                     if request is None:
                         break  # a stream we cannot follow: drop the connection
-                    reply = self.local_answer(request)
+                    reply = self.answer_safely(request)
                     if reply is not None:
                         response = bytes(reply.pack())
                         self.remember(data, True, response)
@@ -227,7 +238,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         request = server.parse(data)
         if request is None:
             return
-        reply = server.local_answer(request)
+        reply = server.answer_safely(request)
         if reply is not None:
             packed = server.fit_udp(request, reply)
             server.remember(data, False, packed)

@@ -26,7 +26,10 @@ DEFAULT_TTL = 5
 
 
 def _key(name: DNSLabel | str) -> str:
-    return str(DNSLabel(str(name))).lower().rstrip(".") + "."
+    """Lower-cased dotted name, straight from the wire labels (re-encoding them through IDNA
+    fails on labels a hostile packet can carry)."""
+    label = name if isinstance(name, DNSLabel) else DNSLabel(name)
+    return b".".join(label.label).decode("utf-8", "backslashreplace").lower() + "."
 
 
 @dataclass(frozen=True)

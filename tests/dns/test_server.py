@@ -157,3 +157,47 @@ async def test_repeated_questions_come_from_the_cache_until_the_zone_changes(ser
     zones["current"] = build_zone(moved)
     assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct")).rr] == ["127.0.0.2"]
     assert [str(rr.rdata) for rr in (await ask(server.port, "web.shop.oct", tcp=True)).rr] == ["127.0.0.2"]
+
+
+async def test_a_fuzzed_stream_of_queries_never_breaks_the_server(serve) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    from dnslib import EDNS0, DNSHeader, DNSQuestion
+
+    server = await serve(build_zone(state()))
+    loop = asyncio.get_running_loop()
+    crashes: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: crashes.append(context))
+    rng = random.Random(7)
+    names = [
+        "web.shop.oct",
+        "WEB.shop.oct",
+        "x.shop.oct",
+        "_web._tcp.shop.oct",
+        "shop.oct",
+        "a" * 63 + ".shop.oct",
+    ]
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        for i in range(2000):
+            header = DNSHeader(id=rng.randrange(65536), rd=rng.randrange(2))
+            query = DNSRecord(
+                header, q=DNSQuestion(rng.choice(names), rng.choice([1, 6, 12, 16, 28, 33, 255]))
+            )
+            if rng.random() < 0.3:
+                query.add_ar(EDNS0(udp_len=rng.choice([512, 1232, 4096, 65535])))
+            data = bytearray(query.pack())
+            if rng.random() < 0.3:  # flip a few bytes anywhere
+                for _ in range(rng.randrange(1, 4)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            await loop.sock_sendto(sock, bytes(data), ("127.0.0.1", server.port))
+            if i % 50 == 0:
+                await asyncio.sleep(0.005)
+    finally:
+        sock.close()
+    reply = await ask(server.port, "web.shop.oct")
+    assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.3"]
+    assert server.stats.queries + server.stats.malformed >= 1900  # nearly all arrived, each accounted for
+    assert crashes == [], "a query raised inside the server's callbacks"
