@@ -198,7 +198,12 @@ class Reconciler:
             secrets=self.secrets,
         )
         for _ in range(missing):
-            node = await asyncio.to_thread(self.provider.provision, request)
+            try:
+                node = await asyncio.to_thread(self.provider.provision, request)
+            except Exception as e:  # the provider's failure is the deployment's, in words the user sees
+                log.error("cannot start another node: %s", e)
+                await self._fail(view, None, f"cannot start another node: {e}", [])
+                return
             log.info("provisioned node %s towards %d nodes", node, wanted)
             await self.raft.execute(command("provisioning", node=node, at=now))
 

@@ -249,3 +249,20 @@ def test_destroy_removes_everything_then_retires_the_followers(parts) -> None:  
     assert sorted(raft.removed_members) == ["127.0.0.3:31889", "127.0.0.4:31889"]
     assert list(raft.state["nodes"]) == ["node-2"]
     assert raft.state["deployment"]["state"] == "destroyed"  # type: ignore[index]
+
+
+def test_a_provider_that_cannot_start_nodes_fails_the_deployment(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, _, provider = parts
+
+    def broken(request: NodeRequest) -> str:
+        raise RuntimeError("no free 127.0.0.N address left for another local node")
+
+    provider.provision = broken  # type: ignore[method-assign]
+    deploy(raft, project(service("a"), nodes=4))
+    ticks(reconciler, 1)
+    deployment = raft.state["deployment"]
+    assert deployment is not None and deployment["state"] == "failed"
+    assert (
+        deployment["error"]
+        == "cannot start another node: no free 127.0.0.N address left for another local node"
+    )
