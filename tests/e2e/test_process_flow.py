@@ -137,3 +137,24 @@ def test_a_killed_node_comes_back_with_its_services(make_project) -> None:  # ty
         time.sleep(0.3)
     assert len(nodes) == 3
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
+
+
+def test_destroy_after_every_node_crashed_still_removes_everything(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    children = [
+        json.loads(p.read_text())["pid"] for p in (project.dir / ".oct").glob("nodes/*/processes/*.json")
+    ]
+    assert len(children) == 3 and all(alive(pid) for pid in children)
+    for pid in octctl_pids(project.dir):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while octctl_pids(project.dir):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    assert project.oct("status", check=False).returncode == 3  # nobody answers
+    project.oct("destroy")
+    assert octctl_pids(project.dir) == []
+    assert not any(alive(pid) for pid in children), "services of crashed nodes must not outlive destroy"
+    assert not (project.dir / ".oct").exists() and not (project.dir / "state.json").exists()
