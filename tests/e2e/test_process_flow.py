@@ -158,3 +158,34 @@ def test_destroy_after_every_node_crashed_still_removes_everything(make_project)
     assert octctl_pids(project.dir) == []
     assert not any(alive(pid) for pid in children), "services of crashed nodes must not outlive destroy"
     assert not (project.dir / ".oct").exists() and not (project.dir / "state.json").exists()
+
+
+def test_the_cluster_state_survives_every_node_being_killed(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    before = project.status()
+    for pid in octctl_pids(project.dir):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while octctl_pids(project.dir):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    # The same file again: the nodes restart from their Raft journals and find the deployment they
+    # had acknowledged, so nothing is redeployed from scratch and every service runs where it was.
+    project.oct("deploy")
+    deadline = time.monotonic() + 60
+    while True:
+        after = project.status()
+        if all(s["state"] == "running" for s in after["services"]):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"services: {after['services']}\n{project.node_logs()}")
+        time.sleep(0.3)
+    assert after["cluster"] == before["cluster"]
+    assert after["deployment"]["id"] == before["deployment"]["id"]
+    assert {s["name"]: s["node"] for s in after["services"]} == {
+        s["name"]: s["node"] for s in before["services"]
+    }
+    assert {n["id"] for n in after["nodes"]} == {n["id"] for n in before["nodes"]}
+    assert "Hello from oct" in http_get(services_by_name(after)["web"]["endpoint"])
