@@ -167,6 +167,9 @@ class Node:
             dns_port=self.settings.dns_port,
             cpus=self.settings.cpus,
             memory=self.settings.memory,
+            proof=self.secrets.raft_proof(
+                self.settings.cluster, self.settings.node, self.settings.address, self.settings.raft_port
+            ),
         )
         while not self.stopping.is_set():
             if self._restarted and not self.raft.sync.isReady():
@@ -187,10 +190,15 @@ class Node:
                         return
                 else:
                     for address in self.settings.join:
-                        with contextlib.suppress(PeerError):
+                        try:
                             await self.peers.join(address, request)
-                            log.info("joined cluster %s through %s", self.settings.cluster, address)
-                            return
+                        except PeerError as e:
+                            if e.status == 403:
+                                log.error("cannot join cluster %s: %s", self.settings.cluster, e)
+                                await asyncio.sleep(10)  # a wrong secret will not fix itself soon
+                            continue
+                        log.info("joined cluster %s through %s", self.settings.cluster, address)
+                        return
             except Exception as e:
                 log.info("registration not done yet: %s", e)
             await asyncio.sleep(0.5)

@@ -7,6 +7,8 @@ and the Raft password, which must never appear on a command line or in a log).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets as _secrets
@@ -58,6 +60,14 @@ class Secrets(BaseModel):
     @classmethod
     def mint(cls) -> Secrets:
         return cls(token=_secrets.token_urlsafe(32), raft_password=_secrets.token_urlsafe(32))
+
+    def raft_proof(self, *facts: object) -> str:
+        """HMAC of ``facts`` keyed by the Raft password: a joining node proves it holds the same
+        password before the leader makes it a member. Adding a node that cannot speak (encrypted)
+        Raft would leave a member that never answers, and a cluster of one could then commit nothing.
+        """
+        message = "\x00".join(str(f) for f in facts).encode()
+        return hmac.new(self.raft_password.encode(), message, hashlib.sha256).hexdigest()
 
 
 def write_private(path: Path, text: str) -> None:

@@ -11,7 +11,11 @@ from octctl.runtime.base import InstanceSpec, InstanceStatus
 
 
 class PeerError(Exception):
-    """A peer did not answer, or answered with an error."""
+    """A peer did not answer (``status`` None), or answered with an error status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PeerClient:
@@ -37,7 +41,7 @@ class PeerClient:
                 data = await resp.json(content_type=None)
                 if resp.status >= 400:
                     reason = data.get("error") if isinstance(data, dict) else None
-                    raise PeerError(f"{method} {url}: {resp.status} {reason or ''}".strip())
+                    raise PeerError(f"{method} {url}: {resp.status} {reason or ''}".strip(), resp.status)
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise PeerError(f"{method} {url}: {type(e).__name__} {e}".strip()) from e

@@ -211,6 +211,16 @@ async def members(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.Response:
     node = node_of(request)
     body = await read_model(request, JoinRequest)
+    expected = node.secrets.raft_proof(node.settings.cluster, body.node, body.address, body.raft_port)
+    if not hmac.compare_digest(body.proof, expected):
+        log.warning(
+            "refused node %s at %s: it does not hold this cluster's Raft secret", body.node, body.address
+        )
+        return error(
+            403,
+            f"node {body.node} does not hold the Raft secret of cluster {node.settings.cluster} "
+            "(or belongs to another cluster); check its secrets.json",
+        )
     raft_address = f"{body.address}:{body.raft_port}"
     if raft_address not in node.raft.members():
         await node.raft.add_member(raft_address)

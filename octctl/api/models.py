@@ -53,6 +53,7 @@ class JoinRequest(BaseModel):
     api_port: int = Field(ge=1, le=65535)
     raft_port: int = Field(ge=1, le=65535)
     dns_port: int = Field(default=53, ge=1, le=65535)
+    proof: str = Field(default="", description="Secrets.raft_proof(cluster, node, address, raft_port)")
     cpus: int = Field(gt=0)
     memory: int = Field(gt=0)
 

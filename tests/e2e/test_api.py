@@ -210,3 +210,32 @@ def test_agents_refuse_commands_from_a_deposed_leader(cluster: Cluster) -> None:
     assert c.get("/v1/agent/instances?project=fence").json()["instances"][0]["service"] == "x"
     assert c.delete("/v1/agent/instances/x?project=fence", headers={"X-Oct-Term": "1000"}).status_code == 200
     assert c.get("/v1/agent/instances?project=fence").json()["instances"] == []
+
+
+def test_a_node_with_the_wrong_raft_secret_never_joins_and_says_why(cluster: Cluster) -> None:
+    stranger = Secrets(token=cluster.secrets.token, raft_password="not-the-cluster-password")
+    address = free_address(cluster.root)
+    settings = NodeSettings(
+        node=node_name(address),
+        cluster="c-apitest",
+        address=address,
+        cpus=1000,
+        memory=1024,
+        join=[cluster.settings.api_address],
+        provider_root=str(cluster.root),
+    )
+    start_node(cluster.root, settings, stranger)
+    log = nodes_dir(cluster.root) / settings.node / "oct-ctl.log"
+    try:
+        deadline = time.monotonic() + 30
+        while "cannot join cluster c-apitest" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            time.sleep(0.1)
+        assert "does not hold the Raft secret" in log.read_text()
+        assert cluster.client.get("/v1/cluster/members").json()["members"] == [cluster.settings.raft_address]
+        assert [n["id"] for n in cluster.client.get("/v1/status").json()["nodes"]] == [cluster.settings.node]
+        assert "refused node" in cluster.log()
+        # The cluster still commits writes: it was never made to wait for the stranger.
+        assert cluster.client.post("/v1/destroy").status_code == 202
+    finally:
+        stop_node(cluster.root, settings.node)
