@@ -139,6 +139,16 @@ def test_a_killed_node_comes_back_with_its_services(make_project) -> None:  # ty
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
 
 
+def kill_every_node(project: Project) -> None:
+    """kill -9 every oct-ctl of the project, as a power cut would, and wait until they are gone."""
+    for pid in octctl_pids(project.dir):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while octctl_pids(project.dir):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_destroy_after_every_node_crashed_still_removes_everything(make_project) -> None:  # type: ignore[no-untyped-def]
     project = make_project("examples/quickstart")
     project.oct("deploy")
@@ -146,12 +156,7 @@ def test_destroy_after_every_node_crashed_still_removes_everything(make_project)
         json.loads(p.read_text())["pid"] for p in (project.dir / ".oct").glob("nodes/*/processes/*.json")
     ]
     assert len(children) == 3 and all(alive(pid) for pid in children)
-    for pid in octctl_pids(project.dir):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while octctl_pids(project.dir):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    kill_every_node(project)
 
     assert project.oct("status", check=False).returncode == 3  # nobody answers
     project.oct("destroy")
@@ -164,12 +169,7 @@ def test_the_cluster_state_survives_every_node_being_killed(make_project) -> Non
     project = make_project("examples/quickstart")
     project.oct("deploy")
     before = project.status()
-    for pid in octctl_pids(project.dir):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while octctl_pids(project.dir):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    kill_every_node(project)
 
     # The same file again: the nodes restart from their Raft journals and find the deployment they
     # had acknowledged, so it is not a new deployment, and every service runs again.
