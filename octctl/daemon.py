@@ -14,6 +14,7 @@ from pathlib import Path
 
 import uvloop
 from aiohttp import web
+from pydantic import ValidationError
 
 from octctl import __version__
 from octctl.node_settings import read_node_files
@@ -93,3 +94,9 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(serve(args.data_dir))
     except FileNotFoundError as e:
         sys.exit(f"oct-ctl: {e}")
+    except ValidationError as e:
+        # Field paths and reasons only: the input may be secrets.json, whose values must not be printed.
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        sys.exit(f"oct-ctl: invalid {e.title} file in {args.data_dir}: {problems}")
+    except ValueError as e:  # not JSON at all (json.JSONDecodeError)
+        sys.exit(f"oct-ctl: cannot read the node files in {args.data_dir}: {e}")
