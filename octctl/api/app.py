@@ -29,7 +29,10 @@ from octctl.api.models import (
     ErrorBody,
     Health,
     JoinRequest,
+    KvEntryView,
+    KvPut,
     MembersResponse,
+    ReplicaView,
 )
 from octctl.api.views import leader_id, status_view
 from octctl.config import ConfigError, parse_config_data
@@ -37,6 +40,7 @@ from octctl.fencing import StaleTerm
 from octctl.node import Node
 from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
+from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import NodeRecord, command
 
@@ -260,6 +264,71 @@ async def service_logs(request: web.Request) -> web.Response:
     return web.json_response({"lines": lines})
 
 
+# -- key-value store ------------------------------------------------------------------------------
+def kv_key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if not KEY_PATTERN.match(key):
+        raise web.HTTPBadRequest(reason="a key is 1-256 characters of letters, digits and _ . - /")
+    return key
+
+
+@leader_only
+async def kv_put(request: web.Request) -> web.Response:
+    key = kv_key(request)
+    body = await read_model(request, KvPut)
+    result = await node_of(request).raft.execute(kv_command("kv_put", key=key, value=body.value))
+    return ok(KvEntryView.model_validate(result))
+
+
+@leader_only
+async def kv_delete(request: web.Request) -> web.Response:
+    key = kv_key(request)
+    result = await node_of(request).raft.execute(kv_command("kv_delete", key=key))
+    return web.json_response(result, status=200 if result["deleted"] else 404)
+
+
+async def kv_get(request: web.Request) -> web.StreamResponse:
+    """Linearizable by default (the leader answers after a commit barrier); ``?stale=true`` lets
+    any node answer at once from its replica, which may lag the leader by a few milliseconds."""
+    key = kv_key(request)
+    node = node_of(request)
+    stale = request.query.get("stale", "").lower() in ("1", "true", "yes")
+    if not stale:
+        return await _kv_get_linearizable(request)
+    return _kv_answer(node, key, stale=True)
+
+
+@leader_only
+async def _kv_get_linearizable(request: web.Request) -> web.Response:
+    node = node_of(request)
+    await node.raft.barrier()
+    return _kv_answer(node, kv_key(request), stale=False)
+
+
+def _kv_answer(node: Node, key: str, stale: bool) -> web.Response:
+    entry = node.raft.machine.kv_get(key)
+    if entry is None:
+        return error(404, f"no key {key!r}")
+    return ok(KvEntryView(key=key, value=entry["value"], revision=entry["revision"], stale=stale))
+
+
+async def replica(request: web.Request) -> web.Response:
+    node = node_of(request)
+    raft = node.raft
+    return ok(
+        ReplicaView(
+            node=node.settings.node,
+            term=raft.term(),
+            leader=leader_id(raft.view(), raft.leader_address()),
+            is_leader=raft.is_leader(),
+            version=raft.machine.version,
+            commit_index=raft.commit_index(),
+            kv_revision=raft.machine.kv_revision(),
+            state_hash=raft.machine.state_hash(),
+        )
+    )
+
+
 # -- agent routes (called by the leader) --------------------------------------------------------
 def _int_query(request: web.Request, key: str, default: int) -> int:
     try:
@@ -326,6 +395,10 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post("/v1/destroy", destroy)
     app.router.add_get("/v1/cluster/members", members)
     app.router.add_post("/v1/cluster/join", join)
+    app.router.add_get("/v1/cluster/replica", replica)
+    app.router.add_get("/v1/kv/{key:.+}", kv_get)
+    app.router.add_put("/v1/kv/{key:.+}", kv_put)
+    app.router.add_delete("/v1/kv/{key:.+}", kv_delete)
     app.router.add_get("/v1/services/{service}/logs", service_logs)
     app.router.add_get("/v1/agent/instances", agent_instances)
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)

@@ -108,3 +108,30 @@ class StatusResponse(BaseModel):
     deployment: DeploymentView | None
     nodes: list[NodeView]
     services: list[ServiceView]
+
+
+class KvPut(BaseModel):
+    value: str = Field(max_length=64 * 1024)
+
+
+class KvEntryView(BaseModel):
+    """``revision`` is the store's revision at this key's last write (a total order over writes).
+    ``stale`` is true when a follower answered from its own replica (``?stale=true``)."""
+
+    key: str
+    value: str
+    revision: int
+    stale: bool = False
+
+
+class ReplicaView(BaseModel):
+    """One node's own replica, unforwarded: what tests and operators compare across nodes."""
+
+    node: str
+    term: int
+    leader: str | None
+    is_leader: bool
+    version: int
+    commit_index: int
+    kv_revision: int
+    state_hash: str
