@@ -25,7 +25,7 @@ from octctl.providers.base import NodeRequest, Provider
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.scheduler import NodeCapacity, nodes_needed, place
 from octctl.specs import Rollout, demand, instance_specs
-from octctl.state.machine import RaftNode
+from octctl.state.machine import NotLeader, RaftNode, RaftUnavailable
 from octctl.state.model import ClusterState, NodeRecord, command
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,17 @@ class Reconciler:
 
     # -- one tick ------------------------------------------------------------------------------
     async def tick(self) -> bool:
-        """One pass; True when it changed something and another pass should follow at once."""
+        """One pass; True when it changed something and another pass should follow at once.
+
+        It starts with a commit barrier: decisions are taken on a state that includes every write
+        acknowledged so far, by a node that a majority still follows. A leader cut off from the
+        majority fails the barrier and stops acting (commands to nodes, provider calls) right there.
+        """
+        try:
+            await self.raft.barrier()
+        except (NotLeader, RaftUnavailable) as e:
+            log.info("not reconciling: %s", e)
+            return False
         view = self.raft.view()
         observed = await self._observe(view)
         view = self.raft.view()

@@ -26,6 +26,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 
 from octctl.state.kv import KvEntry, KvState, apply_kv, empty_kv
 from octctl.state.model import ClusterState, apply_command, empty_state, snapshot
+from octctl.state.raft_files import DUMP, JOURNAL, check_raft_files
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class RaftNode:
         password: str,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        check_raft_files(data_dir)  # refuse damaged files loudly instead of hanging on them
         self.machine = StateMachine()
         self.loop = loop
         self.self_address = self_address
@@ -168,8 +170,8 @@ class RaftNode:
         conf = SyncObjConf(
             appendEntriesUseBatch=False,  # commit per write: ~0.3 ms instead of ~100 ms (pysyncobj-notes)
             dynamicMembershipChange=True,
-            journalFile=str(data_dir / "raft.journal"),
-            fullDumpFile=str(data_dir / "raft.dump"),
+            journalFile=str(data_dir / JOURNAL),
+            fullDumpFile=str(data_dir / DUMP),
             password=password,
             bindAddress=self_address,  # never 0.0.0.0: the Raft port is for cluster members only
             useFork=False,

@@ -16,6 +16,7 @@ from octctl.peers import PeerError
 from octctl.providers.base import NodeRequest, Provider
 from octctl.reconciler import UNREACHABLE_AFTER, Reconciler
 from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.state.machine import RaftUnavailable
 from octctl.state.model import ClusterState, NodeRecord, apply_command, command, empty_state, snapshot
 
 
@@ -25,6 +26,8 @@ class FakeRaft:
     def __init__(self) -> None:
         self.state = empty_state()
         self.removed_members: list[str] = []
+        self.barriers = 0
+        self.cut_off = False  # a leader that lost its majority: barriers fail
 
     def view(self) -> ClusterState:
         return snapshot(self.state)
@@ -46,6 +49,11 @@ class FakeRaft:
 
     async def remove_member(self, address: str, timeout: float = 15.0) -> None:
         self.removed_members.append(address)
+
+    async def barrier(self, timeout: float = 2.0) -> None:
+        self.barriers += 1
+        if self.cut_off:
+            raise RaftUnavailable("raft did not commit within 2s (no quorum?)")
 
 
 class FakeAgents:
@@ -266,3 +274,15 @@ def test_a_provider_that_cannot_start_nodes_fails_the_deployment(parts) -> None:
         deployment["error"]
         == "cannot start another node: no free 127.0.0.N address left for another local node"
     )
+
+
+def test_a_leader_cut_off_from_the_majority_acts_on_nothing(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    raft.cut_off = True
+    deploy(raft, project(service("a"), nodes=5))
+    assert ticks(reconciler, 3) == [False, False, False]
+    assert agents.calls == [] and provider.provisioned == []
+    assert raft.state["placements"] == {}
+    raft.cut_off = False
+    ticks(reconciler, 3)
+    assert len(provider.provisioned) == 2 and raft.barriers == 6  # healed: it grows the fleet again
