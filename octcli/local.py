@@ -9,11 +9,9 @@ teardown work from the files, not from whatever process happens to be running.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets as _secrets
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +22,8 @@ from octcli.client import OctClient
 from octcli.errors import OctError, Timeout
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
+from octctl.providers.leftovers import CleanupError, kill_process_instances
+from octctl.providers.leftovers import remove_containers as _remove_containers
 from octctl.providers.local import (
     LOG_FILE,
     free_address,
@@ -35,7 +35,6 @@ from octctl.providers.local import (
     start_node,
     stop_pid,
 )
-from octctl.runtime.base import LABEL_CLUSTER, LABEL_MANAGED, LABEL_PROJECT
 
 if TYPE_CHECKING:
     from octctl.config import Config
@@ -290,119 +289,8 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
 
 
 def remove_containers(project: str, *, cluster: str | None = None, on_phase: Phase | None = None) -> None:
-    """Force-remove the project's docker containers and networks, if this machine has a Docker engine.
-
-    No engine is normal (the process runtime needs none), so failing to reach one is not an error.
-    With ``cluster`` known, only that cluster's containers go: another checkout of a project with
-    the same name on this engine is left alone.
-    """
+    """The project's containers and networks (only ``cluster``'s when given), as an OctError on failure."""
     try:
-        import docker  # the SDK is heavy and optional at run time
-
-        engine = docker.from_env(timeout=10)
-        engine.ping()
-    except Exception:
-        return
-    labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_MANAGED}=true"]
-    if cluster:
-        labels.append(f"{LABEL_CLUSTER}={cluster}")
-    try:
-        containers = engine.containers.list(all=True, filters={"label": labels})
-        if containers and on_phase is not None:
-            on_phase(f"removing {len(containers)} container(s)")
-        for container in containers:
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
-        for network in engine.networks.list(filters={"label": labels}):
-            with contextlib.suppress(docker.errors.APIError):
-                network.remove()
-    except docker.errors.DockerException as e:
-        raise OctError(f"could not remove the containers of project {project}: {e}") from None
-    finally:
-        engine.close()
-
-
-def process_records(root: Path) -> list[tuple[int, int | None]]:
-    """``(pid, start_time)`` of process-runtime instances, from the records under ``nodes/*/processes``.
-
-    ``start_time`` (clock ticks since boot, /proc stat field 22) is what the process runtime stores
-    to tell its child from an unrelated process that got the same pid after a reboot.
-    """
-    found: list[tuple[int, int | None]] = []
-    for path in sorted(nodes_dir(root).glob("*/processes/*.json")):
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            data = json.loads(path.read_text())
-            pid = int(data["pid"])
-            start_time = data.get("start_time")
-            if pid > 1:
-                found.append((pid, int(start_time) if start_time is not None else None))
-    return found
-
-
-def kill_process_instances(root: Path, *, on_phase: Phase | None = None, grace: float = 5.0) -> None:
-    """SIGTERM the process group of each recorded instance, then SIGKILL what is left after ``grace``.
-
-    Instances run in their own session, so the group takes their helpers down too. A pid is only
-    signalled while it is provably the recorded child (same start time, or, without one, a group
-    leader): killing the group of a recycled pid would hit someone else's programs.
-    """
-    groups = sorted({pid for pid, start_time in process_records(root) if _is_instance(pid, start_time)})
-    if not groups:
-        return
-    if on_phase is not None:
-        on_phase(f"stopping {len(groups)} process instance(s)")
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
-        time.sleep(0.05)
-    for pgid in groups:
-        if _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
-
-
-def _proc_start_time(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-        return int(raw[raw.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _is_instance(pid: int, start_time: int | None) -> bool:
-    try:
-        if not pid_alive(pid) or os.getpgid(pid) != pid:
-            return False
-    except ProcessLookupError:
-        return False
-    if start_time is None or not Path("/proc/self/stat").exists():
-        return True
-    return _proc_start_time(pid) == start_time
-
-
-def _group_alive(pgid: int) -> bool:
-    if Path("/proc").exists():
-        return _group_has_members(pgid)  # killpg(0) would also count zombies nobody reaps
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _group_has_members(pgid: int) -> bool:
-    """True if any live process still belongs to the group (its leader may already be gone)."""
-    proc = Path("/proc")
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+        _remove_containers(project, cluster=cluster, on_phase=on_phase)
+    except CleanupError as e:
+        raise OctError(str(e)) from None

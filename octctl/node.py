@@ -41,7 +41,7 @@ def _host_port(address: str, default: int = 53) -> tuple[str, int]:
 
 def make_provider(settings: NodeSettings) -> Provider | None:
     if settings.provider == "local" and settings.provider_root:
-        return LocalProvider(Path(settings.provider_root))
+        return LocalProvider(Path(settings.provider_root), settings.cluster)
     return None
 
 

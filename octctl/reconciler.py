@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.config import Config
+from octctl.config.models import ClusterSettings
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import NodeRequest, Provider
@@ -106,6 +107,8 @@ class Reconciler:
         observed = await self._observe(view)
         view = self.raft.view()
         config = Config.model_validate(view["project"]) if view["project"] else None
+        if await self._replace_dead(view, config):
+            view = self.raft.view()
         deployment = view["deployment"]
 
         placements = await self._schedule(view, config)
@@ -154,6 +157,27 @@ class Reconciler:
             if view["instances"].get(node["id"]) != seen:
                 await self.raft.execute(command("observe", node=node["id"], instances=seen))
         return observed
+
+    async def _replace_dead(self, view: ClusterState, config: Config | None) -> bool:
+        """Take nodes unreachable for too long out of the cluster, one at a time.
+
+        A dead voter still counts towards the majority, so every further failure brings the cluster
+        closer to losing quorum; removing it (the survivors are a majority of the old and the new
+        membership, so the change commits) restores the margin, and the fleet step then asks the
+        provider for a replacement. A node that comes back after this has been retired for good.
+        """
+        after = (config.project.cluster if config else ClusterSettings()).replace_dead_after
+        now = time.time()
+        for node in view["nodes"].values():
+            if node["id"] == self.settings.node or node["status"] != "unreachable":
+                continue
+            silent = now - (node["last_seen"] or node["joined_at"])
+            if silent < after:
+                continue
+            log.warning("node %s unreachable for %.0fs (limit %ds): replacing it", node["id"], silent, after)
+            await self.retire(node)
+            return True
+        return False
 
     async def _schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
         """Place services; grow the fleet to the minimum first so a deploy spreads over it."""

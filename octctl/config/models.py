@@ -59,9 +59,28 @@ class LocalProvider(_Model):
 
 
 class AwsProvider(_Model):
-    """The reference's only target; its region was hard-coded to us-west-2, now it is the default."""
+    """The reference's only target; its region was hard-coded to us-west-2, now it is the default.
+
+    Every key has a default, so an empty ``[project.provider.aws]`` (or no provider table at all)
+    picks the cheapest instance type that fits and opens the API to the deploying machine only.
+    Instance types and the sizes they offer are in ``octctl/providers/aws/pricing.py``;
+    ``validate.py`` checks the values against it.
+    """
 
     region: str = "us-west-2"
+    instance_type: str | None = Field(
+        default=None, description="pin every node to this type instead of the cheapest that fits"
+    )
+    arch: Literal["any", "x86_64", "arm64"] = Field(
+        default="any", description="x86_64 for images built for amd64 only; arm64 types are cheaper"
+    )
+    min_nodes: int = Field(default=1, ge=1)
+    max_nodes: int = Field(default=10, ge=1, description="the leader never starts more, whatever the load")
+    api_allowed_cidrs: list[str] | None = Field(
+        default=None, description="who may reach the API port; None = the deploying machine's address"
+    )
+    reserve_cpus: int = Field(default=0, ge=0, description="millicores per node kept from services")
+    reserve_memory: int = Field(default=0, ge=0, description="MB per node kept from services")
 
 
 class Provider(_Model):
@@ -108,6 +127,17 @@ class Service(_Model):
         return shlex.split(self.command)
 
 
+class ClusterSettings(_Model):
+    """``[project.cluster]``: how the control plane looks after itself (Nomad's autopilot, in small)."""
+
+    replace_dead_after: int = Field(
+        default=120,
+        ge=5,
+        description="seconds a node may stay unreachable before the leader removes it from the "
+        "cluster and asks the provider for a replacement",
+    )
+
+
 class Project(_Model):
     """``[project]``; ``user_state_backend`` is optional: the reference requires it but never uses it."""
 
@@ -116,6 +146,7 @@ class Project(_Model):
     state_backend: StateBackend
     user_state_backend: StateBackend | None = None
     provider: Provider | None = None
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     services: list[Service]
 
     @property

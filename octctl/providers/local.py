@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -27,6 +28,8 @@ FIRST_HOST = 2  # 127.0.0.1 is left to whatever else the machine runs
 LAST_HOST = 254
 PID_FILE = "oct-ctl.pid"
 LOG_FILE = "oct-ctl.log"
+
+log = logging.getLogger(__name__)
 
 
 def nodes_dir(root: Path) -> Path:
@@ -230,8 +233,9 @@ def local_nodes(root: Path) -> list[str]:
 
 
 class LocalProvider(Provider):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cluster: str | None = None) -> None:
         self.root = root
+        self.cluster = cluster
 
     def provision(self, request: NodeRequest) -> str:
         address = free_address(self.root)
@@ -242,5 +246,15 @@ class LocalProvider(Provider):
         return settings.node
 
     def retire(self, node: str) -> None:
+        """Also what a dead node left running: on a real machine those die with the VM, here they
+        would linger, hold their ports and keep serving stale answers."""
+        from octctl.providers.leftovers import CleanupError, kill_process_instances, remove_containers
+
         stop_node(self.root, node)
+        kill_process_instances(nodes_dir(self.root) / node)
+        if self.cluster is not None:
+            try:
+                remove_containers(cluster=self.cluster, node=node)
+            except CleanupError as e:
+                log.warning("retiring %s: %s", node, e)
         shutil.rmtree(nodes_dir(self.root) / node, ignore_errors=True)

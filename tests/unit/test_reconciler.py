@@ -286,3 +286,23 @@ def test_a_leader_cut_off_from_the_majority_acts_on_nothing(parts) -> None:  # t
     raft.cut_off = False
     ticks(reconciler, 3)
     assert len(provider.provisioned) == 2 and raft.barriers == 6  # healed: it grows the fleet again
+
+
+def test_a_node_dead_for_too_long_is_removed_and_replaced(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    spec = project(service("a"), service("b"))
+    spec["project"]["cluster"] = {"replace_dead_after": 30}
+    deploy(raft, spec)
+    ticks(reconciler, 3)
+    victim = next(n for n in ("node-3", "node-4") if n in raft.state["placements"].values())
+    agents.down.add(f"{raft.state['nodes'][victim]['address']}:31888")
+    ticks(reconciler, UNREACHABLE_AFTER + 1)
+    assert raft.state["nodes"][victim]["status"] == "unreachable"
+    assert victim in raft.state["nodes"] and provider.retired == [], "not dead for long enough yet"
+
+    raft.state["nodes"][victim]["last_seen"] = 1.0  # silent since long ago
+    ticks(reconciler, 2)
+    assert victim not in raft.state["nodes"] and provider.retired == [victim]
+    assert raft.removed_members == [f"{node(int(victim[-1]))['address']}:31889"]
+    assert len(provider.provisioned) == 1, "the fleet grows back to its minimum of 3"
+    assert victim not in raft.state["placements"].values()
