@@ -17,15 +17,17 @@ import octctl.config as octconfig
 from octcli import state
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable, Unsupported
+from octcli.images import build_images
 from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
-from octcli.state import ClusterRecord, state_lock
+from octcli.state import ClusterRecord, StateStore
 from octctl.api.models import DeploymentView, StatusResponse
 from octctl.providers.local import local_nodes
 
 if TYPE_CHECKING:
+    from octcli.plan import DeployPlan
     from octctl.config import Config
 
-__all__ = ["config_file", "deploy", "destroy", "logs", "status", "validate"]
+__all__ = ["config_file", "deploy", "destroy", "logs", "plan", "status", "unlock", "validate"]
 
 ProgressCallback = Callable[[StatusResponse], None]
 MessageCallback = Callable[[str], None]
@@ -67,8 +69,34 @@ def validate(path: PathLike = "oct.toml") -> Config:
     return _load(path)[1]
 
 
-def _state_file(file: Path, config: Config) -> Path:
-    return state.state_path(file, config.project.state_backend)
+def plan(path: PathLike = "oct.toml") -> DeployPlan:
+    """What ``deploy`` would create and what it would cost; offline: no cluster, no AWS call.
+
+    Only a local state file is read: an S3 record would need credentials, and a plan must not.
+    """
+    from octcli import plan as planning
+
+    file, config = _load(path)
+    existing = None
+    state_read = config.project.state_backend.local is not None
+    if state_read:
+        store = _store(file, config)
+        record = store.load()
+        if record is not None:
+            existing = planning.ExistingCluster(
+                cluster=record.cluster,
+                provider=record.provider,
+                nodes=len(record.nodes),
+                state_file=store.where,
+            )
+    try:
+        return planning.build(config, existing, state_read=state_read)
+    except ValueError as e:  # no instance type or fleet fits (pricing.NoInstanceTypeFits)
+        raise InvalidConfig(f"{file}: {e}") from None
+
+
+def _store(file: Path, config: Config) -> StateStore:
+    return state.open_store(file, config.project.state_backend)
 
 
 def deploy(
@@ -88,19 +116,12 @@ def deploy(
     file, config = _load(path)
     if config.project.provider_kind != "local":
         raise Unsupported(AWS_UNSUPPORTED)
-    unbuilt = [s.name for s in config.project.services if s.runtime == "docker" and not s.image]
-    if unbuilt:
-        raise Unsupported(
-            f"building images from dockerfile_path is not supported yet ({', '.join(unbuilt)}); "
-            "build the image yourself and set image"
-        )
-    state_file = _state_file(file, config)
-    with state_lock(state_file):
-
-        def save(record: ClusterRecord) -> None:
-            state.save(state_file, record)
-
-        record = ensure_cluster(config, file, state.load(state_file), on_phase=say, save=save)
+    # Before anything starts: a broken Dockerfile must leave the cluster as it was.
+    config = build_images(config, file.resolve().parent, on_phase=say)
+    store = _store(file, config)
+    with store.lock():
+        save = store.save
+        record = ensure_cluster(config, file, store.load(), on_phase=say, save=save)
         save(record)
         with OctClient(record.nodes, record.token) as client:
             say(f"submitting the deployment to cluster {record.cluster}")
@@ -184,11 +205,11 @@ def _failure(deployment: DeploymentView) -> str:
 
 def _existing_record(path: PathLike) -> ClusterRecord:
     file, config = _load(path, strict=False)
-    state_file = _state_file(file, config)
-    record = state.load(state_file) or adopt(local_root(file), config.project.name)
+    store = _store(file, config)
+    record = store.load() or adopt(local_root(file), config.project.name)
     if record is None:
         raise Unreachable(
-            f"project {config.project.name} has no cluster yet (no state at {state_file}); run `oct deploy`"
+            f"project {config.project.name} has no cluster yet (no state at {store.where}); run `oct deploy`"
         )
     return record
 
@@ -232,21 +253,30 @@ def destroy(
     warn = on_warning or _quiet
     file, config = _load(path, strict=False)
     project = config.project.name
-    state_file = _state_file(file, config)
-    record = state.load(state_file)
+    store = _store(file, config)
+    record = store.load()
     root = Path(record.root) if record is not None else local_root(file)
     if record is None and not local_nodes(root):
         remove_containers(project, on_phase=say)  # strays of a .oct deleted by hand; no-op without Docker
         return
-    with state_lock(state_file):
-        record = state.load(state_file) or adopt(root, project)
+    with store.lock():
+        record = store.load() or adopt(root, project)
         if record is not None:
             root = Path(record.root)
             _destroy_through_cluster(record, timeout, say, warn)
         teardown(root, project, cluster=record.cluster if record else None, on_phase=say)
         if record is not None and record.project != project:
             remove_containers(record.project, on_phase=say)
-        state.remove(state_file)
+        store.remove()
+
+
+def unlock(path: PathLike = "oct.toml") -> str | None:
+    """Remove the lock an oct command that died left behind; returns what was removed, None if none.
+
+    For the S3 backend, whose lock outlives its holder; a local lock already ended with its process.
+    """
+    file, config = _load(path, strict=False)
+    return _store(file, config).break_lock()
 
 
 def _destroy_through_cluster(

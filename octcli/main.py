@@ -297,6 +297,26 @@ def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
 
 @app.command()
+def plan(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
+) -> None:
+    """Show what deploy would create and its monthly cost; touches nothing and needs no credentials."""
+    from octcli.plan import render
+
+    try:
+        result = api.plan(config)
+    except OctError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    out = _stdout()
+    for part in render(result):
+        out.print(part, soft_wrap=True)
+
+
+@app.command()
 def logs(
     service: Annotated[str, typer.Argument(help="The service whose output to show.")],
     config: ConfigOption = DEFAULT_CONFIG,
@@ -309,6 +329,17 @@ def logs(
         _fail(e)
     for line in lines:
         typer.echo(line)
+
+
+@app.command()
+def unlock(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove the project's lock left by an oct command that died (S3 state); run only when none runs."""
+    try:
+        removed = api.unlock(config)
+    except OctError as e:
+        _fail(e)
+    message = f"removed lock {removed}" if removed else "no lock is held"
+    _stdout().print(Text(f"{api.config_file(config)}: {message}"), soft_wrap=True)
 
 
 def _version(value: bool) -> None:

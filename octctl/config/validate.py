@@ -6,16 +6,19 @@ the services that did validate when others did not, and report everything in one
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from octctl.providers.aws import pricing
+
 from .errors import Problem, problem_sort_key
 from .graph import find_cycles
 from .locate import KeyPath, format_path
 from .messages import PORT_RANGE, did_you_mean, port_message, positive_message, quoted_list
-from .models import Config, Provider, Service
+from .models import AwsProvider, Config, Provider, Service
 from .template import (
     SERVICE_ATTRS,
     malformed_service_refs,
@@ -72,6 +75,7 @@ def check(view: ServicesView) -> list[Finding]:
         *_check_services(view),
         *_check_external_ports(view),
         *_check_cycles(view),
+        *_check_aws(view),
     ]
 
 
@@ -229,3 +233,120 @@ def _check_cycles(view: ServicesView) -> Iterator[Finding]:
     deps = {name: service.depends_on for name, (_, service) in first.items()}
     for cycle in find_cycles(names, deps):
         yield _services_path(first[cycle[0]][0], "depends_on"), "dependency cycle: " + " -> ".join(cycle)
+
+
+#: ``us-west-2``, ``ap-southeast-1``, ``us-gov-west-1``: lowercase words, then a number.
+_REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+_AWS_PATH: KeyPath = ("project", "provider", "aws")
+
+
+def aws_settings(provider: Provider | None) -> AwsProvider | None:
+    """The AWS settings a project deploys with: its table, the defaults when it names no provider, or
+    None for a local project (the same rule as ``Project.provider_kind``)."""
+    if provider is not None and provider.local is not None:
+        return None
+    if provider is not None and provider.aws is not None:
+        return provider.aws
+    return AwsProvider()
+
+
+def _check_aws(view: ServicesView) -> Iterator[Finding]:
+    """Settings the schema cannot judge, and services no instance type can hold: caught before
+    anything is created rather than by a leader that cannot start a node big enough."""
+    aws = aws_settings(view.provider)
+    if aws is None:
+        return
+    if not _REGION_PATTERN.fullmatch(aws.region):
+        yield (*_AWS_PATH, "region"), f"'{aws.region}' is not an AWS region name (like us-west-2)"
+    if aws.min_nodes > aws.max_nodes:
+        yield (
+            (*_AWS_PATH, "min_nodes"),
+            f"min_nodes ({aws.min_nodes}) is greater than max_nodes ({aws.max_nodes})",
+        )
+    yield from _check_cidrs(aws.api_allowed_cidrs)
+    pinned = None
+    if aws.instance_type is not None:
+        pinned = pricing.lookup(aws.instance_type)
+        if pinned is None:
+            known = [t.name for t in pricing.INSTANCE_TYPES]
+            yield (
+                (*_AWS_PATH, "instance_type"),
+                (
+                    f"unknown instance type '{aws.instance_type}'{did_you_mean(aws.instance_type, known)} "
+                    f"(oct knows the prices of the {', '.join(pricing.FAMILIES)} families)"
+                ),
+            )
+            return  # sizes cannot be checked against an unknown type
+        if aws.arch not in ("any", pinned.arch):
+            yield (
+                (*_AWS_PATH, "instance_type"),
+                f"instance type '{pinned.name}' is {pinned.arch}, but arch = \"{aws.arch}\"",
+            )
+            return
+    yield from _check_fits(view, aws, pinned)
+
+
+def _check_cidrs(cidrs: list[str] | None) -> Iterator[Finding]:
+    if cidrs is None:
+        return
+    path: KeyPath = (*_AWS_PATH, "api_allowed_cidrs")
+    if not cidrs:
+        yield path, "expected at least one CIDR; remove the key to allow only the deploying machine's address"
+    for j, cidr in enumerate(cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            try:
+                network = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                yield (*path, j), f'expected an address or CIDR such as 203.0.113.7/32, got "{cidr}"'
+            else:
+                yield (*path, j), f"'{cidr}' has host bits set; did you mean '{network}'?"
+
+
+def _check_fits(
+    view: ServicesView, aws: AwsProvider, pinned: pricing.InstanceType | None
+) -> Iterator[Finding]:
+    pool = (pinned,) if pinned is not None else pricing.candidates(aws.arch)
+    reserve = pricing.Reserve(cpus=aws.reserve_cpus, memory=aws.reserve_memory)
+    offers = [(t, t.capacity(reserve)) for t in pool]
+    if not offers:
+        return
+    reserved = " after the node reserve" if reserve != pricing.Reserve() else ""
+
+    def offered(t: pricing.InstanceType, amount: str) -> str:
+        if pinned is not None:
+            return f"instance_type {t.name} offers {amount}{reserved}"
+        arch = "" if aws.arch == "any" else f" {aws.arch}"
+        return f"the largest{arch} instance type oct can pick offers {amount}{reserved} ({t.name})"
+
+    most_cpus = max(offers, key=lambda offer: (offer[1].cpus, offer[1].memory))
+    most_memory = max(offers, key=lambda offer: (offer[1].memory, offer[1].cpus))
+    for i, service in view.services:
+        too_many_cpus = service.cpus > most_cpus[1].cpus
+        too_much_memory = service.memory > most_memory[1].memory
+        if too_many_cpus:
+            yield (
+                _services_path(i, "cpus"),
+                (
+                    f"service '{service.name}' needs {service.cpus} millicores of CPU, but "
+                    + offered(most_cpus[0], str(most_cpus[1].cpus))
+                ),
+            )
+        if too_much_memory:
+            yield (
+                _services_path(i, "memory"),
+                (
+                    f"service '{service.name}' needs {service.memory} MB of memory, but "
+                    + offered(most_memory[0], f"{most_memory[1].memory} MB")
+                ),
+            )
+        fits_somewhere = any(service.cpus <= c.cpus and service.memory <= c.memory for _, c in offers)
+        if not too_many_cpus and not too_much_memory and not fits_somewhere:
+            yield (
+                _services_path(i, "cpus"),
+                (
+                    f"service '{service.name}' needs {service.cpus} millicores and {service.memory} MB "
+                    f"together, and no instance type oct can pick offers both{reserved}"
+                ),
+            )

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from octcli import api, state
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable, Unsupported
+from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
 from octcli.local import adopt, teardown
 from octcli.main import app
 from octcli.state import ClusterRecord, state_lock
@@ -243,16 +243,18 @@ def test_state_path_is_relative_to_the_config(project: Path) -> None:
     )
 
 
-def test_s3_backend_is_unsupported(tmp_path: Path) -> None:
+def test_state_backend_picks_the_store(project: Path, tmp_path: Path) -> None:
+    """Opening a store contacts nothing; the S3 store itself is tested against moto in tests/aws."""
+    config = api.validate(project)
+    local = state.open_store(project, config.project.state_backend)
+    assert isinstance(local, state.LocalStore)
+    assert local.where == str(project.parent.resolve() / ".oct/state.json")
     text = GOOD.format(name="demo", provider=LOCAL).replace(
         '[project.state_backend.local]\npath = ".oct/state.json"',
         '[project.state_backend.s3]\nregion = "us-west-2"\nbucket = "b"\nkey = "k"',
     )
-    path = write_config(tmp_path, text)
-    with pytest.raises(Unsupported, match="s3 state backend"):
-        api.deploy(path)
-    result = runner.invoke(app, ["deploy", "-c", str(path)])
-    assert result.exit_code == 2
+    s3 = state.open_store(tmp_path, api.validate(write_config(tmp_path, text)).project.state_backend)
+    assert s3.where == "s3://b/k"
 
 
 # -- client against a stub oct-ctl ---------------------------------------------------------------------

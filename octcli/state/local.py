@@ -1,8 +1,7 @@
-"""The CLI's record of the cluster a project runs on.
+"""The record in a local file (``[project.state_backend.local]``), locked with ``flock``.
 
-The record is the only place the CLI keeps the cluster's API token and the addresses to reach it, so
-it is written readable by its owner only, and atomically: a crash mid-write must never leave a
-half-written file that loses the token and strands a running cluster.
+The file holds the API token, so it is written readable by its owner only, and atomically: a crash
+mid-write must never leave a half-written file that loses the token and strands a running cluster.
 """
 
 from __future__ import annotations
@@ -10,26 +9,44 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from octcli.errors import InvalidConfig, OctError
+from octcli.state.base import StateStore
+from octcli.state.record import ClusterRecord, parse_record
 
-from octcli.errors import InvalidConfig, OctError, Unsupported
-
-__all__ = ["ClusterRecord", "load", "remove", "save", "state_lock"]
+__all__ = ["LocalStore", "load", "remove", "save", "state_lock", "state_path"]
 
 
-class ClusterRecord(BaseModel):
-    cluster: str
-    project: str
-    provider: str = "local"
-    token: str = Field(repr=False)
-    nodes: list[str] = Field(description="API addresses host:port; the first is the genesis node")
-    root: str = Field(description="local provider: the project's .oct folder (absolute)")
+class LocalStore(StateStore):
+    """A kernel lock (``flock``) dies with its process, so a crashed command never leaves a stale lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def load(self) -> ClusterRecord | None:
+        return load(self.path)
+
+    def save(self, record: ClusterRecord) -> None:
+        save(self.path, record)
+
+    def remove(self) -> None:
+        remove(self.path)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return state_lock(self.path)
+
+    def break_lock(self) -> str | None:
+        """Nothing to break: the lock of a dead process is already gone; a live holder must end first."""
+        try:
+            with state_lock(self.path):
+                return None
+        except OctError as e:
+            raise OctError(f"{e}: a local lock ends with its process, so stop that command instead") from None
 
 
 def state_path(config_path: Path, backend: object) -> Path:
@@ -38,8 +55,6 @@ def state_path(config_path: Path, backend: object) -> Path:
     Relative paths are taken from the folder of oct.toml, not the working directory, so ``oct -c
     some/dir/oct.toml`` and ``cd some/dir && oct`` find the same cluster.
     """
-    if getattr(backend, "s3", None) is not None:
-        raise Unsupported("s3 state backend: not supported yet")
     local = getattr(backend, "local", None)
     raw = getattr(local, "path", None)
     if not raw:
@@ -58,13 +73,7 @@ def load(path: Path) -> ClusterRecord | None:
         return None
     except OSError as e:
         raise OctError(f"cannot read state file {path}: {e.strerror}") from None
-    try:
-        return ClusterRecord.model_validate(json.loads(text))
-    except (ValueError, ValidationError) as e:
-        # Not the token: pydantic messages quote input values, so report only where it broke.
-        raise OctError(
-            f"state file {path} is corrupt ({type(e).__name__}); move it away to start over"
-        ) from None
+    return parse_record(text, f"state file {path}", "move it away to start over")
 
 
 def save(path: Path, record: ClusterRecord) -> None:
@@ -99,9 +108,8 @@ def remove(path: Path) -> None:
 def state_lock(path: Path) -> Iterator[None]:
     """Hold ``<path>.lock`` so two oct commands cannot change one project's cluster at once.
 
-    Non-blocking on purpose: a second ``oct deploy`` that silently waited behind a ten-minute first
-    one looks hung; failing at once tells the user what is going on. The lock file is left behind
-    because deleting it would let a waiter lock an orphaned inode while a newcomer locks a new file.
+    The lock file is left behind because deleting it would let a waiter lock an orphaned inode while
+    a newcomer locks a new file.
     """
     lock_file = path.with_name(path.name + ".lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)

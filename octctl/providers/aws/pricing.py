@@ -1,0 +1,426 @@
+"""What the EC2 types oct may pick cost, which one fits, and what Fargate would charge instead.
+
+Pure (no boto3, no network), so ``oct plan`` and ``oct validate`` work offline, without credentials.
+
+Sources, checked in 2025 (list prices of these families have not changed since their launch):
+
+- EC2: the On-Demand pricing page (aws.amazon.com/ec2/pricing/on-demand), Linux, shared tenancy,
+  us-east-1; us-west-2 lists the same prices for these families. Other regions cost more (up to
+  about 30%), which ``oct plan`` says rather than guess.
+- Fargate: the Fargate pricing page, us-east-1, Linux/x86: $0.04048 per vCPU-hour and $0.004445
+  per GB-hour (Linux/arm64 is 20% cheaper). Application Load Balancer: $0.0225 per hour, plus LCU
+  charges that depend on traffic and are left out.
+
+Conventions, stated once because every figure depends on them:
+
+- **A month is 730 hours** (8760 / 12), the convention of AWS's pricing calculator. (The seed
+  issue's $25.5 and $92 used 760 hours; the ratio between the two is the same either way.)
+- **Units**: oct.toml's ``cpus`` are millicores, so a type with *n* vCPUs offers ``n * 1000``;
+  ``memory`` is in MB as Docker reads it (``mem_limit="<n>m"``, i.e. MiB), so a type with
+  4 GiB offers 4096. Fargate's "GB" are GiB as well, so 1024 MB = 1 GB there.
+- **Reserve**: a node offers its whole size to services unless a :class:`Reserve` is given, the
+  same as ``[project.provider.local]`` nodes. Service sizes are Docker limits, not reservations,
+  so the OS, Docker and oct-ctl (a few hundred MB in all) live in the room services leave under
+  their limits. Projects whose services run near their limits should reserve that room
+  (``reserve_memory`` in ``[project.provider.aws]``); it makes nodes fit fewer services.
+- **Burstable types** (t3, t4g) count all their vCPUs, like the original opencloudtool did, but
+  sustain only a baseline share of them (20% per vCPU for a ``.medium``); in their default
+  "unlimited" mode, sustained use above it is billed on top of the prices here.
+- Compute only: EBS volumes, public IPv4 addresses ($0.005 per hour each), data transfer and
+  load balancer LCUs are not included on either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Literal
+
+from octctl.scheduler import Demand, NodeCapacity, nodes_needed, place
+
+__all__ = [
+    "ALB_HOURLY",
+    "FAMILIES",
+    "FARGATE_GB_HOURLY",
+    "FARGATE_VCPU_HOURLY",
+    "HOURS_PER_MONTH",
+    "INSTANCE_TYPES",
+    "Arch",
+    "ArchPreference",
+    "FargateTask",
+    "Fleet",
+    "InstanceType",
+    "NoInstanceTypeFits",
+    "Reserve",
+    "candidates",
+    "cheapest_fit",
+    "cheapest_fleet",
+    "fargate_task",
+    "fleet_size",
+    "lookup",
+    "monthly",
+]
+
+Arch = Literal["x86_64", "arm64"]
+ArchPreference = Literal["any", "x86_64", "arm64"]
+
+HOURS_PER_MONTH = Decimal(730)
+FARGATE_VCPU_HOURLY = Decimal("0.04048")
+FARGATE_GB_HOURLY = Decimal("0.004445")
+ALB_HOURLY = Decimal("0.0225")
+
+
+def monthly(hourly: Decimal) -> Decimal:
+    """A price per hour as a price per month of :data:`HOURS_PER_MONTH` hours."""
+    return hourly * HOURS_PER_MONTH
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """What a node keeps for itself (OS, Docker, oct-ctl): millicores and MB not offered to services."""
+
+    cpus: int = 0
+    memory: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cpus < 0 or self.memory < 0:
+            raise ValueError(f"a reserve cannot be negative (got {self.cpus}m, {self.memory} MB)")
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """One EC2 type: its size, CPU architecture and on-demand price (Linux, us-east-1)."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    arch: Arch
+    hourly: Decimal
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def burstable(self) -> bool:
+        return self.family.startswith("t")
+
+    @property
+    def cpus(self) -> int:
+        """Millicores, the unit of oct.toml's ``cpus``."""
+        return self.vcpus * 1000
+
+    @property
+    def monthly(self) -> Decimal:
+        return monthly(self.hourly)
+
+    def capacity(self, reserve: Reserve = Reserve(), node: str = "new") -> NodeCapacity:
+        """What a node of this type offers to services once its reserve is taken out (never negative)."""
+        return NodeCapacity(
+            node=node, cpus=max(0, self.cpus - reserve.cpus), memory=max(0, self.memory_mib - reserve.memory)
+        )
+
+
+def _family(prefix: str, arch: Arch, sizes: Sequence[tuple[str, int, int, str]]) -> tuple[InstanceType, ...]:
+    return tuple(
+        InstanceType(f"{prefix}.{size}", vcpus, gib * 1024, arch, Decimal(price))
+        for size, vcpus, gib, price in sizes
+    )
+
+
+#: The families in :data:`INSTANCE_TYPES`: burstable, general purpose, compute optimized.
+FAMILIES = ("t3", "t4g", "m6i", "m7g", "c6i", "c7g")
+
+#: Every type oct may pick, cheapest first (ties: fewer vCPUs, less memory, then name).
+INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(
+    sorted(
+        (
+            # t3: burstable, Intel, x86_64
+            InstanceType("t3.nano", 2, 512, "x86_64", Decimal("0.0052")),
+            InstanceType("t3.micro", 2, 1024, "x86_64", Decimal("0.0104")),
+            InstanceType("t3.small", 2, 2048, "x86_64", Decimal("0.0208")),
+            InstanceType("t3.medium", 2, 4096, "x86_64", Decimal("0.0416")),
+            InstanceType("t3.large", 2, 8192, "x86_64", Decimal("0.0832")),
+            InstanceType("t3.xlarge", 4, 16384, "x86_64", Decimal("0.1664")),
+            InstanceType("t3.2xlarge", 8, 32768, "x86_64", Decimal("0.3328")),
+            # t4g: burstable, Graviton2, arm64
+            InstanceType("t4g.nano", 2, 512, "arm64", Decimal("0.0042")),
+            InstanceType("t4g.micro", 2, 1024, "arm64", Decimal("0.0084")),
+            InstanceType("t4g.small", 2, 2048, "arm64", Decimal("0.0168")),
+            InstanceType("t4g.medium", 2, 4096, "arm64", Decimal("0.0336")),
+            InstanceType("t4g.large", 2, 8192, "arm64", Decimal("0.0672")),
+            InstanceType("t4g.xlarge", 4, 16384, "arm64", Decimal("0.1344")),
+            InstanceType("t4g.2xlarge", 8, 32768, "arm64", Decimal("0.2688")),
+            *_family(
+                "m6i",  # general purpose, Intel, 4 GiB per vCPU
+                "x86_64",
+                [
+                    ("large", 2, 8, "0.096"),
+                    ("xlarge", 4, 16, "0.192"),
+                    ("2xlarge", 8, 32, "0.384"),
+                    ("4xlarge", 16, 64, "0.768"),
+                    ("8xlarge", 32, 128, "1.536"),
+                    ("12xlarge", 48, 192, "2.304"),
+                    ("16xlarge", 64, 256, "3.072"),
+                    ("24xlarge", 96, 384, "4.608"),
+                    ("32xlarge", 128, 512, "6.144"),
+                ],
+            ),
+            *_family(
+                "m7g",  # general purpose, Graviton3, 4 GiB per vCPU
+                "arm64",
+                [
+                    ("medium", 1, 4, "0.0408"),
+                    ("large", 2, 8, "0.0816"),
+                    ("xlarge", 4, 16, "0.1632"),
+                    ("2xlarge", 8, 32, "0.3264"),
+                    ("4xlarge", 16, 64, "0.6528"),
+                    ("8xlarge", 32, 128, "1.3056"),
+                    ("12xlarge", 48, 192, "1.9584"),
+                    ("16xlarge", 64, 256, "2.6112"),
+                ],
+            ),
+            *_family(
+                "c6i",  # compute optimized, Intel, 2 GiB per vCPU
+                "x86_64",
+                [
+                    ("large", 2, 4, "0.085"),
+                    ("xlarge", 4, 8, "0.17"),
+                    ("2xlarge", 8, 16, "0.34"),
+                    ("4xlarge", 16, 32, "0.68"),
+                    ("8xlarge", 32, 64, "1.36"),
+                    ("12xlarge", 48, 96, "2.04"),
+                    ("16xlarge", 64, 128, "2.72"),
+                    ("24xlarge", 96, 192, "4.08"),
+                    ("32xlarge", 128, 256, "5.44"),
+                ],
+            ),
+            *_family(
+                "c7g",  # compute optimized, Graviton3, 2 GiB per vCPU
+                "arm64",
+                [
+                    ("medium", 1, 2, "0.0363"),
+                    ("large", 2, 4, "0.0725"),
+                    ("xlarge", 4, 8, "0.145"),
+                    ("2xlarge", 8, 16, "0.29"),
+                    ("4xlarge", 16, 32, "0.58"),
+                    ("8xlarge", 32, 64, "1.16"),
+                    ("12xlarge", 48, 96, "1.74"),
+                    ("16xlarge", 64, 128, "2.32"),
+                ],
+            ),
+        ),
+        key=lambda t: (t.hourly, t.vcpus, t.memory_mib, t.name),
+    )
+)
+
+_BY_NAME: Mapping[str, InstanceType] = MappingProxyType({t.name: t for t in INSTANCE_TYPES})
+
+
+def lookup(name: str) -> InstanceType | None:
+    """The type called ``name`` (``"t4g.medium"``), or None when oct does not know its price."""
+    return _BY_NAME.get(name)
+
+
+def candidates(arch: ArchPreference = "any", instance_type: str | None = None) -> tuple[InstanceType, ...]:
+    """The types oct may choose from: one if ``instance_type`` pins it, else all of ``arch``.
+
+    Unknown names and a pinned type of the other architecture give an empty tuple; validation
+    reports both with their key, so callers here only need to cope with "nothing to choose from".
+    """
+    if instance_type is not None:
+        pinned = lookup(instance_type)
+        return () if pinned is None or arch not in ("any", pinned.arch) else (pinned,)
+    return tuple(t for t in INSTANCE_TYPES if arch in ("any", t.arch))
+
+
+class NoInstanceTypeFits(ValueError):
+    """No candidate type can hold what was asked; the message says what and the largest on offer."""
+
+
+def cheapest_fit(
+    cpus_milli: int,
+    memory_mb: int,
+    *,
+    reserve: Reserve = Reserve(),
+    arch: ArchPreference = "any",
+    types: Sequence[InstanceType] | None = None,
+) -> InstanceType:
+    """The cheapest type whose size, less ``reserve``, holds ``cpus_milli`` and ``memory_mb``.
+
+    ``types`` defaults to :func:`candidates` of ``arch``; ties in price go to the smaller type.
+    """
+    pool = candidates(arch) if types is None else tuple(types)
+    for t in sorted(pool, key=lambda t: (t.hourly, t.vcpus, t.memory_mib, t.name)):
+        offered = t.capacity(reserve)
+        if cpus_milli <= offered.cpus and memory_mb <= offered.memory:
+            return t
+    raise NoInstanceTypeFits(
+        f"no instance type holds {cpus_milli} millicores and {memory_mb} MB"
+        + (f" plus a node reserve of {reserve.cpus}m / {reserve.memory} MB" if reserve != Reserve() else "")
+        + _largest_note(pool)
+    )
+
+
+def _largest_note(pool: Sequence[InstanceType]) -> str:
+    if not pool:
+        return " (no instance type to choose from)"
+    cpu = max(pool, key=lambda t: (t.cpus, t.memory_mib))
+    mem = max(pool, key=lambda t: (t.memory_mib, t.cpus))
+    if cpu == mem:
+        return f" (the largest is {cpu.name}: {cpu.vcpus} vCPUs, {cpu.memory_mib} MB)"
+    return f" (the most vCPUs: {cpu.name}, {cpu.vcpus}; the most memory: {mem.name}, {mem.memory_mib} MB)"
+
+
+# -- fleets ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Nodes of one type and where the leader would place the services on them.
+
+    One type for the whole fleet because that is how the cluster grows: the leader asks for new
+    nodes of its own size (``octctl.reconciler``). ``placements`` maps service -> node id
+    (``node-1`` is the leader); ``capacity`` is what each node offers after the reserve.
+    """
+
+    instance_type: InstanceType
+    nodes: int
+    placements: Mapping[str, str]
+    capacity: NodeCapacity
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(_node_id(i) for i in range(self.nodes))
+
+    @property
+    def hourly(self) -> Decimal:
+        return self.instance_type.hourly * self.nodes
+
+    @property
+    def monthly(self) -> Decimal:
+        return monthly(self.hourly)
+
+
+def _node_id(index: int) -> str:
+    return f"node-{index + 1}"
+
+
+def fleet_size(
+    demands: Sequence[Demand], capacity: NodeCapacity, min_nodes: int = 1
+) -> tuple[int, Mapping[str, str]]:
+    """How many nodes of ``capacity`` the services end up on, placed as the leader would place them.
+
+    Replays the reconciler: start ``min_nodes`` nodes, :func:`place`, and for what did not fit ask
+    for :func:`nodes_needed` more, until everything is placed. Spreading can leave a service
+    unplaced where first-fit packing would not, so this may count a node more than
+    ``nodes_needed`` alone; it is the count a deploy would really reach.
+
+    Raises ValueError (from ``nodes_needed``) when a service does not fit on an empty node.
+    """
+    count = max(1, min_nodes)
+    current: Mapping[str, str] = {}
+    # Every round adds at least one node and a service fits on any empty node, so len+1 rounds suffice.
+    for _ in range(len(demands) + 1):
+        nodes = [NodeCapacity(_node_id(i), capacity.cpus, capacity.memory) for i in range(count)]
+        plan = place(demands, nodes, current)
+        if not plan.unplaced:
+            return count, plan.placements
+        unplaced = set(plan.unplaced)
+        count += nodes_needed([d for d in demands if d.service in unplaced], capacity)
+        current = plan.placements
+    raise AssertionError("placement did not converge")  # pragma: no cover - see the loop bound
+
+
+def cheapest_fleet(
+    demands: Sequence[Demand],
+    *,
+    reserve: Reserve = Reserve(),
+    arch: ArchPreference = "any",
+    instance_type: str | None = None,
+    min_nodes: int = 1,
+    max_nodes: int | None = None,
+) -> Fleet:
+    """The cheapest fleet of one type (from :func:`candidates`) that runs every service.
+
+    For each type: how many nodes the services need (:func:`fleet_size`, at least ``min_nodes``),
+    times its price. The cheapest total wins; on a tie, fewer nodes (less to run and fewer
+    hops), then the smaller type. A type that would need more than ``max_nodes`` is skipped.
+    Raises :class:`NoInstanceTypeFits` when no type works.
+    """
+    pool = candidates(arch, instance_type)
+    best: tuple[tuple[Decimal, int, int], Fleet] | None = None
+    for index, t in enumerate(pool):
+        capacity = t.capacity(reserve)
+        try:
+            count, placements = fleet_size(demands, capacity, min_nodes)
+        except ValueError:
+            continue  # some service is bigger than this type
+        if max_nodes is not None and count > max_nodes:
+            continue
+        fleet = Fleet(t, count, placements, capacity)
+        key = (fleet.hourly, count, index)
+        if best is None or key < best[0]:
+            best = (key, fleet)
+    if best is None:
+        total_cpus = sum(d.cpus for d in demands)
+        total_memory = sum(d.memory for d in demands)
+        limit = f" on at most {max_nodes} node{'s' if max_nodes != 1 else ''}" if max_nodes else ""
+        raise NoInstanceTypeFits(
+            f"no instance type runs the services ({total_cpus} millicores, {total_memory} MB in all){limit}"
+            + _largest_note(pool)
+        )
+    return best[1]
+
+
+# -- Fargate ---------------------------------------------------------------------------------------
+
+#: Fargate's valid task sizes: vCPU -> the memory sizes (GB) allowed with it.
+_FARGATE_SIZES: tuple[tuple[Decimal, tuple[int | Decimal, ...]], ...] = (
+    (Decimal("0.25"), (Decimal("0.5"), 1, 2)),
+    (Decimal("0.5"), (1, 2, 3, 4)),
+    (Decimal(1), tuple(range(2, 9))),
+    (Decimal(2), tuple(range(4, 17))),
+    (Decimal(4), tuple(range(8, 31))),
+    (Decimal(8), tuple(range(16, 61, 4))),
+    (Decimal(16), tuple(range(32, 121, 8))),
+)
+
+
+@dataclass(frozen=True)
+class FargateTask:
+    """The smallest valid Fargate task size that holds a service, and its price."""
+
+    vcpu: Decimal
+    memory_gb: Decimal
+
+    @property
+    def hourly(self) -> Decimal:
+        return self.vcpu * FARGATE_VCPU_HOURLY + self.memory_gb * FARGATE_GB_HOURLY
+
+    @property
+    def monthly(self) -> Decimal:
+        return monthly(self.hourly)
+
+
+def fargate_task(cpus_milli: int, memory_mb: int) -> FargateTask | None:
+    """The cheapest Fargate task size holding ``cpus_milli`` and ``memory_mb``; None past 16 vCPU/120 GB.
+
+    Fargate only sells fixed combinations (0.5 vCPU comes with 1-4 GB, ...), so a 250m / 64 MB
+    service pays for 0.25 vCPU and 0.5 GB: comparing against the raw sizes would flatter Fargate.
+    """
+    need_cpu = Decimal(cpus_milli) / 1000
+    need_memory = Decimal(memory_mb) / 1024
+    best: FargateTask | None = None
+    for vcpu, memories in _FARGATE_SIZES:
+        if vcpu < need_cpu:
+            continue
+        for memory in memories:
+            if memory >= need_memory:
+                task = FargateTask(vcpu, Decimal(memory))
+                if best is None or task.hourly < best.hourly:
+                    best = task
+                break
+    return best
