@@ -23,7 +23,10 @@ log = logging.getLogger("octctl")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="oct-ctl", description="The oct node daemon.")
+    parser = argparse.ArgumentParser(
+        prog="oct-ctl",
+        description="The oct node daemon. `oct-ctl bootstrap --help`: write a new VM's node files first.",
+    )
     parser.add_argument(
         "--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files"
     )
@@ -83,6 +86,12 @@ async def serve(data_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["bootstrap"]:  # a one-shot subcommand; the daemon's own arguments stay as they were
+        from octctl.bootstrap import main as bootstrap
+
+        bootstrap(given[1:])
+        return
     args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
