@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUICKSTART ?= examples/quickstart/oct.toml
 
-.PHONY: venv quickstart quickstart-docker destroy-quickstart test test-unit lint bench bench-deps clean
+.PHONY: venv quickstart quickstart-docker destroy-quickstart test test-unit lint bench bench-deps clean chaos
 
 venv: $(BIN)/oct
 $(BIN)/oct: pyproject.toml
@@ -43,7 +43,12 @@ bench: venv
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 bench-deps:
-	apt-get install -y docker-compose dnsperf dnsmasq-base
+	apt-get install -y docker-compose dnsperf dnsmasq-base etcd-server wrk
+
+## Fault injection (root: network namespaces): SEEDS seeds from 1 with a summary; SEED=17 (or 1,5-9) replays.
+SEEDS ?= 10
+chaos: venv
+	$(BIN)/python -m tests.chaos.run $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
