@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from octctl import __version__
 from octctl.node_settings import read_node_files
+from octctl.state.raft_files import CorruptRaftFiles, reset_raft_files
 
 log = logging.getLogger("octctl")
 
@@ -25,7 +26,9 @@ log = logging.getLogger("octctl")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="oct-ctl",
-        description="The oct node daemon. `oct-ctl bootstrap --help`: write a new VM's node files first.",
+        description="The oct node daemon. One-shot commands: `oct-ctl bootstrap --help` (write a new "
+        "VM's node files), `oct-ctl reset-raft --data-dir DIR` (set damaged Raft files aside to rejoin "
+        "from the peers).",
     )
     parser.add_argument(
         "--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files"
@@ -87,10 +90,14 @@ async def serve(data_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["bootstrap"]:  # a one-shot subcommand; the daemon's own arguments stay as they were
+    # One-shot subcommands; the daemon's own arguments stay as they were.
+    if given[:1] == ["bootstrap"]:
         from octctl.bootstrap import main as bootstrap
 
         bootstrap(given[1:])
+        return
+    if given[:1] == ["reset-raft"]:
+        reset_raft(given[1:])
         return
     args = parse_args(argv)
     logging.basicConfig(
@@ -107,5 +114,25 @@ def main(argv: list[str] | None = None) -> None:
         # Field paths and reasons only: the input may be secrets.json, whose values must not be printed.
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         sys.exit(f"oct-ctl: invalid {e.title} file in {args.data_dir}: {problems}")
+    except CorruptRaftFiles as e:
+        sys.exit(f"oct-ctl: {e}")
     except ValueError as e:  # not JSON at all (json.JSONDecodeError)
         sys.exit(f"oct-ctl: cannot read the node files in {args.data_dir}: {e}")
+
+
+def reset_raft(argv: list[str]) -> None:
+    """Set this node's Raft files aside so it starts empty and copies the state from the leader.
+
+    Only for a node whose files are damaged (oct-ctl refuses to start and says so) and whose
+    cluster still has a live majority; the old files are kept beside, never deleted.
+    """
+    parser = argparse.ArgumentParser(prog="oct-ctl reset-raft", description=reset_raft.__doc__)
+    parser.add_argument("--data-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if not (args.data_dir / "node.json").exists():
+        sys.exit(f"oct-ctl reset-raft: {args.data_dir} is not a node's data directory (no node.json)")
+    aside = reset_raft_files(args.data_dir)
+    if aside is None:
+        print(f"no Raft files in {args.data_dir}; nothing to do")
+    else:
+        print(f"moved the Raft files to {aside}; start oct-ctl again to rejoin from the peers")

@@ -3,15 +3,19 @@ of Raft and replaced by a new one, and the cluster keeps its quorum and its serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from octctl.providers.local import pid_alive
+from octctl.node_settings import read_node_files
+from octctl.providers.local import pid_alive, start_node
 from tests.e2e.harness import http_get, services_by_name
 
 pytestmark = pytest.mark.e2e
@@ -68,3 +72,57 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
     project.edit('GREETING = "Hello"', 'GREETING = "Hello again"')
     project.oct("deploy")
     assert "Hello again from oct" in http_get(services_by_name(project.status())["web"]["endpoint"])
+
+
+def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    status = project.status()
+    victim = next(n for n in status["nodes"] if n["role"] == "follower")
+    root = project.dir / ".oct"
+    folder = root / "nodes" / victim["id"]
+    settings, secrets = read_node_files(folder)
+    headers = {"Authorization": f"Bearer {secrets.token}"}
+    leader = next(n for n in status["nodes"] if n["role"] == "leader")
+    leader_api = f"http://{leader['address']}:{leader['api_port']}"
+    assert httpx.put(f"{leader_api}/v1/kv/before", json={"value": "kept"}, headers=headers).status_code == 200
+
+    pid = int((folder / "oct-ctl.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    journal = folder / "raft.journal"
+    journal.write_bytes(journal.read_bytes()[:1000])  # a torn write at the worst moment
+
+    # It refuses to start, saying which file and what to do; it does not hang half-alive.
+    pid = start_node(root, settings, secrets)
+    deadline = time.monotonic() + 30
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, "a node with a damaged journal must exit, not hang"
+        time.sleep(0.1)
+    log = (folder / "oct-ctl.log").read_text()
+    assert f"Raft journal {journal}" in log and f"oct-ctl reset-raft --data-dir {folder}" in log
+    assert secrets.token not in log and secrets.raft_password not in log
+
+    reset = subprocess.run(
+        [sys.executable, "-m", "octctl", "reset-raft", "--data-dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert reset.returncode == 0 and "moved the Raft files" in reset.stdout, reset.stderr
+    assert not journal.exists() and list(folder.glob("raft-aside-*/raft.journal"))
+
+    # Started again, it catches up from the leader: the same state, including older writes.
+    start_node(root, settings, secrets)
+    base = f"http://{settings.address}:{settings.api_port}"
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            mine = httpx.get(f"{base}/v1/cluster/replica", headers=headers, timeout=2).json()
+            theirs = httpx.get(f"{leader_api}/v1/cluster/replica", headers=headers, timeout=2).json()
+            if mine["state_hash"] == theirs["state_hash"] and mine["leader"] == leader["id"]:
+                break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the reset node did not catch up\n{project.node_logs()}")
+        time.sleep(0.3)
+    got = httpx.get(f"{base}/v1/kv/before?stale=true", headers=headers, timeout=5).json()
+    assert got["value"] == "kept"
