@@ -80,13 +80,14 @@ class Node:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         self.peers = PeerClient(self.secrets.token, self.session)
-        partners = await self._partners()
+        partners, voter = await self._partners()
         self.raft = RaftNode(
             self.settings.raft_address,
             partners,
             self.data_dir,
             self.secrets.raft_password,
             asyncio.get_running_loop(),
+            voter=voter,
         )
         self.reconciler = Reconciler(
             raft=self.raft,
@@ -99,6 +100,7 @@ class Node:
         self._spawn(self.reconciler.run())
         self._spawn(self._persist_members())
         self._spawn(self._register())
+        self._spawn(self._follow_role())
         await self._start_dns()
 
     async def _start_dns(self) -> None:
@@ -138,19 +140,24 @@ class Node:
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.create_task(coro))
 
-    async def _partners(self) -> list[str]:
-        """Who to talk Raft with: the remembered members after a restart, else ask a live member."""
+    async def _partners(self) -> tuple[list[str], bool]:
+        """Who to talk Raft with, and whether as a voter: remembered after a restart, else asked of
+        a live member (which says whether voter seats are free; the leader confirms on joining)."""
         members_file = self.data_dir / MEMBERS_FILE
         if members_file.exists():
             self._restarted = True
-            return list(json.loads(members_file.read_text()))
+            remembered = json.loads(members_file.read_text())
+            if isinstance(remembered, list):  # written before non-voters existed
+                return list(remembered), True
+            return list(remembered["members"]), bool(remembered["voter"])
         if not self.settings.join:
-            return []
+            return [], True
         deadline = time.monotonic() + 120
         while True:
             for address in self.settings.join:
                 try:
-                    return (await self.peers.members(address)).members
+                    answer = await self.peers.members(address)
+                    return answer.members, answer.voter_slots > 0
                 except PeerError as e:
                     log.info("waiting for cluster member %s: %s", address, e)
             if time.monotonic() > deadline:
@@ -159,8 +166,16 @@ class Node:
 
     async def _register(self) -> None:
         """Genesis registers itself once it leads; a new node asks the leader to add it."""
+        while not self.stopping.is_set():
+            if await self._join_once():
+                return
+            await asyncio.sleep(0.5)
+
+    async def _join_once(self) -> bool:
+        """One attempt to be known to the cluster in this node's current role; True when it is."""
         request = JoinRequest(
             node=self.settings.node,
+            voter=self.raft.voter,
             address=self.settings.address,
             api_port=self.settings.api_port,
             raft_port=self.settings.raft_port,
@@ -171,47 +186,71 @@ class Node:
                 self.settings.cluster, self.settings.node, self.settings.address, self.settings.raft_port
             ),
         )
+        if self._restarted and not self.raft.sync.isReady():
+            return False  # a restarted member learns from its replica whether it is still registered
+        own = self.raft.view()["nodes"].get(self.settings.node)
+        if own is not None and own.get("voter", True) == self.raft.voter:
+            return True
+        try:
+            if not self.settings.join:
+                if self.raft.is_leader():
+                    await self.raft.execute(command("init", cluster=self.settings.cluster))
+                    await self.raft.execute(command("node_joined", node=self.self_record()))
+                    log.info("genesis: cluster %s started on %s", self.settings.cluster, self.settings.node)
+                    return True
+                return False
+            for address in self.settings.join + self._member_apis():
+                try:
+                    await self.peers.join(address, request)
+                except PeerError as e:
+                    if e.status == 403:
+                        log.error("cannot join cluster %s: %s", self.settings.cluster, e)
+                        await asyncio.sleep(10)  # a wrong secret will not fix itself soon
+                    elif e.status == 409 and self.raft.voter:
+                        log.info("%s; following as a non-voting replica", e)
+                        await self.raft.reopen(voter=False)
+                        return False
+                    continue
+                log.info(
+                    "joined cluster %s through %s as a %s",
+                    self.settings.cluster,
+                    address,
+                    "voter" if self.raft.voter else "non-voter",
+                )
+                return True
+        except Exception as e:
+            log.info("registration not done yet: %s", e)
+        return False
+
+    def _member_apis(self) -> list[str]:
+        """API addresses of the known members: the join list may name a node long gone."""
+        return [f"{n['address']}:{n['api_port']}" for n in self.raft.view()["nodes"].values()]
+
+    async def _follow_role(self) -> None:
+        """A non-voter the leader promoted reopens its replica as a voter and asks to be added."""
         while not self.stopping.is_set():
-            if self._restarted and not self.raft.sync.isReady():
-                # A restarted member learns from its replica whether it is still registered.
-                await asyncio.sleep(0.2)
-                continue
-            view = self.raft.view()
-            if self.settings.node in view["nodes"]:
-                return
-            try:
-                if not self.settings.join:
-                    if self.raft.is_leader():
-                        await self.raft.execute(command("init", cluster=self.settings.cluster))
-                        await self.raft.execute(command("node_joined", node=self.self_record()))
-                        log.info(
-                            "genesis: cluster %s started on %s", self.settings.cluster, self.settings.node
-                        )
-                        return
-                else:
-                    for address in self.settings.join:
-                        try:
-                            await self.peers.join(address, request)
-                        except PeerError as e:
-                            if e.status == 403:
-                                log.error("cannot join cluster %s: %s", self.settings.cluster, e)
-                                await asyncio.sleep(10)  # a wrong secret will not fix itself soon
-                            continue
-                        log.info("joined cluster %s through %s", self.settings.cluster, address)
-                        return
-            except Exception as e:
-                log.info("registration not done yet: %s", e)
             await asyncio.sleep(0.5)
+            own = self.raft.view()["nodes"].get(self.settings.node)
+            if own is None or not own.get("voter", True) or self.raft.voter:
+                continue
+            log.info("promoted to voter; reopening the Raft replica")
+            try:
+                await self.raft.reopen(voter=True)
+                while not await self._join_once() and not self.stopping.is_set():
+                    await asyncio.sleep(0.5)
+            except Exception as e:
+                log.warning("promotion not done yet: %s", e)
 
     async def _persist_members(self) -> None:
         """Remember the membership so a restarted node knows its partners without asking anyone."""
-        last: list[str] = []
+        last: dict[str, object] = {}
         path = self.data_dir / MEMBERS_FILE
         while True:
             members = self.raft.members()
-            if members != last and (len(members) > 1 or not self.settings.join):
-                path.write_text(json.dumps(members))
-                last = members
+            current = {"members": members, "voter": self.raft.voter}
+            if current != last and (len(members) > 1 or not self.settings.join):
+                path.write_text(json.dumps(current))
+                last = current
             await asyncio.sleep(1)
 
     async def stop(self) -> None:

@@ -27,7 +27,7 @@ from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.scheduler import NodeCapacity, nodes_needed, place
 from octctl.specs import Rollout, demand, instance_specs
 from octctl.state.machine import NotLeader, RaftNode, RaftUnavailable
-from octctl.state.model import ClusterState, NodeRecord, command
+from octctl.state.model import MAX_VOTERS, ClusterState, NodeRecord, command
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ class Reconciler:
         observed = await self._observe(view)
         view = self.raft.view()
         config = Config.model_validate(view["project"]) if view["project"] else None
-        if await self._replace_dead(view, config):
+        replaced = await self._replace_dead(view, config)
+        promoted = await self._promote(self.raft.view() if replaced else view)
+        if replaced or promoted:
             view = self.raft.view()
         deployment = view["deployment"]
 
@@ -178,6 +180,25 @@ class Reconciler:
             await self.retire(node)
             return True
         return False
+
+    async def _promote(self, view: ClusterState) -> bool:
+        """Keep up to MAX_VOTERS voters: when one has gone, make a ready non-voter a voter.
+
+        The decision goes through Raft; the node reopens its replica as a voter and asks to be
+        added (see ``Node._follow_role``). One promotion at a time: none while one is under way.
+        """
+        voters = set(self.raft.members())
+        if len(voters) >= MAX_VOTERS:
+            return False
+        nodes = list(view["nodes"].values())
+        if any(n.get("voter", True) and raft_address(n) not in voters for n in nodes):
+            return False  # a promotion (or a join) is under way
+        candidates = sorted(n["id"] for n in nodes if not n.get("voter", True) and n["status"] == "ready")
+        if not candidates:
+            return False
+        log.info("promoting %s to voter (%d of %d voters)", candidates[0], len(voters), MAX_VOTERS)
+        await self.raft.execute(command("node_role", node=candidates[0], voter=True))
+        return True
 
     async def _schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
         """Place services; grow the fleet to the minimum first so a deploy spreads over it."""

@@ -42,7 +42,7 @@ from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
 from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import NodeRecord, command
+from octctl.state.model import MAX_VOTERS, NodeRecord, command
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,13 @@ async def destroy(request: web.Request) -> web.Response:
     return ok(DestroyResponse.model_validate(result), status=202)
 
 
+def members_response(node: Node) -> MembersResponse:
+    current = node.raft.members()
+    return MembersResponse(members=current, voter_slots=max(0, MAX_VOTERS - len(current)))
+
+
 async def members(request: web.Request) -> web.Response:
-    return ok(MembersResponse(members=node_of(request).raft.members()))
+    return ok(members_response(node_of(request)))
 
 
 @leader_only
@@ -226,10 +231,17 @@ async def join(request: web.Request) -> web.Response:
             "(or belongs to another cluster); check its secrets.json",
         )
     raft_address = f"{body.address}:{body.raft_port}"
-    if raft_address not in node.raft.members():
+    voters = node.raft.members()
+    known = node.raft.view()["nodes"].get(body.node)
+    if body.voter and raft_address not in voters:
+        if len(voters) >= MAX_VOTERS and not (known and known.get("voter")):
+            return error(
+                409,
+                f"cluster {node.settings.cluster} has {MAX_VOTERS} voters; join as a non-voting replica",
+            )
         await node.raft.add_member(raft_address)
-    elif body.node in node.raft.view()["nodes"]:
-        return ok(MembersResponse(members=node.raft.members()))  # a restarted member: nothing to change
+    elif known is not None and known.get("voter", True) == body.voter:
+        return ok(members_response(node))  # a restarted member: nothing to change
     record: NodeRecord = {
         "id": body.node,
         "address": body.address,
@@ -239,13 +251,14 @@ async def join(request: web.Request) -> web.Response:
         "cpus": body.cpus,
         "memory": body.memory,
         "status": "joining",
+        "voter": body.voter,
         "joined_at": time.time(),
         "last_seen": None,
     }
     await node.raft.execute(command("node_joined", node=record))
-    log.info("node %s joined at %s", body.node, raft_address)
+    log.info("node %s joined at %s as a %s", body.node, raft_address, "voter" if body.voter else "non-voter")
     node.reconciler.wake()
-    return ok(MembersResponse(members=node.raft.members()))
+    return ok(members_response(node))
 
 
 async def service_logs(request: web.Request) -> web.Response:

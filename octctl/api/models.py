@@ -54,14 +54,17 @@ class JoinRequest(BaseModel):
     raft_port: int = Field(ge=1, le=65535)
     dns_port: int = Field(default=53, ge=1, le=65535)
     proof: str = Field(default="", description="Secrets.raft_proof(cluster, node, address, raft_port)")
+    voter: bool = Field(default=True, description="false: join as a non-voting replica")
     cpus: int = Field(gt=0)
     memory: int = Field(gt=0)
 
 
 class MembersResponse(BaseModel):
-    """Raft addresses (``host:port``) of the current voting members."""
+    """Raft addresses (``host:port``) of the current voting members; ``voter_slots`` says how many
+    more may join as voters (a joining node picks its role from it; the leader has the last word)."""
 
     members: list[str]
+    voter_slots: int = 0
 
 
 class DeploymentView(BaseModel):
@@ -77,7 +80,7 @@ class NodeView(BaseModel):
     id: str
     address: str
     api_port: int
-    role: Literal["leader", "follower"]
+    role: Literal["leader", "follower", "non-voter"]
     status: NodeStatus
     cpus: int
     memory: int

@@ -28,7 +28,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
             id=n["id"],
             address=n["address"],
             api_port=n["api_port"],
-            role="leader" if n["id"] == leader else "follower",
+            role="leader" if n["id"] == leader else "follower" if n.get("voter", True) else "non-voter",
             status=n["status"],
             cpus=n["cpus"],
             memory=n["memory"],

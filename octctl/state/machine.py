@@ -150,7 +150,13 @@ def _settle(future: asyncio.Future[Any], result: Any, error: int) -> None:
 
 
 class RaftNode:
-    """One node's Raft replica, driven from asyncio."""
+    """One node's Raft replica, driven from asyncio.
+
+    A *voter* takes part in elections and commits. A non-voter (PySyncObj's read-only node: it
+    binds no port and connects out to the voters) receives every entry from the leader, so its
+    replica, DNS answers and API reads stay current, but it is not counted for the majority: large
+    clusters keep a small voter set, whose commits stay fast, while every node still has the state.
+    """
 
     def __init__(
         self,
@@ -159,30 +165,54 @@ class RaftNode:
         data_dir: Path,
         password: str,
         loop: asyncio.AbstractEventLoop,
+        voter: bool = True,
     ) -> None:
         check_raft_files(data_dir)  # refuse damaged files loudly instead of hanging on them
         self.machine = StateMachine()
         self.loop = loop
         self.self_address = self_address
+        self.voter = voter
+        self._data_dir = data_dir
+        self._password = password
         self._queue: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
         self._inflight = 0  # id of the batch in flight, 0 when none
         self._batches = 0
+        self.sync = self._open(partners)
+
+    def _open(self, partners: list[str]) -> SyncObj:
+        data_dir = self._data_dir
         conf = SyncObjConf(
             appendEntriesUseBatch=False,  # commit per write: ~0.3 ms instead of ~100 ms (pysyncobj-notes)
             dynamicMembershipChange=True,
             journalFile=str(data_dir / JOURNAL),
             fullDumpFile=str(data_dir / DUMP),
-            password=password,
-            bindAddress=self_address,  # never 0.0.0.0: the Raft port is for cluster members only
+            password=self._password,
+            bindAddress=self.self_address,  # never 0.0.0.0: the Raft port is for cluster members only
             useFork=False,
             leaderFallbackTimeout=3.0,
             connectionRetryTime=1.0,
             commandsWaitLeader=False,
             onStateChanged=self._on_state_changed,
         )
-        self.sync = SyncObj(
-            self_address, [p for p in partners if p != self_address], conf, consumers=[self.machine]
-        )
+        others = [p for p in partners if p != self.self_address]
+        return SyncObj(self.self_address if self.voter else None, others, conf, consumers=[self.machine])
+
+    async def reopen(self, voter: bool) -> None:
+        """Restart the replica as a voter or a non-voter (PySyncObj fixes the role at creation).
+
+        The new replica replays this node's own journal into a fresh state machine and then
+        follows the leader; readers keep using ``self.machine`` and see a new version number, so
+        caches keyed on it are rebuilt. Writes in flight meanwhile fail and may be retried.
+        """
+        partners = self.members()
+        old_sync, old_machine = self.sync, self.machine
+        await asyncio.to_thread(old_sync.destroy_synchronous)
+        machine = StateMachine()
+        machine._version = old_machine.version + 1
+        machine._listeners = old_machine._listeners
+        self.machine, self.voter = machine, voter
+        self.sync = self._open(partners)
+        log.info("raft replica reopened as a %s", "voter" if voter else "non-voting replica")
 
     def _on_state_changed(self, old: int, new: int) -> None:
         """Runs on the Raft thread. The log line is part of the contract: the chaos suite reads it to
@@ -214,8 +244,9 @@ class RaftNode:
         return int(self.sync.getStatus()["commit_idx"])
 
     def members(self) -> list[str]:
+        """The voters' Raft addresses (a non-voter is not one of them)."""
         others = [str(n.address if hasattr(n, "address") else n) for n in self.sync.otherNodes]
-        return sorted([self.self_address, *others])
+        return sorted([self.self_address, *others] if self.voter else others)
 
     # -- writes --------------------------------------------------------------------------------
     async def execute(self, cmd: dict[str, Any], timeout: float = 5.0) -> Any:

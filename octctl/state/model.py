@@ -15,6 +15,11 @@ import copy
 from collections.abc import Callable
 from typing import Any, NotRequired, TypedDict
 
+#: Voting members at most. Beyond this, nodes join as non-voting replicas: every commit waits for
+#: a majority of voters, so more voters mean slower writes without a useful gain in fault
+#: tolerance (5 voters already survive 2 failures), as in Consul and Nomad.
+MAX_VOTERS = 5
+
 
 class NodeRecord(TypedDict):
     id: str
@@ -25,6 +30,7 @@ class NodeRecord(TypedDict):
     cpus: int
     memory: int
     status: str  # joining | ready | unreachable | retiring
+    voter: NotRequired[bool]  # absent in states written before non-voters existed: then a voter
     joined_at: float
     last_seen: float | None
 
@@ -96,6 +102,13 @@ def _node_status(state: ClusterState, node: str, status: str, at: float) -> None
     record["status"] = status
     if status == "ready":
         record["last_seen"] = at
+
+
+def _node_role(state: ClusterState, node: str, voter: bool) -> None:
+    """The leader's decision to promote a non-voter; the node acts on it by itself."""
+    record = state["nodes"].get(node)
+    if record is not None:
+        record["voter"] = voter
 
 
 def _provisioning(state: ClusterState, node: str, at: float) -> None:
@@ -196,6 +209,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "node_joined": _node_joined,
     "node_left": _node_left,
     "node_status": _node_status,
+    "node_role": _node_role,
     "provisioning": _provisioning,
     "provisioning_done": _provisioning_done,
     "deploy": _deploy,

@@ -20,6 +20,9 @@ from tests.e2e.harness import http_get, services_by_name
 
 pytestmark = pytest.mark.e2e
 
+#: oct.toml text that makes the leader replace a node silent for 5 s (instead of 120 s).
+FAST_REPLACEMENT = "[project.cluster]\nreplace_dead_after = 5\n\n[project.provider.local]"
+
 
 def members(leader_api: str, token: str) -> list[str]:
     answer = httpx.get(
@@ -30,9 +33,7 @@ def members(leader_api: str, token: str) -> list[str]:
 
 def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None:  # type: ignore[no-untyped-def]
     project = make_project("examples/quickstart")
-    project.edit(
-        "[project.provider.local]", "[project.cluster]\nreplace_dead_after = 5\n\n[project.provider.local]"
-    )
+    project.edit("[project.provider.local]", FAST_REPLACEMENT)
     project.oct("deploy")
     before = project.status()
     leader = next(n for n in before["nodes"] if n["role"] == "leader")
@@ -126,3 +127,61 @@ def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_proj
         time.sleep(0.3)
     got = httpx.get(f"{base}/v1/kv/before?stale=true", headers=headers, timeout=5).json()
     assert got["value"] == "kept"
+
+
+def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = make_project("examples/quickstart")
+    project.edit("nodes = 3", "nodes = 6")
+    project.edit("[project.provider.local]", FAST_REPLACEMENT)
+    project.oct("deploy")
+    status = project.status()
+    roles = sorted(n["role"] for n in status["nodes"])
+    assert roles == ["follower"] * 4 + ["leader", "non-voter"], status["nodes"]
+    leader = next(n for n in status["nodes"] if n["role"] == "leader")
+    replica = next(n for n in status["nodes"] if n["role"] == "non-voter")
+    token = json.loads((project.dir / ".oct" / "nodes" / leader["id"] / "secrets.json").read_text())["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    leader_api = f"{leader['address']}:{leader['api_port']}"
+    assert sorted(members(leader_api, token)) == sorted(
+        f"{n['address']}:31889" for n in status["nodes"] if n["role"] != "non-voter"
+    )
+
+    # The non-voter serves the API (writes forwarded, reads through the leader) and keeps a replica.
+    replica_api = f"http://{replica['address']}:{replica['api_port']}"
+    put = httpx.put(f"{replica_api}/v1/kv/via-replica", json={"value": "yes"}, headers=headers, timeout=10)
+    assert put.status_code == 200, put.text
+    assert httpx.get(f"{replica_api}/v1/kv/via-replica", headers=headers, timeout=10).json()["value"] == "yes"
+
+    # A voter dies: the non-voter is promoted and the replacement joins as a non-voter.
+    victim = next(n for n in status["nodes"] if n["role"] == "follower")
+    os.kill(int((project.dir / ".oct" / "nodes" / victim["id"] / "oct-ctl.pid").read_text()), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        status = project.status()
+        nodes = {n["id"]: n for n in status["nodes"]}
+        roles = sorted(n["role"] for n in status["nodes"])
+        if (
+            f"node {victim['id']} unreachable for" in project.node_logs()
+            and nodes.get(replica["id"], {}).get("role") == "follower"
+            and roles == ["follower"] * 4 + ["leader", "non-voter"]
+            and all(n["status"] == "ready" for n in nodes.values())
+        ):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"nodes: {status['nodes']}\n{project.node_logs()}")
+        time.sleep(0.5)
+    current = members(leader_api, token)
+    assert len(current) == 5 and f"{replica['address']}:31889" in current
+
+    # Every node, voter or not, converges to the same state.
+    apis = [f"http://{n['address']}:{n['api_port']}" for n in nodes.values()]
+    deadline = time.monotonic() + 30
+    while True:
+        hashes = {
+            httpx.get(f"{api}/v1/cluster/replica", headers=headers, timeout=5).json()["state_hash"]
+            for api in apis
+        }
+        if len(hashes) == 1:
+            break
+        assert time.monotonic() < deadline, "replicas did not converge"
+        time.sleep(0.2)

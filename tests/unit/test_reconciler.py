@@ -39,7 +39,8 @@ class FakeRaft:
         return 7
 
     def members(self) -> list[str]:
-        return [f"{n['address']}:{n['raft_port']}" for n in self.state["nodes"].values()]
+        voters = [n for n in self.state["nodes"].values() if n.get("voter", True)]
+        return [f"{n['address']}:{n['raft_port']}" for n in voters]
 
     async def execute(self, cmd: dict[str, Any], timeout: float = 5.0) -> Any:
         result = apply_command(self.state, cmd)
@@ -306,3 +307,25 @@ def test_a_node_dead_for_too_long_is_removed_and_replaced(parts) -> None:  # typ
     assert raft.removed_members == [f"{node(int(victim[-1]))['address']}:31889"]
     assert len(provider.provisioned) == 1, "the fleet grows back to its minimum of 3"
     assert victim not in raft.state["placements"].values()
+
+
+def test_voters_stay_at_five_and_a_non_voter_replaces_a_lost_one(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    for n in (5, 6):
+        asyncio.run(raft.execute(command("node_joined", node=node(n))))
+    for n in (7, 8):
+        asyncio.run(raft.execute(command("node_joined", node={**node(n), "voter": False})))
+    spec = project(service("a"), nodes=1)
+    spec["project"]["cluster"] = {"replace_dead_after": 30}
+    deploy(raft, spec)
+    ticks(reconciler, 3)
+    assert len(raft.members()) == 5, "five voters already: nobody is promoted"
+    assert [n["id"] for n in raft.state["nodes"].values() if not n.get("voter", True)] == ["node-7", "node-8"]
+
+    agents.down.add("127.0.0.6:31888")
+    ticks(reconciler, UNREACHABLE_AFTER + 1)
+    raft.state["nodes"]["node-6"]["last_seen"] = 1.0
+    ticks(reconciler, 2)
+    assert "node-6" not in raft.state["nodes"]
+    assert raft.state["nodes"]["node-7"]["voter"] is True and raft.state["nodes"]["node-8"]["voter"] is False
+    assert len(raft.members()) == 5
