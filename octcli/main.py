@@ -76,6 +76,8 @@ _STATE_STYLES = {
     "succeeded": "green",
     "ready": "green",
     "leader": "bold",
+    "follower": "",
+    "non-voter": "dim",
     "failed": "red",
     "exited": "red",
     "unreachable": "red",
