@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -265,7 +266,7 @@ def oct_cleanup(config: Path, project: str) -> str | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if (project_dir / ".oct").exists():
-        from octcli.local import kill_process_instances
+        from octctl.providers.leftovers import kill_process_instances
 
         with contextlib.suppress(Exception):
             kill_process_instances(project_dir / ".oct", on_phase=log)
@@ -317,3 +318,118 @@ def remove_image_tag(tag: str) -> None:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=30)
         log(f"removed the tag {tag} this run created")
+
+
+# -- a bare oct cluster (the Raft benchmarks) ------------------------------------------------------
+
+BARE_CLUSTER_TOML = """[project]
+name = "{name}"
+services = []
+
+[project.state_backend.local]
+path = "./state.json"
+
+[project.provider.local]
+nodes = {nodes}
+"""
+
+
+def http_json(url: str, timeout: float = 1.0, token: str | None = None) -> Any:
+    """GET ``url`` and decode its JSON body; None on any failure (a node may be down on purpose)."""
+    check_loopback(url)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with _OPENER.open(request, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class OctCluster:
+    """A local oct cluster that runs no service: only the Raft group and the HTTP API in front of it."""
+
+    config: Path
+    project: str
+    token: str
+
+    @property
+    def root(self) -> Path:
+        return self.config.parent / ".oct"
+
+    def api_urls(self) -> dict[str, str]:
+        """``{node id: http://address:api_port}``, from the node files (they outlive a killed process)."""
+        from octctl.node_settings import read_node_files
+        from octctl.providers.local import local_nodes, nodes_dir
+
+        urls = {}
+        for node in local_nodes(self.root):
+            with contextlib.suppress(OSError, ValueError):
+                settings, _ = read_node_files(nodes_dir(self.root) / node)
+                urls[node] = f"http://{settings.api_address}"
+        return urls
+
+    def leaders(self, timeout: float = 1.0) -> dict[str, str | None]:
+        """What each answering node's ``/v1/health`` names as leader (``{node: leader or None}``)."""
+        found = {}
+        for node, url in self.api_urls().items():
+            health = http_json(f"{url}/v1/health", timeout)
+            if isinstance(health, dict):
+                found[node] = health.get("leader")
+        return found
+
+    def wait_agreed_leader(self, nodes: int, timeout: float, interval: float = 0.05) -> str:
+        """Poll until ``nodes`` nodes answer and all name the same leader; return its node id."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
+        for _ in range(int(timeout / interval) + 10):
+            seen = self.leaders()
+            named = set(seen.values())
+            if len(seen) >= nodes and len(named) == 1 and None not in named:
+                return str(named.pop())
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(interval)
+        raise BenchError(f"no leader agreed on by {nodes} nodes within {timeout:.0f} s (saw {seen})")
+
+
+@contextlib.contextmanager
+def bare_oct_cluster(
+    prefix: str, project: str, nodes: int = 3, timeout: float = 120.0
+) -> Iterator[OctCluster]:
+    """Start a local ``nodes``-node cluster in a temp folder with ``oct deploy``; destroy it afterwards.
+
+    Going through ``oct deploy`` (not hand-started processes) measures the cluster users get: the
+    genesis node provisions the others as the local provider does. Torn down even on failure.
+    """
+    import octcli
+    from octcli.errors import OctError
+    from octcli.local import adopt
+
+    with temp_project_dir(prefix) as folder:
+        config = folder / "oct.toml"
+        config.write_text(BARE_CLUSTER_TOML.format(name=project, nodes=nodes))
+        failure = None
+        try:
+            log(f"starting a {nodes}-node oct cluster in {folder}")
+            try:
+                octcli.deploy(config, on_phase=log, timeout=timeout)
+            except OctError as e:
+                check_clash(folder, str(e))
+                raise BenchError(f"oct deploy failed: {e}\n{log_tails(folder)}") from e
+            record = adopt(folder / ".oct", project)
+            if record is None:
+                raise BenchError(f"oct deploy left no node files under {folder / '.oct'}")
+            cluster = OctCluster(config=config, project=project, token=record.token)
+            try:
+                leader = cluster.wait_agreed_leader(nodes, timeout)
+            except BenchError as e:
+                check_clash(folder)
+                raise BenchError(f"{e}\n{log_tails(folder)}") from e
+            check_clash(folder)
+            log(f"cluster up: nodes {sorted(cluster.api_urls())}, leader {leader}")
+            yield cluster
+        finally:
+            failure = oct_cleanup(config, project)
+        if failure is not None:
+            raise BenchError(failure)

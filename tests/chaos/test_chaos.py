@@ -6,6 +6,7 @@ this file to a few minutes. ``make chaos SEEDS=100`` runs many more with a summa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -97,6 +98,38 @@ def test_partitioned_follower_is_cut_off_and_its_stale_read_is_caught(cluster: C
     cluster.wait_for(
         lambda: (cluster.get(follower, "/v1/kv/p?stale=true") or {}).get("value") == "new", 20, "heal"
     )
+
+
+def test_an_isolated_leader_stops_acting_and_a_majority_carries_on(cluster: Cluster) -> None:
+    """Cut off from the majority, the old leader must step down by itself (leaderFallbackTimeout
+    is 3 s) and never acknowledge a write, while the majority elects a leader of a newer term
+    that does; after healing, the old leader follows it."""
+    old = cluster.leader()
+    assert old is not None
+    old_term = (cluster.get(old, "/v1/cluster/replica") or {})["term"]
+    cluster.isolate(old)
+    acknowledged = []
+    deadline = time.monotonic() + 15
+    while (cluster.get(old, "/v1/cluster/replica") or {}).get("is_leader", True):
+        assert time.monotonic() < deadline, "an isolated leader kept believing it leads"
+        with contextlib.suppress(httpx.HTTPError):
+            acknowledged.append(_put(cluster, old, "cut", "x").status_code == 200)
+    stepped_down = time.monotonic()
+    assert not any(acknowledged), "a leader without a majority acknowledged a write"
+    for _ in range(3):  # and it keeps refusing: no quorum, no commit
+        with contextlib.suppress(httpx.HTTPError):
+            assert _put(cluster, old, "cut", "x").status_code != 200
+
+    cluster.wait_for(lambda: cluster.leader() not in (None, old), 20, "a new leader among the majority")
+    new = cluster.leader()
+    assert new is not None
+    assert (cluster.get(new, "/v1/cluster/replica") or {})["term"] > old_term
+    assert _put(cluster, new, "cut", "majority").status_code == 200
+    cluster.heal_network()
+    cluster.wait_for(
+        lambda: (cluster.get(old, "/v1/kv/cut?stale=true") or {}).get("value") == "majority", 20, "heal"
+    )
+    assert stepped_down < deadline
 
 
 def test_kill_pause_and_restart_keep_the_data(cluster: Cluster) -> None:
