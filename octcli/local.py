@@ -30,6 +30,7 @@ from octctl.providers.local import (
     local_node_settings,
     local_nodes,
     node_pid,
+    node_process_alive,
     nodes_dir,
     pid_alive,
     start_node,
@@ -232,33 +233,6 @@ def log_tail(root: Path, node: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    """The process's argv, or None where /proc is not available to tell."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return [] if Path("/proc/self").exists() else None
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def node_process_alive(root: Path, node: str) -> bool:
-    """Whether the pid in the node's pid file is still that node.
-
-    After a reboot the recorded pid may belong to an unrelated process; trusting it would leave the
-    node dead (never restarted) and, worse, make teardown kill someone else's program.
-    """
-    pid = node_pid(root, node)
-    if pid is None or not pid_alive(pid):
-        return False
-    argv = _cmdline(pid)
-    if argv is None:
-        return True
-    data_dir = str(nodes_dir(root) / node)
-    return any("octctl" in part or "oct-ctl" in part for part in argv) and data_dir in argv
 
 
 # -- teardown --------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ class Node:
         self.secrets = secrets
         self.data_dir = data_dir
         self.stopping = asyncio.Event()
+        #: The leader admits joining nodes one at a time (voter seats are counted, then taken).
+        self.admission = asyncio.Lock()
         self.agent = Agent(settings.node, data_dir)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []

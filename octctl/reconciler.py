@@ -27,7 +27,7 @@ from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.scheduler import NodeCapacity, nodes_needed, place
 from octctl.specs import Rollout, demand, instance_specs
 from octctl.state.machine import NotLeader, RaftNode, RaftUnavailable
-from octctl.state.model import MAX_VOTERS, ClusterState, NodeRecord, command
+from octctl.state.model import MAX_VOTERS, ClusterState, NodeRecord, command, pending_voters
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Fleet:
+    min_nodes: int
+    max_nodes: int | None
+    template: NodeCapacity  # the size of a node the provider would add
+
+
 @dataclass
 class Reconciler:
     raft: RaftNode
@@ -69,6 +76,8 @@ class Reconciler:
     #: (node, service) -> (spec hash, deployment) of a push that failed; not retried for the same pair.
     _failed: dict[tuple[str, str], InstanceStatus] = field(default_factory=dict)
     _misses: dict[str, int] = field(default_factory=dict)
+    #: Nodes this leader asked the provider for (intents of earlier leaders are not in it).
+    _launched: set[str] = field(default_factory=set)
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,6 +90,7 @@ class Reconciler:
             if not self.raft.is_leader():
                 self._failed.clear()
                 self._misses.clear()
+                self._launched.clear()
                 continue
             try:
                 busy = await self.tick()
@@ -187,31 +197,41 @@ class Reconciler:
         The decision goes through Raft; the node reopens its replica as a voter and asks to be
         added (see ``Node._follow_role``). One promotion at a time: none while one is under way.
         """
-        voters = set(self.raft.members())
-        if len(voters) >= MAX_VOTERS:
-            return False
-        nodes = list(view["nodes"].values())
-        if any(n.get("voter", True) and raft_address(n) not in voters for n in nodes):
-            return False  # a promotion (or a join) is under way
-        candidates = sorted(n["id"] for n in nodes if not n.get("voter", True) and n["status"] == "ready")
+        voters = self.raft.members()
+        if len(voters) >= MAX_VOTERS or pending_voters(view, voters):
+            return False  # full, or a promotion is under way
+        candidates = sorted(
+            n["id"] for n in view["nodes"].values() if not n.get("voter", True) and n["status"] == "ready"
+        )
         if not candidates:
             return False
         log.info("promoting %s to voter (%d of %d voters)", candidates[0], len(voters), MAX_VOTERS)
         await self.raft.execute(command("node_role", node=candidates[0], voter=True))
         return True
 
+    def _fleet(self, config: Config) -> Fleet:
+        """How many nodes the project wants at least and at most, and the size of a new one."""
+        provider = config.project.provider
+        if provider is not None and provider.local is not None:
+            local = provider.local
+            return Fleet(local.nodes, None, NodeCapacity(node="new", cpus=local.cpus, memory=local.memory))
+        template = NodeCapacity(node="new", cpus=self.settings.cpus, memory=self.settings.memory)
+        aws = provider.aws if provider is not None else None
+        if aws is not None:
+            return Fleet(aws.min_nodes, aws.max_nodes, template)
+        return Fleet(1, None, template)
+
     async def _schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
         """Place services; grow the fleet to the minimum first so a deploy spreads over it."""
         if config is None:
             return {}
-        local = config.project.provider.local if config.project.provider else None
-        min_nodes = local.nodes if local else 1
+        fleet = self._fleet(config)
         if self.provider is not None:
-            await self._grow(view, config, min_nodes)
+            await self._grow(view, fleet, fleet.min_nodes)
             view = self.raft.view()
         ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
         growing = bool(view["provisioning"]) or any(n["status"] == "joining" for n in view["nodes"].values())
-        if ready < min_nodes and growing:
+        if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
         demands = [demand(s) for s in config.project.services]
         capacities = [
@@ -222,45 +242,85 @@ class Reconciler:
         placements = dict(plan.placements)
         if placements != view["placements"]:
             await self.raft.execute(command("set_placements", placements=placements))
-        if plan.unplaced and local is not None and self.provider is not None:
-            template = NodeCapacity(node="new", cpus=local.cpus, memory=local.memory)
+        if plan.unplaced and self.provider is not None:
             try:
-                missing = nodes_needed([d for d in demands if d.service in plan.unplaced], template)
+                missing = nodes_needed([d for d in demands if d.service in plan.unplaced], fleet.template)
             except ValueError as e:
                 await self._fail(view, None, str(e), [])
             else:
-                await self._grow(view, config, len(view["nodes"]) + missing)
+                await self._grow(view, fleet, len(view["nodes"]) + missing)
+        elif self.provider is not None and not growing:
+            await self._shrink(self.raft.view(), fleet, placements)
         return placements
 
-    async def _grow(self, view: ClusterState, config: Config, wanted: int) -> None:
-        """Ask the provider for the missing nodes; they start in parallel and join one by one."""
+    def _request(self, fleet: Fleet) -> NodeRequest:
+        return NodeRequest(
+            cluster=self.settings.cluster,
+            cpus=fleet.template.cpus,
+            memory=fleet.template.memory,
+            join=(self.settings.api_address,),
+            secrets=self.secrets,
+        )
+
+    async def _grow(self, view: ClusterState, fleet: Fleet, wanted: int) -> None:
+        """Ask the provider for the missing nodes; they start in parallel and join one by one.
+
+        Each new node is an intent in Raft before the provider is called, and intents a previous
+        leader left are provisioned again (the provider does not start a second machine for the
+        same id), so a failover in the middle neither orphans nor duplicates a machine.
+        """
         now = time.time()
         assert self.provider is not None
+        request = self._request(fleet)
         for node, since in view["provisioning"].items():
             if now - since > PROVISION_TIMEOUT:
                 log.warning("node %s did not join within %.0fs; retiring it", node, PROVISION_TIMEOUT)
                 await asyncio.to_thread(self.provider.retire, node)
                 await self.raft.execute(command("provisioning_done", node=node))
+            elif node not in self._launched and node not in view["nodes"]:
+                log.info("finishing the launch of node %s that an earlier leader started", node)
+                self._launched.add(node)
+                await self._provision(view, node, request)
+        if fleet.max_nodes is not None:
+            wanted = min(wanted, fleet.max_nodes)
         missing = wanted - len(view["nodes"]) - len(view["provisioning"])
-        if missing <= 0:
-            return
-        local = config.project.provider.local if config.project.provider else None
-        request = NodeRequest(
-            cluster=self.settings.cluster,
-            cpus=local.cpus if local else self.settings.cpus,
-            memory=local.memory if local else self.settings.memory,
-            join=(self.settings.api_address,),
-            secrets=self.secrets,
-        )
-        for _ in range(missing):
+        for _ in range(max(0, missing)):
             try:
-                node = await asyncio.to_thread(self.provider.provision, request)
-            except Exception as e:  # the provider's failure is the deployment's, in words the user sees
+                node = await asyncio.to_thread(self.provider.reserve, request)
+            except Exception as e:
                 log.error("cannot start another node: %s", e)
                 await self._fail(view, None, f"cannot start another node: {e}", [])
                 return
-            log.info("provisioned node %s towards %d nodes", node, wanted)
             await self.raft.execute(command("provisioning", node=node, at=now))
+            self._launched.add(node)
+            if not await self._provision(view, node, request):
+                return
+            log.info("provisioned node %s towards %d nodes", node, wanted)
+
+    async def _provision(self, view: ClusterState, node: str, request: NodeRequest) -> bool:
+        assert self.provider is not None
+        try:
+            await asyncio.to_thread(self.provider.provision, node, request)
+            return True
+        except Exception as e:  # the provider's failure is the deployment's, in words the user sees
+            log.error("cannot start node %s: %s", node, e)
+            await self._fail(view, None, f"cannot start another node: {e}", [])
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.provider.retire, node)
+            await self.raft.execute(command("provisioning_done", node=node))
+            return False
+
+    async def _shrink(self, view: ClusterState, fleet: Fleet, placements: Mapping[str, str]) -> None:
+        """Hand back one empty follower a tick while the fleet is above its minimum."""
+        busy = set(placements.values()) | {n for n, seen in view["instances"].items() if seen}
+        idle = sorted(
+            n["id"]
+            for n in view["nodes"].values()
+            if n["id"] != self.settings.node and n["status"] == "ready" and n["id"] not in busy
+        )
+        if idle and len(view["nodes"]) > fleet.min_nodes:
+            log.info("node %s runs nothing and the fleet is above its minimum: retiring it", idle[-1])
+            await self.retire(view["nodes"][idle[-1]])
 
     async def _converge(
         self, view: ClusterState, config: Config | None, specs: dict[str, InstanceSpec], observed: Observed

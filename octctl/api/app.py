@@ -42,7 +42,7 @@ from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
 from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import MAX_VOTERS, NodeRecord, command
+from octctl.state.model import MAX_VOTERS, NodeRecord, command, pending_voters
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ async def destroy(request: web.Request) -> web.Response:
 
 def members_response(node: Node) -> MembersResponse:
     current = node.raft.members()
-    return MembersResponse(members=current, voter_slots=max(0, MAX_VOTERS - len(current)))
+    taken = len(current) + len(pending_voters(node.raft.view(), current))
+    return MembersResponse(members=current, voter_slots=max(0, MAX_VOTERS - taken))
 
 
 async def members(request: web.Request) -> web.Response:
@@ -230,32 +231,35 @@ async def join(request: web.Request) -> web.Response:
             f"node {body.node} does not hold the Raft secret of cluster {node.settings.cluster} "
             "(or belongs to another cluster); check its secrets.json",
         )
-    raft_address = f"{body.address}:{body.raft_port}"
-    voters = node.raft.members()
-    known = node.raft.view()["nodes"].get(body.node)
-    if body.voter and raft_address not in voters:
-        if len(voters) >= MAX_VOTERS and not (known and known.get("voter")):
-            return error(
-                409,
-                f"cluster {node.settings.cluster} has {MAX_VOTERS} voters; join as a non-voting replica",
-            )
-        await node.raft.add_member(raft_address)
-    elif known is not None and known.get("voter", True) == body.voter:
-        return ok(members_response(node))  # a restarted member: nothing to change
-    record: NodeRecord = {
-        "id": body.node,
-        "address": body.address,
-        "api_port": body.api_port,
-        "raft_port": body.raft_port,
-        "dns_port": body.dns_port,
-        "cpus": body.cpus,
-        "memory": body.memory,
-        "status": "joining",
-        "voter": body.voter,
-        "joined_at": time.time(),
-        "last_seen": None,
-    }
-    await node.raft.execute(command("node_joined", node=record))
+    async with node.admission:  # one admission at a time, or two joiners could both take the last seat
+        raft_address = f"{body.address}:{body.raft_port}"
+        view = node.raft.view()
+        voters = node.raft.members()
+        known = view["nodes"].get(body.node)
+        if body.voter and raft_address not in voters:
+            promoted = body.node in pending_voters(view, voters)
+            if not promoted and len(voters) + len(pending_voters(view, voters)) >= MAX_VOTERS:
+                return error(
+                    409,
+                    f"cluster {node.settings.cluster} has {MAX_VOTERS} voters; join as a non-voting replica",
+                )
+            await node.raft.add_member(raft_address)
+        elif known is not None and known.get("voter", True) == body.voter:
+            return ok(members_response(node))  # a restarted member: nothing to change
+        record: NodeRecord = {
+            "id": body.node,
+            "address": body.address,
+            "api_port": body.api_port,
+            "raft_port": body.raft_port,
+            "dns_port": body.dns_port,
+            "cpus": body.cpus,
+            "memory": body.memory,
+            "status": "joining",
+            "voter": body.voter,
+            "joined_at": time.time(),
+            "last_seen": None,
+        }
+        await node.raft.execute(command("node_joined", node=record))
     log.info("node %s joined at %s as a %s", body.node, raft_address, "voter" if body.voter else "non-voter")
     node.reconciler.wake()
     return ok(members_response(node))

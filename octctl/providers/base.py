@@ -3,6 +3,12 @@
 A provider only launches and stops machines; it never talks Raft. A launched node joins the
 cluster by itself (its settings carry the addresses of existing members), so a provider call can
 return as soon as the machine is on its way.
+
+Launching is split in two so that no machine is ever started without the cluster knowing: the
+leader first *reserves* a node id (no machine yet) and commits it to Raft as an intent, then asks
+the provider to *provision* that id. A leader that dies in between leaves an intent its successor
+finishes by provisioning the same id again, which must not start a second machine, or undoes by
+retiring it.
 """
 
 from __future__ import annotations
@@ -23,13 +29,18 @@ class NodeRequest:
 
 
 class Provider(abc.ABC):
-    """Contract: ``provision`` starts a node and returns its id before it has joined; calling it
-    again makes another node. ``retire`` stops the node and frees what it used; retiring an unknown
-    or already stopped node is not an error."""
+    """Contract: ``reserve`` picks the id of a new node without starting anything; ``provision``
+    starts that node and returns before it has joined, and provisioning an id again does not start
+    a second machine. ``retire`` stops the node and frees what it used; retiring an unknown or
+    already stopped node is not an error."""
 
     @abc.abstractmethod
-    def provision(self, request: NodeRequest) -> str:
-        """Launch one node that will join the cluster; return its node id."""
+    def reserve(self, request: NodeRequest) -> str:
+        """The id the next node will join with."""
+
+    @abc.abstractmethod
+    def provision(self, node: str, request: NodeRequest) -> None:
+        """Launch node ``node`` (idempotent for the same id)."""
 
     @abc.abstractmethod
     def retire(self, node: str) -> None:

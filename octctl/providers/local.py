@@ -132,6 +132,11 @@ def node_name(address: str) -> str:
     return "node-" + address.rsplit(".", 1)[-1]
 
 
+def node_address(node: str) -> str:
+    """The inverse of :func:`node_name`."""
+    return "127.0.0." + node.removeprefix("node-")
+
+
 def start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
     """Write the node's files and start a detached ``oct-ctl`` for it; return its pid.
 
@@ -232,18 +237,49 @@ def local_nodes(root: Path) -> list[str]:
     return sorted(p.name for p in nodes_dir(root).iterdir() if p.is_dir())
 
 
+def _cmdline(pid: int) -> list[str] | None:
+    """The process's argv, or None where /proc is not available to tell."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return [] if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def node_process_alive(root: Path, node: str) -> bool:
+    """Whether the pid in the node's pid file is still that node.
+
+    After a reboot the recorded pid may belong to an unrelated process; trusting it would leave the
+    node dead (never restarted) and, worse, make teardown kill someone else's program.
+    """
+    pid = node_pid(root, node)
+    if pid is None or not pid_alive(pid):
+        return False
+    argv = _cmdline(pid)
+    if argv is None:
+        return True
+    data_dir = str(nodes_dir(root) / node)
+    return any("octctl" in part or "oct-ctl" in part for part in argv) and data_dir in argv
+
+
 class LocalProvider(Provider):
     def __init__(self, root: Path, cluster: str | None = None) -> None:
         self.root = root
         self.cluster = cluster
 
-    def provision(self, request: NodeRequest) -> str:
-        address = free_address(self.root)
+    def reserve(self, request: NodeRequest) -> str:
+        """Claiming an address is the reservation: the id names the address (``node-N``)."""
+        return node_name(free_address(self.root))
+
+    def provision(self, node: str, request: NodeRequest) -> None:
+        if node_process_alive(self.root, node):
+            return
         settings = local_node_settings(
-            self.root, address, request.cluster, request.cpus, request.memory, list(request.join)
+            self.root, node_address(node), request.cluster, request.cpus, request.memory, list(request.join)
         )
         start_node(self.root, settings, request.secrets)
-        return settings.node
 
     def retire(self, node: str) -> None:
         """Also what a dead node left running: on a real machine those die with the VM, here they

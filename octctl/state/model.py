@@ -47,6 +47,18 @@ class DeploymentRecord(TypedDict):
     log_tail: list[str]
 
 
+def pending_voters(state: ClusterState, members: list[str]) -> list[str]:
+    """Nodes the leader made voters that are not Raft members yet (a promotion under way): they
+    hold a voter seat already, so admission counts them."""
+    return sorted(
+        n["id"]
+        for n in state["nodes"].values()
+        if n.get("voter", True)
+        and n["status"] != "retiring"
+        and f"{n['address']}:{n['raft_port']}" not in members
+    )
+
+
 class ClusterState(TypedDict):
     cluster: str
     project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed

@@ -104,11 +104,21 @@ class FakeAgents:
 class FakeProvider(Provider):
     def __init__(self) -> None:
         self.provisioned: list[NodeRequest] = []
+        self.started: list[str] = []
+        self.provision_calls: list[str] = []
+        self.reserved = 0
         self.retired: list[str] = []
 
-    def provision(self, request: NodeRequest) -> str:
+    def reserve(self, request: NodeRequest) -> str:
+        self.reserved += 1
+        return f"new-{self.reserved}"
+
+    def provision(self, node: str, request: NodeRequest) -> None:
+        self.provision_calls.append(node)
+        if node in self.started:
+            return  # the same id again: no second machine
+        self.started.append(node)
         self.provisioned.append(request)
-        return f"new-{len(self.provisioned)}"
 
     def retire(self, node: str) -> None:
         self.retired.append(node)
@@ -266,7 +276,7 @@ def test_a_provider_that_cannot_start_nodes_fails_the_deployment(parts) -> None:
     def broken(request: NodeRequest) -> str:
         raise RuntimeError("no free 127.0.0.N address left for another local node")
 
-    provider.provision = broken  # type: ignore[method-assign]
+    provider.reserve = broken  # type: ignore[method-assign]
     deploy(raft, project(service("a"), nodes=4))
     ticks(reconciler, 1)
     deployment = raft.state["deployment"]
@@ -310,12 +320,12 @@ def test_a_node_dead_for_too_long_is_removed_and_replaced(parts) -> None:  # typ
 
 
 def test_voters_stay_at_five_and_a_non_voter_replaces_a_lost_one(parts) -> None:  # type: ignore[no-untyped-def]
-    reconciler, raft, agents, provider = parts
+    reconciler, raft, agents, _ = parts
     for n in (5, 6):
         asyncio.run(raft.execute(command("node_joined", node=node(n))))
     for n in (7, 8):
         asyncio.run(raft.execute(command("node_joined", node={**node(n), "voter": False})))
-    spec = project(service("a"), nodes=1)
+    spec = project(service("a"), nodes=7)
     spec["project"]["cluster"] = {"replace_dead_after": 30}
     deploy(raft, spec)
     ticks(reconciler, 3)
@@ -329,3 +339,41 @@ def test_voters_stay_at_five_and_a_non_voter_replaces_a_lost_one(parts) -> None:
     assert "node-6" not in raft.state["nodes"]
     assert raft.state["nodes"]["node-7"]["voter"] is True and raft.state["nodes"]["node-8"]["voter"] is False
     assert len(raft.members()) == 5
+
+
+def test_a_launch_is_an_intent_in_raft_first_and_a_new_leader_finishes_it(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    seen_intents: list[dict[str, float]] = []
+    real_provision = provider.provision
+
+    def provision(node: str, request: NodeRequest) -> None:
+        seen_intents.append(dict(raft.state["provisioning"]))
+        real_provision(node, request)
+
+    provider.provision = provision  # type: ignore[method-assign]
+    deploy(raft, project(service("a"), nodes=4))
+    ticks(reconciler, 1)
+    assert provider.started == ["new-1"] and "new-1" in seen_intents[0], "intent committed before the call"
+
+    # The leader dies before the node joins; its successor provisions the same id again.
+    successor = Reconciler(
+        raft=raft,  # type: ignore[arg-type]
+        peers=agents,  # type: ignore[arg-type]
+        settings=reconciler.settings,
+        secrets=reconciler.secrets,
+        provider=provider,
+    )
+    ticks(successor, 2)
+    assert provider.provision_calls == ["new-1", "new-1"] and provider.started == ["new-1"]
+    assert provider.reserved == 1, "no second node for the same need"
+
+
+def test_an_empty_follower_above_the_minimum_is_handed_back(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, _, provider = parts
+    asyncio.run(raft.execute(command("node_joined", node=node(5))))
+    deploy(raft, project(service("a"), service("b"), service("c"), nodes=3))
+    ticks(reconciler, 4)
+    assert len(provider.retired) == 1 and provider.retired[0] != "node-2", "one idle follower goes"
+    assert sorted(raft.state["nodes"]) == sorted(set(raft.state["placements"].values()))
+    ticks(reconciler, 3)
+    assert len(raft.state["nodes"]) == 3, "never below the minimum"
