@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import octctl.config as octconfig
 from octcli import state
+from octcli.aws import aws_settings, ensure_aws_cluster, teardown_aws
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable, Unsupported
-from octcli.images import build_images
+from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
+from octcli.images import build_images, dockerfile_services, push_images
 from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
 from octcli.state import ClusterRecord, StateStore
 from octctl.api.models import DeploymentView, StatusResponse
@@ -35,7 +36,6 @@ PathLike = str | os.PathLike[str]
 
 POLL_INTERVAL = 0.3
 SETTLE_GRACE = 30.0
-AWS_UNSUPPORTED = "the aws provider is not available yet; add [project.provider.local] to run on this machine"
 
 
 def _quiet(_message: str) -> None:
@@ -114,14 +114,19 @@ def deploy(
     """
     say = on_phase or _quiet
     file, config = _load(path)
-    if config.project.provider_kind != "local":
-        raise Unsupported(AWS_UNSUPPORTED)
     # Before anything starts: a broken Dockerfile must leave the cluster as it was.
+    built = [s.name for s in dockerfile_services(config)]
     config = build_images(config, file.resolve().parent, on_phase=say)
     store = _store(file, config)
     with store.lock():
         save = store.save
-        record = ensure_cluster(config, file, store.load(), on_phase=say, save=save)
+        if config.project.provider_kind == "aws":
+            record = ensure_aws_cluster(config, file, store.load(), on_phase=say, save=save)
+            if built:
+                region = aws_settings(config).region
+                config = push_images(config, built, cluster=record.cluster, region=region, on_phase=say)
+        else:
+            record = ensure_cluster(config, file, store.load(), on_phase=say, save=save)
         save(record)
         with OctClient(record.nodes, record.token) as client:
             say(f"submitting the deployment to cluster {record.cluster}")
@@ -255,6 +260,14 @@ def destroy(
     project = config.project.name
     store = _store(file, config)
     record = store.load()
+    if config.project.provider_kind == "aws" or (record is not None and record.provider == "aws"):
+        with store.lock():
+            record = store.load()
+            if record is not None and record.nodes:
+                _destroy_through_cluster(record, timeout, say, warn)
+            teardown_aws(record, config, on_phase=say, save=store.save)
+            store.remove()
+        return
     root = Path(record.root) if record is not None else local_root(file)
     if record is None and not local_nodes(root):
         remove_containers(project, on_phase=say)  # strays of a .oct deleted by hand; no-op without Docker

@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_afte
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, read_node_files, write_node_files
+from octctl.providers.aws.resources import AwsNodeSettings
 
 DEFAULT_CONFIG = Path("/etc/oct/bootstrap.json")
 DEFAULT_DATA_DIR = Path("/var/lib/oct")
@@ -55,6 +56,10 @@ class BootstrapConfig(BaseModel):
     dns_domain: str = "oct"
     dns_ttl: int = Field(default=5, ge=0, le=3600)
     dns_upstreams: list[str] | None = None
+    node: str | None = Field(
+        default=None, description="the id the leader reserved for this node; None: the instance id"
+    )
+    aws: AwsNodeSettings | None = None
 
     def node_settings(self, node: str, address: str) -> NodeSettings:
         return NodeSettings(
@@ -71,6 +76,7 @@ class BootstrapConfig(BaseModel):
             dns_ttl=self.dns_ttl,
             dns_upstreams=self.dns_upstreams,
             provider=self.provider,
+            aws=self.aws,
         )
 
 
@@ -165,6 +171,7 @@ def bootstrap(
 ) -> str:
     """Write the node files unless identical ones are there; returns what happened, for the log."""
     config = load_config(config_path)
+    node = node or config.node
     if address is None or node is None:
         found_node, found_address = imds_identity()
         node = node or found_node

@@ -42,6 +42,10 @@ def _host_port(address: str, default: int = 53) -> tuple[str, int]:
 def make_provider(settings: NodeSettings) -> Provider | None:
     if settings.provider == "local" and settings.provider_root:
         return LocalProvider(Path(settings.provider_root), settings.cluster)
+    if settings.provider == "aws" and settings.aws is not None:
+        from octctl.providers.aws.provider import AwsProvider  # boto3 and jinja2 only where needed
+
+        return AwsProvider(settings)
     return None
 
 

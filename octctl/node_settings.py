@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.providers.aws.resources import AwsNodeSettings
 
 NODE_FILE = "node.json"
 SECRETS_FILE = "secrets.json"
@@ -43,6 +44,7 @@ class NodeSettings(BaseModel):
     provider_root: str | None = Field(
         default=None, description="local provider: the .oct folder of the project"
     )
+    aws: AwsNodeSettings | None = Field(default=None, description="aws provider: where followers go")
 
     @property
     def raft_address(self) -> str:

@@ -242,14 +242,15 @@ class Reconciler:
         placements = dict(plan.placements)
         if placements != view["placements"]:
             await self.raft.execute(command("set_placements", placements=placements))
-        if plan.unplaced and self.provider is not None:
+        if plan.unplaced and self.provider is not None and not growing:
+            # (while nodes are still joining, they may be what the unplaced services are waiting for)
             try:
                 missing = nodes_needed([d for d in demands if d.service in plan.unplaced], fleet.template)
             except ValueError as e:
                 await self._fail(view, None, str(e), [])
             else:
                 await self._grow(view, fleet, len(view["nodes"]) + missing)
-        elif self.provider is not None and not growing:
+        elif not plan.unplaced and self.provider is not None and not growing:
             await self._shrink(self.raft.view(), fleet, placements)
         return placements
 

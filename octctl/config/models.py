@@ -79,6 +79,9 @@ class AwsProvider(_Model):
     api_allowed_cidrs: list[str] | None = Field(
         default=None, description="who may reach the API port; None = the deploying machine's address"
     )
+    ami: str | None = Field(
+        default=None, description="image id for every node; None = the current Debian 12 for the region"
+    )
     reserve_cpus: int = Field(default=0, ge=0, description="millicores per node kept from services")
     reserve_memory: int = Field(default=0, ge=0, description="MB per node kept from services")
 

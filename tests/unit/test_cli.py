@@ -162,13 +162,17 @@ def test_library_validate_raises_with_all_problems(tmp_path: Path) -> None:
 # -- deploy / destroy without a cluster ----------------------------------------------------------------
 
 
-def test_aws_provider_is_unsupported(tmp_path: Path) -> None:
+def test_aws_without_a_reachable_endpoint_fails_in_one_line_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # closed: nothing leaves this machine
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
     result = runner.invoke(app, ["deploy", "-c", str(path)])
-    assert result.exit_code == 2
-    assert "the aws provider is not available yet" in result.stderr
-    assert "[project.provider.local]" in result.stderr  # not eaten as rich markup
-    assert not (tmp_path / ".oct").exists()
+    assert result.exit_code == 1
+    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / ".oct" / "state.json").exists(), "no cluster was recorded"
 
 
 def test_invalid_config_stops_deploy_before_anything_starts(tmp_path: Path) -> None:

@@ -83,3 +83,18 @@ class AwsResources(BaseModel):
     def iam_name(self) -> str:
         """Role and instance profile name: unique per account (IAM names are global), ≤ 64 characters."""
         return f"oct-{self.project[:40]}-{self.cluster}"[:64]
+
+
+class AwsNodeSettings(BaseModel):
+    """What any node of an AWS cluster needs to launch and retire followers, should it lead.
+
+    Every node carries it (``node.json``, from its user data), so a new leader after a failover
+    can run instances into the same subnets, security group and instance profile.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    resources: AwsResources
+    instance_type: str
+    ami: str | None = Field(default=None, description="None: the public SSM parameter of the default image")
+    package_spec: str | None = Field(default=None, description="pinned oct package followers install")

@@ -1,0 +1,296 @@
+"""Genesis and afterlife on AWS: the CLI builds the base and the leader; the leader does the rest.
+
+Genesis creates the base infrastructure (``octctl.providers.aws.infra``), stores the cluster's
+secrets in SSM, and runs the leader instance, whose cloud-init installs the same oct version and
+starts ``oct-ctl``. Every id goes into the state record the moment it exists, and every step finds
+what an earlier, interrupted run made (by ledger id, tags or client token), so re-running ``oct
+deploy`` after a failure finishes genesis and ``oct destroy`` removes whatever was made.
+
+Afterlife terminates every instance of the cluster (followers first through the leader, when it
+answers), then the base infrastructure in reverse order, the secrets, the image repositories and
+the hosted zone oct created; it works from the record and the tags even with the leader gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets as _secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from octcli.client import OctClient
+from octcli.errors import InvalidConfig, OctError, Timeout
+from octcli.state import ClusterRecord
+from octctl import __version__
+from octctl.api.models import DEFAULT_API_PORT
+from octctl.bootstrap import BootstrapConfig
+from octctl.config.models import AwsProvider
+from octctl.node_settings import Secrets
+from octctl.providers.aws.resources import AwsNodeSettings, AwsResources
+from octctl.specs import demand
+
+if TYPE_CHECKING:
+    from octctl.config import Config
+    from octctl.providers.aws.instances import Instance
+    from octctl.providers.aws.session import AwsClients
+
+__all__ = ["ADDRESS_BOOK_ENV", "ensure_aws_cluster", "teardown_aws"]
+
+Phase = Callable[[str], None]
+#: A JSON file mapping instance id -> the address its API is reached at. For a test harness that
+#: plays the hypervisor (every "instance" is a local process on 127.0.0.N); unset, the CLI uses the
+#: instance's public IP as AWS reports it.
+ADDRESS_BOOK_ENV = "OCT_AWS_ADDRESS_BOOK"
+#: A pinned wheel or requirement for the nodes' pip (development builds); unset: opencloudtool==<ours>.
+PACKAGE_SPEC_ENV = "OCT_PACKAGE_SPEC"
+LEADER_WAIT = 900.0  # a fresh VM installs packages and oct before it answers
+MY_ADDRESS_URL = "https://checkip.amazonaws.com"
+
+
+def aws_settings(config: Config) -> AwsProvider:
+    provider = config.project.provider
+    return provider.aws if provider is not None and provider.aws is not None else AwsProvider()
+
+
+def connect(region: str) -> AwsClients:
+    from octctl.providers.aws.session import AwsClients, AwsError
+
+    try:
+        clients = AwsClients.connect(region)
+        clients.account()  # fails early, in one line, without credentials
+    except AwsError as e:
+        raise OctError(str(e)) from None
+    return clients
+
+
+def ensure_aws_cluster(
+    config: Config,
+    config_path: Path,
+    record: ClusterRecord | None,
+    *,
+    on_phase: Phase,
+    save: Callable[[ClusterRecord], None],
+    leader_wait: float = LEADER_WAIT,
+) -> ClusterRecord:
+    """A cluster with an answering leader: the recorded one, or genesis (finishing an interrupted one)."""
+    if record is not None and record.provider == "aws" and _answers(record):
+        return record
+    from octctl.providers.aws.session import AwsError
+
+    try:
+        return _genesis(config, config_path, record, on_phase, save, leader_wait)
+    except AwsError as e:
+        raise OctError(f"{e}; what was created is in the state, run `oct deploy` again to finish") from None
+
+
+def _genesis(
+    config: Config,
+    config_path: Path,
+    record: ClusterRecord | None,
+    say: Phase,
+    save: Callable[[ClusterRecord], None],
+    leader_wait: float,
+) -> ClusterRecord:
+    from octctl.providers.aws import infra, instances, pricing
+    from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets, put_secrets
+    from octctl.providers.aws.user_data import render_user_data
+
+    aws = aws_settings(config)
+    clients = connect(aws.region)
+    resuming = record is not None and record.provider == "aws"
+    cluster = record.cluster if record is not None and resuming else "c-" + _secrets.token_hex(4)
+    secrets = Secrets.mint()
+    if resuming:
+        with contextlib.suppress(SecretsStoreError):
+            secrets = get_secrets(clients.session, cluster)  # the leader may already run with these
+    ledger = ledger_of(record) if resuming else None
+    ledger = ledger or AwsResources(region=aws.region, project=config.project.name, cluster=cluster)
+    current = ClusterRecord(
+        cluster=cluster,
+        project=config.project.name,
+        provider="aws",
+        token=secrets.token,
+        nodes=record.nodes if record is not None and resuming else [],
+        root=str(config_path.resolve().parent / ".oct"),
+        aws=ledger.model_dump(mode="json"),
+    )
+    save(current)
+
+    def keep(updated: AwsResources) -> None:
+        nonlocal current
+        current = current.model_copy(update={"aws": updated.model_dump(mode="json")})
+        save(current)
+
+    say(f"{'finishing' if resuming else 'starting'} cluster {cluster} in {aws.region}: network and roles")
+    ledger = infra.ensure_base(
+        clients,
+        ledger,
+        api_cidrs=aws.api_allowed_cidrs or [my_address()],
+        external_ports=[s.external_port for s in config.project.services if s.external_port],
+        record=keep,
+    )
+    put_secrets(clients.session, cluster, secrets)
+
+    try:
+        fleet = pricing.cheapest_fleet(
+            [demand(s) for s in config.project.services],
+            reserve=pricing.Reserve(aws.reserve_cpus, aws.reserve_memory),
+            arch=aws.arch,
+            instance_type=aws.instance_type,
+            min_nodes=aws.min_nodes,
+            max_nodes=aws.max_nodes,
+        )
+    except ValueError as e:
+        raise InvalidConfig(f"{config_path}: {e}") from None
+    kind = fleet.instance_type.name
+    ami = instances.resolve_ami(clients, kind, ami=aws.ami)
+    node = f"{cluster}-genesis"
+    node_settings = AwsNodeSettings(
+        resources=ledger, instance_type=kind, ami=ami, package_spec=os.environ.get(PACKAGE_SPEC_ENV)
+    )
+    bootstrap = BootstrapConfig(
+        cluster=cluster,
+        project=config.project.name,
+        region=aws.region,
+        cpus=fleet.capacity.cpus,
+        memory=fleet.capacity.memory,
+        node=node,
+        aws=node_settings,
+    )
+    say(f"starting the leader: {kind} (${fleet.instance_type.hourly}/h)")
+    leader = instances.launch(
+        clients,
+        ledger,
+        role="leader",
+        instance_type=kind,
+        user_data=render_user_data(bootstrap, __version__, node_settings.package_spec),
+        client_token=node,
+        ami=ami,
+    )
+    keep(ledger.model_copy(update={"leader_instance_id": leader.id}))
+    address = _wait_for_address(clients, leader.id, say)
+    current = current.model_copy(update={"nodes": [address]})
+    save(current)
+    _wait_for_leader(current, say, leader_wait)
+    return current
+
+
+def ledger_of(record: ClusterRecord | None) -> AwsResources | None:
+    raw = getattr(record, "aws", None) if record is not None else None
+    return AwsResources.model_validate(raw) if raw else None
+
+
+def my_address() -> str:
+    """This machine's public address as a /32, the default who-may-reach-the-API rule."""
+    try:
+        answer = httpx.get(MY_ADDRESS_URL, timeout=5.0).text.strip()
+        return f"{answer}/32" if answer.count(".") == 3 else _no_address(f"unexpected answer {answer[:40]!r}")
+    except httpx.HTTPError as e:
+        return _no_address(type(e).__name__)
+
+
+def _no_address(why: str) -> str:
+    raise InvalidConfig(
+        f"cannot tell this machine's public address ({why}) to open the API port to it alone; set "
+        'api_allowed_cidrs = ["<your address>/32"] under [project.provider.aws]'
+    )
+
+
+def api_address(instance: Instance) -> str | None:
+    book = os.environ.get(ADDRESS_BOOK_ENV)
+    if book:
+        with contextlib.suppress(OSError, ValueError):
+            host = json.loads(Path(book).read_text()).get(instance.id)
+            return f"{host}:{DEFAULT_API_PORT}" if host else None
+        return None
+    return f"{instance.public_ip}:{DEFAULT_API_PORT}" if instance.public_ip else None
+
+
+def _wait_for_address(clients: AwsClients, instance_id: str, say: Phase, timeout: float = 300.0) -> str:
+    from octctl.providers.aws.instances import get_instance
+
+    deadline = time.monotonic() + timeout
+    while True:
+        instance = get_instance(clients, instance_id)
+        if instance is None or instance.state in ("shutting-down", "terminated"):
+            raise OctError(f"the leader instance {instance_id} is gone; run `oct deploy` again")
+        address = api_address(instance) if instance.state == "running" else None
+        if address is not None:
+            say(f"leader instance {instance_id} is running at {address.rsplit(':', 1)[0]}")
+            return address
+        if time.monotonic() > deadline:
+            raise Timeout(f"instance {instance_id} got no address within {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def _answers(record: ClusterRecord) -> bool:
+    if not record.nodes:  # genesis stopped before the leader had an address
+        return False
+    with OctClient(record.nodes, record.token, timeout=3.0, retry_for=0) as client:
+        for node in record.nodes:
+            with contextlib.suppress(OctError):
+                if client.status(node).leader:
+                    return True
+    return False
+
+
+def _wait_for_leader(record: ClusterRecord, say: Phase, timeout: float) -> None:
+    say(f"waiting for oct-ctl on {record.nodes[0]} (installing on a fresh VM takes a few minutes)")
+    deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + 30
+    while not _answers(record):
+        if time.monotonic() > deadline:
+            raise Timeout(
+                f"the leader at {record.nodes[0]} did not answer within {timeout:.0f} s; its boot log is "
+                "in the EC2 console (Get system log); run `oct deploy` again to keep waiting"
+            )
+        if time.monotonic() > next_note:
+            say(f"still waiting for {record.nodes[0]}")
+            next_note += 30
+        time.sleep(1.0)
+
+
+def teardown_aws(
+    record: ClusterRecord | None, config: Config, *, on_phase: Phase, save: Callable[[ClusterRecord], None]
+) -> None:
+    """Remove everything of the project's cluster from AWS: instances, base, secrets, images, zone.
+
+    Works from the record's ledger and from tags; with no record at all, every cluster of the
+    project is swept. Each step records what remains, so a re-run after a failure finishes.
+    """
+    from octctl.providers.aws import ecr, infra, route53
+    from octctl.providers.aws.secrets_store import delete_secrets
+    from octctl.providers.aws.session import AwsError
+
+    aws = aws_settings(config)
+    ledger = ledger_of(record)
+    region = ledger.region if ledger is not None else aws.region
+    clients = connect(region)
+    whole_project = ledger is None
+    ledger = ledger or AwsResources(region=region, project=config.project.name, cluster="-")
+
+    def keep(updated: AwsResources) -> None:
+        if record is not None:
+            save(record.model_copy(update={"aws": updated.model_dump(mode="json")}))
+
+    try:
+        on_phase("terminating the instances, then the network and roles")
+        ledger = infra.destroy_base(clients, ledger, record=keep, whole_project=whole_project)
+        if ledger.hosted_zone_id:
+            route53.delete_zone(ledger.hosted_zone_id, route53=clients.client("route53"))
+            keep(ledger := ledger.model_copy(update={"hosted_zone_id": None}))
+        ecr.delete_repositories(
+            config.project.name,
+            client=clients.client("ecr"),
+            cluster=None if whole_project else ledger.cluster,
+        )
+        if not whole_project:
+            delete_secrets(clients.session, ledger.cluster)
+    except AwsError as e:
+        raise OctError(f"{e}; what remains is in the state, run `oct destroy` again to finish") from None

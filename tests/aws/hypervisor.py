@@ -1,0 +1,147 @@
+"""The test's hypervisor: moto says an instance runs, this makes it run.
+
+moto reports instances as running at once and never executes their user data. This harness does
+what the VM would: for every running instance tagged with the project it reads the user data,
+runs the node side of it (``oct-ctl bootstrap`` with the instance's reserved node id, then
+``oct-ctl``) on its own 127.0.0.N, and publishes where that "instance" is reachable in an address
+book the CLI reads (``OCT_AWS_ADDRESS_BOOK``). An instance moto reports terminated is powered off:
+its ``oct-ctl`` is killed, and the containers and processes it ran vanish with it.
+
+Only the user data's dns settings are changed (port 53 belongs to one address per machine here;
+DNS forwarding off). Everything else, secrets from SSM included, goes through the real code.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+
+from octctl.providers.aws.resources import PROJECT_TAG
+from octctl.providers.aws.user_data import parse_user_data
+from octctl.providers.leftovers import kill_process_instances, remove_containers
+from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port, node_name, nodes_dir
+
+
+@dataclass
+class Vm:
+    instance: str
+    node: str
+    cluster: str
+    address: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+
+class Hypervisor:
+    def __init__(self, project: str, root: Path, env: dict[str, str]) -> None:
+        self.project = project
+        self.root = root
+        self.env = {**env, "MALLOC_ARENA_MAX": "2"}
+        self.book = root / "address-book.json"
+        self.vms: dict[str, Vm] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hypervisor", daemon=True)
+        self._ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+    def __enter__(self) -> Hypervisor:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.book.write_text("{}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for vm in list(self.vms.values()):
+            self._power_off(vm)
+        shutil.rmtree(nodes_dir(self.root), ignore_errors=True)  # frees the 127.0.0.N claims
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                self._sync()
+            except Exception as e:  # keep watching; the test reads the errors
+                self.errors.append(f"{type(e).__name__}: {e}")
+
+    def _sync(self) -> None:
+        answer = self._ec2.describe_instances(
+            Filters=[{"Name": f"tag:{PROJECT_TAG}", "Values": [self.project]}]
+        )
+        for reservation in answer["Reservations"]:
+            for instance in reservation["Instances"]:
+                vm = self.vms.get(instance["InstanceId"])
+                state = instance["State"]["Name"]
+                if vm is None and state == "running":
+                    self._boot(instance["InstanceId"])
+                elif (
+                    vm is not None and state in ("shutting-down", "terminated") and vm.process.poll() is None
+                ):
+                    self._power_off(vm)
+
+    def _boot(self, instance: str) -> None:
+        raw = self._ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")
+        config = parse_user_data(base64.b64decode(raw["UserData"]["Value"]).decode())
+        address = free_address(self.root)
+        data_dir = nodes_dir(self.root) / node_name(address)
+        config = config.model_copy(
+            update={"dns_port": local_dns_port(address) or FALLBACK_DNS_PORT, "dns_upstreams": []}
+        )
+        (data_dir / "bootstrap.json").write_text(config.model_dump_json())
+        boot = subprocess.run(
+            [
+                *(sys.executable, "-m", "octctl", "bootstrap"),
+                *("--config", str(data_dir / "bootstrap.json"), "--data-dir", str(data_dir)),
+                *("--address", address),
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if boot.returncode != 0:
+            raise RuntimeError(f"bootstrap of {instance} failed: {boot.stderr.strip()}")
+        with (data_dir / "oct-ctl.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "octctl", "--data-dir", str(data_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        node = config.node or instance
+        self.vms[instance] = Vm(instance, node, config.cluster, address, data_dir, process)
+        book = {vm.instance: vm.address for vm in self.vms.values() if vm.process.poll() is None}
+        tmp = self.book.with_suffix(".tmp")
+        tmp.write_text(json.dumps(book))
+        os.replace(tmp, self.book)
+
+    def _power_off(self, vm: Vm) -> None:
+        """What terminating a VM does: the daemon and everything it ran stop at once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(vm.process.pid, signal.SIGKILL)
+        vm.process.wait(timeout=10)
+        kill_process_instances(vm.data_dir, grace=1.0)
+        remove_containers(cluster=vm.cluster, node=vm.node)
+
+    def running(self) -> dict[str, Vm]:
+        return {i: vm for i, vm in self.vms.items() if vm.process.poll() is None}
+
+    def logs(self) -> str:
+        parts = []
+        for vm in self.vms.values():
+            with contextlib.suppress(OSError):
+                text = (vm.data_dir / "oct-ctl.log").read_text(errors="replace")
+                parts.append(f"--- {vm.instance} ({vm.node} on {vm.address})\n{text[-6000:]}")
+        return "\n".join([*parts, f"hypervisor errors: {self.errors}"])

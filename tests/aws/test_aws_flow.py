@@ -1,0 +1,179 @@
+"""Genesis, life and afterlife on AWS, end to end against a real moto_server.
+
+The CLI (the library, in-process) creates the network, roles and the leader instance through
+boto3; the hypervisor harness boots every instance moto reports as a real ``oct-ctl`` on its own
+127.0.0.N from the instance's user data; the leader launches and terminates follower instances
+through boto3 as the services need; containers run on the real Docker engine. After ``destroy``,
+moto lists nothing tagged with the project.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+import octcli
+from octcli.aws import ADDRESS_BOOK_ENV
+from octcli.errors import OctError
+from octctl.providers.aws.instances import AMAZON_LINUX_2023
+from octctl.providers.aws.session import AwsClients
+from tests.aws.hypervisor import Hypervisor
+from tests.aws.infra_support import count, tagged
+from tests.conftest import IMAGE
+from tests.e2e.harness import http_get
+
+pytestmark = [pytest.mark.aws, pytest.mark.e2e, pytest.mark.docker]
+
+SERVICE = """
+[[project.services]]
+name = "{name}"
+image = "{image}"
+command = "sh -c 'echo {name} > /www/index.html && exec httpd -f -p 8080 -h /www'"
+internal_port = 8080
+external_port = {port}
+cpus = 1500
+memory = 256
+"""
+
+
+def oct_toml(project: str, ami: str, services: list[tuple[str, int]]) -> str:
+    head = f"""
+[project]
+name = "{project}"
+
+[project.state_backend.local]
+path = "state.json"
+
+[project.provider.aws]
+region = "us-east-1"
+instance_type = "t3.small"
+ami = "{ami}"
+api_allowed_cidrs = ["127.0.0.1/32"]
+min_nodes = 1
+max_nodes = 3
+"""
+    return head + "".join(SERVICE.format(name=n, image=IMAGE, port=p) for n, p in services)
+
+
+@pytest.fixture
+def cloud(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
+    project = f"aws{os.getpid() % 10000}x{time.monotonic_ns() % 10000}"
+    env = {**os.environ}
+    with Hypervisor(project, tmp_path / "vms", env) as hypervisor:
+        monkeypatch.setenv(ADDRESS_BOOK_ENV, str(hypervisor.book))
+        yield hypervisor
+
+
+def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}\n{hypervisor.logs()}", pytrace=False)
+        time.sleep(0.5)
+
+
+def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+    clients = AwsClients.connect("us-east-1")
+    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = folder / "oct.toml"
+    project = cloud.project
+
+    # Genesis: network, roles, secrets and the leader instance; its user data boots a real node.
+    config.write_text(oct_toml(project, ami, [("web1", 9311)]))
+    status = octcli.deploy(config, timeout=180)
+    assert [s.state for s in status.services] == ["running"]
+    assert len(status.nodes) == 1 and status.nodes[0].role == "leader"
+    assert http_get(status.services[0].endpoint or "").strip() == "web1"
+    inventory = count(tagged(clients, project))
+    assert inventory["vpcs"] == 1 and inventory["instances"] == 1 and inventory["roles"] == 1
+    leader_vm = next(iter(cloud.running().values()))
+    assert status.nodes[0].address == leader_vm.address
+
+    # Life: a second service does not fit on a t3.small next to the first: the leader runs a
+    # follower instance through boto3, the follower joins, and the service runs there.
+    config.write_text(oct_toml(project, ami, [("web1", 9311), ("web2", 9312)]))
+    status = octcli.deploy(config, timeout=180)
+    assert sorted(s.state for s in status.services) == ["running", "running"]
+    assert len({s.node for s in status.services}) == 2
+    followers = clients.ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:oct:project", "Values": [project]},
+            {"Name": "tag:oct:role", "Values": ["follower"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    assert len(followers) == 1, "exactly one follower, launched by the leader"
+    for service in status.services:
+        assert service.endpoint is not None
+        assert http_get(service.endpoint).strip() == service.name
+    vm_addresses = {vm.address for vm in cloud.running().values()}
+    assert {s.address for s in status.services} == vm_addresses, "one service on each instance"
+
+    # The follower is emptied: the leader terminates it and the fleet is back to its minimum.
+    config.write_text(oct_toml(project, ami, [("web1", 9311)]))
+    octcli.deploy(config, timeout=180)
+    wait_until(
+        "the idle follower was not terminated",
+        lambda: count(tagged(clients, project))["instances"] == 1 and len(cloud.running()) == 1,
+        cloud,
+    )
+    assert len(octcli.status(config).nodes) == 1
+
+    # Afterlife: nothing tagged with the project is left, and destroy can be repeated.
+    octcli.destroy(config)
+    left = {kind: n for kind, n in count(tagged(clients, project)).items() if n}
+    assert left == {}, f"left behind: {left}"
+    assert not (folder / "state.json").exists()
+    octcli.destroy(config)
+
+
+def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  # type: ignore[no-untyped-def]
+    cloud: Hypervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client
+) -> None:
+    clients = AwsClients.connect("us-east-1")
+    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = folder / "oct.toml"
+    config.write_text(oct_toml(cloud.project, ami, [("web1", 9321)]))
+
+    # IAM unreachable: the network exists, the roles do not; the state says what was made.
+    assert clients.iam is not None  # the test's own IAM client is made before IAM is cut off
+    monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", "http://127.0.0.1:9")
+    with pytest.raises(OctError, match="run `oct deploy` again"):
+        octcli.deploy(config, timeout=60)
+    assert (folder / "state.json").exists()
+    made = count(tagged(clients, cloud.project))
+    assert made["vpcs"] == 1 and made["roles"] == 0 and made["instances"] == 0
+
+    # The same command again finishes genesis, without a second network.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_IAM")
+    status = octcli.deploy(config, timeout=180)
+    assert [s.state for s in status.services] == ["running"]
+    assert count(tagged(clients, cloud.project))["vpcs"] == 1
+
+    octcli.destroy(config)
+    left = {kind: n for kind, n in count(tagged(clients, cloud.project)).items() if n}
+    assert left == {}, f"left behind: {left}"
+
+
+def test_destroy_works_when_the_leader_is_gone(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
+    clients = AwsClients.connect("us-east-1")
+    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = folder / "oct.toml"
+    config.write_text(oct_toml(cloud.project, ami, [("web1", 9331)]))
+    octcli.deploy(config, timeout=180)
+    for vm in cloud.running().values():
+        os.killpg(vm.process.pid, 9)  # the VM hangs: nobody answers the API any more
+    octcli.destroy(config, timeout=20)
+    left = {kind: n for kind, n in count(tagged(clients, cloud.project)).items() if n}
+    assert left == {}, f"left behind: {left}"
