@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import octctl.config as octconfig
 from octcli import state
-from octcli.aws import aws_settings, ensure_aws_cluster, teardown_aws
+from octcli.aws import aws_settings, ensure_aws_cluster, publish_domain, teardown_aws
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
 from octcli.images import build_images, dockerfile_services, push_images
@@ -135,7 +135,11 @@ def deploy(
                 f"deployment {accepted.deployment} accepted"
                 + ("" if accepted.changed else " (nothing changed)")
             )
-            return _wait_for_deployment(client, accepted.deployment, record, save, on_progress, timeout)
+            final = _wait_for_deployment(client, accepted.deployment, record, save, on_progress, timeout)
+        if config.project.provider_kind == "aws":
+            placements = {s.name: s.node for s in final.services if s.node}
+            publish_domain(config, record, placements, say)
+        return final
 
 
 def _wait_for_deployment(

@@ -78,15 +78,104 @@ def ensure_aws_cluster(
     save: Callable[[ClusterRecord], None],
     leader_wait: float = LEADER_WAIT,
 ) -> ClusterRecord:
-    """A cluster with an answering leader: the recorded one, or genesis (finishing an interrupted one)."""
-    if record is not None and record.provider == "aws" and _answers(record):
-        return record
+    """A cluster with an answering leader: the recorded one, or genesis (finishing an interrupted one).
+
+    The base is converged on every deploy, not only at genesis: a new ``external_port`` must be
+    opened in the security group, a new ``domain`` needs its zone and the role's right to it.
+    """
     from octctl.providers.aws.session import AwsError
 
     try:
+        if record is not None and record.provider == "aws" and _answers(record):
+            clients = connect(aws_settings(config).region)
+            ledger = ledger_of(record)
+            if ledger is not None:
+                return _converge_base(clients, config, record, ledger, on_phase, save)[0]
+            return record
         return _genesis(config, config_path, record, on_phase, save, leader_wait)
     except AwsError as e:
         raise OctError(f"{e}; what was created is in the state, run `oct deploy` again to finish") from None
+
+
+def _converge_base(
+    clients: AwsClients,
+    config: Config,
+    record: ClusterRecord,
+    ledger: AwsResources,
+    say: Phase,
+    save: Callable[[ClusterRecord], None],
+) -> tuple[ClusterRecord, AwsResources]:
+    """The project's zone (if it has a domain) and the base, created or brought up to date."""
+    from octctl.providers.aws import infra, route53
+
+    current = record
+
+    def keep(updated: AwsResources) -> None:
+        nonlocal current
+        current = current.model_copy(update={"aws": updated.model_dump(mode="json")})
+        save(current)
+
+    domain = config.project.domain
+    if domain and not ledger.hosted_zone_id:
+        zone_id, name_servers = route53.ensure_zone(
+            domain,
+            {"oct:project": ledger.project, "oct:cluster": ledger.cluster},
+            route53=clients.client("route53"),
+        )
+        ledger = ledger.model_copy(update={"hosted_zone_id": zone_id})
+        keep(ledger)
+        say(f"DNS zone of {domain} is ready; delegate {domain} to: {', '.join(name_servers)}")
+    aws = aws_settings(config)
+    ledger = infra.ensure_base(
+        clients,
+        ledger,
+        api_cidrs=aws.api_allowed_cidrs or [my_address()],
+        external_ports=[s.external_port for s in config.project.services if s.external_port],
+        record=keep,
+    )
+    return current, ledger
+
+
+def publish_domain(
+    config: Config, record: ClusterRecord, placements: dict[str, str], say: Phase
+) -> dict[str, str]:
+    """Point ``<service>.<domain>`` at the public address of the node running it, for services with
+    an external port, and remove the names of services that no longer have one. Returns the records.
+
+    Done by the CLI after each deploy: a service the cluster moves later keeps its old record until
+    the next ``oct deploy``.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from octctl.providers.aws import instances, route53
+
+    ledger = ledger_of(record)
+    if not config.project.domain or ledger is None or not ledger.hosted_zone_id:
+        return {}
+    clients = connect(ledger.region)
+    addresses: dict[str, str] = {}
+    for service, node in placements.items():
+        found = instances.find_instances(
+            clients, ledger.cluster, extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": [node]}]
+        )
+        if found and found[0].public_ip:
+            addresses[service] = found[0].public_ip
+    wanted = route53.service_records(config, addresses)
+    api = clients.client("route53")
+    try:
+        route53.upsert_records(ledger.hosted_zone_id, wanted, owner=ledger.cluster, route53=api)
+        stale = route53.owned_names(ledger.hosted_zone_id, owner=ledger.cluster, route53=api) - {
+            f"{name.rstrip('.')}." for name in wanted
+        }
+        if stale:
+            route53.delete_records(ledger.hosted_zone_id, stale, owner=ledger.cluster, route53=api)
+    except (BotoCoreError, ClientError, route53.RecordConflict) as e:
+        raise OctError(
+            f"the services run, but their DNS records in {config.project.domain} failed: {e}"
+        ) from None
+    if wanted:
+        say("DNS: " + ", ".join(f"{name} -> {ip}" for name, ip in sorted(wanted.items())))
+    return wanted
 
 
 def _genesis(
@@ -97,7 +186,7 @@ def _genesis(
     save: Callable[[ClusterRecord], None],
     leader_wait: float,
 ) -> ClusterRecord:
-    from octctl.providers.aws import infra, instances, pricing
+    from octctl.providers.aws import instances, pricing
     from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets, put_secrets
     from octctl.providers.aws.user_data import render_user_data
 
@@ -128,13 +217,7 @@ def _genesis(
         save(current)
 
     say(f"{'finishing' if resuming else 'starting'} cluster {cluster} in {aws.region}: network and roles")
-    ledger = infra.ensure_base(
-        clients,
-        ledger,
-        api_cidrs=aws.api_allowed_cidrs or [my_address()],
-        external_ports=[s.external_port for s in config.project.services if s.external_port],
-        record=keep,
-    )
+    current, ledger = _converge_base(clients, config, current, ledger, say, save)
     put_secrets(clients.session, cluster, secrets)
 
     try:

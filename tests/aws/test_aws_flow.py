@@ -41,10 +41,11 @@ memory = 256
 """
 
 
-def oct_toml(project: str, ami: str, services: list[tuple[str, int]]) -> str:
+def oct_toml(project: str, ami: str, services: list[tuple[str, int]], domain: str = "") -> str:
     head = f"""
 [project]
 name = "{project}"
+{f'domain = "{domain}"' if domain else ""}
 
 [project.state_backend.local]
 path = "state.json"
@@ -69,6 +70,29 @@ def cloud(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield hypervisor
 
 
+def a_records(clients: AwsClients, domain: str) -> dict[str, str]:
+    api = clients.client("route53")
+    zones = api.list_hosted_zones_by_name(DNSName=f"{domain}.")["HostedZones"]
+    zone = next(z["Id"] for z in zones if z["Name"] == f"{domain}.")
+    sets = api.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    return {r["Name"]: r["ResourceRecords"][0]["Value"] for r in sets if r["Type"] == "A"}
+
+
+def public_ips(clients: AwsClients, project: str) -> dict[str, str]:
+    """Node id (the instance's client token) to the public address AWS gave the instance."""
+    found = clients.ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:oct:project", "Values": [project]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )["Reservations"]
+    return {
+        next(t["Value"] for t in i["Tags"] if t["Key"] == "oct:client-token"): i["PublicIpAddress"]
+        for r in found
+        for i in r["Instances"]
+    }
+
+
 def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not ok():
@@ -85,9 +109,12 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     config = folder / "oct.toml"
     project = cloud.project
 
+    domain = f"{project}.example.com"
+    notes: list[str] = []
+
     # Genesis: network, roles, secrets and the leader instance; its user data boots a real node.
-    config.write_text(oct_toml(project, ami, [("web1", 9311)]))
-    status = octcli.deploy(config, timeout=180)
+    config.write_text(oct_toml(project, ami, [("web1", 9311)], domain))
+    status = octcli.deploy(config, timeout=180, on_phase=notes.append)
     assert [s.state for s in status.services] == ["running"]
     assert len(status.nodes) == 1 and status.nodes[0].role == "leader"
     assert http_get(status.services[0].endpoint or "").strip() == "web1"
@@ -98,8 +125,9 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
 
     # Life: a second service does not fit on a t3.small next to the first: the leader runs a
     # follower instance through boto3, the follower joins, and the service runs there.
-    config.write_text(oct_toml(project, ami, [("web1", 9311), ("web2", 9312)]))
-    status = octcli.deploy(config, timeout=180)
+    assert sum("delegate" in n and domain in n for n in notes) == 1, notes
+    config.write_text(oct_toml(project, ami, [("web1", 9311), ("web2", 9312)], domain))
+    status = octcli.deploy(config, timeout=180, on_phase=notes.append)
     assert sorted(s.state for s in status.services) == ["running", "running"]
     assert len({s.node for s in status.services}) == 2
     followers = clients.ec2.describe_instances(
@@ -115,10 +143,15 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
         assert http_get(service.endpoint).strip() == service.name
     vm_addresses = {vm.address for vm in cloud.running().values()}
     assert {s.address for s in status.services} == vm_addresses, "one service on each instance"
+    assert sum("delegate" in n for n in notes) == 1, "the name servers are printed once"
+    records = a_records(clients, domain)
+    by_node = public_ips(clients, project)
+    assert records == {f"{s.name}.{domain}.": by_node[s.node] for s in status.services}
 
     # The follower is emptied: the leader terminates it and the fleet is back to its minimum.
-    config.write_text(oct_toml(project, ami, [("web1", 9311)]))
+    config.write_text(oct_toml(project, ami, [("web1", 9311)], domain))
     octcli.deploy(config, timeout=180)
+    assert set(a_records(clients, domain)) == {f"web1.{domain}."}, "web2's name went with it"
     wait_until(
         "the idle follower was not terminated",
         lambda: count(tagged(clients, project))["instances"] == 1 and len(cloud.running()) == 1,
@@ -131,6 +164,8 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     left = {kind: n for kind, n in count(tagged(clients, project)).items() if n}
     assert left == {}, f"left behind: {left}"
     assert not (folder / "state.json").exists()
+    zones = clients.client("route53").list_hosted_zones_by_name(DNSName=f"{domain}.")["HostedZones"]
+    assert [z for z in zones if z["Name"] == f"{domain}."] == [], "the zone oct created is gone"
     octcli.destroy(config)
 
 

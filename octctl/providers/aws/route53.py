@@ -140,6 +140,12 @@ def _owners(sets: Iterable[dict[str, Any]]) -> dict[str, str]:
     return owners
 
 
+def owned_names(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> set[str]:
+    """The names (fully qualified, with the dot) that oct wrote in the zone for ``owner``."""
+    api = route53 if route53 is not None else client()
+    return {name for name, who in _owners(_record_sets(api, zone_id)).items() if who == owner}
+
+
 def _owner_txt(name: str, owner: str) -> dict[str, Any]:
     return {
         "Name": name,
