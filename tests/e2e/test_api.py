@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pickle
 import random
 import socket
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +244,33 @@ def test_a_node_with_the_wrong_raft_secret_never_joins_and_says_why(cluster: Clu
         assert cluster.client.post("/v1/destroy").status_code == 202
     finally:
         stop_node(cluster.root, settings.node)
+
+
+class _Exploit:
+    """Unpickling this runs a shell command: what a stranger would send to a pickle-speaking port."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bytes_from_a_stranger_on_the_raft_port_are_never_unpickled(cluster: Cluster, tmp_path: Path) -> None:
+    """PySyncObj speaks pickle; with the cluster password every message must first decrypt, so a
+    payload from someone without the secret is dropped before pickle sees it."""
+    marker = tmp_path / "exploited"
+    payload = zlib.compress(pickle.dumps(_Exploit(marker)), 3)
+    framed = struct.pack("i", len(payload)) + payload
+    handshake = pickle.dumps("readonly")
+    for message in (framed, struct.pack("i", len(handshake)) + handshake, b"\x00" * 64, os.urandom(4096)):
+        with socket.create_connection((cluster.settings.address, cluster.settings.raft_port), timeout=5) as s:
+            s.sendall(message)
+            s.settimeout(2)
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                s.recv(4096)  # the node hangs up, or says nothing
+    time.sleep(0.5)
+    assert not marker.exists(), "a stranger's pickle was executed by the node"
+    # The node is unharmed: it still commits.
+    put = cluster.client.put("/v1/kv/after-stranger", json={"value": "ok"})
+    assert put.status_code == 200, put.text
