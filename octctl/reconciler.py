@@ -254,12 +254,15 @@ class Reconciler:
             await self._shrink(self.raft.view(), fleet, placements)
         return placements
 
-    def _request(self, fleet: Fleet) -> NodeRequest:
+    def _request(self, fleet: Fleet, view: ClusterState) -> NodeRequest:
+        """Who a new node asks to join: this leader first, then every other member, so a node whose
+        launch outlives this leader still finds the cluster."""
+        others = sorted(api_address(n) for n in view["nodes"].values() if n["id"] != self.settings.node)
         return NodeRequest(
             cluster=self.settings.cluster,
             cpus=fleet.template.cpus,
             memory=fleet.template.memory,
-            join=(self.settings.api_address,),
+            join=(self.settings.api_address, *others),
             secrets=self.secrets,
         )
 
@@ -272,7 +275,7 @@ class Reconciler:
         """
         now = time.time()
         assert self.provider is not None
-        request = self._request(fleet)
+        request = self._request(fleet, view)
         for node, since in view["provisioning"].items():
             if now - since > PROVISION_TIMEOUT:
                 log.warning("node %s did not join within %.0fs; retiring it", node, PROVISION_TIMEOUT)

@@ -10,6 +10,7 @@ moto lists nothing tagged with the project.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,9 @@ memory = 256
 """
 
 
-def oct_toml(project: str, ami: str, services: list[tuple[str, int]], domain: str = "") -> str:
+def oct_toml(
+    project: str, ami: str, services: list[tuple[str, int]], domain: str = "", min_nodes: int = 1
+) -> str:
     head = f"""
 [project]
 name = "{project}"
@@ -55,8 +58,11 @@ region = "us-east-1"
 instance_type = "t3.small"
 ami = "{ami}"
 api_allowed_cidrs = ["127.0.0.1/32"]
-min_nodes = 1
-max_nodes = 3
+min_nodes = {min_nodes}
+max_nodes = 5
+
+[project.cluster]
+replace_dead_after = 5
 """
     return head + "".join(SERVICE.format(name=n, image=IMAGE, port=p) for n, p in services)
 
@@ -211,4 +217,59 @@ def test_destroy_works_when_the_leader_is_gone(cloud: Hypervisor, tmp_path: Path
         os.killpg(vm.process.pid, 9)  # the VM hangs: nobody answers the API any more
     octcli.destroy(config, timeout=20)
     left = {kind: n for kind, n in count(tagged(clients, cloud.project)).items() if n}
+    assert left == {}, f"left behind: {left}"
+
+
+def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: ignore[no-untyped-def]
+    cloud: Hypervisor, tmp_path: Path, docker_client
+) -> None:
+    """The leader dies right after RunInstances for a follower: its successor finds the launch in
+    Raft, asks again with the same client token (no second instance), the follower joins through
+    another member, and every instance left running is a member of the cluster."""
+    clients = AwsClients.connect("us-east-1")
+    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = folder / "oct.toml"
+    project = cloud.project
+    config.write_text(oct_toml(project, ami, [("web1", 9351)], min_nodes=3))
+    octcli.deploy(config, timeout=180)
+    assert len(cloud.running()) == 3
+    leader = next(n for n in octcli.status(config).nodes if n.role == "leader")
+    leader_vm = next(vm for vm in cloud.running().values() if vm.node == leader.id)
+    known = set(public_ips(clients, project))
+
+    # Four services of 1.5 cores: a fourth t3.small is needed; kill the leader once it asked for it.
+    services = [(f"web{i}", 9350 + i) for i in range(1, 5)]
+    config.write_text(oct_toml(project, ami, services, min_nodes=3))
+    result: dict[str, object] = {}
+    rollout = threading.Thread(target=lambda: result.update(status=octcli.deploy(config, timeout=240)))
+    rollout.start()
+    wait_until(
+        "the leader never launched a fourth instance",
+        lambda: set(public_ips(clients, project)) - known,
+        cloud,
+    )
+    launched = (set(public_ips(clients, project)) - known).pop()
+    os.killpg(leader_vm.process.pid, 9)
+    rollout.join(timeout=260)
+    status = result.get("status")
+    assert status is not None, f"the rollout did not finish\n{cloud.logs()}"
+
+    every = clients.ec2.describe_instances(Filters=[{"Name": "tag:oct:project", "Values": [project]}])
+    tokens = [
+        next(t["Value"] for t in i["Tags"] if t["Key"] == "oct:client-token")
+        for r in every["Reservations"]
+        for i in r["Instances"]
+    ]
+    assert tokens.count(launched) == 1, "the new leader did not launch the same node twice"
+    members = {n.id for n in octcli.status(config).nodes}
+    assert launched in members, "the node launched before the failover joined the cluster"
+    wait_until(
+        "an instance is running that is not a member (an orphan)",
+        lambda: set(public_ips(clients, project)) == {n.id for n in octcli.status(config).nodes},
+        cloud,
+    )
+    octcli.destroy(config)
+    left = {kind: n for kind, n in count(tagged(clients, project)).items() if n}
     assert left == {}, f"left behind: {left}"
