@@ -462,10 +462,17 @@ class Reconciler:
         await self.raft.execute(command("deployment_update", deployment=deployment["id"], fields=fields))
 
     async def _finish_destroy(self, view: ClusterState, observed: Observed) -> None:
-        """Once no instance is left anywhere, hand every other node back to the provider."""
+        """Once no instance is left on any reachable node, hand every other node back to the provider.
+
+        An unreachable node's last-seen instances cannot be removed through its agent; retiring the
+        node (the provider stops the machine and what ran on it) is what removes them, so they must
+        not hold up the destroy until the node is replaced.
+        """
         deployment = view["deployment"]
         assert deployment is not None
-        if any(observed.values()) or any(view["instances"].values()):
+        reachable = {n for n, record in view["nodes"].items() if record["status"] != "unreachable"}
+        left = [seen for node, seen in view["instances"].items() if node in reachable]
+        if any(observed.values()) or any(left):
             return
         for node in list(view["nodes"].values()):
             if node["id"] == self.settings.node:

@@ -377,3 +377,16 @@ def test_an_empty_follower_above_the_minimum_is_handed_back(parts) -> None:  # t
     assert sorted(raft.state["nodes"]) == sorted(set(raft.state["placements"].values()))
     ticks(reconciler, 3)
     assert len(raft.state["nodes"]) == 3, "never below the minimum"
+
+
+def test_destroy_does_not_wait_for_an_unreachable_node(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, provider = parts
+    deploy(raft, project(service("a"), service("b"), service("c")))
+    ticks(reconciler, 4)
+    victim = next(n for n in raft.state["placements"].values() if n != "node-2")  # not the leader
+    agents.down.add(f"{raft.state['nodes'][victim]['address']}:31888")
+    ticks(reconciler, UNREACHABLE_AFTER + 1)
+    asyncio.run(raft.execute(command("destroy", deployment="x1", at=0.0)))
+    ticks(reconciler, 4)
+    assert raft.state["deployment"]["state"] == "destroyed"  # type: ignore[index]
+    assert victim in provider.retired, "the dead node's machine is handed back, with what it ran"
