@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import octctl.config as octconfig
 from octcli import state
-from octcli.aws import aws_settings, ensure_aws_cluster, publish_domain, teardown_aws
+from octcli.aws import aws_settings, cluster_addresses, ensure_aws_cluster, publish_domain, teardown_aws
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
 from octcli.images import build_images, dockerfile_services, push_images
@@ -155,7 +155,16 @@ def _wait_for_deployment(
     ours: StatusResponse | None = None
     succeeded_at: float | None = None
     while True:
-        snapshot = client.status()
+        try:
+            snapshot = client.status()
+        except Unreachable:
+            if record.provider != "aws" or time.monotonic() >= deadline:
+                raise
+            # The node the CLI knew is gone (a VM replaced since): ask EC2 where the others are.
+            record = record.model_copy(update={"nodes": cluster_addresses(record)})
+            save(record)
+            client.learn(record.nodes)
+            continue
         record = _track_nodes(record, snapshot, save)
         client.learn(record.nodes)
         current = snapshot.deployment
@@ -189,7 +198,13 @@ def _wait_for_deployment(
 def _track_nodes(
     record: ClusterRecord, snapshot: StatusResponse, save: Callable[[ClusterRecord], None]
 ) -> ClusterRecord:
-    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis dies."""
+    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis dies.
+
+    Not on AWS: the cluster knows its nodes by their private addresses, which the CLI cannot reach;
+    there the CLI asks EC2 for the instances' public addresses when the recorded ones fail.
+    """
+    if record.provider == "aws":
+        return record
     live = [f"{n.address}:{n.api_port}" for n in snapshot.nodes]
     if not live:
         return record
@@ -237,6 +252,9 @@ def status(path: PathLike = "oct.toml") -> StatusResponse:
         try:
             return client.status()
         except Unreachable as e:
+            if record.provider == "aws":
+                with OctClient(cluster_addresses(record), record.token, retry_for=5.0) as found:
+                    return found.status()
             if record.provider != "local":
                 raise
             raise Unreachable(

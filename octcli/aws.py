@@ -86,12 +86,16 @@ def ensure_aws_cluster(
     from octctl.providers.aws.session import AwsError
 
     try:
-        if record is not None and record.provider == "aws" and _answers(record):
-            clients = connect(aws_settings(config).region)
-            ledger = ledger_of(record)
-            if ledger is not None:
-                return _converge_base(clients, config, record, ledger, on_phase, save)[0]
-            return record
+        if record is not None and record.provider == "aws":
+            if not _answers(record):
+                record = record.model_copy(update={"nodes": cluster_addresses(record)})
+            if _answers(record):
+                save(record)
+                clients = connect(aws_settings(config).region)
+                ledger = ledger_of(record)
+                if ledger is not None:
+                    return _converge_base(clients, config, record, ledger, on_phase, save)[0]
+                return record
         return _genesis(config, config_path, record, on_phase, save, leader_wait)
     except AwsError as e:
         raise OctError(f"{e}; what was created is in the state, run `oct deploy` again to finish") from None
@@ -295,6 +299,23 @@ def api_address(instance: Instance) -> str | None:
     return f"{instance.public_ip}:{DEFAULT_API_PORT}" if instance.public_ip else None
 
 
+def cluster_addresses(record: ClusterRecord) -> list[str]:
+    """The API addresses of the cluster's running instances, from EC2 (the recorded ones may be gone:
+    the leader the CLI first met can have been replaced since)."""
+    from octctl.providers.aws.instances import find_instances
+    from octctl.providers.aws.session import AwsError
+
+    ledger = ledger_of(record)
+    if ledger is None:
+        return record.nodes
+    try:
+        running = find_instances(connect(ledger.region), ledger.cluster, states=("running",))
+    except AwsError as e:
+        raise OctError(str(e)) from None
+    found = [address for instance in running if (address := api_address(instance)) is not None]
+    return found or record.nodes
+
+
 def _wait_for_address(clients: AwsClients, instance_id: str, say: Phase, timeout: float = 300.0) -> str:
     from octctl.providers.aws.instances import get_instance
 
@@ -347,8 +368,10 @@ def teardown_aws(
     Works from the record's ledger and from tags; with no record at all, every cluster of the
     project is swept. Each step records what remains, so a re-run after a failure finishes.
     """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from octctl.providers.aws import ecr, infra, route53
-    from octctl.providers.aws.secrets_store import delete_secrets
+    from octctl.providers.aws.secrets_store import SecretsStoreError, delete_secrets
     from octctl.providers.aws.session import AwsError
 
     aws = aws_settings(config)
@@ -375,5 +398,5 @@ def teardown_aws(
         )
         if not whole_project:
             delete_secrets(clients.session, ledger.cluster)
-    except AwsError as e:
+    except (AwsError, BotoCoreError, ClientError, SecretsStoreError, route53.ZoneInUse) as e:
         raise OctError(f"{e}; what remains is in the state, run `oct destroy` again to finish") from None

@@ -8,7 +8,7 @@ code  meaning
 ====  ==========================================================================================
 0     success
 1     the deployment failed (a service did not start), or another operation failed
-2     bad input: oct.toml is invalid, or it asks for something not supported yet
+2     bad input: oct.toml is invalid, or it asks for something this version cannot do
 3     the cluster is unreachable: no node answered (or none has a leader), or there is no cluster
 4     timed out: the cluster answered but did not finish in time (it may still finish on its own)
 ====  ==========================================================================================

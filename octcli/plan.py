@@ -30,7 +30,7 @@ __all__ = ["DeployPlan", "ExistingCluster", "FargateComparison", "build", "rende
 
 #: The layout of ``octctl.providers.aws.infra``: one VPC, a public subnet in each of two zones.
 VPC_CIDR = "10.0.0.0/16"
-SUBNET_CIDRS = ("10.0.0.0/24", "10.0.1.0/24")
+SUBNET_CIDRS = ("10.0.1.0/24", "10.0.2.0/24")  # as infra.ensure_base carves them
 ANYWHERE = "0.0.0.0/0"
 MY_ADDRESS = "your address (looked up at deploy)"
 #: Stands for the cluster id genesis mints (``c-`` and 8 hex digits), unknown before it runs.

@@ -86,15 +86,19 @@ class Node:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         self.peers = PeerClient(self.secrets.token, self.session)
-        partners, voter = await self._partners()
-        self.raft = RaftNode(
-            self.settings.raft_address,
-            partners,
-            self.data_dir,
-            self.secrets.raft_password,
-            asyncio.get_running_loop(),
-            voter=voter,
-        )
+        try:
+            partners, voter = await self._partners()
+            self.raft = RaftNode(
+                self.settings.raft_address,
+                partners,
+                self.data_dir,
+                self.secrets.raft_password,
+                asyncio.get_running_loop(),
+                voter=voter,
+            )
+        except BaseException:
+            await self.session.close()  # the node never started: leave no open session behind
+            raise
         self.reconciler = Reconciler(
             raft=self.raft,
             peers=self.peers,

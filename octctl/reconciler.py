@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 #: An instance that keeps crashing this often makes the deployment fail (it keeps being restarted).
 CRASH_LOOP_RESTARTS = 3
-#: A node the provider launched that has not joined by then is given up and retired.
-PROVISION_TIMEOUT = 90.0
 #: Consecutive failed polls before a node counts as unreachable (a busy agent may miss one).
 UNREACHABLE_AFTER = 3
 
@@ -277,8 +275,10 @@ class Reconciler:
         assert self.provider is not None
         request = self._request(fleet, view)
         for node, since in view["provisioning"].items():
-            if now - since > PROVISION_TIMEOUT:
-                log.warning("node %s did not join within %.0fs; retiring it", node, PROVISION_TIMEOUT)
+            if now - since > self.provider.launch_timeout:
+                log.warning(
+                    "node %s did not join within %.0fs; retiring it", node, self.provider.launch_timeout
+                )
                 await asyncio.to_thread(self.provider.retire, node)
                 await self.raft.execute(command("provisioning_done", node=node))
             elif node not in self._launched and node not in view["nodes"]:

@@ -23,14 +23,8 @@ from octctl.state.model import NodeRecord
 
 
 def host_port(service: Service) -> int | None:
-    """The port the service claims on its node's address: what others (and users) connect to.
-
-    An internal-only port is published too, on the node's own address, so that a service on
-    another node can reach it at ``{{ services.X.host }}:{{ services.X.port }}``.
-    """
-    if service.runtime == "docker" and not service.internal_port:
-        return None  # as in the reference: without internal_port there is nothing to publish
-    return service.external_port or service.internal_port
+    """See :attr:`Service.host_port`."""
+    return service.host_port
 
 
 def demand(service: Service) -> Demand:

@@ -118,6 +118,17 @@ class Service(_Model):
     envs: dict[str, str] = Field(default_factory=dict)
     runtime: RuntimeKind = "docker"
 
+    @property
+    def host_port(self) -> int | None:
+        """The port the service claims on its node's address: what others (and users) connect to.
+
+        An internal-only port is published too, on the node's own address, so that a service on
+        another node can reach it at ``{{ services.X.host }}:{{ services.X.port }}``.
+        """
+        if self.runtime == "docker" and not self.internal_port:
+            return None  # as in the reference: without internal_port there is nothing to publish
+        return self.external_port or self.internal_port
+
     def command_argv(self) -> list[str] | None:
         """``command`` as an argv, or ``None`` to keep the image's default command.
 

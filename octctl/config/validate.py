@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.providers.aws import pricing
 
 from .errors import Problem, problem_sort_key
@@ -127,6 +128,10 @@ def _check_services(view: ServicesView) -> Iterator[Finding]:
                 )
 
 
+#: Ports every node binds on its own address, where services' ports are published too.
+RESERVED_PORTS = {DEFAULT_API_PORT: "the API", DEFAULT_RAFT_PORT: "Raft", 53: "the cluster's DNS"}
+
+
 def _check_resources(i: int, service: Service) -> Iterator[Finding]:
     """Also enforced by the schema; repeated here for configs built with ``model_construct`` or mutated."""
     for key, value in (("cpus", service.cpus), ("memory", service.memory)):
@@ -136,6 +141,14 @@ def _check_resources(i: int, service: Service) -> Iterator[Finding]:
     for key, port in (("internal_port", service.internal_port), ("external_port", service.external_port)):
         if port is not None and not low <= port <= high:
             yield _services_path(i, key), port_message(port)
+    published = service.host_port
+    if published in RESERVED_PORTS:
+        key = "external_port" if service.external_port is not None else "internal_port"
+        yield (
+            _services_path(i, key),
+            f"port {published} is oct's own on every node ({RESERVED_PORTS[published]}); "
+            "pick another (an internal_port without external_port is published on the node too)",
+        )
 
 
 def _check_command(i: int, service: Service) -> Iterator[Finding]:

@@ -81,7 +81,7 @@ def zone_origin(project: str, domain: str = DEFAULT_DOMAIN) -> str:
 
 
 def _host_port(service: dict[str, Any]) -> int | None:
-    """Same rule as :func:`octctl.specs.host_port`, on the JSON form kept in the state."""
+    """Same rule as :attr:`octctl.config.models.Service.host_port`, on the JSON form kept in the state."""
     if service.get("runtime", "docker") == "docker" and not service.get("internal_port"):
         return None
     port = service.get("external_port") or service.get("internal_port")

@@ -34,6 +34,10 @@ class Provider(abc.ABC):
     a second machine. ``retire`` stops the node and frees what it used; retiring an unknown or
     already stopped node is not an error."""
 
+    #: Seconds a provisioned node may take to join before the leader gives up and retires it: a
+    #: local process joins in a second, a fresh VM installs packages first.
+    launch_timeout: float = 90.0
+
     @abc.abstractmethod
     def reserve(self, request: NodeRequest) -> str:
         """The id the next node will join with."""

@@ -85,6 +85,10 @@ def _parse_docker_time(value: str) -> dt.datetime | None:
     return parsed.replace(tzinfo=dt.UTC)
 
 
+class RegistryLoginFailed(Exception):
+    """The node could not get registry credentials for an image (ECR through the instance role)."""
+
+
 class DockerRuntime(Runtime):
     """One container per (project, service), labelled so ``list``/destroy find every one of them."""
 
@@ -253,10 +257,25 @@ class DockerRuntime(Runtime):
             pass
         log.info("pulling image %s", image)
         try:
-            client.images.pull(image)
+            client.images.pull(image, auth_config=self._registry_auth(image))
         except (DockerException, RequestException) as exc:
             return f"cannot pull image '{image}': {_explain(exc)}"
+        except RegistryLoginFailed as exc:
+            return f"cannot log in to the registry of '{image}': {exc}"
         return None
+
+    @staticmethod
+    def _registry_auth(image: str) -> dict[str, str] | None:
+        """ECR images (built from ``dockerfile_path`` on AWS) need a login, which the node's instance
+        role gives; anything else is pulled anonymously, as before."""
+        from octctl.providers.aws import ecr
+
+        if not ecr.is_ecr_image(image):
+            return None
+        try:
+            return ecr.registry_auth(image)
+        except Exception as exc:  # botocore's errors: no credentials, no permission, no endpoint
+            raise RegistryLoginFailed(str(exc).splitlines()[0]) from exc
 
     def _run(self, spec: InstanceSpec, name: str) -> InstanceStatus:
         from docker.errors import APIError

@@ -526,6 +526,21 @@ def test_external_port_clash_names_both_services() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("ports", "key", "port", "owner"),
+    [
+        ("internal_port = 8080\nexternal_port = 31888\n", "external_port", 31888, "the API"),
+        ("internal_port = 31889\n", "internal_port", 31889, "Raft"),
+        ("internal_port = 53\n", "internal_port", 53, "the cluster's DNS"),
+    ],
+)
+def test_oct_s_own_ports_are_not_for_services(ports: str, key: str, port: int, owner: str) -> None:
+    text = HEADER + service_block("web", ports)
+    problem = only_problem(text)
+    assert (problem.line, problem.path) == (line_of(text, key), f"project.services[0].{key}")
+    assert problem.message.startswith(f"port {port} is oct's own on every node ({owner})")
+
+
 def test_external_port_without_internal_port_is_allowed() -> None:
     config = load_config_text(HEADER + service_block("a", "external_port = 80\n"), {})
     assert config.service("a").internal_port is None

@@ -134,6 +134,11 @@ def login(*, client: Any) -> RegistryAuth:
     return RegistryAuth(username=username, password=password, registry=data["proxyEndpoint"])
 
 
+def is_ecr_image(image: str) -> bool:
+    host = image.split("/", 1)[0] if "/" in image else ""
+    return _ECR_HOST.match(host) is not None
+
+
 def registry_auth(image: str, *, ecr_client: Any = None) -> dict[str, str] | None:
     """``auth_config`` for pulling ``image`` when it lives in ECR, else ``None`` (a public image).
 

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class AwsProvider(Provider):
+    #: cloud-init installs Docker, a venv and oct before oct-ctl starts: minutes, not seconds.
+    launch_timeout = 900.0
+
     def __init__(self, settings: NodeSettings) -> None:
         if settings.aws is None:
             raise ValueError("an aws node needs the aws section in node.json (written by oct-ctl bootstrap)")
