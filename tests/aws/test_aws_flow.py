@@ -99,6 +99,20 @@ def public_ips(clients: AwsClients, project: str) -> dict[str, str]:
     }
 
 
+def aws_project(tmp_path: Path) -> tuple[AwsClients, str, Path]:
+    """AWS clients (to inspect moto), an image id moto knows, and where oct.toml goes."""
+    clients = AwsClients.connect("us-east-1")
+    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
+    folder = tmp_path / "project"
+    folder.mkdir()
+    return clients, ami, folder / "oct.toml"
+
+
+def leftovers(clients: AwsClients, project: str) -> dict[str, int]:
+    """Resource kinds still tagged with the project, with their counts; {} once destroy is done."""
+    return {kind: n for kind, n in count(tagged(clients, project)).items() if n}
+
+
 def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not ok():
@@ -108,11 +122,8 @@ def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> 
 
 
 def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
-    clients = AwsClients.connect("us-east-1")
-    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
-    folder = tmp_path / "project"
-    folder.mkdir()
-    config = folder / "oct.toml"
+    clients, ami, config = aws_project(tmp_path)
+    folder = config.parent
     project = cloud.project
 
     domain = f"{project}.example.com"
@@ -167,8 +178,7 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
 
     # Afterlife: nothing tagged with the project is left, and destroy can be repeated.
     octcli.destroy(config)
-    left = {kind: n for kind, n in count(tagged(clients, project)).items() if n}
-    assert left == {}, f"left behind: {left}"
+    assert leftovers(clients, project) == {}
     assert not (folder / "state.json").exists()
     zones = clients.client("route53").list_hosted_zones_by_name(DNSName=f"{domain}.")["HostedZones"]
     assert [z for z in zones if z["Name"] == f"{domain}."] == [], "the zone oct created is gone"
@@ -178,11 +188,8 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
 def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  # type: ignore[no-untyped-def]
     cloud: Hypervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client
 ) -> None:
-    clients = AwsClients.connect("us-east-1")
-    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
-    folder = tmp_path / "project"
-    folder.mkdir()
-    config = folder / "oct.toml"
+    clients, ami, config = aws_project(tmp_path)
+    folder = config.parent
     config.write_text(oct_toml(cloud.project, ami, [("web1", 9321)]))
 
     # IAM unreachable: the network exists, the roles do not; the state says what was made.
@@ -201,23 +208,17 @@ def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  
     assert count(tagged(clients, cloud.project))["vpcs"] == 1
 
     octcli.destroy(config)
-    left = {kind: n for kind, n in count(tagged(clients, cloud.project)).items() if n}
-    assert left == {}, f"left behind: {left}"
+    assert leftovers(clients, cloud.project) == {}
 
 
 def test_destroy_works_when_the_leader_is_gone(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
-    clients = AwsClients.connect("us-east-1")
-    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
-    folder = tmp_path / "project"
-    folder.mkdir()
-    config = folder / "oct.toml"
+    clients, ami, config = aws_project(tmp_path)
     config.write_text(oct_toml(cloud.project, ami, [("web1", 9331)]))
     octcli.deploy(config, timeout=180)
     for vm in cloud.running().values():
         os.killpg(vm.process.pid, 9)  # the VM hangs: nobody answers the API any more
     octcli.destroy(config, timeout=20)
-    left = {kind: n for kind, n in count(tagged(clients, cloud.project)).items() if n}
-    assert left == {}, f"left behind: {left}"
+    assert leftovers(clients, cloud.project) == {}
 
 
 def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: ignore[no-untyped-def]
@@ -226,11 +227,7 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
     """The leader dies right after RunInstances for a follower: its successor finds the launch in
     Raft, asks again with the same client token (no second instance), the follower joins through
     another member, and every instance left running is a member of the cluster."""
-    clients = AwsClients.connect("us-east-1")
-    ami = boto3.client("ssm").get_parameter(Name=AMAZON_LINUX_2023["x86_64"])["Parameter"]["Value"]
-    folder = tmp_path / "project"
-    folder.mkdir()
-    config = folder / "oct.toml"
+    clients, ami, config = aws_project(tmp_path)
     project = cloud.project
     config.write_text(oct_toml(project, ami, [("web1", 9351)], min_nodes=3))
     octcli.deploy(config, timeout=180)
@@ -271,5 +268,4 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
         cloud,
     )
     octcli.destroy(config)
-    left = {kind: n for kind, n in count(tagged(clients, project)).items() if n}
-    assert left == {}, f"left behind: {left}"
+    assert leftovers(clients, project) == {}

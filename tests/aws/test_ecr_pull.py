@@ -25,5 +25,5 @@ def test_no_credentials_for_an_ecr_image_is_a_one_line_reason(monkeypatch: pytes
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # closed: nothing leaves this machine
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with pytest.raises(RegistryLoginFailed, match="127.0.0.1:9"):
+    with pytest.raises(RegistryLoginFailed, match=r"127\.0\.0\.1:9"):
         DockerRuntime._registry_auth(ECR_IMAGE)

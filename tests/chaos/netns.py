@@ -35,6 +35,7 @@ import httpx
 
 from octctl.api.models import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
+from octctl.providers.local import pid_alive
 
 OWNERS = Path("/run/oct-chaos")  # tmpfs, like /run/netns: both are gone after a reboot
 NAME_RE = re.compile(r"^(octc\d+-)")
@@ -62,16 +63,6 @@ def require_privileges() -> None:
         raise HarnessError("the chaos suite creates network namespaces and must run as root")
     if shutil.which("ip") is None:
         raise HarnessError("`ip` (iproute2) is not installed; `apt-get install iproute2`")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def namespaces() -> list[str]:
@@ -103,7 +94,7 @@ def remove_stale(own_prefix: str) -> list[str]:
             owner = int((OWNERS / prefix).read_text().strip())
         except (OSError, ValueError):
             owner = 0
-        if owner == 0 or not _pid_alive(owner):
+        if owner == 0 or not pid_alive(owner):
             stale.add(prefix)
     for ns in namespaces():
         m = NAME_RE.match(ns)
