@@ -142,10 +142,8 @@ class Node:
         return self._zone_cache[1]
 
     def _on_change(self) -> None:
-        """Runs on the Raft thread: nudge the reconciler so a new deploy starts without waiting a tick."""
-        loop = self.raft.loop
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self.reconciler.wake)
+        """Runs inside a Raft tick: nudge the reconciler so a new deploy starts without waiting a tick."""
+        self.reconciler.wake()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.create_task(coro))

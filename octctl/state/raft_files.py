@@ -1,7 +1,7 @@
 """Checking a node's Raft files before PySyncObj opens them, and moving broken ones aside.
 
 PySyncObj trusts its files. A torn or overwritten journal makes it either raise deep inside its
-constructor, or load the entries before the damage and then die on its tick thread: the node looks
+constructor, or load the entries before the damage and then fail on every tick: the node looks
 alive but never leads, never follows, never says why. A broken dump is logged and skipped, and
 the node carries on with part of its history. So oct-ctl walks the files first and refuses to
 start with a message saying which file, where, and how to rejoin from the peers.
