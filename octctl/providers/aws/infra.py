@@ -482,30 +482,19 @@ class _Genesis:
             self.record()
         want = desired_rules(group_id, api_cidrs, external_ports)
         have = current_rules(found)
-        for rule in sorted(have - want):
-            # The group is oct's alone: a rule nobody asked for (a removed service's port, an old
-            # deployer address) is closed again.
-            try:
-                call(
-                    self.ec2,
-                    "revoke_security_group_ingress",
-                    GroupId=group_id,
-                    IpPermissions=[rule.permission()],
-                )
-            except AwsError as e:
-                if e.code != "InvalidPermission.NotFound":
-                    raise
-        for rule in sorted(want - have):
-            try:
-                call(
-                    self.ec2,
-                    "authorize_security_group_ingress",
-                    GroupId=group_id,
-                    IpPermissions=[rule.permission()],
-                )
-            except AwsError as e:
-                if e.code != "InvalidPermission.Duplicate":
-                    raise
+        # The group is oct's alone: a rule nobody asked for (a removed service's port, an old
+        # deployer address) is closed again. Each change is harmless to repeat.
+        changes = (
+            ("revoke_security_group_ingress", have - want, "InvalidPermission.NotFound"),
+            ("authorize_security_group_ingress", want - have, "InvalidPermission.Duplicate"),
+        )
+        for operation, rules, already_done in changes:
+            for rule in sorted(rules):
+                try:
+                    call(self.ec2, operation, GroupId=group_id, IpPermissions=[rule.permission()])
+                except AwsError as e:
+                    if e.code != already_done:
+                        raise
         return group_id
 
     def role(self) -> str:
