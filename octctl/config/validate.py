@@ -11,9 +11,9 @@ import re
 import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
-from octctl.providers.aws import pricing
 
 from .errors import Problem, problem_sort_key
 from .graph import find_cycles
@@ -27,6 +27,9 @@ from .template import (
     service_refs,
     unknown_attr_message,
 )
+
+if TYPE_CHECKING:
+    from octctl.providers.aws import pricing
 
 #: Lowercase DNS label, plus '_' because the reference examples use names like ``app_1``.
 #: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
@@ -277,6 +280,8 @@ def _check_aws(view: ServicesView) -> Iterator[Finding]:
             f"min_nodes ({aws.min_nodes}) is greater than max_nodes ({aws.max_nodes})",
         )
     yield from _check_cidrs(aws.api_allowed_cidrs)
+    from octctl.providers.aws import pricing  # the price table: only AWS projects need it loaded
+
     pinned = None
     if aws.instance_type is not None:
         pinned = pricing.lookup(aws.instance_type)
@@ -320,6 +325,8 @@ def _check_cidrs(cidrs: list[str] | None) -> Iterator[Finding]:
 def _check_fits(
     view: ServicesView, aws: AwsProvider, pinned: pricing.InstanceType | None
 ) -> Iterator[Finding]:
+    from octctl.providers.aws import pricing
+
     pool = (pinned,) if pinned is not None else pricing.candidates(aws.arch)
     reserve = pricing.Reserve(cpus=aws.reserve_cpus, memory=aws.reserve_memory)
     offers = [(t, t.capacity(reserve)) for t in pool]
