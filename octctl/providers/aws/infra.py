@@ -259,6 +259,16 @@ def _gone(exc: AwsError) -> bool:
     return exc.code.endswith(".NotFound") or exc.code in {"NoSuchEntity", "Gateway.NotAttached"}
 
 
+def _unless_gone(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or None when AWS says the thing is already gone: teardown's success."""
+    try:
+        return fn(*args, **kwargs)
+    except AwsError as e:
+        if not _gone(e):
+            raise
+        return None
+
+
 def _tag_filters(resources: AwsResources, whole_project: bool = False) -> list[dict[str, Any]]:
     filters = [{"Name": f"tag:{PROJECT_TAG}", "Values": [resources.project]}]
     if not whole_project:
@@ -623,11 +633,7 @@ class _Teardown:
             wait=wait_fixed(5),
             reraise=True,
         )
-        try:
-            retrying(call, self.ec2, operation, **params)
-        except AwsError as e:
-            if not _gone(e):
-                raise
+        _unless_gone(retrying, call, self.ec2, operation, **params)
 
     def instances(self, timeout: float, poll_interval: float) -> None:
         led = self.ledger
@@ -751,28 +757,17 @@ class _Teardown:
         names = {*([led.instance_profile_name] if led.instance_profile_name else [])}
         names |= self._iam_tagged("list_instance_profiles", "InstanceProfiles", "InstanceProfileName", get)
         for name in sorted(names):
-            try:
-                profile = get(name)
-            except AwsError as e:
-                if not _gone(e):
-                    raise
-            else:
-                for role in profile.get("Roles", []):
-                    try:
-                        call(
-                            iam,
-                            "remove_role_from_instance_profile",
-                            InstanceProfileName=name,
-                            RoleName=role["RoleName"],
-                        )
-                    except AwsError as e:
-                        if not _gone(e):
-                            raise
-                try:
-                    call(iam, "delete_instance_profile", InstanceProfileName=name)
-                except AwsError as e:
-                    if not _gone(e):
-                        raise
+            profile = _unless_gone(get, name)
+            for role in (profile or {}).get("Roles", []):
+                _unless_gone(
+                    call,
+                    iam,
+                    "remove_role_from_instance_profile",
+                    InstanceProfileName=name,
+                    RoleName=role["RoleName"],
+                )
+            if profile is not None:
+                _unless_gone(call, iam, "delete_instance_profile", InstanceProfileName=name)
             if led.instance_profile_name == name:
                 led.instance_profile_name = led.instance_profile_arn = None
                 self.record()
