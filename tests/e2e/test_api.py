@@ -19,6 +19,7 @@ import pytest
 
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.local import free_address, node_name, nodes_dir, start_node, stop_node
+from octctl.state.raft_wire import RaftCipher
 from tests.e2e.harness import kill_leftovers
 
 pytestmark = pytest.mark.e2e
@@ -260,10 +261,15 @@ def test_bytes_from_a_stranger_on_the_raft_port_are_never_unpickled(cluster: Clu
     """PySyncObj speaks pickle; with the cluster password every message must first decrypt, so a
     payload from someone without the secret is dropped before pickle sees it."""
     marker = tmp_path / "exploited"
-    payload = zlib.compress(pickle.dumps(_Exploit(marker)), 3)
-    framed = struct.pack("i", len(payload)) + payload
-    handshake = pickle.dumps("readonly")
-    for message in (framed, struct.pack("i", len(handshake)) + handshake, b"\x00" * 64, os.urandom(4096)):
+    exploit = pickle.dumps(_Exploit(marker))
+    payloads = [
+        zlib.compress(exploit, 3),  # as PySyncObj frames it
+        exploit,  # as oct frames small messages, before sealing
+        RaftCipher("not the cluster secret").encrypt_at_time(exploit, 0),  # sealed with a wrong key
+        pickle.dumps("readonly"),
+    ]
+    framed = [struct.pack("i", len(p)) + p for p in payloads]
+    for message in (*framed, b"\x00" * 64, os.urandom(4096)):
         with socket.create_connection((cluster.settings.address, cluster.settings.raft_port), timeout=5) as s:
             s.sendall(message)
             s.settimeout(2)

@@ -1,0 +1,148 @@
+"""Raft frames: sealed with the cluster secret, opened only with it, small ones not deflated; and a
+real three-replica group that commits with them and tells its followers of each commit."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import zlib
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from pysyncobj import tcp_connection
+
+from octctl.state import raft_wire
+from octctl.state.kv import kv_command
+from octctl.state.machine import RaftNode
+from octctl.state.raft_wire import COMPRESS_FROM, RaftCipher
+
+
+def test_a_frame_opens_with_the_same_secret_in_another_process() -> None:
+    sender, receiver = RaftCipher("s3cret"), RaftCipher("s3cret")
+    frame = sender.encrypt_at_time(b"hello raft", 0)
+    assert b"hello raft" not in frame
+    assert receiver.decrypt(frame) == b"hello raft"
+
+
+def test_a_wrong_secret_or_any_flipped_byte_is_refused() -> None:
+    frame = RaftCipher("s3cret").encrypt_at_time(b"append entries", 0)
+    with pytest.raises(InvalidTag):
+        RaftCipher("other").decrypt(frame)
+    receiver = RaftCipher("s3cret")
+    for i in range(len(frame)):
+        tampered = bytearray(frame)
+        tampered[i] ^= 0x01
+        with pytest.raises((InvalidTag, ValueError)):
+            receiver.decrypt(bytes(tampered))
+    assert receiver.decrypt(frame) == b"append entries"
+
+
+def test_counters_only_grow_and_sessions_differ_per_process() -> None:
+    """The counter is the nonce: it must never repeat under one key, and every process has its
+    own key, so two processes counting from 1 never share a (key, nonce) pair."""
+    a, b = RaftCipher("s3cret"), RaftCipher("s3cret")
+    frames = [a.encrypt_at_time(b"x", 0) for _ in range(5)]
+    stamps = [b.extract_timestamp(f) for f in frames]
+    assert stamps == sorted(set(stamps)) and len(stamps) == 5
+    assert frames[0][1:17] != b.encrypt_at_time(b"x", 0)[1:17]  # session ids
+
+
+def test_a_frame_of_another_wire_version_is_refused() -> None:
+    frame = bytearray(RaftCipher("s3cret").encrypt_at_time(b"x", 0))
+    frame[0] = raft_wire.VERSION + 1
+    with pytest.raises(InvalidTag, match="version"):
+        RaftCipher("s3cret").extract_timestamp(bytes(frame))
+
+
+def test_only_senders_holding_the_secret_take_a_key_slot() -> None:
+    receiver = RaftCipher("s3cret")
+    for _ in range(200):  # strangers with made-up sessions
+        with pytest.raises(InvalidTag):
+            receiver.decrypt(RaftCipher("guess").encrypt_at_time(b"x", 0))
+    assert not receiver._keys
+    for _ in range(200):
+        receiver.decrypt(RaftCipher("s3cret").encrypt_at_time(b"x", 0))
+    assert len(receiver._keys) == raft_wire._KEYS_KEPT
+
+
+def test_small_messages_skip_zlib_and_large_ones_keep_it() -> None:
+    raft_wire.install()
+    codec = tcp_connection.zlib
+    small = pickle.dumps({"type": "append_entries", "entries": []}, 2)
+    assert codec.compress(small, 3) == small
+    assert codec.decompress(small) == small
+    large = pickle.dumps({"type": "append_entries", "entries": ["x" * COMPRESS_FROM]}, 2)
+    packed = codec.compress(large, 3)
+    assert len(packed) < len(large) and packed[:1] != large[:1]
+    assert codec.decompress(packed) == large
+    assert codec.decompress(zlib.compress(small, 3)) == small  # what PySyncObj itself would send
+
+
+def free_addresses(count: int) -> list[str]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+async def wait_for(check: object, what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_three_replicas_commit_and_followers_learn_of_a_lone_commit(tmp_path: Path) -> None:
+    """Sealed frames carry a real group's traffic. The leader holds commit notices back for a next
+    write to carry (NOTICE_DELAY); after the last write there is none, and the followers must still
+    apply it and the leader must have told them of every commit."""
+    loop = asyncio.get_running_loop()
+    addresses = free_addresses(3)
+    nodes = []
+    for i, address in enumerate(addresses):
+        (tmp_path / str(i)).mkdir()
+        nodes.append(RaftNode(address, addresses, tmp_path / str(i), "s3cret", loop))
+    try:
+        await wait_for(lambda: any(n.is_leader() for n in nodes), "a leader")
+        leader = next(n for n in nodes if n.is_leader())
+        followers = [n for n in nodes if n is not leader]
+        for i in range(20):
+            await leader.execute(kv_command("kv_put", key="k", value=str(i)))
+        await leader.execute(kv_command("kv_put", key="last", value="lone"))
+        await wait_for(
+            lambda: all(f.machine.kv_get("last") is not None for f in followers), "followers to apply"
+        )
+        assert {f.machine.state_hash() for f in followers} == {leader.machine.state_hash()}
+        assert leader.sync.commit_index_sent() == leader.sync.raftCommitIndex
+        assert leader.sync.last_log_index() == leader.sync.raftCommitIndex
+    finally:
+        for n in nodes:
+            n.close()
+
+
+async def test_a_replica_with_another_secret_gets_nothing(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    addresses = free_addresses(3)
+    nodes = []
+    for i, address in enumerate(addresses):
+        (tmp_path / str(i)).mkdir()
+        secret = "other" if i == 2 else "s3cret"
+        nodes.append(RaftNode(address, addresses, tmp_path / str(i), secret, loop))
+    try:
+        await wait_for(lambda: nodes[0].is_leader() or nodes[1].is_leader(), "a leader of the two")
+        leader = nodes[0] if nodes[0].is_leader() else nodes[1]
+        await leader.execute(kv_command("kv_put", key="k", value="v"))
+        await asyncio.sleep(0.5)
+        assert nodes[2].machine.kv_get("k") is None
+        assert not nodes[2].is_leader()
+    finally:
+        for n in nodes:
+            n.close()
