@@ -241,7 +241,7 @@ class _OctSyncObj(SyncObj):
     """PySyncObj with oct's wire cipher, and the two internals the event-loop driver needs.
 
     Every use of PySyncObj's private names is here (pyproject pins the version they were read
-    from, and ``tests/test_raft_internals.py`` fails loudly if an upgrade moves them).
+    from, and ``tests/unit/test_raft_wire.py`` fails loudly if an upgrade moves them).
     """
 
     def __init__(self, *args: Any, cipher: RaftCipher, **kwargs: Any) -> None:
