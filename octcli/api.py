@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 import octctl.config as octconfig
 from octcli import state
-from octcli.aws import aws_settings, cluster_addresses, ensure_aws_cluster, publish_domain, teardown_aws
+from octcli.aws import (
+    aws_settings,
+    cluster_addresses,
+    ensure_aws_cluster,
+    public_zone,
+    publish_domain,
+    teardown_aws,
+)
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
 from octcli.images import build_images, dockerfile_services, push_images
@@ -130,7 +137,11 @@ def deploy(
         save(record)
         with OctClient(record.nodes, record.token) as client:
             say(f"submitting the deployment to cluster {record.cluster}")
-            accepted = client.deploy(config.model_dump(mode="json"), source_dir=str(file.resolve().parent))
+            accepted = client.deploy(
+                config.model_dump(mode="json"),
+                source_dir=str(file.resolve().parent),
+                public_zone=public_zone(config, record),
+            )
             say(
                 f"deployment {accepted.deployment} accepted"
                 + ("" if accepted.changed else " (nothing changed)")

@@ -140,18 +140,28 @@ def _converge_base(
     return current, ledger
 
 
+def public_zone(config: Config, record: ClusterRecord) -> str | None:
+    """The hosted zone the leader keeps ``<service>.<domain>`` in: only on AWS, with a domain."""
+    ledger = ledger_of(record)
+    if not config.project.domain or ledger is None:
+        return None
+    return ledger.hosted_zone_id
+
+
 def publish_domain(
     config: Config, record: ClusterRecord, placements: dict[str, str], say: Phase
 ) -> dict[str, str]:
     """Point ``<service>.<domain>`` at the public address of the node running it, for services with
     an external port, and remove the names of services that no longer have one. Returns the records.
 
-    Done by the CLI after each deploy: a service the cluster moves later keeps its old record until
-    the next ``oct deploy``.
+    The leader owns these records (it republishes a service the cluster moves, and repairs them
+    every minute); the CLI writes the same ones once after a deploy, so that a name someone else
+    holds fails the deploy with its reason instead of only a line in the leader's log.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
     from octctl.providers.aws import instances, route53
+    from octctl.specs import public_names
 
     ledger = ledger_of(record)
     if not config.project.domain or ledger is None or not ledger.hosted_zone_id:
@@ -164,15 +174,10 @@ def publish_domain(
         )
         if found and found[0].public_ip:
             addresses[service] = found[0].public_ip
-    wanted = route53.service_records(config, addresses)
+    wanted = public_names(config, addresses)
     api = clients.client("route53")
     try:
-        route53.upsert_records(ledger.hosted_zone_id, wanted, owner=ledger.cluster, route53=api)
-        stale = route53.owned_names(ledger.hosted_zone_id, owner=ledger.cluster, route53=api) - {
-            f"{name.rstrip('.')}." for name in wanted
-        }
-        if stale:
-            route53.delete_records(ledger.hosted_zone_id, stale, owner=ledger.cluster, route53=api)
+        route53.sync_records(ledger.hosted_zone_id, wanted, owner=ledger.cluster, route53=api)
     except (BotoCoreError, ClientError, route53.RecordConflict) as e:
         raise OctError(
             f"the services run, but their DNS records in {config.project.domain} failed: {e}"

@@ -89,8 +89,12 @@ class OctClient:
         node, response = self._call("GET", "/status", only=node)
         return _parse(node, response, StatusResponse)
 
-    def deploy(self, config_json: dict[str, Any], source_dir: str | None) -> DeployResponse:
-        body = DeployRequest(config=config_json, source_dir=source_dir).model_dump(mode="json")
+    def deploy(
+        self, config_json: dict[str, Any], source_dir: str | None, public_zone: str | None = None
+    ) -> DeployResponse:
+        body = DeployRequest(config=config_json, source_dir=source_dir, public_zone=public_zone).model_dump(
+            mode="json"
+        )
         node, response = self._call("POST", "/deploy", json=body)
         return _parse(node, response, DeployResponse)
 

@@ -25,7 +25,7 @@ from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import NodeRequest, Provider
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.scheduler import NodeCapacity, nodes_needed, place
-from octctl.specs import Rollout, demand, instance_specs
+from octctl.specs import Rollout, demand, instance_specs, public_names
 from octctl.state.machine import NotLeader, RaftNode, RaftUnavailable
 from octctl.state.model import MAX_VOTERS, ClusterState, NodeRecord, command, pending_voters
 
@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 CRASH_LOOP_RESTARTS = 3
 #: Consecutive failed polls before a node counts as unreachable (a busy agent may miss one).
 UNREACHABLE_AFTER = 3
+#: Public DNS names are published as soon as a service is placed somewhere else, and besides
+#: re-checked this often (one read), which repairs records changed behind the leader's back.
+PUBLISH_REFRESH = 60.0
+#: The next try after a publish failed (provider API unreachable, throttled) or a node had no
+#: public address yet.
+PUBLISH_RETRY = 10.0
 
 Observed = dict[str, dict[str, dict[str, Any]]]  # node -> service -> InstanceStatus as JSON
 
@@ -76,6 +82,9 @@ class Reconciler:
     _misses: dict[str, int] = field(default_factory=dict)
     #: Nodes this leader asked the provider for (intents of earlier leaders are not in it).
     _launched: set[str] = field(default_factory=set)
+    #: What this leader last published as public DNS names, and when to check them again.
+    _published: tuple[Any, ...] | None = None
+    _publish_due: float = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,6 +98,7 @@ class Reconciler:
                 self._failed.clear()
                 self._misses.clear()
                 self._launched.clear()
+                self._published = None
                 continue
             try:
                 busy = await self.tick()
@@ -135,7 +145,30 @@ class Reconciler:
         )
         changed = await self._converge(view, config, specs, observed)
         await self._update_deployment(view, config, specs, observed)
+        await self._publish(self.raft.view(), config)
         return changed
+
+    async def _publish(self, view: ClusterState, config: Config | None) -> None:
+        """Keep ``<service>.<domain>`` pointing at the node that runs the service, through the
+        provider's public DNS, when the deployment names a zone (AWS). A service the cluster moves
+        (a dead node, a rescheduling) is republished at once, not at the next ``oct deploy``."""
+        zone = view.get("public_zone")
+        if self.provider is None or not zone:
+            return
+        names = public_names(config, view["placements"])
+        wanted = (zone, view["cluster"], sorted(names.items()))
+        now = time.monotonic()
+        if wanted == self._published and now < self._publish_due:
+            return
+        self._published, self._publish_due = wanted, now + PUBLISH_RETRY
+        loop = asyncio.get_running_loop()
+        try:
+            complete = await loop.run_in_executor(None, self.provider.publish, zone, names, view["cluster"])
+        except Exception as e:  # the provider's API: logged, tried again after PUBLISH_RETRY
+            log.warning("public DNS names not published (next try in %.0fs): %s", PUBLISH_RETRY, e)
+            return
+        if complete:
+            self._publish_due = now + PUBLISH_REFRESH
 
     async def _observe(self, view: ClusterState) -> Observed:
         """Ask every agent what it runs; record changes (and node liveness) in Raft."""
@@ -315,7 +348,14 @@ class Reconciler:
             return False
 
     async def _shrink(self, view: ClusterState, fleet: Fleet, placements: Mapping[str, str]) -> None:
-        """Hand back one empty follower a tick while the fleet is above its minimum."""
+        """Hand back one empty follower a tick while the fleet is above its minimum.
+
+        Not while a node is unreachable: a membership change counts the new voter set at once, so
+        removing a live voter of three while another is dead leaves one of two, and no majority.
+        The dead node goes first (``_replace_dead``).
+        """
+        if any(n["status"] == "unreachable" for n in view["nodes"].values()):
+            return
         busy = set(placements.values()) | {n for n, seen in view["instances"].items() if seen}
         idle = sorted(
             n["id"]
@@ -474,9 +514,10 @@ class Reconciler:
         left = [seen for node, seen in view["instances"].items() if node in reachable]
         if any(observed.values()) or any(left):
             return
-        for node in list(view["nodes"].values()):
-            if node["id"] == self.settings.node:
-                continue
+        # Unreachable nodes leave Raft first: each removal must still find a majority of the voters
+        # that remain, and a dead voter counted among them could leave none (see ``_shrink``).
+        others = [n for n in view["nodes"].values() if n["id"] != self.settings.node]
+        for node in sorted(others, key=lambda n: n["status"] != "unreachable"):
             await self.retire(node)
         await self.raft.execute(
             command(

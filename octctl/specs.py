@@ -27,6 +27,19 @@ def host_port(service: Service) -> int | None:
     return service.host_port
 
 
+def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, str]:
+    """``<service>.<domain>`` to what ``placed`` maps the service to (its node, or that node's
+    address), for services with an external port; none without a domain or before placement."""
+    if config is None or not config.project.domain:
+        return {}
+    base = config.project.domain.strip().lower().rstrip(".")
+    return {
+        f"{s.name}.{base}": placed[s.name]
+        for s in config.project.services
+        if s.external_port is not None and s.name in placed
+    }
+
+
 def demand(service: Service) -> Demand:
     port = host_port(service)
     return Demand(

@@ -191,6 +191,7 @@ async def deploy(request: web.Request) -> web.Response:
             "deploy",
             project=config.model_dump(mode="json"),
             source_dir=body.source_dir,
+            public_zone=body.public_zone,
             deployment=new_id("d"),
             at=time.time(),
         )

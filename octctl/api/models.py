@@ -36,6 +36,11 @@ class DeployRequest(BaseModel):
 
     config: dict[str, Any]
     source_dir: str | None = None
+    public_zone: str | None = Field(
+        default=None,
+        description="the provider's DNS zone of project.domain (a Route53 hosted zone id on AWS), made "
+        "by the CLI; the leader keeps <service>.<domain> pointing at the nodes running the services",
+    )
 
 
 class DeployResponse(BaseModel):

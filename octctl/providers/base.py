@@ -14,6 +14,7 @@ retiring it.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from octctl.node_settings import Secrets
@@ -49,3 +50,13 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def retire(self, node: str) -> None:
         """Stop the node and release its resources."""
+
+    def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
+        """Make ``zone`` hold exactly ``names`` for ``owner``: each public name pointing at the
+        public address of the node (id) it maps to, and no other name ``owner`` published there.
+
+        Returns False when some node has no public address yet (the leader tries again later).
+        Only providers with public DNS implement it; the leader calls it only for deployments
+        that name a zone, which only such providers' deploys do.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no public DNS")

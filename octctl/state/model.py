@@ -63,6 +63,9 @@ class ClusterState(TypedDict):
     cluster: str
     project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed
     source_dir: str | None
+    #: Where the leader publishes ``<service>.<domain>`` (set by deploys on AWS). Replicas restored
+    #: from snapshots older than the key have none: read it with ``.get``.
+    public_zone: str | None
     generation: int
     deployment: DeploymentRecord | None
     nodes: dict[str, NodeRecord]
@@ -80,6 +83,7 @@ def empty_state() -> ClusterState:
         "cluster": "",
         "project": None,
         "source_dir": None,
+        "public_zone": None,
         "generation": 0,
         "deployment": None,
         "nodes": {},
@@ -132,9 +136,15 @@ def _provisioning_done(state: ClusterState, node: str) -> None:
 
 
 def _deploy(
-    state: ClusterState, project: dict[str, Any], source_dir: str | None, deployment: str, at: float
+    state: ClusterState,
+    project: dict[str, Any],
+    source_dir: str | None,
+    deployment: str,
+    at: float,
+    public_zone: str | None = None,
 ) -> dict[str, Any]:
     """Make ``project`` the desired state. An identical spec starts no new deployment."""
+    state["public_zone"] = public_zone
     current = state["deployment"]
     if (
         state["project"] == project

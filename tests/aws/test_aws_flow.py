@@ -185,6 +185,39 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     octcli.destroy(config)
 
 
+def test_a_public_name_follows_its_service_to_another_node(
+    cloud: Hypervisor, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    """A follower's VM dies: the survivors (2 of 3, a majority) move its service, and the leader
+    points the service's name at the new node. No `oct deploy` runs in between."""
+    clients, ami, config = aws_project(tmp_path)
+    project = cloud.project
+    domain = f"{project}.example.com"
+    config.write_text(oct_toml(project, ami, [("web1", 9341), ("web2", 9342)], domain, min_nodes=3))
+    status = octcli.deploy(config, timeout=240)
+    assert len(status.nodes) == 3
+    leader = next(n.id for n in status.nodes if n.role == "leader")
+    victim = next(s for s in status.services if s.node != leader)
+    dead = next(vm for vm in cloud.running().values() if vm.node == victim.node)
+    name = f"{victim.name}.{domain}."
+    assert a_records(clients, domain)[name] == public_ips(clients, project)[dead.node]
+    os.killpg(dead.process.pid, 9)
+
+    def moved() -> bool:
+        now = next(s for s in octcli.status(config).services if s.name == victim.name)
+        return (
+            now.state == "running"
+            and now.node not in (None, dead.node)
+            and a_records(clients, domain).get(name) == public_ips(clients, project).get(now.node or "")
+        )
+
+    wait_until(f"{name} did not follow {victim.name} to another node", moved, cloud, timeout=120)
+    now = next(s for s in octcli.status(config).services if s.name == victim.name)
+    assert http_get(now.endpoint or "").strip() == victim.name
+    octcli.destroy(config)
+    assert leftovers(clients, project) == {}
+
+
 def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  # type: ignore[no-untyped-def]
     cloud: Hypervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_client
 ) -> None:

@@ -20,6 +20,7 @@ import pytest
 from octcli.images import PushFailed, push_images, push_to_ecr
 from octctl.config import parse_config_data
 from octctl.providers.aws import ecr, route53
+from octctl.specs import public_names
 
 pytestmark = pytest.mark.aws
 
@@ -168,7 +169,48 @@ def test_delete_zone_keeps_an_oct_zone_holding_someone_elses_records(r53: Any) -
     assert (f"www.{domain}.", "CNAME") in left and (f"web.{domain}.", "A") not in left
 
 
-def test_service_records_cover_services_with_an_external_port() -> None:
+def test_sync_records_writes_only_differences_and_repairs_hand_edits(r53: Any) -> None:
+    """What the leader calls every minute: a read, and a write only when something differs."""
+    domain = unique("sync") + ".example.com"
+    zone_id, _ = route53.ensure_zone(domain, {})
+    web, api = f"web.{domain}", f"api.{domain}"
+    assert route53.sync_records(zone_id, {web: "192.0.2.1", api: "192.0.2.2"}, owner="c-1")
+    assert not route53.sync_records(zone_id, {web: "192.0.2.1", api: "192.0.2.2"}, owner="c-1")
+    assert route53.owned_records(zone_id, owner="c-1") == {f"{web}.": "192.0.2.1", f"{api}.": "192.0.2.2"}
+
+    # Someone points web elsewhere by hand; the next sync puts it back.
+    r53.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "UPSERT",
+                    "ResourceRecordSet": {
+                        "Name": f"{web}.",
+                        "Type": "A",
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": "198.51.100.9"}],
+                    },
+                }
+            ]
+        },
+    )
+    assert route53.sync_records(zone_id, {web: "192.0.2.1", api: "192.0.2.2"}, owner="c-1")
+    assert records(r53, zone_id)[(f"{web}.", "A")] == ["192.0.2.1"]
+
+    # A service that moved and one that went: one name changes, the other is deleted with its TXT.
+    assert route53.sync_records(zone_id, {web: "192.0.2.7"}, owner="c-1")
+    left = records(r53, zone_id)
+    assert left[(f"{web}.", "A")] == ["192.0.2.7"]
+    assert (f"{api}.", "A") not in left and (f"{api}.", "TXT") not in left
+    # Another cluster's names in the same zone are not this owner's to sync away.
+    route53.upsert_records(zone_id, {f"shop.{domain}": "192.0.2.50"}, owner="c-2")
+    assert route53.sync_records(zone_id, {}, owner="c-1")
+    assert route53.owned_records(zone_id, owner="c-2") == {f"shop.{domain}.": "192.0.2.50"}
+    assert route53.owned_records(zone_id, owner="c-1") == {}
+
+
+def test_public_names_cover_services_with_an_external_port() -> None:
     config = parse_config_data(
         {
             "project": {
@@ -191,9 +233,10 @@ def test_service_records_cover_services_with_an_external_port() -> None:
         }
     )
     addresses = {"web": "192.0.2.1", "db": "192.0.2.2"}  # api is not placed yet
-    assert route53.service_records(config, addresses) == {"web.shop.example.com": "192.0.2.1"}
+    assert public_names(config, addresses) == {"web.shop.example.com": "192.0.2.1"}
     no_domain = config.model_copy(update={"project": config.project.model_copy(update={"domain": None})})
-    assert route53.service_records(no_domain, addresses) == {}
+    assert public_names(no_domain, addresses) == {}
+    assert public_names(None, addresses) == {}
 
 
 # --- ECR -------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ inspected, so ordering and failure rules are pinned down exactly.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -124,6 +126,21 @@ class FakeProvider(Provider):
         self.retired.append(node)
 
 
+class DnsProvider(FakeProvider):
+    """A provider with public DNS: every publish call, and a switch to make the next ones fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, dict[str, str], str]] = []
+        self.failing = False
+
+    def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
+        if self.failing:
+            raise ConnectionError("route53 unreachable")
+        self.published.append((zone, dict(names), owner))
+        return True
+
+
 def node(n: int) -> NodeRecord:
     return {
         "id": f"node-{n}",
@@ -169,8 +186,12 @@ def parts() -> tuple[Reconciler, FakeRaft, FakeAgents, FakeProvider]:
     return reconciler, raft, agents, provider
 
 
-def deploy(raft: FakeRaft, spec: dict[str, Any], deployment: str = "d1") -> None:
-    asyncio.run(raft.execute(command("deploy", project=spec, source_dir=None, deployment=deployment, at=0.0)))
+def deploy(raft: FakeRaft, spec: dict[str, Any], deployment: str = "d1", zone: str | None = None) -> None:
+    asyncio.run(
+        raft.execute(
+            command("deploy", project=spec, source_dir=None, deployment=deployment, at=0.0, public_zone=zone)
+        )
+    )
 
 
 def ticks(reconciler: Reconciler, count: int) -> list[bool]:
@@ -383,10 +404,82 @@ def test_destroy_does_not_wait_for_an_unreachable_node(parts) -> None:  # type: 
     reconciler, raft, agents, provider = parts
     deploy(raft, project(service("a"), service("b"), service("c")))
     ticks(reconciler, 4)
-    victim = next(n for n in raft.state["placements"].values() if n != "node-2")  # not the leader
+    # The last follower in the replica's order, so that a plain walk would retire the live one first.
+    victim = [n for n in raft.state["nodes"] if n in raft.state["placements"].values() and n != "node-2"][-1]
     agents.down.add(f"{raft.state['nodes'][victim]['address']}:31888")
     ticks(reconciler, UNREACHABLE_AFTER + 1)
     asyncio.run(raft.execute(command("destroy", deployment="x1", at=0.0)))
     ticks(reconciler, 4)
     assert raft.state["deployment"]["state"] == "destroyed"  # type: ignore[index]
     assert victim in provider.retired, "the dead node's machine is handed back, with what it ran"
+    # Removing the live follower first would leave the leader and a dead voter: no majority.
+    assert raft.removed_members[0] == f"{raft_address_of(victim)}", "the dead voter leaves Raft first"
+
+
+def raft_address_of(node_id: str) -> str:
+    n = int(node_id.rsplit("-", 1)[1])
+    return f"{node(n)['address']}:{node(n)['raft_port']}"
+
+
+def test_no_idle_follower_is_retired_while_a_node_is_unreachable(parts) -> None:  # type: ignore[no-untyped-def]
+    """Shrinking removes a live voter; with another voter dead that would cost the majority."""
+    reconciler, raft, agents, provider = parts
+    agents.down.add("127.0.0.3:31888")
+    asyncio.run(raft.execute(command("node_status", node="node-3", status="unreachable", at=time.time())))
+    deploy(raft, project(service("a"), nodes=1))  # a minimum of one node: two could go
+    ticks(reconciler, 4)
+    assert raft.state["placements"]["a"] != "node-3"
+    assert provider.retired == [], "node-4 is idle, but retiring it would leave node-2 of {2, 3}"
+
+
+def test_public_names_follow_a_service_the_cluster_moves(parts) -> None:  # type: ignore[no-untyped-def]
+    """With a zone in the deployment, the leader publishes <service>.<domain> for services with an
+    external port, once per change (not every pass), and again when a dead node's service moves."""
+    reconciler, raft, agents, _ = parts
+    provider = reconciler.provider = DnsProvider()
+    spec = project(service("web", external_port=8080), service("db", internal_port=5432))
+    spec["project"]["domain"] = "Shop.Example.com"
+    asyncio.run(raft.execute(command("init", cluster="c1")))
+    deploy(raft, spec, zone="Z123")
+    ticks(reconciler, 4)
+    first = raft.state["placements"]["web"]
+    assert provider.published == [("Z123", {"web.shop.example.com": first}, "c1")], "owner: the cluster"
+
+    agents.down.add(f"{raft.state['nodes'][first]['address']}:31888")
+    ticks(reconciler, UNREACHABLE_AFTER + 3)
+    moved = raft.state["placements"]["web"]
+    assert moved != first
+    assert provider.published[-1] == ("Z123", {"web.shop.example.com": moved}, "c1")
+    assert len(provider.published) == 2, "published on each change only"
+
+
+def test_public_names_are_withdrawn_on_destroy_and_retried_after_a_failure(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, _, _ = parts
+    provider = reconciler.provider = DnsProvider()
+    spec = project(service("web", external_port=8080))
+    spec["project"]["domain"] = "shop.example.com"
+    provider.failing = True
+    deploy(raft, spec, zone="Z123")
+    ticks(reconciler, 3)
+    assert provider.published == []
+    provider.failing = False
+    reconciler._publish_due = 0.0  # PUBLISH_RETRY has passed
+    ticks(reconciler, 1)
+    assert [names for _, names, _ in provider.published] == [
+        {"web.shop.example.com": raft.state["placements"]["web"]}
+    ]
+
+    asyncio.run(raft.execute(command("destroy", deployment="d2", at=1.0)))
+    ticks(reconciler, 4)
+    assert provider.published[-1][1] == {}, "destroy withdraws every name"
+
+
+def test_no_zone_means_no_publishing(parts) -> None:  # type: ignore[no-untyped-def]
+    """Local clusters (and AWS projects without a domain) never call the provider's DNS."""
+    reconciler, raft, _, _ = parts
+    provider = reconciler.provider = DnsProvider()
+    spec = project(service("web", external_port=8080))
+    spec["project"]["domain"] = "shop.example.com"
+    deploy(raft, spec)
+    ticks(reconciler, 3)
+    assert provider.published == []

@@ -64,6 +64,7 @@ class Instance:
     private_ip: str | None
     public_ip: str | None
     subnet_id: str | None
+    node: str | None = None  # the oct node id it was launched for (its client token)
 
     @classmethod
     def from_aws(cls, raw: Mapping[str, Any]) -> Instance:
@@ -76,6 +77,7 @@ class Instance:
             private_ip=raw.get("PrivateIpAddress"),
             public_ip=raw.get("PublicIpAddress"),
             subnet_id=raw.get("SubnetId"),
+            node=tags.get(TOKEN_TAG),
         )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 
 from octctl import __version__
 from octctl.bootstrap import BootstrapConfig
 from octctl.node_settings import NodeSettings
-from octctl.providers.aws import instances
+from octctl.providers.aws import instances, route53
 from octctl.providers.aws.session import AwsClients
 from octctl.providers.aws.user_data import render_user_data
 from octctl.providers.base import NodeRequest, Provider
@@ -80,3 +81,23 @@ class AwsProvider(Provider):
         if found:
             instances.terminate(self.clients, [i.id for i in found], wait=False)
             log.info("terminated %s (node %s)", ", ".join(i.id for i in found), node)
+
+    def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
+        """Route53 records ``<service>.<domain>`` -> the public IPv4 of the instance of each node."""
+        nodes = sorted(set(names.values()))
+        found = (
+            instances.find_instances(
+                self.clients,
+                self.aws.resources.cluster,
+                extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": nodes}],
+            )
+            if nodes
+            else []
+        )
+        addresses = {i.node: i.public_ip for i in found if i.node and i.public_ip}
+        records = {name: addresses[node] for name, node in names.items() if node in addresses}
+        if route53.sync_records(zone, records, owner=owner, route53=self.clients.client("route53")):
+            log.info(
+                "public DNS: %s", ", ".join(f"{n} -> {a}" for n, a in sorted(records.items())) or "no names"
+            )
+        return len(records) == len(names)

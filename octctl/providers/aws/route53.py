@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from octctl.config import Config
+from typing import Any
 
 __all__ = [
     "RecordConflict",
@@ -28,7 +25,7 @@ __all__ = [
     "delete_records",
     "delete_zone",
     "ensure_zone",
-    "service_records",
+    "sync_records",
     "upsert_records",
 ]
 
@@ -144,6 +141,37 @@ def owned_names(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None
     """The names (fully qualified, with the dot) that oct wrote in the zone for ``owner``."""
     api = route53 if route53 is not None else client()
     return {name for name, who in _owners(_record_sets(api, zone_id)).items() if who == owner}
+
+
+def owned_records(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> dict[str, str]:
+    """The A records oct wrote in the zone for ``owner``: fully qualified name to IPv4 address."""
+    api = route53 if route53 is not None else client()
+    sets = _record_sets(api, zone_id)
+    mine = {name for name, who in _owners(sets).items() if who == owner}
+    return {
+        _fqdn(s["Name"]): s["ResourceRecords"][0]["Value"]
+        for s in sets
+        if s["Type"] == "A" and _fqdn(s["Name"]) in mine and s.get("ResourceRecords")
+    }
+
+
+def sync_records(
+    zone_id: str, records: Mapping[str, str], *, owner: str = DEFAULT_OWNER, route53: Any = None
+) -> bool:
+    """Make oct's records for ``owner`` exactly ``records``: point those names, delete the rest.
+
+    Reads first and writes only a difference, so calling it again and again (the leader does, to
+    repair what someone changed by hand) costs one read. Returns whether anything changed.
+    """
+    api = route53 if route53 is not None else client()
+    wanted = {_fqdn(name): address for name, address in records.items()}
+    current = owned_records(zone_id, owner=owner, route53=api)
+    if current == wanted:
+        return False
+    changed = {name: address for name, address in wanted.items() if current.get(name) != address}
+    upsert_records(zone_id, changed, owner=owner, route53=api)
+    delete_records(zone_id, set(current) - set(wanted), owner=owner, route53=api)
+    return True
 
 
 def _owner_txt(name: str, owner: str) -> dict[str, Any]:
@@ -272,20 +300,3 @@ def delete_zone(zone_id: str, *, owner: str | None = None, route53: Any = None) 
         )
     api.delete_hosted_zone(Id=zone_id)
     return True
-
-
-def service_records(config: Config, addresses: Mapping[str, str]) -> dict[str, str]:
-    """``<service>.<domain>`` to the public address of its node, for services with an external port.
-
-    ``addresses`` maps service names to public IPv4 addresses; services not in it (not placed yet)
-    get no record. Empty when the project has no domain.
-    """
-    domain = config.project.domain
-    if not domain:
-        return {}
-    base = domain.strip().lower().rstrip(".")
-    return {
-        f"{s.name}.{base}": addresses[s.name]
-        for s in config.project.services
-        if s.external_port is not None and s.name in addresses
-    }
