@@ -1,0 +1,134 @@
+"""A container on a VM node finds another service by name through its node's DNS server.
+
+On a VM (AWS) there is no shared cluster network: a container gets the node's address as its only
+resolver and ``<project>.oct`` as search domain, and the node answers from its replica. Here the
+"VM" is this machine as seen from containers: the Docker bridge's gateway address, which every
+container on the default bridge can reach, plays the node's address. Everything on the path is
+real: the specs the leader renders for an AWS project, the Docker runtime that starts them, the
+resolver settings Docker writes into the container, a DNS packet from the container's libc to
+oct's DNS server on port 53, the zone built from a replica's state, and an HTTP fetch to the
+address it answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+
+from octctl.config import parse_config_data
+from octctl.dns.server import DnsServer
+from octctl.dns.zone import build_zone
+from octctl.runtime.docker import DockerRuntime
+from octctl.specs import Rollout, instance_specs
+from octctl.state.model import NodeRecord, empty_state
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "oct-test/busybox:latest"
+
+
+def bridge_gateway(client: docker.DockerClient) -> str:
+    return str(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def runtime(docker_client: docker.DockerClient) -> Iterator[DockerRuntime]:
+    rt = DockerRuntime(node="node-vm")
+    yield rt
+    rt.close()
+
+
+def aws_project(name: str, port: int) -> dict[str, Any]:
+    serve = f"mkdir -p /srv && echo api-ok > /srv/index.html && exec httpd -f -p {port} -h /srv"
+    # busybox's own resolver and nc (the image's busybox is linked statically with glibc, and its
+    # wget crashes on the default bridge): the short name through the search domain,
+    # then the full name, then an HTTP request to the address the full name resolved to.
+    lookup = 'busybox nslookup api.{name}.oct | sed -n "/^Name/,\\$ s/^Address:* *//p" | head -1'
+    fetch = (
+        f"while true; do busybox nslookup api; a=$({lookup.format(name=name)}); "
+        f'echo resolved=$a; printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc $a {port}; sleep 0.5; done'
+    )
+    return {
+        "project": {
+            "name": name,
+            "state_backend": {"local": {"path": "state.json"}},
+            "provider": {"aws": {"region": "us-east-1"}},
+            "services": [
+                {
+                    "name": "api",
+                    "image": IMAGE,
+                    "command": f"sh -c '{serve}'",
+                    "internal_port": port,
+                    "cpus": 100,
+                    "memory": 32,
+                },
+                {"name": "front", "image": IMAGE, "command": f"sh -c '{fetch}'", "cpus": 100, "memory": 32},
+            ],
+        }
+    }
+
+
+async def test_a_container_on_a_vm_finds_a_service_through_the_node_dns(
+    docker_client: docker.DockerClient, runtime: DockerRuntime
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test binds oct's DNS server to port 53, as on a VM: run it as root (CI does)")
+    node_address = bridge_gateway(docker_client)
+    name = f"t{uuid.uuid4().hex[:8]}"
+    port = free_port(node_address)
+    data = aws_project(name, port)
+    config = parse_config_data(data)
+    node: NodeRecord = {
+        "id": "node-vm",
+        "address": node_address,
+        "api_port": 31888,
+        "raft_port": 31889,
+        "cpus": 2000,
+        "memory": 2048,
+        "status": "ready",
+        "joined_at": 0.0,
+        "last_seen": 0.0,
+    }
+    placements = {"api": "node-vm", "front": "node-vm"}
+    specs = instance_specs(config, placements, {"node-vm": node}, Rollout("d1", "c-vm"))
+    assert specs["front"].dns == [node_address] and specs["front"].dns_search == [f"{name}.oct"]
+
+    state = empty_state()
+    state["project"] = config.model_dump(mode="json")
+    state["nodes"] = {"node-vm": node}
+    state["placements"] = placements
+    state["instances"] = {"node-vm": {"api": {"state": "running"}, "front": {"state": "running"}}}
+    zone = build_zone(state)
+    server = DnsServer(address=node_address, port=53, zone=lambda: zone)
+    await server.start()
+    try:
+        for service in ("api", "front"):
+            status = await asyncio.to_thread(runtime.apply, specs[service])
+            assert status.state == "running", status
+        for _ in range(100):  # bounded: 20 s
+            lines = await asyncio.to_thread(runtime.logs, name, "front", 40)
+            if "api-ok" in lines:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"front never fetched api by name; its log: {lines}; DNS stats: {server.stats}")
+        assert f"resolved={node_address}" in lines
+        assert any(line.split() == ["Name:", f"api.{name}.oct"] for line in lines), "the short name, searched"
+        assert server.stats.answered > 0, "the answers came from oct's DNS server"
+    finally:
+        await server.close()
+        for service in ("front", "api"):
+            await asyncio.to_thread(runtime.remove, name, service)
