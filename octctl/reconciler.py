@@ -85,6 +85,8 @@ class Reconciler:
     #: What this leader last published as public DNS names, and when to check them again.
     _published: tuple[Any, ...] | None = None
     _publish_due: float = 0.0
+    #: When this leader last asked the provider for a node's public address (one without it yet).
+    _addresses_asked: dict[str, float] = field(default_factory=dict)
 
     def wake(self) -> None:
         self._wake.set()
@@ -99,6 +101,7 @@ class Reconciler:
                 self._misses.clear()
                 self._launched.clear()
                 self._published = None
+                self._addresses_asked.clear()
                 continue
             try:
                 busy = await self.tick()
@@ -132,6 +135,7 @@ class Reconciler:
         deployment = view["deployment"]
 
         placements = await self._schedule(view, config)
+        await self._learn_public_addresses(self.raft.view())
         view = self.raft.view()
         specs = (
             instance_specs(
@@ -147,6 +151,35 @@ class Reconciler:
         await self._update_deployment(view, config, specs, observed)
         await self._publish(self.raft.view(), config)
         return changed
+
+    async def _learn_public_addresses(self, view: ClusterState) -> None:
+        """Record the provider's public address of nodes that have none recorded yet, before specs
+        are rendered, so ``{{ services.X.public_ip }}`` is the address the world reaches (AWS), and
+        a service is not started with the private one first. Asked once per node, again after
+        ``PUBLISH_RETRY`` while the provider has none for it."""
+        if self.provider is None:
+            return
+        now = time.monotonic()
+        missing = [
+            n["id"]
+            for n in view["nodes"].values()
+            if "public_address" not in n
+            and now - self._addresses_asked.get(n["id"], -PUBLISH_RETRY) >= PUBLISH_RETRY
+        ]
+        if not missing:
+            return
+        for node in missing:
+            self._addresses_asked[node] = now
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(
+                None, self.provider.public_addresses, missing
+            )
+        except Exception as e:  # the provider's API: public_ip stays the node's address meanwhile
+            log.warning("public addresses of %s unknown (next try in %.0fs): %s", missing, PUBLISH_RETRY, e)
+            return
+        for node, address in sorted(found.items()):
+            if node in missing:
+                await self.raft.execute(command("node_public_address", node=node, address=address))
 
     async def _publish(self, view: ClusterState, config: Config | None) -> None:
         """Keep ``<service>.<domain>`` pointing at the node that runs the service, through the

@@ -63,7 +63,7 @@ def endpoints(
         found[service.name] = {
             "host": node["address"],
             "ip": node["address"],
-            "public_ip": node["address"],
+            "public_ip": node.get("public_address") or node["address"],
             "port": port if port is not None else "",
         }
     return found

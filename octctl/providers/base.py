@@ -14,7 +14,7 @@ retiring it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from octctl.node_settings import Secrets
@@ -50,6 +50,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def retire(self, node: str) -> None:
         """Stop the node and release its resources."""
+
+    def public_addresses(self, nodes: Sequence[str]) -> dict[str, str]:
+        """The public IPv4 address of each of ``nodes`` that has one. The default: nodes of this
+        provider have none, and ``{{ services.X.public_ip }}`` is the node's own address."""
+        return {}
 
     def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
         """Make ``zone`` hold exactly ``names`` for ``owner``: each public name pointing at the

@@ -31,6 +31,7 @@ class NodeRecord(TypedDict):
     memory: int
     status: str  # joining | ready | unreachable | retiring
     voter: NotRequired[bool]  # absent in states written before non-voters existed: then a voter
+    public_address: NotRequired[str]  # the provider's public IPv4 of the node (aws), once known
     joined_at: float
     last_seen: float | None
 
@@ -125,6 +126,12 @@ def _node_role(state: ClusterState, node: str, voter: bool) -> None:
     record = state["nodes"].get(node)
     if record is not None:
         record["voter"] = voter
+
+
+def _node_public_address(state: ClusterState, node: str, address: str) -> None:
+    record = state["nodes"].get(node)
+    if record is not None:
+        record["public_address"] = address
 
 
 def _provisioning(state: ClusterState, node: str, at: float) -> None:
@@ -232,6 +239,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "node_left": _node_left,
     "node_status": _node_status,
     "node_role": _node_role,
+    "node_public_address": _node_public_address,
     "provisioning": _provisioning,
     "provisioning_done": _provisioning_done,
     "deploy": _deploy,

@@ -67,6 +67,20 @@ replace_dead_after = 5
     return head + "".join(SERVICE.format(name=n, image=IMAGE, port=p) for n, p in services)
 
 
+#: A small service that only carries a reference to web1's public address in its environment.
+PROBE = f"""
+[[project.services]]
+name = "probe"
+image = "{IMAGE}"
+command = "sleep 3600"
+cpus = 100
+memory = 32
+
+[project.services.envs]
+WEB1_PUBLIC = "{{{{ services.web1.public_ip }}}}"
+"""
+
+
 @pytest.fixture
 def cloud(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
     project = f"aws{os.getpid() % 10000}x{time.monotonic_ns() % 10000}"
@@ -193,11 +207,16 @@ def test_a_public_name_follows_its_service_to_another_node(
     clients, ami, config = aws_project(tmp_path)
     project = cloud.project
     domain = f"{project}.example.com"
-    config.write_text(oct_toml(project, ami, [("web1", 9341), ("web2", 9342)], domain, min_nodes=3))
+    config.write_text(oct_toml(project, ami, [("web1", 9341), ("web2", 9342)], domain, min_nodes=3) + PROBE)
     status = octcli.deploy(config, timeout=240)
     assert len(status.nodes) == 3
+    # {{ services.web1.public_ip }} is the public address EC2 gave web1's instance.
+    web1 = next(s for s in status.services if s.name == "web1")
+    probe = docker_client.containers.list(filters={"label": [f"oct.project={project}", "oct.service=probe"]})
+    assert len(probe) == 1
+    assert f"WEB1_PUBLIC={public_ips(clients, project)[web1.node]}" in probe[0].attrs["Config"]["Env"]
     leader = next(n.id for n in status.nodes if n.role == "leader")
-    victim = next(s for s in status.services if s.node != leader)
+    victim = next(s for s in status.services if s.node != leader and s.name.startswith("web"))
     dead = next(vm for vm in cloud.running().values() if vm.node == victim.node)
     name = f"{victim.name}.{domain}."
     assert a_records(clients, domain)[name] == public_ips(clients, project)[dead.node]

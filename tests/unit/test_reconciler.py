@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -65,6 +65,7 @@ class FakeAgents:
     def __init__(self) -> None:
         self.running: dict[str, dict[str, InstanceStatus]] = {}
         self.calls: list[tuple[str, str, str]] = []
+        self.specs: list[InstanceSpec] = []
         self.down: set[str] = set()
         self.fail_image: str | None = None
 
@@ -82,6 +83,7 @@ class FakeAgents:
         self._check(address)
         assert term == 7, "every command carries the leader's term"
         self.calls.append(("apply", address, spec.service))
+        self.specs.append(spec)
         state = "failed" if spec.image == self.fail_image else "running"
         status = InstanceStatus(
             project=spec.project,
@@ -483,3 +485,40 @@ def test_no_zone_means_no_publishing(parts) -> None:  # type: ignore[no-untyped-
     deploy(raft, spec)
     ticks(reconciler, 3)
     assert provider.published == []
+
+
+PUBLIC_IP_OF_A = {"A": "{{ services.a.public_ip }}"}
+
+
+class AddressProvider(FakeProvider):
+    """Nodes with public addresses, as EC2 gives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+
+    def public_addresses(self, nodes: Sequence[str]) -> dict[str, str]:
+        self.asked.append(list(nodes))
+        return {n: f"203.0.113.{n.rsplit('-', 1)[1]}" for n in nodes}
+
+
+def test_public_ip_is_the_providers_public_address_from_the_first_start(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    provider = reconciler.provider = AddressProvider()
+    deploy(raft, project(service("a"), service("b", internal_port=8001, envs=PUBLIC_IP_OF_A)))
+    ticks(reconciler, 4)
+    a_node = raft.state["placements"]["a"]
+    expected = f"203.0.113.{a_node.rsplit('-', 1)[1]}"
+    assert raft.state["nodes"][a_node]["public_address"] == expected
+    b_starts = [spec for spec in agents.specs if spec.service == "b"]
+    assert [spec.env["A"] for spec in b_starts] == [expected], "started once, with the public address"
+    assert len(provider.asked) == 1, "asked once per node, not every pass"
+
+
+def test_without_public_addresses_public_ip_is_the_node_address(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, agents, _ = parts
+    deploy(raft, project(service("a"), service("b", internal_port=8001, envs=PUBLIC_IP_OF_A)))
+    ticks(reconciler, 4)
+    a_node = raft.state["nodes"][raft.state["placements"]["a"]]
+    assert "public_address" not in a_node
+    assert [spec.env["A"] for spec in agents.specs if spec.service == "b"] == [a_node["address"]]

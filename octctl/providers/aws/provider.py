@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from octctl import __version__
 from octctl.bootstrap import BootstrapConfig
@@ -82,19 +82,20 @@ class AwsProvider(Provider):
             instances.terminate(self.clients, [i.id for i in found], wait=False)
             log.info("terminated %s (node %s)", ", ".join(i.id for i in found), node)
 
+    def public_addresses(self, nodes: Sequence[str]) -> dict[str, str]:
+        """The public IPv4 EC2 gave each node's instance (found by its client-token tag)."""
+        if not nodes:
+            return {}
+        found = instances.find_instances(
+            self.clients,
+            self.aws.resources.cluster,
+            extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": sorted(set(nodes))}],
+        )
+        return {i.node: i.public_ip for i in found if i.node and i.public_ip}
+
     def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
         """Route53 records ``<service>.<domain>`` -> the public IPv4 of the instance of each node."""
-        nodes = sorted(set(names.values()))
-        found = (
-            instances.find_instances(
-                self.clients,
-                self.aws.resources.cluster,
-                extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": nodes}],
-            )
-            if nodes
-            else []
-        )
-        addresses = {i.node: i.public_ip for i in found if i.node and i.public_ip}
+        addresses = self.public_addresses(list(names.values()))
         records = {name: addresses[node] for name, node in names.items() if node in addresses}
         if route53.sync_records(zone, records, owner=owner, route53=self.clients.client("route53")):
             log.info(
