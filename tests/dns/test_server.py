@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -49,10 +50,20 @@ async def serve() -> AsyncIterator[Callable[..., DnsServer]]:
     started: list[DnsServer] = []
 
     async def start(zone: Zone | None, **kwargs: object) -> DnsServer:
-        server = DnsServer("127.0.0.1", free_port(), lambda: zone, **kwargs)  # type: ignore[arg-type]
-        await server.start()
-        started.append(server)
-        return server
+        # The port is free for UDP when picked; an outgoing TCP connection of some other test's
+        # process may still take it before the server listens on TCP: then pick another.
+        for _ in range(5):
+            server = DnsServer("127.0.0.1", free_port(), lambda: zone, **kwargs)  # type: ignore[arg-type]
+            try:
+                await server.start()
+            except OSError as e:
+                await server.close()
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            started.append(server)
+            return server
+        raise AssertionError("no free port for the DNS server after 5 tries")
 
     yield start  # type: ignore[misc]
     for server in started:
