@@ -238,7 +238,7 @@ class _BindOnceTransport(TCPTransport):
 
 
 class _OctSyncObj(SyncObj):
-    """PySyncObj with oct's wire cipher, and the two internals the event-loop driver needs.
+    """PySyncObj with oct's wire cipher, and the few internals the event-loop driver needs.
 
     Every use of PySyncObj's private names is here (pyproject pins the version they were read
     from, and ``tests/unit/test_raft_wire.py`` fails loudly if an upgrade moves them).
