@@ -85,7 +85,8 @@ class Reconciler:
     #: What this leader last published as public DNS names, and when to check them again.
     _published: tuple[Any, ...] | None = None
     _publish_due: float = 0.0
-    #: When this leader last asked the provider for a node's public address (one without it yet).
+    #: Nodes whose public address this leader asked the provider for: when it may ask again
+    #: (never after an answer, ``PUBLISH_RETRY`` after a failure).
     _addresses_asked: dict[str, float] = field(default_factory=dict)
 
     def wake(self) -> None:
@@ -155,27 +156,29 @@ class Reconciler:
     async def _learn_public_addresses(self, view: ClusterState) -> None:
         """Record the provider's public address of nodes that have none recorded yet, before specs
         are rendered, so ``{{ services.X.public_ip }}`` is the address the world reaches (AWS), and
-        a service is not started with the private one first. Asked once per node, again after
-        ``PUBLISH_RETRY`` while the provider has none for it."""
+        a service is not started with the private one first. Each node is asked about once per
+        leader (an instance has its public address from launch; a local node never has one), and
+        again ``PUBLISH_RETRY`` after a failed call."""
         if self.provider is None:
             return
         now = time.monotonic()
         missing = [
             n["id"]
             for n in view["nodes"].values()
-            if "public_address" not in n
-            and now - self._addresses_asked.get(n["id"], -PUBLISH_RETRY) >= PUBLISH_RETRY
+            if "public_address" not in n and self._addresses_asked.get(n["id"], -PUBLISH_RETRY) <= now
         ]
         if not missing:
             return
         for node in missing:
-            self._addresses_asked[node] = now
+            self._addresses_asked[node] = float("inf")
         try:
             found = await asyncio.get_running_loop().run_in_executor(
                 None, self.provider.public_addresses, missing
             )
         except Exception as e:  # the provider's API: public_ip stays the node's address meanwhile
             log.warning("public addresses of %s unknown (next try in %.0fs): %s", missing, PUBLISH_RETRY, e)
+            for node in missing:
+                self._addresses_asked[node] = now + PUBLISH_RETRY
             return
         for node, address in sorted(found.items()):
             if node in missing:

@@ -38,6 +38,7 @@ class DeployRequest(BaseModel):
     source_dir: str | None = None
     public_zone: str | None = Field(
         default=None,
+        pattern=r"^(/hostedzone/)?[A-Za-z0-9]{1,32}$",
         description="the provider's DNS zone of project.domain (a Route53 hosted zone id on AWS), made "
         "by the CLI; the leader keeps <service>.<domain> pointing at the nodes running the services",
     )

@@ -574,3 +574,14 @@ def test_genesis_node_dying_shows_its_log(project: Path, monkeypatch: pytest.Mon
     finally:
         for child in children:
             child.wait()
+
+
+def test_a_deploy_request_refuses_a_zone_that_is_no_route53_id() -> None:
+    from pydantic import ValidationError
+
+    from octctl.api.models import DeployRequest
+
+    assert DeployRequest(config={}, public_zone="/hostedzone/Z0123ABC").public_zone == "/hostedzone/Z0123ABC"
+    for bad in ("", "../../etc", "Z1; rm -rf /", "x" * 40):
+        with pytest.raises(ValidationError):
+            DeployRequest(config={}, public_zone=bad)

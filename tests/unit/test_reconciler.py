@@ -522,3 +522,26 @@ def test_without_public_addresses_public_ip_is_the_node_address(parts) -> None: 
     a_node = raft.state["nodes"][raft.state["placements"]["a"]]
     assert "public_address" not in a_node
     assert [spec.env["A"] for spec in agents.specs if spec.service == "b"] == [a_node["address"]]
+
+
+def test_a_failed_address_lookup_is_retried_and_a_answered_one_is_not(parts) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, _, _ = parts
+    provider = reconciler.provider = AddressProvider()
+    real = provider.public_addresses
+    calls: list[list[str]] = []
+
+    def flaky(nodes: Sequence[str]) -> dict[str, str]:
+        calls.append(list(nodes))
+        if len(calls) == 1:
+            raise ConnectionError("ec2 unreachable")
+        return real(nodes)
+
+    provider.public_addresses = flaky  # type: ignore[method-assign]
+    deploy(raft, project(service("a")))
+    ticks(reconciler, 3)
+    assert len(calls) == 1, "not asked again before PUBLISH_RETRY"
+    assert all("public_address" not in n for n in raft.state["nodes"].values())
+    reconciler._addresses_asked = dict.fromkeys(reconciler._addresses_asked, 0.0)  # the retry is due
+    ticks(reconciler, 3)
+    assert len(calls) == 2
+    assert all(n["public_address"].startswith("203.0.113.") for n in raft.state["nodes"].values())
