@@ -25,6 +25,7 @@ __all__ = [
     "delete_records",
     "delete_zone",
     "ensure_zone",
+    "owned_records",
     "sync_records",
     "upsert_records",
 ]
@@ -135,12 +136,6 @@ def _owners(sets: Iterable[dict[str, Any]]) -> dict[str, str]:
             if owner is not None:
                 owners[_fqdn(record_set["Name"])] = owner
     return owners
-
-
-def owned_names(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> set[str]:
-    """The names (fully qualified, with the dot) that oct wrote in the zone for ``owner``."""
-    api = route53 if route53 is not None else client()
-    return {name for name, who in _owners(_record_sets(api, zone_id)).items() if who == owner}
 
 
 def owned_records(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> dict[str, str]:
