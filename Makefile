@@ -4,14 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 QUICKSTART ?= examples/quickstart/oct.toml
 
-.PHONY: venv quickstart quickstart-docker destroy-quickstart test test-unit lint bench bench-deps clean chaos
+LOCK := deploy/requirements.lock
+DEV := $(VENV)/.dev
 
+.PHONY: venv dev lock quickstart quickstart-docker destroy-quickstart test test-unit security lint bench bench-deps clean chaos
+
+## What running oct needs, nothing more: the dependencies exactly as locked (hash-checked, the
+## same versions AWS nodes install), then oct itself (editable).
 venv: $(BIN)/oct
-$(BIN)/oct: pyproject.toml
+$(BIN)/oct: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+## Test and lint tools on top (pytest, ruff, mypy, moto).
+dev: $(DEV)
+$(DEV): $(BIN)/oct
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
+
+## Re-pin the dependencies after changing them in pyproject.toml (needs the package index).
+lock: venv
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal --python-version 3.11 -o $(LOCK)
 
 ## Start a local 3-node cluster and deploy the quickstart project on it (needs only Python).
 quickstart: venv
@@ -23,23 +40,27 @@ quickstart-docker: venv
 	$(MAKE) quickstart QUICKSTART=examples/quickstart-docker/oct.toml
 
 destroy-quickstart: venv
-	$(BIN)/oct destroy -c $(QUICKSTART)
+	$(BIN)/oct destroy --yes -c $(QUICKSTART)
 
 ## The whole suite: unit, runtime (real Docker engine) and end-to-end (real oct-ctl clusters).
-test: venv
+test: dev
 	$(BIN)/pytest -q
 
-test-unit: venv
+test-unit: dev
 	$(BIN)/pytest -q tests/unit
 
-lint: venv
+## The attack tests alone (docs/security.md): each performs an attack against real oct-ctl processes.
+security: dev
+	$(BIN)/pytest -q -m security
+
+lint: dev
 	$(BIN)/ruff check octctl octcli tests bench
 	$(BIN)/ruff format --check octctl octcli tests bench
 	$(BIN)/mypy
 
 ## Benchmarks; each script prints its figures as one JSON object on its last line.
 ## They compare against anchors from apt: `make bench-deps` (as root) installs them.
-bench: venv
+bench: dev
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 bench-deps:
@@ -47,7 +68,7 @@ bench-deps:
 
 ## Fault injection (root: network namespaces): SEEDS seeds from 1 with a summary; SEED=17 (or 1,5-9) replays.
 SEEDS ?= 10
-chaos: venv
+chaos: dev
 	$(BIN)/python -m tests.chaos.run $(if $(SEED),--seed $(SEED),--seeds $(SEEDS))
 
 clean:

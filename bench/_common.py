@@ -257,7 +257,7 @@ def oct_cleanup(config: Path, project: str) -> str | None:
     cluster = cluster_id(project_dir, project)
     failure = None
     try:
-        octcli.destroy(config, timeout=120, on_phase=log, on_warning=log)
+        octcli.destroy(config, timeout=120, approve=True, on_phase=log, on_warning=log)
     except Exception as e:
         failure = f"oct destroy failed ({type(e).__name__}: {e})"
         log(f"{failure}; cleaning up by hand")

@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
-# Turn a fresh Debian VM into an oct node: packages, a venv with one pinned oct, the systemd unit,
-# `oct-ctl bootstrap` (node files from the config, IMDSv2 and SSM), then start the daemon.
+# Turn a fresh Debian VM into an oct node: packages, a venv with exactly the deploying CLI's oct
+# wheel (hash-checked by install-oct.sh), the systemd unit, `oct-ctl bootstrap` (node files from
+# the config, IMDSv2 and SSM), then start the daemon.
 #
-# On AWS cloud-init writes /etc/oct/bootstrap.json and the unit, then runs this with the CLI's own
-# version. By hand, as root, after writing the config:
-#     bash genesis.sh 'opencloudtool==0.1.0'
-# Safe to run again: pip keeps an installed pin, bootstrap keeps unchanged node files.
+# On AWS cloud-init writes /etc/oct/bootstrap.json, the unit and both scripts, then runs this with
+# a presigned link to the wheel in the cluster's bucket and its sha256. By hand, as root, after
+# writing the config, with a wheel from `python -c 'from octcli.artifact import build_artifact ...'`:
+#     bash genesis.sh ./oct_cloud-0.1.0-py3-none-any.whl "$(sha256sum oct_cloud-*.whl | cut -d' ' -f1)"
+# Safe to run again: the wheel is reinstalled, bootstrap keeps unchanged node files.
 set -euo pipefail
 
-spec="${1:-}"
+wheel="${1:-}"
+sha="${2:-}"
 config="${OCT_BOOTSTRAP_CONFIG:-/etc/oct/bootstrap.json}"
 venv=/opt/oct
 data_dir=/var/lib/oct
 unit=/etc/systemd/system/oct-ctl.service
+installer="$(dirname "${BASH_SOURCE[0]}")/install-oct.sh"  # beside this script, here and on a VM
 
 die() { echo "genesis.sh: $*" >&2; exit 2; }
 
-case "$spec" in
-    opencloudtool==*|*.whl|*.whl\#sha256=*) ;;
-    "") die "usage: genesis.sh PACKAGE_SPEC, e.g. 'opencloudtool==0.1.0' (the version of the CLI)" ;;
-    *) die "'$spec' is not pinned: expected opencloudtool==VERSION or a .whl path or URL" ;;
-esac
+[ -n "$wheel" ] && [ -n "$sha" ] || die "usage: genesis.sh WHEEL_URL_OR_PATH SHA256 (the deploying CLI's oct wheel)"
+[[ "$sha" =~ ^[0-9a-f]{64}$ ]] || die "'$sha' is not a sha256: the wheel must be pinned by its hash"
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and a systemd unit)"
 [ -r "$config" ] || die "no bootstrap config at $config (cloud-init writes it; see docs/aws.md)"
 command -v apt-get >/dev/null || die "needs a Debian-family system (apt-get)"
@@ -31,10 +32,8 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends ca-certificates python3 python3-venv docker.io
 systemctl enable --now docker.service
 
-echo "== oct ($spec) in $venv"
-[ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "$spec"
-"$venv/bin/oct-ctl" --version
+echo "== oct in $venv"
+bash "$installer" "$wheel" "$sha" "$venv"
 
 echo "== systemd unit"
 if [ ! -f "$unit" ]; then

@@ -11,7 +11,9 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from pydantic import BaseModel, Field
 
 import octctl.config as octconfig
 from octcli import state
@@ -19,27 +21,87 @@ from octcli.aws import (
     aws_settings,
     cluster_addresses,
     ensure_aws_cluster,
+    ledger_of,
     public_zone,
     publish_domain,
     teardown_aws,
 )
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
+from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
 from octcli.images import build_images, dockerfile_services, push_images
 from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
 from octcli.state import ClusterRecord, StateStore
-from octctl.api.models import DeploymentView, StatusResponse
-from octctl.providers.local import local_nodes
+from octctl.api.models import DeploymentView, ServiceChange, StatusResponse
+from octctl.providers.local import local_nodes, release_claims
 
 if TYPE_CHECKING:
-    from octcli.plan import DeployPlan
+    from octcli.plan import DeployPlan, ExistingCluster
     from octctl.config import Config
 
-__all__ = ["config_file", "deploy", "destroy", "logs", "plan", "status", "unlock", "validate"]
+__all__ = [
+    "DeployApproval",
+    "DeployResult",
+    "DestroyApproval",
+    "DestroySummary",
+    "config_file",
+    "deploy",
+    "destroy",
+    "logs",
+    "plan",
+    "status",
+    "unlock",
+    "validate",
+]
 
 ProgressCallback = Callable[[StatusResponse], None]
 MessageCallback = Callable[[str], None]
 PathLike = str | os.PathLike[str]
+
+
+class DeployResult(StatusResponse):
+    """What ``deploy`` returns: the cluster's status once every service runs, and what the deploy did.
+
+    ``changes`` maps each service to ``started`` (new), ``replaced`` (its spec changed), ``removed``
+    (gone from oct.toml) or ``unchanged``; services of the file first, in file order, then the
+    removed ones. An unchanged redeploy reports every service ``unchanged``. Empty when the cluster
+    runs an oct too old to say.
+    """
+
+    changes: dict[str, ServiceChange] = Field(default_factory=dict)
+
+
+class DestroySummary(BaseModel):
+    """What ``destroy`` is about to remove, worked out before anything is touched."""
+
+    project: str
+    provider: Literal["local", "aws"]
+    cluster: str | None = Field(
+        description="the cluster id from the state record; None: no record (on AWS every cluster "
+        "tagged with the project's name is then removed)"
+    )
+    region: str | None = Field(default=None, description="aws: where the cluster is")
+    nodes: list[str] = Field(description="the nodes' API addresses (host:port) in the state record")
+    state: str = Field(description="where the state record is (a path, or s3://bucket/key)")
+    removes: list[str] = Field(description="what goes, one line each, for a person to read")
+
+
+S = TypeVar("S", "DeployPlan", DestroySummary)
+#: How ``deploy`` may go ahead when it would create AWS resources (a first deploy on AWS, which
+#: costs money): ``True`` yes, ``False`` no (it raises :class:`NotConfirmed`), or a function that is
+#: shown the plan (with its monthly cost) and answers.
+DeployApproval = bool | Callable[["DeployPlan"], bool]
+#: The same for ``destroy``, whose function is shown a :class:`DestroySummary`.
+DestroyApproval = bool | Callable[[DestroySummary], bool]
+
+
+def _approved(approve: bool | Callable[[S], bool], summary: S, refused: str, declined: str) -> None:
+    """Return if ``approve`` says yes to ``summary``; raise :class:`NotConfirmed` otherwise."""
+    if callable(approve):
+        if not approve(summary):
+            raise NotConfirmed(declined)
+    elif approve is not True:
+        raise NotConfirmed(refused)
+
 
 POLL_INTERVAL = 0.3
 SETTLE_GRACE = 30.0
@@ -56,12 +118,13 @@ def config_file(path: PathLike = "oct.toml") -> Path:
 
 
 def _load(path: PathLike, *, strict: bool = True) -> tuple[Path, Config]:
-    """Read oct.toml; ``strict=False`` is for status/destroy, which must work on a config mid-edit."""
+    """Read oct.toml; ``strict=False`` is for status/logs/destroy/unlock, which must work on a config
+    mid-edit and without the services' secrets (a ``{{ env.X }}`` unset inside project.services)."""
     file = config_file(path)
     if not file.is_file():
         raise InvalidConfig(f"{file}: no such file (pass -c PATH to point at your oct.toml)")
     try:
-        config = octconfig.load_config(file, validate=strict)
+        config = octconfig.load_config(file, validate=strict, require_env=strict)
     except octconfig.ConfigError as e:
         problems = [str(p) for p in e.problems] or [str(e)]
         noun = "problem" if len(problems) == 1 else "problems"
@@ -81,7 +144,7 @@ def plan(path: PathLike = "oct.toml") -> DeployPlan:
 
     Only a local state file is read: an S3 record would need credentials, and a plan must not.
     """
-    from octcli import plan as planning
+    from octcli.plan import ExistingCluster
 
     file, config = _load(path)
     existing = None
@@ -90,14 +153,23 @@ def plan(path: PathLike = "oct.toml") -> DeployPlan:
         store = _store(file, config)
         record = store.load()
         if record is not None:
-            existing = planning.ExistingCluster(
+            existing = ExistingCluster(
                 cluster=record.cluster,
                 provider=record.provider,
                 nodes=len(record.nodes),
                 state_file=store.where,
             )
+    return _build_plan(file, config, existing, state_read=state_read)
+
+
+def _build_plan(
+    file: Path, config: Config, existing: ExistingCluster | None, *, state_read: bool
+) -> DeployPlan:
+    # Not ``from octcli import plan``: the package's ``plan`` is this module's function.
+    from octcli.plan import build
+
     try:
-        return planning.build(config, existing, state_read=state_read)
+        return build(config, existing, state_read=state_read)
     except ValueError as e:  # no instance type or fleet fits (pricing.NoInstanceTypeFits)
         raise InvalidConfig(f"{file}: {e}") from None
 
@@ -109,26 +181,45 @@ def _store(file: Path, config: Config) -> StateStore:
 def deploy(
     path: PathLike = "oct.toml",
     *,
+    approve: DeployApproval = False,
     on_progress: ProgressCallback | None = None,
     on_phase: MessageCallback | None = None,
     timeout: float = 600.0,
-) -> StatusResponse:
-    """Roll out oct.toml and wait until every service runs; returns the final status.
+) -> DeployResult:
+    """Roll out oct.toml and wait until every service runs; returns the final status and the changes.
 
     Starts (or restarts) the project's cluster first when needed. ``on_progress`` is called with
     each status snapshot of this deployment; ``on_phase`` with short notes about what is happening
     before there is one (starting nodes, electing a leader).
+
+    ``approve`` matters only when the deploy would create AWS resources, that is on AWS with no
+    cluster in the state record yet: ``True`` goes ahead, a function is handed the
+    :class:`~octcli.plan.DeployPlan` (resources, instances, monthly cost) and answers, and the
+    default ``False`` raises :class:`NotConfirmed` before anything is built or created. The default
+    refuses because a library has nobody to ask: a program that spends money on AWS says so
+    explicitly, as ``terraform apply -auto-approve`` does; the library never reads stdin. Local
+    deploys, and deploys to an existing cluster (finishing an interrupted genesis included), never
+    consult it.
     """
     say = on_phase or _quiet
     file, config = _load(path)
+    store = _store(file, config)
+    aws = config.project.provider_kind == "aws"
+    asked = False
+    if aws and _no_aws_cluster(store.load()):
+        # Before the images are built: nobody should wait for a build to be asked.
+        _approve_genesis(file, config, approve)
+        asked = True
     # Before anything starts: a broken Dockerfile must leave the cluster as it was.
     built = [s.name for s in dockerfile_services(config)]
     config = build_images(config, file.resolve().parent, on_phase=say)
-    store = _store(file, config)
     with store.lock():
         save = store.save
-        if config.project.provider_kind == "aws":
-            record = ensure_aws_cluster(config, file, store.load(), on_phase=say, save=save)
+        if aws:
+            found = store.load()
+            if _no_aws_cluster(found) and not asked:  # removed since we looked
+                _approve_genesis(file, config, approve)
+            record = ensure_aws_cluster(config, file, found, on_phase=say, save=save)
             if built:
                 region = aws_settings(config).region
                 config = push_images(config, built, cluster=record.cluster, region=region, on_phase=say)
@@ -147,10 +238,28 @@ def deploy(
                 + ("" if accepted.changed else " (nothing changed)")
             )
             final = _wait_for_deployment(client, accepted.deployment, record, save, on_progress, timeout)
-        if config.project.provider_kind == "aws":
+        if aws:
             placements = {s.name: s.node for s in final.services if s.node}
             publish_domain(config, record, placements, say)
-        return final
+        return DeployResult.model_validate({**final.model_dump(), "changes": accepted.changes})
+
+
+def _no_aws_cluster(record: ClusterRecord | None) -> bool:
+    """Whether a deploy on AWS starts with genesis; a recorded, even half-made, AWS cluster is finished."""
+    return record is None or record.provider != "aws"
+
+
+def _approve_genesis(file: Path, config: Config, approve: DeployApproval) -> None:
+    """Ask ``approve`` before the first deploy on AWS creates anything (it costs money)."""
+    summary = _build_plan(file, config, None, state_read=True)
+    cost = f" (about ${summary.monthly_usd:,.2f} a month)" if summary.monthly_usd is not None else ""
+    _approved(
+        approve,
+        summary,
+        refused=f"refusing to create AWS resources for {config.project.name}{cost} without confirmation: "
+        "run `oct plan` to see them, then `oct deploy --yes` (library: approve=True)",
+        declined=f"deploy cancelled: nothing was created for {config.project.name}",
+    )
 
 
 def _wait_for_deployment(
@@ -278,6 +387,7 @@ def destroy(
     path: PathLike = "oct.toml",
     timeout: float = 300.0,
     *,
+    approve: DestroyApproval = False,
     on_phase: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
 ) -> None:
@@ -285,7 +395,12 @@ def destroy(
 
     The cluster is asked to stop its services first, but the local teardown that follows does not
     depend on that: it kills whatever is left from the files on disk, so a dead or wedged cluster
-    still ends up fully removed.
+    still ends up fully removed. Locally the project's address claims and state lock file go too.
+
+    ``approve`` is asked once the state is read and before anything is touched: ``True`` goes
+    ahead, a function is handed the :class:`DestroySummary` and answers, and the default ``False``
+    raises :class:`NotConfirmed`: nothing is removed without a say-so, and the library never reads
+    stdin. A project with nothing to remove (no state, no local nodes) needs no approval.
     """
     say = on_phase or _quiet
     warn = on_warning or _quiet
@@ -296,6 +411,7 @@ def destroy(
     if config.project.provider_kind == "aws" or (record is not None and record.provider == "aws"):
         with store.lock():
             record = store.load()
+            _approve_destroy(approve, _aws_summary(config, store, record))
             if record is not None and record.nodes:
                 _destroy_through_cluster(record, timeout, say, warn)
             teardown_aws(record, config, on_phase=say, save=store.save)
@@ -304,16 +420,91 @@ def destroy(
     root = Path(record.root) if record is not None else local_root(file)
     if record is None and not local_nodes(root):
         remove_containers(project, on_phase=say)  # strays of a .oct deleted by hand; no-op without Docker
+        release_claims(root)
         return
     with store.lock():
         record = store.load() or adopt(root, project)
         if record is not None:
             root = Path(record.root)
+        _approve_destroy(approve, _local_summary(config, store, record, root))
+        if record is not None:
             _destroy_through_cluster(record, timeout, say, warn)
         teardown(root, project, cluster=record.cluster if record else None, on_phase=say)
         if record is not None and record.project != project:
             remove_containers(record.project, on_phase=say)
         store.remove()
+
+
+def _approve_destroy(approve: DestroyApproval, summary: DestroySummary) -> None:
+    what = f"{summary.project}" + (f" (cluster {summary.cluster})" if summary.cluster else "")
+    _approved(
+        approve,
+        summary,
+        refused=f"refusing to destroy {what} without confirmation: run `oct destroy --yes` "
+        "(library: approve=True)",
+        declined=f"destroy cancelled: nothing of {what} was removed",
+    )
+
+
+def _local_summary(
+    config: Config, store: StateStore, record: ClusterRecord | None, root: Path
+) -> DestroySummary:
+    nodes = list(record.nodes) if record is not None else []
+    count = len(local_nodes(root)) or len(nodes)
+    removes = [
+        f"{count} oct-ctl node process{'' if count == 1 else 'es'} and the services they run "
+        "(the project's containers and process instances)",
+        f"{root} (node data, Raft journals, secrets)",
+        "the project's address claims and state lock",
+        f"the state record {store.where}",
+    ]
+    return DestroySummary(
+        project=config.project.name,
+        provider="local",
+        cluster=record.cluster if record is not None else None,
+        nodes=nodes,
+        state=store.where,
+        removes=removes,
+    )
+
+
+def _aws_summary(config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
+    ledger = ledger_of(record)
+    region = ledger.region if ledger is not None else aws_settings(config).region
+    project = config.project.name
+    if ledger is None:
+        removes = [
+            f"every cluster tagged oct:project={project} in {region}: its instances, VPC, subnets, "
+            "internet gateway, route table, security group, IAM role and instance profile",
+            f"the project's ECR repositories in {region}",
+        ]
+    else:
+        instances = ledger.instance_ids()
+        removes = [
+            f"{len(instances)} EC2 instance{'' if len(instances) == 1 else 's'}"
+            + (f" ({', '.join(instances)})" if instances else "")
+            + " and any other instance tagged with the cluster",
+            f"the VPC {ledger.vpc_id or '(tagged with the cluster)'} with its subnets, internet gateway, "
+            "route table and security group",
+            f"the IAM role {ledger.role_name or '(tagged with the cluster)'} and its instance profile",
+            f"the secrets parameter /oct/{ledger.cluster}/secrets",
+            "the cluster's ECR repositories",
+        ]
+        if ledger.hosted_zone_id:
+            removes.append(
+                f"the Route53 zone {ledger.hosted_zone_id} oct created (if only oct's records are left in it)"
+            )
+    if record is not None:
+        removes.append(f"the state record {store.where}")
+    return DestroySummary(
+        project=project,
+        provider="aws",
+        cluster=record.cluster if record is not None else None,
+        region=region,
+        nodes=list(record.nodes) if record is not None else [],
+        state=store.where,
+        removes=removes,
+    )
 
 
 def unlock(path: PathLike = "oct.toml") -> str | None:

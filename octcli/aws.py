@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import secrets as _secrets
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from octctl.api.models import DEFAULT_API_PORT
 from octctl.bootstrap import BootstrapConfig
 from octctl.config.models import AwsProvider
 from octctl.node_settings import Secrets
-from octctl.providers.aws.resources import AwsNodeSettings, AwsResources
+from octctl.providers.aws.resources import AwsNodeSettings, AwsResources, NodeArtifact
 from octctl.specs import demand
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ Phase = Callable[[str], None]
 #: plays the hypervisor (every "instance" is a local process on 127.0.0.N); unset, the CLI uses the
 #: instance's public IP as AWS reports it.
 ADDRESS_BOOK_ENV = "OCT_AWS_ADDRESS_BOOK"
-#: A pinned wheel or requirement for the nodes' pip (development builds); unset: opencloudtool==<ours>.
-PACKAGE_SPEC_ENV = "OCT_PACKAGE_SPEC"
 LEADER_WAIT = 900.0  # a fresh VM installs packages and oct before it answers
 MY_ADDRESS_URL = "https://checkip.amazonaws.com"
 
@@ -195,7 +194,7 @@ def _genesis(
     save: Callable[[ClusterRecord], None],
     leader_wait: float,
 ) -> ClusterRecord:
-    from octctl.providers.aws import instances, pricing
+    from octctl.providers.aws import artifacts, instances, pricing
     from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets, put_secrets
     from octctl.providers.aws.user_data import render_user_data
 
@@ -243,9 +242,8 @@ def _genesis(
     kind = fleet.instance_type.name
     ami = instances.resolve_ami(clients, kind, ami=aws.ami)
     node = f"{cluster}-genesis"
-    node_settings = AwsNodeSettings(
-        resources=ledger, instance_type=kind, ami=ami, package_spec=os.environ.get(PACKAGE_SPEC_ENV)
-    )
+    artifact = _ship_artifact(clients, ledger, say)
+    node_settings = AwsNodeSettings(resources=ledger, instance_type=kind, ami=ami, artifact=artifact)
     bootstrap = BootstrapConfig(
         cluster=cluster,
         project=config.project.name,
@@ -261,7 +259,7 @@ def _genesis(
         ledger,
         role="leader",
         instance_type=kind,
-        user_data=render_user_data(bootstrap, __version__, node_settings.package_spec),
+        user_data=render_user_data(bootstrap, __version__, artifacts.presigned_url(clients, artifact)),
         client_token=node,
         ami=ami,
     )
@@ -271,6 +269,22 @@ def _genesis(
     save(current)
     _wait_for_leader(current, say, leader_wait)
     return current
+
+
+def _ship_artifact(clients: AwsClients, ledger: AwsResources, say: Phase) -> NodeArtifact:
+    """Build the wheel of the oct running now and put it in the cluster's bucket for the nodes."""
+    from octcli.artifact import build_artifact
+    from octctl.providers.aws import artifacts
+
+    if ledger.artifact_bucket is None:
+        raise OctError("the cluster has no artifact bucket yet; run `oct deploy` again to finish genesis")
+    with tempfile.TemporaryDirectory(prefix="oct-wheel-") as tmp:
+        try:
+            wheel = build_artifact(Path(tmp))
+        except RuntimeError as e:
+            raise OctError(str(e)) from None
+        say(f"uploading oct {wheel.version} ({wheel.filename}, sha256 {wheel.sha256[:12]}…) for the nodes")
+        return artifacts.upload(clients, ledger.artifact_bucket, wheel.path, wheel.sha256, wheel.version)
 
 
 def ledger_of(record: ClusterRecord | None) -> AwsResources | None:

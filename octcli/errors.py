@@ -8,7 +8,8 @@ code  meaning
 ====  ==========================================================================================
 0     success
 1     the deployment failed (a service did not start), or another operation failed
-2     bad input: oct.toml is invalid, or it asks for something this version cannot do
+2     bad input: oct.toml is invalid, or it asks for something this version cannot do; or a
+      destroy (or a deploy that would create AWS resources) was not confirmed
 3     the cluster is unreachable: no node answered (or none has a leader), or there is no cluster
 4     timed out: the cluster answered but did not finish in time (it may still finish on its own)
 ====  ==========================================================================================
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 __all__ = [
     "DeployFailed",
     "InvalidConfig",
+    "NotConfirmed",
     "OctError",
     "Timeout",
     "Unreachable",
@@ -70,6 +72,16 @@ class Unreachable(OctError):
 
 class Unsupported(OctError):
     """A valid oct.toml that asks for a feature this version does not have yet."""
+
+    exit_code = 2
+
+
+class NotConfirmed(OctError):
+    """A destroy, or a deploy that would create billable AWS resources, went ahead without a yes.
+
+    Raised before anything is touched: when there is nobody to ask (stdin is not a terminal and
+    ``--yes`` was not given; a library call without ``approve``), or when the answer was no.
+    """
 
     exit_code = 2
 

@@ -26,6 +26,7 @@ from octctl.providers.leftovers import CleanupError, kill_process_instances
 from octctl.providers.leftovers import remove_containers as _remove_containers
 from octctl.providers.local import (
     LOG_FILE,
+    claims_dir,
     free_address,
     local_node_settings,
     local_nodes,
@@ -33,6 +34,7 @@ from octctl.providers.local import (
     node_process_alive,
     nodes_dir,
     pid_alive,
+    release_claims,
     start_node,
     stop_pid,
 )
@@ -241,10 +243,14 @@ def log_tail(root: Path, node: str, lines: int = LOG_TAIL_LINES) -> str:
 def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: Phase | None = None) -> None:
     """Remove every trace of the project's local cluster, whether or not any part of it still runs.
 
+    That includes the machine-wide address claims of its nodes (see
+    :func:`octctl.providers.local.claims_dir`), once their folders are gone.
+
     Nodes go first: a live agent would restart the instances we are about to kill, and a live
     leader would provision replacements for nodes it sees vanish (so we sweep until none is left).
     """
     say = on_phase or (lambda _msg: None)
+    resolved = root.resolve()  # as the claims name the node folders; it cannot be resolved once gone
     for _ in range(5):
         alive = [node for node in local_nodes(root) if node_process_alive(root, node)]
         if not alive:
@@ -260,6 +266,9 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
         shutil.rmtree(root, ignore_errors=True)
         if root.exists():
             raise OctError(f"could not remove {root}; remove it by hand")
+    released = release_claims(resolved)
+    if released:
+        say(f"releasing the addresses {', '.join(released)} ({claims_dir()})")
 
 
 def remove_containers(project: str, *, cluster: str | None = None, on_phase: Phase | None = None) -> None:

@@ -8,8 +8,10 @@ documented in :mod:`octcli.errors`.
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -19,9 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from octcli import api
-from octcli.errors import OctError
+from octcli.errors import NotConfirmed, OctError
 from octctl import __version__
-from octctl.api.models import StatusResponse
+from octctl.api.models import ServiceChange, StatusResponse
+
+if TYPE_CHECKING:
+    from octcli.plan import DeployPlan
 
 app = typer.Typer(
     name="oct",
@@ -37,6 +42,14 @@ ConfigOption = Annotated[
     typer.Option("-c", "--config", help="oct.toml, or the folder that holds it.", show_default=True),
 ]
 DEFAULT_CONFIG = Path("oct.toml")
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Do not ask for confirmation (needed when stdin is not a terminal, e.g. in scripts and CI).",
+    ),
+]
 TimeoutOption = Annotated[
     float,
     typer.Option(
@@ -67,6 +80,72 @@ def _fail(error: OctError) -> NoReturn:
 
 def _warn(message: str) -> None:
     _stderr().print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
+
+
+# -- asking first ----------------------------------------------------------------------------------
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+@contextlib.contextmanager
+def _paused(live: Live | None) -> Iterator[None]:
+    """Take a live display off the terminal while the user reads and answers a question."""
+    if live is None or not live.is_started:
+        yield
+        return
+    live.stop()
+    try:
+        yield
+    finally:
+        live.start()
+
+
+def _ask(question: str, shown: list[RenderableType], refusal: str, live: Live | None) -> bool:
+    """Show ``shown`` and ask ``question`` on the terminal (on stderr: stdout stays the result's).
+
+    With nobody at a terminal to answer, refuse with ``refusal`` instead, like ``terraform destroy``
+    (what would have happened is still shown, for the CI log): a script must say ``--yes``. End of
+    input or Ctrl-C counts as no.
+    """
+    err = _stderr()
+    with _paused(live):
+        for part in shown:
+            err.print(part, soft_wrap=True)
+        if not _stdin_is_terminal():
+            raise NotConfirmed(f"{refusal} without confirmation: stdin is not a terminal, run with --yes")
+        try:
+            return typer.confirm(question, default=False, err=True)
+        except typer.Abort:
+            err.print()
+            return False
+
+
+def _destroy_summary(summary: api.DestroySummary) -> list[RenderableType]:
+    where = f"{summary.provider}" + (f", {summary.region}" if summary.region else "")
+    head = Text.assemble(
+        "oct destroy will remove project ", (summary.project, "bold"),
+        f", cluster {summary.cluster}" if summary.cluster else ", which has no state record",
+        f" ({where})",
+    )  # fmt: skip
+    if summary.nodes:
+        count = len(summary.nodes)
+        head.append(f"\n{count} node{'' if count == 1 else 's'}: {', '.join(summary.nodes)}")
+    return [head, *(Text(f"  - {line}") for line in summary.removes)]
+
+
+def _plan_summary(plan: DeployPlan) -> list[RenderableType]:
+    from octcli.plan import render
+
+    cost = f" for about ${plan.monthly_usd:,.2f} a month" if plan.monthly_usd is not None else ""
+    return [
+        *render(plan),
+        Text.assemble(
+            "oct deploy will create the AWS resources above for project ", (plan.project, "bold"),
+            f"{cost} ({plan.region or 'default region'})",
+        ),
+    ]  # fmt: skip
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -165,6 +244,7 @@ class _DeployView:
         self.spinner = Spinner("dots", text="reading oct.toml")
         self.snapshot: StatusResponse | None = None
         self._shown: dict[str, str] = {}
+        self.display: Live | None = None
 
     def phase(self, message: str) -> None:
         if self.interactive:
@@ -195,24 +275,72 @@ class _DeployView:
     def live(self) -> contextlib.AbstractContextManager[object]:
         if not self.interactive:
             return contextlib.nullcontext()
-        return Live(get_renderable=self.render, console=self.console, transient=True, refresh_per_second=10)
+        self.display = Live(
+            get_renderable=self.render, console=self.console, transient=True, refresh_per_second=10
+        )
+        return self.display
+
+
+_CHANGE_STYLES: dict[ServiceChange, tuple[str, str]] = {
+    "started": ("+", "green"),
+    "replaced": ("~", "yellow"),
+    "removed": ("-", "red"),
+    "unchanged": ("=", "dim"),
+}
+
+
+def _changes(changes: dict[str, ServiceChange]) -> list[Text]:
+    """One line per service: what this deploy did to it."""
+    width = max((len(name) for name in changes), default=0)
+    lines = []
+    for name, change in changes.items():
+        mark, style = _CHANGE_STYLES[change]
+        lines.append(Text.assemble((f"  {mark} ", style), name.ljust(width), "  ", (change, style)))
+    return lines
 
 
 # -- commands --------------------------------------------------------------------------------------
 
 
 @app.command()
-def deploy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 600.0) -> None:
-    """Start the project's cluster if needed and roll out oct.toml; waits until every service runs."""
+def deploy(
+    config: ConfigOption = DEFAULT_CONFIG,
+    timeout: TimeoutOption = 600.0,
+    yes: YesOption = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the final status and what changed per service as one JSON object, and nothing else.",
+        ),
+    ] = False,
+) -> None:
+    """Start the project's cluster if needed and roll out oct.toml; waits until every service runs.
+
+    A first deploy on AWS shows what it will create and its monthly cost, and asks first.
+    """
     view = _DeployView(_stderr())
+
+    def approve(plan: DeployPlan) -> bool:
+        return _ask("Create them?", _plan_summary(plan), "refusing to create AWS resources", view.display)
+
     try:
         with view.live():
-            result = api.deploy(config, on_progress=view.progress, on_phase=view.phase, timeout=timeout)
+            result = api.deploy(
+                config,
+                approve=True if yes else approve,
+                on_progress=view.progress,
+                on_phase=view.phase,
+                timeout=timeout,
+            )
     except OctError as e:
         _fail(e)
     except KeyboardInterrupt:
         _warn("interrupted: the cluster carries on with the deployment; `oct status` shows how it goes")
         raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
     out = _stdout()
     deployment = result.deployment
     out.print(
@@ -220,6 +348,8 @@ def deploy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 600.0
         + Text(f" (deployment {deployment.id})" if deployment else "", style="dim"),
         soft_wrap=True,
     )
+    for line in _changes(result.changes):
+        out.print(line, soft_wrap=True)
     for svc in sorted(result.services, key=lambda s: s.name):
         if svc.endpoint:
             out.print(Text.assemble((f"  {svc.name}: ", "bold"), svc.endpoint), soft_wrap=True)
@@ -259,14 +389,18 @@ def status(
 
 
 @app.command()
-def destroy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.0) -> None:
-    """Remove the project's services and its cluster, including whatever a crash left behind."""
+def destroy(
+    config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.0, yes: YesOption = False
+) -> None:
+    """Remove the project's services and its cluster, including whatever a crash left behind.
+
+    Shows what will be removed and asks first, unless --yes.
+    """
     err = _stderr()
     spinner = Spinner("dots", text="looking for the project's cluster")
+    display = Live(spinner, console=err, transient=True, refresh_per_second=10) if err.is_terminal else None
     live: contextlib.AbstractContextManager[object] = (
-        Live(spinner, console=err, transient=True, refresh_per_second=10)
-        if err.is_terminal
-        else contextlib.nullcontext()
+        display if display is not None else contextlib.nullcontext()
     )
 
     def phase(message: str) -> None:
@@ -275,9 +409,12 @@ def destroy(config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.
         else:
             err.print(Text(message), soft_wrap=True)
 
+    def approve(summary: api.DestroySummary) -> bool:
+        return _ask("Destroy all of this?", _destroy_summary(summary), "refusing to destroy", display)
+
     try:
         with live:
-            api.destroy(config, timeout, on_phase=phase, on_warning=_warn)
+            api.destroy(config, timeout, approve=True if yes else approve, on_phase=phase, on_warning=_warn)
     except OctError as e:
         _fail(e)
     _stdout().print(

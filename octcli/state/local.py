@@ -22,7 +22,11 @@ __all__ = ["LocalStore", "load", "remove", "save", "state_lock", "state_path"]
 
 
 class LocalStore(StateStore):
-    """A kernel lock (``flock``) dies with its process, so a crashed command never leaves a stale lock."""
+    """A kernel lock (``flock``) dies with its process, so a crashed command never leaves a stale lock.
+
+    The lock file goes when the record does (see :func:`state_lock`), so a destroyed project leaves
+    neither behind.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -108,24 +112,39 @@ def remove(path: Path) -> None:
 def state_lock(path: Path) -> Iterator[None]:
     """Hold ``<path>.lock`` so two oct commands cannot change one project's cluster at once.
 
-    The lock file is left behind because deleting it would let a waiter lock an orphaned inode while
-    a newcomer locks a new file.
+    The lock file lives as long as the record: when the holder leaves no record behind (``oct
+    destroy``, or a first deploy that failed before saving one), the file is removed on release,
+    while still locked. A command that opened the old file meanwhile may then lock a file that is
+    no longer at the path, so each taker checks, once locked, that the path still names the file it
+    holds, and starts over if not: two commands never both hold "the" lock.
     """
     lock_file = path.with_name(path.name + ".lock")
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OctError(
                     f"another oct command is running for this project (lock {lock_file})"
                 ) from None
             raise
         try:
+            current = os.stat(lock_file)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        os.close(fd)  # the holder before us removed it as it released it: take the new one
+    try:
+        try:
             yield
         finally:
+            if not path.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    lock_file.unlink()
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

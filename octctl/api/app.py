@@ -36,6 +36,7 @@ from octctl.api.models import (
 )
 from octctl.api.views import leader_id, status_view
 from octctl.config import ConfigError, parse_config_data
+from octctl.distribution import installed_artifact_sha256
 from octctl.fencing import StaleTerm
 from octctl.node import Node
 from octctl.reconciler import api_address, new_id
@@ -168,6 +169,7 @@ async def health(request: web.Request) -> web.Response:
             node=node.settings.node,
             version=__version__,
             leader=leader_id(view, node.raft.leader_address()),
+            artifact=installed_artifact_sha256(),
         )
     )
 

@@ -14,6 +14,9 @@ TERM_HEADER = "X-Oct-Term"
 
 DeploymentState = Literal["pending", "in_progress", "succeeded", "failed", "destroying", "destroyed"]
 NodeStatus = Literal["joining", "ready", "unreachable", "retiring"]
+#: What a deploy does to one service: ``started`` (new in the file), ``replaced`` (its spec changed),
+#: ``removed`` (gone from the file) or ``unchanged``.
+ServiceChange = Literal["started", "replaced", "removed", "unchanged"]
 
 
 class ErrorBody(BaseModel):
@@ -29,6 +32,10 @@ class Health(BaseModel):
     node: str
     version: str
     leader: str | None = None
+    artifact: str | None = Field(
+        default=None,
+        description="sha256 of the oct wheel this node was installed from (AWS nodes); None for a checkout",
+    )
 
 
 class DeployRequest(BaseModel):
@@ -45,8 +52,11 @@ class DeployRequest(BaseModel):
 
 
 class DeployResponse(BaseModel):
+    """``changes`` says per service what this deploy does to it (absent from older nodes: empty)."""
+
     deployment: str
     changed: bool
+    changes: dict[str, ServiceChange] = Field(default_factory=dict)
 
 
 class DestroyResponse(BaseModel):

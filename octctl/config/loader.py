@@ -1,7 +1,8 @@
 """Turn an oct.toml (or its JSON form) into a :class:`Config`, or one ``ConfigError`` with every problem.
 
-Pipeline: read -> render ``{{ env.X }}`` over the whole text -> ``tomllib`` -> pydantic -> semantic
-checks. Problems from the last two are collected together and pinned to lines of the rendered text.
+Pipeline: read -> ``tomllib`` -> render ``{{ env.X }}`` inside string values -> pydantic -> semantic
+checks. Problems from the last three are collected together and pinned to lines of the file. A TOML
+error stops at once (there is nothing to check without a parse).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
@@ -30,11 +31,21 @@ _TOML_POSITION = re.compile(
 )
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None, *, validate: bool = True) -> Config:
+def load_config(
+    path: Path | str,
+    env: Mapping[str, str] | None = None,
+    *,
+    validate: bool = True,
+    require_env: bool = True,
+) -> Config:
     """Load the oct.toml at ``path``; ``env`` (default ``os.environ``) feeds ``{{ env.NAME }}``.
 
     ``validate=False`` skips the semantic checks (schema errors are still fatal): for tools that
-    only need to read a config that ``oct apply`` would reject.
+    only need to read a config that ``oct deploy`` would reject.
+
+    ``require_env=False`` is for commands that only need to find the cluster (status, logs, destroy,
+    unlock): a variable that is not set inside ``project.services`` is then not a problem and its
+    value is kept as written. Variables elsewhere (name, state backend, provider...) are still needed.
     """
     filename = str(path)
     try:
@@ -42,7 +53,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None, *, valid
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([Problem(None, None, "", f"cannot read {filename}: {reason}")]) from None
-    return load_config_text(text, env, filename=filename, validate=validate)
+    return load_config_text(text, env, filename=filename, validate=validate, require_env=require_env)
 
 
 def load_config_text(
@@ -51,16 +62,26 @@ def load_config_text(
     *,
     filename: str | None = "oct.toml",
     validate: bool = True,
+    require_env: bool = True,
 ) -> Config:
     """Like :func:`load_config` for text that did not come from a file (an editor buffer, a request)."""
-    from .render import render_file  # jinja2 is for the CLI; the daemon never renders files
+    from .render import render_values  # jinja2 is for the CLI; the daemon never renders files
 
-    rendered = render_file(text, os.environ if env is None else env, filename)
     try:
-        data = tomllib.loads(rendered)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_toml_problem(exc, rendered, filename)]) from None
-    return _build(data, validate=validate, locator=Locator(rendered), filename=filename)
+        raise ConfigError([_toml_problem(exc, text, filename)]) from None
+    except RecursionError:
+        raise ConfigError([Problem(filename, None, "", "invalid TOML: nested too deeply")]) from None
+    rendered = render_values(data, os.environ if env is None else env, require_env=require_env)
+    return _build(
+        data,
+        validate=validate,
+        locator=Locator(text),
+        filename=filename,
+        findings=rendered.problems,
+        unresolved=rendered.unresolved,
+    )
 
 
 def parse_config_data(data: object, *, validate: bool = True) -> Config:
@@ -68,21 +89,38 @@ def parse_config_data(data: object, *, validate: bool = True) -> Config:
     return _build(data, validate=validate, locator=None, filename=None)
 
 
-def _build(data: object, *, validate: bool, locator: Locator | None, filename: str | None) -> Config:
-    findings: list[tuple[KeyPath, str]] = []
+def _build(
+    data: object,
+    *,
+    validate: bool,
+    locator: Locator | None,
+    filename: str | None,
+    findings: Sequence[tuple[KeyPath, str]] = (),
+    unresolved: Collection[KeyPath] = (),
+) -> Config:
+    """Schema and semantic checks; ``findings`` are the template problems found before them.
+
+    Values in ``unresolved`` were kept as written (their problem is already in ``findings``), so
+    what the checks say about them, or anything inside them, would only repeat it.
+    """
+    checked: list[tuple[KeyPath, str]] = []
     config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(part for part in error["loc"] if isinstance(part, int) or part != "[key]")
-            findings.append((loc, pydantic_message(error, _fields_at(loc[:-1]))))
+            checked.append((loc, pydantic_message(error, _fields_at(loc[:-1]))))
     if validate:
-        findings.extend(check(ServicesView.of(config) if config is not None else _salvage(data)))
-    if findings:
+        checked.extend(check(ServicesView.of(config) if config is not None else _salvage(data)))
+    problems = [
+        *findings,
+        *(finding for finding in checked if not any(finding[0][: len(u)] == u for u in unresolved)),
+    ]
+    if problems:
         raise ConfigError(
             Problem(filename, locator.line_of(path) if locator else None, format_path(path), message)
-            for path, message in findings
+            for path, message in problems
         )
     assert config is not None
     return config
@@ -154,4 +192,14 @@ def _toml_problem(exc: tomllib.TOMLDecodeError, text: str, filename: str | None)
         line, where = max(1, len(text.splitlines())), "at end of file"
     else:
         line, where = int(match["line"]), f"column {match['column']}"
-    return Problem(filename, line, "", f"invalid TOML: {match['message']} ({where})")
+    lines = text.splitlines()
+    hint = _TEMPLATE_HINT if 0 < line <= len(lines) and _TEMPLATE_START.search(lines[line - 1]) else ""
+    return Problem(filename, line, "", f"invalid TOML: {match['message']} ({where}){hint}")
+
+
+_TEMPLATE_START = re.compile(r"\{[{%]")
+_TEMPLATE_HINT = (
+    "; templates are only filled in inside quoted strings: quote the value if the key takes a string "
+    '(image = "app:{{ env.TAG }}"), else write a literal (cpus = 500; numbers and booleans cannot '
+    "come from a template)"
+)

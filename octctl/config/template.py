@@ -1,8 +1,8 @@
 """Templating of oct.toml, in two passes.
 
-1. ``render.render_file`` (client side, before TOML parsing, as the reference does): ``{{ env.NAME }}`` is
-   replaced by the caller's environment. ``{{ services.NAME.ATTR }}`` cannot be known yet (nothing is
-   placed), so it is written back verbatim.
+1. ``render.render_values`` (client side, after TOML parsing, inside string values only):
+   ``{{ env.NAME }}`` is replaced by the caller's environment. ``{{ services.NAME.ATTR }}`` cannot be
+   known yet (nothing is placed), so it is written back verbatim.
 2. ``render_service_refs`` (leader side, after placement): the surviving service references inside
    one env value or command are replaced by real endpoints. This pass is a plain substitution, not
    jinja, so any other braces in a value (already rendered once) are left alone.

@@ -66,6 +66,32 @@ def _claim_is_live(claim: Path) -> bool:
     return owner.is_dir()
 
 
+def release_claims(root: Path) -> list[str]:
+    """Remove the claims of every node under ``root`` (a project's ``.oct`` folder); return their addresses.
+
+    For ``oct destroy``, once the folder is gone: a claim whose folder is gone is free already (see
+    :func:`free_address`), but the file would stay behind in the machine-wide folder until another
+    node happened to want that address. Claims of other projects are left alone.
+    """
+    claims = claims_dir()
+    try:
+        entries = list(claims.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    base = root.resolve()
+    released = []
+    for claim in entries:
+        try:
+            owner = Path(claim.read_text().strip())
+        except OSError:
+            continue
+        if owner.is_absolute() and (owner == base or base in owner.parents):
+            with contextlib.suppress(FileNotFoundError):
+                claim.unlink()
+            released.append(claim.name)
+    return sorted(released)
+
+
 def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = DEFAULT_RAFT_PORT) -> str:
     """Claim the next 127.0.0.N that no local node owns and where both ports can be bound.
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from octctl.api.models import ServiceChange
 
 #: Voting members at most. Beyond this, nodes join as non-voting replicas: every commit waits for
 #: a majority of voters, so more voters mean slower writes without a useful gain in fault
@@ -142,6 +145,46 @@ def _provisioning_done(state: ClusterState, node: str) -> None:
     state["provisioning"].pop(node, None)
 
 
+def _project_of(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``[project]`` table of a desired state (the oct.toml model as JSON), {} for none."""
+    project = (config or {}).get("project")
+    return project if isinstance(project, dict) else {}
+
+
+def service_changes(
+    previous: dict[str, Any] | None,
+    config: dict[str, Any],
+    previous_source_dir: str | None,
+    source_dir: str | None,
+) -> dict[str, ServiceChange]:
+    """What making ``config`` the desired state does to each service, compared with ``previous``.
+
+    ``started``: not in the previous spec (or there was none: a first deploy, or after a destroy);
+    ``replaced``: its part of the spec changed, or something every instance of it carries did (the
+    project's name; the source folder for ``runtime = "process"``, its working directory);
+    ``removed``: gone from the spec; ``unchanged`` otherwise. Services of ``config`` come first, in
+    file order, then the removed ones in their previous order, so every replica returns the same.
+    """
+    old_project, new_project = _project_of(previous), _project_of(config)
+    before = {s["name"]: s for s in old_project.get("services") or []}
+    renamed = previous is not None and old_project.get("name") != new_project.get("name")
+    moved = previous_source_dir != source_dir
+    changes: dict[str, ServiceChange] = {}
+    for service in new_project.get("services") or []:
+        name = service["name"]
+        old = before.get(name)
+        if old is None:
+            changes[name] = "started"
+        elif old != service or renamed or (moved and service.get("runtime") == "process"):
+            changes[name] = "replaced"
+        else:
+            changes[name] = "unchanged"
+    for name in before:
+        if name not in changes:
+            changes[name] = "removed"
+    return changes
+
+
 def _deploy(
     state: ClusterState,
     project: dict[str, Any],
@@ -150,7 +193,12 @@ def _deploy(
     at: float,
     public_zone: str | None = None,
 ) -> dict[str, Any]:
-    """Make ``project`` the desired state. An identical spec starts no new deployment."""
+    """Make ``project`` the desired state. An identical spec starts no new deployment.
+
+    The result carries ``changes``, per service what this does to it (see :func:`service_changes`):
+    computed from the state alone, so every replica returns the same.
+    """
+    changes = service_changes(state["project"], project, state["source_dir"], source_dir)
     state["public_zone"] = public_zone
     current = state["deployment"]
     if (
@@ -159,7 +207,7 @@ def _deploy(
         and current is not None
         and current["state"] not in ("failed", "destroying", "destroyed")
     ):
-        return {"deployment": current["id"], "changed": False}
+        return {"deployment": current["id"], "changed": False, "changes": changes}
     state["project"] = project
     state["source_dir"] = source_dir
     state["generation"] += 1
@@ -174,7 +222,7 @@ def _deploy(
         "error": None,
         "log_tail": [],
     }
-    return {"deployment": deployment, "changed": True}
+    return {"deployment": deployment, "changed": True, "changes": changes}
 
 
 def _destroy(state: ClusterState, deployment: str, at: float) -> dict[str, Any]:

@@ -2,13 +2,18 @@
 
 moto reports instances as running at once and never executes their user data. This harness does
 what the VM would: for every running instance tagged with the project it reads the user data,
-runs the node side of it (``oct-ctl bootstrap`` with the instance's reserved node id, then
-``oct-ctl``) on its own 127.0.0.N, and publishes where that "instance" is reachable in an address
-book the CLI reads (``OCT_AWS_ADDRESS_BOOK``). An instance moto reports terminated is powered off:
+installs the oct wheel it names with the real ``install-oct.sh`` (downloaded through the
+presigned link from moto's S3, hash-checked, pip-installed into the VM's own venv), runs the node
+side of it with that venv's Python (``oct-ctl bootstrap`` with the instance's reserved node id,
+then ``oct-ctl``) on its own 127.0.0.N, and publishes where that "instance" is reachable in an
+address book the CLI reads (``OCT_AWS_ADDRESS_BOOK``). An instance moto reports terminated is powered off:
 its ``oct-ctl`` is killed, and the containers and processes it ran vanish with it.
 
 Only the user data's dns settings are changed (port 53 belongs to one address per machine here;
-DNS forwarding off). Everything else, secrets from SSM included, goes through the real code.
+DNS forwarding off), and the VM's venv sees this test venv's packages through a ``.pth`` file
+instead of downloading the locked dependencies (the index is switched off: a version that differs
+from the lock fails the boot). Everything else, secrets from SSM included, goes through the real
+code, and the node runs the installed wheel, not this checkout.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,7 @@ from pathlib import Path
 import boto3
 
 from octctl.providers.aws.resources import PROJECT_TAG
-from octctl.providers.aws.user_data import parse_user_data
+from octctl.providers.aws.user_data import artifact_link, deploy_file, parse_user_data
 from octctl.providers.leftovers import kill_process_instances, remove_containers
 from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port, node_name, nodes_dir
 
@@ -92,16 +98,18 @@ class Hypervisor:
 
     def _boot(self, instance: str) -> None:
         raw = self._ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")
-        config = parse_user_data(base64.b64decode(raw["UserData"]["Value"]).decode())
+        user_data = base64.b64decode(raw["UserData"]["Value"]).decode()
+        config = parse_user_data(user_data)
         address = free_address(self.root)
         data_dir = nodes_dir(self.root) / node_name(address)
+        python = self._install(instance, user_data, data_dir)
         config = config.model_copy(
             update={"dns_port": local_dns_port(address) or FALLBACK_DNS_PORT, "dns_upstreams": []}
         )
         (data_dir / "bootstrap.json").write_text(config.model_dump_json())
         boot = subprocess.run(
             [
-                *(sys.executable, "-m", "octctl", "bootstrap"),
+                *(python, "-m", "octctl", "bootstrap"),
                 *("--config", str(data_dir / "bootstrap.json"), "--data-dir", str(data_dir)),
                 *("--address", address),
             ],
@@ -109,16 +117,18 @@ class Hypervisor:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=data_dir,  # not the checkout: `-m` would import octctl from the working folder
         )
         if boot.returncode != 0:
             raise RuntimeError(f"bootstrap of {instance} failed: {boot.stderr.strip()}")
         with (data_dir / "oct-ctl.log").open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "octctl", "--data-dir", str(data_dir)],
+                [python, "-m", "octctl", "--data-dir", str(data_dir)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                cwd=data_dir,
             )
         node = config.node or instance
         self.vms[instance] = Vm(instance, node, config.cluster, address, data_dir, process)
@@ -126,6 +136,30 @@ class Hypervisor:
         tmp = self.book.with_suffix(".tmp")
         tmp.write_text(json.dumps(book))
         os.replace(tmp, self.book)
+
+    def _install(self, instance: str, user_data: str, data_dir: Path) -> str:
+        """What genesis.sh does before bootstrap: the wheel of the user data into a venv of the VM's."""
+        url, sha256 = artifact_link(user_data)
+        venv = data_dir / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+        site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+        (site / "test-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        installer = data_dir / "install-oct.sh"
+        installer.write_text(deploy_file("install-oct.sh"))
+        done = subprocess.run(
+            ["bash", str(installer), url, sha256, str(venv)],
+            env={**self.env, "PIP_NO_INDEX": "1"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=data_dir,
+        )
+        (data_dir / "install.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"installing oct on {instance} failed ({done.returncode}): {done.stderr.strip()}"
+            )
+        return str(venv / "bin" / "python")
 
     def _power_off(self, vm: Vm) -> None:
         """What terminating a VM does: the daemon and everything it ran stop at once."""

@@ -65,7 +65,17 @@ def tagged(clients: AwsClients, project: str) -> dict[str, list[str]]:
     found["instance_profiles"] = [
         p["InstanceProfileName"] for p in profiles if _has_project(p.get("Tags"), project)
     ]
+    s3 = clients.session.client("s3")
+    found["buckets"] = [b["Name"] for b in s3.list_buckets()["Buckets"] if _bucket_of(s3, b["Name"], project)]
     return found
+
+
+def _bucket_of(s3: Any, bucket: str, project: str) -> bool:
+    try:
+        tags = s3.get_bucket_tagging(Bucket=bucket)["TagSet"]
+    except s3.exceptions.ClientError:
+        return False  # untagged: not oct's
+    return _has_project(tags, project)
 
 
 def count(inventory: dict[str, list[str]]) -> dict[str, int]:

@@ -9,6 +9,7 @@ moto lists nothing tagged with the project.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -19,11 +20,13 @@ import boto3
 import pytest
 
 import octcli
+from octcli.artifact import build_artifact
 from octcli.aws import ADDRESS_BOOK_ENV
 from octcli.errors import OctError
+from octctl.api.models import DEFAULT_API_PORT
 from octctl.providers.aws.instances import AMAZON_LINUX_2023
 from octctl.providers.aws.session import AwsClients
-from tests.aws.hypervisor import Hypervisor
+from tests.aws.hypervisor import Hypervisor, Vm
 from tests.aws.infra_support import count, tagged
 from tests.conftest import IMAGE
 from tests.e2e.harness import http_get
@@ -127,6 +130,12 @@ def leftovers(clients: AwsClients, project: str) -> dict[str, int]:
     return {kind: n for kind, n in count(tagged(clients, project)).items() if n}
 
 
+def node_health(vm: Vm) -> tuple[str, str | None]:
+    """The version a node reports and the sha256 of the wheel its running process was installed from."""
+    health = json.loads(http_get(f"http://{vm.address}:{DEFAULT_API_PORT}/v1/health"))
+    return health["version"], health["artifact"]
+
+
 def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not ok():
@@ -145,7 +154,7 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
 
     # Genesis: network, roles, secrets and the leader instance; its user data boots a real node.
     config.write_text(oct_toml(project, ami, [("web1", 9311)], domain))
-    status = octcli.deploy(config, timeout=180, on_phase=notes.append)
+    status = octcli.deploy(config, approve=True, timeout=180, on_phase=notes.append)
     assert [s.state for s in status.services] == ["running"]
     assert len(status.nodes) == 1 and status.nodes[0].role == "leader"
     assert http_get(status.services[0].endpoint or "").strip() == "web1"
@@ -153,6 +162,10 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     assert inventory["vpcs"] == 1 and inventory["instances"] == 1 and inventory["roles"] == 1
     leader_vm = next(iter(cloud.running().values()))
     assert status.nodes[0].address == leader_vm.address
+    # The leader runs exactly the CLI's own code: the wheel built from it, installed by hash.
+    shipped = build_artifact(tmp_path / "wheel")
+    assert inventory["buckets"] == 1
+    assert node_health(leader_vm) == (shipped.version, shipped.sha256)
 
     # Life: a second service does not fit on a t3.small next to the first: the leader runs a
     # follower instance through boto3, the follower joins, and the service runs there.
@@ -174,6 +187,8 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
         assert http_get(service.endpoint).strip() == service.name
     vm_addresses = {vm.address for vm in cloud.running().values()}
     assert {s.address for s in status.services} == vm_addresses, "one service on each instance"
+    # The follower the leader launched installed the same wheel, through a link the leader signed.
+    assert {node_health(vm) for vm in cloud.running().values()} == {(shipped.version, shipped.sha256)}
     assert sum("delegate" in n for n in notes) == 1, "the name servers are printed once"
     records = a_records(clients, domain)
     by_node = public_ips(clients, project)
@@ -191,12 +206,12 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     assert len(octcli.status(config).nodes) == 1
 
     # Afterlife: nothing tagged with the project is left, and destroy can be repeated.
-    octcli.destroy(config)
+    octcli.destroy(config, approve=True)
     assert leftovers(clients, project) == {}
     assert not (folder / "state.json").exists()
     zones = clients.client("route53").list_hosted_zones_by_name(DNSName=f"{domain}.")["HostedZones"]
     assert [z for z in zones if z["Name"] == f"{domain}."] == [], "the zone oct created is gone"
-    octcli.destroy(config)
+    octcli.destroy(config, approve=True)
 
 
 def test_a_public_name_follows_its_service_to_another_node(
@@ -208,7 +223,7 @@ def test_a_public_name_follows_its_service_to_another_node(
     project = cloud.project
     domain = f"{project}.example.com"
     config.write_text(oct_toml(project, ami, [("web1", 9341), ("web2", 9342)], domain, min_nodes=3) + PROBE)
-    status = octcli.deploy(config, timeout=240)
+    status = octcli.deploy(config, approve=True, timeout=240)
     assert len(status.nodes) == 3
     # {{ services.web1.public_ip }} is the public address EC2 gave web1's instance.
     web1 = next(s for s in status.services if s.name == "web1")
@@ -233,7 +248,7 @@ def test_a_public_name_follows_its_service_to_another_node(
     wait_until(f"{name} did not follow {victim.name} to another node", moved, cloud, timeout=120)
     now = next(s for s in octcli.status(config).services if s.name == victim.name)
     assert http_get(now.endpoint or "").strip() == victim.name
-    octcli.destroy(config)
+    octcli.destroy(config, approve=True)
     assert leftovers(clients, project) == {}
 
 
@@ -248,7 +263,7 @@ def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  
     assert clients.iam is not None  # the test's own IAM client is made before IAM is cut off
     monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", "http://127.0.0.1:9")
     with pytest.raises(OctError, match="run `oct deploy` again"):
-        octcli.deploy(config, timeout=60)
+        octcli.deploy(config, approve=True, timeout=60)
     assert (folder / "state.json").exists()
     made = count(tagged(clients, cloud.project))
     assert made["vpcs"] == 1 and made["roles"] == 0 and made["instances"] == 0
@@ -259,17 +274,17 @@ def test_a_failure_mid_genesis_leaves_a_state_deploy_and_destroy_recover_from(  
     assert [s.state for s in status.services] == ["running"]
     assert count(tagged(clients, cloud.project))["vpcs"] == 1
 
-    octcli.destroy(config)
+    octcli.destroy(config, approve=True)
     assert leftovers(clients, cloud.project) == {}
 
 
 def test_destroy_works_when_the_leader_is_gone(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
     clients, ami, config = aws_project(tmp_path)
     config.write_text(oct_toml(cloud.project, ami, [("web1", 9331)]))
-    octcli.deploy(config, timeout=180)
+    octcli.deploy(config, approve=True, timeout=180)
     for vm in cloud.running().values():
         os.killpg(vm.process.pid, 9)  # the VM hangs: nobody answers the API any more
-    octcli.destroy(config, timeout=20)
+    octcli.destroy(config, timeout=20, approve=True)
     assert leftovers(clients, cloud.project) == {}
 
 
@@ -282,7 +297,7 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
     clients, ami, config = aws_project(tmp_path)
     project = cloud.project
     config.write_text(oct_toml(project, ami, [("web1", 9351)], min_nodes=3))
-    octcli.deploy(config, timeout=180)
+    octcli.deploy(config, approve=True, timeout=180)
     assert len(cloud.running()) == 3
     leader = next(n for n in octcli.status(config).nodes if n.role == "leader")
     leader_vm = next(vm for vm in cloud.running().values() if vm.node == leader.id)
@@ -319,5 +334,5 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
         lambda: set(public_ips(clients, project)) == {n.id for n in octcli.status(config).nodes},
         cloud,
     )
-    octcli.destroy(config)
+    octcli.destroy(config, approve=True)
     assert leftovers(clients, project) == {}

@@ -77,6 +77,7 @@ def _one_of_each(clients: AwsClients, project: str) -> None:
         "volumes": 0,
         "roles": 1,
         "instance_profiles": 1,
+        "buckets": 1,
     }
 
 
@@ -129,6 +130,25 @@ def test_genesis_creates_everything_tagged_and_records_each_id(
     policy = json.loads(policy) if isinstance(policy, str) else policy
     assert policy == node_policy(base, role["Arn"])
     assert iam.list_attached_role_policies(RoleName=base.role_name)["AttachedPolicies"] == []
+
+    # The wheel bucket: private, encrypted, and the role may only read the wheels in it.
+    assert inventory["buckets"] == [base.artifact_bucket]
+    s3 = clients.session.client("s3")
+    blocked = s3.get_public_access_block(Bucket=base.artifact_bucket)["PublicAccessBlockConfiguration"]
+    assert all(blocked.values()) and len(blocked) == 4
+    rules = s3.get_bucket_encryption(Bucket=base.artifact_bucket)["ServerSideEncryptionConfiguration"][
+        "Rules"
+    ]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    s3_statements = [s for s in policy["Statement"] if str(s["Action"]).startswith("s3:")]
+    assert s3_statements == [
+        {
+            "Sid": "ClusterWheel",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{base.artifact_bucket}/artifacts/*",
+        }
+    ]
 
 
 def test_security_group_is_least_privilege(clients: AwsClients, ledger: AwsResources) -> None:
@@ -255,9 +275,10 @@ def test_destroy_leaves_nothing_tagged_and_can_run_twice(clients: AwsClients, le
     assert left.model_dump(include={"region", "project", "cluster"}) == base.model_dump(
         include={"region", "project", "cluster"}
     )
-    # Each deletion was recorded on its own, in order: instances first, the role last.
+    # Each deletion was recorded on its own, in order: instances first, the role, then the bucket.
     assert records[0].instance_ids() == [] and records[0].vpc_id == base.vpc_id
-    assert records[-2].role_name == base.role_name and records[-1] == left
+    assert records[-3].role_name == base.role_name and records[-2].role_name is None
+    assert records[-2].artifact_bucket == base.artifact_bucket and records[-1] == left
     _nothing_left(clients, ledger.project)
     states = clients.ec2.describe_instances(InstanceIds=base.instance_ids())["Reservations"]
     assert {i["State"]["Name"] for r in states for i in r["Instances"]} == {"terminated"}

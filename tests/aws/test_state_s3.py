@@ -29,11 +29,12 @@ from octcli.state.s3 import S3Store
 from octctl.config import load_config
 from octctl.config.models import S3Backend
 from tests.e2e.harness import kill_leftovers
+from tests.fixtures import REFERENCE_EXAMPLES
 
 pytestmark = pytest.mark.aws
 
 TOKEN = "s3cr3t-t0ken-never-shown"
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "examples"
+EXAMPLES = REFERENCE_EXAMPLES
 REFERENCE_EXAMPLE = EXAMPLES / "s3-remote-state-storage.toml"
 FOREIGN_ACCOUNT = "111111111111"
 PROJECT = """\
@@ -351,7 +352,7 @@ def s3_project(aws_env: str, tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         try:
-            api.destroy(path, timeout=30)
+            api.destroy(path, timeout=30, approve=True)
         finally:
             kill_leftovers(path.parent)
 
@@ -388,6 +389,6 @@ def test_deploy_and_destroy_with_s3_state(s3_project: Path) -> None:
     assert not list(s3_project.parent.glob("state.json*"))  # nothing local but the nodes' own .oct/
     assert api.status(s3_project).cluster == result.cluster
 
-    api.destroy(s3_project, timeout=30)
+    api.destroy(s3_project, timeout=30, approve=True)
     assert state.open_store(s3_project, backend).load() is None
     assert s3_project.parent.joinpath(".oct").exists() is False

@@ -13,6 +13,7 @@ address it answered.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import socket
 import uuid
@@ -35,7 +36,15 @@ IMAGE = "oct-test/busybox:latest"
 
 
 def bridge_gateway(client: docker.DockerClient) -> str:
-    return str(client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"])
+    """The default bridge's gateway: the host as its containers see it.
+
+    A freshly started dockerd (Debian's 20.10) records only the bridge's ``Subnet`` in its IPAM
+    config; the gateway is then the subnet's first host address, which dockerd gives the bridge.
+    """
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    if config.get("Gateway"):
+        return str(config["Gateway"])
+    return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 def free_port(address: str) -> int:

@@ -31,6 +31,6 @@ def make_project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
     for project in made:
         try:
             if project.config.exists():
-                project.oct("destroy", check=False, timeout=120)
+                project.oct("destroy", "--yes", check=False, timeout=120)
         finally:
             kill_leftovers(project.dir)

@@ -46,6 +46,6 @@ memory = 1024
     assert len({s.node for s in status.services}) == 3
 
     assert octcli.status(project.config).deployment.id == status.deployment.id  # type: ignore[union-attr]
-    octcli.destroy(project.config)
+    octcli.destroy(project.config, approve=True)
     assert octctl_pids(project.dir) == []
-    octcli.destroy(project.config)  # idempotent
+    octcli.destroy(project.config, approve=True)  # idempotent

@@ -97,5 +97,5 @@ def test_a_front_reaches_backends_on_other_nodes_by_name(
     cluster = status["cluster"]
     networks = docker_client.networks.list(filters={"label": f"oct.cluster={cluster}"})
     assert [n.name for n in networks] == [f"oct-{cluster}"]
-    project.oct("destroy")
+    project.oct("destroy", "--yes")
     assert docker_client.networks.list(filters={"label": f"oct.cluster={cluster}"}) == []

@@ -86,7 +86,7 @@ def test_docker_deploy_update_remove_destroy(make_project, engine: docker.Docker
     assert set(containers(engine)) == {"store", "api"}
     assert set(services_by_name(project.status())) == {"store", "api"}
 
-    project.oct("destroy")
+    project.oct("destroy", "--yes")
     assert containers(engine) == {}
     assert (
         engine.containers.list(

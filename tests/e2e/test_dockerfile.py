@@ -93,5 +93,5 @@ def test_dockerfile_service_is_built_deployed_and_rebuilt_on_change(engine, make
     assert web_container(engine).id == replaced.id, "a failed build must leave the running service alone"
     assert http_get(web["endpoint"]) == "rebuilt by oct\n"
 
-    project.oct("destroy")
+    project.oct("destroy", "--yes")
     assert engine.containers.list(all=True, filters={"label": f"oct.project={NAME}"}) == []

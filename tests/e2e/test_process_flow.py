@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from octctl.config import load_config
+from octctl.providers.local import claims_dir
 from tests.e2e.harness import Project, http_get, octctl_pids, services_by_name
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +33,16 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
+def claims_of(project: Project) -> list[Path]:
+    """The machine-wide address claims naming a node folder of ``project`` (other runs' come and go)."""
+    found = []
+    for claim in claims_dir().iterdir():
+        with contextlib.suppress(OSError):
+            if claim.read_text().startswith(str(project.dir.resolve() / ".oct") + "/"):
+                found.append(claim)
+    return found
+
+
 def start_ticks(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
@@ -40,6 +52,9 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
 
     out = project.oct("deploy")
     assert "web" in out.stdout
+    # A first deploy starts every service, and says so.
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert all(["+", name, "started"] in lines for name in ("store", "api", "web")), out.stdout
 
     status = project.status()
     assert status["project"] == "quickstart"
@@ -80,15 +95,24 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
         config = load_config(project.config).model_dump(mode="json")
         forwarded = client.post("/v1/deploy", json={"config": config, "source_dir": str(project.dir)})
         assert forwarded.status_code == 202
-        assert forwarded.json() == {"deployment": status["deployment"]["id"], "changed": False}
+        assert forwarded.json() == {
+            "deployment": status["deployment"]["id"],
+            "changed": False,
+            "changes": {"store": "unchanged", "api": "unchanged", "web": "unchanged"},
+        }
 
-    # An unchanged redeploy touches nothing.
-    project.oct("deploy")
+    # An unchanged redeploy touches nothing, and reports every service unchanged.
+    again = json.loads(project.oct("deploy", "--json").stdout)
+    assert again["changes"] == {"store": "unchanged", "api": "unchanged", "web": "unchanged"}
+    assert again["deployment"]["id"] == status["deployment"]["id"]
     assert {name: process_record(project, name)["pid"] for name in services} == pids
 
-    # One env value changed: only that service is replaced.
+    # One env value changed: only that service is replaced, and the report says which.
     project.edit('GREETING = "Hello"', 'GREETING = "Bonjour"')
-    project.oct("deploy")
+    changed = json.loads(project.oct("deploy", "--json").stdout)
+    assert changed["changes"] == {"store": "unchanged", "api": "unchanged", "web": "replaced"}
+    assert changed["deployment"]["state"] == "succeeded"
+    assert {s["name"]: s["state"] for s in changed["services"]} == dict.fromkeys(services, "running")
     after = {name: process_record(project, name)["pid"] for name in services}
     assert after["store"] == pids["store"] and after["api"] == pids["api"]
     assert after["web"] != pids["web"] and not alive(pids["web"])
@@ -97,18 +121,29 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
     # A service removed from oct.toml is removed from its node.
     text = project.config.read_text()
     project.config.write_text(text[: text.index('[[project.services]]\nname = "web"')])
-    project.oct("deploy")
+    removed = project.oct("deploy")
+    assert ["-", "web", "removed"] in [line.split() for line in removed.stdout.splitlines()], removed.stdout
+    assert ["=", "api", "unchanged"] in [line.split() for line in removed.stdout.splitlines()]
     status = project.status()
     assert set(services_by_name(status)) == {"store", "api"}
     assert not alive(after["web"])
     assert alive(after["api"]) and alive(after["store"])
 
-    project.oct("destroy")
+    # Without --yes and without a terminal to ask on, destroy refuses and touches nothing.
+    refused = project.oct("destroy", check=False)
+    assert refused.returncode == 2 and "refusing to destroy without confirmation" in refused.stderr
+    assert all(alive(pid) for name, pid in after.items() if name != "web")
+
+    claimed = claims_of(project)
+    assert len(claimed) == 3, "one address claim per node"
+    project.oct("destroy", "--yes")
     assert octctl_pids(project.dir) == []
     assert not any(alive(pid) for pid in after.values())
     assert not (project.dir / ".oct").exists()
     assert not (project.dir / "state.json").exists()
-    # Destroy is idempotent.
+    assert not (project.dir / "state.json.lock").exists()
+    assert claims_of(project) == [], "the project's address claims are released"
+    # Destroy is idempotent (and with nothing left, does not ask).
     assert project.oct("destroy").returncode == 0
 
 
@@ -159,7 +194,7 @@ def test_destroy_after_every_node_crashed_still_removes_everything(make_project)
     kill_every_node(project)
 
     assert project.oct("status", check=False).returncode == 3  # nobody answers
-    project.oct("destroy")
+    project.oct("destroy", "--yes")
     assert octctl_pids(project.dir) == []
     assert not any(alive(pid) for pid in children), "services of crashed nodes must not outlive destroy"
     assert not (project.dir / ".oct").exists() and not (project.dir / "state.json").exists()

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from octcli import api, state
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, InvalidConfig, OctError, Timeout, Unreachable
+from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
 from octcli.local import adopt, teardown
 from octcli.main import app
 from octcli.state import ClusterRecord, state_lock
@@ -169,7 +169,7 @@ def test_aws_without_a_reachable_endpoint_fails_in_one_line_and_creates_nothing(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
-    result = runner.invoke(app, ["deploy", "-c", str(path)])
+    result = runner.invoke(app, ["deploy", "--yes", "-c", str(path)])
     assert result.exit_code == 1
     assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / ".oct" / "state.json").exists(), "no cluster was recorded"
@@ -569,7 +569,7 @@ def test_genesis_node_dying_shows_its_log(project: Path, monkeypatch: pytest.Mon
         # The record was saved before the node started, so destroy can clean up after the crash.
         saved = state.load(project.parent / ".oct/state.json")
         assert saved is not None and saved.nodes == ["127.0.0.250:31888"]
-        assert runner.invoke(app, ["destroy", "-c", str(project)]).exit_code == 0
+        assert runner.invoke(app, ["destroy", "--yes", "-c", str(project)]).exit_code == 0
         assert not (project.parent / ".oct").exists()
     finally:
         for child in children:
@@ -585,3 +585,278 @@ def test_a_deploy_request_refuses_a_zone_that_is_no_route53_id() -> None:
     for bad in ("", "../../etc", "Z1; rm -rf /", "x" * 40):
         with pytest.raises(ValidationError):
             DeployRequest(config={}, public_zone=bad)
+
+
+# -- asking before spending or destroying ---------------------------------------------------------------
+
+
+@pytest.fixture
+def closed_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any AWS call would fail at once (exit 1): a test that exits 2 provably made none."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if someone sat at a terminal (CliRunner's stdin is not one); ``input=`` is their answer."""
+    import octcli.main
+
+    monkeypatch.setattr(octcli.main, "_stdin_is_terminal", lambda: True)
+
+
+@pytest.mark.usefixtures("closed_aws")
+def test_a_first_aws_deploy_shows_the_plan_and_refuses_without_yes(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
+    result = runner.invoke(app, ["deploy", "-c", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "refusing to create AWS resources without confirmation" in result.stderr
+    assert "run with --yes" in result.stderr
+    assert "t4g" in result.stderr or "t3" in result.stderr, "the plan's instance types are shown"
+    assert "a month" in result.stderr and "$" in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / ".oct").exists(), "nothing was created, not even the state"
+
+
+@pytest.mark.usefixtures("closed_aws", "terminal")
+def test_a_first_aws_deploy_asks_and_no_creates_nothing(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
+    result = runner.invoke(app, ["deploy", "-c", str(path)], input="n\n")
+    assert result.exit_code == 2, result.output
+    assert "Create them? [y/N]" in result.stderr
+    assert "deploy cancelled: nothing was created" in result.stderr
+    assert not (tmp_path / ".oct").exists()
+    # Yes goes ahead: here to the closed endpoint, which fails in one line (exit 1).
+    result = runner.invoke(app, ["deploy", "-c", str(path)], input="y\n")
+    assert result.exit_code == 1, result.output
+    assert "127.0.0.1:9" in result.stderr
+
+
+@pytest.mark.usefixtures("closed_aws")
+def test_library_deploy_on_aws_needs_approve(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
+    with pytest.raises(NotConfirmed, match="approve=True") as caught:
+        api.deploy(path)
+    assert caught.value.exit_code == 2
+    shown: list[Any] = []
+    with pytest.raises(NotConfirmed, match="cancelled"):
+        api.deploy(path, approve=declining(shown))
+    assert shown and shown[0].provider == "aws" and shown[0].monthly_usd > 0
+    assert shown[0].model_dump() == api.plan(path).model_dump(), "what `oct plan` shows"
+    assert not (tmp_path / ".oct").exists()
+
+
+def declining(seen: list[Any]) -> Callable[[Any], bool]:
+    """An ``approve`` that notes what it was shown and says no."""
+
+    def approve(summary: Any) -> bool:
+        seen.append(summary)
+        return False
+
+    return approve
+
+
+def test_a_local_deploy_never_asks(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[object] = []
+
+    def no_cluster(*args: object, **kwargs: object) -> ClusterRecord:
+        raise OctError("stop here")
+
+    monkeypatch.setattr(api, "ensure_cluster", no_cluster)
+    with pytest.raises(OctError, match="stop here"):
+        api.deploy(project, approve=declining(asked))
+    assert asked == []
+
+
+def fake_cluster(folder: Path, state_file: Path, cluster: str = "c-gone") -> Path:
+    """A local cluster of the project in ``folder`` whose node is down: its files and state record."""
+    root = folder / ".oct"
+    settings = NodeSettings(
+        node="node-250", cluster=cluster, address="127.0.0.250", cpus=1000, memory=512, join=[]
+    )
+    data_dir = root / "nodes" / settings.node
+    write_node_files(data_dir, settings, Secrets.mint())
+    state.save(
+        state_file,
+        ClusterRecord(
+            cluster=cluster,
+            project=api.validate(folder).project.name,
+            token="tok",
+            nodes=[f"127.0.0.250:{dead_address().rsplit(':', 1)[1]}"],
+            root=str(root.resolve()),
+        ),
+    )
+    return data_dir
+
+
+def test_destroy_refuses_without_yes_when_not_a_terminal(project: Path) -> None:
+    fake_cluster(project.parent, project.parent / ".oct/state.json")
+    result = runner.invoke(app, ["destroy", "-c", str(project)])
+    assert result.exit_code == 2, result.output
+    assert "refusing to destroy without confirmation" in result.stderr and "--yes" in result.stderr
+    assert "cluster c-gone" in result.stderr and "127.0.0.250:" in result.stderr, "what would go is shown"
+    assert (project.parent / ".oct/nodes/node-250/node.json").exists(), "nothing was touched"
+    assert state.load(project.parent / ".oct/state.json") is not None
+
+
+@pytest.mark.usefixtures("terminal")
+def test_destroy_asks_on_a_terminal(project: Path) -> None:
+    fake_cluster(project.parent, project.parent / ".oct/state.json")
+    declined = runner.invoke(app, ["destroy", "-c", str(project)], input="n\n")
+    assert declined.exit_code == 2, declined.output
+    assert "Destroy all of this? [y/N]" in declined.stderr
+    assert "destroy cancelled: nothing of t" in declined.stderr
+    assert "(cluster c-gone) was removed" in declined.stderr
+    assert (project.parent / ".oct/nodes/node-250/node.json").exists()
+
+    ended = runner.invoke(app, ["destroy", "-c", str(project)], input="")  # end of input: no
+    assert ended.exit_code == 2 and "cancelled" in ended.stderr
+    assert (project.parent / ".oct/nodes/node-250/node.json").exists()
+
+    agreed = runner.invoke(app, ["destroy", "-c", str(project)], input="y\n")
+    assert agreed.exit_code == 0, agreed.output
+    assert "destroyed" in agreed.stdout
+    assert not (project.parent / ".oct").exists()
+
+
+def test_library_destroy_needs_approve_and_shows_what_goes(project: Path) -> None:
+    fake_cluster(project.parent, project.parent / ".oct/state.json")
+    with pytest.raises(NotConfirmed, match="approve=True"):
+        api.destroy(project)
+    assert (project.parent / ".oct/nodes/node-250").exists()
+    seen: list[api.DestroySummary] = []
+    with pytest.raises(NotConfirmed, match="cancelled"):
+        api.destroy(project, approve=declining(seen))
+    summary = seen[0]
+    assert (summary.project, summary.provider, summary.cluster) == (
+        api.validate(project).project.name,
+        "local",
+        "c-gone",
+    )
+    assert len(summary.nodes) == 1 and summary.nodes[0].startswith("127.0.0.250:")
+    assert summary.state == str(project.parent.resolve() / ".oct/state.json")
+    assert any("1 oct-ctl node process" in line for line in summary.removes)
+    api.destroy(project, approve=True)
+    assert not (project.parent / ".oct").exists()
+
+
+@pytest.mark.usefixtures("closed_aws")
+def test_aws_destroy_without_a_record_asks_about_every_tagged_cluster(tmp_path: Path) -> None:
+    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
+    result = runner.invoke(app, ["destroy", "-c", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "every cluster tagged oct:project=demo in us-west-2" in result.stderr
+    seen: list[api.DestroySummary] = []
+    with pytest.raises(NotConfirmed):
+        api.destroy(path, approve=declining(seen))
+    assert seen[0].provider == "aws" and seen[0].cluster is None and seen[0].region == "us-west-2"
+
+
+def test_destroy_leaves_no_claim_or_lock_of_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = tmp_path / "claims"
+    monkeypatch.setenv("OCT_LOCAL_CLAIMS", str(claims))
+    folder = tmp_path / "proj"
+    path = write_config(
+        folder,
+        GOOD.format(name=f"t{os.getpid()}-{time.time_ns()}", provider=LOCAL).replace(
+            ".oct/state.json", "state.json"
+        ),
+    )
+    data_dir = fake_cluster(folder, folder / "state.json")
+    retired = folder / ".oct/nodes/node-251"  # a node the leader retired: folder gone, claim left
+    other = tmp_path / "other" / ".oct" / "nodes" / "node-252"
+    other.mkdir(parents=True)
+    claims.mkdir()
+    (claims / "127.0.0.250").write_text(str(data_dir.resolve()))
+    (claims / "127.0.0.251").write_text(str(retired.resolve()))
+    (claims / "127.0.0.252").write_text(str(other.resolve()))
+    with state_lock(folder / "state.json"):  # as deploy leaves it
+        pass
+    assert (folder / "state.json.lock").exists()
+
+    result = runner.invoke(app, ["destroy", "--yes", "-c", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in claims.iterdir()) == ["127.0.0.252"], "another project's claim stays"
+    assert sorted(p.name for p in folder.iterdir()) == ["oct.toml"], "no state, no lock, no .oct"
+    assert runner.invoke(app, ["destroy", "-c", str(path)]).exit_code == 0, "nothing left: no question"
+
+
+def test_the_lock_file_goes_with_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    lock_file = tmp_path / "state.json.lock"
+    with state_lock(path):
+        state.save(path, record(["127.0.0.2:31888"]))
+    assert lock_file.exists(), "kept while there is a record"
+    with state_lock(path):
+        state.remove(path)
+        assert lock_file.exists()
+    assert not lock_file.exists(), "removed on release once the record is gone"
+    with state_lock(path), pytest.raises(OctError, match="another oct command"), state_lock(path):
+        pass
+
+
+# -- what a deploy changed -----------------------------------------------------------------------------
+
+
+def test_deploy_reports_what_changed_per_service(
+    stubs: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changes = {"web": "replaced", "db": "unchanged", "cache": "started", "old": "removed"}
+    done = snapshot(DeploymentView(id="d-7", state="succeeded"), [running()])
+    stub = stubs(
+        {
+            ("POST", "/v1/deploy"): lambda: (202, {"deployment": "d-7", "changed": True, "changes": changes}),
+            ("GET", "/v1/status"): lambda: (200, json.loads(done.model_dump_json())),
+        }
+    )
+    monkeypatch.setattr(api, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
+
+    result = runner.invoke(app, ["deploy", "-c", str(project)])
+    assert result.exit_code == 0, result.output
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["~", "web", "replaced"] in lines and ["=", "db", "unchanged"] in lines
+    assert ["+", "cache", "started"] in lines and ["-", "old", "removed"] in lines
+
+    as_json = runner.invoke(app, ["deploy", "--json", "-c", str(project)])
+    assert as_json.exit_code == 0, as_json.output
+    printed = json.loads(as_json.stdout)
+    assert printed["changes"] == changes
+    assert printed["cluster"] == "c-test" and printed["deployment"]["id"] == "d-7"
+    assert [s["name"] for s in printed["services"]] == ["web"]
+
+    returned = api.deploy(project)
+    assert isinstance(returned, api.DeployResult) and isinstance(returned, StatusResponse)
+    assert returned.changes == changes and list(returned.changes) == list(changes)
+
+
+def test_deploy_against_an_older_cluster_reports_no_changes(
+    stubs: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = snapshot(DeploymentView(id="d-1", state="succeeded"), [running()])
+    stub = stubs(
+        {
+            ("POST", "/v1/deploy"): lambda: (202, {"deployment": "d-1", "changed": False}),
+            ("GET", "/v1/status"): lambda: (200, json.loads(done.model_dump_json())),
+        }
+    )
+    monkeypatch.setattr(api, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
+    assert api.deploy(project).changes == {}
+
+
+# -- the library's surface ------------------------------------------------------------------------------
+
+
+def test_the_library_exports_every_command(project: Path) -> None:
+    import octcli
+    from octcli.plan import render  # loading the module must not shadow the function
+
+    assert render is not None
+    for name in ("deploy", "destroy", "status", "logs", "validate", "plan", "unlock"):
+        assert name in octcli.__all__ and getattr(octcli, name) is getattr(api, name), name
+    assert octcli.plan(project).provider == "local"
+    assert octcli.unlock(project) is None
+    assert octcli.NotConfirmed.exit_code == 2

@@ -18,8 +18,9 @@ from octctl.config import (
     parse_config_data,
     validate_config,
 )
+from tests.fixtures import REFERENCE_EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "examples"
+EXAMPLES = REFERENCE_EXAMPLES
 EXAMPLE_ENV = {"IMAGE_TAG": "1.2.3", "SRCDS_TOKEN": "secret-token"}
 CLASHING_EXAMPLE = "multi-host-rest-service-with-lb.toml"
 
@@ -175,7 +176,11 @@ def test_example_needs_its_env_vars() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(EXAMPLES / "cs2-server.toml", {})
     (problem,) = caught.value.problems
-    assert problem.line == 19 and problem.path == "env.SRCDS_TOKEN"
+    assert problem.line == 19 and problem.path == "project.services[0].envs.SRCDS_TOKEN"
+    assert problem.message == "environment variable SRCDS_TOKEN is not set"
+    # Commands that only look at the cluster (status, logs, destroy, unlock) do not need it.
+    config = load_config(EXAMPLES / "cs2-server.toml", {}, validate=False, require_env=False)
+    assert config.service("cs2").envs["SRCDS_TOKEN"] == "{{ env.SRCDS_TOKEN }}"
 
 
 # --- reading and TOML -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The base infrastructure of a cluster: network, firewall and the nodes' IAM role.
+"""The base infrastructure of a cluster: network, firewall, the nodes' IAM role and wheel bucket.
 
 Genesis (:func:`ensure_base`) and teardown (:func:`destroy_base`) are both written to be run again
 after any failure. Each genesis step first looks for its resource (by the id in the ledger, then by
@@ -21,7 +21,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
-from octctl.providers.aws import instances
+from octctl.providers.aws import artifacts, instances
 from octctl.providers.aws.ecr import repository_name
 from octctl.providers.aws.resources import CLUSTER_TAG, IAM_PATH, PROJECT_TAG, AwsResources
 from octctl.providers.aws.session import AwsClients, AwsError, call, wait_for
@@ -134,7 +134,8 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
     that changes something is limited by tag conditions: instances may be launched only with the
     cluster's tags, only into the cluster's subnets and security group, and only the cluster's
     instances may be terminated. The role may be passed only to EC2 and only itself. Images are
-    pulled only from the project's ECR repositories (``oct-<project>/*``, where oct pushes them).
+    pulled only from the project's ECR repositories (``oct-<project>/*``, where oct pushes them),
+    and the only S3 the role reads is the cluster's oct wheel (the leader signs followers' links).
     """
     partition, account = _arn_parts(role_arn)
     region, cluster, project = resources.region, resources.cluster, resources.project
@@ -223,6 +224,15 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
             "Resource": f"arn:{partition}:ssm:{region}::parameter/aws/service/*",
         },
     ]
+    if resources.artifact_bucket:
+        statements.append(
+            {
+                "Sid": "ClusterWheel",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:{partition}:s3:::{resources.artifact_bucket}/{artifacts.PREFIX}/*",
+            }
+        )
     if resources.hosted_zone_id:
         zone = resources.hosted_zone_id.removeprefix("/hostedzone/")
         statements += [
@@ -507,6 +517,14 @@ class _Genesis:
                         raise
         return group_id
 
+    def artifact_bucket(self) -> str:
+        led = self.ledger
+        name = artifacts.ensure_bucket(self.clients, led)
+        if led.artifact_bucket != name:
+            led.artifact_bucket = name
+            self.record()
+        return name
+
     def role(self) -> str:
         led = self.ledger
         iam = self.clients.iam
@@ -574,10 +592,11 @@ def ensure_base(
     """Make the cluster's base infrastructure exist, creating only what is missing; return the ledger.
 
     Order: VPC, internet gateway, one public subnet per availability zone (up to
-    ``subnet_count``), route table with the default route, security group and its rules, IAM
-    role with its inline policy, instance profile. ``record`` gets a copy of the ledger after
-    every change, before the next AWS call. Running it again converges: the security group's rules
-    follow ``api_cidrs`` and ``external_ports``, the role's policy follows the ledger.
+    ``subnet_count``), route table with the default route, security group and its rules, the
+    bucket for the oct wheel, IAM role with its inline policy, instance profile. ``record`` gets a
+    copy of the ledger after every change, before the next AWS call. Running it again converges:
+    the security group's rules follow ``api_cidrs`` and ``external_ports``, the role's policy
+    follows the ledger.
     """
     if clients.region != resources.region:
         raise ValueError(f"the ledger is for region {resources.region}, the AWS clients for {clients.region}")
@@ -598,6 +617,7 @@ def ensure_base(
     subnets = step.subnets(vpc_id, vpc_cidr, subnet_count)
     step.route_table(vpc_id, igw, subnets)
     step.security_group(vpc_id, api_cidrs, ports)
+    step.artifact_bucket()  # before the role: its policy names the bucket
     role = step.role()
     step.instance_profile(role)
     return step.ledger
@@ -634,6 +654,12 @@ class _Teardown:
             reraise=True,
         )
         _unless_gone(retrying, call, self.ec2, operation, **params)
+
+    def artifact_buckets(self) -> None:
+        artifacts.delete_buckets(self.clients, self.ledger, whole_project=self.whole_project)
+        if self.ledger.artifact_bucket:
+            self.ledger.artifact_bucket = None
+            self.record()
 
     def instances(self, timeout: float, poll_interval: float) -> None:
         led = self.ledger
@@ -841,4 +867,5 @@ def destroy_base(
     step.vpcs()
     step.instance_profiles()
     step.roles()
+    step.artifact_buckets()
     return step.ledger

@@ -1,7 +1,8 @@
 """The leader's AWS provider: followers are EC2 instances in the cluster's own subnets.
 
 A follower boots from the same user data as the leader did (cloud-init, ``oct-ctl bootstrap``,
-the pinned oct version), told the node id the leader reserved and the leader's address to join.
+the cluster's oct wheel pinned by hash, through a link the leader signs with its instance role),
+told the node id the leader reserved and the leader's address to join.
 The reserved id is also the instance's ``ClientToken``, so asking again for the same id (a new
 leader finishing its predecessor's launch) returns the instance that exists instead of a second.
 """
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from octctl import __version__
 from octctl.bootstrap import BootstrapConfig
 from octctl.node_settings import NodeSettings
-from octctl.providers.aws import instances, route53
+from octctl.providers.aws import artifacts, instances, route53
 from octctl.providers.aws.session import AwsClients
 from octctl.providers.aws.user_data import render_user_data
 from octctl.providers.base import NodeRequest, Provider
@@ -60,7 +61,10 @@ class AwsProvider(Provider):
             node=node,
             aws=self.aws,
         )
-        user_data = render_user_data(config, __version__, self.aws.package_spec)
+        if self.aws.artifact is None:
+            raise ValueError("this cluster's node settings name no oct wheel: followers cannot be installed")
+        link = artifacts.presigned_url(self.clients, self.aws.artifact)
+        user_data = render_user_data(config, __version__, link)
         instance = instances.launch(
             self.clients,
             resources,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CLUSTER_TAG", "IAM_PATH", "PROJECT_TAG", "ROLE_TAG", "AwsResources", "tags"]
+__all__ = ["CLUSTER_TAG", "IAM_PATH", "PROJECT_TAG", "ROLE_TAG", "AwsResources", "NodeArtifact", "tags"]
 
 PROJECT_TAG = "oct:project"
 CLUSTER_TAG = "oct:cluster"
@@ -53,6 +53,9 @@ class AwsResources(BaseModel):
     hosted_zone_id: str | None = Field(
         default=None, description="Route53 zone of project.domain; the node role may change its records"
     )
+    artifact_bucket: str | None = Field(
+        default=None, description="private S3 bucket holding the oct wheel the nodes install"
+    )
 
     def instance_ids(self) -> list[str]:
         return [*([self.leader_instance_id] if self.leader_instance_id else []), *self.follower_instance_ids]
@@ -68,6 +71,7 @@ class AwsResources(BaseModel):
             or self.security_group_id
             or self.role_name
             or self.instance_profile_name
+            or self.artifact_bucket
         )
 
     def is_empty(self) -> bool:
@@ -85,6 +89,17 @@ class AwsResources(BaseModel):
         return f"oct-{self.project[:40]}-{self.cluster}"[:64]
 
 
+class NodeArtifact(BaseModel):
+    """Where the cluster's oct wheel is and what it must hash to; the CLI uploads it at genesis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    key: str = Field(pattern=r"^artifacts/[0-9a-f]{64}/[A-Za-z0-9_.-]+\.whl$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    version: str = Field(min_length=1)
+
+
 class AwsNodeSettings(BaseModel):
     """What any node of an AWS cluster needs to launch and retire followers, should it lead.
 
@@ -97,4 +112,6 @@ class AwsNodeSettings(BaseModel):
     resources: AwsResources
     instance_type: str
     ami: str | None = Field(default=None, description="None: the public SSM parameter of the default image")
-    package_spec: str | None = Field(default=None, description="pinned oct package followers install")
+    artifact: NodeArtifact | None = Field(
+        default=None, description="the oct wheel every node installs (followers too), pinned by hash"
+    )

@@ -2,9 +2,10 @@
 
 The files in the repository's ``deploy/`` folder ship inside the package as ``octctl/_deploy``
 (a symlink in the source tree, real files in a wheel), so an installed leader renders the same
-template, unit and script as a checkout. The user data carries the :class:`BootstrapConfig` and
-those files, and pins the node's oct to the version of whoever renders it: a cluster never runs
-a mix of versions picked by whatever PyPI served on the day a VM booted.
+template, unit and scripts as a checkout. The user data carries the :class:`BootstrapConfig`, those
+files, and a short-lived link to the deploying CLI's own oct wheel with its sha256
+(``octcli.artifact``): a node never installs oct by name from a package index, and a cluster never
+runs a mix of versions.
 
 jinja2 is imported inside :func:`render_user_data`: only the CLI and an AWS leader render.
 """
@@ -19,15 +20,15 @@ from pydantic import ValidationError
 from octctl.bootstrap import BootstrapConfig
 from octctl.providers.aws.secrets_store import parameter_name
 
-PACKAGE = "opencloudtool"
 TEMPLATE = "cloud-init.yaml.j2"
 UNIT = "oct-ctl.service"
 GENESIS = "genesis.sh"
+INSTALLER = "install-oct.sh"
 BOOTSTRAP_PATH = "/etc/oct/bootstrap.json"
 #: EC2 refuses user data over 16 KB (before base64).
 USER_DATA_LIMIT = 16 * 1024
 
-_WHEEL = re.compile(r"(^|[/=\s])" + PACKAGE + r"-(?P<version>[^-/]+)-[^/]*\.whl(#sha256=[0-9a-f]{64})?$")
+_URL = re.compile(r"^https?://[^\s\"']+$")
 
 
 def deploy_file(name: str) -> str:
@@ -35,30 +36,21 @@ def deploy_file(name: str) -> str:
     return files("octctl").joinpath("_deploy", name).read_text()
 
 
-def pinned_spec(version: str, package_spec: str | None = None) -> str:
-    """What pip installs on the node: exactly ``version``, from PyPI or from a given wheel.
+def render_user_data(config: BootstrapConfig, version: str, artifact_url: str) -> str:
+    """The ``#cloud-config`` document for one node; raises ``ValueError`` when it would not fit EC2.
 
-    A development override must still name that version (``opencloudtool==V`` or a wheel file
-    ``opencloudtool-V-*.whl``, by path or URL): an unpinned spec would let nodes drift from the CLI.
+    ``artifact_url`` is a (presigned) link to the wheel that ``config.aws.artifact`` describes; the
+    wheel must carry ``version``, the version of whoever renders, so followers match their leader.
     """
-    if package_spec is None:
-        return f"{PACKAGE}=={version}"
-    spec = package_spec.strip()
-    if spec == f"{PACKAGE}=={version}":
-        return spec
-    wheel = _WHEEL.search(spec)
-    if wheel is not None and wheel.group("version") == version and not any(c.isspace() for c in spec):
-        return spec
-    raise ValueError(
-        f"package_spec {package_spec!r} does not pin oct {version}: expected {PACKAGE}=={version} "
-        f"or a path or URL of a {PACKAGE}-{version}-*.whl wheel"
-    )
-
-
-def render_user_data(config: BootstrapConfig, version: str, package_spec: str | None = None) -> str:
-    """The ``#cloud-config`` document for one node; raises ``ValueError`` when it would not fit EC2."""
     import jinja2
 
+    artifact = config.aws.artifact if config.aws is not None else None
+    if artifact is None:
+        raise ValueError("the node settings name no oct wheel to install (aws.artifact)")
+    if artifact.version != version:
+        raise ValueError(f"the cluster's oct wheel is version {artifact.version}, this oct is {version}")
+    if not _URL.match(artifact_url):
+        raise ValueError("artifact_url must be an http(s) link without spaces or quotes")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     template = env.from_string(deploy_file(TEMPLATE))
     text = template.render(
@@ -68,7 +60,9 @@ def render_user_data(config: BootstrapConfig, version: str, package_spec: str | 
         bootstrap_json=config.model_dump_json(indent=2),
         unit=deploy_file(UNIT),
         genesis=deploy_file(GENESIS),
-        package_spec=pinned_spec(version, package_spec),
+        installer=deploy_file(INSTALLER),
+        artifact_url=artifact_url,
+        artifact_sha256=artifact.sha256,
     )
     size = len(text.encode())
     if size > USER_DATA_LIMIT:
@@ -96,3 +90,17 @@ def parse_user_data(text: str) -> BootstrapConfig:
                 problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
                 raise ValueError(f"{BOOTSTRAP_PATH} in the user data is invalid: {problems}") from None
     raise ValueError(f"user data writes no {BOOTSTRAP_PATH}: not made by oct")
+
+
+def artifact_link(text: str) -> tuple[str, str]:
+    """The wheel link and sha256 that the user data's ``runcmd`` hands to ``genesis.sh``.
+
+    For a harness that plays cloud-init (the tests' hypervisor), so it installs what a VM would.
+    """
+    import yaml
+
+    document = yaml.safe_load(text)
+    for command in document.get("runcmd", []) if isinstance(document, dict) else []:
+        if isinstance(command, list) and len(command) == 4 and str(command[1]).endswith(GENESIS):
+            return str(command[2]), str(command[3])
+    raise ValueError("user data runs no genesis.sh with a wheel: not made by this oct")
