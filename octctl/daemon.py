@@ -8,6 +8,8 @@ import contextlib
 import ctypes
 import gc
 import logging
+import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -35,8 +37,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-dir", required=True, type=Path, help="holds node.json, secrets.json and Raft files"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="log to this file, with stdout and stderr, rotated at 10 MB keeping 3 old files "
+        "(FILE.1 to FILE.3); default: stderr",
+    )
     parser.add_argument("--version", action="version", version=f"oct-ctl {__version__}")
     return parser.parse_args(argv)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+class _RotatingLog(logging.handlers.RotatingFileHandler):
+    """A rotated log file that also takes the process's stdout and stderr (fds 1 and 2).
+
+    They are pointed at the current file again after every rotation, so what bypasses logging (the
+    last words of a crash, a library's print) lands in the same bounded file, never in a renamed or
+    deleted one.
+    """
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self.capture_std()
+
+    def capture_std(self) -> None:
+        if self.stream is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.stream.fileno(), 1)
+        os.dup2(self.stream.fileno(), 2)
+
+
+def setup_logging(
+    level: str, log_file: Path | None = None, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS
+) -> None:
+    """Log to stderr, or (``--log-file``) to a file rotated at ``max_bytes`` keeping ``backups`` old ones."""
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        rotating = _RotatingLog(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        rotating.capture_std()
+        handler = rotating
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 async def trim_memory(every: float = 30.0) -> None:
@@ -122,12 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         reset_raft(given[1:])
         return
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    setup_logging(args.log_level, args.log_file)
     try:
         uvloop.run(serve(args.data_dir))
     except FileNotFoundError as e:

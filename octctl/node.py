@@ -18,7 +18,7 @@ import aiohttp
 
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
-from octctl.dns.server import DnsServer, resolv_conf_upstreams
+from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
 from octctl.node_settings import NodeSettings, Secrets
@@ -121,7 +121,16 @@ class Node:
             if s.dns_upstreams is not None
             else resolv_conf_upstreams(exclude={s.address})
         )
-        self.dns = DnsServer(s.address, s.dns_port, self._zone, upstreams=upstreams, domain=s.dns_domain)
+        # Forwarding (names outside the zone) only for this host: loopback, the node's address, and
+        # its containers on Docker's bridges; anyone else gets the zone and REFUSED.
+        self.dns = DnsServer(
+            s.address,
+            s.dns_port,
+            self._zone,
+            upstreams=upstreams,
+            domain=s.dns_domain,
+            local_networks=docker_bridge_networks,
+        )
         try:
             await self.dns.start()
         except OSError as e:

@@ -2,30 +2,113 @@
 
 dnslib is used for the wire format only: its bundled server is thread-per-request and fell over
 under TCP load (machine-notes.md). Answers inside the zone are built synchronously on the event
-loop from a cached :class:`Zone`; only forwarding awaits the network. A packet that does not parse
-is counted and dropped: nothing a client sends can stop the server.
+loop from a cached :class:`Zone`; only forwarding awaits the network.
+
+Limits, so that a node's resolver cannot be turned against it or against others
+(docs/operations.md#dns):
+
+- **Not an open resolver.** Names outside the cluster's domain are forwarded only for clients in
+  ``forward_for`` (loopback, the node's own address, and its containers' bridges); any other
+  source gets the zone's answers and REFUSED for everything else, and nothing reaches an upstream.
+- **No amplification.** A UDP answer, from the zone or forwarded, larger than the client's limit
+  (512 bytes, or its EDNS0 size up to :data:`EDNS_LIMIT`) goes back as the question alone with TC.
+- **Bounded descriptors.** At most ``max_forwards`` forwards are in flight (SERVFAIL beyond), each
+  with a timeout and a socket closed whatever happens; at most ``max_tcp_clients`` TCP connections.
+- **Malformed packets** get FORMERR (NOTIMP for an opcode other than QUERY) when their header can be
+  read, and nothing otherwise; no packet makes the server raise. Log lines about clients and
+  upstreams are rate-limited per kind (:class:`LogLimiter`), so no flood reaches the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import struct
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
-from dnslib import QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
+from dnslib import QTYPE, RCODE, DNSHeader, DNSLabel, DNSRecord
 
 from octctl.dns.zone import Answer, Zone
 
 log = logging.getLogger(__name__)
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 UDP_LIMIT = 512  # without EDNS0 (RFC 1035)
+#: The most we ever answer over UDP, whatever a client advertises (DNS Flag Day 2020: no IP
+#: fragmentation, and at most ~40x a minimal query).
+EDNS_LIMIT = 1232
+#: The largest query we parse: a question, an OPT record and a signature fit many times over; a
+#: bigger "query" is FORMERR unread (it would only buy CPU, e.g. long compression-pointer chains).
+QUERY_LIMIT = 1232
 CACHE_LIMIT = 4096  # packed answers kept per zone version; a flood of random names cannot grow it further
-EDNS_LIMIT = 4096  # the most we ever answer over UDP, whatever a client advertises
+CLIENT_CACHE_LIMIT = 4096  # source addresses whose right to forwarding is remembered
+MAX_FORWARDS = 256  # forwards in flight (each holds a socket); SERVFAIL beyond
+MAX_TCP_CLIENTS = 128  # open TCP connections; a new one beyond is closed at once
 TCP_IDLE = 10.0
+CLIENTS_REFRESH = 30.0  # seconds between two lookups of the node's container networks
+LOG_BURST = 10  # log lines per kind and window; the rest are counted in one "suppressed" line
+LOG_WINDOW = 60.0
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+#: Bytes no label of a query may hold: control characters, DEL, and "." (a label is not a dotted name).
+BAD_LABEL_BYTES = bytes(range(0x20)) + b"\x7f."
+
+_QR, _OPCODE, _RD, _RA = 0x8000, 0x7800, 0x0100, 0x0080
+
+
+class LogLimiter:
+    """At most ``burst`` lines per ``window`` seconds for each kind of message.
+
+    The lines over the limit are counted and reported in one "suppressed" line when the kind's next
+    window opens (or at :meth:`flush`), so a flood of bad packets costs a few lines a minute.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        burst: int = LOG_BURST,
+        window: float = LOG_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self._kinds: dict[str, list[float]] = {}  # kind -> [window start, lines, suppressed, level]
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        now = self.clock()
+        state = self._kinds.get(kind)
+        if state is None or now - state[0] >= self.window:
+            if state is not None:
+                self._report(kind, state)
+            state = self._kinds[kind] = [now, 0, 0, level]
+        if state[1] < self.burst:
+            state[1] += 1
+            self.logger.log(level, msg, *args)
+        else:
+            state[2] += 1
+            state[3] = max(state[3], level)
+
+    def flush(self) -> None:
+        for kind, state in self._kinds.items():
+            self._report(kind, state)
+
+    def _report(self, kind: str, state: list[float]) -> None:
+        if state[2]:
+            self.logger.log(
+                int(state[3]), "suppressed %d similar messages (%s) in %.0f s", state[2], kind, self.window
+            )
+            state[2] = 0
 
 
 @dataclass
@@ -37,6 +120,8 @@ class Stats:
     servfail: int = 0
     truncated: int = 0
     malformed: int = 0
+    refused: int = 0  # outside names asked by a client not in forward_for
+    overloaded: int = 0  # forwards and TCP connections turned away at their cap
 
 
 @dataclass
@@ -50,13 +135,32 @@ class DnsServer:
     forward_timeout: float = 2.0
     #: Names under this domain are ours even when nothing is deployed: never sent upstream.
     domain: str = "oct"
+    #: Clients whose names outside the domain are forwarded; None: loopback and ``address``.
+    forward_for: Sequence[Network] | None = None
+    #: More such clients, looked up at start and again (at most every :data:`CLIENTS_REFRESH` s)
+    #: when an unknown source asks for an outside name: the node's container networks, which may
+    #: appear after the server started (see :func:`docker_bridge_networks`).
+    local_networks: Callable[[], Sequence[Network]] | None = None
+    max_forwards: int = MAX_FORWARDS
+    max_tcp_clients: int = MAX_TCP_CLIENTS
     stats: Stats = field(default_factory=Stats)
     _transport: asyncio.DatagramTransport | None = None
     _tcp: asyncio.Server | None = None
     _cache_zone: Zone | None = None
     _cache: dict[tuple[bool, bytes], bytes] = field(default_factory=dict)
+    _networks: tuple[Network, ...] = ()
+    _networks_at: float = float("-inf")
+    _clients: dict[str, bool] = field(default_factory=dict)
+    _forwarding: int = 0
+    _tcp_clients: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _log: LogLimiter = field(default_factory=lambda: LogLimiter(log))
+
+    def __post_init__(self) -> None:
+        self._refresh_networks()
 
     async def start(self) -> None:
+        self._refresh_networks()  # the container networks as they are now
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(self.address, self.port), reuse_port=False
@@ -64,7 +168,11 @@ class DnsServer:
         self._transport = transport
         self._tcp = await asyncio.start_server(self._serve_tcp, self.address, self.port, reuse_address=True)
         log.info(
-            "DNS on %s:%d (udp+tcp), forwarding to %s", self.address, self.port, self.upstreams or "nobody"
+            "DNS on %s:%d (udp+tcp), forwarding to %s for %s",
+            self.address,
+            self.port,
+            self.upstreams or "nobody",
+            ", ".join(map(str, self._networks)),
         )
 
     async def close(self) -> None:
@@ -73,6 +181,55 @@ class DnsServer:
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._log.flush()
+
+    # -- who may have names forwarded ------------------------------------------------------------
+    def _refresh_networks(self) -> None:
+        if self.forward_for is not None:
+            networks = list(self.forward_for)
+        else:
+            networks = list(LOOPBACK)
+            with contextlib.suppress(ValueError):  # a host name, not an address: loopback only
+                networks.append(ipaddress.ip_network(self.address))
+        if self.local_networks is not None:
+            try:
+                networks.extend(self.local_networks())
+            except Exception as e:
+                self._log.log(logging.WARNING, "clients", "cannot list the node's container networks: %s", e)
+        self._networks = tuple(dict.fromkeys(networks))
+        self._networks_at = time.monotonic()
+        self._clients.clear()
+
+    def _listed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self._networks)
+
+    def may_forward(self, host: str) -> bool:
+        """Whether names outside the domain are forwarded for ``host`` (a dict lookup once known)."""
+        allowed = self._clients.get(host)
+        if allowed is not None:
+            return allowed
+        allowed = self._listed(host)
+        if (
+            not allowed
+            and self.local_networks is not None
+            and time.monotonic() - self._networks_at >= CLIENTS_REFRESH
+        ):
+            self._refresh_networks()
+            allowed = self._listed(host)
+        if len(self._clients) >= CLIENT_CACHE_LIMIT:
+            self._clients.clear()
+        self._clients[host] = allowed
+        return allowed
 
     # -- answering -----------------------------------------------------------------------------
     def cached(self, data: bytes, tcp: bool) -> bytes | None:
@@ -80,7 +237,8 @@ class DnsServer:
 
         Parsing and packing with dnslib costs ~50 us a query; the zone changes rarely and clients
         ask the same few names, so most answers are a dict lookup and a new id. The question is part
-        of the key byte for byte, so its case (0x20 randomisation) comes back as it was sent.
+        of the key byte for byte, so its case (0x20 randomisation) comes back as it was sent. Only
+        zone answers are cached: they are the same for every client.
         """
         zone = self.zone()
         if zone is not self._cache_zone:
@@ -99,17 +257,44 @@ class DnsServer:
             self._cache.clear()
         self._cache[(tcp, data[2:])] = packed[2:]
 
-    def parse(self, data: bytes) -> DNSRecord | None:
+    def parse(self, data: bytes, peer: str = "?") -> DNSRecord | bytes | None:
+        """The query in ``data``; for a malformed one, what to send back instead: FORMERR (NOTIMP
+        for another opcode) when its header can be read, None when it cannot or is a response
+        (answering those could start a loop between two servers)."""
+        if len(data) < 12:
+            return self._malformed(peer, "no DNS header", None)
+        if data[2] & 0x80:
+            return self._malformed(peer, "a response, not a query", None)
+        opcode = (data[2] >> 3) & 0x0F
+        if opcode != 0:
+            return self._malformed(peer, f"opcode {opcode}", data, RCODE.NOTIMP)
+        qd, an, ns, ar = struct.unpack_from("!4H", data, 4)
+        if qd != 1 or an or ns or ar > 2:
+            return self._malformed(peer, f"section counts {qd}/{an}/{ns}/{ar}", data)
+        if len(data) > QUERY_LIMIT:
+            return self._malformed(peer, f"{len(data)} bytes", data)
         try:
             request = DNSRecord.parse(data)
-        except (DNSError, ValueError, IndexError, struct.error, UnicodeDecodeError):
-            self.stats.malformed += 1
-            return None
-        if request.header.qr or len(request.questions) != 1:
-            self.stats.malformed += 1  # a response, or a query shape nobody sends
-            return None
+        except Exception as e:  # dnslib raises DNSError, BufferError, ValueError, struct.error, ...
+            return self._malformed(peer, type(e).__name__, data)
+        problem = _name_problem(request.q.qname)
+        if problem is not None:
+            return self._malformed(peer, problem, data)
         self.stats.queries += 1
         return request
+
+    def _malformed(self, peer: str, why: str, data: bytes | None, rcode: int = RCODE.FORMERR) -> bytes | None:
+        self.stats.malformed += 1
+        reply = None if data is None else _error_reply(data, rcode)
+        self._log.log(
+            logging.INFO,
+            "malformed",
+            "malformed DNS packet from %s (%s): %s",
+            peer,
+            why,
+            "dropped" if reply is None else f"answered {RCODE.get(rcode)}",
+        )
+        return reply
 
     def local_answer(self, request: DNSRecord) -> DNSRecord | None:
         """The reply when the question is ours to answer, else None (forward it)."""
@@ -134,26 +319,40 @@ class DnsServer:
         self.stats.answered += 1
         return reply
 
-    def answer_safely(self, request: DNSRecord) -> DNSRecord | None:
+    def answer_safely(self, request: DNSRecord, peer: str = "?") -> DNSRecord | None:
         """:meth:`local_answer`, but a question it cannot handle gets SERVFAIL instead of an
         exception in the transport's callback."""
         try:
             return self.local_answer(request)
-        except Exception:
-            log.debug("cannot answer %r", request.q, exc_info=True)
-            self.stats.malformed += 1
-            self.stats.servfail += 1
+        except Exception as e:
+            self.internal_error(peer, e)
             return DNSRecord(DNSHeader(id=request.header.id, qr=1, ra=1, rcode=RCODE.SERVFAIL))
 
-    def failure(self, request: DNSRecord, rcode: int = RCODE.SERVFAIL) -> bytes:
+    def internal_error(self, peer: str, error: Exception) -> None:
+        """A bug met while answering ``peer``: one rate-limited line (where, not a traceback)."""
         self.stats.servfail += 1
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        self._log.log(
+            logging.ERROR,
+            "internal",
+            "cannot answer a DNS query from %s: %s%s",
+            peer,
+            type(error).__name__,
+            where,
+        )
+
+    def failure(self, request: DNSRecord, rcode: int = RCODE.SERVFAIL) -> bytes:
+        if rcode == RCODE.SERVFAIL:
+            self.stats.servfail += 1
         reply = DNSRecord(DNSHeader(id=request.header.id, qr=1, ra=1, rd=request.header.rd, rcode=rcode))
         reply.add_question(request.q)
         return bytes(reply.pack())
 
-    def fit_udp(self, request: DNSRecord, reply: DNSRecord) -> bytes:
-        """Pack for UDP: over the client's limit, send the question alone with TC so it retries on TCP."""
-        packed = bytes(reply.pack())
+    def fit_udp(self, request: DNSRecord, reply: DNSRecord | bytes) -> bytes:
+        """Pack for UDP: over the client's limit, send the question alone with TC so it retries on
+        TCP. ``reply`` is ours or an upstream's packed answer; both are held to the same limit."""
+        packed = reply if isinstance(reply, bytes) else bytes(reply.pack())
         limit = UDP_LIMIT
         for rr in request.ar:
             if rr.rtype == QTYPE.OPT:
@@ -161,8 +360,30 @@ class DnsServer:
         if len(packed) <= limit:
             return packed
         self.stats.truncated += 1
-        header = DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1)
-        return bytes(DNSRecord(header, q=reply.q).pack())
+        header = DNSHeader(id=request.header.id, bitmap=(packed[2] << 8) | packed[3], tc=1)
+        return bytes(DNSRecord(header, q=request.q).pack())
+
+    def admit_forward(self, request: DNSRecord, peer: str) -> bytes | None:
+        """None when ``request`` may be forwarded now (a slot is taken: release it with
+        :meth:`forward_done`), else the reply: REFUSED for a client not in forward_for, SERVFAIL
+        when ``max_forwards`` are in flight."""
+        if not self.may_forward(peer):
+            self.stats.refused += 1
+            self._log.log(
+                logging.INFO, "refused", "refused to forward for %s: not a client of this node", peer
+            )
+            return self.failure(request, RCODE.REFUSED)
+        if self._forwarding >= self.max_forwards:
+            self.stats.overloaded += 1
+            self._log.log(
+                logging.WARNING, "overload", "%d forwards in flight: answering SERVFAIL", self._forwarding
+            )
+            return self.failure(request)
+        self._forwarding += 1
+        return None
+
+    def forward_done(self, _task: object = None) -> None:
+        self._forwarding -= 1
 
     async def forward(self, request: DNSRecord, data: bytes, tcp: bool) -> bytes:
         """Relay to the upstream resolvers in turn; SERVFAIL when none answers in time."""
@@ -178,38 +399,116 @@ class DnsServer:
                 continue
             self.stats.forwarded += 1
             return answer
+        self._log.log(
+            logging.WARNING,
+            "upstream",
+            "no upstream (%s) answered within %.1f s: SERVFAIL",
+            ", ".join(f"{h}:{p}" for h, p in self.upstreams),
+            self.forward_timeout,
+        )
         return self.failure(request)
 
     # -- transports ----------------------------------------------------------------------------
+    def respond_udp(self, data: bytes, peer: tuple[str, int]) -> bytes | None:
+        """The reply to a UDP query that missed the cache; None when there is none to send now
+        (dropped, or forwarded: the forward sends its answer itself)."""
+        request = self.parse(data, peer[0])
+        if not isinstance(request, DNSRecord):
+            return request
+        reply = self.answer_safely(request, peer[0])
+        if reply is not None:
+            packed = self.fit_udp(request, reply)
+            self.remember(data, False, packed)
+            return packed
+        refusal = self.admit_forward(request, peer[0])
+        if refusal is not None:
+            return refusal
+        task = asyncio.ensure_future(self._answer_udp(request, data, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self.forward_done)
+        return None
+
     async def _answer_udp(self, request: DNSRecord, data: bytes, peer: tuple[str, int]) -> None:
-        response = await self.forward(request, data, tcp=False)
+        try:
+            response = self.fit_udp(request, await self.forward(request, data, tcp=False))
+        except Exception as e:
+            self.internal_error(peer[0], e)
+            response = _error_reply(data, RCODE.SERVFAIL)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(response, peer)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def respond_tcp(self, data: bytes, peer: str) -> tuple[bytes | None, bool]:
+        """The reply to a TCP query that missed the cache, and whether to keep the connection."""
+        request = self.parse(data, peer)
+        if not isinstance(request, DNSRecord):
+            return request, False  # FORMERR (or nothing), then close: not a client worth following
+        reply = self.answer_safely(request, peer)
+        if reply is not None:
+            response = bytes(reply.pack())
+            self.remember(data, True, response)
+            return response, True
+        refusal = self.admit_forward(request, peer)
+        if refusal is not None:
+            return refusal, True
         try:
-            while True:
+            return await self.forward(request, data, tcp=True), True
+        finally:
+            self.forward_done()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if peername else "?"
+        if self._tcp_clients >= self.max_tcp_clients:
+            self.stats.overloaded += 1
+            self._log.log(
+                logging.WARNING,
+                "tcp",
+                "%d TCP clients already: closing a connection from %s",
+                self._tcp_clients,
+                peer,
+            )
+            writer.transport.abort()
+            return
+        self._tcp_clients += 1
+        try:
+            keep = True
+            while keep:
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), TCP_IDLE))[0]
                 data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
                 response = self.cached(data, tcp=True)
                 if response is None:
-                    request = self.parse(data)
-                    if request is None:
-                        break  # a stream we cannot follow: drop the connection
-                    reply = self.answer_safely(request)
-                    if reply is not None:
-                        response = bytes(reply.pack())
-                        self.remember(data, True, response)
-                    else:
-                        response = await self.forward(request, data, tcp=True)
-                writer.write(struct.pack("!H", len(response)) + response)
-                await writer.drain()
+                    response, keep = await self.respond_tcp(data, peer)
+                if response is not None:
+                    writer.write(struct.pack("!H", len(response)) + response)
+                    await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception as e:
+            self.internal_error(peer, e)
         finally:
+            self._tcp_clients -= 1
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _error_reply(data: bytes, rcode: int) -> bytes:
+    """A header-only reply to the query whose header starts ``data``: its id, opcode and RD kept."""
+    flags = (data[2] << 8) | data[3]
+    return data[:2] + struct.pack("!5H", _QR | (flags & (_OPCODE | _RD)) | _RA | rcode, 0, 0, 0, 0)
+
+
+def _name_problem(name: DNSLabel) -> str | None:
+    """Why ``name`` cannot be a question (RFC 1035 sizes, no control bytes or dots in a label), or None."""
+    size = 1
+    for label in name.label:
+        if len(label) > 63:
+            return "a label over 63 bytes"
+        if len(label.translate(None, BAD_LABEL_BYTES)) != len(label):
+            return "a control byte or dot in a label"
+        size += 1 + len(label)
+    return "a name over 255 bytes" if size > 255 else None
 
 
 def _under(name: object, domain: str) -> bool:
@@ -221,7 +520,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
-        self._pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but has its methods.
@@ -229,24 +527,20 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         server = self.server
-        if self.transport is None:
+        transport = self.transport
+        if transport is None:
             return
-        response = server.cached(data, tcp=False)
-        if response is not None:
-            self.transport.sendto(response, addr)
-            return
-        request = server.parse(data)
-        if request is None:
-            return
-        reply = server.answer_safely(request)
-        if reply is not None:
-            packed = server.fit_udp(request, reply)
-            server.remember(data, False, packed)
-            self.transport.sendto(packed, addr)
-            return
-        task = asyncio.ensure_future(server._answer_udp(request, data, addr))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        try:
+            response = server.cached(data, tcp=False)
+            if response is None:
+                response = server.respond_udp(data, addr)
+            if response is not None:
+                transport.sendto(response, addr)
+        except Exception as e:  # nothing a client sends may reach the loop's exception handler
+            server.internal_error(str(addr[0]), e)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors for replies to clients that went away: nothing to do
 
 
 class _OneShot(asyncio.DatagramProtocol):
@@ -296,4 +590,30 @@ def resolv_conf_upstreams(
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver" and parts[1] not in (exclude or set()):
             found.append((parts[1], 53))
+    return found
+
+
+def docker_bridge_networks(path: str = "/proc/net/route") -> list[Network]:
+    """The subnets of this host's Docker bridges (``docker0``, and ``br-<id>`` of user-defined
+    networks): where the node's containers ask from.
+
+    Read from the kernel's routing table, so it costs no call to the Docker engine and works
+    before (or without) one; a bridge created later is found by the server's next lookup.
+    """
+    found: list[Network] = []
+    try:
+        lines = Path(path).read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8 or not (fields[0] == "docker0" or fields[0].startswith("br-")):
+            continue
+        try:
+            destination = ipaddress.IPv4Address(struct.pack("<I", int(fields[1], 16)))
+            prefix = bin(int(fields[7], 16)).count("1")
+        except ValueError:
+            continue
+        if prefix:  # not a default route through the bridge
+            found.append(ipaddress.ip_network(f"{destination}/{prefix}", strict=False))
     return found

@@ -171,13 +171,16 @@ def start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
     """
     data_dir = nodes_dir(root) / settings.node
     write_node_files(data_dir, settings, secrets)
-    log = open(data_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    # oct-ctl writes and rotates LOG_FILE itself (--log-file), its stdout and stderr included; the
+    # redirection only catches what a child says before it gets there (a failed import).
+    log_path = data_dir / LOG_FILE
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "octctl", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "octctl", "--data-dir", str(data_dir), "--log-file", str(log_path)],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
             start_new_session=True,
             close_fds=True,
             # Few malloc arenas: the daemon is mostly idle threads, and each arena costs resident memory.

@@ -212,3 +212,64 @@ async def test_a_fuzzed_stream_of_queries_never_breaks_the_server(serve) -> None
     assert [str(rr.rdata) for rr in reply.rr] == ["127.0.0.3"]
     assert server.stats.queries + server.stats.malformed >= 1900  # nearly all arrived, each accounted for
     assert crashes == [], "a query raised inside the server's callbacks"
+
+
+def test_log_lines_are_limited_per_kind_and_the_rest_counted() -> None:
+    import logging
+
+    from octctl.dns.server import LogLimiter
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("tests.dns.limiter")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Keep())
+    now = [0.0]
+    limiter = LogLimiter(logger, burst=3, window=60.0, clock=lambda: now[0])
+    for i in range(10):
+        limiter.log(logging.WARNING, "malformed", "bad packet %d", i)
+        limiter.log(logging.WARNING, "overload", "busy %d", i)
+    assert records == ["bad packet 0", "busy 0", "bad packet 1", "busy 1", "bad packet 2", "busy 2"]
+    now[0] = 61.0  # the next window: what was held back is counted in one line, then lines flow again
+    limiter.log(logging.WARNING, "malformed", "bad packet %d", 10)
+    assert records[6:] == ["suppressed 7 similar messages (malformed) in 60 s", "bad packet 10"]
+    limiter.flush()
+    assert records[8:] == ["suppressed 7 similar messages (overload) in 60 s"]
+    limiter.flush()
+    assert len(records) == 9
+
+
+def test_forwarding_is_for_loopback_the_node_and_its_container_bridges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import ipaddress
+
+    from octctl.dns.server import docker_bridge_networks
+
+    routes = tmp_path / "route"
+    routes.write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        "docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        "br-0123456789ab\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+        "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+    )
+    bridges = docker_bridge_networks(str(routes))
+    assert bridges == [ipaddress.ip_network("172.17.0.0/16"), ipaddress.ip_network("172.18.0.0/16")]
+    assert docker_bridge_networks(str(tmp_path / "missing")) == []
+
+    found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    server = DnsServer("10.1.2.3", 53, lambda: None, local_networks=lambda: list(found))
+    for host in ("10.1.2.3", "127.0.0.1", "127.0.0.9", "::1", "::ffff:10.1.2.3"):
+        assert server.may_forward(host), host
+    for host in ("10.1.2.4", "192.0.2.2", "172.17.0.2", "not-an-address"):
+        assert not server.may_forward(host), host
+    # A bridge that appears later is found by the next lookup (at most every 30 s).
+    found.extend(bridges)
+    assert not server.may_forward("172.17.0.3")
+    server._networks_at -= 31
+    assert server.may_forward("172.17.0.4") and server.may_forward("172.17.0.2")
+    assert not server.may_forward("192.0.2.2")
