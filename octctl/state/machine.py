@@ -38,7 +38,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncOb
 from pysyncobj.poller import POLL_EVENT_TYPE, Poller
 from pysyncobj.transport import TCPTransport, TransportNotReadyError
 
-from octctl.state import raft_wire
+from octctl.state import raft_guard, raft_wire
 from octctl.state.kv import KvEntry, KvState, apply_kv, empty_kv
 from octctl.state.model import ClusterState, apply_command, empty_state, snapshot
 from octctl.state.raft_files import DUMP, JOURNAL, check_raft_files
@@ -219,10 +219,11 @@ def _loop_transport(poller: LoopPoller) -> Callable[..., TCPTransport]:
     return make
 
 
-class _BindOnceTransport(TCPTransport):
+class _BindOnceTransport(raft_guard.GuardedTransport):
     """Without a tick thread ``SyncObj`` retries binding in a busy loop until it succeeds; one try
     and a clear error is better than a node that spins a core on a taken port. Also remembers the
-    newest commit index it told the followers, so a commit notice is sent only when none has."""
+    newest commit index it told the followers, so a commit notice is sent only when none has.
+    Guarded: frame caps and few unauthenticated connections on the Raft port (``raft_guard``)."""
 
     commit_index_sent = 0
 
@@ -240,8 +241,9 @@ class _BindOnceTransport(TCPTransport):
 class _OctSyncObj(SyncObj):
     """PySyncObj with oct's wire cipher, and the few internals the event-loop driver needs.
 
-    Every use of PySyncObj's private names is here (pyproject pins the version they were read
-    from, and ``tests/unit/test_raft_wire.py`` fails loudly if an upgrade moves them).
+    Every use of PySyncObj's private names is here and in :mod:`octctl.state.raft_guard` (pyproject
+    pins the version they were read from, and ``tests/unit/test_raft_wire.py`` fails loudly if an
+    upgrade moves them).
     """
 
     def __init__(self, *args: Any, cipher: RaftCipher, **kwargs: Any) -> None:
@@ -252,6 +254,15 @@ class _OctSyncObj(SyncObj):
     def encryptor(self) -> RaftCipher:
         """What PySyncObj's connections seal and open frames with (its own would be Fernet)."""
         return self._cipher
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: Any = None) -> None:
+        """Refuse an entry over ``raft_guard.MAX_ENTRY`` when it is proposed: the followers' frame
+        cap (``raft_guard.MAX_FRAME``) would refuse every message carrying it, forever."""
+        if len(command) > raft_guard.MAX_ENTRY:
+            log.warning("raft: refused a %d-byte entry (at most %d)", len(command), raft_guard.MAX_ENTRY)
+            self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
+            return
+        super()._applyCommand(command, callback, commandType)
 
     def last_log_index(self) -> int:
         return int(self._SyncObj__raftLog[-1][1])

@@ -4,6 +4,9 @@ real three-replica group that commits with them and tells its followers of each 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib.metadata
+import inspect
 import pickle
 import socket
 import zlib
@@ -146,3 +149,71 @@ async def test_a_replica_with_another_secret_gets_nothing(tmp_path: Path) -> Non
     finally:
         for n in nodes:
             n.close()
+
+
+#: PySyncObj code that oct replaces, overrides or relies on the internals of (``_OctSyncObj`` in
+#: ``octctl/state/machine.py`` and ``octctl/state/raft_guard.py``), by a hash of its source in
+#: 0.3.17. A change here means an upgrade moved them: read the new code, re-check the adapter and
+#: the guard (the handshake that makes a connection authenticated, how connections are created,
+#: read and parsed, and how large a Raft message can be), then update the hash.
+PYSYNCOBJ_SURFACE = {
+    "TcpConnection.__init__": "49b541d35a74a131",
+    "TcpConnection.connect": "7b26e6080226b385",
+    "TcpConnection.disconnect": "318150905383a6a5",
+    "TcpConnection.__processConnection": "b2854d89c1b97247",
+    "TcpConnection.__tryReadBuffer": "e1e937d6e68eb4fd",
+    "TcpConnection.__processRead": "002c11f3c6f60907",
+    "TcpConnection.__processParseMessage": "4ecbfdad3baa2eac",
+    "TcpServer.__onNewConnection": "eb2f93a2f1975c65",
+    "TCPTransport.__init__": "4f0eef9cc5c06f5e",
+    "TCPTransport._onTick": "86a1722daf4d6c48",
+    "TCPTransport._onNewIncomingConnection": "27812f1826cd78ad",
+    "TCPTransport._onIncomingMessageReceived": "8b7217b0cc17c96d",
+    "TCPTransport._onOutgoingConnected": "b5d72590358c9987",
+    "TCPTransport._onOutgoingMessageReceived": "6060942126931ca2",
+    "TCPTransport.addNode": "8245fa6ac3ac9f36",
+    "TCPTransport._onDisconnected": "ecba8d76dfc385fe",
+    "SyncObj._applyCommand": "827f207d515b2d64",
+    "SyncObj.__callErrCallback": "6037c14ef64c2763",
+    "SyncObj.__sendAppendEntries": "9cb9073128c392fa",
+    "SyncObj.__getEntries": "e29c4b33293b2101",
+    "Serializer.getTransmissionData": "301962f9293db466",
+}
+
+
+def test_the_pysyncobj_internals_oct_patches_have_not_changed() -> None:
+    from pysyncobj import serializer, syncobj, tcp_server, transport
+
+    classes = {
+        "TcpConnection": tcp_connection.TcpConnection,
+        "TcpServer": tcp_server.TcpServer,
+        "TCPTransport": transport.TCPTransport,
+        "SyncObj": syncobj.SyncObj,
+        "Serializer": serializer.Serializer,
+    }
+    assert importlib.metadata.version("pysyncobj") == "0.3.17"
+    changed = []
+    for name, expected in PYSYNCOBJ_SURFACE.items():
+        owner, attr = name.split(".")
+        if attr.startswith("__") and not attr.endswith("__"):
+            attr = f"_{owner}{attr}"  # name-mangled
+        function = getattr(classes[owner], attr, None)
+        if function is None:
+            changed.append(f"{name}: gone")
+            continue
+        digest = hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+        if digest != expected:
+            changed.append(f"{name}: {digest}")
+    assert not changed, f"PySyncObj code oct relies on changed: {changed}"
+
+    # The names install() replaces, and the attributes the adapter and the guard read and write.
+    assert tcp_server.TcpConnection is not None and transport.TcpConnection is not None
+    conn = tcp_connection.TcpConnection(poller=object())
+    for attribute in ("socket", "fileno", "poller", "lastReadTime", "readBuffer"):
+        assert f"_TcpConnection__{attribute}" in vars(conn), attribute
+    for attribute in ("encryptor", "sendRandKey", "recvRandKey", "recvLastTimestamp"):
+        assert attribute in vars(conn), attribute
+    init = inspect.getsource(syncobj.SyncObj.__init__)
+    assert "self.__raftLog = " in init and "self.__transport = " in init
+    conf = syncobj.SyncObjConf()  # the chunk sizes MAX_FRAME is derived from
+    assert conf.appendEntriesBatchSizeBytes == conf.logCompactionBatchSize == 64 * 1024
