@@ -128,6 +128,10 @@ def _converge_base(
         ledger = ledger.model_copy(update={"hosted_zone_id": zone_id})
         keep(ledger)
         say(f"DNS zone of {domain} is ready; delegate {domain} to: {', '.join(name_servers)}")
+    if not ledger.instance_types or not ledger.ami:  # a cluster made before the ledger recorded them
+        ledger = _launch_limits_from_instances(clients, ledger)
+        if ledger.instance_types and ledger.ami:
+            keep(ledger)
     aws = aws_settings(config)
     ledger = infra.ensure_base(
         clients,
@@ -137,6 +141,19 @@ def _converge_base(
         record=keep,
     )
     return current, ledger
+
+
+def _launch_limits_from_instances(clients: AwsClients, ledger: AwsResources) -> AwsResources:
+    """The ledger with the instance types and image of the cluster's instances filled in where it
+    has none, so that the node role's policy lets the leader launch followers like them."""
+    from octctl.providers.aws import instances
+
+    found = instances.find_instances(clients, ledger.cluster)
+    types = sorted({i.instance_type for i in found if i.instance_type})
+    image = next((i.image_id for i in sorted(found, key=lambda i: i.role != "leader") if i.image_id), None)
+    return ledger.model_copy(
+        update={"instance_types": ledger.instance_types or types, "ami": ledger.ami or image}
+    )
 
 
 def public_zone(config: Config, record: ClusterRecord) -> str | None:
@@ -208,6 +225,25 @@ def _genesis(
             secrets = get_secrets(clients.session, cluster)  # the leader may already run with these
     ledger = ledger_of(record) if resuming else None
     ledger = ledger or AwsResources(region=aws.region, project=config.project.name, cluster=cluster)
+    try:
+        fleet = pricing.cheapest_fleet(
+            [demand(s) for s in config.project.services],
+            reserve=pricing.Reserve(aws.reserve_cpus, aws.reserve_memory),
+            arch=aws.arch,
+            instance_type=aws.instance_type,
+            min_nodes=aws.min_nodes,
+            max_nodes=aws.max_nodes,
+        )
+    except ValueError as e:
+        raise InvalidConfig(f"{config_path}: {e}") from None
+    kind = fleet.instance_type.name
+    # The node role may launch only the cluster's instance types and image (infra.node_policy), so
+    # both are in the ledger before the role's policy is written. A genesis interrupted after the
+    # leader was launched keeps the image that leader was given (it launches followers with it).
+    launched = ledger.leader_instance_id is not None
+    ami = (ledger.ami if launched else None) or instances.resolve_ami(clients, kind, ami=aws.ami)
+    types = sorted({*ledger.instance_types, kind}) if launched else [kind]
+    ledger = ledger.model_copy(update={"instance_types": types, "ami": ami})
     current = ClusterRecord(
         cluster=cluster,
         project=config.project.name,
@@ -228,19 +264,6 @@ def _genesis(
     current, ledger = _converge_base(clients, config, current, ledger, say, save)
     put_secrets(clients.session, cluster, secrets)
 
-    try:
-        fleet = pricing.cheapest_fleet(
-            [demand(s) for s in config.project.services],
-            reserve=pricing.Reserve(aws.reserve_cpus, aws.reserve_memory),
-            arch=aws.arch,
-            instance_type=aws.instance_type,
-            min_nodes=aws.min_nodes,
-            max_nodes=aws.max_nodes,
-        )
-    except ValueError as e:
-        raise InvalidConfig(f"{config_path}: {e}") from None
-    kind = fleet.instance_type.name
-    ami = instances.resolve_ami(clients, kind, ami=aws.ami)
     node = f"{cluster}-genesis"
     artifact = _ship_artifact(clients, ledger, say)
     node_settings = AwsNodeSettings(resources=ledger, instance_type=kind, ami=ami, artifact=artifact)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from octctl.names import check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,14 @@ class Agent:
     async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    @staticmethod
+    def _check(project: str, service: str) -> None:
+        """Names become file and container names: refuse (``InvalidName``) any that could be a path."""
+        check_name("project", project)
+        check_name("service", service)
+
     async def apply(self, spec: InstanceSpec) -> InstanceStatus:
+        self._check(spec.project, spec.service)
         async with self._locks[(spec.project, spec.service)]:
             try:
                 # A service that switched runtime must not keep running in the old one.
@@ -82,6 +90,7 @@ class Agent:
             return status
 
     async def remove(self, project: str, service: str) -> None:
+        self._check(project, service)
         async with self._locks[(project, service)]:
             for runtime in list(self._runtimes.values()):
                 try:
@@ -91,6 +100,8 @@ class Agent:
             log.info("removed %s/%s", project, service)
 
     async def list(self, project: str | None = None) -> builtins.list[InstanceStatus]:
+        if project is not None:
+            check_name("project", project)
         found: builtins.list[InstanceStatus] = []
         for runtime in list(self._runtimes.values()):
             try:
@@ -100,6 +111,7 @@ class Agent:
         return found
 
     async def logs(self, project: str, service: str, tail: int) -> builtins.list[str]:
+        self._check(project, service)
         for runtime in list(self._runtimes.values()):
             try:
                 lines: builtins.list[str] = await self._call(runtime.logs, project, service, tail)

@@ -37,7 +37,8 @@ from octctl.api.models import (
 from octctl.api.views import leader_id, status_view
 from octctl.config import ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
-from octctl.fencing import StaleTerm
+from octctl.fencing import StaleTerm, UnknownTerm, parse_term
+from octctl.names import InvalidName, check_name
 from octctl.node import Node
 from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
@@ -74,6 +75,8 @@ async def read_model(request: web.Request, model: type[M]) -> M:
         data = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise web.HTTPBadRequest(reason=f"body is not valid JSON: {e}") from e
+    except RecursionError:  # [[[[...]]]] deeper than the parser's stack: junk, not a server fault
+        raise web.HTTPBadRequest(reason="body is not valid JSON: nested too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -92,6 +95,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except BadBody as e:
         return error(400, str(e), e.details)
+    except InvalidName as e:  # a project or service name that could be a path: never a 500
+        return error(400, str(e))
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -270,7 +275,7 @@ async def join(request: web.Request) -> web.Response:
 
 async def service_logs(request: web.Request) -> web.Response:
     node = node_of(request)
-    name = request.match_info["service"]
+    name = check_name("service", request.match_info["service"])
     tail = _int_query(request, "tail", 50)
     view = node.raft.view()
     placed = view["placements"].get(name)
@@ -357,50 +362,60 @@ def _int_query(request: web.Request, key: str, default: int) -> int:
         raise web.HTTPBadRequest(reason=f"{key} must be an integer") from e
 
 
+def _names(request: web.Request) -> tuple[str, str]:
+    """The ``project`` query parameter and the ``{service}`` path part, both checked names
+    (they become file and container names on this node): 400 otherwise."""
+    project = request.query.get("project")
+    if not project:
+        raise web.HTTPBadRequest(reason="query parameter 'project' is required")
+    return check_name("project", project), check_name("service", request.match_info["service"])
+
+
 async def agent_instances(request: web.Request) -> web.Response:
-    found = await node_of(request).agent.list(request.query.get("project"))
+    project = request.query.get("project")
+    if project is not None:
+        check_name("project", project)
+    found = await node_of(request).agent.list(project)
     return web.json_response({"instances": [i.model_dump(mode="json") for i in found]})
 
 
 def fence(request: web.Request) -> None:
-    """Refuse agent commands without a term, or from a leader older than one already obeyed."""
-    raw = request.headers.get(TERM_HEADER)
+    """Refuse agent commands without a term, from a leader older than one already obeyed, or with
+    a term this node's Raft replica has not seen (nothing is remembered then). Call it only once
+    the request is known to be a valid command: an accepted term is written down."""
     try:
-        term = int(raw or "")
+        term = parse_term(request.headers.get(TERM_HEADER))
     except ValueError:
         raise web.HTTPBadRequest(
-            reason=f"header {TERM_HEADER} (the leader's Raft term) is required"
+            reason=f"header {TERM_HEADER} (the leader's Raft term: digits 0-9) is required"
         ) from None
+    node = node_of(request)
     try:
-        node_of(request).fence.admit(term)
+        node.fence.admit(term, known=node.raft.term())
     except StaleTerm as e:
         raise web.HTTPConflict(reason=str(e)) from None
+    except UnknownTerm as e:
+        raise web.HTTPServiceUnavailable(reason=str(e)) from None
 
 
 async def agent_apply(request: web.Request) -> web.Response:
-    fence(request)
-    spec = await read_model(request, InstanceSpec)
+    spec = await read_model(request, InstanceSpec)  # checks the project and service names too
     if spec.service != request.match_info["service"]:
         return error(400, "service in the path and in the body differ")
+    fence(request)
     return ok(await node_of(request).agent.apply(spec))
 
 
 async def agent_remove(request: web.Request) -> web.Response:
+    project, service = _names(request)
     fence(request)
-    project = request.query.get("project")
-    if not project:
-        return error(400, "query parameter 'project' is required")
-    await node_of(request).agent.remove(project, request.match_info["service"])
-    return web.json_response({"removed": request.match_info["service"]})
+    await node_of(request).agent.remove(project, service)
+    return web.json_response({"removed": service})
 
 
 async def agent_logs(request: web.Request) -> web.Response:
-    project = request.query.get("project")
-    if not project:
-        return error(400, "query parameter 'project' is required")
-    lines = await node_of(request).agent.logs(
-        project, request.match_info["service"], _int_query(request, "tail", 50)
-    )
+    project, service = _names(request)
+    lines = await node_of(request).agent.logs(project, service, _int_query(request, "tail", 50))
     return web.json_response({"lines": lines})
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from octctl.state.kv import MAX_VALUE_BYTES
 
 API_VERSION = "v1"
 DEFAULT_API_PORT = 31888
@@ -69,7 +71,11 @@ class JoinRequest(BaseModel):
     api_port: int = Field(ge=1, le=65535)
     raft_port: int = Field(ge=1, le=65535)
     dns_port: int = Field(default=53, ge=1, le=65535)
-    proof: str = Field(default="", description="Secrets.raft_proof(cluster, node, address, raft_port)")
+    proof: str = Field(
+        default="",
+        pattern=r"^[0-9a-f]{0,64}$",
+        description="Secrets.raft_proof(cluster, node, address, raft_port): 64 hex digits",
+    )
     voter: bool = Field(default=True, description="false: join as a non-voting replica")
     cpus: int = Field(gt=0)
     memory: int = Field(gt=0)
@@ -130,7 +136,15 @@ class StatusResponse(BaseModel):
 
 
 class KvPut(BaseModel):
-    value: str = Field(max_length=64 * 1024)
+    value: str = Field(description="at most 64 KiB once encoded as UTF-8")
+
+    @field_validator("value")
+    @classmethod
+    def _bounded_in_bytes(cls, value: str) -> str:
+        """The limit is on what Raft replicates: bytes, not characters (an emoji is four)."""
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+            raise ValueError(f"value is over {MAX_VALUE_BYTES} bytes in UTF-8")
+        return value
 
 
 class KvEntryView(BaseModel):

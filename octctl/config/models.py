@@ -53,7 +53,7 @@ class StateBackend(_Model):
 class LocalProvider(_Model):
     """A simulated cluster on this machine; capacities let placement be tested without a cloud."""
 
-    nodes: int = Field(default=3, ge=1)
+    nodes: int = Field(default=3, ge=1, le=250, description="127.0.0.N addresses bound the count")
     cpus: int = Field(default=4000, gt=0, description="millicores of capacity per node")
     memory: int = Field(default=4096, gt=0, description="MB of capacity per node")
 
@@ -74,8 +74,10 @@ class AwsProvider(_Model):
     arch: Literal["any", "x86_64", "arm64"] = Field(
         default="any", description="x86_64 for images built for amd64 only; arm64 types are cheaper"
     )
-    min_nodes: int = Field(default=1, ge=1)
-    max_nodes: int = Field(default=10, ge=1, description="the leader never starts more, whatever the load")
+    min_nodes: int = Field(default=1, ge=1, le=1000)
+    max_nodes: int = Field(
+        default=10, ge=1, le=1000, description="the leader never starts more, whatever the load"
+    )
     api_allowed_cidrs: list[str] | None = Field(
         default=None, description="who may reach the API port; None = the deploying machine's address"
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.names import NAME_PATTERN, NAME_RULE
 
 from .errors import Problem, problem_sort_key
 from .graph import find_cycles
@@ -31,11 +32,8 @@ from .template import (
 if TYPE_CHECKING:
     from octctl.providers.aws import pricing
 
-#: Lowercase DNS label, plus '_' because the reference examples use names like ``app_1``.
-#: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
-
-_NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit"
+#: The name rule lives in ``octctl/names.py``: nodes check the names they receive with it too.
+_NAME_RULE = NAME_RULE
 
 Finding = tuple[KeyPath, str]
 
@@ -110,6 +108,7 @@ def _check_services(view: ServicesView) -> Iterator[Finding]:
     for i, service in view.services:
         yield from _check_resources(i, service)
         yield from _check_command(i, service)
+        yield from _check_envs(i, service)
         yield from _check_dependencies(i, service, known)
         yield from _check_refs(i, service, known)
         if local is not None:
@@ -179,6 +178,24 @@ def _check_command(i: int, service: Service) -> Iterator[Finding]:
             shlex.split(command)
         except ValueError as exc:
             yield _services_path(i, "command"), f"cannot split command into arguments: {exc}"
+
+
+#: What a process environment can hold: ``NAME=value`` strings with no NUL, split at the first ``=``.
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,255}$")
+
+
+def _check_envs(i: int, service: Service) -> Iterator[Finding]:
+    for key, value in service.envs.items():
+        if not _ENV_NAME.match(key):
+            yield (
+                _services_path(i, "envs", key),
+                f"environment variable name {key!r} must start with a letter or _ and hold only letters, "
+                "digits, _, . or - (no '=', spaces or control characters)",
+            )
+        if "\x00" in value:
+            yield _services_path(i, "envs", key), "the value holds a NUL byte, which no environment can carry"
+    if service.command is not None and "\x00" in service.command:
+        yield _services_path(i, "command"), "the command holds a NUL byte, which no argument can carry"
 
 
 def _check_dependencies(i: int, service: Service, known: Sequence[str]) -> Iterator[Finding]:

@@ -11,7 +11,9 @@ import abc
 import builtins
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
+
+from octctl.names import check_name
 
 RuntimeName = Literal["docker", "process"]
 InstanceState = Literal["starting", "running", "restarting", "exited", "failed"]
@@ -62,6 +64,12 @@ class InstanceSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="docker: names of the instance on `network`")
     dns: list[str] = Field(default_factory=list, description="docker: resolvers given to the container")
     dns_search: list[str] = Field(default_factory=list, description="docker: search domains of the container")
+
+    @field_validator("project", "service")
+    @classmethod
+    def _a_name(cls, value: str, info: ValidationInfo) -> str:
+        """Both end up in file and container names: a spec never carries a path or other junk."""
+        return check_name(str(info.field_name), value)
 
 
 class InstanceStatus(BaseModel):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from octctl.names import check_name
 from octctl.runtime.base import (
     LABEL_CLUSTER,
     LABEL_DEPLOYMENT,
@@ -50,8 +51,11 @@ FRESH_RESTART_SECONDS = 1.0
 
 
 def container_name(project: str, service: str) -> str:
-    """Names are unique per engine, which is what makes a second ``apply`` find the first instance."""
-    return f"oct-{project}-{service}"
+    """Names are unique per engine, which is what makes a second ``apply`` find the first instance.
+
+    The name goes into the engine's URLs (``/containers/<name>/json``): both parts are checked names.
+    """
+    return f"oct-{check_name('project', project)}-{check_name('service', service)}"
 
 
 def _port_bindings(ports: list[PortMapping]) -> dict[str, Any]:
@@ -196,7 +200,7 @@ class DockerRuntime(Runtime):
     def list(self, project: str | None = None) -> list[InstanceStatus]:
         labels = [f"{LABEL_MANAGED}=true"]
         if project is not None:
-            labels.append(f"{LABEL_PROJECT}={project}")
+            labels.append(f"{LABEL_PROJECT}={check_name('project', project)}")
         if self._node:
             labels.append(f"{LABEL_NODE}={self._node}")
         with self._engine_errors("cannot list containers"):

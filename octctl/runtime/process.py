@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from octctl.names import check_name
 from octctl.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
@@ -397,11 +398,15 @@ class ProcessRuntime(Runtime):
 
     # paths and records
 
+    def _stem(self, project: str, service: str) -> str:
+        """``<project>-<service>``: the names are checked, so the files stay inside ``state_dir``."""
+        return f"{check_name('project', project)}-{check_name('service', service)}"
+
     def log_path(self, project: str, service: str) -> Path:
-        return self.state_dir / f"{project}-{service}.log"
+        return self.state_dir / f"{self._stem(project, service)}.log"
 
     def _record_path(self, project: str, service: str) -> Path:
-        return self.state_dir / f"{project}-{service}{RECORD_SUFFIX}"
+        return self.state_dir / f"{self._stem(project, service)}{RECORD_SUFFIX}"
 
     def save_record(self, instance: _Instance) -> None:
         try:
@@ -452,6 +457,7 @@ class ProcessRuntime(Runtime):
 
     def apply(self, spec: InstanceSpec) -> InstanceStatus:
         key = (spec.project, spec.service)
+        self._stem(*key)  # a spec made with model_construct skipped the model's name check
         with self._service_lock(key):
             with self._lock:
                 if self._closed:
@@ -471,6 +477,7 @@ class ProcessRuntime(Runtime):
 
     def remove(self, project: str, service: str) -> None:
         key = (project, service)
+        self._stem(project, service)
         with self._service_lock(key):
             with self._lock:
                 instance = self._instances.pop(key, None)
@@ -481,6 +488,8 @@ class ProcessRuntime(Runtime):
                 self._record_path(project, service).unlink()
 
     def list(self, project: str | None = None) -> list[InstanceStatus]:
+        if project is not None:
+            check_name("project", project)
         with self._lock:
             instances = [i for i in self._instances.values() if project is None or i.project == project]
         return [instance.status() for instance in instances]

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 
 #: Keys are path-like so they can be namespaced (``app/feature-flag``); no spaces, no control bytes.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/]{1,256}$")
+#: What one value may weigh in the replicated log, in UTF-8 bytes (the API refuses more up front).
 MAX_VALUE_BYTES = 64 * 1024
 
 
@@ -43,6 +44,8 @@ def apply_kv(kv: KvState, op: str, args: dict[str, Any]) -> dict[str, Any]:
         value = args.get("value")
         if not isinstance(value, str):
             return {"error": "value must be a string"}
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+            return {"error": f"value is over {MAX_VALUE_BYTES} bytes in UTF-8"}
         kv["revision"] += 1
         kv["items"][key] = {"value": value, "revision": kv["revision"]}
         return {"key": key, "value": value, "revision": kv["revision"]}

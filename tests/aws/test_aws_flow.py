@@ -166,6 +166,17 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     shipped = build_artifact(tmp_path / "wheel")
     assert inventory["buckets"] == 1
     assert node_health(leader_vm) == (shipped.version, shipped.sha256)
+    # The node role may launch only the cluster's image and instance type, with IMDSv2 required:
+    # genesis recorded both before it wrote the role's policy.
+    ledger = json.loads((folder / "state.json").read_text())["aws"]
+    assert (ledger["ami"], ledger["instance_types"]) == (ami, ["t3.small"])
+    role_policy = clients.iam.get_role_policy(RoleName=ledger["role_name"], PolicyName="oct-node")
+    document = role_policy["PolicyDocument"]
+    policy = json.loads(document) if isinstance(document, str) else document
+    launch = {s["Sid"]: s for s in policy["Statement"] if s["Action"] == "ec2:RunInstances"}
+    assert launch["LaunchFromClusterImage"]["Resource"][0] == f"arn:aws:ec2:us-east-1::image/{ami}"
+    only = launch["LaunchClusterInstances"]["Condition"]["StringEquals"]
+    assert only["ec2:InstanceType"] == ["t3.small"] and only["ec2:MetadataHttpTokens"] == "required"
 
     # Life: a second service does not fit on a t3.small next to the first: the leader runs a
     # follower instance through boto3, the follower joins, and the service runs there.
@@ -182,6 +193,9 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
         ]
     )["Reservations"]
     assert len(followers) == 1, "exactly one follower, launched by the leader"
+    (follower,) = followers[0]["Instances"]
+    assert (follower["ImageId"], follower["InstanceType"]) == (ami, "t3.small")
+    assert follower["MetadataOptions"]["HttpTokens"] == "required"
     for service in status.services:
         assert service.endpoint is not None
         assert http_get(service.endpoint).strip() == service.name

@@ -391,6 +391,67 @@ def test_node_policy_is_least_privilege() -> None:
     assert [s["Resource"] for s in zone_statements] == ["arn:aws:route53:::hostedzone/Z123"]
 
 
+def test_the_role_may_launch_only_the_cluster_image_and_types(
+    clients: AwsClients, ledger: AwsResources
+) -> None:
+    """What genesis writes to IAM (moto stores policies but does not evaluate them; the conditions'
+    meaning is checked in tests/unit/test_node_policy.py)."""
+    ami = instances.resolve_ami(clients, "t3.micro", parameters=instances.AMAZON_LINUX_2023)
+    base = genesis(clients, ledger.model_copy(update={"instance_types": ["t3.micro"], "ami": ami}))
+    assert (base.instance_types, base.ami) == (["t3.micro"], ami)
+    document = clients.iam.get_role_policy(RoleName=base.role_name, PolicyName=infra.POLICY_NAME)[
+        "PolicyDocument"
+    ]
+    document = json.loads(document) if isinstance(document, str) else document
+    assert document == node_policy(base, str(base.role_arn))
+    launch = {s["Sid"]: s for s in document["Statement"] if s["Action"] == "ec2:RunInstances"}
+    assert launch["LaunchClusterInstances"]["Resource"] == "arn:aws:ec2:us-east-1:123456789012:instance/*"
+    assert launch["LaunchClusterInstances"]["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/oct:cluster": ledger.cluster,
+            "aws:RequestTag/oct:project": ledger.project,
+            "ec2:InstanceType": ["t3.micro"],
+            "ec2:MetadataHttpTokens": "required",
+        }
+    }
+    images = launch["LaunchFromClusterImage"]["Resource"]
+    assert images == [f"arn:aws:ec2:us-east-1::image/{ami}", "arn:aws:ec2:us-east-1::snapshot/*"]
+    assert "image/*" not in json.dumps(document)
+    # The instance oct launches meets those conditions: that type, that image, IMDSv2 only.
+    instance_id = instances.launch(
+        clients,
+        base,
+        role="follower",
+        instance_type="t3.micro",
+        user_data="#!/bin/sh\n",
+        client_token=f"{ledger.cluster}-policy",
+        ami=base.ami,
+    ).id
+    raw = clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert (raw["InstanceType"], raw["ImageId"], raw["MetadataOptions"]["HttpTokens"]) == (
+        "t3.micro",
+        ami,
+        "required",
+    )
+    instances.terminate(clients, [instance_id], poll_interval=0.1)
+
+    # A ledger that names no image (nor types) leaves the role unable to launch anything.
+    bare = ensure_base(
+        clients, base.model_copy(update={"ami": None, "instance_types": []}), api_cidrs=[DEPLOYER]
+    )
+    document = clients.iam.get_role_policy(RoleName=bare.role_name, PolicyName=infra.POLICY_NAME)[
+        "PolicyDocument"
+    ]
+    document = json.loads(document) if isinstance(document, str) else document
+    launchable = [
+        r
+        for s in document["Statement"]
+        if s["Action"] == "ec2:RunInstances"
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    assert not [r for r in launchable if ":instance/" in r or ":image/" in r], launchable
+
+
 def test_policy_follows_a_zone_added_later(clients: AwsClients, ledger: AwsResources) -> None:
     base = genesis(clients, ledger)
     with_zone = ensure_base(

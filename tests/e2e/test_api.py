@@ -223,8 +223,9 @@ def test_agents_refuse_commands_from_a_deposed_leader(cluster: Cluster) -> None:
     stale = c.put("/v1/agent/instances/x", json=spec, headers={"X-Oct-Term": str(term - 1)})
     assert stale.status_code == 409 and "deposed leader" in stale.json()["error"]
     deposed = c.delete("/v1/agent/instances/x?project=fence", headers={"X-Oct-Term": str(term - 1)})
-    assert deposed.status_code == 409
-    assert c.get("/v1/agent/instances?project=fence").json()["instances"][0]["service"] == "x"
+    assert deposed.status_code == 409 and "deposed leader" in deposed.json()["error"]
+    # (The node's own leader removes "x", which no deployment wants, on one of its next ticks: the
+    # fence refuses before the agent is called, so whether "x" is still listed here proves nothing.)
     removed = c.delete("/v1/agent/instances/x?project=fence", headers={"X-Oct-Term": str(term)})
     assert removed.status_code == 200
     assert c.get("/v1/agent/instances?project=fence").json()["instances"] == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,20 +128,57 @@ def _arn_parts(role_arn: str) -> tuple[str, str]:
     return parts[1], parts[4]
 
 
+_AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
+_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
+
+
 def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
     """The inline policy of the nodes' role: what the leader needs, on the cluster's resources only.
 
     EC2 "Describe" calls cannot be limited to resources, so they are allowed on ``*``; everything
     that changes something is limited by tag conditions: instances may be launched only with the
     cluster's tags, only into the cluster's subnets and security group, and only the cluster's
-    instances may be terminated. The role may be passed only to EC2 and only itself. Images are
-    pulled only from the project's ECR repositories (``oct-<project>/*``, where oct pushes them),
-    and the only S3 the role reads is the cluster's oct wheel (the leader signs followers' links).
+    instances may be terminated. A launched instance must be of one of the cluster's instance types
+    (``resources.instance_types``), boot the cluster's image (``resources.ami``) and require IMDSv2;
+    while the ledger names no well-formed type or image, the role may launch nothing (fail closed).
+    The role may be passed only to EC2 and only itself. Images are pulled only from the project's
+    ECR repositories (``oct-<project>/*``, where oct pushes them), and the only S3 the role reads
+    is the cluster's oct wheel (the leader signs followers' links).
     """
     partition, account = _arn_parts(role_arn)
     region, cluster, project = resources.region, resources.cluster, resources.project
     ec2 = f"arn:{partition}:ec2:{region}:{account}"
     on_launch = ["instance/*", "volume/*", "network-interface/*"]
+    launch_tags = {f"aws:RequestTag/{CLUSTER_TAG}": cluster, f"aws:RequestTag/{PROJECT_TAG}": project}
+    # Only well-formed values: a "*" here would widen the grant to any type or any image.
+    types = sorted({t for t in resources.instance_types if _INSTANCE_TYPE.fullmatch(t)})
+    ami = resources.ami if resources.ami and _AMI_ID.fullmatch(resources.ami) else None
+    launch: list[dict[str, Any]] = []
+    if types and ami:
+        launch = [
+            {
+                "Sid": "LaunchClusterInstances",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        **launch_tags,
+                        "ec2:InstanceType": types,
+                        "ec2:MetadataHttpTokens": "required",
+                    }
+                },
+            },
+            {
+                "Sid": "LaunchFromClusterImage",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": [
+                    f"arn:{partition}:ec2:{region}::image/{ami}",
+                    f"arn:{partition}:ec2:{region}::snapshot/*",
+                ],
+            },
+        ]
     statements: list[dict[str, Any]] = [
         {
             "Sid": "Describe",
@@ -155,17 +193,13 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
             ],
             "Resource": "*",
         },
+        *launch,
         {
             "Sid": "LaunchTagged",
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
-            "Resource": [f"{ec2}:{kind}" for kind in on_launch],
-            "Condition": {
-                "StringEquals": {
-                    f"aws:RequestTag/{CLUSTER_TAG}": cluster,
-                    f"aws:RequestTag/{PROJECT_TAG}": project,
-                }
-            },
+            "Resource": [f"{ec2}:volume/*", f"{ec2}:network-interface/*"],
+            "Condition": {"StringEquals": launch_tags},
         },
         {
             "Sid": "LaunchIntoClusterNetwork",
@@ -173,15 +207,6 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
             "Action": "ec2:RunInstances",
             "Resource": [f"{ec2}:subnet/*", f"{ec2}:security-group/*"],
             "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster}},
-        },
-        {
-            "Sid": "LaunchFromImages",
-            "Effect": "Allow",
-            "Action": "ec2:RunInstances",
-            "Resource": [
-                f"arn:{partition}:ec2:{region}::image/*",
-                f"arn:{partition}:ec2:{region}::snapshot/*",
-            ],
         },
         {
             "Sid": "TagOnLaunch",

@@ -65,6 +65,7 @@ class Instance:
     public_ip: str | None
     subnet_id: str | None
     node: str | None = None  # the oct node id it was launched for (its client token)
+    image_id: str | None = None
 
     @classmethod
     def from_aws(cls, raw: Mapping[str, Any]) -> Instance:
@@ -78,6 +79,7 @@ class Instance:
             public_ip=raw.get("PublicIpAddress"),
             subnet_id=raw.get("SubnetId"),
             node=tags.get(TOKEN_TAG),
+            image_id=raw.get("ImageId"),
         )
 
 

@@ -56,6 +56,14 @@ class AwsResources(BaseModel):
     artifact_bucket: str | None = Field(
         default=None, description="private S3 bucket holding the oct wheel the nodes install"
     )
+    instance_types: list[str] = Field(
+        default_factory=list,
+        description="instance types of the cluster (picked at genesis): the only ones the node role launches",
+    )
+    ami: str | None = Field(
+        default=None,
+        description="image the cluster's nodes boot (picked at genesis): the only one the node role launches",
+    )
 
     def instance_ids(self) -> list[str]:
         return [*([self.leader_instance_id] if self.leader_instance_id else []), *self.follower_instance_ids]
