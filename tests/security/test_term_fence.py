@@ -14,62 +14,19 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
 from octctl.providers.local import pid_alive
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, services_by_name
+from tests.security.one_node import one_sleeper, the_node
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
 PROJECT = "fence"
 HUGE = str(10**18)
-TOML = f"""
-[project]
-name = "{PROJECT}"
-
-[project.state_backend.local]
-path = "./state.json"
-
-[project.provider.local]
-nodes = 1
-
-[[project.services]]
-name = "sleeper"
-runtime = "process"
-command = "python3 -c 'import time; time.sleep(600)'"
-cpus = 100
-memory = 32
-"""
-
-
-@dataclass
-class Node:
-    folder: Path
-    client: httpx.Client
-
-    def term(self) -> int:
-        return int(self.client.get("/v1/cluster/replica").json()["term"])
-
-    def fence_file(self) -> str:
-        path = self.folder / "term.json"
-        return path.read_text() if path.exists() else ""
-
-
-def the_node(project: Project) -> Node:
-    token = json.loads((project.dir / "state.json").read_text())["token"]
-    (folder,) = sorted((project.dir / ".oct").glob("nodes/*"))
-    settings = json.loads((folder / "node.json").read_text())
-    client = httpx.Client(
-        base_url=f"http://{settings['address']}:{settings['api_port']}",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    return Node(folder, client)
+TOML = one_sleeper(PROJECT)
 
 
 def spec(service: str) -> dict:
