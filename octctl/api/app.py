@@ -34,6 +34,7 @@ from octctl.api.models import (
     MembersResponse,
     ReplicaView,
 )
+from octctl.api.openapi import OPENAPI_PATH, PUBLIC_PATHS, serve_openapi
 from octctl.api.views import leader_id, status_view
 from octctl.config import ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
@@ -113,7 +114,7 @@ def auth_middleware(token: str) -> Middleware:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/v1/health":
+        if request.path not in PUBLIC_PATHS:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return error(401, "missing or wrong bearer token")
@@ -425,15 +426,17 @@ def build_app(node: Node) -> web.Application:
     )
     app[NODE_KEY] = node
     app.router.add_get("/v1/health", health)
+    app.router.add_get(OPENAPI_PATH, serve_openapi)
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/deploy", deploy)
     app.router.add_post("/v1/destroy", destroy)
     app.router.add_get("/v1/cluster/members", members)
     app.router.add_post("/v1/cluster/join", join)
     app.router.add_get("/v1/cluster/replica", replica)
-    app.router.add_get("/v1/kv/{key:.+}", kv_get)
-    app.router.add_put("/v1/kv/{key:.+}", kv_put)
-    app.router.add_delete("/v1/kv/{key:.+}", kv_delete)
+    # [\s\S]: a key with a newline must reach kv_key (a 400 with the rule), not miss the route (404)
+    app.router.add_get(r"/v1/kv/{key:[\s\S]+}", kv_get)
+    app.router.add_put(r"/v1/kv/{key:[\s\S]+}", kv_put)
+    app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", kv_delete)
     app.router.add_get("/v1/services/{service}/logs", service_logs)
     app.router.add_get("/v1/agent/instances", agent_instances)
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)

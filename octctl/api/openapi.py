@@ -1,0 +1,347 @@
+"""The OpenAPI 3.1 description of oct-ctl's HTTP API, built from the route table below and the
+pydantic models the handlers read and answer with (so the document cannot drift from the models).
+
+:data:`ROUTES` lists every route ``build_app`` registers (a unit test checks the two agree);
+:func:`openapi_document` turns it into a plain ``dict``. A node serves it, without a token, at
+``GET /v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from octctl import __version__
+from octctl.api.models import (
+    TERM_HEADER,
+    DeployRequest,
+    DeployResponse,
+    DestroyResponse,
+    ErrorBody,
+    Health,
+    JoinRequest,
+    KvEntryView,
+    KvPut,
+    MembersResponse,
+    ReplicaView,
+    StatusResponse,
+)
+from octctl.fencing import MAX_TERM_DIGITS
+from octctl.names import NAME_PATTERN, NAME_RULE
+from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.state.kv import KEY_PATTERN
+
+OPENAPI_PATH = "/v1/openapi.json"
+#: Routes a client may call without the bearer token.
+PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
+REF = "#/components/schemas/{model}"
+
+
+# -- answers that handlers build as plain dicts ---------------------------------------------------
+class LogLines(BaseModel):
+    lines: list[str]
+
+
+class InstanceList(BaseModel):
+    instances: list[InstanceStatus]
+
+
+class Removed(BaseModel):
+    removed: str
+
+
+class KvDeleted(BaseModel):
+    """``deleted`` is false (and the status 404) when there was no such key."""
+
+    key: str
+    deleted: bool
+    revision: int
+
+
+class OpenApiDocument(BaseModel):
+    """This document (OpenAPI 3.1); described loosely, it is not checked against itself."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
+# -- the route table ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path", "query" or "header"
+    schema: dict[str, Any]
+    description: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # as registered with aiohttp, e.g. "/v1/kv/{key:[\s\S]+}"
+    summary: str
+    answer: type[BaseModel]
+    status: int = 200
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    params: tuple[Param, ...] = ()
+    #: Error statuses besides 401 (every route with a token) and 500 (any route); all are ErrorBody
+    #: unless ``error_models`` says otherwise.
+    errors: tuple[int, ...] = ()
+    error_models: dict[int, type[BaseModel]] = field(default_factory=dict)
+
+    @property
+    def public(self) -> bool:
+        return self.path in PUBLIC_PATHS
+
+    @property
+    def openapi_path(self) -> str:
+        return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", self.path)
+
+
+def _pattern(regex: re.Pattern[str]) -> str:
+    return regex.pattern
+
+
+KEY = Param(
+    "key",
+    "path",
+    {"type": "string", "pattern": _pattern(KEY_PATTERN)},
+    "1-256 characters of letters, digits and _ . - /",
+)
+SERVICE = Param("service", "path", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, NAME_RULE)
+PROJECT = Param("project", "query", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, NAME_RULE)
+TAIL = Param(
+    "tail",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 50},
+    "how many of the last log lines",
+    required=False,
+)
+TERM = Param(
+    TERM_HEADER,
+    "header",
+    {"type": "string", "pattern": f"^[0-9]{{1,{MAX_TERM_DIGITS}}}$"},
+    "the sending leader's Raft term; 409 if older than one this node obeyed, 503 if newer than its replica's",
+)
+STALE = Param(
+    "stale",
+    "query",
+    {"type": "boolean", "default": False},
+    "true: this node answers from its own replica at once (may lag the leader)",
+    required=False,
+)
+LEADER = (503,)  # served by the leader: no leader, leadership changing, Raft could not commit
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/health", "Liveness, cluster and leader (no token)", Health),
+    Route("GET", OPENAPI_PATH, "This OpenAPI document (no token)", OpenApiDocument),
+    Route("GET", "/v1/status", "The cluster as this node's replica sees it", StatusResponse),
+    Route(
+        "POST",
+        "/v1/deploy",
+        "Deploy a project (the oct.toml model as JSON)",
+        DeployResponse,
+        status=202,
+        body=DeployRequest,
+        errors=(400, 413, 422, *LEADER),
+    ),
+    Route(
+        "POST",
+        "/v1/destroy",
+        "Stop every service and node of the project (the body is ignored)",
+        DestroyResponse,
+        status=202,
+        body_required=False,
+        errors=LEADER,
+    ),
+    Route("GET", "/v1/cluster/members", "The voting members' Raft addresses", MembersResponse),
+    Route(
+        "POST",
+        "/v1/cluster/join",
+        "Admit a node that proves it holds the Raft secret",
+        MembersResponse,
+        body=JoinRequest,
+        errors=(400, 403, 409, 413, *LEADER),
+    ),
+    Route("GET", "/v1/cluster/replica", "This node's own replica, unforwarded", ReplicaView),
+    Route(
+        "GET",
+        r"/v1/kv/{key:[\s\S]+}",
+        "Read a key (linearizable unless stale=true)",
+        KvEntryView,
+        params=(KEY, STALE),
+        errors=(400, 404, *LEADER),
+    ),
+    Route(
+        "PUT",
+        r"/v1/kv/{key:[\s\S]+}",
+        "Write a key",
+        KvEntryView,
+        body=KvPut,
+        params=(KEY,),
+        errors=(400, 413, *LEADER),
+    ),
+    Route(
+        "DELETE",
+        r"/v1/kv/{key:[\s\S]+}",
+        "Delete a key",
+        KvDeleted,
+        params=(KEY,),
+        errors=(400, 404, *LEADER),
+        error_models={404: KvDeleted},
+    ),
+    Route(
+        "GET",
+        "/v1/services/{service}/logs",
+        "The last log lines of a placed service, from the node running it",
+        LogLines,
+        params=(SERVICE, TAIL),
+        errors=(400, 404, 502, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/agent/instances",
+        "The instances this node runs",
+        InstanceList,
+        params=(replace(PROJECT, required=False),),
+        errors=(400,),
+    ),
+    Route(
+        "PUT",
+        "/v1/agent/instances/{service}",
+        "Make this node's instance of a service match the spec (sent by the leader)",
+        InstanceStatus,
+        body=InstanceSpec,
+        params=(SERVICE, TERM),
+        errors=(400, 409, 413, 503),
+    ),
+    Route(
+        "DELETE",
+        "/v1/agent/instances/{service}",
+        "Remove this node's instance of a service (sent by the leader)",
+        Removed,
+        params=(SERVICE, PROJECT, TERM),
+        errors=(400, 409, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/agent/instances/{service}/logs",
+        "The last log lines of this node's instance of a service",
+        LogLines,
+        params=(SERVICE, PROJECT, TAIL),
+        errors=(400,),
+    ),
+)
+
+REASONS = {
+    200: "OK",
+    202: "accepted",
+    400: "bad body, query, header, key or name",
+    401: "missing or wrong bearer token",
+    403: "a joining node without the Raft secret",
+    404: "not found",
+    409: "conflict (a deposed leader's term; a sixth voter)",
+    413: "body over 1 MiB",
+    422: "invalid configuration, with every problem in details",
+    500: "internal error; see the node's log",
+    502: "the node running the service answered badly",
+    503: "no leader, leadership changing, or Raft could not commit; retry",
+}
+
+
+# -- building the document ------------------------------------------------------------------------
+def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    """A ``$ref`` to ``model``, adding it and the models it uses to ``components``."""
+    schema = model.model_json_schema(ref_template=REF)
+    for name, sub in schema.pop("$defs", {}).items():
+        components.setdefault(name, sub)
+    components.setdefault(model.__name__, schema)
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": f"{route.method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', route.openapi_path)}",
+        "summary": route.summary,
+    }
+    if route.params:
+        op["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.required or p.where == "path",
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in route.params
+        ]
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": route.body_required,
+            "content": _json(_schema(route.body, components)),
+        }
+    elif not route.body_required:
+        op["requestBody"] = {"required": False, "content": _json({"type": "object"})}
+    responses: dict[str, Any] = {
+        str(route.status): {
+            "description": REASONS[route.status],
+            "content": _json(_schema(route.answer, components)),
+        }
+    }
+    errors = sorted({*route.errors, 500, *(() if route.public else (401,))})
+    for status in errors:
+        model = route.error_models.get(status, ErrorBody)
+        responses[str(status)] = {
+            "description": REASONS[status],
+            "content": _json(_schema(model, components)),
+        }
+    op["responses"] = responses
+    if route.public:
+        op["security"] = []
+    return op
+
+
+def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.openapi_path, {})[route.method.lower()] = _operation(route, components)
+    for name in ("project", "service"):  # checked by a validator, which JSON Schema does not show
+        props = components.get("InstanceSpec", {}).get("properties", {})
+        if name in props:
+            props[name].setdefault("pattern", _pattern(NAME_PATTERN))
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "oct-ctl",
+            "version": __version__,
+            "description": "The HTTP API of an oct node (docs/operations.md, 'HTTP API').",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@cache
+def _cached() -> dict[str, Any]:
+    return openapi_document()
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    return web.json_response(_cached())
