@@ -127,6 +127,7 @@ def tune_gc() -> None:
 
 async def serve(data_dir: Path) -> None:
     from octctl.api.app import build_app
+    from octctl.api.limits import IDLE_TIMEOUT, limit_connections
     from octctl.node import Node
 
     settings, secrets = read_node_files(data_dir)
@@ -136,10 +137,12 @@ async def serve(data_dir: Path) -> None:
         loop.add_signal_handler(sig, node.stopping.set)
     await node.start()
     tune_gc()
-    runner = web.AppRunner(build_app(node), access_log=None)
+    runner = web.AppRunner(build_app(node), access_log=None, keepalive_timeout=IDLE_TIMEOUT)
     trimmer = asyncio.create_task(trim_memory())
     try:
         await runner.setup()
+        assert runner.server is not None
+        limit_connections(runner.server)
         site = web.TCPSite(runner, settings.address, settings.api_port, reuse_address=True)
         await site.start()
         log.info(

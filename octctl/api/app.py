@@ -8,6 +8,7 @@ is logged without the request body (it may hold secrets).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -21,6 +22,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
 from octctl import __version__
+from octctl.api.limits import BODY_TIMEOUT
 from octctl.api.models import (
     TERM_HEADER,
     DeployRequest,
@@ -73,7 +75,12 @@ M = TypeVar("M", bound=BaseModel)
 
 async def read_model(request: web.Request, model: type[M]) -> M:
     try:
-        data = json.loads(await request.read())
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason=f"the body did not arrive within {BODY_TIMEOUT:g} s") from None
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise web.HTTPBadRequest(reason=f"body is not valid JSON: {e}") from e
     except RecursionError:  # [[[[...]]]] deeper than the parser's stack: junk, not a server fault

@@ -151,7 +151,7 @@ ROUTES: tuple[Route, ...] = (
         DeployResponse,
         status=202,
         body=DeployRequest,
-        errors=(400, 413, 422, *LEADER),
+        errors=(400, 408, 413, 422, *LEADER),
     ),
     Route(
         "POST",
@@ -169,7 +169,7 @@ ROUTES: tuple[Route, ...] = (
         "Admit a node that proves it holds the Raft secret",
         MembersResponse,
         body=JoinRequest,
-        errors=(400, 403, 409, 413, *LEADER),
+        errors=(400, 403, 408, 409, 413, *LEADER),
     ),
     Route("GET", "/v1/cluster/replica", "This node's own replica, unforwarded", ReplicaView),
     Route(
@@ -187,7 +187,7 @@ ROUTES: tuple[Route, ...] = (
         KvEntryView,
         body=KvPut,
         params=(KEY,),
-        errors=(400, 413, *LEADER),
+        errors=(400, 408, 413, *LEADER),
     ),
     Route(
         "DELETE",
@@ -221,7 +221,7 @@ ROUTES: tuple[Route, ...] = (
         InstanceStatus,
         body=InstanceSpec,
         params=(SERVICE, TERM),
-        errors=(400, 409, 413, 503),
+        errors=(400, 408, 409, 413, 503),
     ),
     Route(
         "DELETE",
@@ -249,6 +249,7 @@ REASONS = {
     403: "a joining node without the Raft secret",
     404: "not found",
     409: "conflict (a deposed leader's term; a sixth voter)",
+    408: "the body did not arrive within 10 s of the request head",
     413: "body over 1 MiB",
     422: "invalid configuration, with every problem in details",
     500: "internal error; see the node's log",

@@ -36,6 +36,7 @@ from typing import cast
 from dnslib import QTYPE, RCODE, DNSHeader, DNSLabel, DNSRecord
 
 from octctl.dns.zone import Answer, Zone
+from octctl.logthrottle import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -54,61 +55,11 @@ MAX_FORWARDS = 256  # forwards in flight (each holds a socket); SERVFAIL beyond
 MAX_TCP_CLIENTS = 128  # open TCP connections; a new one beyond is closed at once
 TCP_IDLE = 10.0
 CLIENTS_REFRESH = 30.0  # seconds between two lookups of the node's container networks
-LOG_BURST = 10  # log lines per kind and window; the rest are counted in one "suppressed" line
-LOG_WINDOW = 60.0
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 #: Bytes no label of a query may hold: control characters, DEL, and "." (a label is not a dotted name).
 BAD_LABEL_BYTES = bytes(range(0x20)) + b"\x7f."
 
 _QR, _OPCODE, _RD, _RA = 0x8000, 0x7800, 0x0100, 0x0080
-
-
-class LogLimiter:
-    """At most ``burst`` lines per ``window`` seconds for each kind of message.
-
-    The lines over the limit are counted and reported in one "suppressed" line when the kind's next
-    window opens (or at :meth:`flush`), so a flood of bad packets costs a few lines a minute.
-    """
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        burst: int = LOG_BURST,
-        window: float = LOG_WINDOW,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.logger = logger
-        self.burst = burst
-        self.window = window
-        self.clock = clock
-        self._kinds: dict[str, list[float]] = {}  # kind -> [window start, lines, suppressed, level]
-
-    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
-        if not self.logger.isEnabledFor(level):
-            return
-        now = self.clock()
-        state = self._kinds.get(kind)
-        if state is None or now - state[0] >= self.window:
-            if state is not None:
-                self._report(kind, state)
-            state = self._kinds[kind] = [now, 0, 0, level]
-        if state[1] < self.burst:
-            state[1] += 1
-            self.logger.log(level, msg, *args)
-        else:
-            state[2] += 1
-            state[3] = max(state[3], level)
-
-    def flush(self) -> None:
-        for kind, state in self._kinds.items():
-            self._report(kind, state)
-
-    def _report(self, kind: str, state: list[float]) -> None:
-        if state[2]:
-            self.logger.log(
-                int(state[3]), "suppressed %d similar messages (%s) in %.0f s", state[2], kind, self.window
-            )
-            state[2] = 0
 
 
 @dataclass

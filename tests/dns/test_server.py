@@ -217,7 +217,7 @@ async def test_a_fuzzed_stream_of_queries_never_breaks_the_server(serve) -> None
 def test_log_lines_are_limited_per_kind_and_the_rest_counted() -> None:
     import logging
 
-    from octctl.dns.server import LogLimiter
+    from octctl.logthrottle import LogLimiter
 
     records: list[str] = []
 

@@ -1,0 +1,68 @@
+"""Bounds on what one API client can hold of a node: connections, idle time, time to send a body.
+
+aiohttp closes a connection that has not delivered a whole request head within its keep-alive
+timeout (also at the start of a connection), so a client that trickles header bytes, or connects
+and says nothing, is dropped after :data:`IDLE_TIMEOUT`. A body must arrive within
+:data:`BODY_TIMEOUT` once its head has (``read_model`` answers 408 otherwise). And no one address
+may hold more than :data:`CONNECTIONS_PER_CLIENT` connections at once: the one over it is closed as
+soon as it is made, so a single host cannot use up the node's descriptors while the CLI and the
+other nodes keep their way in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from octctl.logthrottle import LogLimiter
+
+__all__ = ["BODY_TIMEOUT", "CONNECTIONS_PER_CLIENT", "IDLE_TIMEOUT", "limit_connections"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a connection may stay without a complete request head (idle or trickling).
+IDLE_TIMEOUT = 10.0
+#: Seconds a request body may take to arrive once its head is in.
+BODY_TIMEOUT = 10.0
+#: Connections one address may have open at once (the CLI uses one; nodes a handful).
+CONNECTIONS_PER_CLIENT = 32
+
+
+def limit_connections(server: web.Server, per_client: int = CONNECTIONS_PER_CLIENT) -> None:
+    """Make ``server`` (an ``AppRunner``'s, after ``setup()``) close connections over the cap.
+
+    aiohttp's ``Server`` is told of every connection a request handler makes and loses; counting
+    there sees each connection once, after TLS and before any byte of HTTP is parsed.
+    """
+    open_by_client: Counter[str] = Counter()
+    warnings = LogLimiter(log)
+    counted: dict[Any, str] = {}
+    made, lost = server.connection_made, server.connection_lost
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if open_by_client[client] >= per_client:
+            warnings.log(
+                logging.WARNING, client, "API: %s holds %d connections; closing more", client, per_client
+            )
+            transport.abort()
+            return
+        open_by_client[client] += 1
+        counted[handler] = client
+
+    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+        client = counted.pop(handler, None)
+        if client is not None:
+            open_by_client[client] -= 1
+            if open_by_client[client] <= 0:
+                del open_by_client[client]
+        lost(handler, exc)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]

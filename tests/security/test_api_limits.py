@@ -1,0 +1,91 @@
+"""Slow, silent and greedy clients against a real node's API: each is cut off, the node answers others.
+
+Before, a client could hold any number of connections, trickle header bytes for an hour (aiohttp's
+default keep-alive is 3,630 s) or send a body one byte at a time for as long as it liked.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from octctl.api.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, IDLE_TIMEOUT
+from tests.e2e.test_api import Cluster, cluster
+
+__all__ = ["cluster"]  # the real single-node cluster fixture of the API tests
+
+pytestmark = [pytest.mark.security, pytest.mark.e2e]
+
+
+def connect(c: Cluster, source: str) -> socket.socket:
+    s = socket.create_connection(
+        (c.settings.address, c.settings.api_port), timeout=5, source_address=(source, 0)
+    )
+    return s
+
+
+def closed_by_peer(s: socket.socket, wait: float) -> bool:
+    """True when the node closed (or reset) the connection within ``wait`` seconds."""
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+def sockets() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+def test_one_address_gets_a_bounded_number_of_connections(cluster: Cluster, sockets: ExitStack) -> None:
+    greedy = [
+        sockets.enter_context(connect(cluster, "127.0.0.201")) for _ in range(CONNECTIONS_PER_CLIENT + 8)
+    ]
+    time.sleep(0.5)  # well inside the idle timeout: only the cap can have closed any
+    readable, _, _ = select.select(greedy, [], [], 0)  # the node sends nothing unasked: readable = closed
+    closed = [s for s in readable if closed_by_peer(s, 0.1)]
+    assert len(closed) == 8, f"{len(closed)} of {len(greedy)} connections closed"
+    # Another client still gets in and is answered.
+    other = sockets.enter_context(connect(cluster, "127.0.0.202"))
+    other.sendall(b"GET /v1/health HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+    assert other.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_client_trickling_its_request_head_is_dropped(cluster: Cluster, sockets: ExitStack) -> None:
+    slow = sockets.enter_context(connect(cluster, "127.0.0.203"))
+    slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: node\r\n")
+    started = time.monotonic()
+    deadline = started + IDLE_TIMEOUT + 5
+    while time.monotonic() < deadline:
+        try:
+            slow.sendall(b"X-Slow: 1\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        if closed_by_peer(slow, 1.0):
+            break
+    else:
+        pytest.fail(f"a connection trickling its headers was still open after {IDLE_TIMEOUT + 5:g} s")
+    assert time.monotonic() - started >= IDLE_TIMEOUT - 1, "closed before the idle timeout: a false alarm?"
+
+
+def test_a_body_that_never_finishes_gets_408(cluster: Cluster, sockets: ExitStack) -> None:
+    slow = sockets.enter_context(connect(cluster, "127.0.0.204"))
+    head = (
+        "PUT /v1/kv/slow HTTP/1.1\r\nHost: node\r\n"
+        f"Authorization: Bearer {cluster.secrets.token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    slow.sendall(head.encode() + b'{"value": "')
+    slow.settimeout(BODY_TIMEOUT + 5)
+    answer = slow.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert cluster.client.get("/v1/health").json()["ok"] is True
