@@ -49,6 +49,8 @@ from pysyncobj import tcp_connection, tcp_server, transport
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
+from octctl.logthrottle import LogLimiter
+
 log = logging.getLogger(__name__)
 
 #: PySyncObj's frame length: ``struct.pack('i', len)``, native order, signed 32 bits.
@@ -76,31 +78,11 @@ MAX_PENDING_PER_IP: Final = 8
 MAX_PENDING: Final = 64
 #: Seconds a connection may take to authenticate (a real peer needs one round trip).
 AUTH_TIMEOUT: Final = 5.0
-#: At most one refusal warning per this many seconds.
+#: At most one refusal warning of a kind per this many seconds (the rest are counted).
 WARN_EVERY: Final = 10.0
 
 
-class _Throttled:
-    """One warning line per ``every`` seconds; the next line says how many were not logged."""
-
-    def __init__(self, every: float) -> None:
-        self._every = every
-        self._next = 0.0
-        self._skipped = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._skipped += 1
-            return
-        self._next = now + self._every
-        if self._skipped:
-            message += f" ({self._skipped} more refusals in the last {self._every:.0f}s not logged)"
-            self._skipped = 0
-        log.warning(message, *args)
-
-
-_warnings = _Throttled(WARN_EVERY)
+_warnings = LogLimiter(log, burst=1, window=WARN_EVERY)
 
 
 class GuardedConnection(TcpConnection):
@@ -180,7 +162,9 @@ class GuardedConnection(TcpConnection):
             return self._open(data)
         except Exception as e:  # as PySyncObj: any failure drops the connection
             if not self.authenticated:
-                _warnings.warning(
+                _warnings.log(
+                    logging.WARNING,
+                    "refused",
                     "raft: closed a connection from %s: its frame did not authenticate (%s)",
                     self.peer,
                     type(e).__name__,
@@ -213,7 +197,9 @@ class GuardedConnection(TcpConnection):
         length = _LENGTH.unpack_from(frames)[0]
         if 0 <= length <= self.limit:
             return True
-        _warnings.warning(
+        _warnings.log(
+            logging.WARNING,
+            "refused",
             "raft: closed a connection from %s: frame of %d bytes, over the %d-byte limit %s",
             self.peer,
             length,
@@ -263,7 +249,9 @@ class PendingConnections:
     def admit(self, conn: GuardedConnection) -> bool:
         """Track a new connection, or say no (the caller closes it)."""
         if self._by_ip[conn.peer_ip] >= self.per_ip:
-            _warnings.warning(
+            _warnings.log(
+                logging.WARNING,
+                "refused",
                 "raft: refused a connection from %s: %d from that address have not authenticated",
                 conn.peer,
                 self._by_ip[conn.peer_ip],
@@ -271,7 +259,9 @@ class PendingConnections:
             return False
         while len(self._since) >= self.total:
             oldest = next(iter(self._since))
-            _warnings.warning(
+            _warnings.log(
+                logging.WARNING,
+                "refused",
                 "raft: closed a connection from %s: %d connections have not authenticated",
                 oldest.peer,
                 len(self._since),
@@ -296,8 +286,12 @@ class PendingConnections:
             conn, since = next(iter(self._since.items()))
             if now - since < self.timeout:
                 return
-            _warnings.warning(
-                "raft: closed a connection from %s: not authenticated within %.0fs", conn.peer, self.timeout
+            _warnings.log(
+                logging.WARNING,
+                "refused",
+                "raft: closed a connection from %s: not authenticated within %.0fs",
+                conn.peer,
+                self.timeout,
             )
             self._close(conn)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from octctl.logthrottle import LogLimiter
 from octctl.state import raft_guard
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode, RaftUnavailable
@@ -65,7 +66,7 @@ async def push(address: str, data: bytes, timeout: float = 5.0) -> tuple[int, bo
 
 @pytest.fixture(autouse=True)
 def every_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(raft_guard, "_warnings", raft_guard._Throttled(0.0))
+    monkeypatch.setattr(raft_guard, "_warnings", LogLimiter(raft_guard.log, burst=10**6))
 
 
 async def test_a_stranger_claiming_a_2gib_frame_is_closed_at_once(
@@ -180,16 +181,18 @@ def test_unauthenticated_connections_are_capped_per_address_and_in_total_and_exp
     assert c1.closed and a3.closed and len(pending) == 0 and not pending._by_ip
 
 
-def test_refusals_are_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+def test_refusals_are_logged_once_per_interval_and_the_rest_counted(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="octctl.state.raft_guard")
-    throttled = raft_guard._Throttled(3600.0)
-    throttled.warning("refused %s", "a")
-    throttled.warning("refused %s", "b")
-    throttled._next = 0.0
-    throttled.warning("refused %s", "c")
+    now = [0.0]
+    throttled = LogLimiter(raft_guard.log, burst=1, window=raft_guard.WARN_EVERY, clock=lambda: now[0])
+    throttled.log(logging.WARNING, "refused", "refused %s", "a")
+    throttled.log(logging.WARNING, "refused", "refused %s", "b")
+    now[0] = raft_guard.WARN_EVERY
+    throttled.log(logging.WARNING, "refused", "refused %s", "c")
     assert [r.getMessage() for r in caplog.records] == [
         "refused a",
-        "refused c (1 more refusals in the last 3600s not logged)",
+        f"suppressed 1 similar messages (refused) in {raft_guard.WARN_EVERY:.0f} s",
+        "refused c",
     ]
 
 
