@@ -24,12 +24,16 @@ __all__ = ["BODY_TIMEOUT", "CONNECTIONS_PER_CLIENT", "IDLE_TIMEOUT", "limit_conn
 
 log = logging.getLogger(__name__)
 
-#: Seconds a connection may stay without a complete request head (idle or trickling).
-IDLE_TIMEOUT = 10.0
+#: Seconds a connection may stay without a complete request head (idle or trickling). Longer than
+#: the keep-alive of the clients that talk to nodes (aiohttp's 15 s between nodes, httpx's 5 s in the
+#: CLI), so a client always drops an idle pooled connection before the node does: no request is
+#: ever sent on a connection the node is closing.
+IDLE_TIMEOUT = 20.0
 #: Seconds a request body may take to arrive once its head is in.
 BODY_TIMEOUT = 10.0
-#: Connections one address may have open at once (the CLI uses one; nodes a handful).
-CONNECTIONS_PER_CLIENT = 32
+#: Connections one address may have open at once: the CLI uses one, nodes a handful, a load test
+#: or a busy client pool up to ~100 (wrk -c 64 in bench/raft_write.py, httpx's default pool of 100).
+CONNECTIONS_PER_CLIENT = 128
 
 
 def limit_connections(server: web.Server, per_client: int = CONNECTIONS_PER_CLIENT) -> None:
