@@ -32,6 +32,10 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends ca-certificates python3 python3-venv docker.io
 systemctl enable --now docker.service
 
+echo "== service user"
+# Process services run as this unprivileged user, never as oct-ctl's root (docs/security.md).
+id -u oct-svc >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin oct-svc
+
 echo "== oct in $venv"
 bash "$installer" "$wheel" "$sha" "$venv"
 

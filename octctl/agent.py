@@ -30,9 +30,10 @@ def make_runtime(name: RuntimeName, data_dir: Path, node: str) -> Runtime:
         from octctl.runtime.docker import DockerRuntime
 
         return DockerRuntime(node=node)
-    from octctl.runtime.process import ProcessRuntime
+    from octctl.runtime.process import ProcessRuntime, service_user
 
-    return ProcessRuntime(state_dir=data_dir / "processes", node=node)
+    # As root, services run as an unprivileged user (oct-svc or nobody), never as the daemon.
+    return ProcessRuntime(state_dir=data_dir / "processes", node=node, run_as=service_user())
 
 
 class Agent:

@@ -86,7 +86,7 @@ def write_node_files(data_dir: Path, settings: NodeSettings, secrets: Secrets) -
     """The folder is private (0700): besides the secrets, the Raft journal holds rendered env values."""
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
-    (data_dir / NODE_FILE).write_text(settings.model_dump_json(indent=2))
+    write_private(data_dir / NODE_FILE, settings.model_dump_json(indent=2))  # 0600 like every file here
     write_private(data_dir / SECRETS_FILE, secrets.model_dump_json())
 
 

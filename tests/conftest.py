@@ -1,8 +1,12 @@
-"""Fixtures shared by every suite: the real Docker engine and the offline test image."""
+"""Fixtures shared by every suite: the real Docker engine, the offline test image, and tmp_path
+folders that the unprivileged user of process services may pass through."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +14,31 @@ import docker
 import pytest
 
 IMAGE = "oct-test/busybox:latest"
+
+
+def searchable_by_others(folder: Path) -> None:
+    """Let the unprivileged service user reach ``folder`` (a project's folder, its working directory).
+
+    As root, oct-ctl runs process services as ``oct-svc``/``nobody``, and pytest makes its temporary
+    folders 0700: add search (not read) permission for others on the ones we own between the
+    system's temporary folder and ``folder``. pytest's folders go with its next sessions.
+    """
+    top = Path(tempfile.gettempdir()).resolve()
+    for path in (folder.resolve(), *folder.resolve().parents):
+        if path == top or not path.is_relative_to(top):
+            break
+        info = path.stat()
+        if info.st_uid == os.getuid() and not info.st_mode & stat.S_IXOTH:
+            path.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+
+
+@pytest.fixture(autouse=True)
+def _services_may_enter_tmp_path(request: pytest.FixtureRequest) -> None:
+    """Projects made under a test's tmp_path must be reachable by the process services they run."""
+    if "tmp_path" in request.fixturenames:
+        searchable_by_others(request.getfixturevalue("tmp_path"))
+
+
 BUILD_SCRIPT = Path(__file__).resolve().parent / "images" / "build_busybox_image.sh"
 
 

@@ -2,8 +2,15 @@
 
 Each instance is a child in its own session (so the whole process group can be signalled), with a
 monitor thread that restarts it with exponential backoff, the way docker's ``unless-stopped``
-policy does. There is no isolation and no port mapping: ``spec.ports`` is informational and the
-leader tells the child where to listen through ``spec.env`` (HOST/PORT).
+policy does. There is no port mapping: ``spec.ports`` is informational and the leader tells the
+child where to listen through ``spec.env`` (HOST/PORT).
+
+Isolation: when oct-ctl runs as root, children run as an unprivileged user (``oct-svc`` if it
+exists, else ``nobody``; see :func:`service_user`) with no supplementary groups, umask 077 and
+only their spec's env plus a minimal base (:func:`_child_env`), so they can read neither the
+node's data directory (0700: secrets, Raft journal) nor the daemon's environment. Their log file
+is opened by the daemon and handed over as stdout. When oct-ctl is not root it cannot switch
+users: children run as its own user (a warning says so once).
 
 Restart policy of oct-ctl itself: children are **not adopted**. A child survives its daemon only
 when the daemon dies abruptly (clean shutdown calls :meth:`ProcessRuntime.close`, which stops them
@@ -18,13 +25,18 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import grp
 import json
 import logging
 import os
+import pwd
 import signal
+import stat
 import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +61,15 @@ LOG_TAIL_LINES = 20
 STOP_TIMEOUT = 5.0
 #: One rotation (``.log`` → ``.log.1``) at (re)start keeps a chatty service from filling the disk.
 MAX_LOG_BYTES = 16 * 1024 * 1024
-#: Host variables a child needs to behave like a normal program; everything else comes from the spec.
-PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME")
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: The base PATH of every child (nothing of the daemon's environment is passed on); the directory
+#: of the daemon's own Python is appended, so a host whose only python3 is oct's still runs them.
+MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NO_HOME = "/nonexistent"
+#: Whom a root oct-ctl runs process services as: this system user (genesis.sh creates it on AWS
+#: nodes), else nobody/nogroup. Looked up by name, never by a hard-coded uid.
+SERVICE_USER = "oct-svc"
+FALLBACK_USER = "nobody"
+FALLBACK_GROUP = "nogroup"
 RECORD_SUFFIX = ".json"
 RECOVERED_ERROR = (
     "stopped when oct-ctl restarted (the process runtime does not adopt children); "
@@ -130,11 +148,92 @@ def _tail_lines(path: Path, count: int) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
-def _child_env(spec_env: dict[str, str]) -> dict[str, str]:
-    env = {key: os.environ[key] for key in PASSTHROUGH_ENV if key in os.environ}
-    env.setdefault("PATH", DEFAULT_PATH)
+@dataclass(frozen=True)
+class ServiceUser:
+    """The unprivileged account children run as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def service_user() -> ServiceUser | None:
+    """Whom process services run as: None (the daemon's own user) unless oct-ctl is root.
+
+    Raises :class:`RuntimeFailure` if oct-ctl is root and neither account exists: running services
+    as root would hand them the node's secrets.
+    """
+    if os.geteuid() != 0:
+        log.warning(
+            "oct-ctl is not root (uid %d): process services run as its own user and can read this "
+            "node's data directory, secrets included",
+            os.geteuid(),
+        )
+        return None
+    for name in (SERVICE_USER, FALLBACK_USER):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        gid = entry.pw_gid
+        if name == FALLBACK_USER:
+            with contextlib.suppress(KeyError):
+                gid = grp.getgrnam(FALLBACK_GROUP).gr_gid
+        if entry.pw_uid == 0 or gid == 0:
+            continue
+        return ServiceUser(name=name, uid=entry.pw_uid, gid=gid, home=entry.pw_dir or NO_HOME)
+    raise RuntimeFailure(
+        f"oct-ctl runs as root and neither '{SERVICE_USER}' nor '{FALLBACK_USER}' exists: "
+        f"create the user oct-svc (useradd --system --no-create-home --shell /usr/sbin/nologin oct-svc)"
+    )
+
+
+def _base_path() -> str:
+    own = os.path.dirname(sys.executable)
+    return MINIMAL_PATH if not own or own in MINIMAL_PATH.split(":") else f"{MINIMAL_PATH}:{own}"
+
+
+def _home(user: ServiceUser | None) -> str:
+    if user is not None:
+        return user.home
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir or NO_HOME
+    except KeyError:
+        return NO_HOME
+
+
+def _child_env(spec_env: dict[str, str], user: ServiceUser | None = None) -> dict[str, str]:
+    """Only the spec's env over a minimal base: the daemon's own environment is never passed on."""
+    env = {"PATH": _base_path(), "HOME": _home(user), "LANG": "C.UTF-8"}
     env.update(spec_env)
     return env
+
+
+def _may_enter(path: Path, user: ServiceUser) -> bool:
+    """Whether ``user`` may list and search ``path`` and search every folder above it.
+
+    By mode bits (ACLs are not consulted). The parents matter although the child is placed in the
+    folder before it drops root: programs open their files by absolute path (``python3 app.py``
+    does), which walks from ``/``.
+    """
+
+    def allows(folder: Path, read: bool) -> bool:
+        try:
+            info = folder.stat()
+        except OSError:
+            return False
+        if info.st_uid == user.uid:
+            r, x = stat.S_IRUSR, stat.S_IXUSR
+        elif info.st_gid == user.gid:
+            r, x = stat.S_IRGRP, stat.S_IXGRP
+        else:
+            r, x = stat.S_IROTH, stat.S_IXOTH
+        bits = (r | x) if read else x
+        return info.st_mode & bits == bits
+
+    resolved = path.resolve()
+    return allows(resolved, read=True) and all(allows(parent, read=False) for parent in resolved.parents)
 
 
 def _write_private(path: Path, payload: dict[str, Any]) -> None:
@@ -219,32 +318,45 @@ class _Instance:
         argv = list(spec.command or [])
         if not argv:
             return "the process runtime needs a command"
-        cwd = Path(spec.workdir) if spec.workdir else self.runtime.state_dir
+        user = self.runtime.run_as
+        # Without a workdir a service under another user starts in "/", never in our private folder.
+        cwd = Path(spec.workdir) if spec.workdir else (Path("/") if user else self.runtime.state_dir)
         if not cwd.is_dir():
             return f"working directory '{cwd}' does not exist"
+        if user is not None and not _may_enter(cwd, user):
+            return (
+                f"working directory '{cwd}' is not readable by the service user '{user.name}' "
+                f"(uid {user.uid}): permission denied; make it readable and searchable by that user"
+            )
         log_path = self.runtime.log_path(self.project, self.service)
         with contextlib.suppress(FileNotFoundError):
             if log_path.stat().st_size > MAX_LOG_BYTES:
                 os.replace(log_path, log_path.with_suffix(".log.1"))
         try:
-            logfile = log_path.open("ab")
+            # Opened here and handed over as stdout: the child never opens anything in our folder.
+            logfile = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         except OSError as exc:
             return f"cannot open the log file '{log_path}': {exc.strerror or exc}"
+        drop: dict[str, Any] = {}
+        if user is not None:
+            drop = {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077}
         try:
             popen = subprocess.Popen(
                 argv,
-                env=_child_env(spec.env),
+                env=_child_env(spec.env, user),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                **drop,
             )
         except FileNotFoundError:
             return f"command not found: '{argv[0]}'"
         except PermissionError:
-            return f"command is not executable: '{argv[0]}'"
+            who = f" by the service user '{user.name}'" if user else ""
+            return f"command is not executable{who}: '{argv[0]}'"
         except OSError as exc:
             return f"cannot start '{argv[0]}': {exc.strerror or exc}"
         finally:
@@ -382,14 +494,17 @@ class ProcessRuntime(Runtime):
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         healthy_after: float = 30.0,
+        run_as: ServiceUser | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.run_as = run_as
         self.node = node
         self.startup_grace = startup_grace
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.healthy_after = healthy_after
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)  # logs and records: the daemon's, never the services'
         self._lock = threading.Lock()
         self._service_locks: dict[tuple[str, str], threading.Lock] = {}
         self._instances: dict[tuple[str, str], _Instance] = {}

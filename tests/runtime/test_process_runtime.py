@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from octctl.runtime.base import InstanceSpec, InstanceStatus, RuntimeFailure
-from octctl.runtime.process import RECOVERED_ERROR, ProcessRuntime
+from octctl.runtime.process import RECOVERED_ERROR, ProcessRuntime, ServiceUser
 
 from .helpers import free_port, http_get, pid_alive, wait_for
 
@@ -97,6 +98,47 @@ def test_env_values_never_reach_the_record(runtime: ProcessRuntime, tmp_path: Pa
     record = (tmp_path / "state" / "demo-web.json").read_text()
     assert "API_TOKEN" in record
     assert "s3cret-value" not in record
+
+
+def test_the_daemon_environment_is_not_passed_on(
+    runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCT_DAEMON_ONLY", "must-not-leak")
+    monkeypatch.setenv("LC_ALL", "C")
+    dump = [
+        sys.executable,
+        "-c",
+        "import json, os, time; print(json.dumps(dict(os.environ)), flush=True); time.sleep(120)",
+    ]
+
+    runtime.apply(make_spec(command=dump, env={"PORT": "8080", "GREETING": "hi"}))
+
+    line = wait_for(lambda: next(iter(runtime.logs("demo", "web")), None), what="the env line")
+    env = json.loads(line)
+    env.pop("LC_CTYPE", None)  # Python's own locale coercion may add it in the child
+    path = env.pop("PATH")
+    assert env == {"HOME": env["HOME"], "LANG": "C.UTF-8", "PORT": "8080", "GREETING": "hi"}
+    assert path.startswith("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    assert os.path.dirname(sys.executable) in path.split(":")
+
+
+def test_a_workdir_the_service_user_cannot_read_fails_clearly(tmp_path: Path) -> None:
+    """Checked before anything starts (no root needed): the status says why, the daemon lives on."""
+    nobody = pwd.getpwnam("nobody")
+    user = ServiceUser(name="nobody", uid=nobody.pw_uid, gid=nobody.pw_gid, home="/nonexistent")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    os.chmod(private, 0o700)
+    rt = ProcessRuntime(tmp_path / "state", startup_grace=0.2, run_as=user)
+    try:
+        status = rt.apply(make_spec(workdir=str(private)))
+        assert status.state == "failed", status
+        assert status.error is not None
+        assert f"working directory '{private}' is not readable by the service user 'nobody'" in status.error
+        assert "permission denied" in status.error
+        assert rt.pid("demo", "web") is None
+    finally:
+        rt.close()
 
 
 def test_killed_child_is_restarted(runtime: ProcessRuntime) -> None:
