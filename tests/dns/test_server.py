@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -13,13 +12,8 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 from octctl.dns.server import DnsServer
 from octctl.dns.zone import Zone, build_zone
+from tests.dns.servers import dns_servers
 from tests.dns.test_zone import state
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def ask(
@@ -47,27 +41,8 @@ async def ask(
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., DnsServer]]:
-    started: list[DnsServer] = []
-
-    async def start(zone: Zone | None, **kwargs: object) -> DnsServer:
-        # The port is free for UDP when picked; an outgoing TCP connection of some other test's
-        # process may still take it before the server listens on TCP: then pick another.
-        for _ in range(5):
-            server = DnsServer("127.0.0.1", free_port(), lambda: zone, **kwargs)  # type: ignore[arg-type]
-            try:
-                await server.start()
-            except OSError as e:
-                await server.close()
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            started.append(server)
-            return server
-        raise AssertionError("no free port for the DNS server after 5 tries")
-
-    yield start  # type: ignore[misc]
-    for server in started:
-        await server.close()
+    async with dns_servers("127.0.0.1") as start:
+        yield start  # type: ignore[misc]
 
 
 async def test_answers_over_udp_and_tcp(serve) -> None:  # type: ignore[no-untyped-def]

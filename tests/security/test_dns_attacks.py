@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import ipaddress
 import logging
@@ -48,6 +47,7 @@ from octctl.providers.local import (
     start_node,
     stop_node,
 )
+from tests.dns.servers import dns_servers
 from tests.dns.test_zone import state
 
 pytestmark = [pytest.mark.security]
@@ -59,12 +59,6 @@ UPSTREAM_RECORDS = 60  # TXT records of 50 bytes: a 3.8 KB answer
 LOG_LINES_PER_KIND = 10  # the server's bound: this many lines a minute per kind, then one "suppressed" line
 FD_SLACK = 64  # descriptors the server (and this process) may open besides the capped forwards
 MAX_FORWARDS = 256
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def query(name: str, qtype: str = "A", edns: int | None = None, ident: int | None = None) -> bytes:
@@ -174,25 +168,8 @@ def shop_zone(extra_a_records: int = 0) -> Zone:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., DnsServer]]:
-    started: list[DnsServer] = []
-
-    async def start(zone: Zone | None, **kwargs: object) -> DnsServer:
-        for _ in range(5):
-            server = DnsServer(SERVER_HOST, free_port(SERVER_HOST), lambda: zone, **kwargs)  # type: ignore[arg-type]
-            try:
-                await server.start()
-            except OSError as e:
-                await server.close()
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            started.append(server)
-            return server
-        raise AssertionError("no free port for the DNS server after 5 tries")
-
-    yield start  # type: ignore[misc]
-    for server in started:
-        await server.close()
+    async with dns_servers(SERVER_HOST) as start:
+        yield start  # type: ignore[misc]
 
 
 async def udp_exchange(
