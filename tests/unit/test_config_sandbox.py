@@ -17,23 +17,9 @@ import pytest
 from octctl.config import ConfigError, load_config_text
 from octctl.config import render as render_module
 from octctl.config.render import ALLOWED, MAX_TOTAL_BYTES, MAX_VALUE_BYTES
+from tests.unit.test_config_template import FIRST_VALUE_LINE, HEADER
 
-HEADER = """\
-[project]
-name = "demo"
-
-[project.state_backend.local]
-path = "./state.json"
-
-[[project.services]]
-name = "app"
-image = "img"
-cpus = 250
-memory = 64
-
-[project.services.envs]
-"""
-VALUE_LINE = HEADER.count("\n") + 1
+VALUE_LINE = FIRST_VALUE_LINE
 OCT = Path(sys.executable).with_name("oct")
 
 
