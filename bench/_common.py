@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def exit_on_sigterm() -> None:
 
 def check_loopback(url: str) -> None:
     """Benchmarks may only talk to 127.0.0.0/8; refuse anything else rather than send it."""
-    if not re.match(r"^http://127\.\d{1,3}\.\d{1,3}\.\d{1,3}(:\d+)?(/|$)", url):
+    if not re.match(r"^https?://127\.\d{1,3}\.\d{1,3}\.\d{1,3}(:\d+)?(/|$)", url):
         raise BenchError(f"refusing to send traffic to {url!r}: only 127.0.0.0/8 is allowed")
 
 
@@ -334,12 +335,21 @@ nodes = {nodes}
 """
 
 
-def http_json(url: str, timeout: float = 1.0, token: str | None = None) -> Any:
+def http_json(
+    url: str, timeout: float = 1.0, token: str | None = None, tls: ssl.SSLContext | None = None
+) -> Any:
     """GET ``url`` and decode its JSON body; None on any failure (a node may be down on purpose)."""
     check_loopback(url)
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with _OPENER.open(request, timeout=timeout) as resp:
+        opener = (
+            _OPENER
+            if tls is None
+            else urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+            )
+        )
+        with opener.open(request, timeout=timeout) as resp:
             return json.loads(resp.read())
     except (OSError, ValueError):
         return None
@@ -352,13 +362,21 @@ class OctCluster:
     config: Path
     project: str
     token: str
+    ca_cert: str
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """HTTPS to oct's API: the cluster CA from the state record, and nothing else."""
+        from octctl.tls import client_context
+
+        return client_context(self.ca_cert)
 
     @property
     def root(self) -> Path:
         return self.config.parent / ".oct"
 
     def api_urls(self) -> dict[str, str]:
-        """``{node id: http://address:api_port}``, from the node files (they outlive a killed process)."""
+        """``{node id: https://address:api_port}``, from the node files (they outlive a killed process)."""
         from octctl.node_settings import read_node_files
         from octctl.providers.local import local_nodes, nodes_dir
 
@@ -366,14 +384,14 @@ class OctCluster:
         for node in local_nodes(self.root):
             with contextlib.suppress(OSError, ValueError):
                 settings, _ = read_node_files(nodes_dir(self.root) / node)
-                urls[node] = f"http://{settings.api_address}"
+                urls[node] = f"https://{settings.api_address}"
         return urls
 
     def leaders(self, timeout: float = 1.0) -> dict[str, str | None]:
         """What each answering node's ``/v1/health`` names as leader (``{node: leader or None}``)."""
         found = {}
         for node, url in self.api_urls().items():
-            health = http_json(f"{url}/v1/health", timeout)
+            health = http_json(f"{url}/v1/health", timeout, tls=self.tls)
             if isinstance(health, dict):
                 found[node] = health.get("leader")
         return found
@@ -420,7 +438,9 @@ def bare_oct_cluster(
             record = adopt(folder / ".oct", project)
             if record is None:
                 raise BenchError(f"oct deploy left no node files under {folder / '.oct'}")
-            cluster = OctCluster(config=config, project=project, token=record.token)
+            cluster = OctCluster(
+                config=config, project=project, token=record.token, ca_cert=record.ca_cert or ""
+            )
             try:
                 leader = cluster.wait_agreed_leader(nodes, timeout)
             except BenchError as e:

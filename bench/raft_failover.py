@@ -127,7 +127,9 @@ async def kill_leader(cluster: OctCluster, leader: str) -> tuple[Sample, int]:
     attempts: list[Attempt] = []
     stop = asyncio.Event()
     headers = {"Authorization": f"Bearer {cluster.token}"}
-    async with httpx.AsyncClient(trust_env=False, timeout=REQUEST_TIMEOUT, headers=headers) as http:
+    async with httpx.AsyncClient(
+        trust_env=False, timeout=REQUEST_TIMEOUT, headers=headers, verify=cluster.tls
+    ) as http:
         tasks = [
             asyncio.create_task(writer(http, node, url, attempts, stop))
             for node, url in cluster.api_urls().items()
@@ -169,7 +171,7 @@ def restart(cluster: OctCluster, node: str, pid: int) -> None:
     url = f"{cluster.api_urls()[node]}/v1/kv/failover-rejoined"
     check_loopback(url)
     headers = {"Authorization": f"Bearer {cluster.token}"}
-    with httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT, headers=headers) as http:
+    with httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT, headers=headers, verify=cluster.tls) as http:
         for _ in range(int(REJOIN_TIMEOUT / 0.1)):
             with contextlib.suppress(httpx.HTTPError):
                 if http.put(url, json={"value": node}).status_code == 200:

@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -95,6 +96,8 @@ class Target:
     requests: list[tuple[str, str]]  # (path, JSON body), cycled through
     headers: dict[str, str] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
+    #: oct's API is HTTPS with the cluster CA (wrk itself does not verify certificates: loopback only)
+    tls: ssl.SSLContext | None = None
 
     def lua(self) -> str:
         """A wrk script cycling through the requests; the token lives in this file, never in argv."""
@@ -295,7 +298,7 @@ def check_one_write(target: Target) -> None:
     path, body = target.requests[0]
     url = target.url + path
     check_loopback(url)
-    with httpx.Client(trust_env=False, timeout=10.0) as http:
+    with httpx.Client(trust_env=False, timeout=10.0, verify=target.tls or True) as http:
         resp = http.request(target.method, url, content=body, headers=target.headers)
     if resp.status_code != 200:
         raise BenchError(
@@ -313,6 +316,7 @@ def oct_target(cluster: OctCluster) -> Target:
         requests=oct_requests(),
         headers={"Authorization": f"Bearer {cluster.token}"},
         pids=octctl_pids(cluster.root),
+        tls=cluster.tls,
     )
 
 

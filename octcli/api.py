@@ -226,7 +226,7 @@ def deploy(
         else:
             record = ensure_cluster(config, file, store.load(), on_phase=say, save=save)
         save(record)
-        with OctClient(record.nodes, record.token) as client:
+        with OctClient(record.nodes, record.token, record.ca_cert) as client:
             say(f"submitting the deployment to cluster {record.cluster}")
             accepted = client.deploy(
                 config.model_dump(mode="json"),
@@ -361,19 +361,21 @@ def _existing_record(path: PathLike) -> ClusterRecord:
 def logs(path: PathLike = "oct.toml", service: str = "", tail: int = 50) -> list[str]:
     """The last ``tail`` lines a service wrote, fetched by the cluster from the node that runs it."""
     record = _existing_record(path)
-    with OctClient(record.nodes, record.token, retry_for=5.0) as client:
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         return client.logs(service, tail)
 
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:
     """The cluster's view of the project, from whichever node answers first."""
     record = _existing_record(path)
-    with OctClient(record.nodes, record.token, retry_for=5.0) as client:
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         try:
             return client.status()
         except Unreachable as e:
             if record.provider == "aws":
-                with OctClient(cluster_addresses(record), record.token, retry_for=5.0) as found:
+                with OctClient(
+                    cluster_addresses(record), record.token, record.ca_cert, retry_for=5.0
+                ) as found:
                     return found.status()
             if record.provider != "local":
                 raise
@@ -524,7 +526,7 @@ def _destroy_through_cluster(
         say("no node answers; cleaning up from the files on disk")
         return
     try:
-        with OctClient(record.nodes, record.token, retry_for=10.0) as client:
+        with OctClient(record.nodes, record.token, record.ca_cert, retry_for=10.0) as client:
             say(f"asking cluster {record.cluster} to stop its services")
             accepted = client.destroy()
             deadline = time.monotonic() + timeout

@@ -219,7 +219,7 @@ def _genesis(
     clients = connect(aws.region)
     resuming = record is not None and record.provider == "aws"
     cluster = record.cluster if record is not None and resuming else "c-" + _secrets.token_hex(4)
-    secrets = Secrets.mint()
+    secrets = Secrets.mint(cluster)
     if resuming:
         with contextlib.suppress(SecretsStoreError):
             secrets = get_secrets(clients.session, cluster)  # the leader may already run with these
@@ -252,6 +252,7 @@ def _genesis(
         nodes=record.nodes if record is not None and resuming else [],
         root=str(config_path.resolve().parent / ".oct"),
         aws=ledger.model_dump(mode="json"),
+        ca_cert=secrets.ca_cert,
     )
     save(current)
 
@@ -378,7 +379,7 @@ def _wait_for_address(clients: AwsClients, instance_id: str, say: Phase, timeout
 def _answers(record: ClusterRecord) -> bool:
     if not record.nodes:  # genesis stopped before the leader had an address
         return False
-    with OctClient(record.nodes, record.token, timeout=3.0, retry_for=0) as client:
+    with OctClient(record.nodes, record.token, record.ca_cert, timeout=3.0, retry_for=0) as client:
         for node in record.nodes:
             with contextlib.suppress(OctError):
                 if client.status(node).leader:

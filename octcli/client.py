@@ -1,4 +1,7 @@
-"""HTTP client of the oct-ctl API that survives any single node being down.
+"""HTTPS client of the oct-ctl API that survives any single node being down.
+
+It trusts the cluster's own CA (from the state record) and nothing else: no system CAs, no trust on
+first use, no plain-HTTP fallback. A node whose certificate does not chain to that CA is not ours.
 
 Every node answers reads from its replica and forwards writes to the leader, so the client needs no
 idea of who leads: it walks the known nodes until one answers. Nodes come and go (genesis dies,
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from octcli.errors import InvalidConfig, OctError, Unreachable
+from octctl import tls
 from octctl.api.models import (
     API_VERSION,
     DeployRequest,
@@ -26,7 +30,14 @@ from octctl.api.models import (
     StatusResponse,
 )
 
-__all__ = ["OctClient"]
+__all__ = ["NO_CA", "OctClient"]
+
+#: A record written before the API had TLS has no CA to pin: refuse rather than talk in clear.
+NO_CA = (
+    "the state record has no cluster CA (ca_cert): it was written by an oct from before the API used "
+    "TLS, and oct no longer talks to nodes in clear. Redeploy the cluster: `oct destroy` with the oct "
+    "that created it, then `oct deploy`"
+)
 
 #: "This node cannot serve you right now": no leader yet, or the leader it forwards to is away.
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -42,19 +53,33 @@ class _Rejected(Exception):
 
 
 class OctClient:
-    """Talks to a cluster through any of ``nodes`` (API addresses ``host:port``).
+    """Talks to a cluster through any of ``nodes`` (API addresses ``host:port``) over HTTPS, trusting
+    only ``ca_cert`` (the cluster CA, PEM; None, from an old record, is refused with :data:`NO_CA`).
 
     ``retry_for`` bounds how long a call keeps cycling through the nodes while none answers (a leader
     election takes a few seconds); 0 means a single round.
     """
 
-    def __init__(self, nodes: list[str], token: str, timeout: float = 10.0, retry_for: float = 30.0) -> None:
+    def __init__(
+        self,
+        nodes: list[str],
+        token: str,
+        ca_cert: str | None,
+        timeout: float = 10.0,
+        retry_for: float = 30.0,
+    ) -> None:
+        if not ca_cert:
+            raise OctError(NO_CA)
         if not nodes:
             raise Unreachable("no node address is known for this cluster")
         self._order = list(dict.fromkeys(nodes))
         self._token = token
         self._retry_for = retry_for
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)))
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            verify=tls.client_context(ca_cert),
+            trust_env=False,
+        )
 
     def __repr__(self) -> str:  # the token must not show up in a traceback or a debugger
         return f"OctClient(nodes={self._order!r})"
@@ -140,6 +165,8 @@ class OctClient:
                     )
                 except httpx.TransportError as e:
                     tried[node] = _describe(e)
+                    if tried[node] == FOREIGN_CERTIFICATE:
+                        rejected += 1  # like a 401: that address now runs another cluster
                     continue
                 if response.status_code == 401:
                     tried[node] = "HTTP 401: rejected our API token"
@@ -168,8 +195,9 @@ class OctClient:
             raise Unreachable(f"no oct-ctl node answered: {listing}") from None
         except _Rejected:
             raise OctError(
-                f"every node rejected the API token (HTTP 401) at {', '.join(nodes)}: "
-                "the state file belongs to a cluster that no longer runs there"
+                f"every node rejected the API token (HTTP 401) or showed a certificate of another "
+                f"cluster at {', '.join(nodes)}: the state file belongs to a cluster that no longer "
+                "runs there"
             ) from None
         _raise_for_status(node, response)
         return node, response
@@ -181,13 +209,18 @@ class OctClient:
 
 
 def _url(node: str, path: str) -> str:
-    return f"http://{node}/{API_VERSION}{path}"
+    return f"https://{node}/{API_VERSION}{path}"
+
+
+FOREIGN_CERTIFICATE = "TLS: its certificate is not from this cluster's CA"
 
 
 def _describe(e: httpx.TransportError) -> str:
     if isinstance(e, httpx.TimeoutException):
         return "timed out"
     text = str(e)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return FOREIGN_CERTIFICATE
     if "Connection refused" in text:
         return "connection refused"
     return text or type(e).__name__

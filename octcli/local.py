@@ -104,8 +104,8 @@ def _genesis(
     gitignore = root / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text("# created by oct: node data and secrets, never commit\n*\n")
-    secrets = Secrets.mint()
     cluster = "c-" + _secrets.token_hex(4)
+    secrets = Secrets.mint(cluster)
     address = free_address(root)
     settings = local_node_settings(root, address, cluster, local.cpus, local.memory, join=[])
     record = ClusterRecord(
@@ -115,6 +115,7 @@ def _genesis(
         token=secrets.token,
         nodes=[settings.api_address],
         root=str(root),
+        ca_cert=secrets.ca_cert,
     )
     if save is not None:
         save(record)
@@ -143,6 +144,7 @@ def adopt(root: Path, project: str) -> ClusterRecord | None:
         token=secrets.token,
         nodes=[s.api_address for s, _ in found],
         root=str(root),
+        ca_cert=secrets.ca_cert,
     )
 
 
@@ -173,7 +175,7 @@ def wait_for_leader(
     if on_phase is not None:
         on_phase(f"waiting for cluster {record.cluster} to elect a leader")
     deadline = time.monotonic() + timeout
-    with OctClient(record.nodes, record.token, timeout=2.0, retry_for=0) as client:
+    with OctClient(record.nodes, record.token, record.ca_cert, timeout=2.0, retry_for=0) as client:
         while True:
             for node in record.nodes:
                 with contextlib.suppress(OctError):
@@ -196,7 +198,7 @@ def wait_for_leader(
 
 def _answering(record: ClusterRecord) -> str | None:
     """A node of *this* cluster that answers; health would not do, anyone's node answers that."""
-    with OctClient(record.nodes, record.token, timeout=2.0, retry_for=0) as client:
+    with OctClient(record.nodes, record.token, record.ca_cert, timeout=2.0, retry_for=0) as client:
         for node in record.nodes:
             with contextlib.suppress(OctError):
                 client.status(node)

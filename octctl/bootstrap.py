@@ -61,11 +61,12 @@ class BootstrapConfig(BaseModel):
     )
     aws: AwsNodeSettings | None = None
 
-    def node_settings(self, node: str, address: str) -> NodeSettings:
+    def node_settings(self, node: str, address: str, public_address: str | None = None) -> NodeSettings:
         return NodeSettings(
             node=node,
             cluster=self.cluster,
             address=address,
+            public_address=public_address,
             api_port=self.api_port,
             raft_port=self.raft_port,
             cpus=self.cpus,
@@ -95,11 +96,15 @@ def load_config(path: Path) -> BootstrapConfig:
         raise BootstrapError(f"invalid bootstrap config {path}: {_problems(e)}") from None
 
 
-def imds_identity(endpoint: str | None = None, timeout: float = 2.0, attempts: int = 3) -> tuple[str, str]:
-    """``(instance id, private IPv4)`` from IMDSv2; a few short tries, since off EC2 nothing answers."""
+def imds_identity(
+    endpoint: str | None = None, timeout: float = 2.0, attempts: int = 3
+) -> tuple[str, str, str | None]:
+    """``(instance id, private IPv4, public IPv4 or None)`` from IMDSv2; a few short tries, since off
+    EC2 nothing answers. The public address (none in a private subnet) goes into the node's TLS
+    certificate, beside the private one."""
     base = (endpoint or os.environ.get(IMDS_ENDPOINT_ENV) or IMDS_DEFAULT).rstrip("/")
 
-    def fetch() -> tuple[str, str]:
+    def fetch() -> tuple[str, str, str | None]:
         with httpx.Client(base_url=base, timeout=timeout, trust_env=False) as http:
             token = http.put("/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
             token.raise_for_status()
@@ -109,7 +114,8 @@ def imds_identity(endpoint: str | None = None, timeout: float = 2.0, attempts: i
                 r = http.get(f"/latest/meta-data/{key}", headers=headers)
                 r.raise_for_status()
                 answers.append(r.text.strip())
-            return answers[0], answers[1]
+            public = http.get("/latest/meta-data/public-ipv4", headers=headers)
+            return answers[0], answers[1], public.text.strip() if public.status_code == 200 else None
 
     try:
         for attempt in Retrying(
@@ -172,17 +178,24 @@ def bootstrap(
     """Write the node files unless identical ones are there; returns what happened, for the log."""
     config = load_config(config_path)
     node = node or config.node
+    public: str | None = None
     if address is None or node is None:
-        found_node, found_address = imds_identity()
+        found_node, found_address, found_public = imds_identity()
         node = node or found_node
+        public = found_public if address is None else None
         address = address or found_address
+    if public is not None:
+        try:
+            ipaddress.IPv4Address(public)
+        except ValueError:
+            public = None  # not an address: leave it out of the certificate
     try:
         ipaddress.IPv4Address(address)
     except ValueError:
         raise BootstrapError(f"the node address {address!r} is not an IPv4 address") from None
     if not node:
         raise BootstrapError("the node id is empty")
-    settings = config.node_settings(node, address)
+    settings = config.node_settings(node, address, public)
     if _current(data_dir) == settings:
         return f"node {node} of cluster {config.cluster}: the files in {data_dir} are up to date, kept"
     secrets = fetch_secrets(config, wait)

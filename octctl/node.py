@@ -28,6 +28,7 @@ from octctl.providers.local import LocalProvider
 from octctl.reconciler import Reconciler
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, command
+from octctl.tls import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class Node:
         self.stopping = asyncio.Event()
         #: The leader admits joining nodes one at a time (voter seats are counted, then taken).
         self.admission = asyncio.Lock()
+        #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
+        addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
+        self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
         self.agent = Agent(settings.node, data_dir)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,7 +88,9 @@ class Node:
         }
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64, ssl=self.identity.client_context())
+        )
         self.peers = PeerClient(self.secrets.token, self.session)
         try:
             partners, voter = await self._partners()

@@ -1,8 +1,8 @@
 """What one node needs to know about itself at start-up, kept in its data directory.
 
 The same two files are written by the CLI (genesis), by the local provider (new followers) and, on
-AWS, by cloud-init: ``node.json`` (public settings) and ``secrets.json`` (mode 0600: the API token
-and the Raft password, which must never appear on a command line or in a log).
+AWS, by cloud-init: ``node.json`` (public settings) and ``secrets.json`` (mode 0600: the API token,
+the Raft password and the cluster CA, which must never appear on a command line or in a log).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.providers.aws.resources import AwsNodeSettings
+from octctl.tls import new_ca
 
 NODE_FILE = "node.json"
 SECRETS_FILE = "secrets.json"
@@ -27,6 +28,9 @@ class NodeSettings(BaseModel):
     node: str
     cluster: str
     address: str
+    public_address: str | None = Field(
+        default=None, description="aws: the instance's public IPv4, also named in its TLS certificate"
+    )
     api_port: int = Field(default=DEFAULT_API_PORT, ge=1, le=65535)
     raft_port: int = Field(default=DEFAULT_RAFT_PORT, ge=1, le=65535)
     cpus: int = Field(gt=0, description="millicores this node offers to services")
@@ -56,12 +60,22 @@ class NodeSettings(BaseModel):
 
 
 class Secrets(BaseModel):
+    """The cluster's key material: every node holds all of it (see ``octctl/tls.py``)."""
+
     token: str
     raft_password: str
+    ca_key: str = Field(description="PEM: the cluster CA's private key; nodes issue their certificate")
+    ca_cert: str = Field(description="PEM: the cluster CA's certificate, pinned by the CLI and the nodes")
 
     @classmethod
-    def mint(cls) -> Secrets:
-        return cls(token=_secrets.token_urlsafe(32), raft_password=_secrets.token_urlsafe(32))
+    def mint(cls, cluster: str = "") -> Secrets:
+        ca_key, ca_cert = new_ca(cluster)
+        return cls(
+            token=_secrets.token_urlsafe(32),
+            raft_password=_secrets.token_urlsafe(32),
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+        )
 
     def raft_proof(self, *facts: object) -> str:
         """HMAC of ``facts`` keyed by the Raft password: a joining node proves it holds the same

@@ -1,4 +1,8 @@
-"""HTTP calls from one node to another: the leader driving agents, a new node joining."""
+"""HTTPS calls from one node to another: the leader driving agents, a new node joining.
+
+The session's connector carries the node's TLS client context (``Node.start``): the cluster CA is
+the only trusted authority and the node presents its own certificate (mutual TLS).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class PeerClient:
         timeout: float = 5.0,
         term: int | None = None,
     ) -> Any:
-        url = f"http://{address}{path}"
+        url = f"https://{address}{path}"
         headers = self._headers if term is None else {**self._headers, TERM_HEADER: str(term)}
         try:
             async with self._session.request(

@@ -1,6 +1,7 @@
 """``ClusterRecord``: what the CLI remembers about the cluster a project runs on, whatever the backend.
 
-The record is the only place the CLI keeps the cluster's API token and the addresses to reach it.
+The record is the only place the CLI keeps the cluster's API token, the addresses to reach it and
+the cluster CA it pins to authenticate them (TLS).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class ClusterRecord(BaseModel):
     token: str = Field(repr=False)
     nodes: list[str] = Field(description="API addresses host:port; the first is the genesis node")
     root: str = Field(description="local provider: the project's .oct folder (absolute)")
+    ca_cert: str | None = Field(
+        default=None,
+        description="PEM: the cluster CA, the only authority the CLI trusts for the nodes' API (TLS); "
+        "None in a record written before TLS: such a cluster must be redeployed",
+    )
 
 
 def parse_record(data: str | bytes, what: str, advice: str) -> ClusterRecord:

@@ -1,9 +1,11 @@
 """oct-ctl's HTTP API: the CLI's entry point, the leader's channel to agents, and joining.
 
-Every route but ``/v1/health`` needs the cluster's bearer token. Writes are served by the leader;
-a follower forwards them, so a client may call any node. Whatever a request carries, the answer is
-JSON and the daemon keeps running: bad bodies get a 4xx with a reason, internal faults a 500 that
-is logged without the request body (it may hold secrets).
+Served over TLS only, with the node's certificate from the cluster CA (``octctl/tls.py``). Every
+route but ``/v1/health`` and the OpenAPI document needs the cluster's bearer token; the agent routes
+also need the caller to be a node (a client certificate from the cluster CA, mutual TLS). Writes
+are served by the leader; a follower forwards them, so a client may call any node. Whatever a
+request carries, the answer is JSON and the daemon keeps running: bad bodies get a 4xx with a
+reason, internal faults a 500 that is logged without the request body (it may hold secrets).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from octctl.runtime.base import InstanceSpec
 from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import MAX_VOTERS, NodeRecord, command, pending_voters
+from octctl.tls import peer_is_node
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(500, "internal error; see the node's log")
 
 
+#: Routes only the leader calls, on other nodes: they need the token *and* a node certificate (mTLS).
+AGENT_PREFIX = "/v1/agent/"
+
+
+def _agent_route(request: web.Request) -> bool:
+    """By the route that matched, not the raw path, so no spelling of the path slips past."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.startswith(AGENT_PREFIX)
+
+
 def auth_middleware(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
@@ -125,6 +138,8 @@ def auth_middleware(token: str) -> Middleware:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 return error(401, "missing or wrong bearer token")
+            if _agent_route(request) and not peer_is_node(request.transport):
+                return error(403, "agent routes are for the cluster's nodes: no node certificate presented")
         return await handler(request)
 
     return check
@@ -161,7 +176,7 @@ async def forward(node: Node, request: web.Request, address: str) -> web.Respons
     try:
         async with node.session.request(
             request.method,
-            f"http://{address}{request.path_qs}",
+            f"https://{address}{request.path_qs}",
             data=body,
             headers={**headers, "Content-Type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=60),

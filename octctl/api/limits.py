@@ -20,7 +20,7 @@ from aiohttp import web
 
 from octctl.logthrottle import LogLimiter
 
-__all__ = ["BODY_TIMEOUT", "CONNECTIONS_PER_CLIENT", "IDLE_TIMEOUT", "limit_connections"]
+__all__ = ["BODY_TIMEOUT", "CONNECTIONS_PER_CLIENT", "HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "limit_connections"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: CLI), so a client always drops an idle pooled connection before the node does: no request is
 #: ever sent on a connection the node is closing.
 IDLE_TIMEOUT = 20.0
+#: Seconds a new connection may take to complete its TLS handshake (asyncio's default is 60).
+HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a request body may take to arrive once its head is in.
 BODY_TIMEOUT = 10.0
 #: Connections one address may have open at once: the CLI uses one, nodes a handful, a load test

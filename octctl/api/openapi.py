@@ -212,7 +212,7 @@ ROUTES: tuple[Route, ...] = (
         "The instances this node runs",
         InstanceList,
         params=(replace(PROJECT, required=False),),
-        errors=(400,),
+        errors=(400, 403),
     ),
     Route(
         "PUT",
@@ -221,7 +221,7 @@ ROUTES: tuple[Route, ...] = (
         InstanceStatus,
         body=InstanceSpec,
         params=(SERVICE, TERM),
-        errors=(400, 408, 409, 413, 503),
+        errors=(400, 403, 408, 409, 413, 503),
     ),
     Route(
         "DELETE",
@@ -229,7 +229,7 @@ ROUTES: tuple[Route, ...] = (
         "Remove this node's instance of a service (sent by the leader)",
         Removed,
         params=(SERVICE, PROJECT, TERM),
-        errors=(400, 409, 503),
+        errors=(400, 403, 409, 503),
     ),
     Route(
         "GET",
@@ -237,7 +237,7 @@ ROUTES: tuple[Route, ...] = (
         "The last log lines of this node's instance of a service",
         LogLines,
         params=(SERVICE, PROJECT, TAIL),
-        errors=(400,),
+        errors=(400, 403),
     ),
 )
 
@@ -246,7 +246,7 @@ REASONS = {
     202: "accepted",
     400: "bad body, query, header, key or name",
     401: "missing or wrong bearer token",
-    403: "a joining node without the Raft secret",
+    403: "a joining node without the Raft secret; an agent route called without a node certificate",
     404: "not found",
     409: "conflict (a deposed leader's term; a sixth voter)",
     408: "the body did not arrive within 10 s of the request head",

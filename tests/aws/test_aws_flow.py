@@ -29,7 +29,7 @@ from octctl.providers.aws.session import AwsClients
 from tests.aws.hypervisor import Hypervisor, Vm
 from tests.aws.infra_support import count, tagged
 from tests.conftest import IMAGE
-from tests.e2e.harness import http_get
+from tests.e2e.harness import http_get, https_client, state_record
 
 pytestmark = [pytest.mark.aws, pytest.mark.e2e, pytest.mark.docker]
 
@@ -130,9 +130,11 @@ def leftovers(clients: AwsClients, project: str) -> dict[str, int]:
     return {kind: n for kind, n in count(tagged(clients, project)).items() if n}
 
 
-def node_health(vm: Vm) -> tuple[str, str | None]:
-    """The version a node reports and the sha256 of the wheel its running process was installed from."""
-    health = json.loads(http_get(f"http://{vm.address}:{DEFAULT_API_PORT}/v1/health"))
+def node_health(vm: Vm, folder: Path) -> tuple[str, str | None]:
+    """The version a node reports and the sha256 of the wheel its running process was installed from
+    (over HTTPS, trusting the cluster CA the CLI recorded in ``folder``'s state file)."""
+    with https_client(state_record(folder)["ca_cert"], timeout=20) as http:
+        health = http.get(f"https://{vm.address}:{DEFAULT_API_PORT}/v1/health").raise_for_status().json()
     return health["version"], health["artifact"]
 
 
@@ -165,7 +167,7 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     # The leader runs exactly the CLI's own code: the wheel built from it, installed by hash.
     shipped = build_artifact(tmp_path / "wheel")
     assert inventory["buckets"] == 1
-    assert node_health(leader_vm) == (shipped.version, shipped.sha256)
+    assert node_health(leader_vm, folder) == (shipped.version, shipped.sha256)
     # The node role may launch only the cluster's image and instance type, with IMDSv2 required:
     # genesis recorded both before it wrote the role's policy.
     ledger = json.loads((folder / "state.json").read_text())["aws"]
@@ -202,7 +204,7 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     vm_addresses = {vm.address for vm in cloud.running().values()}
     assert {s.address for s in status.services} == vm_addresses, "one service on each instance"
     # The follower the leader launched installed the same wheel, through a link the leader signed.
-    assert {node_health(vm) for vm in cloud.running().values()} == {(shipped.version, shipped.sha256)}
+    assert {node_health(vm, folder) for vm in cloud.running().values()} == {(shipped.version, shipped.sha256)}
     assert sum("delegate" in n for n in notes) == 1, "the name servers are printed once"
     records = a_records(clients, domain)
     by_node = public_ips(clients, project)

@@ -23,6 +23,7 @@ from octctl.bootstrap import BootstrapConfig
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.aws.secrets_store import delete_secrets, get_secrets, put_secrets
 from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port
+from octctl.tls import client_context
 
 pytestmark = pytest.mark.aws
 
@@ -148,7 +149,9 @@ def test_bootstrap_writes_the_node_files_once_and_they_start_a_node(
             stderr=subprocess.STDOUT,
         )
         log.close()
-        health = wait_for_leader(f"http://{address}:{settings.api_port}/v1/health", daemon, data_dir)
+        health = wait_for_leader(
+            f"https://{address}:{settings.api_port}/v1/health", daemon, data_dir, secrets.ca_cert
+        )
         assert (health["node"], health["cluster"], health["leader"]) == (INSTANCE, cluster, INSTANCE)
     finally:
         if daemon is not None:
@@ -161,12 +164,12 @@ def test_bootstrap_writes_the_node_files_once_and_they_start_a_node(
         shutil.rmtree(data_dir, ignore_errors=True)  # releases the address claim
 
 
-def wait_for_leader(url: str, daemon: subprocess.Popen[bytes], data_dir: Path) -> dict:
+def wait_for_leader(url: str, daemon: subprocess.Popen[bytes], data_dir: Path, ca_cert: str) -> dict:
     deadline = time.monotonic() + 30
     while True:
         assert daemon.poll() is None, f"oct-ctl exited:\n{(data_dir / 'daemon.log').read_text()}"
         try:
-            answer = httpx.get(url, timeout=1).json()
+            answer = httpx.get(url, timeout=1, verify=client_context(ca_cert)).json()
             if answer.get("leader"):
                 return dict(answer)
         except httpx.HTTPError:
@@ -185,6 +188,8 @@ def test_identity_comes_from_imdsv2_when_not_given(
     assert run.returncode == 0, run.stderr
     settings = NodeSettings.model_validate_json((tmp_path / "data" / "node.json").read_text())
     assert (settings.node, settings.address) == ("i-fake", "127.0.0.1")
+    # The public address (moto's fake 198.51.100.1) is kept for the node's TLS certificate.
+    assert settings.public_address == "198.51.100.1"
 
 
 def test_no_instance_metadata_is_a_clear_error(tmp_path: Path, cluster: str, secrets: Secrets) -> None:

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ import httpx
 from octctl.api.models import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.local import pid_alive
+from octctl.tls import client_context
 
 OWNERS = Path("/run/oct-chaos")  # tmpfs, like /run/netns: both are gone after a reboot
 NAME_RE = re.compile(r"^(octc\d+-)")
@@ -154,7 +156,7 @@ class ChaosNode:
 
     @property
     def api(self) -> str:
-        return f"http://{self.address}:{DEFAULT_API_PORT}"
+        return f"https://{self.address}:{DEFAULT_API_PORT}"
 
     @property
     def running(self) -> bool:
@@ -187,6 +189,11 @@ class Cluster:
     @property
     def client_address(self) -> str:
         return f"{SUBNET_FIRST}.{self.octet}.{CLIENT_HOST}"
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """HTTPS to the nodes, trusting the cluster CA only (as the CLI does)."""
+        return client_context(self.secrets.ca_cert)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -234,7 +241,7 @@ class Cluster:
                 provider_root=None,  # no provisioning: the harness alone decides which nodes exist
             )
             write_node_files(n.data_dir, settings, self.secrets)
-        self._http = httpx.Client(headers=self.headers, timeout=2.0, trust_env=False)
+        self._http = httpx.Client(headers=self.headers, timeout=2.0, trust_env=False, verify=self.tls)
         self.start(self.nodes[0].name)
         self.wait_for(lambda: self.leader() == self.nodes[0].name, form_timeout, "genesis to lead")
         for n in self.nodes[1:]:

@@ -126,7 +126,7 @@ async def _chaos(cluster: Cluster, report: SeedReport, duration: float) -> Histo
     t0 = time.monotonic()
     injector = asyncio.create_task(inject(cluster, report.faults, t0, report.events))
     try:
-        history = await run_clients(apis, cluster.headers, report.seed, duration)
+        history = await run_clients(apis, cluster.headers, cluster.tls, report.seed, duration)
         # A fault still running when the clients stop is undone by the heal that follows.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(injector), timeout=10)
@@ -164,7 +164,7 @@ async def _final_reads(cluster: Cluster, history: History) -> list[Record]:
         {r.key for r in history.records if r.kind == "write" and r.sent and r.key.startswith("reg/")}
     )
     keys += sorted(history.acknowledged_once())
-    return await read_back({n.name: n.api for n in cluster.nodes}, cluster.headers, keys)
+    return await read_back({n.name: n.api for n in cluster.nodes}, cluster.headers, cluster.tls, keys)
 
 
 def _check(cluster: Cluster, history: History, final: list[Record], report: SeedReport) -> None:

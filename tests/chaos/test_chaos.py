@@ -57,12 +57,14 @@ def test_seed(seed: int, tmp_path: Path) -> None:
 
 
 def _put(c: Cluster, node: str, key: str, value: str) -> httpx.Response:
-    return httpx.put(f"{c.node(node).api}/v1/kv/{key}", json={"value": value}, headers=c.headers, timeout=8)
+    return httpx.put(
+        f"{c.node(node).api}/v1/kv/{key}", json={"value": value}, headers=c.headers, timeout=8, verify=c.tls
+    )
 
 
 def _read(c: Cluster, node: str, key: str, stale: bool, t: float) -> Record:
     query = "?stale=true" if stale else ""
-    r = httpx.get(f"{c.node(node).api}/v1/kv/{key}{query}", headers=c.headers, timeout=8)
+    r = httpx.get(f"{c.node(node).api}/v1/kv/{key}{query}", headers=c.headers, timeout=8, verify=c.tls)
     assert r.status_code == 200, r.text
     return Record(9, "read", key, None, node, t, time.monotonic(), 200, r.json()["value"])
 

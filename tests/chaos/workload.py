@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -179,6 +180,7 @@ class Client:
 async def run_clients(
     apis: dict[str, str],
     headers: dict[str, str],
+    tls: ssl.SSLContext,
     seed: int,
     duration: float,
     clients: int = 4,
@@ -190,7 +192,7 @@ async def run_clients(
     t0 = time.monotonic()
     until = t0 + duration
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=0)
-    async with httpx.AsyncClient(headers=headers, trust_env=False, limits=limits) as http:
+    async with httpx.AsyncClient(headers=headers, trust_env=False, limits=limits, verify=tls) as http:
         workers = [
             Client(c, http, apis, random.Random(f"{seed}/client/{c}"), register_keys, records, op_timeout)
             for c in range(clients)
@@ -202,6 +204,7 @@ async def run_clients(
 async def read_back(
     apis: dict[str, str],
     headers: dict[str, str],
+    tls: ssl.SSLContext,
     keys: list[str],
     attempts: int = 20,
     op_timeout: float = 7.0,
@@ -211,7 +214,7 @@ async def read_back(
     and by the linearizability check."""
     out: list[Record] = []
     names = sorted(apis)
-    async with httpx.AsyncClient(headers=headers, trust_env=False) as http:
+    async with httpx.AsyncClient(headers=headers, trust_env=False, verify=tls) as http:
         reader = Client(-1, http, apis, random.Random(0), 1, out, op_timeout)
         for i, key in enumerate(keys):
             for attempt in range(attempts):

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -18,7 +19,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from octctl.node_settings import NodeSettings, Secrets, read_node_files
 from octctl.providers.local import octctl_pids
+from octctl.tls import client_context, issue_node_certificate
 
 REPO = Path(__file__).resolve().parents[2]
 OCT = [sys.executable, "-m", "octcli"]
@@ -86,3 +91,54 @@ def http_get(url: str, timeout: float = 20.0) -> str:
 
 def services_by_name(status: dict) -> dict[str, dict]:
     return {s["name"]: s for s in status["services"]}
+
+
+# -- oct's own API: HTTPS with the cluster CA -------------------------------------------------------
+def state_record(project_dir: Path, state_file: str = "state.json") -> dict:
+    return dict(json.loads((project_dir / state_file).read_text()))
+
+
+def https_client(ca_pem: str, timeout: float = 30, **kwargs: object) -> httpx.Client:
+    """A bare HTTPS client (no token) that trusts only the cluster CA ``ca_pem``."""
+    return httpx.Client(verify=client_context(ca_pem), timeout=timeout, trust_env=False, **kwargs)  # type: ignore[arg-type]
+
+
+def api_client(
+    project_dir: Path, node: str | None = None, timeout: float = 30, state_file: str = "state.json"
+) -> httpx.Client:
+    """A client of the project's cluster as the CLI is: the token and the pinned CA from the state
+    file, ``https://`` to ``node`` (an API address ``host:port``; default: the first recorded node)."""
+    record = state_record(project_dir, state_file)
+    return httpx.Client(
+        base_url=f"https://{node or record['nodes'][0]}",
+        headers={"Authorization": f"Bearer {record['token']}"},
+        verify=client_context(record["ca_cert"]),
+        timeout=timeout,
+        trust_env=False,
+    )
+
+
+def node_tls(
+    secrets: Secrets, node: str = "test-node", addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> ssl.SSLContext:
+    """The TLS of a caller that holds the cluster secrets like a node: the CA pinned, and a node
+    certificate issued from the cluster CA presented (what the agent routes ask for)."""
+    key, cert = issue_node_certificate(secrets.ca_key, secrets.ca_cert, node, list(addresses))
+    return client_context(secrets.ca_cert, cert, key)
+
+
+def node_client(settings: NodeSettings, secrets: Secrets, timeout: float = 30) -> httpx.Client:
+    """A client of one node that carries the token and presents a node certificate (agent routes)."""
+    return httpx.Client(
+        base_url=f"https://{settings.api_address}",
+        headers={"Authorization": f"Bearer {secrets.token}"},
+        verify=node_tls(secrets),
+        timeout=timeout,
+        trust_env=False,
+    )
+
+
+def node_files_client(data_dir: Path, timeout: float = 30) -> httpx.Client:
+    """:func:`node_client` for the node whose files are in ``data_dir``."""
+    settings, secrets = read_node_files(data_dir)
+    return node_client(settings, secrets, timeout)

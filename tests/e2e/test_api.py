@@ -20,7 +20,7 @@ import pytest
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.local import free_address, node_name, nodes_dir, start_node, stop_node
 from octctl.state.raft_wire import RaftCipher
-from tests.e2e.harness import kill_leftovers
+from tests.e2e.harness import https_client, kill_leftovers, node_client
 
 pytestmark = pytest.mark.e2e
 
@@ -30,10 +30,11 @@ class Cluster:
         self.root = root
         self.settings = settings
         self.secrets = secrets
-        self.base = f"http://{settings.api_address}"
-        self.client = httpx.Client(
-            base_url=self.base, headers={"Authorization": f"Bearer {secrets.token}"}, timeout=10
-        )
+        self.base = f"https://{settings.api_address}"
+        #: As the leader calls it: the token, the pinned cluster CA and a node certificate.
+        self.client = node_client(settings, secrets, timeout=10)
+        #: A stranger who only knows the CA (no token, no node certificate).
+        self.http = https_client(secrets.ca_cert, timeout=10)
 
     def log(self) -> str:
         return (nodes_dir(self.root) / self.settings.node / "oct-ctl.log").read_text(errors="replace")
@@ -57,7 +58,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{c.base}/v1/health", timeout=1).json().get("leader"):
+            if c.http.get(f"{c.base}/v1/health", timeout=1).json().get("leader"):
                 break
         except httpx.HTTPError:
             pass
@@ -65,6 +66,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         time.sleep(0.1)
     yield c
     c.client.close()
+    c.http.close()
     stop_node(root, settings.node)
     kill_leftovers(tmp_path)
 
@@ -102,7 +104,7 @@ def wait_deployed(c: Cluster, deployment: str) -> dict:
 
 
 def test_health_is_open_and_names_the_cluster(cluster: Cluster) -> None:
-    health = httpx.get(f"{cluster.base}/v1/health").json()
+    health = cluster.http.get(f"{cluster.base}/v1/health").json()
     assert health == {
         "ok": True,
         "cluster": "c-apitest",
@@ -125,10 +127,10 @@ def test_every_other_route_needs_the_token(cluster: Cluster, headers: dict[str, 
         ("PUT", "/v1/agent/instances/x"),
         ("DELETE", "/v1/agent/instances/x?project=p"),
     ]:
-        resp = httpx.request(method, cluster.base + path, headers=headers, json={})
+        resp = cluster.http.request(method, cluster.base + path, headers=headers, json={})
         assert resp.status_code == 401, (method, path)
         assert "token" in resp.json()["error"]
-    assert httpx.get(f"{cluster.base}/v1/health").status_code == 200
+    assert cluster.http.get(f"{cluster.base}/v1/health").status_code == 200
 
 
 def test_bad_bodies_get_4xx_with_a_reason(cluster: Cluster) -> None:
@@ -232,7 +234,7 @@ def test_agents_refuse_commands_from_a_deposed_leader(cluster: Cluster) -> None:
 
 
 def test_a_node_with_the_wrong_raft_secret_never_joins_and_says_why(cluster: Cluster) -> None:
-    stranger = Secrets(token=cluster.secrets.token, raft_password="not-the-cluster-password")
+    stranger = cluster.secrets.model_copy(update={"raft_password": "not-the-cluster-password"})
     address = free_address(cluster.root)
     settings = NodeSettings(
         node=node_name(address),

@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.harness import Project
+from octctl.tls import client_context
+from tests.e2e.harness import Project, https_client, state_record
 
 pytestmark = pytest.mark.e2e
 
@@ -21,16 +22,18 @@ def node_apis(project: Project) -> tuple[list[str], str]:
     for folder in sorted((project.dir / ".oct").glob("nodes/*")):
         settings = json.loads((folder / "node.json").read_text())
         token = json.loads((folder / "secrets.json").read_text())["token"]
-        bases.append(f"http://{settings['address']}:{settings['api_port']}")
+        bases.append(f"https://{settings['address']}:{settings['api_port']}")
     return bases, token
 
 
-def replicas(bases: list[str], headers: dict[str, str]) -> list[dict]:
-    return [httpx.get(f"{b}/v1/cluster/replica", headers=headers, timeout=5).json() for b in bases]
+def replicas(http: httpx.Client, bases: list[str], headers: dict[str, str]) -> list[dict]:
+    return [http.get(f"{b}/v1/cluster/replica", headers=headers, timeout=5).json() for b in bases]
 
 
-async def put_many(bases: list[str], headers: dict[str, str], count: int) -> list[httpx.Response]:
-    async with httpx.AsyncClient(headers=headers, timeout=20) as client:
+async def put_many(ca: str, bases: list[str], headers: dict[str, str], count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(
+        headers=headers, timeout=20, verify=client_context(ca), trust_env=False
+    ) as client:
         return await asyncio.gather(
             *(
                 client.put(f"{bases[i % len(bases)]}/v1/kv/load/{i}", json={"value": f"v{i}"})
@@ -45,21 +48,23 @@ def test_kv_reads_writes_and_group_commit(make_project) -> None:  # type: ignore
     bases, token = node_apis(project)
     assert len(bases) == 3
     headers = {"Authorization": f"Bearer {token}"}
-    assert httpx.put(f"{bases[0]}/v1/kv/x", json={"value": "1"}).status_code == 401
+    ca = state_record(project.dir)["ca_cert"]
+    http = https_client(ca)
+    assert http.put(f"{bases[0]}/v1/kv/x", json={"value": "1"}).status_code == 401
 
     # Written through one node, read linearizably through every node (followers forward).
-    written = httpx.put(f"{bases[1]}/v1/kv/app/flag", json={"value": "on"}, headers=headers, timeout=10)
+    written = http.put(f"{bases[1]}/v1/kv/app/flag", json={"value": "on"}, headers=headers, timeout=10)
     assert written.status_code == 200, written.text
     revision = written.json()["revision"]
     for base in bases:
-        got = httpx.get(f"{base}/v1/kv/app/flag", headers=headers, timeout=10).json()
+        got = http.get(f"{base}/v1/kv/app/flag", headers=headers, timeout=10).json()
         assert got == {"key": "app/flag", "value": "on", "revision": revision, "stale": False}
 
     # Local reads say they may be stale, and every replica has the write soon after.
     deadline = time.monotonic() + 5
     for base in bases:
         while True:
-            got = httpx.get(f"{base}/v1/kv/app/flag?stale=true", headers=headers, timeout=5)
+            got = http.get(f"{base}/v1/kv/app/flag?stale=true", headers=headers, timeout=5)
             if got.status_code == 200:
                 assert got.json()["stale"] is True and got.json()["value"] == "on"
                 break
@@ -67,34 +72,34 @@ def test_kv_reads_writes_and_group_commit(make_project) -> None:  # type: ignore
             time.sleep(0.05)
 
     # Bad input gets a reason, not a crash.
-    assert httpx.get(f"{bases[0]}/v1/kv/no/such", headers=headers).status_code == 404
-    assert httpx.get(f"{bases[0]}/v1/kv/bad%20key", headers=headers).status_code == 400
-    bad = httpx.put(f"{bases[0]}/v1/kv/k", content=b"{nope", headers=headers)
+    assert http.get(f"{bases[0]}/v1/kv/no/such", headers=headers).status_code == 404
+    assert http.get(f"{bases[0]}/v1/kv/bad%20key", headers=headers).status_code == 400
+    bad = http.put(f"{bases[0]}/v1/kv/k", content=b"{nope", headers=headers)
     assert bad.status_code == 400 and "JSON" in bad.json()["error"]
-    assert httpx.put(f"{bases[0]}/v1/kv/k", json={"value": 3}, headers=headers).status_code == 400
+    assert http.put(f"{bases[0]}/v1/kv/k", json={"value": 3}, headers=headers).status_code == 400
 
     # Many concurrent writes: all acknowledged with distinct revisions, sharing Raft entries.
-    before = max(r["commit_index"] for r in replicas(bases, headers))
+    before = max(r["commit_index"] for r in replicas(http, bases, headers))
     count = 200
-    answers = asyncio.run(put_many(bases, headers, count))
+    answers = asyncio.run(put_many(ca, bases, headers, count))
     assert [a.status_code for a in answers] == [200] * count
     revisions = {a.json()["revision"] for a in answers}
     assert len(revisions) == count
-    leader_commit = max(r["commit_index"] for r in replicas(bases, headers))
+    leader_commit = max(r["commit_index"] for r in replicas(http, bases, headers))
     assert leader_commit - before < count, "every write took its own Raft entry: no group commit"
     for i in (0, count // 2, count - 1):
-        got = httpx.get(f"{bases[2]}/v1/kv/load/{i}", headers=headers, timeout=10).json()
+        got = http.get(f"{bases[2]}/v1/kv/load/{i}", headers=headers, timeout=10).json()
         assert got["value"] == f"v{i}"
 
     # Delete, then the key is gone everywhere.
-    assert httpx.delete(f"{bases[2]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 200
-    assert httpx.delete(f"{bases[0]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 404
-    assert httpx.get(f"{bases[1]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 404
+    assert http.delete(f"{bases[2]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 200
+    assert http.delete(f"{bases[0]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 404
+    assert http.get(f"{bases[1]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 404
 
     # Every replica converges to the same state, and they agree on the leader.
     deadline = time.monotonic() + 10
     while True:
-        seen = replicas(bases, headers)
+        seen = replicas(http, bases, headers)
         if len({r["state_hash"] for r in seen}) == 1:
             break
         assert time.monotonic() < deadline, f"replicas did not converge: {seen}"

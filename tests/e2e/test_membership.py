@@ -16,7 +16,7 @@ import pytest
 
 from octctl.node_settings import read_node_files
 from octctl.providers.local import pid_alive, start_node
-from tests.e2e.harness import http_get, services_by_name
+from tests.e2e.harness import http_get, https_client, services_by_name, state_record
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.e2e
 FAST_REPLACEMENT = "[project.cluster]\nreplace_dead_after = 5\n\n[project.provider.local]"
 
 
-def members(leader_api: str, token: str) -> list[str]:
-    answer = httpx.get(
-        f"http://{leader_api}/v1/cluster/members", headers={"Authorization": f"Bearer {token}"}
+def members(http: httpx.Client, leader_api: str, token: str) -> list[str]:
+    answer = http.get(
+        f"https://{leader_api}/v1/cluster/members", headers={"Authorization": f"Bearer {token}"}
     )
     return list(answer.json()["members"])
 
@@ -35,6 +35,7 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
     project = make_project("examples/quickstart")
     project.edit("[project.provider.local]", FAST_REPLACEMENT)
     project.oct("deploy")
+    http = https_client(state_record(project.dir)["ca_cert"])
     before = project.status()
     leader = next(n for n in before["nodes"] if n["role"] == "leader")
     victim = next(n for n in before["nodes"] if n["role"] == "follower")
@@ -64,7 +65,7 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
     # The replacement may reuse the freed address (and so the node name): it is a new process.
     replaced = logs[logs.index(f"node {victim['id']} unreachable for") :]
     assert "provisioned node" in replaced
-    current = members(leader_api, token)
+    current = members(http, leader_api, token)
     assert sorted(current) == sorted(f"{n['address']}:31889" for n in nodes.values())
     assert not any(pid_alive(pid) for pid in children), "what the dead node ran must not linger"
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
@@ -78,6 +79,7 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
 def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_project) -> None:  # type: ignore[no-untyped-def]
     project = make_project("examples/quickstart")
     project.oct("deploy")
+    http = https_client(state_record(project.dir)["ca_cert"])
     status = project.status()
     victim = next(n for n in status["nodes"] if n["role"] == "follower")
     root = project.dir / ".oct"
@@ -85,8 +87,8 @@ def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_proj
     settings, secrets = read_node_files(folder)
     headers = {"Authorization": f"Bearer {secrets.token}"}
     leader = next(n for n in status["nodes"] if n["role"] == "leader")
-    leader_api = f"http://{leader['address']}:{leader['api_port']}"
-    assert httpx.put(f"{leader_api}/v1/kv/before", json={"value": "kept"}, headers=headers).status_code == 200
+    leader_api = f"https://{leader['address']}:{leader['api_port']}"
+    assert http.put(f"{leader_api}/v1/kv/before", json={"value": "kept"}, headers=headers).status_code == 200
 
     pid = int((folder / "oct-ctl.pid").read_text())
     os.kill(pid, signal.SIGKILL)
@@ -114,18 +116,18 @@ def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_proj
 
     # Started again, it catches up from the leader: the same state, including older writes.
     start_node(root, settings, secrets)
-    base = f"http://{settings.address}:{settings.api_port}"
+    base = f"https://{settings.address}:{settings.api_port}"
     deadline = time.monotonic() + 60
     while True:
         with contextlib.suppress(httpx.HTTPError):
-            mine = httpx.get(f"{base}/v1/cluster/replica", headers=headers, timeout=2).json()
-            theirs = httpx.get(f"{leader_api}/v1/cluster/replica", headers=headers, timeout=2).json()
+            mine = http.get(f"{base}/v1/cluster/replica", headers=headers, timeout=2).json()
+            theirs = http.get(f"{leader_api}/v1/cluster/replica", headers=headers, timeout=2).json()
             if mine["state_hash"] == theirs["state_hash"] and mine["leader"] == leader["id"]:
                 break
         if time.monotonic() > deadline:
             pytest.fail(f"the reset node did not catch up\n{project.node_logs()}")
         time.sleep(0.3)
-    got = httpx.get(f"{base}/v1/kv/before?stale=true", headers=headers, timeout=5).json()
+    got = http.get(f"{base}/v1/kv/before?stale=true", headers=headers, timeout=5).json()
     assert got["value"] == "kept"
 
 
@@ -134,6 +136,7 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
     project.edit("nodes = 3", "nodes = 6")
     project.edit("[project.provider.local]", FAST_REPLACEMENT)
     project.oct("deploy")
+    http = https_client(state_record(project.dir)["ca_cert"])
     status = project.status()
     roles = sorted(n["role"] for n in status["nodes"])
     assert roles == ["follower"] * 4 + ["leader", "non-voter"], status["nodes"]
@@ -142,15 +145,15 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
     token = json.loads((project.dir / ".oct" / "nodes" / leader["id"] / "secrets.json").read_text())["token"]
     headers = {"Authorization": f"Bearer {token}"}
     leader_api = f"{leader['address']}:{leader['api_port']}"
-    assert sorted(members(leader_api, token)) == sorted(
+    assert sorted(members(http, leader_api, token)) == sorted(
         f"{n['address']}:31889" for n in status["nodes"] if n["role"] != "non-voter"
     )
 
     # The non-voter serves the API (writes forwarded, reads through the leader) and keeps a replica.
-    replica_api = f"http://{replica['address']}:{replica['api_port']}"
-    put = httpx.put(f"{replica_api}/v1/kv/via-replica", json={"value": "yes"}, headers=headers, timeout=10)
+    replica_api = f"https://{replica['address']}:{replica['api_port']}"
+    put = http.put(f"{replica_api}/v1/kv/via-replica", json={"value": "yes"}, headers=headers, timeout=10)
     assert put.status_code == 200, put.text
-    assert httpx.get(f"{replica_api}/v1/kv/via-replica", headers=headers, timeout=10).json()["value"] == "yes"
+    assert http.get(f"{replica_api}/v1/kv/via-replica", headers=headers, timeout=10).json()["value"] == "yes"
 
     # A voter dies: the non-voter is promoted and the replacement joins as a non-voter.
     victim = next(n for n in status["nodes"] if n["role"] == "follower")
@@ -170,15 +173,15 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
         if time.monotonic() > deadline:
             pytest.fail(f"nodes: {status['nodes']}\n{project.node_logs()}")
         time.sleep(0.5)
-    current = members(leader_api, token)
+    current = members(http, leader_api, token)
     assert len(current) == 5 and f"{replica['address']}:31889" in current
 
     # Every node, voter or not, converges to the same state.
-    apis = [f"http://{n['address']}:{n['api_port']}" for n in nodes.values()]
+    apis = [f"https://{n['address']}:{n['api_port']}" for n in nodes.values()]
     deadline = time.monotonic() + 30
     while True:
         hashes = {
-            httpx.get(f"{api}/v1/cluster/replica", headers=headers, timeout=5).json()["state_hash"]
+            http.get(f"{api}/v1/cluster/replica", headers=headers, timeout=5).json()["state_hash"]
             for api in apis
         }
         if len(hashes) == 1:

@@ -9,12 +9,11 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from octctl.config import load_config
 from octctl.providers.local import claims_dir
-from tests.e2e.harness import Project, http_get, octctl_pids, services_by_name
+from tests.e2e.harness import Project, api_client, http_get, octctl_pids, services_by_name
 
 pytestmark = pytest.mark.e2e
 
@@ -82,12 +81,8 @@ def test_quickstart_deploy_update_remove_destroy(make_project) -> None:  # type:
     assert start_ticks(pids["store"]) <= start_ticks(pids["api"]) <= start_ticks(pids["web"])
 
     # Any node answers: a follower reads from its replica and forwards writes to the leader.
-    token = json.loads((project.dir / "state.json").read_text())["token"]
     follower = next(n for n in status["nodes"] if n["role"] == "follower")
-    client = httpx.Client(
-        base_url=f"http://{follower['address']}:{follower['api_port']}",
-        headers={"Authorization": f"Bearer {token}"},
-    )
+    client = api_client(project.dir, f"{follower['address']}:{follower['api_port']}")
     with client:
         seen = client.get("/v1/status").json()
         assert seen["node"] == follower["id"] and seen["stale"] is True

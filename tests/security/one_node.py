@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import Project
+from tests.e2e.harness import Project, node_files_client
 
 
 def one_sleeper(project: str) -> str:
@@ -46,13 +45,7 @@ class Node:
 
 
 def the_node(project: Project) -> Node:
-    """The project's only node, with an API client that carries the cluster token."""
-    token = json.loads((project.dir / "state.json").read_text())["token"]
+    """The project's only node, with an API client that carries the cluster token and, like the
+    leader, a node certificate from the cluster CA (the agent routes need one)."""
     (folder,) = sorted((project.dir / ".oct").glob("nodes/*"))
-    settings = json.loads((folder / "node.json").read_text())
-    client = httpx.Client(
-        base_url=f"http://{settings['address']}:{settings['api_port']}",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    return Node(folder, client)
+    return Node(folder, node_files_client(folder))

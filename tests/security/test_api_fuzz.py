@@ -11,9 +11,9 @@ import itertools
 import shutil
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import requests
 import schemathesis
@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from octctl.api.openapi import OPENAPI_PATH, ROUTES
+from octctl.tls import issue_node_certificate
 from tests.e2e.test_api import Cluster, cluster
 
 __all__ = ["cluster"]  # the real single-node cluster fixture of the API tests
@@ -65,16 +66,21 @@ def harmless(case: Any) -> Any:
 
 
 def test_the_openapi_document_is_public(cluster: Cluster) -> None:
-    answer = httpx.get(f"{cluster.base}{OPENAPI_PATH}", timeout=5)
+    answer = cluster.http.get(f"{cluster.base}{OPENAPI_PATH}", timeout=5)
     assert answer.status_code == 200
     document = answer.json()
     assert document["openapi"].startswith("3.1")
     assert document["paths"]["/v1/health"]["get"]["security"] == []
-    assert httpx.get(f"{cluster.base}/v1/status", timeout=5).status_code == 401
+    assert cluster.http.get(f"{cluster.base}/v1/status", timeout=5).status_code == 401
 
 
 def fuzz_operation(
-    operation: Any, mode: GenerationMode, base: str, session: requests.Session, token: str
+    operation: Any,
+    mode: GenerationMode,
+    base: str,
+    session: requests.Session,
+    token: str,
+    tls: dict[str, Any],
 ) -> Counter[int]:
     """Send ``EXAMPLES`` generated requests (a fixed, derandomized set) and check every answer;
     the statuses seen, by count. Raises what schemathesis found."""
@@ -92,7 +98,7 @@ def fuzz_operation(
     @given(case=operation.as_strategy(generation_mode=mode).map(harmless))
     def fuzz(case: Any) -> None:
         response = case.call_and_validate(
-            base_url=base, session=session, headers=headers, checks=CHECKS, timeout=10
+            base_url=base, session=session, headers=headers, checks=CHECKS, timeout=10, **tls
         )
         statuses[response.status_code] += 1
 
@@ -101,12 +107,23 @@ def fuzz_operation(
 
 
 @pytest.mark.timeout(150)
-def test_schemathesis_finds_no_server_error_or_schema_mismatch(cluster: Cluster) -> None:
+def test_schemathesis_finds_no_server_error_or_schema_mismatch(cluster: Cluster, tmp_path: Path) -> None:
     started = time.monotonic()
     # Fetched here and loaded as a dict: from_url would leave the document's own route unfuzzed.
-    document = httpx.get(f"{cluster.base}{OPENAPI_PATH}", timeout=10).raise_for_status().json()
+    document = cluster.http.get(f"{cluster.base}{OPENAPI_PATH}", timeout=10).raise_for_status().json()
     schema = schemathesis.openapi.from_dict(document)
     session = requests.Session()
+    # HTTPS that trusts the cluster CA only, presenting a node certificate as the leader does, so
+    # the agent routes are fuzzed past their mutual-TLS check.
+    key, cert = issue_node_certificate(
+        cluster.secrets.ca_key, cluster.secrets.ca_cert, "fuzzer", [cluster.settings.address]
+    )
+    for name, text in (("ca.pem", cluster.secrets.ca_cert), ("node.pem", cert), ("node.key", key)):
+        (tmp_path / name).write_text(text)
+    tls = {
+        "verify": str(tmp_path / "ca.pem"),
+        "cert": (str(tmp_path / "node.pem"), str(tmp_path / "node.key")),
+    }
     failures: list[str] = []
     labels: list[str] = []
     seen: dict[str, dict[int, int]] = {}
@@ -119,7 +136,7 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(cluster: Cluster)
         elif not {"parameters", "requestBody"} & set(operation.definition.raw):
             continue  # nothing to get wrong: no negative data exists
         try:
-            statuses = fuzz_operation(operation, mode, cluster.base, session, cluster.secrets.token)
+            statuses = fuzz_operation(operation, mode, cluster.base, session, cluster.secrets.token, tls)
             seen[f"{operation.label} ({mode.value})"] = dict(statuses)
         except (Exception, BaseExceptionGroup) as e:  # one operation's failure must not hide another's
             failures.append(f"{operation.label} ({mode.value} data): {e}")
@@ -128,7 +145,7 @@ def test_schemathesis_finds_no_server_error_or_schema_mismatch(cluster: Cluster)
     assert sorted(labels) == sorted(f"{r.method} {r.openapi_path}" for r in ROUTES)  # skipping nothing
     assert not failures, "\n\n".join(failures)
     assert elapsed < 100, f"fuzzing took {elapsed:.0f}s"
-    assert httpx.get(f"{cluster.base}/v1/health", timeout=5).json()["ok"] is True
+    assert cluster.http.get(f"{cluster.base}/v1/health", timeout=5).json()["ok"] is True
     assert "Traceback" not in cluster.log()
 
 

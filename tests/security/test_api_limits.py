@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
-from octctl.api.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, IDLE_TIMEOUT
+from octctl.api.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT
+from octctl.tls import client_context
 from tests.e2e.test_api import Cluster, cluster
 
 __all__ = ["cluster"]  # the real single-node cluster fixture of the API tests
@@ -22,11 +24,15 @@ __all__ = ["cluster"]  # the real single-node cluster fixture of the API tests
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
 
-def connect(c: Cluster, source: str) -> socket.socket:
-    s = socket.create_connection(
+def connect_tcp(c: Cluster, source: str) -> socket.socket:
+    return socket.create_connection(
         (c.settings.address, c.settings.api_port), timeout=5, source_address=(source, 0)
     )
-    return s
+
+
+def connect(c: Cluster, source: str) -> socket.socket:
+    """A connection from ``source`` past the TLS handshake (the API is HTTPS), trusting the cluster CA."""
+    return client_context(c.secrets.ca_cert).wrap_socket(connect_tcp(c, source))
 
 
 def closed_by_peer(s: socket.socket, wait: float) -> bool:
@@ -36,7 +42,7 @@ def closed_by_peer(s: socket.socket, wait: float) -> bool:
         return s.recv(1) == b""
     except TimeoutError:
         return False
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
         return True
 
 
@@ -68,7 +74,7 @@ def test_a_client_trickling_its_request_head_is_dropped(cluster: Cluster, socket
     while time.monotonic() < deadline:
         try:
             slow.sendall(b"X-Slow: 1\r\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             break
         if closed_by_peer(slow, 1.0):
             break
@@ -88,4 +94,13 @@ def test_a_body_that_never_finishes_gets_408(cluster: Cluster, sockets: ExitStac
     slow.settimeout(BODY_TIMEOUT + 5)
     answer = slow.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert cluster.client.get("/v1/health").json()["ok"] is True
+
+
+def test_a_connection_that_never_starts_tls_is_dropped(cluster: Cluster, sockets: ExitStack) -> None:
+    """Before HTTP's own timeouts apply, the TLS handshake must finish within HANDSHAKE_TIMEOUT."""
+    silent = sockets.enter_context(connect_tcp(cluster, "127.0.0.205"))
+    started = time.monotonic()
+    assert closed_by_peer(silent, HANDSHAKE_TIMEOUT + 5), "a silent connection outlived the handshake timeout"
+    assert time.monotonic() - started >= HANDSHAKE_TIMEOUT - 1
     assert cluster.client.get("/v1/health").json()["ok"] is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from octctl.tls import client_context
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
-from tests.e2e.harness import Project
+from tests.e2e.harness import Project, state_record
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -56,12 +58,13 @@ class Node:
 class Cluster:
     nodes: list[Node]
     token: str
+    tls: ssl.SSLContext
 
     def replica(self, node: Node) -> dict:
         request = urllib.request.Request(
             f"{node.api}/v1/cluster/replica", headers={"Authorization": f"Bearer {self.token}"}
         )
-        with urllib.request.urlopen(request, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5, context=self.tls) as resp:
             return json.loads(resp.read())
 
     def replicas(self) -> dict[str, dict]:
@@ -83,7 +86,7 @@ class Cluster:
 
 def start_cluster(project: Project) -> Cluster:
     project.oct("deploy")
-    token = json.loads((project.dir / "state.json").read_text())["token"]
+    record = state_record(project.dir)
     nodes = []
     for folder in sorted((project.dir / ".oct").glob("nodes/*")):
         settings = json.loads((folder / "node.json").read_text())
@@ -91,12 +94,12 @@ def start_cluster(project: Project) -> Cluster:
             Node(
                 id=folder.name,
                 address=settings["address"],
-                api=f"http://{settings['address']}:{settings['api_port']}",
+                api=f"https://{settings['address']}:{settings['api_port']}",
                 raft_port=int(settings["raft_port"]),
             )
         )
     assert len(nodes) == 3
-    return Cluster(nodes, token)
+    return Cluster(nodes, record["token"], client_context(record["ca_cert"]))
 
 
 @dataclass
@@ -104,6 +107,7 @@ class HealthProbe:
     """Polls ``GET /v1/health`` every 100 ms on a thread; records how long each answer took."""
 
     url: str
+    tls: ssl.SSLContext
     latencies: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -123,7 +127,7 @@ class HealthProbe:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                with urllib.request.urlopen(self.url, timeout=5, context=self.tls) as resp:
                     if not json.loads(resp.read()).get("ok"):
                         self.failures.append("not ok")
             except OSError as e:
@@ -204,7 +208,7 @@ def test_a_stranger_streaming_a_2gib_frame_is_cut_off_and_the_leader_keeps_leadi
     cluster = start_cluster(make_project("examples/quickstart"))
     leader, term = cluster.settled_leader()
 
-    with HealthProbe(f"{leader.api}/v1/health") as probe:
+    with HealthProbe(f"{leader.api}/v1/health", cluster.tls) as probe:
         time.sleep(0.5)
         attack = flood(leader.address, leader.raft_port)
         time.sleep(1.0)
@@ -232,7 +236,7 @@ def test_connections_that_never_authenticate_are_capped_per_address_and_time_out
     cluster = start_cluster(make_project("examples/quickstart"))
     leader, term = cluster.settled_leader()
 
-    with HealthProbe(f"{leader.api}/v1/health") as probe:
+    with HealthProbe(f"{leader.api}/v1/health", cluster.tls) as probe:
         # Many connections from one address that send nothing (or a frame that never completes),
         # a few ms apart so that PySyncObj's listen backlog of 5 does not overflow (the client's
         # retries would spread them over seconds, past the auth timeout of the first ones).

@@ -28,6 +28,7 @@ from octcli.state import ClusterRecord, state_lock
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
 from octctl.config import ConfigError, load_config
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
+from octctl.tls import issue_node_certificate, new_ca, server_context
 
 runner = CliRunner()
 
@@ -198,8 +199,15 @@ def test_status_without_cluster_is_unreachable(project: Path) -> None:
 # -- state file and lock -------------------------------------------------------------------------------
 
 
+#: The stubs' cluster CA and their certificate (the CLI talks HTTPS and pins the CA from the record).
+STUB_CA_KEY, STUB_CA = new_ca("c-test")
+STUB_KEY, STUB_CERT = issue_node_certificate(STUB_CA_KEY, STUB_CA, "stub", ["127.0.0.1"])
+
+
 def record(nodes: list[str], token: str = "s3cr3t-token", root: str = "/nowhere/.oct") -> ClusterRecord:
-    return ClusterRecord(cluster="c-test", project="demo", token=token, nodes=nodes, root=root)
+    return ClusterRecord(
+        cluster="c-test", project="demo", token=token, nodes=nodes, root=root, ca_cert=STUB_CA
+    )
 
 
 def test_state_file_is_private_and_round_trips(tmp_path: Path) -> None:
@@ -267,7 +275,8 @@ Reply = tuple[int, dict[str, Any]]
 
 
 class Stub:
-    """A tiny oct-ctl stand-in on 127.0.0.1 that records what it was sent."""
+    """A tiny oct-ctl stand-in on 127.0.0.1 (HTTPS, certificate from ``STUB_CA``) that records what it
+    was sent."""
 
     def __init__(self, routes: dict[tuple[str, str], Callable[[], Reply]]) -> None:
         self.routes = routes
@@ -297,6 +306,8 @@ class Stub:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        tls = server_context(STUB_CERT, STUB_KEY, STUB_CA)
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.address = f"127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -333,7 +344,7 @@ def ok_status() -> Reply:
 def test_client_skips_a_dead_node_and_sends_the_token(stubs: Any) -> None:
     stub = stubs({("GET", "/v1/status"): ok_status})
     dead = dead_address()
-    with OctClient([dead, stub.address], "tok-123", timeout=2.0, retry_for=0) as client:
+    with OctClient([dead, stub.address], "tok-123", STUB_CA, timeout=2.0, retry_for=0) as client:
         assert client.status().cluster == "c-test"
         assert client.nodes[0] == stub.address  # the node that answered is asked first next time
         client.status()
@@ -345,7 +356,7 @@ def test_client_moves_on_from_503_and_401(stubs: Any) -> None:
     no_leader = stubs({("GET", "/v1/status"): lambda: (503, {"error": "no leader elected yet; retry"})})
     foreign = stubs({("GET", "/v1/status"): lambda: (401, {"error": "missing or wrong bearer token"})})
     good = stubs({("GET", "/v1/status"): ok_status})
-    with OctClient([no_leader.address, foreign.address, good.address], "tok", retry_for=0) as client:
+    with OctClient([no_leader.address, foreign.address, good.address], "tok", STUB_CA, retry_for=0) as client:
         assert client.status().node == "node-2"
 
 
@@ -353,7 +364,7 @@ def test_client_unreachable_names_every_address(stubs: Any) -> None:
     no_leader = stubs({("GET", "/v1/status"): lambda: (503, {"error": "no leader elected yet; retry"})})
     dead = dead_address()
     with (
-        OctClient([dead, no_leader.address], "tok", retry_for=0) as client,
+        OctClient([dead, no_leader.address], "tok", STUB_CA, retry_for=0) as client,
         pytest.raises(Unreachable) as caught,
     ):
         client.status()
@@ -365,14 +376,17 @@ def test_client_unreachable_names_every_address(stubs: Any) -> None:
 def test_client_retries_until_a_leader_appears(stubs: Any) -> None:
     answers = iter([(503, {"error": "no leader elected yet; retry"})] * 2)
     stub = stubs({("GET", "/v1/status"): lambda: next(answers, ok_status())})
-    with OctClient([stub.address], "tok", retry_for=10) as client:
+    with OctClient([stub.address], "tok", STUB_CA, retry_for=10) as client:
         assert client.status().cluster == "c-test"
     assert len(stub.seen) == 3
 
 
 def test_client_reports_a_token_every_node_rejects(stubs: Any) -> None:
     foreign = stubs({("GET", "/v1/status"): lambda: (401, {"error": "missing or wrong bearer token"})})
-    with OctClient([foreign.address], "tok", retry_for=30) as client, pytest.raises(OctError) as caught:
+    with (
+        OctClient([foreign.address], "tok", STUB_CA, retry_for=30) as client,
+        pytest.raises(OctError) as caught,
+    ):
         client.status()
     assert "401" in str(caught.value)
     assert not isinstance(caught.value, Unreachable)
@@ -384,7 +398,10 @@ def test_422_maps_to_invalid_config(stubs: Any) -> None:
     stub = stubs(
         {("POST", "/v1/deploy"): lambda: (422, {"error": "invalid configuration", "details": details})}
     )
-    with OctClient([stub.address], "tok", retry_for=0) as client, pytest.raises(InvalidConfig) as caught:
+    with (
+        OctClient([stub.address], "tok", STUB_CA, retry_for=0) as client,
+        pytest.raises(InvalidConfig) as caught,
+    ):
         client.deploy({"project": {}}, source_dir="/src")
     assert caught.value.problems == details
     assert caught.value.exit_code == 2
@@ -393,7 +410,7 @@ def test_422_maps_to_invalid_config(stubs: Any) -> None:
 def test_other_errors_carry_the_servers_reason(stubs: Any) -> None:
     stub = stubs({("POST", "/v1/destroy"): lambda: (500, {"error": "raft log is on fire"})})
     with (
-        OctClient([stub.address], "tok", retry_for=0) as client,
+        OctClient([stub.address], "tok", STUB_CA, retry_for=0) as client,
         pytest.raises(OctError, match="raft log is on fire"),
     ):
         client.destroy()
@@ -676,13 +693,15 @@ def fake_cluster(folder: Path, state_file: Path, cluster: str = "c-gone") -> Pat
         node="node-250", cluster=cluster, address="127.0.0.250", cpus=1000, memory=512, join=[]
     )
     data_dir = root / "nodes" / settings.node
-    write_node_files(data_dir, settings, Secrets.mint())
+    secrets = Secrets.mint()
+    write_node_files(data_dir, settings, secrets)
     state.save(
         state_file,
         ClusterRecord(
             cluster=cluster,
             project=api.validate(folder).project.name,
             token="tok",
+            ca_cert=secrets.ca_cert,
             nodes=[f"127.0.0.250:{dead_address().rsplit(':', 1)[1]}"],
             root=str(root.resolve()),
         ),

@@ -18,7 +18,10 @@ def test_a_broken_secrets_file_is_named_without_its_values(tmp_path: Path) -> No
     with pytest.raises(SystemExit) as stopped:
         main(["--data-dir", str(tmp_path)])
     message = str(stopped.value.code)
-    assert message == f"oct-ctl: invalid Secrets file in {tmp_path}: raft_password: Field required"
+    assert message == (
+        f"oct-ctl: invalid Secrets file in {tmp_path}: raft_password: Field required; "
+        "ca_key: Field required; ca_cert: Field required"
+    )
     assert "do-not-print-me" not in message
 
 

@@ -182,7 +182,7 @@ def parts() -> tuple[Reconciler, FakeRaft, FakeAgents, FakeProvider]:
         raft=raft,  # type: ignore[arg-type]
         peers=agents,  # type: ignore[arg-type]
         settings=settings,
-        secrets=Secrets(token="t", raft_password="p"),
+        secrets=Secrets(token="t", raft_password="p", ca_key="", ca_cert=""),
         provider=provider,
     )
     return reconciler, raft, agents, provider
