@@ -60,6 +60,8 @@ class BootstrapConfig(BaseModel):
         default=None, description="the id the leader reserved for this node; None: the instance id"
     )
     aws: AwsNodeSettings | None = None
+    #: A VM is its own host: its containers must not reach any node's control ports.
+    guard_containers: bool = True
 
     def node_settings(self, node: str, address: str, public_address: str | None = None) -> NodeSettings:
         return NodeSettings(
@@ -78,6 +80,7 @@ class BootstrapConfig(BaseModel):
             dns_upstreams=self.dns_upstreams,
             provider=self.provider,
             aws=self.aws,
+            guard_containers=self.guard_containers,
         )
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from octctl import __version__
 from octctl.node_settings import read_node_files
+from octctl.runtime.firewall import FirewallError
 from octctl.state.machine import RaftUnavailable
 from octctl.state.raft_files import CorruptRaftFiles, reset_raft_files
 
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         # Field paths and reasons only: the input may be secrets.json, whose values must not be printed.
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         sys.exit(f"oct-ctl: invalid {e.title} file in {args.data_dir}: {problems}")
-    except (CorruptRaftFiles, RaftUnavailable) as e:  # damaged files; the Raft port is taken
+    except (CorruptRaftFiles, RaftUnavailable, FirewallError) as e:  # damaged files; port taken; no iptables
         sys.exit(f"oct-ctl: {e}")
     except ValueError as e:  # not JSON at all (json.JSONDecodeError)
         sys.exit(f"oct-ctl: cannot read the node files in {args.data_dir}: {e}")

@@ -26,6 +26,7 @@ from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
 from octctl.providers.local import LocalProvider
 from octctl.reconciler import Reconciler
+from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, command
 from octctl.tls import NodeIdentity
@@ -88,6 +89,9 @@ class Node:
         }
 
     async def start(self) -> None:
+        if self.settings.guard_containers:
+            ports = [self.settings.raft_port, self.settings.api_port]
+            await asyncio.get_running_loop().run_in_executor(None, firewall.guard, ports)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, ssl=self.identity.client_context())
         )

@@ -49,6 +49,10 @@ class NodeSettings(BaseModel):
         default=None, description="local provider: the .oct folder of the project"
     )
     aws: AwsNodeSettings | None = Field(default=None, description="aws provider: where followers go")
+    guard_containers: bool = Field(
+        default=False,
+        description="drop containers' TCP to the Raft and API ports of any node (iptables; VMs: on)",
+    )
 
     @property
     def raft_address(self) -> str:

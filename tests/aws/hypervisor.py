@@ -103,8 +103,14 @@ class Hypervisor:
         address = free_address(self.root)
         data_dir = nodes_dir(self.root) / node_name(address)
         python = self._install(instance, user_data, data_dir)
+        # Every "VM" here shares this host's network stack and firewall: the container guard, which
+        # is per host, is tested on its own (tests/security/test_container_reach.py).
         config = config.model_copy(
-            update={"dns_port": local_dns_port(address) or FALLBACK_DNS_PORT, "dns_upstreams": []}
+            update={
+                "dns_port": local_dns_port(address) or FALLBACK_DNS_PORT,
+                "dns_upstreams": [],
+                "guard_containers": False,
+            }
         )
         (data_dir / "bootstrap.json").write_text(config.model_dump_json())
         boot = subprocess.run(
