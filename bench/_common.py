@@ -281,6 +281,9 @@ def temp_project_dir(prefix: str) -> Iterator[Path]:
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix=prefix))
+    # mkdtemp makes it 0700; a root oct-ctl runs process services as an unprivileged user, which
+    # must be able to enter the project folder (their working directory) and read what it holds.
+    path.chmod(0o755)
     try:
         yield path
     finally:
