@@ -1,4 +1,4 @@
-"""One oct-ctl node: its Raft replica, agent, reconciler and API, and how they start and stop.
+"""One oct-ctl node: its Raft replica, agent, leader loop and API, and how they start and stop.
 
 Start-up order matters for joining: a new node starts its Raft replica with the current members
 as partners *before* asking the leader to add it, because the leader's membership change only
@@ -21,11 +21,11 @@ from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
+from octctl.leader import Leader
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
 from octctl.providers.local import LocalProvider
-from octctl.reconciler import Reconciler
 from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, command
@@ -71,7 +71,7 @@ class Node:
         self.session: aiohttp.ClientSession
         self.peers: PeerClient
         self.raft: RaftNode
-        self.reconciler: Reconciler
+        self.leader: Leader
 
     def self_record(self) -> NodeRecord:
         s = self.settings
@@ -109,15 +109,15 @@ class Node:
         except BaseException:
             await self.session.close()  # the node never started: leave no open session behind
             raise
-        self.reconciler = Reconciler(
-            raft=self.raft,
-            peers=self.peers,
+        self.leader = Leader(
+            cluster=self.raft,
+            agents=self.peers,
             settings=self.settings,
             secrets=self.secrets,
             provider=make_provider(self.settings),
         )
         self.raft.machine.subscribe(self._on_change)
-        self._spawn(self.reconciler.run())
+        self._spawn(self.leader.run())
         self._spawn(self._persist_members())
         self._spawn(self._register())
         self._spawn(self._follow_role())
@@ -161,8 +161,8 @@ class Node:
         return self._zone_cache[1]
 
     def _on_change(self) -> None:
-        """Runs inside a Raft tick: nudge the reconciler so a new deploy starts without waiting a tick."""
-        self.reconciler.wake()
+        """Runs inside a Raft tick: nudge the leader's loop so a new deploy starts without waiting a tick."""
+        self.leader.wake()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.create_task(coro))

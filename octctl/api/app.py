@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -45,14 +46,20 @@ from octctl.distribution import installed_artifact_sha256
 from octctl.fencing import StaleTerm, UnknownTerm, parse_term
 from octctl.names import InvalidName, check_name
 from octctl.node import Node
-from octctl.reconciler import api_address, new_id
 from octctl.runtime.base import InstanceSpec
 from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import MAX_VOTERS, NodeRecord, command, pending_voters
+from octctl.state.model import MAX_VOTERS, NodeRecord, api_address, command, pending_voters
 from octctl.tls import peer_is_node
 
 log = logging.getLogger(__name__)
+
+
+def new_id(prefix: str) -> str:
+    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
+    proposes it, so every replica applies the same one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
 
 MAX_BODY = 1024 * 1024
 FORWARDED = "X-Oct-Forwarded"
@@ -226,7 +233,7 @@ async def deploy(request: web.Request) -> web.Response:
             at=time.time(),
         )
     )
-    node.reconciler.wake()
+    node.leader.wake()
     return ok(DeployResponse.model_validate(result), status=202)
 
 
@@ -234,7 +241,7 @@ async def deploy(request: web.Request) -> web.Response:
 async def destroy(request: web.Request) -> web.Response:
     node = node_of(request)
     result = await node.raft.execute(command("destroy", deployment=new_id("x"), at=time.time()))
-    node.reconciler.wake()
+    node.leader.wake()
     return ok(DestroyResponse.model_validate(result), status=202)
 
 
@@ -292,7 +299,7 @@ async def join(request: web.Request) -> web.Response:
         }
         await node.raft.execute(command("node_joined", node=record))
     log.info("node %s joined at %s as a %s", body.node, raft_address, "voter" if body.voter else "non-voter")
-    node.reconciler.wake()
+    node.leader.wake()
     return ok(members_response(node))
 
 
