@@ -47,6 +47,7 @@ from octctl.fencing import StaleTerm, UnknownTerm, parse_term
 from octctl.names import InvalidName, check_name
 from octctl.node import Node
 from octctl.runtime.base import InstanceSpec
+from octctl.state.desired import desired_project
 from octctl.state.kv import KEY_PATTERN, kv_command
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import MAX_VOTERS, NodeRecord, api_address, command, pending_voters
@@ -309,7 +310,8 @@ async def service_logs(request: web.Request) -> web.Response:
     tail = _int_query(request, "tail", 50)
     view = node.raft.view()
     placed = view["placements"].get(name)
-    project = ((view["project"] or {}).get("project") or {}).get("name")
+    config = desired_project(view)
+    project = config.project.name if config else None
     if placed is None or project is None or placed not in view["nodes"]:
         return error(404, f"service {name!r} is not placed on any node")
     if placed == node.settings.node:

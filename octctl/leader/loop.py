@@ -29,6 +29,7 @@ from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import Provider
 from octctl.runtime.base import InstanceSpec
 from octctl.specs import Rollout, instance_specs
+from octctl.state.desired import desired_project
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import ClusterState
 
@@ -123,7 +124,7 @@ class Leader:
             return False
         duties = self.duties
         view = self.cluster.view()
-        config = Config.model_validate(view["project"]) if view["project"] else None
+        config = desired_project(view)
         observed, reshaped = await duties.liveness.observe(view, duties.converger.failed)
         if reshaped or await duties.fleet.replace_dead(view, config) or await duties.fleet.promote(view):
             return True
