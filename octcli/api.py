@@ -1,4 +1,5 @@
-"""The Python library behind ``oct``: the CLI is a thin shell over these four calls.
+"""The Python library behind ``oct``: the CLI is a shell over these calls (``validate``, ``plan``,
+``deploy``, ``status``, ``logs``, ``destroy``, ``unlock``).
 
 Every call takes the path of an oct.toml (or of the folder holding it), so a program drives a
 project exactly the way a person at the terminal does, and finds the same cluster through the same
