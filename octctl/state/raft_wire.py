@@ -39,7 +39,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pysyncobj import tcp_connection
+
+from octctl.state import pysyncobj_adapter
 
 VERSION: Final = 1
 _HEADER: Final = struct.Struct(">B16sQ")
@@ -121,9 +122,5 @@ class _SmallFramesZlib:
 
 
 def install() -> None:
-    """Make PySyncObj's connections skip zlib for small messages (idempotent, process-wide).
-
-    PySyncObj offers no hook for its framing; its connection module looks ``zlib`` up as a
-    global on every message, so that name is what is replaced. Only Raft connections use it.
-    """
-    tcp_connection.zlib = _SmallFramesZlib
+    """Make PySyncObj's connections skip zlib for small messages (idempotent, process-wide)."""
+    pysyncobj_adapter.use_frame_codec(_SmallFramesZlib)
