@@ -98,7 +98,7 @@ async def test_a_small_frame_that_does_not_authenticate_is_closed(
             assert closed, length
         assert "its frame did not authenticate (InvalidTag)" in caplog.text
         assert "frame of -5 bytes" in caplog.text
-        assert len(node.sync._SyncObj__transport.pending) == 0
+        assert len(node.sync.transport.pending) == 0
     finally:
         node.close()
 
@@ -143,7 +143,7 @@ async def test_one_address_gets_a_few_unauthenticated_connections_and_the_port_s
         socks.append(await stranger(node.self_address, "127.0.0.78"))  # the port still accepts
         await asyncio.sleep(0.2)
         assert not closed_by_peer(socks[-1])
-        assert len(node.sync._SyncObj__transport.pending) == raft_guard.MAX_PENDING_PER_IP + 1
+        assert len(node.sync.transport.pending) == raft_guard.MAX_PENDING_PER_IP + 1
     finally:
         for s in socks:
             s.close()
