@@ -33,7 +33,7 @@ from octcli.images import build_images, dockerfile_services, push_images
 from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
 from octcli.state import ClusterRecord, StateStore
 from octctl.api.models import DeploymentView, ServiceChange, StatusResponse
-from octctl.providers.local import local_nodes, release_claims
+from octctl.providers.local.provider import local_nodes, release_claims
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster

@@ -28,12 +28,12 @@ import httpx
 from octcli.client import OctClient
 from octcli.errors import InvalidConfig, OctError, Timeout
 from octcli.state import ClusterRecord
-from octctl import __version__
 from octctl.api.models import DEFAULT_API_PORT
-from octctl.bootstrap import BootstrapConfig
 from octctl.config.models import AwsProvider
 from octctl.node_settings import Secrets
-from octctl.providers.aws.resources import AwsNodeSettings, AwsResources, NodeArtifact
+from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.resources import AwsResources, NodeArtifact
+from octctl.providers.aws.settings import AwsNodeSettings
 from octctl.specs import demand
 
 if TYPE_CHECKING:
@@ -211,9 +211,9 @@ def _genesis(
     save: Callable[[ClusterRecord], None],
     leader_wait: float,
 ) -> ClusterRecord:
-    from octctl.providers.aws import artifacts, instances, pricing
+    from octctl.providers.aws import instances, pricing
+    from octctl.providers.aws.launch import launch_node
     from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets, put_secrets
-    from octctl.providers.aws.user_data import render_user_data
 
     aws = aws_settings(config)
     clients = connect(aws.region)
@@ -270,23 +270,13 @@ def _genesis(
     node_settings = AwsNodeSettings(resources=ledger, instance_type=kind, ami=ami, artifact=artifact)
     bootstrap = BootstrapConfig(
         cluster=cluster,
-        project=config.project.name,
-        region=aws.region,
         cpus=fleet.capacity.cpus,
         memory=fleet.capacity.memory,
         node=node,
-        aws=node_settings,
+        provider=node_settings,
     )
     say(f"starting the leader: {kind} (${fleet.instance_type.hourly}/h)")
-    leader = instances.launch(
-        clients,
-        ledger,
-        role="leader",
-        instance_type=kind,
-        user_data=render_user_data(bootstrap, __version__, artifacts.presigned_url(clients, artifact)),
-        client_token=node,
-        ami=ami,
-    )
+    leader = launch_node(clients, bootstrap, role="leader")
     keep(ledger.model_copy(update={"leader_instance_id": leader.id}))
     address = _wait_for_address(clients, leader.id, say)
     current = current.model_copy(update={"nodes": [address]})

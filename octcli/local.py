@@ -22,9 +22,9 @@ from octcli.client import OctClient
 from octcli.errors import OctError, Timeout
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
-from octctl.providers.leftovers import CleanupError, kill_process_instances
-from octctl.providers.leftovers import remove_containers as _remove_containers
-from octctl.providers.local import (
+from octctl.providers.local.leftovers import CleanupError, kill_process_instances
+from octctl.providers.local.leftovers import remove_containers as _remove_containers
+from octctl.providers.local.provider import (
     LOG_FILE,
     claims_dir,
     free_address,
@@ -246,7 +246,7 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
     """Remove every trace of the project's local cluster, whether or not any part of it still runs.
 
     That includes the machine-wide address claims of its nodes (see
-    :func:`octctl.providers.local.claims_dir`), once their folders are gone.
+    :func:`octctl.providers.local.provider.claims_dir`), once their folders are gone.
 
     Nodes go first: a live agent would restart the instances we are about to kill, and a live
     leader would provision replacements for nodes it sees vanish (so we sweep until none is left).
