@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from octctl.node_settings import NodeSettings
-from octctl.providers.aws import ecr, instances, route53
+from octctl.providers.aws import ecr, instances, public_dns
 from octctl.providers.aws.bootstrap import BootstrapConfig
 from octctl.providers.aws.launch import launch_node
 from octctl.providers.aws.session import AwsClients
@@ -68,21 +68,12 @@ class AwsProvider(Provider):
             log.info("terminated %s (node %s)", ", ".join(i.id for i in found), node)
 
     def public_addresses(self, nodes: Sequence[str]) -> dict[str, str]:
-        """The public IPv4 EC2 gave each node's instance (found by its client-token tag)."""
-        if not nodes:
-            return {}
-        found = instances.find_instances(
-            self.clients,
-            self.aws.resources.cluster,
-            extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": sorted(set(nodes))}],
-        )
-        return {i.node: i.public_ip for i in found if i.node and i.public_ip}
+        return public_dns.node_addresses(self.clients, self.aws.resources.cluster, nodes)
 
     def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
         """Route53 records ``<service>.<domain>`` -> the public IPv4 of the instance of each node."""
-        addresses = self.public_addresses(list(names.values()))
-        records = {name: addresses[node] for name, node in names.items() if node in addresses}
-        if route53.sync_records(zone, records, owner=owner, route53=self.clients.client("route53")):
+        records, changed = public_dns.publish(self.clients, self.aws.resources.cluster, zone, names, owner)
+        if changed:
             log.info(
                 "public DNS: %s", ", ".join(f"{n} -> {a}" for n, a in sorted(records.items())) or "no names"
             )
