@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     given = sys.argv[1:] if argv is None else argv
     # One-shot subcommands; the daemon's own arguments stay as they were.
     if given[:1] == ["bootstrap"]:
-        from octctl.bootstrap import main as bootstrap
+        from octctl.providers.aws.bootstrap import main as bootstrap
 
         bootstrap(given[1:])
         return

@@ -25,7 +25,6 @@ from octctl.leader import Leader
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
-from octctl.providers.local import LocalProvider
 from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, command
@@ -41,16 +40,6 @@ def _host_port(address: str, default: int = 53) -> tuple[str, int]:
     return (host, int(port)) if port else (address, default)
 
 
-def make_provider(settings: NodeSettings) -> Provider | None:
-    if settings.provider == "local" and settings.provider_root:
-        return LocalProvider(Path(settings.provider_root), settings.cluster)
-    if settings.provider == "aws" and settings.aws is not None:
-        from octctl.providers.aws.provider import AwsProvider  # boto3 and jinja2 only where needed
-
-        return AwsProvider(settings)
-    return None
-
-
 class Node:
     def __init__(self, settings: NodeSettings, secrets: Secrets, data_dir: Path) -> None:
         self.settings = settings
@@ -62,7 +51,10 @@ class Node:
         #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
-        self.agent = Agent(settings.node, data_dir)
+        #: Built on every node: a follower's pulls need the registry login too, should it lead.
+        self.provider: Provider | None = settings.provider.build(settings)
+        login = self.provider.registry_auth if self.provider is not None else None
+        self.agent = Agent(settings.node, data_dir, registry_login=login)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
@@ -114,7 +106,7 @@ class Node:
             agents=self.peers,
             settings=self.settings,
             secrets=self.secrets,
-            provider=make_provider(self.settings),
+            provider=self.provider,
         )
         self.raft.machine.subscribe(self._on_change)
         self._spawn(self.leader.run())

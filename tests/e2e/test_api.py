@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from octctl.node_settings import NodeSettings, Secrets
-from octctl.providers.local import free_address, node_name, nodes_dir, start_node, stop_node
+from octctl.providers.local.provider import free_address, node_name, nodes_dir, start_node, stop_node
 from octctl.state.raft_wire import RaftCipher
 from tests.e2e.harness import https_client, kill_leftovers, node_client
 

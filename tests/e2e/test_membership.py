@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from octctl.node_settings import read_node_files
-from octctl.providers.local import pid_alive, start_node
+from octctl.providers.local.provider import pid_alive, start_node
 from tests.e2e.harness import http_get, https_client, services_by_name, state_record
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from octctl.providers.local import pid_alive
+from octctl.providers.local.provider import pid_alive
 from octctl.runtime.base import LABEL_CLUSTER, LABEL_MANAGED, LABEL_NODE, LABEL_PROJECT
 
 Phase = Callable[[str], None]
