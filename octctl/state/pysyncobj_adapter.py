@@ -9,7 +9,7 @@ those internals in public names (:class:`OctSyncObj`, :class:`Consumer`, :class:
 
 :data:`PRIVATE_SURFACE` lists each internal used here. ``tests/unit/test_pysyncobj_adapter.py``
 checks that the installed PySyncObj still has every one of them, of the expected kind, and that no
-other module of oct uses one; ``tests/unit/test_raft_wire.py`` pins the source of the PySyncObj
+other module of oct uses one; ``tests/integration/test_raft_wire.py`` pins the source of the PySyncObj
 code behind them. pyproject pins the exact PySyncObj version they were read from.
 """
 

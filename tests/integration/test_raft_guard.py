@@ -20,7 +20,7 @@ from octctl.state import raft_guard
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode, RaftUnavailable
 from octctl.state.raft_guard import PendingConnections
-from tests.unit.test_raft_wire import free_addresses, wait_for
+from tests.integration.test_raft_wire import free_addresses, wait_for
 
 
 def open_nodes(tmp_path: Path, count: int) -> list[RaftNode]:

@@ -142,8 +142,12 @@ async def test_a_replica_with_another_secret_gets_nothing(tmp_path: Path) -> Non
     try:
         await wait_for(lambda: nodes[0].is_leader() or nodes[1].is_leader(), "a leader of the two")
         leader = nodes[0] if nodes[0].is_leader() else nodes[1]
+        follower = nodes[1] if leader is nodes[0] else nodes[0]
         await leader.execute(kv_command("kv_put", key="k", value="v"))
-        await asyncio.sleep(0.5)
+        await leader.execute(kv_command("kv_put", key="k2", value="v"))
+        # The good follower applying a later write proves the leader has sent "k" to every member
+        # in the rounds since: the outsider had its chance and must still hold nothing.
+        await wait_for(lambda: follower.machine.kv_get("k2") is not None, "the follower to apply")
         assert nodes[2].machine.kv_get("k") is None
         assert not nodes[2].is_leader()
     finally:
