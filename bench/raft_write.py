@@ -16,11 +16,9 @@ equal by turning fsync off on both: PySyncObj's journal is an mmap that is never
 accepts: an unknown flag makes etcd exit at once, which this script would report).
 
 The load generator is wrk (C, one event loop per thread, from apt), driven by a generated Lua
-script that also reports exact percentiles. It is not the bottleneck: measured on this 2-core
-machine kind against etcd, wrk used 25% of one core at 12K writes/s (64 clients) and 6% at 1
-client (each run reports it as ``loadgen_cpu_pct``), while a Python asyncio client (aiohttp, 64
-tasks) used 53% of a core for only 6.7K writes/s, taking that from the servers it measures, and
-added 0.2 ms to the 1-client p50 (0.60 ms instead of 0.40 ms).
+script that also reports exact percentiles. Unlike a Python client it is not the bottleneck, nor
+does it take much CPU from the servers it measures (each run reports its share as
+``loadgen_cpu_pct``; the comparison is in docs/operations.md#benchmarks).
 
 Usage: .venv/bin/python bench/raft_write.py [--duration S] [--rounds N] [--only oct|etcd]
 """

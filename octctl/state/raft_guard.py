@@ -4,8 +4,9 @@ authenticated.
 PySyncObj reads a 4-byte frame length and then buffers until the whole frame has arrived, before
 anything is authenticated, appending every read to an immutable ``bytes`` (a copy of the whole
 buffer per read) and reading until the socket is drained, all on the event loop. A stranger who
-claimed ~2 GiB and streamed junk at the port had the node buffer it all: 16 MB cost a leader its
-leadership, 42 MB froze a node (API and DNS too) for 9 s. Here:
+claimed ~2 GiB and streamed junk at the port had the node buffer it all, on the loop that also
+serves the API and DNS, until the node lost its leadership or froze (docs/operations.md#security).
+Here:
 
 - **Frame caps, checked on the length before the frame is buffered.** A connection is
   *authenticated* once a frame opened with the cluster key *and* carried the random key this end

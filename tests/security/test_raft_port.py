@@ -3,8 +3,8 @@ cluster's Raft secret (loopback only).
 
 PySyncObj reads a 4-byte frame length and buffers the frame until it is complete, before anything
 is authenticated. A stranger who claims ~2 GiB and streams junk made the node buffer it all,
-copying the whole buffer on every read, on the event loop thread: 16 MB cost a leader its
-leadership, 42 MB froze a node (API and DNS too) for 9 s. The node must close such a connection at
+copying the whole buffer on every read, on the event loop thread, until the node lost its
+leadership or froze (docs/operations.md#security). The node must close such a connection at
 once, stay leader, and keep answering; and one address must not hold more than a few connections
 that have not authenticated (``octctl/state/raft_guard.py``).
 """
