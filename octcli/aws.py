@@ -29,7 +29,7 @@ from octcli.client import OctClient
 from octcli.errors import InvalidConfig, OctError, Timeout
 from octcli.state import ClusterRecord
 from octctl import __version__
-from octctl.api.models import DEFAULT_API_PORT
+from octctl.addresses import DEFAULT_API_PORT
 from octctl.bootstrap import BootstrapConfig
 from octctl.config.models import AwsProvider
 from octctl.node_settings import Secrets

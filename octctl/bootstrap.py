@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
-from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, read_node_files, write_node_files
 from octctl.providers.aws.resources import AwsNodeSettings
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
+from octctl.addresses import DEFAULT_DNS_PORT, api_address, host_port
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
@@ -34,11 +35,6 @@ from octctl.tls import NodeIdentity
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
-
-
-def _host_port(address: str, default: int = 53) -> tuple[str, int]:
-    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    return (host, int(port)) if port else (address, default)
 
 
 def make_provider(settings: NodeSettings) -> Provider | None:
@@ -127,7 +123,7 @@ class Node:
         """DNS failing to bind (port 53 without privileges) must not take the node down with it."""
         s = self.settings
         upstreams = (
-            [_host_port(u) for u in s.dns_upstreams]
+            [host_port(u, DEFAULT_DNS_PORT) for u in s.dns_upstreams]
             if s.dns_upstreams is not None
             else resolv_conf_upstreams(exclude={s.address})
         )
@@ -251,7 +247,7 @@ class Node:
 
     def _member_apis(self) -> list[str]:
         """API addresses of the known members: the join list may name a node long gone."""
-        return [f"{n['address']}:{n['api_port']}" for n in self.raft.view()["nodes"].values()]
+        return [api_address(n) for n in self.raft.view()["nodes"].values()]
 
     async def _follow_role(self) -> None:
         """A non-voter the leader promoted reopens its replica as a voter and asks to be added."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.providers.aws.resources import AwsNodeSettings
 from octctl.tls import new_ca
 

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.base import NodeRequest, Provider
 
