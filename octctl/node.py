@@ -1,4 +1,4 @@
-"""One oct-ctl node: its Raft replica, agent, reconciler and API, and how they start and stop.
+"""One oct-ctl node: its Raft replica, agent, membership, reconciler and DNS, and how they start and stop.
 
 Start-up order matters for joining: a new node starts its Raft replica with the current members
 as partners *before* asking the leader to add it, because the leader's membership change only
@@ -22,6 +22,7 @@ from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
+from octctl.membership import Membership
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
@@ -53,8 +54,6 @@ class Node:
         self.secrets = secrets
         self.data_dir = data_dir
         self.stopping = asyncio.Event()
-        #: The leader admits joining nodes one at a time (voter seats are counted, then taken).
-        self.admission = asyncio.Lock()
         #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
@@ -67,6 +66,7 @@ class Node:
         self.session: aiohttp.ClientSession
         self.peers: PeerClient
         self.raft: RaftNode
+        self.membership: Membership
         self.reconciler: Reconciler
 
     def self_record(self) -> NodeRecord:
@@ -105,6 +105,7 @@ class Node:
         except BaseException:
             await self.session.close()  # the node never started: leave no open session behind
             raise
+        self.membership = Membership(self.raft, self.secrets, self.settings.cluster)
         self.reconciler = Reconciler(
             raft=self.raft,
             peers=self.peers,
