@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from octctl.providers.local import octctl_pids
+from octctl.providers.local.provider import octctl_pids
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_IMAGE = "oct-test/busybox:latest"
@@ -267,7 +267,7 @@ def oct_cleanup(config: Path, project: str) -> str | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if (project_dir / ".oct").exists():
-        from octctl.providers.leftovers import kill_process_instances
+        from octctl.providers.local.leftovers import kill_process_instances
 
         with contextlib.suppress(Exception):
             kill_process_instances(project_dir / ".oct", on_phase=log)
@@ -281,6 +281,9 @@ def temp_project_dir(prefix: str) -> Iterator[Path]:
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix=prefix))
+    # mkdtemp makes it 0700; a root oct-ctl runs process services as an unprivileged user, which
+    # must be able to enter the project folder (their working directory) and read what it holds.
+    path.chmod(0o755)
     try:
         yield path
     finally:
@@ -378,7 +381,7 @@ class OctCluster:
     def api_urls(self) -> dict[str, str]:
         """``{node id: https://address:api_port}``, from the node files (they outlive a killed process)."""
         from octctl.node_settings import read_node_files
-        from octctl.providers.local import local_nodes, nodes_dir
+        from octctl.providers.local.provider import local_nodes, nodes_dir
 
         urls = {}
         for node in local_nodes(self.root):

@@ -199,7 +199,7 @@ def write_query_file(path: Path, records: Records) -> None:
 
 def claimed_addresses() -> set[str]:
     """127.0.0.N that oct's local provider has reserved for nodes (machine-wide claim files)."""
-    from octctl.providers.local import claims_dir
+    from octctl.providers.local.provider import claims_dir
 
     with contextlib.suppress(OSError):
         return {p.name for p in claims_dir().iterdir()}

@@ -43,7 +43,7 @@ from _common import (
 )
 
 from octctl.node_settings import read_node_files
-from octctl.providers.local import node_pid, nodes_dir, start_node
+from octctl.providers.local.provider import node_pid, nodes_dir, start_node
 
 PROJECT = "octbench-raft-failover"
 NODES = 3

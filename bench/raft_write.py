@@ -8,8 +8,10 @@ Both sides are a 3-member group on loopback, started in the same run, and get th
 the same tool in alternating rounds, so drift of the machine hits both alike (figures are medians
 of rounds; ratios are medians of each round's back-to-back oct/etcd pair). oct is written
 through ``PUT /v1/kv/{key}``, etcd through its JSON gateway ``POST /v3/kv/put``, each at the
-leader, over 1000 keys with 64-byte values. Durability is made equal by turning fsync off on
-both: PySyncObj's journal is an mmap that is never fsynced, so etcd runs with
+leader, over 1000 keys with 64-byte values. Both sides speak TLS: oct's API is HTTPS with its cluster
+CA, and etcd gets client and peer TLS from a CA this script mints (oct's Raft traffic is encrypted
+with the cluster's Raft password, so etcd's peer links are encrypted too). Durability is made
+equal by turning fsync off on both: PySyncObj's journal is an mmap that is never fsynced, so etcd runs with
 ``--unsafe-no-fsync`` (a 3.4.23 flag that ``etcd --help`` does not list, but that the binary
 accepts: an unknown flag makes etcd exit at once, which this script would report).
 
@@ -67,6 +69,7 @@ VALUE_BYTES = 64
 ETCD_MEMBERS = 3
 #: fsync off: PySyncObj never fsyncs its journal, so etcd must not either for a fair comparison.
 ETCD_FLAGS = ("--unsafe-no-fsync", "--log-level", "warn", "--logger", "zap")
+TRANSPORT = "TLS on both sides: oct HTTPS API (cluster CA) + encrypted Raft; etcd client and peer TLS"
 DURABILITY = "no fsync on either side: PySyncObj journal is mmap'd and never fsynced; etcd --unsafe-no-fsync"
 START_TIMEOUT = 60.0
 MAX_ERROR_SHARE = 0.001  # more failed writes than this and the figures mean nothing
@@ -94,10 +97,10 @@ class Target:
     url: str  # the leader's base URL
     method: str
     requests: list[tuple[str, str]]  # (path, JSON body), cycled through
+    #: both sides speak HTTPS; this verifies our own checks (wrk does not verify: loopback only)
+    tls: ssl.SSLContext
     headers: dict[str, str] = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
-    #: oct's API is HTTPS with the cluster CA (wrk itself does not verify certificates: loopback only)
-    tls: ssl.SSLContext | None = None
 
     def lua(self) -> str:
         """A wrk script cycling through the requests; the token lives in this file, never in argv."""
@@ -214,15 +217,39 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
+def etcd_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and one certificate for 127.0.0.1 (serverAuth and clientAuth), written for etcd:
+    ``(ca, cert, key)``. oct's own issuer makes them, so both sides use the same kind of key."""
+    from octctl.tls import issue_node_certificate, new_ca
+
+    ca_key, ca_cert = new_ca("etcd-bench")
+    key, cert = issue_node_certificate(ca_key, ca_cert, "etcd", ["127.0.0.1"])
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    for path, text in zip(paths, (ca_cert, cert, key), strict=True):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    return paths
+
+
 @contextlib.contextmanager
-def etcd_cluster(folder: Path) -> Iterator[list[tuple[str, int]]]:
-    """A 3-member etcd on 127.0.0.1; yields ``[(client URL, pid)]``; every member is stopped after."""
+def etcd_cluster(folder: Path) -> Iterator[tuple[list[tuple[str, int]], ssl.SSLContext]]:
+    """A 3-member etcd on 127.0.0.1 with client and peer TLS; yields ``([(client URL, pid)], client
+    TLS context)``; every member is stopped after."""
     if shutil.which("etcd") is None:
         raise BenchError("etcd is not installed: run `make bench-deps` (apt package etcd-server)")
+    ca, cert, key = etcd_tls_files(folder / "tls")
+    tls_flags = (
+        *("--cert-file", str(cert), "--key-file", str(key)),  # server TLS, like oct's API
+        *("--peer-cert-file", str(cert), "--peer-key-file", str(key)),
+        *("--peer-trusted-ca-file", str(ca), "--peer-client-cert-auth"),
+    )
+    context = ssl.create_default_context(cafile=str(ca))
     ports = free_ports(2 * ETCD_MEMBERS)
     names = [f"m{i}" for i in range(ETCD_MEMBERS)]
-    peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(ETCD_MEMBERS)]
-    clients = [f"http://127.0.0.1:{ports[2 * i]}" for i in range(ETCD_MEMBERS)]
+    peers = [f"https://127.0.0.1:{ports[2 * i + 1]}" for i in range(ETCD_MEMBERS)]
+    clients = [f"https://127.0.0.1:{ports[2 * i]}" for i in range(ETCD_MEMBERS)]
     initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -236,7 +263,7 @@ def etcd_cluster(folder: Path) -> Iterator[list[tuple[str, int]]]:
                             *("--listen-client-urls", client, "--advertise-client-urls", client),
                             *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
                             *("--initial-cluster", initial, "--initial-cluster-state", "new"),
-                            *("--initial-cluster-token", "octbench", *ETCD_FLAGS),
+                            *("--initial-cluster-token", "octbench", *ETCD_FLAGS, *tls_flags),
                         ],
                         stdin=subprocess.DEVNULL,
                         stdout=log_file,
@@ -244,8 +271,8 @@ def etcd_cluster(folder: Path) -> Iterator[list[tuple[str, int]]]:
                         start_new_session=True,
                     )
                 )
-        wait_etcd_healthy(folder, clients, procs)
-        yield [(url, proc.pid) for url, proc in zip(clients, procs, strict=True)]
+        wait_etcd_healthy(folder, clients, procs, context)
+        yield [(url, proc.pid) for url, proc in zip(clients, procs, strict=True)], context
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -258,9 +285,11 @@ def etcd_cluster(folder: Path) -> Iterator[list[tuple[str, int]]]:
                 proc.wait(timeout=10)
 
 
-def wait_etcd_healthy(folder: Path, clients: list[str], procs: list[subprocess.Popen[bytes]]) -> None:
+def wait_etcd_healthy(
+    folder: Path, clients: list[str], procs: list[subprocess.Popen[bytes]], tls: ssl.SSLContext
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(trust_env=False, timeout=1.0) as http:
+    with httpx.Client(trust_env=False, timeout=1.0, verify=tls) as http:
         for _ in range(int(START_TIMEOUT / 0.1) + 10):
             for i, proc in enumerate(procs):
                 if proc.poll() is not None:
@@ -278,9 +307,9 @@ def wait_etcd_healthy(folder: Path, clients: list[str], procs: list[subprocess.P
     raise BenchError(f"etcd was not healthy within {START_TIMEOUT:.0f} s")
 
 
-def etcd_leader(clients: list[str]) -> str:
+def etcd_leader(clients: list[str], tls: ssl.SSLContext) -> str:
     """The client URL of the member that leads (its member_id equals the leader it reports)."""
-    with httpx.Client(trust_env=False, timeout=2.0) as http:
+    with httpx.Client(trust_env=False, timeout=2.0, verify=tls) as http:
         for url in clients:
             check_loopback(url)
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
@@ -298,7 +327,7 @@ def check_one_write(target: Target) -> None:
     path, body = target.requests[0]
     url = target.url + path
     check_loopback(url)
-    with httpx.Client(trust_env=False, timeout=10.0, verify=target.tls or True) as http:
+    with httpx.Client(trust_env=False, timeout=10.0, verify=target.tls) as http:
         resp = http.request(target.method, url, content=body, headers=target.headers)
     if resp.status_code != 200:
         raise BenchError(
@@ -320,13 +349,14 @@ def oct_target(cluster: OctCluster) -> Target:
     )
 
 
-def etcd_target(members: list[tuple[str, int]]) -> Target:
+def etcd_target(members: list[tuple[str, int]], tls: ssl.SSLContext) -> Target:
     return Target(
         name="etcd",
-        url=etcd_leader([url for url, _ in members]),
+        url=etcd_leader([url for url, _ in members], tls),
         method="POST",
         requests=etcd_requests(),
         pids=[pid for _, pid in members],
+        tls=tls,
     )
 
 
@@ -417,8 +447,8 @@ def run(only: str | None, rounds: int, duration: float) -> dict[str, Any]:
             targets.append(oct_target(cluster))
         if only in (None, "etcd"):
             (folder / "etcd").mkdir()
-            members = stack.enter_context(etcd_cluster(folder / "etcd"))
-            targets.append(etcd_target(members))
+            members, etcd_tls = stack.enter_context(etcd_cluster(folder / "etcd"))
+            targets.append(etcd_target(members, etcd_tls))
         for target in targets:
             log(f"{target.name}: writing to the leader at {target.url}")
         runs = measure(targets, folder, rounds, duration)
@@ -446,6 +476,7 @@ def main() -> int:
         "bench": "raft_write",
         "load_generator": "",
         "durability": DURABILITY,
+        "transport": TRANSPORT,
         "etcd_flags": list(ETCD_FLAGS),
         "writes_to": "the leader",
         "keys": KEYS,

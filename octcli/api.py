@@ -1,4 +1,5 @@
-"""The Python library behind ``oct``: the CLI is a thin shell over these four calls.
+"""The Python library behind ``oct``: the CLI is a shell over these calls (``validate``, ``plan``,
+``deploy``, ``status``, ``logs``, ``destroy``, ``unlock``).
 
 Every call takes the path of an oct.toml (or of the folder holding it), so a program drives a
 project exactly the way a person at the terminal does, and finds the same cluster through the same
@@ -7,32 +8,23 @@ state file. Failures are raised as :mod:`octcli.errors` exceptions carrying the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 import octctl.config as octconfig
 from octcli import state
-from octcli.aws import (
-    aws_settings,
-    cluster_addresses,
-    ensure_aws_cluster,
-    ledger_of,
-    public_zone,
-    publish_domain,
-    teardown_aws,
-)
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
-from octcli.images import build_images, dockerfile_services, push_images
-from octcli.local import adopt, any_node_answers, ensure_cluster, local_root, remove_containers, teardown
+from octcli.images import build_images, dockerfile_services
+from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.state import ClusterRecord, StateStore
 from octctl.api.models import DeploymentView, ServiceChange, StatusResponse
-from octctl.providers.local import local_nodes, release_claims
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster
@@ -68,21 +60,6 @@ class DeployResult(StatusResponse):
     """
 
     changes: dict[str, ServiceChange] = Field(default_factory=dict)
-
-
-class DestroySummary(BaseModel):
-    """What ``destroy`` is about to remove, worked out before anything is touched."""
-
-    project: str
-    provider: Literal["local", "aws"]
-    cluster: str | None = Field(
-        description="the cluster id from the state record; None: no record (on AWS every cluster "
-        "tagged with the project's name is then removed)"
-    )
-    region: str | None = Field(default=None, description="aws: where the cluster is")
-    nodes: list[str] = Field(description="the nodes' API addresses (host:port) in the state record")
-    state: str = Field(description="where the state record is (a path, or s3://bucket/key)")
-    removes: list[str] = Field(description="what goes, one line each, for a person to read")
 
 
 S = TypeVar("S", "DeployPlan", DestroySummary)
@@ -204,9 +181,9 @@ def deploy(
     say = on_phase or _quiet
     file, config = _load(path)
     store = _store(file, config)
-    aws = config.project.provider_kind == "aws"
+    provider = cluster_provider(config.project.provider_kind, file)
     asked = False
-    if aws and _no_aws_cluster(store.load()):
+    if provider.needs_approval(store.load()):
         # Before the images are built: nobody should wait for a build to be asked.
         _approve_genesis(file, config, approve)
         asked = True
@@ -215,38 +192,28 @@ def deploy(
     config = build_images(config, file.resolve().parent, on_phase=say)
     with store.lock():
         save = store.save
-        if aws:
-            found = store.load()
-            if _no_aws_cluster(found) and not asked:  # removed since we looked
-                _approve_genesis(file, config, approve)
-            record = ensure_aws_cluster(config, file, found, on_phase=say, save=save)
-            if built:
-                region = aws_settings(config).region
-                config = push_images(config, built, cluster=record.cluster, region=region, on_phase=say)
-        else:
-            record = ensure_cluster(config, file, store.load(), on_phase=say, save=save)
+        found = store.load()
+        if provider.needs_approval(found) and not asked:  # removed since we looked
+            _approve_genesis(file, config, approve)
+        record = provider.ensure(config, found, on_phase=say, save=save)
+        config = provider.ship_images(config, built, record, say)
         save(record)
         with OctClient(record.nodes, record.token, record.ca_cert) as client:
             say(f"submitting the deployment to cluster {record.cluster}")
             accepted = client.deploy(
                 config.model_dump(mode="json"),
                 source_dir=str(file.resolve().parent),
-                public_zone=public_zone(config, record),
+                public_zone=provider.public_zone(config, record),
             )
             say(
                 f"deployment {accepted.deployment} accepted"
                 + ("" if accepted.changed else " (nothing changed)")
             )
-            final = _wait_for_deployment(client, accepted.deployment, record, save, on_progress, timeout)
-        if aws:
-            placements = {s.name: s.node for s in final.services if s.node}
-            publish_domain(config, record, placements, say)
+            final = _wait_for_deployment(
+                client, accepted.deployment, provider, record, save, on_progress, timeout
+            )
+        provider.after_deploy(config, record, final, say)
         return DeployResult.model_validate({**final.model_dump(), "changes": accepted.changes})
-
-
-def _no_aws_cluster(record: ClusterRecord | None) -> bool:
-    """Whether a deploy on AWS starts with genesis; a recorded, even half-made, AWS cluster is finished."""
-    return record is None or record.provider != "aws"
 
 
 def _approve_genesis(file: Path, config: Config, approve: DeployApproval) -> None:
@@ -265,6 +232,7 @@ def _approve_genesis(file: Path, config: Config, approve: DeployApproval) -> Non
 def _wait_for_deployment(
     client: OctClient,
     deployment: str,
+    provider: ClusterProvider,
     record: ClusterRecord,
     save: Callable[[ClusterRecord], None],
     on_progress: ProgressCallback | None,
@@ -278,14 +246,16 @@ def _wait_for_deployment(
         try:
             snapshot = client.status()
         except Unreachable:
-            if record.provider != "aws" or time.monotonic() >= deadline:
+            # The node the CLI knew is gone (a VM replaced since): ask the provider where the others are.
+            found = provider.addresses(record) if time.monotonic() < deadline else None
+            if found is None:
                 raise
-            # The node the CLI knew is gone (a VM replaced since): ask EC2 where the others are.
-            record = record.model_copy(update={"nodes": cluster_addresses(record)})
+            record = record.model_copy(update={"nodes": found})
             save(record)
             client.learn(record.nodes)
             continue
-        record = _track_nodes(record, snapshot, save)
+        if provider.tracks_nodes:
+            record = _track_nodes(record, snapshot, save)
         client.learn(record.nodes)
         current = snapshot.deployment
         # A lagging replica may still show the previous deployment; only ours counts.
@@ -318,13 +288,8 @@ def _wait_for_deployment(
 def _track_nodes(
     record: ClusterRecord, snapshot: StatusResponse, save: Callable[[ClusterRecord], None]
 ) -> ClusterRecord:
-    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis dies.
-
-    Not on AWS: the cluster knows its nodes by their private addresses, which the CLI cannot reach;
-    there the CLI asks EC2 for the instances' public addresses when the recorded ones fail.
-    """
-    if record.provider == "aws":
-        return record
+    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis
+    dies (for providers whose node addresses the CLI reaches: ``ClusterProvider.tracks_nodes``)."""
     live = [f"{n.address}:{n.api_port}" for n in snapshot.nodes]
     if not live:
         return record
@@ -347,42 +312,36 @@ def _failure(deployment: DeploymentView) -> str:
     return "\n".join(lines)
 
 
-def _existing_record(path: PathLike) -> ClusterRecord:
+def _existing_record(path: PathLike) -> tuple[ClusterRecord, ClusterProvider]:
     file, config = _load(path, strict=False)
     store = _store(file, config)
-    record = store.load() or adopt(local_root(file), config.project.name)
+    record = cluster_provider(config.project.provider_kind, file).recover(config, store.load())
     if record is None:
         raise Unreachable(
             f"project {config.project.name} has no cluster yet (no state at {store.where}); run `oct deploy`"
         )
-    return record
+    return record, cluster_provider(record.provider, file)
 
 
 def logs(path: PathLike = "oct.toml", service: str = "", tail: int = 50) -> list[str]:
     """The last ``tail`` lines a service wrote, fetched by the cluster from the node that runs it."""
-    record = _existing_record(path)
+    record, _ = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         return client.logs(service, tail)
 
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:
     """The cluster's view of the project, from whichever node answers first."""
-    record = _existing_record(path)
+    record, provider = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         try:
             return client.status()
         except Unreachable as e:
-            if record.provider == "aws":
-                with OctClient(
-                    cluster_addresses(record), record.token, record.ca_cert, retry_for=5.0
-                ) as found:
-                    return found.status()
-            if record.provider != "local":
-                raise
-            raise Unreachable(
-                f"{e}\nthe cluster's nodes are not running: "
-                "`oct deploy` restarts them, `oct destroy` removes them"
-            ) from None
+            elsewhere = provider.addresses(record)
+            if elsewhere is None:
+                raise provider.unreachable(e) from None
+    with OctClient(elsewhere, record.token, record.ca_cert, retry_for=5.0) as found:
+        return found.status()
 
 
 def destroy(
@@ -407,33 +366,18 @@ def destroy(
     say = on_phase or _quiet
     warn = on_warning or _quiet
     file, config = _load(path, strict=False)
-    project = config.project.name
     store = _store(file, config)
     record = store.load()
-    if config.project.provider_kind == "aws" or (record is not None and record.provider == "aws"):
-        with store.lock():
-            record = store.load()
-            _approve_destroy(approve, _aws_summary(config, store, record))
-            if record is not None and record.nodes:
-                _destroy_through_cluster(record, timeout, say, warn)
-            teardown_aws(record, config, on_phase=say, save=store.save)
-            store.remove()
-        return
-    root = Path(record.root) if record is not None else local_root(file)
-    if record is None and not local_nodes(root):
-        remove_containers(project, on_phase=say)  # strays of a .oct deleted by hand; no-op without Docker
-        release_claims(root)
+    # The record says where the cluster is; without one, oct.toml says where it would be.
+    provider = cluster_provider(record.provider if record is not None else config.project.provider_kind, file)
+    if provider.absent(config, record, on_phase=say):
         return
     with store.lock():
-        record = store.load() or adopt(root, project)
-        if record is not None:
-            root = Path(record.root)
-        _approve_destroy(approve, _local_summary(config, store, record, root))
-        if record is not None:
+        record = provider.recover(config, store.load())
+        _approve_destroy(approve, provider.summary(config, store, record))
+        if record is not None and record.nodes:
             _destroy_through_cluster(record, timeout, say, warn)
-        teardown(root, project, cluster=record.cluster if record else None, on_phase=say)
-        if record is not None and record.project != project:
-            remove_containers(record.project, on_phase=say)
+        provider.teardown(config, record, on_phase=say, save=store.save)
         store.remove()
 
 
@@ -445,67 +389,6 @@ def _approve_destroy(approve: DestroyApproval, summary: DestroySummary) -> None:
         refused=f"refusing to destroy {what} without confirmation: run `oct destroy --yes` "
         "(library: approve=True)",
         declined=f"destroy cancelled: nothing of {what} was removed",
-    )
-
-
-def _local_summary(
-    config: Config, store: StateStore, record: ClusterRecord | None, root: Path
-) -> DestroySummary:
-    nodes = list(record.nodes) if record is not None else []
-    count = len(local_nodes(root)) or len(nodes)
-    removes = [
-        f"{count} oct-ctl node process{'' if count == 1 else 'es'} and the services they run "
-        "(the project's containers and process instances)",
-        f"{root} (node data, Raft journals, secrets)",
-        "the project's address claims and state lock",
-        f"the state record {store.where}",
-    ]
-    return DestroySummary(
-        project=config.project.name,
-        provider="local",
-        cluster=record.cluster if record is not None else None,
-        nodes=nodes,
-        state=store.where,
-        removes=removes,
-    )
-
-
-def _aws_summary(config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
-    ledger = ledger_of(record)
-    region = ledger.region if ledger is not None else aws_settings(config).region
-    project = config.project.name
-    if ledger is None:
-        removes = [
-            f"every cluster tagged oct:project={project} in {region}: its instances, VPC, subnets, "
-            "internet gateway, route table, security group, IAM role and instance profile",
-            f"the project's ECR repositories in {region}",
-        ]
-    else:
-        instances = ledger.instance_ids()
-        removes = [
-            f"{len(instances)} EC2 instance{'' if len(instances) == 1 else 's'}"
-            + (f" ({', '.join(instances)})" if instances else "")
-            + " and any other instance tagged with the cluster",
-            f"the VPC {ledger.vpc_id or '(tagged with the cluster)'} with its subnets, internet gateway, "
-            "route table and security group",
-            f"the IAM role {ledger.role_name or '(tagged with the cluster)'} and its instance profile",
-            f"the secrets parameter /oct/{ledger.cluster}/secrets",
-            "the cluster's ECR repositories",
-        ]
-        if ledger.hosted_zone_id:
-            removes.append(
-                f"the Route53 zone {ledger.hosted_zone_id} oct created (if only oct's records are left in it)"
-            )
-    if record is not None:
-        removes.append(f"the state record {store.where}")
-    return DestroySummary(
-        project=project,
-        provider="aws",
-        cluster=record.cluster if record is not None else None,
-        region=region,
-        nodes=list(record.nodes) if record is not None else [],
-        state=store.where,
-        removes=removes,
     )
 
 
@@ -522,7 +405,7 @@ def _destroy_through_cluster(
     record: ClusterRecord, timeout: float, say: MessageCallback, warn: MessageCallback
 ) -> None:
     """Let the cluster stop its services cleanly; any failure here is left to the local teardown."""
-    if not any_node_answers(record):
+    if not _any_node_answers(record):
         say("no node answers; cleaning up from the files on disk")
         return
     try:
@@ -543,3 +426,13 @@ def _destroy_through_cluster(
                 time.sleep(POLL_INTERVAL)
     except OctError as e:
         warn(f"the cluster could not destroy its services ({e}); removing everything locally")
+
+
+def _any_node_answers(record: ClusterRecord) -> bool:
+    """A node of *this* cluster that answers; health would not do, anyone's node answers that."""
+    with OctClient(record.nodes, record.token, record.ca_cert, timeout=2.0, retry_for=0) as client:
+        for node in record.nodes:
+            with contextlib.suppress(OctError):
+                client.status(node)
+                return True
+    return False

@@ -21,27 +21,31 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import httpx
 
 from octcli.client import OctClient
 from octcli.errors import InvalidConfig, OctError, Timeout
+from octcli.images import push_images
+from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.state import ClusterRecord
-from octctl import __version__
 from octctl.addresses import DEFAULT_API_PORT
-from octctl.bootstrap import BootstrapConfig
 from octctl.config.models import AwsProvider
 from octctl.node_settings import Secrets
-from octctl.providers.aws.resources import AwsNodeSettings, AwsResources, NodeArtifact
+from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.resources import AwsResources, NodeArtifact
+from octctl.providers.aws.settings import AwsNodeSettings
 from octctl.specs import demand
 
 if TYPE_CHECKING:
+    from octcli.state import StateStore
+    from octctl.api.models import StatusResponse
     from octctl.config import Config
     from octctl.providers.aws.instances import Instance
     from octctl.providers.aws.session import AwsClients
 
-__all__ = ["ADDRESS_BOOK_ENV", "ensure_aws_cluster", "teardown_aws"]
+__all__ = ["ADDRESS_BOOK_ENV", "AwsCluster", "ensure_aws_cluster", "teardown_aws"]
 
 Phase = Callable[[str], None]
 #: A JSON file mapping instance id -> the address its API is reached at. For a test harness that
@@ -50,6 +54,87 @@ Phase = Callable[[str], None]
 ADDRESS_BOOK_ENV = "OCT_AWS_ADDRESS_BOOK"
 LEADER_WAIT = 900.0  # a fresh VM installs packages and oct before it answers
 MY_ADDRESS_URL = "https://checkip.amazonaws.com"
+
+
+class AwsCluster(ClusterProvider):
+    """The AWS provider for the CLI: genesis builds the base and the leader, the leader the rest."""
+
+    kind = "aws"
+    #: The cluster knows its nodes by private addresses the CLI cannot reach; EC2 has the public ones.
+    tracks_nodes = False
+
+    def needs_approval(self, record: ClusterRecord | None) -> bool:
+        """A deploy on AWS starts with genesis unless the record names an AWS cluster, even half-made."""
+        return not _ours(record)
+
+    def ensure(
+        self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save
+    ) -> ClusterRecord:
+        return ensure_aws_cluster(config, self.file, record, on_phase=on_phase, save=save)
+
+    def ship_images(self, config: Config, built: list[str], record: ClusterRecord, on_phase: Phase) -> Config:
+        """Push the built images to the cluster's ECR repositories, where the nodes' role pulls them."""
+        if not built:
+            return config
+        region = aws_settings(config).region
+        return push_images(config, built, cluster=record.cluster, region=region, on_phase=on_phase)
+
+    def public_zone(self, config: Config, record: ClusterRecord) -> str | None:
+        return public_zone(config, record)
+
+    def addresses(self, record: ClusterRecord) -> list[str]:
+        return cluster_addresses(record)
+
+    def after_deploy(
+        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase
+    ) -> None:
+        placements = {s.name: s.node for s in status.services if s.node}
+        publish_domain(config, record, placements, on_phase)
+
+    def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
+        ledger = ledger_of(record)
+        region = ledger.region if ledger is not None else aws_settings(config).region
+        project = config.project.name
+        if ledger is None:
+            removes = [
+                f"every cluster tagged oct:project={project} in {region}: its instances, VPC, subnets, "
+                "internet gateway, route table, security group, IAM role and instance profile",
+                f"the project's ECR repositories in {region}",
+            ]
+        else:
+            instances = ledger.instance_ids()
+            removes = [
+                f"{len(instances)} EC2 instance{'' if len(instances) == 1 else 's'}"
+                + (f" ({', '.join(instances)})" if instances else "")
+                + " and any other instance tagged with the cluster",
+                f"the VPC {ledger.vpc_id or '(tagged with the cluster)'} with its subnets, internet gateway, "
+                "route table and security group",
+                f"the IAM role {ledger.role_name or '(tagged with the cluster)'} and its instance profile",
+                f"the secrets parameter /oct/{ledger.cluster}/secrets",
+                "the cluster's ECR repositories",
+            ]
+            if ledger.hosted_zone_id:
+                zone = ledger.hosted_zone_id
+                removes.append(f"the Route53 zone {zone} oct created (if only oct's records are left in it)")
+        if record is not None:
+            removes.append(f"the state record {store.where}")
+        return DestroySummary(
+            project=project,
+            provider=self.kind,
+            cluster=record.cluster if record is not None else None,
+            region=region,
+            nodes=list(record.nodes) if record is not None else [],
+            state=store.where,
+            removes=removes,
+        )
+
+    def teardown(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save) -> None:
+        teardown_aws(record, config, on_phase=on_phase, save=save)
+
+
+def _ours(record: ClusterRecord | None) -> TypeGuard[ClusterRecord]:
+    """Whether ``record`` is of an AWS cluster (a deploy that switched provider starts anew)."""
+    return record is not None and record.provider == AwsCluster.kind
 
 
 def aws_settings(config: Config) -> AwsProvider:
@@ -85,7 +170,7 @@ def ensure_aws_cluster(
     from octctl.providers.aws.session import AwsError
 
     try:
-        if record is not None and record.provider == "aws":
+        if _ours(record):
             if not _answers(record):
                 record = record.model_copy(update={"nodes": cluster_addresses(record)})
             if _answers(record):
@@ -176,24 +261,18 @@ def publish_domain(
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from octctl.providers.aws import instances, route53
+    from octctl.providers.aws import public_dns, route53
     from octctl.specs import public_names
 
     ledger = ledger_of(record)
     if not config.project.domain or ledger is None or not ledger.hosted_zone_id:
         return {}
     clients = connect(ledger.region)
-    addresses: dict[str, str] = {}
-    for service, node in placements.items():
-        found = instances.find_instances(
-            clients, ledger.cluster, extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": [node]}]
-        )
-        if found and found[0].public_ip:
-            addresses[service] = found[0].public_ip
-    wanted = public_names(config, addresses)
-    api = clients.client("route53")
+    names = public_names(config, placements)
     try:
-        route53.sync_records(ledger.hosted_zone_id, wanted, owner=ledger.cluster, route53=api)
+        wanted, _ = public_dns.publish(
+            clients, ledger.cluster, ledger.hosted_zone_id, names, owner=ledger.cluster
+        )
     except (BotoCoreError, ClientError, route53.RecordConflict) as e:
         raise OctError(
             f"the services run, but their DNS records in {config.project.domain} failed: {e}"
@@ -211,13 +290,13 @@ def _genesis(
     save: Callable[[ClusterRecord], None],
     leader_wait: float,
 ) -> ClusterRecord:
-    from octctl.providers.aws import artifacts, instances, pricing
+    from octctl.providers.aws import instances, pricing
+    from octctl.providers.aws.launch import launch_node
     from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets, put_secrets
-    from octctl.providers.aws.user_data import render_user_data
 
     aws = aws_settings(config)
     clients = connect(aws.region)
-    resuming = record is not None and record.provider == "aws"
+    resuming = _ours(record)
     cluster = record.cluster if record is not None and resuming else "c-" + _secrets.token_hex(4)
     secrets = Secrets.mint(cluster)
     if resuming:
@@ -247,7 +326,7 @@ def _genesis(
     current = ClusterRecord(
         cluster=cluster,
         project=config.project.name,
-        provider="aws",
+        provider=AwsCluster.kind,
         token=secrets.token,
         nodes=record.nodes if record is not None and resuming else [],
         root=str(config_path.resolve().parent / ".oct"),
@@ -270,23 +349,13 @@ def _genesis(
     node_settings = AwsNodeSettings(resources=ledger, instance_type=kind, ami=ami, artifact=artifact)
     bootstrap = BootstrapConfig(
         cluster=cluster,
-        project=config.project.name,
-        region=aws.region,
         cpus=fleet.capacity.cpus,
         memory=fleet.capacity.memory,
         node=node,
-        aws=node_settings,
+        provider=node_settings,
     )
     say(f"starting the leader: {kind} (${fleet.instance_type.hourly}/h)")
-    leader = instances.launch(
-        clients,
-        ledger,
-        role="leader",
-        instance_type=kind,
-        user_data=render_user_data(bootstrap, __version__, artifacts.presigned_url(clients, artifact)),
-        client_token=node,
-        ami=ami,
-    )
+    leader = launch_node(clients, bootstrap, role="leader")
     keep(ledger.model_copy(update={"leader_instance_id": leader.id}))
     address = _wait_for_address(clients, leader.id, say)
     current = current.model_copy(update={"nodes": [address]})

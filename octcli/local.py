@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octcli.client import OctClient
-from octcli.errors import OctError, Timeout
+from octcli.errors import OctError, Timeout, Unreachable
+from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
-from octctl.providers.leftovers import CleanupError, kill_process_instances
-from octctl.providers.leftovers import remove_containers as _remove_containers
-from octctl.providers.local import (
+from octctl.providers.local.leftovers import CleanupError, kill_process_instances
+from octctl.providers.local.leftovers import remove_containers as _remove_containers
+from octctl.providers.local.provider import (
     LOG_FILE,
     claims_dir,
     free_address,
@@ -40,9 +41,10 @@ from octctl.providers.local import (
 )
 
 if TYPE_CHECKING:
+    from octcli.state import StateStore
     from octctl.config import Config
 
-__all__ = ["adopt", "ensure_cluster", "local_root", "teardown", "wait_for_leader"]
+__all__ = ["LocalCluster", "adopt", "ensure_cluster", "local_root", "teardown", "wait_for_leader"]
 
 Phase = Callable[[str], None]
 LEADER_WAIT = 30.0
@@ -111,7 +113,7 @@ def _genesis(
     record = ClusterRecord(
         cluster=cluster,
         project=config.project.name,
-        provider="local",
+        provider=LocalCluster.kind,
         token=secrets.token,
         nodes=[settings.api_address],
         root=str(root),
@@ -140,7 +142,7 @@ def adopt(root: Path, project: str) -> ClusterRecord | None:
     return ClusterRecord(
         cluster=settings.cluster,
         project=project,
-        provider="local",
+        provider=LocalCluster.kind,
         token=secrets.token,
         nodes=[s.api_address for s, _ in found],
         root=str(root),
@@ -196,20 +198,6 @@ def wait_for_leader(
             time.sleep(0.2)
 
 
-def _answering(record: ClusterRecord) -> str | None:
-    """A node of *this* cluster that answers; health would not do, anyone's node answers that."""
-    with OctClient(record.nodes, record.token, record.ca_cert, timeout=2.0, retry_for=0) as client:
-        for node in record.nodes:
-            with contextlib.suppress(OctError):
-                client.status(node)
-                return node
-    return None
-
-
-def any_node_answers(record: ClusterRecord) -> bool:
-    return _answering(record) is not None
-
-
 def _file_addresses(root: Path) -> list[str]:
     addresses = []
     for node in local_nodes(root):
@@ -246,7 +234,7 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
     """Remove every trace of the project's local cluster, whether or not any part of it still runs.
 
     That includes the machine-wide address claims of its nodes (see
-    :func:`octctl.providers.local.claims_dir`), once their folders are gone.
+    :func:`octctl.providers.local.provider.claims_dir`), once their folders are gone.
 
     Nodes go first: a live agent would restart the instances we are about to kill, and a live
     leader would provision replacements for nodes it sees vanish (so we sweep until none is left).
@@ -279,3 +267,61 @@ def remove_containers(project: str, *, cluster: str | None = None, on_phase: Pha
         _remove_containers(project, cluster=cluster, on_phase=on_phase)
     except CleanupError as e:
         raise OctError(str(e)) from None
+
+
+class LocalCluster(ClusterProvider):
+    """The local provider for the CLI: the cluster is the node folders under the project's .oct."""
+
+    kind = "local"
+
+    def ensure(
+        self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save
+    ) -> ClusterRecord:
+        return ensure_cluster(config, self.file, record, on_phase=on_phase, save=save)
+
+    def unreachable(self, error: Unreachable) -> Unreachable:
+        return Unreachable(
+            f"{error}\nthe cluster's nodes are not running: "
+            "`oct deploy` restarts them, `oct destroy` removes them"
+        )
+
+    def recover(self, config: Config, record: ClusterRecord | None) -> ClusterRecord | None:
+        return record or adopt(self._root(record), config.project.name)
+
+    def absent(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> bool:
+        """No record and no node folder: only strays of a .oct deleted by hand can be left."""
+        root = self._root(record)
+        if record is not None or local_nodes(root):
+            return False
+        remove_containers(config.project.name, on_phase=on_phase)  # no-op without Docker
+        release_claims(root)
+        return True
+
+    def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
+        root = self._root(record)
+        nodes = list(record.nodes) if record is not None else []
+        count = len(local_nodes(root)) or len(nodes)
+        removes = [
+            f"{count} oct-ctl node process{'' if count == 1 else 'es'} and the services they run "
+            "(the project's containers and process instances)",
+            f"{root} (node data, Raft journals, secrets)",
+            "the project's address claims and state lock",
+            f"the state record {store.where}",
+        ]
+        return DestroySummary(
+            project=config.project.name,
+            provider=self.kind,
+            cluster=record.cluster if record is not None else None,
+            nodes=nodes,
+            state=store.where,
+            removes=removes,
+        )
+
+    def teardown(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save) -> None:
+        project = config.project.name
+        teardown(self._root(record), project, cluster=record.cluster if record else None, on_phase=on_phase)
+        if record is not None and record.project != project:  # oct.toml renamed the project since
+            remove_containers(record.project, on_phase=on_phase)
+
+    def _root(self, record: ClusterRecord | None) -> Path:
+        return Path(record.root) if record is not None else local_root(self.file)

@@ -15,21 +15,27 @@ import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from octctl.names import check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
+
+if TYPE_CHECKING:
+    from octctl.runtime.docker import RegistryLogin
 
 log = logging.getLogger(__name__)
 
 RUNTIMES_FILE = "runtimes.json"
 
 
-def make_runtime(name: RuntimeName, data_dir: Path, node: str) -> Runtime:
+def make_runtime(
+    name: RuntimeName, data_dir: Path, node: str, registry_login: RegistryLogin | None = None
+) -> Runtime:
     """Import lazily: a node that only runs processes never loads the docker SDK."""
     if name == "docker":
         from octctl.runtime.docker import DockerRuntime
 
-        return DockerRuntime(node=node)
+        return DockerRuntime(node=node, registry_login=registry_login)
     from octctl.runtime.process import ProcessRuntime, service_user
 
     # As root, services run as an unprivileged user (oct-svc or nobody), never as the daemon.
@@ -37,9 +43,12 @@ def make_runtime(name: RuntimeName, data_dir: Path, node: str) -> Runtime:
 
 
 class Agent:
-    def __init__(self, node: str, data_dir: Path, workers: int = 8) -> None:
+    def __init__(
+        self, node: str, data_dir: Path, workers: int = 8, registry_login: RegistryLogin | None = None
+    ) -> None:
         self.node = node
         self.data_dir = data_dir
+        self.registry_login = registry_login
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent")
         self._runtimes: dict[str, Runtime] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -56,7 +65,7 @@ class Agent:
     def _runtime(self, name: RuntimeName) -> Runtime:
         runtime = self._runtimes.get(name)
         if runtime is None:
-            runtime = make_runtime(name, self.data_dir, self.node)
+            runtime = make_runtime(name, self.data_dir, self.node, self.registry_login)
             self._runtimes[name] = runtime
             (self.data_dir / RUNTIMES_FILE).write_text(json.dumps(sorted(self._runtimes)))
         return runtime

@@ -107,9 +107,8 @@ async def trim_memory(every: float = 30.0) -> None:
 
 
 #: Allocations between young-generation collections (CPython's default: 700). An API request
-#: allocates a few hundred short-lived containers, so the default collected every few requests.
-#: With this and the freeze below, bench/raft_write.py at 64 clients went from 0.94x to 1.02x
-#: etcd's writes/s and its p99 from 18 ms to 8 ms (3 paired rounds each).
+#: allocates a few hundred short-lived containers, so the default collected every few requests
+#: (what this and the freeze below gained: docs/operations.md#benchmarks).
 GC_YOUNG_THRESHOLD = 10_000
 
 
@@ -117,8 +116,9 @@ def tune_gc() -> None:
     """Keep the cyclic collector off the write path.
 
     Everything alive after start-up (modules, the app, the Raft replica) is moved out of the
-    collector's reach with ``gc.freeze()``: a full collection over those ~54K objects took 11 ms,
-    a stall for every request in flight. Young collections are made rarer for the same reason.
+    collector's reach with ``gc.freeze()``: a full collection over those tens of thousands of
+    objects is a stall of milliseconds for every request in flight. Young collections are made
+    rarer for the same reason.
     """
     gc.collect()
     gc.freeze()
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     given = sys.argv[1:] if argv is None else argv
     # One-shot subcommands; the daemon's own arguments stay as they were.
     if given[:1] == ["bootstrap"]:
-        from octctl.bootstrap import main as bootstrap
+        from octctl.providers.aws.bootstrap import main as bootstrap
 
         bootstrap(given[1:])
         return

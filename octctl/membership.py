@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from octctl.addresses import raft_address
 from octctl.api.models import JoinRequest, MembersResponse
 from octctl.node_settings import Secrets
 from octctl.state.model import MAX_VOTERS, ClusterState, NodeRecord, command, pending_voters
@@ -82,7 +81,7 @@ class Membership:
                 f"node {request.node} does not hold the Raft secret of cluster {self._cluster} "
                 "(or belongs to another cluster); check its secrets.json"
             )
-        address = raft_address(request.model_dump())
+        address = f"{request.address}:{request.raft_port}"
         async with self._admitting:
             view = self._log.view()
             voters = self._log.members()

@@ -1,4 +1,4 @@
-"""One oct-ctl node: its Raft replica, agent, membership, reconciler and DNS, and how they start and stop.
+"""One oct-ctl node: its Raft replica, agent, membership, leader loop and DNS, and how they start and stop.
 
 Start-up order matters for joining: a new node starts its Raft replica with the current members
 as partners *before* asking the leader to add it, because the leader's membership change only
@@ -16,36 +16,25 @@ from pathlib import Path
 
 import aiohttp
 
-from octctl.addresses import DEFAULT_DNS_PORT, api_address, host_port
+from octctl.addresses import DEFAULT_DNS_PORT, host_port
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
+from octctl.leader import Leader
 from octctl.membership import Membership
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
-from octctl.providers.local import LocalProvider
-from octctl.reconciler import Reconciler
 from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
-from octctl.state.model import NodeRecord, command
+from octctl.state.model import NodeRecord, api_address, command
 from octctl.tls import NodeIdentity
 
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
-
-
-def make_provider(settings: NodeSettings) -> Provider | None:
-    if settings.provider == "local" and settings.provider_root:
-        return LocalProvider(Path(settings.provider_root), settings.cluster)
-    if settings.provider == "aws" and settings.aws is not None:
-        from octctl.providers.aws.provider import AwsProvider  # boto3 and jinja2 only where needed
-
-        return AwsProvider(settings)
-    return None
 
 
 class Node:
@@ -57,7 +46,10 @@ class Node:
         #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
-        self.agent = Agent(settings.node, data_dir)
+        #: Built on every node: a follower's pulls need the registry login too, should it lead.
+        self.provider: Provider | None = settings.provider.build(settings)
+        login = self.provider.registry_auth if self.provider is not None else None
+        self.agent = Agent(settings.node, data_dir, registry_login=login)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
@@ -67,7 +59,7 @@ class Node:
         self.peers: PeerClient
         self.raft: RaftNode
         self.membership: Membership
-        self.reconciler: Reconciler
+        self.leader: Leader
 
     def self_record(self) -> NodeRecord:
         s = self.settings
@@ -106,15 +98,15 @@ class Node:
             await self.session.close()  # the node never started: leave no open session behind
             raise
         self.membership = Membership(self.raft, self.secrets, self.settings.cluster)
-        self.reconciler = Reconciler(
-            raft=self.raft,
-            peers=self.peers,
+        self.leader = Leader(
+            cluster=self.raft,
+            agents=self.peers,
             settings=self.settings,
             secrets=self.secrets,
-            provider=make_provider(self.settings),
+            provider=self.provider,
         )
         self.raft.machine.subscribe(self._on_change)
-        self._spawn(self.reconciler.run())
+        self._spawn(self.leader.run())
         self._spawn(self._persist_members())
         self._spawn(self._register())
         self._spawn(self._follow_role())
@@ -158,8 +150,8 @@ class Node:
         return self._zone_cache[1]
 
     def _on_change(self) -> None:
-        """Runs inside a Raft tick: nudge the reconciler so a new deploy starts without waiting a tick."""
-        self.reconciler.wake()
+        """Runs inside a Raft tick: nudge the leader's loop so a new deploy starts without waiting a tick."""
+        self.leader.wake()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.create_task(coro))

@@ -13,24 +13,25 @@ import json
 import os
 import secrets as _secrets
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
-from octctl.providers.aws.resources import AwsNodeSettings
+from octctl.providers.registry import ProviderSettings, no_provider
 from octctl.tls import new_ca
 
 NODE_FILE = "node.json"
 SECRETS_FILE = "secrets.json"
 
 
-class NodeSettings(BaseModel):
-    node: str
+class NodeTemplate(BaseModel):
+    """What every node of a cluster is told alike; :class:`NodeSettings` adds who and where one is.
+
+    The AWS user data carries a template (``BootstrapConfig``) that each VM completes at boot.
+    """
+
     cluster: str
-    address: str
-    public_address: str | None = Field(
-        default=None, description="aws: the instance's public IPv4, also named in its TLS certificate"
-    )
     api_port: int = Field(default=DEFAULT_API_PORT, ge=1, le=65535)
     raft_port: int = Field(default=DEFAULT_RAFT_PORT, ge=1, le=65535)
     cpus: int = Field(gt=0, description="millicores this node offers to services")
@@ -44,14 +45,37 @@ class NodeSettings(BaseModel):
     dns_upstreams: list[str] | None = Field(
         default=None, description="host[:port] resolvers for names outside the zone; None = /etc/resolv.conf"
     )
-    provider: str = "local"
-    provider_root: str | None = Field(
-        default=None, description="local provider: the .oct folder of the project"
+    provider: ProviderSettings = Field(
+        default_factory=no_provider, description="where followers come from (octctl/providers/registry.py)"
     )
-    aws: AwsNodeSettings | None = Field(default=None, description="aws provider: where followers go")
     guard_containers: bool = Field(
         default=False,
         description="drop containers' TCP to the Raft and API ports of any node (iptables; VMs: on)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_section(cls, data: Any) -> Any:
+        """Read what oct wrote before providers had a section of their own: ``provider`` the kind's
+        name, beside it ``provider_root`` (local) and a section named after the kind (``aws``)."""
+        if not isinstance(data, dict) or not (
+            isinstance(data.get("provider"), str) or {"provider_root", "aws"} & data.keys()
+        ):
+            return data
+        data = dict(data)
+        kind = data.pop("provider", "local")
+        root = data.pop("provider_root", None)
+        sections = {name: data.pop(name) for name in ("aws",) if name in data}
+        section = sections.get(kind) or {}
+        data["provider"] = {"kind": kind, **section, **({"root": root} if root is not None else {})}
+        return data
+
+
+class NodeSettings(NodeTemplate):
+    node: str
+    address: str
+    public_address: str | None = Field(
+        default=None, description="aws: the instance's public IPv4, also named in its TLS certificate"
     )
 
     @property

@@ -22,11 +22,6 @@ from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
 
 
-def host_port(service: Service) -> int | None:
-    """See :attr:`Service.host_port`."""
-    return service.host_port
-
-
 def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, str]:
     """``<service>.<domain>`` to what ``placed`` maps the service to (its node, or that node's
     address), for services with an external port; none without a domain or before placement."""
@@ -36,12 +31,12 @@ def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, 
     return {
         f"{s.name}.{base}": placed[s.name]
         for s in config.project.services
-        if s.external_port is not None and s.name in placed
+        if s.public_port is not None and s.name in placed
     }
 
 
 def demand(service: Service) -> Demand:
-    port = host_port(service)
+    port = service.host_port
     return Demand(
         service=service.name,
         cpus=service.cpus,
@@ -59,7 +54,7 @@ def endpoints(
         node = nodes.get(placements.get(service.name, ""))
         if node is None:
             continue
-        port = host_port(service)
+        port = service.host_port
         found[service.name] = {
             "host": node["address"],
             "ip": node["address"],
@@ -142,7 +137,7 @@ def instance_spec(
     except (ConfigError, ValueError):
         return None
     ports: list[PortMapping] = []
-    port = host_port(service)
+    port = service.host_port
     if service.runtime == "docker" and service.internal_port and port:
         ports.append(
             PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port)

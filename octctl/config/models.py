@@ -131,6 +131,12 @@ class Service(_Model):
             return None  # as in the reference: without internal_port there is nothing to publish
         return self.external_port or self.internal_port
 
+    @property
+    def public_port(self) -> int | None:
+        """The port the world reaches the service at (``external_port``), when it is published at
+        all (see :attr:`host_port`): what a public DNS name and the status endpoint point to."""
+        return self.external_port if self.host_port is not None else None
+
     def command_argv(self) -> list[str] | None:
         """``command`` as an argv, or ``None`` to keep the image's default command.
 

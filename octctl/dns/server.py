@@ -1,8 +1,8 @@
 """An asyncio DNS server (UDP and TCP) answering for the cluster zone and forwarding the rest.
 
 dnslib is used for the wire format only: its bundled server is thread-per-request and fell over
-under TCP load (machine-notes.md). Answers inside the zone are built synchronously on the event
-loop from a cached :class:`Zone`; only forwarding awaits the network.
+under TCP load (docs/architecture.md#service-discovery-dns). Answers inside the zone are built
+synchronously on the event loop from a cached :class:`Zone`; only forwarding awaits the network.
 
 Limits, so that a node's resolver cannot be turned against it or against others
 (docs/operations.md#dns):

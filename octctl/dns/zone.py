@@ -19,6 +19,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR, SOA, SRV, A, DNSLabel
 
+from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState
 
 DEFAULT_DOMAIN = "oct"
@@ -80,20 +81,12 @@ def zone_origin(project: str, domain: str = DEFAULT_DOMAIN) -> str:
     return _key(f"{project}.{domain}")
 
 
-def _host_port(service: dict[str, Any]) -> int | None:
-    """Same rule as :attr:`octctl.config.models.Service.host_port`, on the JSON form kept in the state."""
-    if service.get("runtime", "docker") == "docker" and not service.get("internal_port"):
-        return None
-    port = service.get("external_port") or service.get("internal_port")
-    return int(port) if port else None
-
-
 def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL) -> Zone | None:
     """The zone of the deployed project, or None when nothing is deployed."""
-    project = (state["project"] or {}).get("project")
-    if not project:
+    config = desired_project(state)
+    if config is None:
         return None
-    origin = zone_origin(project["name"], domain)
+    origin = zone_origin(config.project.name, domain)
     records: defaultdict[str, dict[int, list[RR]]] = defaultdict(dict)
 
     def add(name: str, rtype: int, rdata: Any) -> None:
@@ -103,15 +96,15 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
     nodes = state["nodes"]
     for node in sorted(nodes.values(), key=lambda n: n["id"]):
         add(f"{node['id']}.node.{origin}", QTYPE.A, A(node["address"]))
-    for service in project.get("services") or []:
-        name = service["name"]
+    for service in config.project.services:
+        name = service.name
         node_id = state["placements"].get(name)
         placed = nodes.get(node_id or "")
         instance = state["instances"].get(node_id or "", {}).get(name)
         if placed is None or instance is None or instance.get("state") != "running":
             continue  # only instances that run are worth an address
         add(f"{name}.{origin}", QTYPE.A, A(placed["address"]))
-        port = _host_port(service)
+        port = service.host_port
         if port:
             add(f"_{name}._tcp.{origin}", QTYPE.SRV, SRV(0, 0, port, f"{placed['id']}.node.{origin}"))
     soa = RR(

@@ -1,4 +1,11 @@
-"""Where nodes come from. The leader asks a provider for capacity and hands it back when idle.
+"""Where nodes come from: the contract every provider implements, node side.
+
+A provider is a folder under ``octctl/providers/`` with two halves:
+
+- :class:`ProviderSettings`, its section of ``node.json`` (``{"kind": "<name>", ...}``). Every node
+  carries it, so whichever node leads can act for the provider; the kinds are gathered into one
+  discriminated union in :mod:`octctl.providers.registry`.
+- :class:`Provider`, what the leader asks for capacity and hands it back to when idle.
 
 A provider only launches and stops machines; it never talks Raft. A launched node joins the
 cluster by itself (its settings carry the addresses of existing members), so a provider call can
@@ -9,6 +16,9 @@ leader first *reserves* a node id (no machine yet) and commits it to Raft as an 
 the provider to *provision* that id. A leader that dies in between leaves an intent its successor
 finishes by provisioning the same id again, which must not start a second machine, or undoes by
 retiring it.
+
+This module imports nothing of the node at run time, so that ``node_settings`` can build its
+union from the providers' settings without an import cycle.
 """
 
 from __future__ import annotations
@@ -16,8 +26,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from octctl.node_settings import Secrets
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from octctl.node_settings import NodeSettings, Secrets
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,20 @@ class NodeRequest:
     memory: int
     join: tuple[str, ...]
     secrets: Secrets
+
+
+class ProviderSettings(BaseModel, abc.ABC):
+    """Contract: a subclass declares ``kind: Literal["<name>"] = "<name>"`` (the discriminator written
+    to ``node.json``) and the fields its provider needs on every node; ``build`` makes the provider
+    from them. Building must not touch the provider's API: every node builds one at start-up, and
+    only a leader ever calls it."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def build(self, node: NodeSettings) -> Provider | None:
+        """The provider of a node with these settings, or None when this node never provisions
+        (a test harness's nodes, whose membership the harness alone decides)."""
 
 
 class Provider(abc.ABC):
@@ -65,3 +93,10 @@ class Provider(abc.ABC):
         that name a zone, which only such providers' deploys do.
         """
         raise NotImplementedError(f"{type(self).__name__} has no public DNS")
+
+    def registry_auth(self, image: str) -> dict[str, str] | None:
+        """The docker ``auth_config`` for pulling ``image`` from this provider's private registry,
+        or None to pull it as the engine would on its own (public images, ``docker login``).
+        Called on every node, leader or not, with the node's own credentials; errors propagate
+        (the runtime reports them as a failed login)."""
+        return None

@@ -14,7 +14,7 @@ import fcntl
 import logging
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,14 +93,25 @@ class RegistryLoginFailed(Exception):
     """The node could not get registry credentials for an image (ECR through the instance role)."""
 
 
+#: ``auth_config`` for pulling an image, or None to pull it as the engine would on its own; the
+#: node's provider gives it (``Provider.registry_auth``: ECR on AWS).
+RegistryLogin = Callable[[str], dict[str, str] | None]
+
+
 class DockerRuntime(Runtime):
     """One container per (project, service), labelled so ``list``/destroy find every one of them."""
 
     name = "docker"
 
-    def __init__(self, client: docker.DockerClient | None = None, node: str = "") -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        node: str = "",
+        registry_login: RegistryLogin | None = None,
+    ) -> None:
         self._client = client
         self._node = node
+        self._registry_login = registry_login
         self._client_lock = threading.Lock()
         self._names_lock = threading.Lock()
         self._networks: set[str] = set()  # known to exist; checked once per daemon
@@ -268,17 +279,13 @@ class DockerRuntime(Runtime):
             return f"cannot log in to the registry of '{image}': {exc}"
         return None
 
-    @staticmethod
-    def _registry_auth(image: str) -> dict[str, str] | None:
-        """ECR images (built from ``dockerfile_path`` on AWS) need a login, which the node's instance
-        role gives; anything else is pulled anonymously, as before."""
-        from octctl.providers.aws import ecr
-
-        if not ecr.is_ecr_image(image):
+    def _registry_auth(self, image: str) -> dict[str, str] | None:
+        """The provider's login for ``image`` (see :data:`RegistryLogin`), its failure in one line."""
+        if self._registry_login is None:
             return None
         try:
-            return ecr.registry_auth(image)
-        except Exception as exc:  # botocore's errors: no credentials, no permission, no endpoint
+            return self._registry_login(image)
+        except Exception as exc:  # the provider's API errors: no credentials, no permission, no endpoint
             raise RegistryLoginFailed(str(exc).splitlines()[0]) from exc
 
     def _run(self, spec: InstanceSpec, name: str) -> InstanceStatus:

@@ -10,11 +10,11 @@ holds the cluster-level routes and the route table; ``http`` what the handlers s
 from __future__ import annotations
 
 import time
+import uuid
 
 from aiohttp import web
 
 from octctl import __version__
-from octctl.addresses import api_address
 from octctl.api.models import (
     DeployRequest,
     DeployResponse,
@@ -28,7 +28,6 @@ from octctl.distribution import installed_artifact_sha256
 from octctl.membership import NoVoterSeat, WrongSecret
 from octctl.names import check_name
 from octctl.node import Node
-from octctl.reconciler import new_id
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.http import (
     MAX_BODY,
@@ -45,7 +44,14 @@ from octctl.server.http import (
 from octctl.server.kv_routes import kv_delete, kv_get, kv_put
 from octctl.server.openapi import OPENAPI_PATH, serve_openapi
 from octctl.server.views import leader_id, status_view
-from octctl.state.model import command
+from octctl.state.desired import desired_project
+from octctl.state.model import api_address, command
+
+
+def new_id(prefix: str) -> str:
+    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
+    proposes it, so every replica applies the same one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # -- cluster-level routes ------------------------------------------------------------------------
@@ -88,7 +94,7 @@ async def deploy(request: web.Request) -> web.Response:
             at=time.time(),
         )
     )
-    node.reconciler.wake()
+    node.leader.wake()
     return ok(DeployResponse.model_validate(result), status=202)
 
 
@@ -96,7 +102,7 @@ async def deploy(request: web.Request) -> web.Response:
 async def destroy(request: web.Request) -> web.Response:
     node = node_of(request)
     result = await node.raft.execute(command("destroy", deployment=new_id("x"), at=time.time()))
-    node.reconciler.wake()
+    node.leader.wake()
     return ok(DestroyResponse.model_validate(result), status=202)
 
 
@@ -115,7 +121,7 @@ async def join(request: web.Request) -> web.Response:
     except NoVoterSeat as e:
         return error(409, str(e))
     if changed:
-        node.reconciler.wake()
+        node.leader.wake()
     return ok(node.membership.members())
 
 
@@ -125,7 +131,8 @@ async def service_logs(request: web.Request) -> web.Response:
     tail = int_query(request, "tail", 50)
     view = node.raft.view()
     placed = view["placements"].get(name)
-    project = ((view["project"] or {}).get("project") or {}).get("name")
+    config = desired_project(view)
+    project = config.project.name if config else None
     if placed is None or project is None or placed not in view["nodes"]:
         return error(404, f"service {name!r} is not placed on any node")
     if placed == node.settings.node:

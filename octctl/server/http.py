@@ -19,13 +19,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ValidationError
 
-from octctl.addresses import api_address, raft_address
 from octctl.api.models import ErrorBody
 from octctl.names import InvalidName
 from octctl.node import Node
 from octctl.server.limits import BODY_TIMEOUT
 from octctl.server.openapi import PUBLIC_PATHS
 from octctl.state.machine import NotLeader, RaftUnavailable
+from octctl.state.model import api_address, raft_address
 from octctl.tls import peer_is_node
 
 log = logging.getLogger(__name__)

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
-from octctl.state.model import ClusterState
+from octctl.state.desired import desired_project
+from octctl.state.model import ClusterState, raft_address
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
     for node in state["nodes"].values():
-        if f"{node['address']}:{node['raft_port']}" == leader_raft_address:
+        if raft_address(node) == leader_raft_address:
             return node["id"]
     return None
 
 
 def status_view(state: ClusterState, node: str, leader: str | None) -> StatusResponse:
-    project = state["project"] or {}
-    services = (project.get("project") or {}).get("services") or []
+    config = desired_project(state)
+    services = config.project.services if config else []
     used: dict[str, tuple[int, int]] = {}
-    by_name = {s["name"]: s for s in services}
+    by_name = {s.name: s for s in services}
     for name, placed in state["placements"].items():
         svc = by_name.get(name)
         if svc is not None:
             cpus, memory = used.get(placed, (0, 0))
-            used[placed] = (cpus + svc["cpus"], memory + svc["memory"])
+            used[placed] = (cpus + svc.cpus, memory + svc.memory)
     nodes = [
         NodeView(
             id=n["id"],
@@ -40,16 +41,16 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
     ]
     views = []
     for svc in services:
-        node_id = state["placements"].get(svc["name"])
+        node_id = state["placements"].get(svc.name)
         record = state["nodes"].get(node_id or "")
-        instance = state["instances"].get(node_id or "", {}).get(svc["name"])
-        port = svc.get("external_port") or svc.get("internal_port")
+        instance = state["instances"].get(node_id or "", {}).get(svc.name)
+        port = svc.host_port  # a docker service without internal_port publishes nothing
         views.append(
             ServiceView(
-                name=svc["name"],
+                name=svc.name,
                 node=node_id,
                 address=record["address"] if record else None,
-                runtime=svc.get("runtime", "docker"),
+                runtime=svc.runtime,
                 state=instance["state"] if instance else "pending",
                 endpoint=f"http://{record['address']}:{port}" if record and port else None,
                 restarts=instance.get("restarts", 0) if instance else 0,
@@ -59,7 +60,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
     deployment = state["deployment"]
     return StatusResponse(
         cluster=state["cluster"],
-        project=(project.get("project") or {}).get("name"),
+        project=config.project.name if config else None,
         node=node,
         leader=leader,
         stale=leader != node,

@@ -1,48 +1,41 @@
-"""PySyncObj glue: the replicated state machine and its bridge to the asyncio event loop.
+"""One node's Raft replica driven by the asyncio event loop: group commit, barriers, membership.
 
 PySyncObj is driven by the event loop itself, not by its own tick thread: its sockets are watched
-by the loop (:class:`LoopPoller`), and a tick runs when a write is proposed (at once, so the entry
-goes out before the handler yields), after socket events (one tick per loop pass), and every
-``TICK_PERIOD`` (timers: heartbeats, elections). A commit callback runs inside a tick and resolves
-its callers' futures directly. With the tick thread every write crossed threads twice (a pipe
-wake-up to propose, ``call_soon_threadsafe`` to answer), each time a GIL hand-off and an extra
-loop pass. Measured with ``bench/raft_write.py`` on the 2-core machine, together with the
-batching and GC settings: 1-client p50 0.95 -> 0.70 ms, 64 clients 8.8K -> 13-15K writes/s.
-Readers on the loop take :meth:`StateMachine.view`, a consistent copy made under the apply lock
-(kept: a snapshot may still be taken from a worker thread) and cached until the next command.
+by the loop (:mod:`octctl.state.raft_sockets`), and a tick runs when a write is proposed (at once,
+so the entry goes out before the handler yields), after socket events (one tick per loop pass),
+and every ``TICK_PERIOD`` (timers: heartbeats, elections). A commit callback runs inside a tick and resolves
+its callers' futures directly, with no thread hand-off on the write path.
 
 Each write also costs few and cheap messages: they are sealed with AES-GCM and small ones are
 not deflated (:mod:`octctl.state.raft_wire`), and the leader defers commit notices
-(``NOTICE_DELAY``). Measured with ``bench/raft_write.py`` (3 rounds): 1-client p50 0.65 -> 0.36 ms
-and CPU per write, all three nodes together, 1.10 -> 0.52 ms (the wire alone: 0.47 ms p50, the
-deferred notices alone: 0.53 ms).
+(``NOTICE_DELAY``).
 
 Writes are group-committed: while one Raft entry is in flight, the writes that arrive meanwhile
 queue up and go out together as the next entry. One client still pays one commit; many concurrent
-clients share commits, which is what lifts throughput from ~3K to tens of thousands of writes/s
-(``pysyncobj-notes.md``) without giving up per-write acknowledgement.
+clients share commits, without giving up per-write acknowledgement. Why each of these, and what
+they were measured to gain: docs/architecture.md#raft and docs/operations.md#benchmarks.
+
+The replicated state itself is :mod:`octctl.state.replicated`; every use of PySyncObj's internals
+is in :mod:`octctl.state.pysyncobj_adapter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
-from pysyncobj.poller import POLL_EVENT_TYPE, Poller
-from pysyncobj.transport import TCPTransport, TransportNotReadyError
+from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjException
 
 from octctl.state import raft_guard, raft_wire
-from octctl.state.kv import KvEntry, KvState, apply_kv, empty_kv
-from octctl.state.model import ClusterState, apply_command, empty_state, snapshot
+from octctl.state.model import ClusterState
+from octctl.state.pysyncobj_adapter import LEADER_STATE, OctSyncObj, loop_transport
 from octctl.state.raft_files import DUMP, JOURNAL, check_raft_files
+from octctl.state.raft_sockets import LoopPoller, LoopTransport
 from octctl.state.raft_wire import RaftCipher
+from octctl.state.replicated import StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +44,9 @@ MAX_BATCH = 256
 #: A batch whose callback has not come by then no longer blocks the next one (its own callers
 #: still wait for their own outcome or timeout): a lost callback must never stall every writer.
 INFLIGHT_GRACE = 2.0
-#: Batches in flight at once. Measured side by side (bench/raft_write.py load, 4 paired rounds, 64
-#: clients): 1 -> 15.8K writes/s at 0.083 ms server CPU/write, 2 -> 13.3K at 0.105, 3 -> 12.4K at
-#: 0.116; 1-client latency was the same. The leader is CPU-bound, so fewer, larger entries win.
+#: Batches in flight at once. The leader is CPU-bound, so fewer, larger entries win: more in
+#: flight gave fewer writes/s at the same 1-client latency (docs/operations.md#benchmarks).
 MAX_INFLIGHT = 1
-#: PySyncObj's internal leader state (``_RAFT_STATE.LEADER``), for its ``onStateChanged`` hook.
-_LEADER_STATE = 2
 #: Longest gap between ticks when no socket is ready: PySyncObj's own ``autoTickPeriod``. Timers
 #: (heartbeats every ``appendEntriesPeriod`` 0.1 s, election timeouts from 0.4 s) are checked on
 #: ticks, so this bounds how late they fire; messages and writes tick at once.
@@ -67,212 +57,6 @@ TICK_PERIOD = 0.05
 #: index anyway, so under load the notice rides on the next write; an isolated write's followers
 #: learn of its commit this much later (their reads and DNS answers are local and may lag anyway).
 NOTICE_DELAY = 0.002
-
-
-class StateMachine(SyncObjConsumer):
-    """The only writer of cluster state. Attributes set before ``super().__init__`` are local
-    (not replicated, not snapshotted); ``state`` and ``kv`` are what Raft persists and ships to new
-    nodes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._version = 0
-        self._view: tuple[int, ClusterState] | None = None
-        self._listeners: list[Callable[[], None]] = []
-        super().__init__()
-        self.state: ClusterState = empty_state()
-        self.kv: KvState = empty_kv()
-
-    @replicated
-    def execute(self, cmd: dict[str, Any]) -> Any:
-        """One command per entry: how journals written before group commit replay."""
-        return self.execute_batch([cmd])[0]
-
-    @replicated
-    def execute_batch(self, cmds: list[dict[str, Any]]) -> list[Any]:
-        changed = False
-        with self._lock:
-            results = []
-            for cmd in cmds:
-                result, touched = self._apply(cmd)
-                results.append(result)
-                changed = changed or touched
-            if changed:
-                self._version += 1
-        if changed:
-            self._notify()
-        return results
-
-    def _apply(self, cmd: dict[str, Any]) -> tuple[Any, bool]:
-        """Route one command; the flag says whether the cluster state (not the KV store) changed."""
-        op = cmd.get("op") if isinstance(cmd, dict) else None
-        if op == "noop":
-            return None, False
-        if isinstance(op, str) and op.startswith("kv_"):
-            return apply_kv(self.kv, op, cmd.get("args") or {}), False
-        return apply_command(self.state, cmd), True
-
-    def _deserialize(self, data: dict[str, Any]) -> None:
-        with self._lock:
-            super()._deserialize(data)
-            self._version += 1
-        self._notify()
-
-    def _notify(self) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener()
-            except Exception:  # a listener must never break the apply loop
-                log.exception("state listener failed")
-
-    @property
-    def version(self) -> int:
-        """Bumped by every applied command; cheap to compare, so caches of derived data key on it."""
-        return self._version
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every change (on the event loop, inside a Raft tick)."""
-        self._listeners.append(listener)
-
-    def kv_get(self, key: str) -> KvEntry | None:
-        with self._lock:
-            entry = self.kv["items"].get(key)
-            return None if entry is None else {"value": entry["value"], "revision": entry["revision"]}
-
-    def kv_revision(self) -> int:
-        return self.kv["revision"]
-
-    def state_hash(self) -> str:
-        """Digest of everything replicated, so tests can check that replicas converged."""
-        with self._lock:
-            blob = json.dumps({"state": self.state, "kv": self.kv}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def view(self) -> ClusterState:
-        """A consistent copy of the state; treat it as read-only (it is shared until the next change)."""
-        with self._lock:
-            cached = self._view
-            if cached is not None and cached[0] == self._version:
-                return cached[1]
-            copy = snapshot(self.state)
-            self._view = (self._version, copy)
-            return copy
-
-
-class LoopPoller(Poller):
-    """PySyncObj's socket watcher, backed by the asyncio loop's ``add_reader``/``add_writer``.
-
-    PySyncObj calls ``poll()`` at the end of every tick to wait for its sockets; here the loop
-    does the waiting, so ``poll`` returns at once and each ready socket's handler runs from the
-    loop, followed by ``after`` (a tick, to act on what arrived).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, after: Callable[[], None]) -> None:
-        self._loop = loop
-        self._after = after
-        self._watched: set[int] = set()
-
-    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
-        self.unsubscribe(descr)
-        self._watched.add(descr)
-        if eventMask & (POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR):
-            # A socket error or hang-up makes the socket readable; PySyncObj checks SO_ERROR then.
-            self._loop.add_reader(descr, self._ready, descr, callback, POLL_EVENT_TYPE.READ)
-        if eventMask & POLL_EVENT_TYPE.WRITE:
-            self._loop.add_writer(descr, self._ready, descr, callback, POLL_EVENT_TYPE.WRITE)
-
-    def unsubscribe(self, descr: int) -> None:
-        if descr in self._watched:
-            self._watched.discard(descr)
-            self._loop.remove_reader(descr)
-            self._loop.remove_writer(descr)
-
-    def poll(self, timeout: float) -> None:
-        """The loop waits for the sockets; PySyncObj's end-of-tick wait becomes a no-op."""
-
-    def close(self) -> None:
-        """Stop watching every socket (PySyncObj may leave some subscribed on destroy)."""
-        for descr in list(self._watched):
-            self.unsubscribe(descr)
-
-    def _ready(self, descr: int, callback: Callable[[int, int], None], event: int) -> None:
-        try:
-            callback(descr, event)
-        except Exception:  # as PySyncObj's tick thread did: log, keep serving
-            log.exception("raft socket handler failed")
-        self._after()
-
-
-def _loop_transport(poller: LoopPoller) -> Callable[..., TCPTransport]:
-    """PySyncObj's TCP transport, with its sockets watched by ``poller``.
-
-    ``SyncObj`` takes a transport factory; the factory runs after ``SyncObj`` made its own poller
-    and before any socket is subscribed to it, so swapping ``_poller`` there moves every socket
-    (server, peers) onto the loop. (PySyncObj's wake-up pipe exists only without
-    ``appendEntriesUseBatch``; whoever proposes here ticks at once instead.)
-    """
-
-    def make(sync_obj: SyncObj, self_node: Any, other_nodes: Any) -> TCPTransport:
-        sync_obj._poller = poller
-        return _BindOnceTransport(sync_obj, self_node, other_nodes)
-
-    return make
-
-
-class _BindOnceTransport(raft_guard.GuardedTransport):
-    """Without a tick thread ``SyncObj`` retries binding in a busy loop until it succeeds; one try
-    and a clear error is better than a node that spins a core on a taken port. Also remembers the
-    newest commit index it told the followers, so a commit notice is sent only when none has.
-    Guarded: frame caps and few unauthenticated connections on the Raft port (``raft_guard``)."""
-
-    commit_index_sent = 0
-
-    def tryGetReady(self) -> None:
-        super().tryGetReady()
-        if not self.ready:
-            raise TransportNotReadyError
-
-    def send(self, node: Any, message: Any) -> Any:
-        if isinstance(message, dict) and message.get("type") == "append_entries":
-            self.commit_index_sent = max(self.commit_index_sent, message["commit_index"])
-        return super().send(node, message)
-
-
-class _OctSyncObj(SyncObj):
-    """PySyncObj with oct's wire cipher, and the few internals the event-loop driver needs.
-
-    Every use of PySyncObj's private names is here and in :mod:`octctl.state.raft_guard` (pyproject
-    pins the version they were read from, and ``tests/unit/test_raft_wire.py`` fails loudly if an
-    upgrade moves them).
-    """
-
-    def __init__(self, *args: Any, cipher: RaftCipher, **kwargs: Any) -> None:
-        self._cipher = cipher
-        super().__init__(*args, **kwargs)
-
-    @property
-    def encryptor(self) -> RaftCipher:
-        """What PySyncObj's connections seal and open frames with (its own would be Fernet)."""
-        return self._cipher
-
-    def _applyCommand(self, command: bytes, callback: Any, commandType: Any = None) -> None:
-        """Refuse an entry over ``raft_guard.MAX_ENTRY`` when it is proposed: the followers' frame
-        cap (``raft_guard.MAX_FRAME``) would refuse every message carrying it, forever."""
-        if len(command) > raft_guard.MAX_ENTRY:
-            log.warning("raft: refused a %d-byte entry (at most %d)", len(command), raft_guard.MAX_ENTRY)
-            self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
-            return
-        super()._applyCommand(command, callback, commandType)
-
-    def last_log_index(self) -> int:
-        return int(self._SyncObj__raftLog[-1][1])
-
-    def send_append_entries(self) -> None:
-        """Send every follower what it lacks, with the current commit index (a heartbeat if none)."""
-        self._SyncObj__sendAppendEntries()
-
-    def commit_index_sent(self) -> int:
-        return int(self._SyncObj__transport.commit_index_sent)
 
 
 class NotLeader(Exception):
@@ -334,22 +118,22 @@ class RaftNode:
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._notice: asyncio.TimerHandle | None = None
-        self._poller: LoopPoller
+        self._sockets: LoopPoller
         self.sync = self._open(partners)
 
-    def _open(self, partners: list[str]) -> SyncObj:
+    def _open(self, partners: list[str]) -> OctSyncObj:
         data_dir = self._data_dir
-        self._poller = LoopPoller(self.loop, self._tick_soon)
+        self._sockets = LoopPoller(self.loop, self._tick_soon)
         raft_wire.install()
         conf = SyncObjConf(
             autoTick=False,  # ticked from the event loop: see the module docstring
             # PySyncObj would otherwise hold new entries for the next heartbeat (~100 ms per
-            # commit, pysyncobj-notes); _tick sends them at once and defers commit notices.
+            # commit, docs/architecture.md#raft); _tick sends them at once, defers commit notices.
             appendEntriesUseBatch=True,
             dynamicMembershipChange=True,
             journalFile=str(data_dir / JOURNAL),
             fullDumpFile=str(data_dir / DUMP),
-            password=None,  # encrypted all the same, by _OctSyncObj's cipher (raft_wire)
+            password=None,  # encrypted all the same, by OctSyncObj's cipher (raft_wire)
             bindAddress=self.self_address,  # never 0.0.0.0: the Raft port is for cluster members only
             useFork=False,
             leaderFallbackTimeout=3.0,
@@ -359,16 +143,17 @@ class RaftNode:
         )
         others = [p for p in partners if p != self.self_address]
         try:
-            sync = _OctSyncObj(
+            sync = OctSyncObj(
                 self.self_address if self.voter else None,
                 others,
                 conf,
                 consumers=[self.machine],
-                transportClass=_loop_transport(self._poller),
+                transportClass=loop_transport(self._sockets, LoopTransport),
                 cipher=RaftCipher(self._password),
+                max_entry=raft_guard.MAX_ENTRY,
             )
         except SyncObjException as e:
-            self._poller.close()
+            self._sockets.close()
             raise RaftUnavailable(
                 f"cannot listen for Raft on {self.self_address} ({e}): is another process using the port?"
             ) from e
@@ -391,7 +176,7 @@ class RaftNode:
         try:
             last_index, applied = sync.last_log_index(), sync.raftLastApplied
             sync.doTick(0.0)
-            if sync._isLeader():
+            if sync.is_leader():
                 if sync.last_log_index() > last_index:
                     sync.send_append_entries()  # new entries: the commit waits for their acks
                 elif sync.raftLastApplied > applied:
@@ -409,18 +194,14 @@ class RaftNode:
         """Tell the followers of commits no append has carried to them since (``NOTICE_DELAY``)."""
         self._notice = None
         sync = self.sync
-        if self._closed or self._ticking or not sync._isLeader():
+        if self._closed or self._ticking or not sync.is_leader():
             return
-        if sync.raftCommitIndex > sync.commit_index_sent():
+        if sync.raftCommitIndex > sync.transport.commit_index_sent:
             sync.send_append_entries()
 
     def _tick_soon(self) -> None:
-        """Tick once the loop has run what is ready: socket events of one pass share a tick.
-
-        Measured side by side (4 paired rounds): a tick after each event and a shared tick had
-        the same 1-client p50 (0.72 / 0.68 ms), but at 64 clients the shared tick made larger
-        batches: 14.0K instead of 12.5K writes/s.
-        """
+        """Tick once the loop has run what is ready: socket events of one pass share a tick, so
+        under load the writes they carry make larger batches (docs/operations.md#benchmarks)."""
         if not self._tick_pending:
             self._tick_pending = True
             self.loop.call_soon(self._deferred_tick)
@@ -447,12 +228,8 @@ class RaftNode:
         caches keyed on it are rebuilt. Writes in flight meanwhile fail and may be retried.
         """
         partners = self.members()
-        old_machine = self.machine
         self._destroy()
-        machine = StateMachine()
-        machine._version = old_machine.version + 1
-        machine._listeners = old_machine._listeners
-        self.machine, self.voter = machine, voter
+        self.machine, self.voter = StateMachine(follows=self.machine), voter
         self.sync = self._open(partners)
         log.info("raft replica reopened as a %s", "voter" if voter else "non-voting replica")
 
@@ -460,10 +237,10 @@ class RaftNode:
         """Runs inside a Raft tick. The log line is part of the contract: the chaos suite reads it to
         check that no two nodes ever led in the same term."""
         sync = getattr(self, "sync", None)  # the hook can fire before the constructor returns
-        term = sync._getTerm() if sync is not None else -1
-        if new == _LEADER_STATE:
+        term = sync.term() if sync is not None else -1
+        if new == LEADER_STATE:
             log.info("became leader term=%d node=%s", term, self.self_address)
-        elif old == _LEADER_STATE:
+        elif old == LEADER_STATE:
             log.info("stepped down term=%d node=%s", term, self.self_address)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -471,16 +248,16 @@ class RaftNode:
         return self.machine.view()
 
     def is_leader(self) -> bool:
-        return bool(self.sync._isLeader()) and self.sync.isReady()
+        return self.sync.is_leader() and bool(self.sync.isReady())
 
     def leader_address(self) -> str | None:
-        leader = self.sync._getLeader()
+        leader = self.sync.leader()
         if leader is None:
             return None
         return str(leader.address if hasattr(leader, "address") else leader)
 
     def term(self) -> int:
-        return int(self.sync._getTerm())
+        return self.sync.term()
 
     def commit_index(self) -> int:
         return int(self.sync.getStatus()["commit_idx"])
@@ -580,4 +357,4 @@ class RaftNode:
         self._closed = True
         self._stop_ticking()
         self.sync.destroy()
-        self._poller.close()
+        self._sockets.close()

@@ -51,6 +51,16 @@ class DeploymentRecord(TypedDict):
     log_tail: list[str]
 
 
+def api_address(node: NodeRecord) -> str:
+    """Where a node's API (and agent) answers: ``host:port``."""
+    return f"{node['address']}:{node['api_port']}"
+
+
+def raft_address(node: NodeRecord) -> str:
+    """A node's Raft member address: ``host:port``."""
+    return f"{node['address']}:{node['raft_port']}"
+
+
 def pending_voters(state: ClusterState, members: list[str]) -> list[str]:
     """Nodes the leader made voters that are not Raft members yet (a promotion under way): they
     hold a voter seat already, so admission counts them."""

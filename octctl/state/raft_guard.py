@@ -27,11 +27,9 @@ leadership, 42 MB froze a node (API and DNS too) for 9 s. Here:
 Every refusal logs one warning line with the peer's address, at most one per
 :data:`WARN_EVERY` seconds (the next one counts those not logged).
 
-This module and ``_OctSyncObj`` in :mod:`octctl.state.machine` are the only places that use
-PySyncObj's private names; ``tests/unit/test_raft_wire.py`` fails if PySyncObj's code behind them
-changes. PySyncObj creates its connections itself, so :func:`install` replaces the
-``TcpConnection`` name in its server and transport modules (process-wide, idempotent), as
-:func:`octctl.state.raft_wire.install` does with ``zlib``.
+PySyncObj's read and parse steps and its transport's accept and tick steps are reached through
+the hooks of :mod:`octctl.state.pysyncobj_adapter`; :func:`install` has the adapter make every
+Raft connection a :class:`GuardedConnection` (process-wide, idempotent).
 """
 
 from __future__ import annotations
@@ -45,11 +43,10 @@ from collections import Counter
 from typing import Any, Final
 
 from pysyncobj import pickle as pysyncobj_pickle
-from pysyncobj import tcp_connection, tcp_server, transport
-from pysyncobj.tcp_connection import TcpConnection
-from pysyncobj.transport import TCPTransport
 
 from octctl.logthrottle import LogLimiter
+from octctl.state import pysyncobj_adapter
+from octctl.state.pysyncobj_adapter import HookedConnection, HookedTransport
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +57,8 @@ _LENGTH: Final = struct.Struct("i")
 #: short admin command.
 MAX_FRAME_UNAUTHENTICATED: Final = 64 * 1024
 #: Largest Raft command (one entry: a pickled batch of up to ``MAX_BATCH`` commands); a bigger one
-#: is refused when proposed (``_OctSyncObj._applyCommand``). 256 KV writes of 64 KiB come to
-#: ~16 MiB; a deploy body is at most 1 MiB.
+#: is refused when proposed (:class:`octctl.state.pysyncobj_adapter.OctSyncObj`). 256 KV writes
+#: of 64 KiB come to ~16 MiB; a deploy body is at most 1 MiB.
 MAX_ENTRY: Final = 32 * 1024 * 1024
 #: Largest frame after authentication. PySyncObj sends a snapshot in ``logCompactionBatchSize``
 #: chunks and a lone entry over ``appendEntriesBatchSizeBytes`` in chunks of that size (both
@@ -85,19 +82,13 @@ WARN_EVERY: Final = 10.0
 _warnings = LogLimiter(log, burst=1, window=WARN_EVERY)
 
 
-class GuardedConnection(TcpConnection):
+class GuardedConnection(HookedConnection):
     """PySyncObj's connection with frame caps, bounded reads and an *authenticated* flag.
 
-    Replaces PySyncObj's read and parse steps (``__tryReadBuffer``, ``__processParseMessage``);
+    Replaces PySyncObj's read and parse steps (:meth:`read_available`, :meth:`next_message`);
     what it does with a frame once complete is PySyncObj's, with its ``assert`` checks made real
     checks (``python -O`` would drop them).
     """
-
-    # Attributes PySyncObj sets, for the type checker (the handshake sets the public ones).
-    encryptor: Any
-    recvRandKey: bytes | None
-    recvLastTimestamp: int
-    _TcpConnection__fileno: int | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._frames = bytearray()
@@ -106,7 +97,7 @@ class GuardedConnection(TcpConnection):
         self.peer_ip = "unknown"
         self.pending: PendingConnections | None = None
         super().__init__(*args, **kwargs)
-        sock = self._TcpConnection__socket
+        sock = self.sock
         if sock is not None:  # accepted by the server
             try:
                 host, port = sock.getpeername()[:2]
@@ -125,12 +116,7 @@ class GuardedConnection(TcpConnection):
         self.authenticated = False
         if self.pending is not None:
             self.pending.release(self)
-        fileno = self._TcpConnection__fileno
-        if fileno is not None:
-            # Stop watching before PySyncObj closes the socket: the event loop cannot change its
-            # interest in a closed descriptor (asyncio raises EBADF while a writer is registered).
-            self._TcpConnection__fileno = None
-            self._TcpConnection__poller.unsubscribe(fileno)
+        self.stop_watching()
         super().disconnect()
 
     @property
@@ -138,17 +124,17 @@ class GuardedConnection(TcpConnection):
         """The largest frame this connection may receive now."""
         return MAX_FRAME if self.authenticated else MAX_FRAME_UNAUTHENTICATED
 
-    # -- PySyncObj's private steps, replaced ---------------------------------------------------
-    def _TcpConnection__tryReadBuffer(self) -> None:
+    # -- PySyncObj's read and parse steps, replaced ----------------------------------------------
+    def read_available(self) -> None:
         budget = READ_BUDGET if self.authenticated else MAX_FRAME_UNAUTHENTICATED + _LENGTH.size
         while budget > 0:
             got = self._read(min(READ_CHUNK, budget))
             if not got:
                 break
             budget -= got
-        self._TcpConnection__lastReadTime = time.monotonic()
+        self.mark_read()
 
-    def _TcpConnection__processParseMessage(self) -> Any:
+    def next_message(self) -> Any:
         frames = self._frames
         if len(frames) < _LENGTH.size or not self._head_fits():
             return None
@@ -176,7 +162,9 @@ class GuardedConnection(TcpConnection):
     def _read(self, size: int) -> int:
         """One ``recv`` into the buffer, as PySyncObj's ``__processRead``; the bytes read, 0 when
         there is nothing more now or the connection was closed."""
-        sock = self._TcpConnection__socket
+        sock = self.sock
+        if sock is None:
+            return 0
         try:
             incoming = sock.recv(size)
         except OSError as e:
@@ -219,7 +207,7 @@ class GuardedConnection(TcpConnection):
                 raise ValueError("frame counter went back")
             self.recvLastTimestamp = stamp
             data = encryptor.decrypt(data)
-        message = pysyncobj_pickle.loads(tcp_connection.zlib.decompress(data))
+        message = pysyncobj_pickle.loads(pysyncobj_adapter.frame_codec().decompress(data))
         if self.recvRandKey:
             rand_key, message = message
             if rand_key != self.recvRandKey:
@@ -300,7 +288,7 @@ class PendingConnections:
         conn.disconnect()
 
 
-class GuardedTransport(TCPTransport):
+class GuardedTransport(HookedTransport):
     """PySyncObj's TCP transport that admits only a few unauthenticated connections at a time.
 
     Needs the connections' cipher: without it nothing ever authenticates.
@@ -313,19 +301,14 @@ class GuardedTransport(TCPTransport):
         self.pending = PendingConnections()
         super().__init__(syncObj, selfNode, otherNodes)
 
-    def _onNewIncomingConnection(self, conn: Any) -> None:
-        if not isinstance(conn, GuardedConnection) or not self.pending.admit(conn):
-            conn.disconnect()  # before PySyncObj knows of it: nothing else holds it
-            return
-        super()._onNewIncomingConnection(conn)
+    def admit(self, conn: Any) -> bool:
+        return isinstance(conn, GuardedConnection) and self.pending.admit(conn)
 
-    def _onTick(self) -> None:
-        super()._onTick()
+    def on_tick(self) -> None:
         self.pending.expire(time.monotonic())
 
 
 def install() -> None:
     """Make PySyncObj create :class:`GuardedConnection` for every Raft connection, accepted or
     opened (idempotent, process-wide)."""
-    tcp_server.TcpConnection = GuardedConnection
-    transport.TcpConnection = GuardedConnection
+    pysyncobj_adapter.use_connection_class(GuardedConnection)

@@ -2,11 +2,10 @@
 small messages.
 
 PySyncObj frames every message as ``zlib.compress(pickle)`` sealed with Fernet. For the small
-messages Raft sends per write (an entry, an acknowledgement: ~250 bytes) that costs ~28 µs of
-CPU per message, measured on the 2-core machine kind: 13 µs of it is ``zlib.compress`` setting
-up a deflate stream, 14 µs Fernet (AES-CBC + HMAC-SHA256 + base64, and its receiver verifies
-the HMAC twice), for a payload that pickles in 0.3 µs. A committed write takes eight messages,
-so this was a quarter of the leader's CPU per write. AES-GCM seals the same message in ~1 µs.
+messages Raft sends per write (an entry, an acknowledgement: ~250 bytes) nearly all of that CPU
+is ``zlib.compress`` setting up a deflate stream and Fernet (AES-CBC + HMAC-SHA256 + base64, and
+its receiver verifies the HMAC twice), not the pickling; a committed write takes eight messages.
+AES-GCM seals the same message in a small fraction of that time (docs/architecture.md#the-wire).
 
 Security is unchanged or better: the frame is authenticated before anything is unpickled (a
 stranger's bytes still never reach ``pickle.loads``), and PySyncObj's per-connection random
@@ -39,7 +38,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pysyncobj import tcp_connection
+
+from octctl.state import pysyncobj_adapter
 
 VERSION: Final = 1
 _HEADER: Final = struct.Struct(">B16sQ")
@@ -47,7 +47,7 @@ _INFO: Final = b"oct raft wire v1"
 #: Sessions whose keys a receiver keeps: one per peer process it hears from, so a few dozen.
 _KEYS_KEPT: Final = 64
 #: Messages at least this large are still deflated (log catch-up, snapshots): on a real network
-#: the bytes saved are worth the 13 µs. Smaller ones are sent as pickled.
+#: the bytes saved are worth setting up a deflate stream. Smaller ones are sent as pickled.
 COMPRESS_FROM: Final = 4096
 #: Pickle protocol 2 (PySyncObj's) starts with this byte; zlib output never does (0x78).
 _PICKLE_START: Final = 0x80
@@ -121,9 +121,5 @@ class _SmallFramesZlib:
 
 
 def install() -> None:
-    """Make PySyncObj's connections skip zlib for small messages (idempotent, process-wide).
-
-    PySyncObj offers no hook for its framing; its connection module looks ``zlib`` up as a
-    global on every message, so that name is what is replaced. Only Raft connections use it.
-    """
-    tcp_connection.zlib = _SmallFramesZlib
+    """Make PySyncObj's connections skip zlib for small messages (idempotent, process-wide)."""
+    pysyncobj_adapter.use_frame_codec(_SmallFramesZlib)

@@ -35,8 +35,14 @@ import boto3
 
 from octctl.providers.aws.resources import PROJECT_TAG
 from octctl.providers.aws.user_data import artifact_link, deploy_file, parse_user_data
-from octctl.providers.leftovers import kill_process_instances, remove_containers
-from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port, node_name, nodes_dir
+from octctl.providers.local.leftovers import kill_process_instances, remove_containers
+from octctl.providers.local.provider import (
+    FALLBACK_DNS_PORT,
+    free_address,
+    local_dns_port,
+    node_name,
+    nodes_dir,
+)
 
 
 @dataclass

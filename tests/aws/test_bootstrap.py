@@ -19,10 +19,12 @@ import boto3
 import httpx
 import pytest
 
-from octctl.bootstrap import BootstrapConfig
 from octctl.node_settings import NodeSettings, Secrets
+from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.resources import AwsResources
 from octctl.providers.aws.secrets_store import delete_secrets, get_secrets, put_secrets
-from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port
+from octctl.providers.aws.settings import AwsNodeSettings
+from octctl.providers.local.provider import FALLBACK_DNS_PORT, free_address, local_dns_port
 from octctl.tls import client_context
 
 pytestmark = pytest.mark.aws
@@ -50,8 +52,11 @@ def secrets(session: boto3.Session, cluster: str) -> Iterator[Secrets]:
 
 
 def write_config(path: Path, cluster: str, **changes: object) -> BootstrapConfig:
+    aws = AwsNodeSettings(
+        resources=AwsResources(region=REGION, project="shop", cluster=cluster), instance_type="t4g.small"
+    )
     config = BootstrapConfig.model_validate(
-        {"cluster": cluster, "project": "shop", "region": REGION, "cpus": 1000, "memory": 1024, **changes}
+        {"cluster": cluster, "cpus": 1000, "memory": 1024, "provider": aws, **changes}
     )
     path.write_text(config.model_dump_json())
     return config
@@ -119,7 +124,7 @@ def test_bootstrap_writes_the_node_files_once_and_they_start_a_node(
 
         settings = NodeSettings.model_validate_json((data_dir / "node.json").read_text())
         assert settings == config.node_settings(INSTANCE, address)
-        assert (settings.node, settings.address, settings.provider, settings.join) == (
+        assert (settings.node, settings.address, settings.provider.kind, settings.join) == (
             INSTANCE,
             address,
             "aws",
@@ -232,7 +237,7 @@ def test_bad_config_or_arguments_are_one_line_errors(tmp_path: Path, cluster: st
     missing = bootstrap(config_path, tmp_path / "data", "--address", "127.0.0.9", "--node", INSTANCE)
     assert_failed(missing, f"cannot read the bootstrap config {config_path}: No such file or directory")
 
-    config_path.write_text(json.dumps({"cluster": cluster, "project": "shop", "region": REGION, "cpus": 0}))
+    config_path.write_text(json.dumps({"cluster": cluster, "cpus": 0}))
     invalid = bootstrap(config_path, tmp_path / "data", "--address", "127.0.0.9", "--node", INSTANCE)
     assert_failed(invalid, f"invalid bootstrap config {config_path}: cpus: Input should be greater than 0")
     assert "memory: Field required" in invalid.stderr

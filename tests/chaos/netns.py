@@ -36,7 +36,7 @@ import httpx
 
 from octctl.addresses import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
-from octctl.providers.local import pid_alive
+from octctl.providers.local.provider import pid_alive
 from octctl.tls import client_context
 
 OWNERS = Path("/run/oct-chaos")  # tmpfs, like /run/netns: both are gone after a reboot

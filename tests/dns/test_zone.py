@@ -28,6 +28,7 @@ def state() -> ClusterState:
     s["project"] = {
         "project": {
             "name": "shop",
+            "state_backend": {"local": {"path": "state.json"}},
             "services": [
                 {"name": "app_1", "runtime": "docker", "internal_port": 8000, "cpus": 1, "memory": 1},
                 {

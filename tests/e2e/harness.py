@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
-from octctl.providers.local import octctl_pids
+from octctl.providers.local.provider import octctl_pids
 from octctl.tls import client_context, issue_node_certificate
 
 REPO = Path(__file__).resolve().parents[2]

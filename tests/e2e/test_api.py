@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from octctl.node_settings import NodeSettings, Secrets
-from octctl.providers.local import free_address, node_name, nodes_dir, start_node, stop_node
+from octctl.providers.local.provider import free_address, node_name, nodes_dir, start_node, stop_node
 from octctl.state.raft_wire import RaftCipher
 from tests.e2e.harness import https_client, kill_leftovers, node_client
 
@@ -284,13 +283,21 @@ def test_bytes_from_a_stranger_on_the_raft_port_are_never_unpickled(cluster: Clu
         pickle.dumps("readonly"),
     ]
     framed = [struct.pack("i", len(p)) + p for p in payloads]
+    kept_open = []
     for message in (*framed, b"\x00" * 64, os.urandom(4096)):
         with socket.create_connection((cluster.settings.address, cluster.settings.raft_port), timeout=5) as s:
             s.sendall(message)
-            s.settimeout(2)
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                s.recv(4096)  # the node hangs up, or says nothing
-    time.sleep(0.5)
+            s.settimeout(10)
+            # The node hanging up is the proof it has read and judged the message: only then does
+            # the marker's absence mean the payload was not unpickled (rather than not yet).
+            try:
+                if s.recv(4096) != b"":
+                    kept_open.append(message[:16])
+            except ConnectionError:
+                pass
+            except TimeoutError:
+                kept_open.append(message[:16])
+    assert kept_open == [], f"the node did not hang up on {kept_open}"
     assert not marker.exists(), "a stranger's pickle was executed by the node"
     # The node is unharmed: it still commits.
     put = cluster.client.put("/v1/kv/after-stranger", json={"value": "ok"})

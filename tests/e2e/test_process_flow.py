@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from octctl.config import load_config
-from octctl.providers.local import claims_dir
+from octctl.providers.local.provider import claims_dir
 from tests.e2e.harness import Project, api_client, http_get, octctl_pids, services_by_name
 
 pytestmark = pytest.mark.e2e

@@ -26,7 +26,7 @@ import docker
 import pytest
 
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
-from octctl.providers.local import (
+from octctl.providers.local.provider import (
     free_address,
     local_dns_port,
     local_node_settings,

@@ -38,7 +38,7 @@ from dnslib import EDNS0, QTYPE, RCODE, RR, TXT, A, DNSRecord
 from octctl.dns.server import DnsServer
 from octctl.dns.zone import Zone, build_zone
 from octctl.node_settings import Secrets
-from octctl.providers.local import (
+from octctl.providers.local.provider import (
     free_address,
     local_node_settings,
     node_pid,

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from octctl.providers.local import pid_alive
+from octctl.providers.local.provider import pid_alive
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, services_by_name
 from tests.security.one_node import one_sleeper, the_node

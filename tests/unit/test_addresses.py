@@ -1,12 +1,6 @@
 from __future__ import annotations
 
-from octctl.addresses import api_address, host_port, raft_address
-
-
-def test_a_node_record_spells_its_api_and_raft_addresses() -> None:
-    node = {"address": "10.0.0.7", "api_port": 31888, "raft_port": 31889}
-    assert api_address(node) == "10.0.0.7:31888"
-    assert raft_address(node) == "10.0.0.7:31889"
+from octctl.addresses import host_port
 
 
 def test_host_port_takes_the_default_for_a_bare_host_or_an_ipv6_address() -> None:

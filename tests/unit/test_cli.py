@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from octcli import api, state
+from octcli import api, local, state
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
 from octcli.local import adopt, teardown
@@ -461,6 +461,7 @@ def test_wait_reports_progress_and_ignores_other_deployments(monkeypatch: pytest
     result = api._wait_for_deployment(
         FakeClient([old, mine, done]),  # type: ignore[arg-type]
         "d-new",
+        local.LocalCluster(Path("oct.toml")),
         record(["127.0.0.9:31888"]),
         saved.append,
         lambda s: seen.append(s.deployment.state if s.deployment else "-"),
@@ -486,6 +487,7 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
         api._wait_for_deployment(
             FakeClient([failed]),  # type: ignore[arg-type]
             "d-1",
+            local.LocalCluster(Path("oct.toml")),
             record(["127.0.0.2:31888"]),
             lambda r: None,
             None,
@@ -503,6 +505,7 @@ def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
         api._wait_for_deployment(
             FakeClient([pending]),  # type: ignore[arg-type]
             "d-1",
+            local.LocalCluster(Path("oct.toml")),
             record(["127.0.0.2:31888"]),
             lambda r: None,
             None,
@@ -680,7 +683,7 @@ def test_a_local_deploy_never_asks(project: Path, monkeypatch: pytest.MonkeyPatc
     def no_cluster(*args: object, **kwargs: object) -> ClusterRecord:
         raise OctError("stop here")
 
-    monkeypatch.setattr(api, "ensure_cluster", no_cluster)
+    monkeypatch.setattr(local, "ensure_cluster", no_cluster)
     with pytest.raises(OctError, match="stop here"):
         api.deploy(project, approve=declining(asked))
     assert asked == []
@@ -832,7 +835,7 @@ def test_deploy_reports_what_changed_per_service(
             ("GET", "/v1/status"): lambda: (200, json.loads(done.model_dump_json())),
         }
     )
-    monkeypatch.setattr(api, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
+    monkeypatch.setattr(local, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
 
     result = runner.invoke(app, ["deploy", "-c", str(project)])
     assert result.exit_code == 0, result.output
@@ -862,7 +865,7 @@ def test_deploy_against_an_older_cluster_reports_no_changes(
             ("GET", "/v1/status"): lambda: (200, json.loads(done.model_dump_json())),
         }
     )
-    monkeypatch.setattr(api, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
+    monkeypatch.setattr(local, "ensure_cluster", lambda *a, **k: record([stub.address], token="tok"))
     assert api.deploy(project).changes == {}
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from octctl.providers.local import FALLBACK_DNS_PORT, free_address, local_dns_port, node_name, nodes_dir
+from octctl.providers.local.provider import (
+    FALLBACK_DNS_PORT,
+    free_address,
+    local_dns_port,
+    node_name,
+    nodes_dir,
+)
 
 
 @pytest.fixture(autouse=True)

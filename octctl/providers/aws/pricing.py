@@ -282,7 +282,7 @@ class Fleet:
     """Nodes of one type and where the leader would place the services on them.
 
     One type for the whole fleet because that is how the cluster grows: the leader asks for new
-    nodes of its own size (``octctl.reconciler``). ``placements`` maps service -> node id
+    nodes of its own size (``octctl.leader.fleet``). ``placements`` maps service -> node id
     (``node-1`` is the leader); ``capacity`` is what each node offers after the reserve.
     """
 
@@ -313,7 +313,7 @@ def fleet_size(
 ) -> tuple[int, Mapping[str, str]]:
     """How many nodes of ``capacity`` the services end up on, placed as the leader would place them.
 
-    Replays the reconciler: start ``min_nodes`` nodes, :func:`place`, and for what did not fit ask
+    Replays the leader's fleet: start ``min_nodes`` nodes, :func:`place`, and for what did not fit ask
     for :func:`nodes_needed` more, until everything is placed. Spreading can leave a service
     unplaced where first-fit packing would not, so this may count a node more than
     ``nodes_needed`` alone; it is the count a deploy would really reach.

@@ -106,20 +106,3 @@ class NodeArtifact(BaseModel):
     key: str = Field(pattern=r"^artifacts/[0-9a-f]{64}/[A-Za-z0-9_.-]+\.whl$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     version: str = Field(min_length=1)
-
-
-class AwsNodeSettings(BaseModel):
-    """What any node of an AWS cluster needs to launch and retire followers, should it lead.
-
-    Every node carries it (``node.json``, from its user data), so a new leader after a failover
-    can run instances into the same subnets, security group and instance profile.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    resources: AwsResources
-    instance_type: str
-    ami: str | None = Field(default=None, description="None: the public SSM parameter of the default image")
-    artifact: NodeArtifact | None = Field(
-        default=None, description="the oct wheel every node installs (followers too), pinned by hash"
-    )

@@ -17,7 +17,7 @@ from importlib.resources import files
 
 from pydantic import ValidationError
 
-from octctl.bootstrap import BootstrapConfig
+from octctl.providers.aws.bootstrap import BootstrapConfig
 from octctl.providers.aws.secrets_store import parameter_name
 
 TEMPLATE = "cloud-init.yaml.j2"
@@ -39,14 +39,14 @@ def deploy_file(name: str) -> str:
 def render_user_data(config: BootstrapConfig, version: str, artifact_url: str) -> str:
     """The ``#cloud-config`` document for one node; raises ``ValueError`` when it would not fit EC2.
 
-    ``artifact_url`` is a (presigned) link to the wheel that ``config.aws.artifact`` describes; the
+    ``artifact_url`` is a (presigned) link to the wheel that ``config.provider.artifact`` describes; the
     wheel must carry ``version``, the version of whoever renders, so followers match their leader.
     """
     import jinja2
 
-    artifact = config.aws.artifact if config.aws is not None else None
+    artifact = config.provider.artifact
     if artifact is None:
-        raise ValueError("the node settings name no oct wheel to install (aws.artifact)")
+        raise ValueError("the node settings name no oct wheel to install (provider.artifact)")
     if artifact.version != version:
         raise ValueError(f"the cluster's oct wheel is version {artifact.version}, this oct is {version}")
     if not _URL.match(artifact_url):

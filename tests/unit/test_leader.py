@@ -1,4 +1,4 @@
-"""The leader's reconcile loop against in-memory fakes of Raft, agents and the provider.
+"""The leader's loop against in-memory fakes of Raft, agents and the provider.
 
 The end-to-end suite runs the same loop with real processes; here each tick can be stepped and
 inspected, so ordering and failure rules are pinned down exactly.
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from octctl.leader import Leader
+from octctl.leader.liveness import UNREACHABLE_AFTER
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerError
 from octctl.providers.base import NodeRequest, Provider
-from octctl.reconciler import UNREACHABLE_AFTER, Reconciler
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.state.machine import RaftUnavailable
 from octctl.state.model import ClusterState, NodeRecord, apply_command, command, empty_state, snapshot
@@ -30,6 +31,7 @@ class FakeRaft:
         self.removed_members: list[str] = []
         self.barriers = 0
         self.cut_off = False  # a leader that lost its majority: barriers fail
+        self.current_term = 7
 
     def view(self) -> ClusterState:
         return snapshot(self.state)
@@ -38,7 +40,7 @@ class FakeRaft:
         return True
 
     def term(self) -> int:
-        return 7
+        return self.current_term
 
     def members(self) -> list[str]:
         voters = [n for n in self.state["nodes"].values() if n.get("voter", True)]
@@ -68,6 +70,7 @@ class FakeAgents:
         self.specs: list[InstanceSpec] = []
         self.down: set[str] = set()
         self.fail_image: str | None = None
+        self.term = 7  # what every command must carry: the leader's term
 
     def _check(self, address: str) -> None:
         if address in self.down:
@@ -81,7 +84,7 @@ class FakeAgents:
         self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0
     ) -> InstanceStatus:
         self._check(address)
-        assert term == 7, "every command carries the leader's term"
+        assert term == self.term, "every command carries the leader's term"
         self.calls.append(("apply", address, spec.service))
         self.specs.append(spec)
         state = "failed" if spec.image == self.fail_image else "running"
@@ -100,7 +103,7 @@ class FakeAgents:
 
     async def remove(self, address: str, project: str, service: str, term: int) -> None:
         self._check(address)
-        assert term == 7, "every command carries the leader's term"
+        assert term == self.term, "every command carries the leader's term"
         self.calls.append(("remove", address, service))
         self.running.get(address, {}).pop(service, None)
 
@@ -173,14 +176,14 @@ def project(*services: dict[str, Any], nodes: int = 3) -> dict[str, Any]:
 
 
 @pytest.fixture
-def parts() -> tuple[Reconciler, FakeRaft, FakeAgents, FakeProvider]:
+def parts() -> tuple[Leader, FakeRaft, FakeAgents, FakeProvider]:
     raft, agents, provider = FakeRaft(), FakeAgents(), FakeProvider()
     for n in (2, 3, 4):
         asyncio.run(raft.execute(command("node_joined", node=node(n))))
     settings = NodeSettings(node="node-2", cluster="c1", address="127.0.0.2", cpus=4000, memory=4096)
-    reconciler = Reconciler(
-        raft=raft,  # type: ignore[arg-type]
-        peers=agents,  # type: ignore[arg-type]
+    reconciler = Leader(
+        cluster=raft,
+        agents=agents,
         settings=settings,
         secrets=Secrets(token="t", raft_password="p", ca_key="", ca_cert=""),
         provider=provider,
@@ -196,7 +199,7 @@ def deploy(raft: FakeRaft, spec: dict[str, Any], deployment: str = "d1", zone: s
     )
 
 
-def ticks(reconciler: Reconciler, count: int) -> list[bool]:
+def ticks(reconciler: Leader, count: int) -> list[bool]:
     async def run() -> list[bool]:
         return [await reconciler.tick() for _ in range(count)]
 
@@ -379,9 +382,9 @@ def test_a_launch_is_an_intent_in_raft_first_and_a_new_leader_finishes_it(parts)
     assert provider.started == ["new-1"] and "new-1" in seen_intents[0], "intent committed before the call"
 
     # The leader dies before the node joins; its successor provisions the same id again.
-    successor = Reconciler(
-        raft=raft,  # type: ignore[arg-type]
-        peers=agents,  # type: ignore[arg-type]
+    successor = Leader(
+        cluster=raft,
+        agents=agents,
         settings=reconciler.settings,
         secrets=reconciler.secrets,
         provider=provider,
@@ -465,7 +468,7 @@ def test_public_names_are_withdrawn_on_destroy_and_retried_after_a_failure(parts
     ticks(reconciler, 3)
     assert provider.published == []
     provider.failing = False
-    reconciler._publish_due = 0.0  # PUBLISH_RETRY has passed
+    reconciler.duties.publisher.due = 0.0  # PUBLISH_RETRY has passed
     ticks(reconciler, 1)
     assert [names for _, names, _ in provider.published] == [
         {"web.shop.example.com": raft.state["placements"]["web"]}
@@ -541,7 +544,28 @@ def test_a_failed_address_lookup_is_retried_and_a_answered_one_is_not(parts) -> 
     ticks(reconciler, 3)
     assert len(calls) == 1, "not asked again before PUBLISH_RETRY"
     assert all("public_address" not in n for n in raft.state["nodes"].values())
-    reconciler._addresses_asked = dict.fromkeys(reconciler._addresses_asked, 0.0)  # the retry is due
+    publisher = reconciler.duties.publisher
+    publisher.asked = dict.fromkeys(publisher.asked, 0.0)  # the retry is due
     ticks(reconciler, 3)
     assert len(calls) == 2
     assert all(n["public_address"].startswith("203.0.113.") for n in raft.state["nodes"].values())
+
+
+def test_a_new_term_starts_with_fresh_duties(parts) -> None:  # type: ignore[no-untyped-def]
+    """What a leader learned in one term (a push that failed, missed polls) is not carried into
+    the next: a new term acts on the replicated state alone, as a leader on another node would."""
+    reconciler, raft, agents, _ = parts
+    agents.fail_image = "busybox:1.36"
+    deploy(raft, project(service("a")))
+    ticks(reconciler, 2)
+    first = reconciler.duties
+    assert first.converger.failed, "the failed push is remembered within the term"
+    tries = len(agents.specs)
+    ticks(reconciler, 2)
+    assert len(agents.specs) == tries, "not retried in the same term"
+
+    raft.current_term = agents.term = 8
+    agents.fail_image = None
+    ticks(reconciler, 1)
+    assert reconciler.duties is not first and reconciler.duties.term == 8
+    assert len(agents.specs) == tries + 1, "the new term tries again"

@@ -15,15 +15,13 @@ import ipaddress
 import os
 import sys
 from pathlib import Path
-from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
-from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
-from octctl.node_settings import NodeSettings, Secrets, read_node_files, write_node_files
-from octctl.providers.aws.resources import AwsNodeSettings
+from octctl.node_settings import NodeSettings, NodeTemplate, Secrets, read_node_files, write_node_files
+from octctl.providers.aws.settings import AwsNodeSettings
 
 DEFAULT_CONFIG = Path("/etc/oct/bootstrap.json")
 DEFAULT_DATA_DIR = Path("/var/lib/oct")
@@ -36,52 +34,24 @@ class BootstrapError(Exception):
     """One line for the operator (what failed, where, what to check); never a secret value."""
 
 
-class BootstrapConfig(BaseModel):
-    """What every node of a cluster is told in its user data. Public by design: no secret here."""
+class BootstrapConfig(NodeTemplate):
+    """What every node of a cluster is told in its user data: the node template (no secret here,
+    by design) with the AWS section it needs to lead, completed at boot by who and where it is."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Literal["aws"] = "aws"
+    #: Stricter than on other nodes: the id also names the SSM parameter of the secrets.
     cluster: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="also names the SSM parameter")
-    project: str = Field(min_length=1)
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
-    join: list[str] = Field(
-        default_factory=list, description="API addresses (host:port) of existing members; empty = genesis"
-    )
-    cpus: int = Field(gt=0, description="millicores this node offers to services")
-    memory: int = Field(gt=0, description="MB this node offers to services")
-    api_port: int = Field(default=DEFAULT_API_PORT, ge=1, le=65535)
-    raft_port: int = Field(default=DEFAULT_RAFT_PORT, ge=1, le=65535)
-    dns_port: int = Field(default=53, ge=1, le=65535)
-    dns_domain: str = "oct"
-    dns_ttl: int = Field(default=5, ge=0, le=3600)
-    dns_upstreams: list[str] | None = None
+    provider: AwsNodeSettings
     node: str | None = Field(
         default=None, description="the id the leader reserved for this node; None: the instance id"
     )
-    aws: AwsNodeSettings | None = None
     #: A VM is its own host: its containers must not reach any node's control ports.
     guard_containers: bool = True
 
     def node_settings(self, node: str, address: str, public_address: str | None = None) -> NodeSettings:
-        return NodeSettings(
-            node=node,
-            cluster=self.cluster,
-            address=address,
-            public_address=public_address,
-            api_port=self.api_port,
-            raft_port=self.raft_port,
-            cpus=self.cpus,
-            memory=self.memory,
-            join=self.join,
-            dns_port=self.dns_port,
-            dns_domain=self.dns_domain,
-            dns_ttl=self.dns_ttl,
-            dns_upstreams=self.dns_upstreams,
-            provider=self.provider,
-            aws=self.aws,
-            guard_containers=self.guard_containers,
-        )
+        shared = {name: getattr(self, name) for name in NodeTemplate.model_fields}
+        return NodeSettings(**shared, node=node, address=address, public_address=public_address)
 
 
 def _problems(e: ValidationError) -> str:
@@ -147,7 +117,7 @@ def fetch_secrets(config: BootstrapConfig, wait: float) -> Secrets:
 
     from octctl.providers.aws.secrets_store import SecretsStoreError, get_secrets
 
-    session = boto3.Session(region_name=config.region)
+    session = boto3.Session(region_name=config.provider.resources.region)
     try:
         for attempt in Retrying(
             stop=stop_after_delay(wait),

@@ -24,6 +24,7 @@ from octctl import procfs
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.base import NodeRequest, Provider
+from octctl.providers.local.settings import LocalSettings
 
 FIRST_HOST = 2  # 127.0.0.1 is left to whatever else the machine runs
 LAST_HOST = 254
@@ -150,8 +151,7 @@ def local_node_settings(
         memory=memory,
         join=join,
         dns_port=local_dns_port(address) or FALLBACK_DNS_PORT,
-        provider="local",
-        provider_root=str(root),
+        provider=LocalSettings(root=str(root)),
     )
 
 
@@ -298,7 +298,7 @@ class LocalProvider(Provider):
     def retire(self, node: str) -> None:
         """Also what a dead node left running: on a real machine those die with the VM, here they
         would linger, hold their ports and keep serving stale answers."""
-        from octctl.providers.leftovers import CleanupError, kill_process_instances, remove_containers
+        from octctl.providers.local.leftovers import CleanupError, kill_process_instances, remove_containers
 
         stop_node(self.root, node)
         kill_process_instances(nodes_dir(self.root) / node)

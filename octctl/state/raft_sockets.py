@@ -1,0 +1,83 @@
+"""PySyncObj's sockets on the asyncio event loop: the loop watches them, no thread polls.
+
+:class:`octctl.state.machine.RaftNode` hands PySyncObj a :class:`LoopTransport` whose sockets a
+:class:`LoopPoller` registers with the loop; the loop then runs their handlers and a tick after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pysyncobj.poller import POLL_EVENT_TYPE, Poller
+from pysyncobj.transport import TransportNotReadyError
+
+from octctl.state.raft_guard import GuardedTransport
+
+log = logging.getLogger(__name__)
+
+
+class LoopPoller(Poller):
+    """PySyncObj's socket watcher, backed by the asyncio loop's ``add_reader``/``add_writer``.
+
+    PySyncObj calls ``poll()`` at the end of every tick to wait for its sockets; here the loop
+    does the waiting, so ``poll`` returns at once and each ready socket's handler runs from the
+    loop, followed by ``after`` (a tick, to act on what arrived).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, after: Callable[[], None]) -> None:
+        self._loop = loop
+        self._after = after
+        self._watched: set[int] = set()
+
+    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
+        self.unsubscribe(descr)
+        self._watched.add(descr)
+        if eventMask & (POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR):
+            # A socket error or hang-up makes the socket readable; PySyncObj checks SO_ERROR then.
+            self._loop.add_reader(descr, self._ready, descr, callback, POLL_EVENT_TYPE.READ)
+        if eventMask & POLL_EVENT_TYPE.WRITE:
+            self._loop.add_writer(descr, self._ready, descr, callback, POLL_EVENT_TYPE.WRITE)
+
+    def unsubscribe(self, descr: int) -> None:
+        if descr in self._watched:
+            self._watched.discard(descr)
+            self._loop.remove_reader(descr)
+            self._loop.remove_writer(descr)
+
+    def poll(self, timeout: float) -> None:
+        """The loop waits for the sockets; PySyncObj's end-of-tick wait becomes a no-op."""
+
+    def close(self) -> None:
+        """Stop watching every socket (PySyncObj may leave some subscribed on destroy)."""
+        for descr in list(self._watched):
+            self.unsubscribe(descr)
+
+    def _ready(self, descr: int, callback: Callable[[int, int], None], event: int) -> None:
+        try:
+            callback(descr, event)
+        except Exception:  # as PySyncObj's tick thread did: log, keep serving
+            log.exception("raft socket handler failed")
+        self._after()
+
+
+class LoopTransport(GuardedTransport):
+    """Without a tick thread ``SyncObj`` retries binding in a busy loop until it succeeds; one try
+    and a clear error is better than a node that spins a core on a taken port. Also remembers the
+    newest commit index it told the followers, so a commit notice is sent only when none has.
+    Guarded: frame caps and few unauthenticated connections on the Raft port (``raft_guard``).
+    Its sockets are watched by a :class:`LoopPoller` (``pysyncobj_adapter.loop_transport``)."""
+
+    commit_index_sent = 0
+
+    def tryGetReady(self) -> None:
+        super().tryGetReady()
+        if not self.ready:
+            raise TransportNotReadyError
+
+    def send(self, node: Any, message: Any) -> Any:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self.commit_index_sent = max(self.commit_index_sent, message["commit_index"])
+        return super().send(node, message)
