@@ -30,7 +30,7 @@ from octcli.errors import InvalidConfig, OctError, Timeout
 from octcli.images import push_images
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.state import ClusterRecord
-from octctl.api.models import DEFAULT_API_PORT
+from octctl.addresses import DEFAULT_API_PORT
 from octctl.config.models import AwsProvider
 from octctl.node_settings import Secrets
 from octctl.providers.aws.bootstrap import BootstrapConfig

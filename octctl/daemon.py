@@ -126,32 +126,11 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-class TlsSite(web.TCPSite):
-    """``TCPSite`` whose TLS handshakes must finish within ``HANDSHAKE_TIMEOUT`` (aiohttp passes none,
-    and asyncio's default lets a silent connection sit for 60 s before HTTP's own timeouts apply)."""
-
-    async def start(self) -> None:
-        from octctl.api.limits import HANDSHAKE_TIMEOUT
-
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            server,
-            self._host,
-            self._port,
-            ssl=self._ssl_context,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-
-
 async def serve(data_dir: Path) -> None:
-    from octctl.api.app import build_app
-    from octctl.api.limits import IDLE_TIMEOUT, limit_connections
     from octctl.node import Node
+    from octctl.server.app import build_app
+    from octctl.server.limits import IDLE_TIMEOUT, limit_connections
+    from octctl.server.site import TlsSite
 
     settings, secrets = read_node_files(data_dir)
     node = Node(settings, secrets, data_dir)

@@ -1,4 +1,4 @@
-"""One oct-ctl node: its Raft replica, agent, leader loop and API, and how they start and stop.
+"""One oct-ctl node: its Raft replica, agent, membership, leader loop and DNS, and how they start and stop.
 
 Start-up order matters for joining: a new node starts its Raft replica with the current members
 as partners *before* asking the leader to add it, because the leader's membership change only
@@ -16,28 +16,25 @@ from pathlib import Path
 
 import aiohttp
 
+from octctl.addresses import DEFAULT_DNS_PORT, host_port
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
 from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
 from octctl.leader import Leader
+from octctl.membership import Membership
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
 from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
-from octctl.state.model import NodeRecord, command
+from octctl.state.model import NodeRecord, api_address, command
 from octctl.tls import NodeIdentity
 
 log = logging.getLogger(__name__)
 
 MEMBERS_FILE = "members.json"
-
-
-def _host_port(address: str, default: int = 53) -> tuple[str, int]:
-    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
-    return (host, int(port)) if port else (address, default)
 
 
 class Node:
@@ -46,8 +43,6 @@ class Node:
         self.secrets = secrets
         self.data_dir = data_dir
         self.stopping = asyncio.Event()
-        #: The leader admits joining nodes one at a time (voter seats are counted, then taken).
-        self.admission = asyncio.Lock()
         #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
@@ -63,6 +58,7 @@ class Node:
         self.session: aiohttp.ClientSession
         self.peers: PeerClient
         self.raft: RaftNode
+        self.membership: Membership
         self.leader: Leader
 
     def self_record(self) -> NodeRecord:
@@ -101,6 +97,7 @@ class Node:
         except BaseException:
             await self.session.close()  # the node never started: leave no open session behind
             raise
+        self.membership = Membership(self.raft, self.secrets, self.settings.cluster)
         self.leader = Leader(
             cluster=self.raft,
             agents=self.peers,
@@ -119,7 +116,7 @@ class Node:
         """DNS failing to bind (port 53 without privileges) must not take the node down with it."""
         s = self.settings
         upstreams = (
-            [_host_port(u) for u in s.dns_upstreams]
+            [host_port(u, DEFAULT_DNS_PORT) for u in s.dns_upstreams]
             if s.dns_upstreams is not None
             else resolv_conf_upstreams(exclude={s.address})
         )
@@ -243,7 +240,7 @@ class Node:
 
     def _member_apis(self) -> list[str]:
         """API addresses of the known members: the join list may name a node long gone."""
-        return [f"{n['address']}:{n['api_port']}" for n in self.raft.view()["nodes"].values()]
+        return [api_address(n) for n in self.raft.view()["nodes"].values()]
 
     async def _follow_role(self) -> None:
         """A non-voter the leader promoted reopens its replica as a voter and asks to be added."""

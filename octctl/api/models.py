@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from octctl.addresses import DEFAULT_DNS_PORT
 from octctl.state.kv import MAX_VALUE_BYTES
 
 API_VERSION = "v1"
-DEFAULT_API_PORT = 31888
-DEFAULT_RAFT_PORT = 31889
 #: The Raft term of the leader sending a command to an agent; agents refuse terms older than one seen.
 TERM_HEADER = "X-Oct-Term"
 
@@ -70,7 +69,7 @@ class JoinRequest(BaseModel):
     address: str
     api_port: int = Field(ge=1, le=65535)
     raft_port: int = Field(ge=1, le=65535)
-    dns_port: int = Field(default=53, ge=1, le=65535)
+    dns_port: int = Field(default=DEFAULT_DNS_PORT, ge=1, le=65535)
     proof: str = Field(
         default="",
         pattern=r"^[0-9a-f]{0,64}$",

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from octctl import procfs
 from octctl.names import check_name
 from octctl.runtime.base import (
     LABEL_DEPLOYMENT,
@@ -80,37 +81,13 @@ RECOVERED_ERROR = (
 # -- process helpers ------------------------------------------------------------------------------
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) from /proc, or None when there is no such process.
-
-    Start time is what tells our old child apart from an unrelated process that got the same pid.
-    """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
-        return None
-    # The command name is parenthesised and may contain spaces: split after the last ')'.
-    fields = raw[raw.rfind(")") + 2 :].split()
-    try:
-        return fields[0], int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
 def _is_alive(pid: int, start_time: int | None) -> bool:
     """True if ``pid`` is still the (non-zombie) process we started."""
-    if Path("/proc/self/stat").exists():
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
+    if procfs.available():
+        stat = procfs.stat(pid)
+        if stat is None or stat.dead:
             return False
-        return start_time is None or stat[1] == start_time
+        return start_time is None or stat.start_time == start_time
     try:  # no /proc (macOS): the best we can do is "a process with that pid leads that group"
         os.kill(pid, 0)
         return os.getpgid(pid) == pid
@@ -363,7 +340,7 @@ class _Instance:
             logfile.close()  # the child holds its own descriptor
         self._popen = popen
         self.pid = popen.pid
-        self.start_time = _start_time(popen.pid)
+        self.start_time = procfs.start_time(popen.pid)
         self.exit_code = None
         self.error = None
         self.runtime.save_record(self)

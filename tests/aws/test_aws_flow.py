@@ -23,7 +23,7 @@ import octcli
 from octcli.artifact import build_artifact
 from octcli.aws import ADDRESS_BOOK_ENV
 from octcli.errors import OctError
-from octctl.api.models import DEFAULT_API_PORT
+from octctl.addresses import DEFAULT_API_PORT
 from octctl.providers.aws.instances import AMAZON_LINUX_2023
 from octctl.providers.aws.session import AwsClients
 from tests.aws.hypervisor import Hypervisor, Vm

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from octctl.api.models import DEFAULT_API_PORT
+from octctl.addresses import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.local.provider import pid_alive
 from octctl.tls import client_context

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from octctl.api.openapi import OPENAPI_PATH, ROUTES
+from octctl.server.openapi import OPENAPI_PATH, ROUTES
 from octctl.tls import issue_node_certificate
 from tests.e2e.test_api import Cluster, cluster
 

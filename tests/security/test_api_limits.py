@@ -15,7 +15,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from octctl.api.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT
+from octctl.server.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT
 from octctl.tls import client_context
 from tests.e2e.test_api import Cluster, cluster
 

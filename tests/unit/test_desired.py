@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dnslib import QTYPE
 
-from octctl.api.views import status_view
 from octctl.dns.zone import build_zone
+from octctl.server.views import status_view
 from octctl.specs import demand, endpoints, public_names
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, NodeRecord, empty_state, snapshot

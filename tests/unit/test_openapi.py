@@ -6,8 +6,8 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from octctl.api.app import build_app
-from octctl.api.openapi import PUBLIC_PATHS, ROUTES, openapi_document
+from octctl.server.app import build_app
+from octctl.server.openapi import PUBLIC_PATHS, ROUTES, openapi_document
 
 
 def registered_routes() -> set[tuple[str, str]]:

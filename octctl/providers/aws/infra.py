@@ -21,7 +21,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
-from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.providers.aws import artifacts, instances
 from octctl.providers.aws.ecr import repository_name
 from octctl.providers.aws.resources import CLUSTER_TAG, IAM_PATH, PROJECT_TAG, AwsResources

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from octctl import procfs
 from octctl.providers.local.provider import pid_alive
 from octctl.runtime.base import LABEL_CLUSTER, LABEL_MANAGED, LABEL_NODE, LABEL_PROJECT
 
@@ -109,28 +110,20 @@ def kill_process_instances(under: Path, *, on_phase: Phase | None = None, grace:
                 os.killpg(pgid, signal.SIGKILL)
 
 
-def _proc_start_time(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-        return int(raw[raw.rindex(")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _is_instance(pid: int, start_time: int | None) -> bool:
     try:
         if not pid_alive(pid) or os.getpgid(pid) != pid:
             return False
     except ProcessLookupError:
         return False
-    if start_time is None or not Path("/proc/self/stat").exists():
+    if start_time is None or not procfs.available():
         return True
-    return _proc_start_time(pid) == start_time
+    return procfs.start_time(pid) == start_time
 
 
 def _group_alive(pgid: int) -> bool:
-    if Path("/proc").exists():
-        return _group_has_members(pgid)  # killpg(0) would also count zombies nobody reaps
+    if procfs.PROC.exists():
+        return procfs.group_has_members(pgid)  # killpg(0) would also count zombies nobody reaps
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -138,17 +131,3 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _group_has_members(pgid: int) -> bool:
-    """True if any live process still belongs to the group (its leader may already be gone)."""
-    proc = Path("/proc")
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False

@@ -20,7 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-from octctl.api.models import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl import procfs
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.base import NodeRequest, Provider
 from octctl.providers.local.settings import LocalSettings
@@ -233,17 +234,12 @@ def octctl_pids(under: Path) -> list[int]:
     Found from ``/proc``, so strays whose pid file was lost are found too (tests and benchmarks
     check with it that nothing is left behind).
     """
-    needle = str(under).encode()
+    needle = str(under)
     found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"octctl" in argv and any(needle in arg for arg in argv):
-            found.append(int(proc.name))
+    for pid in procfs.pids():
+        argv = procfs.cmdline(pid) or []
+        if "octctl" in argv and any(needle in arg for arg in argv):
+            found.append(pid)
     return sorted(found)
 
 
@@ -266,17 +262,6 @@ def local_nodes(root: Path) -> list[str]:
     return sorted(p.name for p in nodes_dir(root).iterdir() if p.is_dir())
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    """The process's argv, or None where /proc is not available to tell."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return [] if Path("/proc/self").exists() else None
-    except OSError:
-        return None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 def node_process_alive(root: Path, node: str) -> bool:
     """Whether the pid in the node's pid file is still that node.
 
@@ -286,7 +271,7 @@ def node_process_alive(root: Path, node: str) -> bool:
     pid = node_pid(root, node)
     if pid is None or not pid_alive(pid):
         return False
-    argv = _cmdline(pid)
+    argv = procfs.cmdline(pid)
     if argv is None:
         return True
     data_dir = str(nodes_dir(root) / node)

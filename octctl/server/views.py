@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState
+from octctl.state.model import ClusterState, raft_address
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
     for node in state["nodes"].values():
-        if f"{node['address']}:{node['raft_port']}" == leader_raft_address:
+        if raft_address(node) == leader_raft_address:
             return node["id"]
     return None
 

@@ -1,0 +1,84 @@
+"""What Linux's ``/proc`` says about a pid: its state, process group, start time and argv.
+
+A pid alone does not name a process: after a reboot, or once ours exited, the number may belong to
+an unrelated program, and signalling that would hit someone else. The start time (clock ticks
+since boot, field 22 of ``/proc/<pid>/stat``) and the argv are what tell our oct-ctl or service
+apart from such a stranger. Every reader returns None where ``/proc`` cannot tell (no such
+process, or a system without ``/proc`` such as macOS), and callers decide what to trust then.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    state: str  # one letter: R running, S sleeping, Z zombie, X dead, ...
+    pgrp: int
+    start_time: int
+
+    @property
+    def dead(self) -> bool:
+        """A zombie (exited, not yet reaped) or dead process: it no longer runs anything."""
+        return self.state in ("Z", "X")
+
+
+def available() -> bool:
+    """Whether this system has a ``/proc`` to ask (Linux)."""
+    return (PROC / "self" / "stat").exists()
+
+
+def stat(pid: int) -> ProcStat | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name is parenthesised and may contain spaces: split after the last ')'.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return ProcStat(state=fields[0], pgrp=int(fields[2]), start_time=int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    found = stat(pid)
+    return found.start_time if found else None
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The process's argv; ``[]`` when there is no such process, None where /proc cannot tell.
+
+    Decoded like file names (``os.fsdecode``), so a path in it compares equal to ``str(Path)``.
+    """
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except FileNotFoundError:
+        return [] if (PROC / "self").exists() else None
+    except OSError:
+        return None
+    return [os.fsdecode(part) for part in raw.split(b"\0") if part]
+
+
+def pids() -> Iterator[int]:
+    """Every pid /proc lists now (none without /proc)."""
+    if not PROC.exists():
+        return
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def group_has_members(pgid: int) -> bool:
+    """True if any live (non-zombie) process belongs to the group; its leader may already be gone."""
+    for pid in pids():
+        found = stat(pid)
+        if found is not None and found.pgrp == pgid and found.state != "Z":
+            return True
+    return False

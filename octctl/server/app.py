@@ -1,0 +1,184 @@
+"""oct-ctl's HTTP API: the CLI's entry point, the leader's channel to agents, and joining.
+
+Served over TLS only, with the node's certificate from the cluster CA (``octctl/tls.py``). Every
+route but ``/v1/health`` and the OpenAPI document needs the cluster's bearer token; the agent routes
+also need the caller to be a node (a client certificate from the cluster CA, mutual TLS). Writes
+are served by the leader; a follower forwards them, so a client may call any node. This module
+holds the cluster-level routes and the route table; ``http`` what the handlers share.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from aiohttp import web
+
+from octctl import __version__
+from octctl.api.models import (
+    DeployRequest,
+    DeployResponse,
+    DestroyResponse,
+    Health,
+    JoinRequest,
+    ReplicaView,
+)
+from octctl.config import ConfigError, parse_config_data
+from octctl.distribution import installed_artifact_sha256
+from octctl.membership import NoVoterSeat, WrongSecret
+from octctl.names import check_name
+from octctl.node import Node
+from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
+from octctl.server.http import (
+    MAX_BODY,
+    NODE_KEY,
+    auth_middleware,
+    error,
+    errors_middleware,
+    int_query,
+    leader_only,
+    node_of,
+    ok,
+    read_model,
+)
+from octctl.server.kv_routes import kv_delete, kv_get, kv_put
+from octctl.server.openapi import OPENAPI_PATH, serve_openapi
+from octctl.server.views import leader_id, status_view
+from octctl.state.desired import desired_project
+from octctl.state.model import api_address, command
+
+
+def new_id(prefix: str) -> str:
+    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
+    proposes it, so every replica applies the same one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- cluster-level routes ------------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    node = node_of(request)
+    view = node.raft.view()
+    return ok(
+        Health(
+            ok=True,
+            cluster=node.settings.cluster,
+            node=node.settings.node,
+            version=__version__,
+            leader=leader_id(view, node.raft.leader_address()),
+            artifact=installed_artifact_sha256(),
+        )
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    node = node_of(request)
+    view = node.raft.view()
+    return ok(status_view(view, node.settings.node, leader_id(view, node.raft.leader_address())))
+
+
+@leader_only
+async def deploy(request: web.Request) -> web.Response:
+    node = node_of(request)
+    body = await read_model(request, DeployRequest)
+    try:
+        config = parse_config_data(body.config)
+    except ConfigError as e:
+        return error(422, "invalid configuration", [str(p) for p in e.problems])
+    result = await node.raft.execute(
+        command(
+            "deploy",
+            project=config.model_dump(mode="json"),
+            source_dir=body.source_dir,
+            public_zone=body.public_zone,
+            deployment=new_id("d"),
+            at=time.time(),
+        )
+    )
+    node.leader.wake()
+    return ok(DeployResponse.model_validate(result), status=202)
+
+
+@leader_only
+async def destroy(request: web.Request) -> web.Response:
+    node = node_of(request)
+    result = await node.raft.execute(command("destroy", deployment=new_id("x"), at=time.time()))
+    node.leader.wake()
+    return ok(DestroyResponse.model_validate(result), status=202)
+
+
+async def members(request: web.Request) -> web.Response:
+    return ok(node_of(request).membership.members())
+
+
+@leader_only
+async def join(request: web.Request) -> web.Response:
+    node = node_of(request)
+    body = await read_model(request, JoinRequest)
+    try:
+        changed = await node.membership.admit(body)
+    except WrongSecret as e:
+        return error(403, str(e))
+    except NoVoterSeat as e:
+        return error(409, str(e))
+    if changed:
+        node.leader.wake()
+    return ok(node.membership.members())
+
+
+async def service_logs(request: web.Request) -> web.Response:
+    node = node_of(request)
+    name = check_name("service", request.match_info["service"])
+    tail = int_query(request, "tail", 50)
+    view = node.raft.view()
+    placed = view["placements"].get(name)
+    config = desired_project(view)
+    project = config.project.name if config else None
+    if placed is None or project is None or placed not in view["nodes"]:
+        return error(404, f"service {name!r} is not placed on any node")
+    if placed == node.settings.node:
+        lines = await node.agent.logs(project, name, tail)
+    else:
+        lines = await node.peers.logs(api_address(view["nodes"][placed]), project, name, tail)
+    return web.json_response({"lines": lines})
+
+
+async def replica(request: web.Request) -> web.Response:
+    node = node_of(request)
+    raft = node.raft
+    return ok(
+        ReplicaView(
+            node=node.settings.node,
+            term=raft.term(),
+            leader=leader_id(raft.view(), raft.leader_address()),
+            is_leader=raft.is_leader(),
+            version=raft.machine.version,
+            commit_index=raft.commit_index(),
+            kv_revision=raft.machine.kv_revision(),
+            state_hash=raft.machine.state_hash(),
+        )
+    )
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(node.secrets.token)], client_max_size=MAX_BODY
+    )
+    app[NODE_KEY] = node
+    app.router.add_get("/v1/health", health)
+    app.router.add_get(OPENAPI_PATH, serve_openapi)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/deploy", deploy)
+    app.router.add_post("/v1/destroy", destroy)
+    app.router.add_get("/v1/cluster/members", members)
+    app.router.add_post("/v1/cluster/join", join)
+    app.router.add_get("/v1/cluster/replica", replica)
+    # [\s\S]: a key with a newline must reach kv_key (a 400 with the rule), not miss the route (404)
+    app.router.add_get(r"/v1/kv/{key:[\s\S]+}", kv_get)
+    app.router.add_put(r"/v1/kv/{key:[\s\S]+}", kv_put)
+    app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", kv_delete)
+    app.router.add_get("/v1/services/{service}/logs", service_logs)
+    app.router.add_get("/v1/agent/instances", agent_instances)
+    app.router.add_put("/v1/agent/instances/{service}", agent_apply)
+    app.router.add_delete("/v1/agent/instances/{service}", agent_remove)
+    app.router.add_get("/v1/agent/instances/{service}/logs", agent_logs)
+    return app

@@ -1,0 +1,169 @@
+"""What every handler of the API shares: the node behind the app, JSON answers and errors, reading
+a body into a model, the token check, and passing writes on to the leader.
+
+Whatever a request carries, the answer is JSON and the daemon keeps running: bad bodies get a 4xx
+with a reason, internal faults a 500 that is logged without the request body (it may hold secrets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from pydantic import BaseModel, ValidationError
+
+from octctl.api.models import ErrorBody
+from octctl.names import InvalidName
+from octctl.node import Node
+from octctl.server.limits import BODY_TIMEOUT
+from octctl.server.openapi import PUBLIC_PATHS
+from octctl.state.machine import NotLeader, RaftUnavailable
+from octctl.state.model import api_address, raft_address
+from octctl.tls import peer_is_node
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+FORWARDED = "X-Oct-Forwarded"
+NODE_KEY = web.AppKey("node", Node)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str, details: list[str] | None = None) -> web.Response:
+    body = ErrorBody(error=message, details=details or [])
+    return web.json_response(body.model_dump(), status=status)
+
+
+def ok(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+def pydantic_details(e: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors()]
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason=f"the body did not arrive within {BODY_TIMEOUT:g} s") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise web.HTTPBadRequest(reason=f"body is not valid JSON: {e}") from e
+    except RecursionError:  # [[[[...]]]] deeper than the parser's stack: junk, not a server fault
+        raise web.HTTPBadRequest(reason="body is not valid JSON: nested too deeply") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise BadBody(f"invalid {model.__name__}", pydantic_details(e)) from e
+
+
+class BadBody(Exception):
+    def __init__(self, message: str, details: list[str]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadBody as e:
+        return error(400, str(e), e.details)
+    except InvalidName as e:  # a project or service name that could be a path: never a 500
+        return error(400, str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return error(e.status, e.reason)
+    except (NotLeader, RaftUnavailable) as e:
+        return error(503, str(e))
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error; see the node's log")
+
+
+#: Routes only the leader calls, on other nodes: they need the token *and* a node certificate (mTLS).
+AGENT_PREFIX = "/v1/agent/"
+
+
+def _agent_route(request: web.Request) -> bool:
+    """By the route that matched, not the raw path, so no spelling of the path slips past."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.startswith(AGENT_PREFIX)
+
+
+def auth_middleware(token: str) -> Middleware:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error(401, "missing or wrong bearer token")
+            if _agent_route(request) and not peer_is_node(request.transport):
+                return error(403, "agent routes are for the cluster's nodes: no node certificate presented")
+        return await handler(request)
+
+    return check
+
+
+def node_of(request: web.Request) -> Node:
+    return request.app[NODE_KEY]
+
+
+def leader_only(handler: Handler) -> Handler:
+    """Serve on the leader; elsewhere pass the request on to the leader, once."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        node = node_of(request)
+        if node.raft.is_leader():
+            return await handler(request)
+        if request.headers.get(FORWARDED):
+            return error(503, "leadership is changing; retry")
+        leader = node.raft.leader_address()
+        target = next(
+            (n for n in node.raft.view()["nodes"].values() if raft_address(n) == leader),
+            None,
+        )
+        if target is None:
+            return error(503, "no leader elected yet; retry")
+        return await forward(node, request, api_address(target))
+
+    return wrapper
+
+
+async def forward(node: Node, request: web.Request, address: str) -> web.Response:
+    headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED: node.settings.node}
+    body = await request.read()
+    try:
+        async with node.session.request(
+            request.method,
+            f"https://{address}{request.path_qs}",
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=60),
+        ) as resp:
+            return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return error(503, f"leader at {address} did not answer: {type(e).__name__}")
+
+
+def int_query(request: web.Request, key: str, default: int) -> int:
+    try:
+        return max(1, min(10_000, int(request.query.get(key, default))))
+    except ValueError as e:
+        raise web.HTTPBadRequest(reason=f"{key} must be an integer") from e
