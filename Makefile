@@ -57,6 +57,7 @@ lint: dev
 	$(BIN)/ruff check octctl octcli tests bench
 	$(BIN)/ruff format --check octctl octcli tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Benchmarks; each script prints its figures as one JSON object on its last line.
 ## They compare against anchors from apt: `make bench-deps` (as root) installs them.

@@ -9,6 +9,7 @@ process, or a system without ``/proc`` such as macOS), and callers decide what t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,3 +83,19 @@ def group_has_members(pgid: int) -> bool:
         if found is not None and found.pgrp == pgid and found.state != "Z":
             return True
     return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (by signal 0, so it works without ``/proc`` too); a zombie child of
+    ours counts as gone (and is reaped here)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True

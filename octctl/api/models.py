@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from octctl.addresses import DEFAULT_DNS_PORT
 from octctl.state.kv import MAX_VALUE_BYTES
+from octctl.state.model import ServiceChange
 
 API_VERSION = "v1"
 #: The Raft term of the leader sending a command to an agent; agents refuse terms older than one seen.
@@ -17,7 +18,6 @@ DeploymentState = Literal["pending", "in_progress", "succeeded", "failed", "dest
 NodeStatus = Literal["joining", "ready", "unreachable", "retiring"]
 #: What a deploy does to one service: ``started`` (new in the file), ``replaced`` (its spec changed),
 #: ``removed`` (gone from the file) or ``unchanged``.
-ServiceChange = Literal["started", "replaced", "removed", "unchanged"]
 
 
 class ErrorBody(BaseModel):

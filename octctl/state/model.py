@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
-if TYPE_CHECKING:
-    from octctl.api.models import ServiceChange
+#: What a deploy does to one service, worked out by the ``deploy`` command (and shown by the CLI).
+ServiceChange = Literal["started", "replaced", "removed", "unchanged"]
 
 #: Voting members at most. Beyond this, nodes join as non-voting replicas: every commit waits for
 #: a majority of voters, so more voters mean slower writes without a useful gain in fault

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from octctl import procfs
-from octctl.providers.local.provider import pid_alive
+from octctl.procfs import pid_alive
 from octctl.runtime.base import LABEL_CLUSTER, LABEL_MANAGED, LABEL_NODE, LABEL_PROJECT
 
 Phase = Callable[[str], None]

@@ -23,6 +23,7 @@ from pathlib import Path
 from octctl import procfs
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
+from octctl.procfs import pid_alive
 from octctl.providers.base import NodeRequest, Provider
 from octctl.providers.local.settings import LocalSettings
 
@@ -193,21 +194,6 @@ def start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
     # Reap the child when it exits, so a retired node does not linger as a zombie of its starter.
     threading.Thread(target=proc.wait, name=f"reap-{settings.node}", daemon=True).start()
     return proc.pid
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a zombie child of ours counts as gone (and is reaped here)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def stop_pid(pid: int, grace: float = 10.0) -> None:
