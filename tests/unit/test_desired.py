@@ -14,21 +14,8 @@ from octctl.dns.zone import build_zone
 from octctl.server.views import status_view
 from octctl.specs import demand, endpoints, public_names
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState, NodeRecord, empty_state, snapshot
-
-
-def node(n: int) -> NodeRecord:
-    return {
-        "id": f"node-{n}",
-        "address": f"127.0.0.{n}",
-        "api_port": 31888,
-        "raft_port": 31889,
-        "cpus": 1000,
-        "memory": 1024,
-        "status": "ready",
-        "joined_at": 0.0,
-        "last_seen": 0.0,
-    }
+from octctl.state.model import ClusterState, empty_state, snapshot
+from tests.dns.test_zone import node
 
 
 def state() -> ClusterState:
