@@ -119,13 +119,11 @@ def check_loopback_host(host: str) -> None:
 
 def expected_records(status: Any, config: Any, project: str, domain: str) -> Records:
     """Records oct's zone should hold for the deployed project (same rules as octctl.dns.zone)."""
-    from octctl.specs import host_port
-
     zone = f"{project}.{domain}"
     records = Records(nxdomain=f"{NXDOMAIN_LABEL}.{zone}")
     for node in status.nodes:
         records.a[f"{node.id}.node.{zone}"] = node.address
-    ports = {s.name: host_port(s) for s in config.project.services}
+    ports = {s.name: s.host_port for s in config.project.services}
     for service in status.services:
         if service.state != "running" or not service.node or not service.address:
             raise BenchError(f"service {service.name} is not running after deploy: {service}")
