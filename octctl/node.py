@@ -27,6 +27,7 @@ from octctl.membership import Membership
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
+from octctl.providers.registry import build_provider
 from octctl.runtime import firewall
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, api_address, command
@@ -47,7 +48,7 @@ class Node:
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
         #: Built on every node: a follower's pulls need the registry login too, should it lead.
-        self.provider: Provider | None = settings.provider.build(settings)
+        self.provider: Provider | None = build_provider(settings)
         login = self.provider.registry_auth if self.provider is not None else None
         self.agent = Agent(settings.node, data_dir, registry_login=login)
         self.fence = TermFence(data_dir)

@@ -15,14 +15,28 @@ import secrets as _secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
-from octctl.providers.registry import ProviderSettings, no_provider
 from octctl.tls import new_ca
 
 NODE_FILE = "node.json"
 SECRETS_FILE = "secrets.json"
+
+
+class ProviderSection(BaseModel):
+    """A node's ``provider`` section: ``kind`` names the provider, the rest is that provider's own.
+
+    Node settings sit below the providers (a provider writes the node files of the nodes it starts),
+    so they keep the section as written, like a Nomad task's driver config; the node reads it into
+    the kind's settings class when it builds its provider (:mod:`octctl.providers.registry`), at
+    start-up. A section given as a provider's settings object is kept as its fields, so settings
+    built in code and the same settings read from a file are equal.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = "local"
 
 
 class NodeTemplate(BaseModel):
@@ -45,22 +59,30 @@ class NodeTemplate(BaseModel):
     dns_upstreams: list[str] | None = Field(
         default=None, description="host[:port] resolvers for names outside the zone; None = /etc/resolv.conf"
     )
-    provider: ProviderSettings = Field(
-        default_factory=no_provider, description="where followers come from (octctl/providers/registry.py)"
+    provider: ProviderSection = Field(
+        default_factory=ProviderSection,
+        description="where followers come from; the default (local, no root) never provisions",
     )
     guard_containers: bool = Field(
         default=False,
         description="drop containers' TCP to the Raft and API ports of any node (iptables; VMs: on)",
     )
 
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _as_written(cls, section: Any) -> Any:
+        return section.model_dump() if isinstance(section, ProviderSection) else section
+
     @model_validator(mode="before")
     @classmethod
     def _provider_section(cls, data: Any) -> Any:
         """Read what oct wrote before providers had a section of their own: ``provider`` the kind's
         name, beside it ``provider_root`` (local) and a section named after the kind (``aws``)."""
-        if not isinstance(data, dict) or not (
-            isinstance(data.get("provider"), str) or {"provider_root", "aws"} & data.keys()
-        ):
+        legacy = isinstance(data, dict) and (
+            isinstance(data.get("provider"), str)
+            or ("provider" not in data and bool({"provider_root", "aws"} & data.keys()))
+        )
+        if not legacy:
             return data
         data = dict(data)
         kind = data.pop("provider", "local")

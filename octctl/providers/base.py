@@ -3,8 +3,8 @@
 A provider is a folder under ``octctl/providers/`` with two halves:
 
 - :class:`ProviderSettings`, its section of ``node.json`` (``{"kind": "<name>", ...}``). Every node
-  carries it, so whichever node leads can act for the provider; the kinds are gathered into one
-  discriminated union in :mod:`octctl.providers.registry`.
+  carries it, so whichever node leads can act for the provider; :mod:`octctl.providers.registry`
+  maps each kind to its settings class and builds the provider from them.
 - :class:`Provider`, what the leader asks for capacity and hands it back to when idle.
 
 A provider only launches and stops machines; it never talks Raft. A launched node joins the
@@ -17,8 +17,8 @@ the provider to *provision* that id. A leader that dies in between leaves an int
 finishes by provisioning the same id again, which must not start a second machine, or undoes by
 retiring it.
 
-This module imports nothing of the node at run time, so that ``node_settings`` can build its
-union from the providers' settings without an import cycle.
+Providers sit above the node's settings: they write the node files of the nodes they start, and
+the node settings keep a provider's section as written (:class:`~octctl.node_settings.ProviderSection`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import ConfigDict
+
+from octctl.node_settings import ProviderSection
 
 if TYPE_CHECKING:
-    from octctl.node_settings import NodeSettings, Secrets
+    from octctl.node_settings import Secrets
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,15 @@ class NodeRequest:
     secrets: Secrets
 
 
-class ProviderSettings(BaseModel, abc.ABC):
-    """Contract: a subclass declares ``kind: Literal["<name>"] = "<name>"`` (the discriminator written
-    to ``node.json``) and the fields its provider needs on every node; ``build`` makes the provider
-    from them. Building must not touch the provider's API: every node builds one at start-up, and
-    only a leader ever calls it."""
+class ProviderSettings(ProviderSection):
+    """Contract: a subclass declares ``kind: Literal["<name>"] = "<name>"`` (written to ``node.json``)
+    and the fields its provider needs on every node. It imports nothing heavy (no boto3): every node
+    reads its section through it at start-up. Unknown fields are refused, so a typo in a section
+    stops the node at start instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: str
-
-    @abc.abstractmethod
-    def build(self, node: NodeSettings) -> Provider | None:
-        """The provider of a node with these settings, or None when this node never provisions
-        (a test harness's nodes, whose membership the harness alone decides)."""
 
 
 class Provider(abc.ABC):

@@ -8,6 +8,7 @@ import pytest
 from octctl.node_settings import NodeSettings
 from octctl.providers.aws.resources import AwsResources
 from octctl.providers.aws.settings import AwsNodeSettings
+from octctl.providers.registry import build_provider
 from octctl.runtime.docker import DockerRuntime, RegistryLoginFailed
 
 pytestmark = pytest.mark.aws
@@ -21,7 +22,7 @@ def aws_node_runtime() -> DockerRuntime:
         resources=AwsResources(region="us-east-1", project="shop", cluster="c-1"), instance_type="t4g.small"
     )
     settings = NodeSettings(node="n", cluster="c-1", address="10.0.1.5", cpus=1000, memory=1024, provider=aws)
-    provider = settings.provider.build(settings)
+    provider = build_provider(settings)
     assert provider is not None
     return DockerRuntime(node="n", registry_login=provider.registry_auth)
 

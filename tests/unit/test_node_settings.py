@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from octctl.node_settings import NodeSettings, Secrets, read_node_files, write_node_files
 from octctl.providers.aws.provider import AwsProvider
 from octctl.providers.aws.settings import AwsNodeSettings
 from octctl.providers.local.provider import LocalProvider, local_node_settings
 from octctl.providers.local.settings import LocalSettings
+from octctl.providers.registry import BadProviderSection, build_provider, provider_settings
 
 SHA = "a" * 64
 
@@ -50,18 +53,18 @@ OLD_NO_ROOT = """{"node": "node-3", "cluster": "c1", "address": "127.0.0.3", "cp
 
 def test_an_old_local_node_json_loads_into_the_local_section() -> None:
     settings = NodeSettings.model_validate_json(OLD_LOCAL)
-    assert settings.provider == LocalSettings(root="/home/me/shop/.oct")
+    assert provider_settings(settings.provider) == LocalSettings(root="/home/me/shop/.oct")
     assert (settings.node, settings.join, settings.dns_port) == ("node-7", ["127.0.0.2:31888"], 53)
     assert settings == local_node_settings(
         Path("/home/me/shop/.oct"), "127.0.0.7", "c-1a2b3c4d", 4000, 4096, ["127.0.0.2:31888"]
     ).model_copy(update={"dns_port": 53})
-    provider = settings.provider.build(settings)
+    provider = build_provider(settings)
     assert isinstance(provider, LocalProvider) and provider.root == Path("/home/me/shop/.oct")
 
 
 def test_an_old_aws_node_json_loads_into_the_aws_section() -> None:
     settings = NodeSettings.model_validate_json(OLD_AWS)
-    aws = settings.provider
+    aws = provider_settings(settings.provider)
     assert isinstance(aws, AwsNodeSettings)
     assert (aws.resources.vpc_id, aws.resources.subnet_ids, aws.instance_type) == (
         "vpc-1",
@@ -70,15 +73,14 @@ def test_an_old_aws_node_json_loads_into_the_aws_section() -> None:
     )
     assert aws.artifact is not None and aws.artifact.sha256 == SHA
     assert (settings.public_address, settings.guard_containers) == ("3.120.0.7", True)
-    assert isinstance(settings.provider.build(settings), AwsProvider)  # builds without calling AWS
+    assert isinstance(build_provider(settings), AwsProvider)  # builds without calling AWS
 
 
 def test_an_old_node_json_without_a_root_never_provisions() -> None:
     settings = NodeSettings.model_validate_json(OLD_NO_ROOT)
-    assert settings.provider == LocalSettings() and settings.provider.build(settings) is None
-    assert (
-        NodeSettings(node="n", cluster="c", address="127.0.0.4", cpus=1, memory=1).provider == LocalSettings()
-    )
+    assert provider_settings(settings.provider) == LocalSettings() and build_provider(settings) is None
+    fresh = NodeSettings(node="n", cluster="c", address="127.0.0.4", cpus=1, memory=1)
+    assert provider_settings(fresh.provider) == LocalSettings() and build_provider(fresh) is None
 
 
 def test_the_new_file_names_the_kind_and_reads_back(tmp_path: Path) -> None:
@@ -88,3 +90,22 @@ def test_the_new_file_names_the_kind_and_reads_back(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "node.json").read_text())
     assert written["provider"]["kind"] == "aws" and "aws" not in written and "provider_root" not in written
     assert read_node_files(tmp_path) == (old, secrets)
+
+
+def test_settings_built_in_code_equal_the_same_settings_read_back(tmp_path: Path) -> None:
+    """The AWS bootstrap keeps node files that are up to date by comparing them so."""
+    settings = local_node_settings(tmp_path, "127.0.0.9", "c1", 1000, 512, [])
+    written = json.loads(settings.model_dump_json())
+    assert written["provider"] == {"kind": "local", "root": str(tmp_path)}
+    assert NodeSettings.model_validate(written) == settings
+    assert provider_settings(settings.provider) == LocalSettings(root=str(tmp_path))
+
+
+def test_a_bad_section_stops_the_node_naming_the_field() -> None:
+    new = {"node": "node-3", "cluster": "c1", "address": "127.0.0.3", "cpus": 1000, "memory": 512}
+    unknown = new | {"provider": {"kind": "gcp"}}
+    with pytest.raises(BadProviderSection, match=r"provider\.kind 'gcp' is not one of aws, local"):
+        build_provider(NodeSettings.model_validate(unknown))
+    typo = new | {"provider": {"kind": "local", "rot": "/x"}}
+    with pytest.raises(BadProviderSection, match=r"provider\.rot: Extra inputs are not permitted"):
+        build_provider(NodeSettings.model_validate(typo))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
 from octctl.providers.aws.resources import AwsResources, NodeArtifact
 from octctl.providers.base import ProviderSettings
-
-if TYPE_CHECKING:
-    from octctl.node_settings import NodeSettings
-    from octctl.providers.base import Provider
 
 
 class AwsNodeSettings(ProviderSettings):
@@ -30,8 +26,3 @@ class AwsNodeSettings(ProviderSettings):
     artifact: NodeArtifact | None = Field(
         default=None, description="the oct wheel every node installs (followers too), pinned by hash"
     )
-
-    def build(self, node: NodeSettings) -> Provider:
-        from octctl.providers.aws.provider import AwsProvider  # boto3 and jinja2 only where needed
-
-        return AwsProvider(node, self)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from octctl.providers.base import ProviderSettings
-
-if TYPE_CHECKING:
-    from octctl.node_settings import NodeSettings
-    from octctl.providers.base import Provider
 
 
 class LocalSettings(ProviderSettings):
@@ -19,10 +14,3 @@ class LocalSettings(ProviderSettings):
     root: str | None = Field(
         default=None, description="the .oct folder of the project; None: this node never provisions"
     )
-
-    def build(self, node: NodeSettings) -> Provider | None:
-        if self.root is None:
-            return None
-        from octctl.providers.local.provider import LocalProvider
-
-        return LocalProvider(Path(self.root), node.cluster)
