@@ -228,6 +228,35 @@ def launch(
     ``external_port`` is served from whichever node runs it. The metadata service requires IMDSv2
     with a hop limit of 1, so containers on the node cannot read the instance role's credentials.
     """
+    _check_launch(resources, client_token=client_token, user_data=user_data, volume_gb=volume_gb)
+    existing = _launched_with(clients, resources, client_token)
+    if existing is not None:
+        return existing
+    image = resolve_ami(clients, instance_type, ami=ami, parameters=ami_parameters)
+    request = _run_request(
+        clients,
+        resources,
+        role=role,
+        instance_type=instance_type,
+        image=image,
+        user_data=user_data,
+        client_token=client_token,
+        subnet_id=subnet_id if subnet_id is not None else _spread(resources, client_token),
+        public_ip=public_ip,
+        volume_gb=volume_gb,
+    )
+    retrying = Retrying(
+        retry=retry_if_exception(_is_profile_not_ready),
+        stop=stop_after_delay(profile_wait),
+        wait=wait_fixed(3),
+        reraise=True,
+    )
+    answer = retrying(call, clients.ec2, "run_instances", **request)
+    return Instance.from_aws(answer["Instances"][0])
+
+
+def _check_launch(resources: AwsResources, *, client_token: str, user_data: str, volume_gb: int) -> None:
+    """Refuse, before any AWS call, a launch that could not succeed or would not be repeatable."""
     missing = [
         what
         for what, value in (
@@ -250,21 +279,39 @@ def launch(
     if not 8 <= volume_gb <= 16384:
         raise ValueError(f"volume_gb must be between 8 and 16384, got {volume_gb}")
 
+
+def _launched_with(clients: AwsClients, resources: AwsResources, client_token: str) -> Instance | None:
+    """The instance an earlier launch with ``client_token`` made, found by its token tag."""
     existing = find_instances(
         clients,
         resources.cluster,
         extra_filters=[{"Name": f"tag:{TOKEN_TAG}", "Values": [client_token]}],
     )
-    if existing:
-        return existing[0]
+    return existing[0] if existing else None
 
-    image = resolve_ami(clients, instance_type, ami=ami, parameters=ami_parameters)
-    if subnet_id is None:
-        # Spread nodes over the zones, the same zone for the same token.
-        subnet_id = resources.subnet_ids[zlib.crc32(client_token.encode()) % len(resources.subnet_ids)]
+
+def _spread(resources: AwsResources, client_token: str) -> str:
+    """Spread nodes over the zones, the same zone for the same token."""
+    return resources.subnet_ids[zlib.crc32(client_token.encode()) % len(resources.subnet_ids)]
+
+
+def _run_request(
+    clients: AwsClients,
+    resources: AwsResources,
+    *,
+    role: NodeRole,
+    instance_type: str,
+    image: str,
+    user_data: str,
+    client_token: str,
+    subnet_id: str,
+    public_ip: bool,
+    volume_gb: int,
+) -> dict[str, Any]:
+    """The ``RunInstances`` parameters: one tagged instance, IMDSv2 only, a gp3 root volume."""
     name = resources.name(role if role == "leader" else f"follower-{client_token[-8:]}")
     tags = resources.tags(name, **{ROLE_TAG: role, TOKEN_TAG: client_token})
-    params: dict[str, Any] = {
+    return {
         "ImageId": image,
         "InstanceType": instance_type,
         "MinCount": 1,
@@ -296,14 +343,6 @@ def launch(
             {"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume", "network-interface")
         ],
     }
-    retrying = Retrying(
-        retry=retry_if_exception(_is_profile_not_ready),
-        stop=stop_after_delay(profile_wait),
-        wait=wait_fixed(3),
-        reraise=True,
-    )
-    answer = retrying(call, clients.ec2, "run_instances", **params)
-    return Instance.from_aws(answer["Instances"][0])
 
 
 def terminate(

@@ -4,7 +4,7 @@ User data is readable by anything that can call ``ec2:DescribeInstanceAttribute`
 process on the VM through the metadata service, and it is kept for the instance's lifetime. The
 CLI (genesis) therefore stores ``Secrets`` as one SecureString parameter, ``/oct/<cluster>/secrets``
 (encrypted with the account's ``aws/ssm`` key), and a new node reads it with its instance role,
-which may read ``/oct/<cluster>/*`` and nothing else (the role's inline policy, ``infra.py``;
+which may read ``/oct/<cluster>/*`` and nothing else (the role's inline policy, ``infra/node_role.py``;
 decrypting with the AWS-managed ``aws/ssm`` key needs no KMS permission of its own).
 
 boto3 is imported inside the functions: the daemon imports this module only on AWS nodes, and
