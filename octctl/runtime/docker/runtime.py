@@ -1,8 +1,9 @@
-"""Runs services as Docker containers on this node's engine.
+"""The docker runtime: one container per (project, service) on this node's engine.
 
-The ``docker`` package is imported lazily: the daemon only loads this module when a docker service
-is scheduled here, and even then a node without an engine must still start and report a clear
-error instead of crashing at import time.
+This module is the :class:`~octctl.runtime.base.Runtime` contract over containers: run, replace,
+remove, list, and read a container's state back as an :class:`~octctl.runtime.base.InstanceStatus`.
+The engine connection, image pulls (with the provider's registry login) and the cluster network
+each have their own module beside it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
-import fcntl
 import logging
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octctl.names import check_name
@@ -32,8 +29,10 @@ from octctl.runtime.base import (
     InstanceStatus,
     PortMapping,
     Runtime,
-    RuntimeFailure,
 )
+from octctl.runtime.docker.engine import Engine, engine_errors, explain
+from octctl.runtime.docker.images import Images, RegistryLogin
+from octctl.runtime.docker.networks import ClusterNetworks
 
 if TYPE_CHECKING:
     import docker
@@ -41,9 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The leader may start ~30 services at once; the SDK's default pool of 10 would make the extra
-#: threads open throw-away connections (and log "connection pool is full" warnings).
-MAX_POOL_SIZE = 32
 LOG_TAIL_LINES = 20
 #: A container that docker restarted less than this long ago is reported ``restarting``, so a crash
 #: loop never looks healthy just because the leader sampled it during a short-lived run.
@@ -68,14 +64,6 @@ def _port_bindings(ports: list[PortMapping]) -> dict[str, Any]:
     return {key: value[0] if len(value) == 1 else value for key, value in bindings.items()}
 
 
-def _explain(exc: BaseException) -> str:
-    """The engine's own sentence ("port is already allocated") beats the SDK's HTTP wrapper text."""
-    explanation = getattr(exc, "explanation", None)
-    if isinstance(explanation, bytes):
-        explanation = explanation.decode("utf-8", "replace")
-    return str(explanation or exc).strip()
-
-
 def _parse_docker_time(value: str) -> dt.datetime | None:
     """Docker prints nanoseconds, which ``fromisoformat`` rejects; microseconds are plenty here."""
     if not value or value.startswith("0001-"):
@@ -89,15 +77,6 @@ def _parse_docker_time(value: str) -> dt.datetime | None:
     return parsed.replace(tzinfo=dt.UTC)
 
 
-class RegistryLoginFailed(Exception):
-    """The node could not get registry credentials for an image (ECR through the instance role)."""
-
-
-#: ``auth_config`` for pulling an image, or None to pull it as the engine would on its own; the
-#: node's provider gives it (``Provider.registry_auth``: ECR on AWS).
-RegistryLogin = Callable[[str], dict[str, str] | None]
-
-
 class DockerRuntime(Runtime):
     """One container per (project, service), labelled so ``list``/destroy find every one of them."""
 
@@ -109,46 +88,14 @@ class DockerRuntime(Runtime):
         node: str = "",
         registry_login: RegistryLogin | None = None,
     ) -> None:
-        self._client = client
+        self._engine = Engine(client)
         self._node = node
-        self._registry_login = registry_login
-        self._client_lock = threading.Lock()
+        self._images = Images(self._engine, registry_login)
+        self._networks = ClusterNetworks(self._engine)
         self._names_lock = threading.Lock()
-        self._networks: set[str] = set()  # known to exist; checked once per daemon
         self._name_locks: dict[str, threading.Lock] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
-
-    def _docker(self) -> docker.DockerClient:
-        """Connect on first use, so constructing the runtime never fails on an engine-less node."""
-        with self._client_lock:
-            if self._client is None:
-                try:
-                    import docker
-                except ImportError as exc:
-                    raise RuntimeFailure("the docker Python package is not installed on this node") from exc
-                try:
-                    client = docker.from_env(max_pool_size=MAX_POOL_SIZE)
-                    client.ping()
-                except Exception as exc:  # DockerException, connection errors, bad DOCKER_HOST
-                    raise RuntimeFailure(f"cannot reach the Docker engine: {exc}") from exc
-                self._client = client
-            return self._client
-
-    @contextlib.contextmanager
-    def _engine_errors(self, doing: str) -> Iterator[None]:
-        """Turn SDK/transport exceptions into the contract's user-facing ``RuntimeFailure``."""
-        try:
-            yield
-        except RuntimeFailure:
-            raise
-        except Exception as exc:
-            from docker.errors import DockerException
-            from requests.exceptions import RequestException
-
-            if isinstance(exc, DockerException | RequestException):
-                raise RuntimeFailure(f"{doing}: {_explain(exc)}") from exc
-            raise
 
     def _lock_for(self, name: str) -> threading.Lock:
         """Calls for different services run in parallel; two calls for the same one must not interleave."""
@@ -159,7 +106,7 @@ class DockerRuntime(Runtime):
         from docker.errors import NotFound
 
         try:
-            return self._docker().containers.get(name)
+            return self._engine.client().containers.get(name)
         except NotFound:
             return None
 
@@ -184,7 +131,7 @@ class DockerRuntime(Runtime):
 
     def apply(self, spec: InstanceSpec) -> InstanceStatus:
         name = container_name(spec.project, spec.service)
-        with self._lock_for(name), self._engine_errors(f"cannot apply {spec.service}"):
+        with self._lock_for(name), engine_errors(f"cannot apply {spec.service}"):
             existing = self._find(name)
             if existing is not None:
                 if not self._owned_by(existing, spec.project, spec.service):
@@ -199,7 +146,7 @@ class DockerRuntime(Runtime):
 
     def remove(self, project: str, service: str) -> None:
         name = container_name(project, service)
-        with self._lock_for(name), self._engine_errors(f"cannot remove {service}"):
+        with self._lock_for(name), engine_errors(f"cannot remove {service}"):
             existing = self._find(name)
             if (
                 existing is not None
@@ -214,14 +161,14 @@ class DockerRuntime(Runtime):
             labels.append(f"{LABEL_PROJECT}={check_name('project', project)}")
         if self._node:
             labels.append(f"{LABEL_NODE}={self._node}")
-        with self._engine_errors("cannot list containers"):
-            containers = self._docker().containers.list(
+        with engine_errors("cannot list containers"):
+            containers = self._engine.client().containers.list(
                 all=True, filters={"label": labels}, ignore_removed=True
             )
             return [self._status(container) for container in containers]
 
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
-        with self._engine_errors(f"cannot read logs of {service}"):
+        with engine_errors(f"cannot read logs of {service}"):
             container = self._find(container_name(project, service))
             if container is None or not self._owned_by(container, project, service):
                 return []
@@ -229,10 +176,7 @@ class DockerRuntime(Runtime):
 
     def close(self) -> None:
         """Containers keep running: the engine, not oct-ctl, supervises them across agent restarts."""
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._engine.close()
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -251,7 +195,7 @@ class DockerRuntime(Runtime):
         from docker.errors import APIError, NotFound
 
         try:
-            self._docker().api.remove_container(name, force=True)
+            self._engine.client().api.remove_container(name, force=True)
         except NotFound:
             pass
         except APIError as exc:
@@ -259,41 +203,12 @@ class DockerRuntime(Runtime):
             if exc.status_code != 409:
                 raise
 
-    def _ensure_image(self, image: str) -> str | None:
-        """Returns an error message, or None once the image is present locally."""
-        from docker.errors import DockerException, ImageNotFound
-        from requests.exceptions import RequestException
-
-        client = self._docker()
-        try:
-            client.images.get(image)
-            return None
-        except ImageNotFound:
-            pass
-        log.info("pulling image %s", image)
-        try:
-            client.images.pull(image, auth_config=self._registry_auth(image))
-        except (DockerException, RequestException) as exc:
-            return f"cannot pull image '{image}': {_explain(exc)}"
-        except RegistryLoginFailed as exc:
-            return f"cannot log in to the registry of '{image}': {exc}"
-        return None
-
-    def _registry_auth(self, image: str) -> dict[str, str] | None:
-        """The provider's login for ``image`` (see :data:`RegistryLogin`), its failure in one line."""
-        if self._registry_login is None:
-            return None
-        try:
-            return self._registry_login(image)
-        except Exception as exc:  # the provider's API errors: no credentials, no permission, no endpoint
-            raise RegistryLoginFailed(str(exc).splitlines()[0]) from exc
-
     def _run(self, spec: InstanceSpec, name: str) -> InstanceStatus:
         from docker.errors import APIError
 
         if not spec.image:
             return self._failed(spec, "the docker runtime needs an image")
-        error = self._ensure_image(spec.image)
+        error = self._images.ensure(spec.image)
         if error is not None:
             return self._failed(spec, error)
         kwargs: dict[str, Any] = {
@@ -317,55 +232,24 @@ class DockerRuntime(Runtime):
             from docker.types import EndpointConfig
 
             try:
-                self._ensure_network(spec.network, spec.cluster, spec.project)
+                self._networks.ensure(spec.network, spec.cluster, spec.project)
             except APIError as exc:
-                return self._failed(spec, f"cannot create network {spec.network}: {_explain(exc)}")
+                return self._failed(spec, f"cannot create network {spec.network}: {explain(exc)}")
             kwargs["network"] = spec.network
             kwargs["networking_config"] = {
-                spec.network: EndpointConfig(version=self._docker().api._version, aliases=list(spec.aliases))
+                spec.network: EndpointConfig(
+                    version=self._engine.client().api._version, aliases=list(spec.aliases)
+                )
             }
         log.info("starting container %s (deployment %s)", name, spec.deployment)
         try:
-            container = self._docker().containers.run(spec.image, **kwargs)
+            container = self._engine.client().containers.run(spec.image, **kwargs)
         except APIError as exc:
             # A failed start leaves a "created" container holding State.Error; keep it so ``list``
             # keeps reporting the failure to the leader, but answer with the engine's sentence.
-            return self._failed(spec, _explain(exc))
+            return self._failed(spec, explain(exc))
         container.reload()
         return self._status(container)
-
-    def _ensure_network(self, network: str, cluster: str, project: str) -> None:
-        """Create the cluster's network once.
-
-        The nodes of a local cluster share one engine, and this engine version lets two racing
-        creates make two networks of the same name (then neither can be used by name); a file lock
-        on the machine serialises them. On real nodes each engine is the node's own.
-        """
-        from docker.errors import APIError, NotFound
-
-        if network in self._networks:
-            return
-        engine = self._docker()
-        lock_path = Path(tempfile.gettempdir()) / f"{network}.lock"
-        with open(lock_path, "a") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                engine.networks.get(network)
-                self._networks.add(network)
-                return
-            except NotFound:
-                pass
-            try:
-                engine.networks.create(
-                    network,
-                    driver="bridge",
-                    check_duplicate=True,
-                    labels={LABEL_MANAGED: "true", LABEL_CLUSTER: cluster, LABEL_PROJECT: project},
-                )
-            except APIError as exc:
-                if exc.status_code != 409:  # 409: it appeared meanwhile
-                    raise
-            self._networks.add(network)
 
     def _failed(self, spec: InstanceSpec, error: str) -> InstanceStatus:
         log.warning("cannot start %s/%s: %s", spec.project, spec.service, error)
