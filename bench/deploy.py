@@ -24,27 +24,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    TEST_IMAGE,
-    BenchError,
-    check_clash,
-    cpu_seconds,
-    docker_ready,
-    emit,
-    ensure_test_image,
-    exit_on_sigterm,
-    keep_logs,
-    log,
-    log_tails,
-    median,
-    node_logs,
-    oct_cleanup,
-    octctl_pids,
-    pids_named,
-    retry_on_clash,
-    temp_project_dir,
-    wait_all_http,
-)
+from _common import BenchError, emit, exit_on_sigterm, log, median, temp_project_dir, wait_all_http
+from _docker import TEST_IMAGE, docker_ready, ensure_test_image
+from _procs import cpu_seconds, pids_named
+from _projects import check_clash, keep_logs, log_tails, node_logs, oct_cleanup, retry_on_clash
+
+from octctl.providers.local.provider import octctl_pids
 
 SERVICES = 30
 PROJECT = "octbench-deploy"

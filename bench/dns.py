@@ -25,93 +25,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    REPO,
-    BenchError,
-    check_clash,
-    cmdline_arg_after,
-    emit,
-    exit_on_sigterm,
-    keep_logs,
-    log,
-    log_tails,
-    median,
-    node_logs,
-    oct_cleanup,
-    octctl_pids,
-    retry_on_clash,
-    temp_project_dir,
-)
+from _common import REPO, BenchError, emit, exit_on_sigterm, find_tool, log, median, temp_project_dir
+from _dns_records import QUERY_TIMEOUT, Records, Server, mismatches, wait_answers, write_query_file
+from _dnsmasq import start_dnsmasq, stop_dnsmasq, wait_dnsmasq
+from _dnsperf import dnsperf, wrong_rcodes
+from _procs import cmdline_arg_after
+from _projects import check_clash, keep_logs, log_tails, node_logs, oct_cleanup, retry_on_clash
+
+from octctl.providers.local.provider import octctl_pids
 
 EXAMPLE = "examples/quickstart"
 DEPLOY_TIMEOUT = 300.0
 ZONE_TIMEOUT = 15.0  # the queried node's replica may lag the leader a little after deploy
-QUERY_TIMEOUT = 2.0
-DNSMASQ_START_TIMEOUT = 10.0
 NXDOMAIN_LABEL = "no-such-service"
 GOAL_RATIO = 0.5
-#: dnsmasq takes a 127.0.0.N from the top down; oct's local nodes take theirs from 127.0.0.2 up.
-DNSMASQ_HOSTS = range(254, 199, -1)
 #: What a broken oct-ctl log looks like (level names as the daemon's logging writes them).
 LOG_PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|exception", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Query:
-    name: str  # without the trailing dot
-    qtype: str  # "A" or "SRV"
-
-
-@dataclass
-class Records:
-    """What both servers must answer, derived from oct's deploy status and oct.toml."""
-
-    a: dict[str, str] = field(default_factory=dict)  # name -> address
-    srv: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (port, target)
-    nxdomain: str = ""
-
-    def queries(self) -> list[Query]:
-        return [
-            *(Query(name, "A") for name in self.a if ".node." not in name),
-            *(Query(name, "SRV") for name in self.srv),
-            Query(self.nxdomain, "A"),
-        ]
-
-
-@dataclass(frozen=True)
-class Server:
-    label: str  # "oct" or "dnsmasq"
-    address: str
-    port: int
-    pid: int
-
-
-# -- tools -----------------------------------------------------------------------------------------
-
-
-def find_tool(name: str, package: str) -> str:
-    """The tool's path (dnsmasq lives in /usr/sbin, often not on a developer's PATH)."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if found is None:
-        raise BenchError(f"{name} is not installed (apt-get install {package})")
-    return found
-
-
-def check_loopback_host(host: str) -> None:
-    if not re.match(r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$", host):
-        raise BenchError(f"refusing to send DNS traffic to {host!r}: only 127.0.0.0/8 is allowed")
 
 
 # -- records and answers ---------------------------------------------------------------------------
@@ -134,259 +70,6 @@ def expected_records(status: Any, config: Any, project: str, domain: str) -> Rec
     if len(records.srv) != len(status.services):
         raise BenchError(f"expected an SRV record per service, have {sorted(records.srv)}")
     return records
-
-
-def ask(host: str, port: int, query: Query) -> dict[str, Any]:
-    """One query with dnslib; the parts both servers must agree on."""
-    from dnslib import QTYPE, RCODE, DNSRecord
-
-    check_loopback_host(host)
-    raw = DNSRecord.question(query.name, query.qtype).send(host, port, timeout=QUERY_TIMEOUT)
-    reply = DNSRecord.parse(raw)
-    a = sorted(str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A)
-    srv = sorted(
-        (int(rr.rdata.port), str(rr.rdata.target).rstrip(".").lower())
-        for rr in reply.rr
-        if rr.rtype == QTYPE.SRV
-    )
-    return {"rcode": RCODE.get(reply.header.rcode), "a": a, "srv": srv}
-
-
-def want(records: Records, query: Query) -> dict[str, Any]:
-    if query.name == records.nxdomain:
-        return {"rcode": "NXDOMAIN", "a": [], "srv": []}
-    if query.qtype == "A":
-        return {"rcode": "NOERROR", "a": [records.a[query.name]], "srv": []}
-    port, target = records.srv[query.name]
-    return {"rcode": "NOERROR", "a": [], "srv": [(port, target.lower())]}
-
-
-def mismatches(server: Server, records: Records) -> list[str]:
-    """Every query whose answer differs from the records (empty: the server answers them all)."""
-    found = []
-    for query in records.queries():
-        try:
-            got = ask(server.address, server.port, query)
-        except Exception as e:  # timeouts, and whatever dnslib raises on a bad packet
-            found.append(f"{query.name} {query.qtype}: no answer ({type(e).__name__}: {e})")
-            continue
-        if got != want(records, query):
-            found.append(f"{query.name} {query.qtype}: got {got}, want {want(records, query)}")
-    return found
-
-
-def wait_answers(server: Server, records: Records, timeout: float) -> None:
-    """Poll (bounded) until the server gives the expected answer to every query."""
-    deadline = time.monotonic() + timeout
-    problems: list[str] = []
-    for _ in range(int(timeout / 0.2) + 5):
-        problems = mismatches(server, records)
-        if not problems or time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    if problems:
-        raise BenchError(f"{server.label} at {server.address}:{server.port} answers wrongly: {problems}")
-
-
-def write_query_file(path: Path, records: Records) -> None:
-    path.write_text("".join(f"{q.name} {q.qtype}\n" for q in records.queries()))
-
-
-# -- dnsmasq ---------------------------------------------------------------------------------------
-
-
-def claimed_addresses() -> set[str]:
-    """127.0.0.N that oct's local provider has reserved for nodes (machine-wide claim files)."""
-    from octctl.providers.local.provider import claims_dir
-
-    with contextlib.suppress(OSError):
-        return {p.name for p in claims_dir().iterdir()}
-    return set()
-
-
-def free_loopback(port: int) -> str:
-    """A 127.0.0.N that no oct node claims and where ``port`` binds over UDP and TCP."""
-    claimed = claimed_addresses()
-    for n in DNSMASQ_HOSTS:
-        address = f"127.0.0.{n}"
-        if address in claimed:
-            continue
-        try:
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    s.bind((address, port))
-        except OSError:
-            continue
-        return address
-    raise BenchError(f"no free 127.0.0.N (N in {DNSMASQ_HOSTS.stop + 1}..{DNSMASQ_HOSTS.start}) for dnsmasq")
-
-
-def start_dnsmasq(
-    binary: str, folder: Path, records: Records, port: int, ttl: int, zone: str
-) -> tuple[subprocess.Popen[bytes], Server]:
-    hosts = folder / "dnsmasq.hosts"
-    hosts.write_text("".join(f"{address} {name}\n" for name, address in records.a.items()))
-    address = free_loopback(port)
-    argv = [
-        binary,
-        # Not --no-daemon: that is dnsmasq's debug mode, which answers TCP in the main process one
-        # connection at a time (2 qps under dnsperf -m tcp); -k runs it as deployed, forking for TCP.
-        "--keep-in-foreground",
-        "--user=root",  # as nobody it could not read the hosts file in our private (0700) folder
-        "--conf-file=/dev/null",  # none of the machine's /etc/dnsmasq.conf
-        "--pid-file=",  # no pid file
-        "--no-resolv",
-        "--no-hosts",
-        f"--addn-hosts={hosts}",
-        f"--listen-address={address}",
-        f"--port={port}",
-        "--bind-interfaces",
-        "--cache-size=10000",
-        f"--local=/{zone}/",  # the zone is ours: NXDOMAIN for unknown names, as oct answers
-        f"--local-ttl={ttl}",  # oct's TTL (dnsmasq answers hosts-file names with TTL 0 otherwise)
-        f"--log-facility={folder / 'dnsmasq.log'}",
-        *(f"--srv-host={name},{target},{p},0,0" for name, (p, target) in records.srv.items()),
-    ]
-    log(f"dnsmasq on {address}:{port}: {' '.join(argv[1:])}")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, with the children it forks for TCP
-    )
-    server = Server("dnsmasq", address, port, proc.pid)
-    return proc, server
-
-
-def wait_dnsmasq(proc: subprocess.Popen[bytes], server: Server, records: Records) -> None:
-    deadline = time.monotonic() + DNSMASQ_START_TIMEOUT
-    probe = Query(next(iter(records.a)), "A")
-    for _ in range(int(DNSMASQ_START_TIMEOUT / 0.1) + 5):
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise BenchError(f"dnsmasq exited ({proc.returncode}) at start: {err.strip()[:500]}")
-        with contextlib.suppress(Exception):
-            if ask(server.address, server.port, probe)["rcode"] == "NOERROR":
-                return
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.1)
-    raise BenchError(
-        f"dnsmasq did not answer on {server.address}:{server.port} within {DNSMASQ_START_TIMEOUT} s"
-    )
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM dnsmasq's own process group (it and its TCP children), SIGKILL if it lingers."""
-    if proc is None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)  # the group of the session it leads: nobody else is in it
-        try:
-            proc.wait(timeout=5)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # TCP children that outlived it, if any
-
-
-def cpu_with_children(pid: int) -> float:
-    """CPU seconds of the process plus its reaped children (dnsmasq forks one per TCP connection)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-        fields = raw[raw.rindex(")") + 2 :].split()
-        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-# -- dnsperf ---------------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, min(len(sorted_values), round(pct / 100 * len(sorted_values) + 0.5)))
-    return sorted_values[rank - 1]
-
-
-def statistic(text: str, label: str) -> str:
-    m = re.search(rf"^\s*{re.escape(label)}:\s*(.+)$", text, re.MULTILINE)
-    if m is None:
-        raise BenchError(f"dnsperf printed no '{label}' line:\n{text[-1500:]}")
-    return m.group(1).strip()
-
-
-def dnsperf(
-    binary: str, server: Server, queries: Path, out: Path, args: argparse.Namespace, rate: int | None
-) -> dict[str, Any]:
-    """One dnsperf run with -v; qps, losses, response codes and latency percentiles."""
-    check_loopback_host(server.address)
-    duration = args.duration if rate is None else args.rate_duration
-    argv = [binary, "-m", args.mode, "-s", server.address, "-p", str(server.port), "-d", str(queries)]
-    argv += ["-l", str(duration), "-c", str(args.clients), "-q", "100", "-t", "5", "-v"]
-    if rate is not None:
-        argv += ["-Q", str(rate)]
-    cpu_before = cpu_with_children(server.pid)
-    with out.open("wb") as stdout:
-        proc = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, timeout=duration + 60)
-    cpu = cpu_with_children(server.pid) - cpu_before
-    stderr = proc.stderr.decode(errors="replace")
-    latencies: list[float] = []
-    by_query: dict[str, dict[str, int]] = {}
-    other: list[str] = []  # the summary and status lines
-    with out.open(errors="replace") as f:
-        for line in f:
-            parts = line.split()
-            if line.startswith("> ") and len(parts) == 5:  # "> NOERROR name TYPE 0.000123"
-                latencies.append(float(parts[4]))
-                counts = by_query.setdefault(f"{parts[2]} {parts[3]}", {})
-                counts[parts[1]] = counts.get(parts[1], 0) + 1
-            else:
-                other.append(line)
-    text = "".join(other)
-    if proc.returncode != 0:
-        raise BenchError(f"dnsperf against {server.label} failed ({proc.returncode}): {stderr[-1000:]}")
-    latencies.sort()
-    sent = int(statistic(text, "Queries sent").split()[0])
-    completed = int(statistic(text, "Queries completed").split()[0])
-    lost = int(statistic(text, "Queries lost").split()[0])
-    average = float(statistic(text, "Average Latency (s)").split()[0])
-    result = {
-        "qps": round(float(statistic(text, "Queries per second")), 1),
-        "sent": sent,
-        "completed": completed,
-        "lost": lost,
-        "response_codes": statistic(text, "Response codes"),
-        "avg_ms": round(average * 1000, 3),
-        "p50_ms": round(percentile(latencies, 50) * 1000, 3),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 3),
-        "max_ms": round(latencies[-1] * 1000, 3) if latencies else None,
-        "server_cpu_s": round(cpu, 2),
-        "answers_by_query": by_query,
-    }
-    if completed == 0:
-        raise BenchError(f"{server.label} answered none of {sent} queries: {stderr[-1000:]}")
-    if "Timeout" in stderr or "Timeout" in text:
-        result["timeouts_logged"] = stderr.count("Timeout") + text.count("Timeout")
-    out.unlink()  # ~40 bytes a query; no need to keep a million lines
-    return result
-
-
-def wrong_rcodes(run: dict[str, Any], records: Records) -> list[str]:
-    """Queries that got another RCODE under load than the one checked beforehand."""
-    wrong = []
-    for key, counts in run["answers_by_query"].items():
-        name, qtype = key.split(" ", 1)
-        expected = want(records, Query(name, qtype))["rcode"]
-        others = {rcode: n for rcode, n in counts.items() if rcode != expected}
-        if others:
-            wrong.append(f"{key}: {others} (want {expected})")
-    return wrong
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -466,9 +149,47 @@ def one_round(
     }
 
 
-def measure(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
+def deploy(config_path: Path) -> Any:
+    """``oct deploy`` of the copied quickstart; its status (where each service runs)."""
     import octcli
     from octcli.errors import OctError
+
+    project = config_path.parent
+    log(f"deploying {EXAMPLE} in {project}")
+    try:
+        status = octcli.deploy(config_path, on_phase=log, timeout=DEPLOY_TIMEOUT)
+    except OctError as e:
+        check_clash(project, str(e))
+        raise BenchError(f"oct deploy failed: {e}\n{log_tails(project)}") from e
+    check_clash(project)
+    return status
+
+
+def alternate_rounds(
+    servers: tuple[Server, Server],
+    dnsmasq: subprocess.Popen[bytes],
+    project: Path,
+    queries: Path,
+    records: Records,
+    args: argparse.Namespace,
+    tools: dict[str, str],
+) -> list[dict[str, Any]]:
+    """``--rounds`` rounds of oct then dnsmasq, each server checked alive before each run."""
+    oct_server = servers[0]
+    rounds: list[dict[str, Any]] = []
+    for r in range(1, max(1, args.rounds) + 1):
+        for server in servers:
+            if dnsmasq.poll() is not None:
+                raise BenchError(f"dnsmasq exited ({dnsmasq.returncode}) during the benchmark")
+            if oct_server.pid not in octctl_pids(project):
+                raise BenchError(f"oct-ctl (pid {oct_server.pid}) exited\n{log_tails(project)}")
+            rounds.append(one_round(server, r, queries, queries.parent, records, args, tools))
+    return rounds
+
+
+def measure(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
+    """Deploy, check that both servers answer alike, load them in turns, check again; clean up."""
+    import octcli
 
     result: dict[str, Any] = {}
     with temp_project_dir("octbench-dns-") as folder:
@@ -480,13 +201,7 @@ def measure(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
         dnsmasq: subprocess.Popen[bytes] | None = None
         failure = None
         try:
-            log(f"deploying {EXAMPLE} in {project}")
-            try:
-                status = octcli.deploy(config_path, on_phase=log, timeout=DEPLOY_TIMEOUT)
-            except OctError as e:
-                check_clash(project, str(e))
-                raise BenchError(f"oct deploy failed: {e}\n{log_tails(project)}") from e
-            check_clash(project)
+            status = deploy(config_path)
             oct_server, settings = oct_dns(project)
             domain, ttl = settings.get("dns_domain", "oct"), int(settings.get("dns_ttl", 5))
             records = expected_records(status, config, name, domain)
@@ -506,14 +221,8 @@ def measure(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
 
             before_load = log_sizes(project)
             problems_before = log_problems(project)
-            rounds: list[dict[str, Any]] = []
-            for r in range(1, max(1, args.rounds) + 1):
-                for server in (oct_server, dm_server):
-                    if dnsmasq.poll() is not None:
-                        raise BenchError(f"dnsmasq exited ({dnsmasq.returncode}) during the benchmark")
-                    if oct_server.pid not in octctl_pids(project):
-                        raise BenchError(f"oct-ctl (pid {oct_server.pid}) exited\n{log_tails(project)}")
-                    rounds.append(one_round(server, r, queries, folder, records, args, tools))
+            servers = (oct_server, dm_server)
+            rounds = alternate_rounds(servers, dnsmasq, project, queries, records, args, tools)
             after = mismatches(oct_server, records) + mismatches(dm_server, records)
             result.update(
                 rounds=rounds,
@@ -526,7 +235,7 @@ def measure(args: argparse.Namespace, tools: dict[str, str]) -> dict[str, Any]:
                 oct_log_problems_during_load=log_problems(project, since=before_load),
             )
         finally:
-            stop(dnsmasq)
+            stop_dnsmasq(dnsmasq)
             keep_logs(project, args.keep_logs, "dns")
             if args.keep_logs is not None and (folder / "dnsmasq.log").exists():
                 shutil.copy2(folder / "dnsmasq.log", args.keep_logs / "dns" / "dnsmasq.log")

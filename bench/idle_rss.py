@@ -16,26 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    REPO,
-    BenchError,
-    check_clash,
-    cmdline_arg_after,
-    docker_ready,
-    emit,
-    ensure_image_tag,
-    ensure_test_image,
-    exit_on_sigterm,
-    log,
-    log_tails,
-    oct_cleanup,
-    octctl_pids,
-    proc_status_mb,
-    remove_image_tag,
-    retry_on_clash,
-    temp_project_dir,
-    wait_all_http,
-)
+from _common import REPO, BenchError, emit, exit_on_sigterm, log, temp_project_dir, wait_all_http
+from _docker import docker_ready, ensure_image_tag, ensure_test_image, remove_image_tag
+from _procs import cmdline_arg_after, proc_status_mb
+from _projects import check_clash, log_tails, oct_cleanup, retry_on_clash
+
+from octctl.providers.local.provider import octctl_pids
 
 NODES = 3
 SAMPLES = 5

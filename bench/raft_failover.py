@@ -30,17 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import (
-    BenchError,
-    OctCluster,
-    bare_oct_cluster,
-    check_loopback,
-    emit,
-    exit_on_sigterm,
-    log,
-    log_tails,
-    retry_on_clash,
-)
+from _bare_cluster import OctCluster, bare_oct_cluster
+from _common import BenchError, check_loopback, emit, exit_on_sigterm, log
+from _projects import log_tails, retry_on_clash
 
 from octctl.node_settings import read_node_files
 from octctl.providers.local.provider import node_pid, nodes_dir, start_node

@@ -31,89 +31,30 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import (
-    BenchError,
-    OctCluster,
-    bare_oct_cluster,
-    check_loopback,
-    cpu_seconds,
-    emit,
-    exit_on_sigterm,
-    log,
-    median,
-    octctl_pids,
-    retry_on_clash,
-    temp_project_dir,
-)
+from _bare_cluster import OctCluster, bare_oct_cluster
+from _common import BenchError, check_loopback, emit, exit_on_sigterm, log, median, temp_project_dir
+from _etcd import ETCD_FLAGS, etcd_cluster, etcd_leader
+from _projects import retry_on_clash
+from _wrk import Run, Target, run_wrk, wrk_version
+
+from octctl.providers.local.provider import octctl_pids
 
 PROJECT = "octbench-raft-write"
 CLIENTS = (1, 64)
-WRK_THREADS = 2  # one per core; more threads would only contend with the servers
 KEYS = 1000
 VALUE_BYTES = 64
-ETCD_MEMBERS = 3
-#: fsync off: PySyncObj never fsyncs its journal, so etcd must not either for a fair comparison.
-ETCD_FLAGS = ("--unsafe-no-fsync", "--log-level", "warn", "--logger", "zap")
 TRANSPORT = "TLS on both sides: oct HTTPS API (cluster CA) + encrypted Raft; etcd client and peer TLS"
 DURABILITY = "no fsync on either side: PySyncObj journal is mmap'd and never fsynced; etcd --unsafe-no-fsync"
+#: How long oct's 3 nodes may take to agree on a leader.
 START_TIMEOUT = 60.0
-MAX_ERROR_SHARE = 0.001  # more failed writes than this and the figures mean nothing
 GOAL_P50_RATIO_1 = 1.0  # oct p50 / etcd p50 at 1 client, at most
 GOAL_WPS_RATIO_64 = 1.0  # oct writes/s / etcd writes/s at 64 clients, at least
-
-#: Prints the figures from inside wrk: its own summary rounds latencies to two digits.
-WRK_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d,'
-    .. ' "p50_us": %d, "p99_us": %d, "max_us": %d}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
-end
-"""
-
-
-@dataclass
-class Target:
-    """One side of the comparison: where writes go, what they look like, which processes serve them."""
-
-    name: str
-    url: str  # the leader's base URL
-    method: str
-    requests: list[tuple[str, str]]  # (path, JSON body), cycled through
-    #: both sides speak HTTPS; this verifies our own checks (wrk does not verify: loopback only)
-    tls: ssl.SSLContext
-    headers: dict[str, str] = field(default_factory=dict)
-    pids: list[int] = field(default_factory=list)
-
-    def lua(self) -> str:
-        """A wrk script cycling through the requests; the token lives in this file, never in argv."""
-
-        def quote(s: str) -> str:
-            return json.dumps(s)  # ASCII JSON string literals are valid Lua string literals
-
-        lines = [f"wrk.method = {quote(self.method)}", 'wrk.headers["Content-Type"] = "application/json"']
-        lines += [f"wrk.headers[{quote(k)}] = {quote(v)}" for k, v in self.headers.items()]
-        lines.append("local paths = {" + ", ".join(quote(p) for p, _ in self.requests) + "}")
-        lines.append("local bodies = {" + ", ".join(quote(b) for _, b in self.requests) + "}")
-        lines.append("local i = 0")
-        lines.append("request = function()\n  i = i % #paths + 1")
-        lines.append("  return wrk.format(nil, paths[i], nil, bodies[i])\nend")
-        return "\n".join(lines) + "\n" + WRK_DONE
 
 
 def value(key: int) -> str:
@@ -132,189 +73,6 @@ def etcd_requests() -> list[tuple[str, str]]:
         ("/v3/kv/put", json.dumps({"key": b64(f"bench-{k:04d}"), "value": b64(value(k))}))
         for k in range(KEYS)
     ]
-
-
-# -- wrk -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    target: str
-    clients: int
-    writes_per_s: float
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    requests: int
-    errors: int
-    loadgen_cpu_pct: float  # wrk's own CPU, % of one core: it must stay far below 100
-    server_cpu_ms_per_write: float  # all 3 members together
-    round_no: int  # runs of one round are back to back: their ratio is the fair one
-    busiest_server_cpu_pct: float  # the busiest member (the leader): near 100 = one core's worth, GIL-bound
-
-
-def run_wrk(target: Target, script: Path, clients: int, duration: float, round_no: int = 0) -> Run:
-    """One wrk run against ``target``; CPU of wrk (from wait4) and of the servers (from /proc) too."""
-    check_loopback(target.url)
-    threads = min(clients, WRK_THREADS)
-    cmd = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:.0f}s", "--timeout", "5s"]
-    cmd += ["-s", str(script), target.url]
-    cpu_before = {pid: cpu_seconds(pid) for pid in target.pids}
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(duration + 30, proc.kill)  # wrk stops by itself; this is the bound
-    watchdog.start()
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = proc.stdout.read(), proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)  # Popen.wait would drop the child's rusage
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    finally:
-        watchdog.cancel()
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
-    wall = time.monotonic() - started
-    server_cpu = {pid: cpu_seconds(pid) - before for pid, before in cpu_before.items()}
-    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
-    if proc.returncode != 0 or line is None:
-        raise BenchError(f"wrk against {target.name} failed (exit {proc.returncode}): {err.strip()[:300]}")
-    figures = json.loads(line.removeprefix("WRKJSON "))
-    errors = figures["status_errors"] + figures["socket_errors"]
-    if figures["requests"] == 0 or errors > MAX_ERROR_SHARE * figures["requests"]:
-        raise BenchError(
-            f"{target.name}, {clients} client(s): {errors} of {figures['requests']} writes failed "
-            f"({figures['status_errors']} HTTP errors, {figures['socket_errors']} socket errors)"
-        )
-    ok = figures["requests"] - errors
-    return Run(
-        target=target.name,
-        clients=clients,
-        writes_per_s=round(ok / (figures["duration_us"] / 1e6), 1),
-        p50_ms=figures["p50_us"] / 1000,
-        p99_ms=figures["p99_us"] / 1000,
-        max_ms=figures["max_us"] / 1000,
-        requests=figures["requests"],
-        errors=errors,
-        loadgen_cpu_pct=round(100 * (usage.ru_utime + usage.ru_stime) / wall, 1),
-        server_cpu_ms_per_write=round(1000 * sum(server_cpu.values()) / max(ok, 1), 3),
-        round_no=round_no,
-        busiest_server_cpu_pct=round(100 * max(server_cpu.values()) / wall, 1),
-    )
-
-
-# -- etcd ------------------------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out on 127.0.0.1 right now (held together, so they are distinct)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-def etcd_tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA and one certificate for 127.0.0.1 (serverAuth and clientAuth), written for etcd:
-    ``(ca, cert, key)``. oct's own issuer makes them, so both sides use the same kind of key."""
-    from octctl.tls import issue_node_certificate, new_ca
-
-    ca_key, ca_cert = new_ca("etcd-bench")
-    key, cert = issue_node_certificate(ca_key, ca_cert, "etcd", ["127.0.0.1"])
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = (folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
-    for path, text in zip(paths, (ca_cert, cert, key), strict=True):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-    return paths
-
-
-@contextlib.contextmanager
-def etcd_cluster(folder: Path) -> Iterator[tuple[list[tuple[str, int]], ssl.SSLContext]]:
-    """A 3-member etcd on 127.0.0.1 with client and peer TLS; yields ``([(client URL, pid)], client
-    TLS context)``; every member is stopped after."""
-    if shutil.which("etcd") is None:
-        raise BenchError("etcd is not installed: run `make bench-deps` (apt package etcd-server)")
-    ca, cert, key = etcd_tls_files(folder / "tls")
-    tls_flags = (
-        *("--cert-file", str(cert), "--key-file", str(key)),  # server TLS, like oct's API
-        *("--peer-cert-file", str(cert), "--peer-key-file", str(key)),
-        *("--peer-trusted-ca-file", str(ca), "--peer-client-cert-auth"),
-    )
-    context = ssl.create_default_context(cafile=str(ca))
-    ports = free_ports(2 * ETCD_MEMBERS)
-    names = [f"m{i}" for i in range(ETCD_MEMBERS)]
-    peers = [f"https://127.0.0.1:{ports[2 * i + 1]}" for i in range(ETCD_MEMBERS)]
-    clients = [f"https://127.0.0.1:{ports[2 * i]}" for i in range(ETCD_MEMBERS)]
-    initial = ",".join(f"{n}={p}" for n, p in zip(names, peers, strict=True))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, peer, client in zip(names, peers, clients, strict=True):
-            log_file = open(folder / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
-            with log_file:
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            *("etcd", "--name", name, "--data-dir", str(folder / name)),
-                            *("--listen-client-urls", client, "--advertise-client-urls", client),
-                            *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
-                            *("--initial-cluster", initial, "--initial-cluster-state", "new"),
-                            *("--initial-cluster-token", "octbench", *ETCD_FLAGS, *tls_flags),
-                        ],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-        wait_etcd_healthy(folder, clients, procs, context)
-        yield [(url, proc.pid) for url, proc in zip(clients, procs, strict=True)], context
-    finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-def wait_etcd_healthy(
-    folder: Path, clients: list[str], procs: list[subprocess.Popen[bytes]], tls: ssl.SSLContext
-) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(trust_env=False, timeout=1.0, verify=tls) as http:
-        for _ in range(int(START_TIMEOUT / 0.1) + 10):
-            for i, proc in enumerate(procs):
-                if proc.poll() is not None:
-                    tail = (folder / f"m{i}.log").read_text(errors="replace").splitlines()[-10:]
-                    raise BenchError(f"etcd member m{i} exited ({proc.returncode}):\n" + "\n".join(tail))
-            healthy = 0
-            for url in clients:
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    healthy += http.get(f"{url}/health").json().get("health") == "true"
-            if healthy == len(clients):
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.1)
-    raise BenchError(f"etcd was not healthy within {START_TIMEOUT:.0f} s")
-
-
-def etcd_leader(clients: list[str], tls: ssl.SSLContext) -> str:
-    """The client URL of the member that leads (its member_id equals the leader it reports)."""
-    with httpx.Client(trust_env=False, timeout=2.0, verify=tls) as http:
-        for url in clients:
-            check_loopback(url)
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                status = http.post(f"{url}/v3/maintenance/status", json={}).json()
-                if status["header"]["member_id"] == status["leader"]:
-                    return url
-    raise BenchError("no etcd member says it is the leader")
 
 
 # -- the two targets -------------------------------------------------------------------------------
@@ -427,11 +185,6 @@ def ratios(runs: list[Run]) -> dict[str, float]:
             out[f"p50_oct_over_etcd_{clients}"] = median(o.p50_ms / e.p50_ms for o, e in pairs)
             out[f"p99_oct_over_etcd_{clients}"] = median(o.p99_ms / e.p99_ms for o, e in pairs)
     return out
-
-
-def wrk_version() -> str:
-    proc = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-    return (proc.stdout or proc.stderr).split("[", 1)[0].strip() or "wrk"
 
 
 def run(only: str | None, rounds: int, duration: float) -> dict[str, Any]:

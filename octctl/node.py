@@ -19,7 +19,8 @@ import aiohttp
 from octctl.addresses import DEFAULT_DNS_PORT, host_port
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
-from octctl.dns.server import DnsServer, docker_bridge_networks, resolv_conf_upstreams
+from octctl.dns.forwarding import docker_bridge_networks, resolv_conf_upstreams
+from octctl.dns.server import DnsServer
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
 from octctl.leader import Leader

@@ -133,7 +133,7 @@ async def test_repeated_questions_come_from_the_cache_until_the_zone_changes(ser
         again = await ask(server.port, "", payload=bytes(query.pack()))
         assert again.header.id == query.header.id  # the cached answer carries this query's id
         assert [str(rr.rdata) for rr in again.rr] == [str(rr.rdata) for rr in first.rr] == ["127.0.0.3"]
-    assert len(server._cache) == 1 and server.stats.answered == 4
+    assert len(server.answers._cache) == 1 and server.stats.answered == 4
     mixed = await ask(server.port, "WeB.sHoP.oCt")
     assert str(mixed.q.qname) == "WeB.sHoP.oCt."  # the question comes back as it was asked
     # The service moves: the next answer follows at once.
@@ -222,7 +222,7 @@ def test_log_lines_are_limited_per_kind_and_the_rest_counted() -> None:
 def test_forwarding_is_for_loopback_the_node_and_its_container_bridges(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import ipaddress
 
-    from octctl.dns.server import docker_bridge_networks
+    from octctl.dns.forwarding import docker_bridge_networks
 
     routes = tmp_path / "route"
     routes.write_text(
@@ -239,12 +239,12 @@ def test_forwarding_is_for_loopback_the_node_and_its_container_bridges(tmp_path)
     found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     server = DnsServer("10.1.2.3", 53, lambda: None, local_networks=lambda: list(found))
     for host in ("10.1.2.3", "127.0.0.1", "127.0.0.9", "::1", "::ffff:10.1.2.3"):
-        assert server.may_forward(host), host
+        assert server.clients.may_forward(host), host
     for host in ("10.1.2.4", "192.0.2.2", "172.17.0.2", "not-an-address"):
-        assert not server.may_forward(host), host
+        assert not server.clients.may_forward(host), host
     # A bridge that appears later is found by the next lookup (at most every 30 s).
     found.extend(bridges)
-    assert not server.may_forward("172.17.0.3")
-    server._networks_at -= 31
-    assert server.may_forward("172.17.0.4") and server.may_forward("172.17.0.2")
-    assert not server.may_forward("192.0.2.2")
+    assert not server.clients.may_forward("172.17.0.3")
+    server.clients.refreshed_at -= 31
+    assert server.clients.may_forward("172.17.0.4") and server.clients.may_forward("172.17.0.2")
+    assert not server.clients.may_forward("192.0.2.2")
