@@ -238,7 +238,7 @@ def remove_cluster_containers(project: str, cluster: str) -> None:
 
 def cluster_id(project_dir: Path, project: str) -> str | None:
     """The project's cluster id, from its node files (read before destroy deletes them)."""
-    from octcli.local import adopt
+    from octcli.providers.local import adopt
 
     try:
         record = adopt(project_dir / ".oct", project)
@@ -425,7 +425,7 @@ def bare_oct_cluster(
     """
     import octcli
     from octcli.errors import OctError
-    from octcli.local import adopt
+    from octcli.providers.local import adopt
 
     with temp_project_dir(prefix) as folder:
         config = folder / "oct.toml"

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from octcli import api, local, state
+from octcli import api, state
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
-from octcli.local import adopt, teardown
 from octcli.main import app
+from octcli.providers import local
+from octcli.providers.local import adopt, teardown
 from octcli.state import ClusterRecord, state_lock
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
 from octctl.config import ConfigError, load_config
@@ -568,7 +569,7 @@ def test_adopt_rebuilds_the_record_from_node_files(tmp_path: Path) -> None:
 
 
 def test_genesis_node_dying_shows_its_log(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import octcli.local as local
+    import octcli.providers.local as local
 
     children: list[subprocess.Popen[bytes]] = []
 
