@@ -93,7 +93,7 @@ def bare_oct_cluster(
     """
     import octcli
     from octcli.errors import OctError
-    from octcli.local import adopt
+    from octcli.providers.local import adopt
 
     with temp_project_dir(prefix) as folder:
         config = folder / "oct.toml"

@@ -103,7 +103,7 @@ def remove_cluster_containers(project: str, cluster: str) -> None:
 
 def cluster_id(project_dir: Path, project: str) -> str | None:
     """The project's cluster id, from its node files (read before destroy deletes them)."""
-    from octcli.local import adopt
+    from octcli.providers.local import adopt
 
     try:
         record = adopt(project_dir / ".oct", project)

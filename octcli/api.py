@@ -4,6 +4,7 @@
 Every call takes the path of an oct.toml (or of the folder holding it), so a program drives a
 project exactly the way a person at the terminal does, and finds the same cluster through the same
 state file. Failures are raised as :mod:`octcli.errors` exceptions carrying the CLI's exit codes.
+How ``deploy`` follows the cluster to the end of its deployment is :mod:`octcli.rollout`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from pydantic import Field
 import octctl.config as octconfig
 from octcli import state
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
+from octcli.errors import InvalidConfig, NotConfirmed, OctError, Unreachable
 from octcli.images import build_images, dockerfile_services
 from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
+from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
-from octctl.api.models import DeploymentView, ServiceChange, StatusResponse
+from octctl.api.models import ServiceChange, StatusResponse
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster
@@ -45,7 +47,6 @@ __all__ = [
     "validate",
 ]
 
-ProgressCallback = Callable[[StatusResponse], None]
 MessageCallback = Callable[[str], None]
 PathLike = str | os.PathLike[str]
 
@@ -78,10 +79,6 @@ def _approved(approve: bool | Callable[[S], bool], summary: S, refused: str, dec
             raise NotConfirmed(declined)
     elif approve is not True:
         raise NotConfirmed(refused)
-
-
-POLL_INTERVAL = 0.3
-SETTLE_GRACE = 30.0
 
 
 def _quiet(_message: str) -> None:
@@ -209,7 +206,7 @@ def deploy(
                 f"deployment {accepted.deployment} accepted"
                 + ("" if accepted.changed else " (nothing changed)")
             )
-            final = _wait_for_deployment(
+            final = wait_for_deployment(
                 client, accepted.deployment, provider, record, save, on_progress, timeout
             )
         provider.after_deploy(config, record, final, say)
@@ -227,89 +224,6 @@ def _approve_genesis(file: Path, config: Config, approve: DeployApproval) -> Non
         "run `oct plan` to see them, then `oct deploy --yes` (library: approve=True)",
         declined=f"deploy cancelled: nothing was created for {config.project.name}",
     )
-
-
-def _wait_for_deployment(
-    client: OctClient,
-    deployment: str,
-    provider: ClusterProvider,
-    record: ClusterRecord,
-    save: Callable[[ClusterRecord], None],
-    on_progress: ProgressCallback | None,
-    timeout: float,
-) -> StatusResponse:
-    deadline = time.monotonic() + timeout
-    seen: DeploymentView | None = None
-    ours: StatusResponse | None = None
-    succeeded_at: float | None = None
-    while True:
-        try:
-            snapshot = client.status()
-        except Unreachable:
-            # The node the CLI knew is gone (a VM replaced since): ask the provider where the others are.
-            found = provider.addresses(record) if time.monotonic() < deadline else None
-            if found is None:
-                raise
-            record = record.model_copy(update={"nodes": found})
-            save(record)
-            client.learn(record.nodes)
-            continue
-        if provider.tracks_nodes:
-            record = _track_nodes(record, snapshot, save)
-        client.learn(record.nodes)
-        current = snapshot.deployment
-        # A lagging replica may still show the previous deployment; only ours counts.
-        if current is not None and current.id == deployment:
-            seen, ours = current, snapshot
-            if on_progress is not None:
-                on_progress(snapshot)
-            if current.state == "succeeded":
-                # An unchanged redeploy gets the old, already succeeded deployment back, even when
-                # the nodes were just restarted and their instances are not running yet: give the
-                # cluster a moment to bring them back before reporting.
-                settled = all(svc.state == "running" for svc in snapshot.services)
-                if succeeded_at is None:
-                    succeeded_at = time.monotonic()
-                if settled or time.monotonic() - succeeded_at >= SETTLE_GRACE:
-                    return snapshot
-            if current.state == "failed":
-                raise DeployFailed(_failure(current))
-        if time.monotonic() >= deadline:
-            if succeeded_at is not None and ours is not None:
-                return ours
-            where = f"it is {seen.state}" if seen is not None else "the cluster has not started it yet"
-            raise Timeout(
-                f"deployment {deployment} did not finish within {timeout:.0f} s ({where}); "
-                "it may still finish: see `oct status`"
-            )
-        time.sleep(POLL_INTERVAL)
-
-
-def _track_nodes(
-    record: ClusterRecord, snapshot: StatusResponse, save: Callable[[ClusterRecord], None]
-) -> ClusterRecord:
-    """Keep the record's node list in step with the cluster so the CLI can still find it if genesis
-    dies (for providers whose node addresses the CLI reaches: ``ClusterProvider.tracks_nodes``)."""
-    live = [f"{n.address}:{n.api_port}" for n in snapshot.nodes]
-    if not live:
-        return record
-    nodes = [n for n in record.nodes if n in live] + [n for n in live if n not in record.nodes]
-    if nodes == record.nodes:
-        return record
-    record = record.model_copy(update={"nodes": nodes})
-    save(record)
-    return record
-
-
-def _failure(deployment: DeploymentView) -> str:
-    reason = deployment.error or deployment.message or "no reason given"
-    if deployment.failed_service is None:
-        return f"deployment {deployment.id} failed: {reason}"
-    lines = [f"service {deployment.failed_service} failed: {reason}"]
-    if deployment.log_tail:
-        lines.append(f"last log lines of {deployment.failed_service}:")
-        lines.extend(f"  {line}" for line in deployment.log_tail)
-    return "\n".join(lines)
 
 
 def _existing_record(path: PathLike) -> tuple[ClusterRecord, ClusterProvider]:

@@ -153,35 +153,7 @@ class OctClient:
         some other cluster (local addresses are reused), so the next node is tried.
         """
         tried: dict[str, str] = {}
-        headers = {"Authorization": f"Bearer {self._token}"}
         nodes = [only] if only is not None else self._order
-
-        def one_round() -> tuple[str, httpx.Response]:
-            rejected = 0
-            for node in list(nodes):
-                try:
-                    response = self._http.request(
-                        method, _url(node, path), json=json, params=params, headers=headers
-                    )
-                except httpx.TransportError as e:
-                    tried[node] = _describe(e)
-                    if tried[node] == FOREIGN_CERTIFICATE:
-                        rejected += 1  # like a 401: that address now runs another cluster
-                    continue
-                if response.status_code == 401:
-                    tried[node] = "HTTP 401: rejected our API token"
-                    rejected += 1
-                    continue
-                if response.status_code in RETRY_STATUSES:
-                    tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
-                    continue
-                if only is None:
-                    self._prefer(node)
-                return node, response
-            if rejected == len(nodes):
-                raise _Rejected
-            raise _NoAnswer
-
         retrying = Retrying(
             stop=stop_after_delay(0 if only is not None else self._retry_for),
             wait=wait_exponential(multiplier=0.2, max=2.0),
@@ -189,7 +161,9 @@ class OctClient:
             reraise=True,
         )
         try:
-            node, response = retrying(one_round)
+            node, response = retrying(
+                self._one_round, method, path, nodes, tried, json=json, params=params, prefer=only is None
+            )
         except _NoAnswer:
             listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
             raise Unreachable(f"no oct-ctl node answered: {listing}") from None
@@ -201,6 +175,44 @@ class OctClient:
             ) from None
         _raise_for_status(node, response)
         return node, response
+
+    def _one_round(
+        self,
+        method: str,
+        path: str,
+        nodes: list[str],
+        tried: dict[str, str],
+        *,
+        json: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        prefer: bool,
+    ) -> tuple[str, httpx.Response]:
+        """One pass over ``nodes``: the first real answer, noting in ``tried`` why each other failed."""
+        headers = {"Authorization": f"Bearer {self._token}"}
+        rejected = 0
+        for node in list(nodes):
+            try:
+                response = self._http.request(
+                    method, _url(node, path), json=json, params=params, headers=headers
+                )
+            except httpx.TransportError as e:
+                tried[node] = _describe(e)
+                if tried[node] == FOREIGN_CERTIFICATE:
+                    rejected += 1  # like a 401: that address now runs another cluster
+                continue
+            if response.status_code == 401:
+                tried[node] = "HTTP 401: rejected our API token"
+                rejected += 1
+                continue
+            if response.status_code in RETRY_STATUSES:
+                tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
+                continue
+            if prefer:
+                self._prefer(node)
+            return node, response
+        if rejected == len(nodes):
+            raise _Rejected
+        raise _NoAnswer
 
     def _prefer(self, node: str) -> None:
         if self._order[0] != node:

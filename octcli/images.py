@@ -7,8 +7,8 @@ an unchanged folder gives the same tag, the same spec hash on the nodes, and an 
 does nothing; editing any file in the context gives a new tag and replaces the service.
 
 On a local cluster every node shares this machine's Docker engine, so the built tag is used as is.
-On AWS the nodes cannot see this engine: :func:`push_images` copies the images to an ECR repository
-of the project and the services run the ECR URI instead.
+On AWS the nodes cannot see this engine: ``octcli.providers.aws.images`` copies the images to an
+ECR repository of the project and the services run the ECR URI instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,15 +32,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BuildFailed",
-    "PushFailed",
     "build_images",
     "context_files",
+    "docker_engine",
     "dockerfile_services",
     "image_repository",
     "image_tag",
     "planned_images",
-    "push_images",
-    "push_to_ecr",
     "with_images",
 ]
 
@@ -63,12 +61,6 @@ _HASH_VERSION = b"oct-image-context/1\0"
 
 class BuildFailed(OctError):
     """An image could not be built (or the engine could not be reached); nothing was deployed."""
-
-    exit_code = 1
-
-
-class PushFailed(OctError):
-    """A built image could not be copied to the project's registry; nothing was deployed."""
 
     exit_code = 1
 
@@ -212,7 +204,8 @@ def planned_images(config: Config, root: Path) -> dict[str, str]:
     return {s.name: image_tag(config, s, root) for s in dockerfile_services(config)}
 
 
-def _connect(purpose: str) -> DockerClient:
+def docker_engine(purpose: str) -> DockerClient:
+    """This machine's Docker engine, or :class:`BuildFailed` saying it is needed to ``purpose``."""
     import docker
 
     try:
@@ -299,7 +292,9 @@ def build_images(
     say = on_phase or (lambda _message: None)
     contexts = {s.name: context_files(config, s, root) for s in services}  # all missing files first
     own = client is None
-    engine = client if client is not None else _connect(f"build the image of service '{services[0].name}'")
+    engine = (
+        client if client is not None else docker_engine(f"build the image of service '{services[0].name}'")
+    )
     images: dict[str, str] = {}
     try:
         from docker.errors import ImageNotFound
@@ -328,89 +323,3 @@ def with_images(config: Config, images: Mapping[str, str]) -> Config:
     ]
     project = config.project.model_copy(update={"services": services})
     return config.model_copy(update={"project": project})
-
-
-# --- AWS: copy the built images to ECR --------------------------------------------------------------
-
-
-def push_to_ecr(
-    local_image: str,
-    *,
-    project: str,
-    service: str,
-    cluster: str,
-    region: str,
-    client: DockerClient,
-    ecr_client: Any = None,
-) -> str:
-    """Copy ``local_image`` to the ECR repository ``oct-<project>/<service>``; returns its ECR URI.
-
-    The repository is created when missing (tagged with the project and cluster so ``oct destroy``
-    finds it). An image whose tag is already in ECR is not pushed again: the tag is a content hash.
-    Credentials go straight to the push call, never to ``~/.docker/config.json``.
-    """
-    ecr_api = ecr_client if ecr_client is not None else ecr.client(region)
-    name = image_repository(project, service)
-    tags = {ecr.TAG_PROJECT: project, ecr.TAG_CLUSTER: cluster}
-    repository = ecr.ensure_repository(name, tags, client=ecr_api)
-    tag = local_image.rsplit(":", 1)[1] if ":" in local_image.rsplit("/", 1)[-1] else "latest"
-    remote = f"{repository.uri}:{tag}"
-    if ecr.image_exists(name, tag, client=ecr_api):
-        return remote
-    from docker.errors import DockerException
-    from requests.exceptions import RequestException
-
-    auth = ecr.login(client=ecr_api)
-    failed = f"pushing the image of service '{service}' to {remote} failed"
-    try:
-        client.images.get(local_image).tag(repository.uri, tag=tag)
-        stream: Iterable[dict[str, Any]] = client.api.push(
-            repository.uri, tag=tag, auth_config=auth.docker_auth(), stream=True, decode=True
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                raise PushFailed(f"{failed}: {chunk['error']}")
-    except (DockerException, RequestException) as exc:
-        raise PushFailed(f"{failed}: {exc}") from None
-    return remote
-
-
-def push_images(
-    config: Config,
-    built: Iterable[str],
-    *,
-    cluster: str,
-    region: str,
-    client: DockerClient | None = None,
-    ecr_client: Any = None,
-    on_phase: Phase | None = None,
-) -> Config:
-    """``config`` with the images of the ``built`` services (from :func:`build_images`) moved to ECR.
-
-    Pass the names from :func:`dockerfile_services` of the config *before* building: only those
-    images are oct's own; a service that named an ``image`` is pulled from wherever it says.
-    """
-    names = set(built)
-    services = [s for s in config.project.services if s.name in names]
-    if not services:
-        return config
-    say = on_phase or (lambda _message: None)
-    own = client is None
-    engine = client if client is not None else _connect("push images to ECR")
-    images: dict[str, str] = {}
-    try:
-        for service in services:
-            say(f"pushing image {service.image} of service {service.name} to ECR")
-            images[service.name] = push_to_ecr(
-                service.image,
-                project=config.project.name,
-                service=service.name,
-                cluster=cluster,
-                region=region,
-                client=engine,
-                ecr_client=ecr_client,
-            )
-    finally:
-        if own:
-            engine.close()
-    return with_images(config, images)

@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 
-from octcli import api
+from octcli import api, terminal
 from octcli.errors import NotConfirmed, OctError
 from octctl import __version__
-from octctl.api.models import ServiceChange, StatusResponse
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan
@@ -122,183 +120,6 @@ def _ask(question: str, shown: list[RenderableType], refusal: str, live: Live | 
             return False
 
 
-def _destroy_summary(summary: api.DestroySummary) -> list[RenderableType]:
-    where = f"{summary.provider}" + (f", {summary.region}" if summary.region else "")
-    head = Text.assemble(
-        "oct destroy will remove project ", (summary.project, "bold"),
-        f", cluster {summary.cluster}" if summary.cluster else ", which has no state record",
-        f" ({where})",
-    )  # fmt: skip
-    if summary.nodes:
-        count = len(summary.nodes)
-        head.append(f"\n{count} node{'' if count == 1 else 's'}: {', '.join(summary.nodes)}")
-    return [head, *(Text(f"  - {line}") for line in summary.removes)]
-
-
-def _plan_summary(plan: DeployPlan) -> list[RenderableType]:
-    from octcli.plan import render
-
-    cost = f" for about ${plan.monthly_usd:,.2f} a month" if plan.monthly_usd is not None else ""
-    return [
-        *render(plan),
-        Text.assemble(
-            "oct deploy will create the AWS resources above for project ", (plan.project, "bold"),
-            f"{cost} ({plan.region or 'default region'})",
-        ),
-    ]  # fmt: skip
-
-
-# -- rendering -------------------------------------------------------------------------------------
-
-_STATE_STYLES = {
-    "running": "green",
-    "succeeded": "green",
-    "ready": "green",
-    "leader": "bold",
-    "follower": "",
-    "non-voter": "dim",
-    "failed": "red",
-    "exited": "red",
-    "unreachable": "red",
-    "destroyed": "dim",
-}
-
-
-def _state(value: str | None) -> Text:
-    if value is None:
-        return Text("-", style="dim")
-    return Text(value, style=_STATE_STYLES.get(value, "yellow"))
-
-
-def _cell(value: object) -> Text:
-    """Plain text, never parsed as rich markup: names and errors may contain brackets."""
-    return Text("-", style="dim") if value is None or value == "" else Text(str(value))
-
-
-def _cores(millicores: int) -> str:
-    return f"{millicores / 1000:g}"
-
-
-def _progress_table(snapshot: StatusResponse) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for column in ("service", "node", "state", ""):
-        table.add_column(column)
-    for svc in sorted(snapshot.services, key=lambda s: s.name):
-        table.add_row(_cell(svc.name), _cell(svc.node), _state(svc.state), Text(svc.error or "", style="red"))
-    return table
-
-
-def _services_table(snapshot: StatusResponse) -> Table:
-    table = Table(title="services", title_justify="left", box=None, pad_edge=False)
-    for column in ("name", "node", "state", "endpoint"):
-        table.add_column(column)
-    table.add_column("restarts", justify="right")
-    for svc in sorted(snapshot.services, key=lambda s: s.name):
-        table.add_row(
-            _cell(svc.name), _cell(svc.node), _state(svc.state), _cell(svc.endpoint), str(svc.restarts)
-        )
-    return table
-
-
-def _nodes_table(snapshot: StatusResponse) -> Table:
-    table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
-    for column in ("id", "address", "role", "status"):
-        table.add_column(column)
-    table.add_column("cpus used/cap", justify="right")
-    table.add_column("memory used/cap", justify="right")
-    for node in sorted(snapshot.nodes, key=lambda n: n.id):
-        table.add_row(
-            _cell(node.id),
-            _cell(f"{node.address}:{node.api_port}"),
-            _state(node.role),
-            _state(node.status),
-            f"{_cores(node.cpus_used)}/{_cores(node.cpus)}",
-            f"{node.memory_used}/{node.memory} MB",
-        )
-    return table
-
-
-def _summary(snapshot: StatusResponse) -> Text:
-    text = Text.assemble(
-        ("cluster ", "dim"), snapshot.cluster, ("  project ", "dim"), snapshot.project or "-",
-        ("  leader ", "dim"), snapshot.leader or "none",
-    )  # fmt: skip
-    deployment = snapshot.deployment
-    if deployment is not None:
-        text.append("  deployment ", style="dim")
-        text.append(f"{deployment.id} ")
-        text.append_text(_state(deployment.state))
-        if deployment.message:
-            text.append(f" ({deployment.message})")
-    if snapshot.stale:
-        text.append(f"\nanswered by {snapshot.node}, a follower: may lag behind the leader", style="yellow")
-    return text
-
-
-class _DeployView:
-    """Deploy progress: a live spinner and table on a terminal, one line per change elsewhere (CI logs)."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.interactive = console.is_terminal
-        self.spinner = Spinner("dots", text="reading oct.toml")
-        self.snapshot: StatusResponse | None = None
-        self._shown: dict[str, str] = {}
-        self.display: Live | None = None
-
-    def phase(self, message: str) -> None:
-        if self.interactive:
-            self.spinner.update(text=Text(message))
-        else:
-            self.console.print(Text(message), soft_wrap=True)
-
-    def progress(self, snapshot: StatusResponse) -> None:
-        self.snapshot = snapshot
-        if self.interactive:
-            if snapshot.deployment is not None:
-                deployment = snapshot.deployment
-                self.spinner.update(text=Text(f"deployment {deployment.id}: {deployment.state}"))
-            return
-        for svc in snapshot.services:
-            line = f"{svc.name}: {svc.state}" + (f" on {svc.node}" if svc.node else "")
-            if svc.error:
-                line += f" ({svc.error})"
-            if self._shown.get(svc.name) != line:
-                self._shown[svc.name] = line
-                self.console.print(Text(line), soft_wrap=True)
-
-    def render(self) -> RenderableType:
-        if self.snapshot is None:
-            return self.spinner
-        return Group(self.spinner, _progress_table(self.snapshot))
-
-    def live(self) -> contextlib.AbstractContextManager[object]:
-        if not self.interactive:
-            return contextlib.nullcontext()
-        self.display = Live(
-            get_renderable=self.render, console=self.console, transient=True, refresh_per_second=10
-        )
-        return self.display
-
-
-_CHANGE_STYLES: dict[ServiceChange, tuple[str, str]] = {
-    "started": ("+", "green"),
-    "replaced": ("~", "yellow"),
-    "removed": ("-", "red"),
-    "unchanged": ("=", "dim"),
-}
-
-
-def _changes(changes: dict[str, ServiceChange]) -> list[Text]:
-    """One line per service: what this deploy did to it."""
-    width = max((len(name) for name in changes), default=0)
-    lines = []
-    for name, change in changes.items():
-        mark, style = _CHANGE_STYLES[change]
-        lines.append(Text.assemble((f"  {mark} ", style), name.ljust(width), "  ", (change, style)))
-    return lines
-
-
 # -- commands --------------------------------------------------------------------------------------
 
 
@@ -319,10 +140,12 @@ def deploy(
 
     A first deploy on AWS shows what it will create and its monthly cost, and asks first.
     """
-    view = _DeployView(_stderr())
+    view = terminal.DeployView(_stderr())
 
     def approve(plan: DeployPlan) -> bool:
-        return _ask("Create them?", _plan_summary(plan), "refusing to create AWS resources", view.display)
+        return _ask(
+            "Create them?", terminal.plan_summary(plan), "refusing to create AWS resources", view.display
+        )
 
     try:
         with view.live():
@@ -348,12 +171,12 @@ def deploy(
         + Text(f" (deployment {deployment.id})" if deployment else "", style="dim"),
         soft_wrap=True,
     )
-    for line in _changes(result.changes):
+    for line in terminal.change_lines(result.changes):
         out.print(line, soft_wrap=True)
     for svc in sorted(result.services, key=lambda s: s.name):
         if svc.endpoint:
             out.print(Text.assemble((f"  {svc.name}: ", "bold"), svc.endpoint), soft_wrap=True)
-    out.print(_services_table(result))
+    out.print(terminal.services_table(result))
 
 
 @app.command()
@@ -375,11 +198,11 @@ def status(
         typer.echo(snapshot.model_dump_json(indent=2))
         return
     out = _stdout()
-    out.print(_summary(snapshot), soft_wrap=True)
+    out.print(terminal.status_summary(snapshot), soft_wrap=True)
     out.print()
-    out.print(_nodes_table(snapshot))
+    out.print(terminal.nodes_table(snapshot))
     out.print()
-    out.print(_services_table(snapshot))
+    out.print(terminal.services_table(snapshot))
     deployment = snapshot.deployment
     if deployment is not None and deployment.state == "failed" and deployment.failed_service:
         out.print()
@@ -410,7 +233,7 @@ def destroy(
             err.print(Text(message), soft_wrap=True)
 
     def approve(summary: api.DestroySummary) -> bool:
-        return _ask("Destroy all of this?", _destroy_summary(summary), "refusing to destroy", display)
+        return _ask("Destroy all of this?", terminal.destroy_summary(summary), "refusing to destroy", display)
 
     try:
         with live:
@@ -441,8 +264,6 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
 ) -> None:
     """Show what deploy would create and its monthly cost; touches nothing and needs no credentials."""
-    from octcli.plan import render
-
     try:
         result = api.plan(config)
     except OctError as e:
@@ -451,7 +272,7 @@ def plan(
         typer.echo(result.model_dump_json(indent=2))
         return
     out = _stdout()
-    for part in render(result):
+    for part in terminal.plan_lines(result):
         out.print(part, soft_wrap=True)
 
 

@@ -5,7 +5,8 @@ state file's record, when there is one), so it needs no credentials and can run 
 change. The node count comes from replaying the leader's own placement (``octctl.scheduler``
 through :func:`octctl.providers.aws.pricing.fleet_size`), so the plan shows the fleet a deploy
 would really reach, not a back-of-the-envelope sum. Prices and their conventions (730-hour
-month, what is left out) are those of :mod:`octctl.providers.aws.pricing`.
+month, what is left out) are those of :mod:`octctl.providers.aws.pricing`. The plan's terminal
+form is :func:`octcli.terminal.plan_lines`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.config import AwsProvider, Config, LocalProvider
@@ -26,7 +24,7 @@ from octctl.providers.aws import pricing
 from octctl.scheduler import Demand, NodeCapacity, usage
 from octctl.specs import demand
 
-__all__ = ["DeployPlan", "ExistingCluster", "FargateComparison", "build", "render"]
+__all__ = ["DeployPlan", "ExistingCluster", "FargateComparison", "build"]
 
 #: The layout of ``octctl.providers.aws.infra``: one VPC, a public subnet in each of two zones.
 VPC_CIDR = "10.0.0.0/16"
@@ -347,74 +345,3 @@ def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]
         "balancer if a service has an external_port; arm64 tasks cost 20% less"
     )
     return notes
-
-
-# -- terminal output -------------------------------------------------------------------------------
-
-
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
-
-
-def _size(cpus: int, memory: int) -> str:
-    return f"{cpus / 1000:g} vCPU, {memory} MB"
-
-
-def render(plan: DeployPlan) -> list[RenderableType]:
-    """The plan as terminal output; plain Text everywhere, since names may contain brackets."""
-    out: list[RenderableType] = []
-    where = f"{plan.provider}, {plan.region}" if plan.region else plan.provider
-    out.append(Text.assemble(("plan", "bold"), f" for {plan.project} ({where})"))
-    out.extend(Text(f"  {line}") for line in plan.changes)
-    if plan.resources:
-        table = Table(title="resources", title_justify="left", box=None, pad_edge=False)
-        for column in ("kind", "name", "detail"):
-            table.add_column(column)
-        for resource in plan.resources:
-            table.add_row(Text(resource.kind), Text(resource.name), Text(resource.detail))
-        out += [Text(), table]
-    table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
-    priced = plan.provider == "aws"
-    for column in ("id", "role", *(("type",) if priced else ()), "offers", "services"):
-        table.add_column(column)
-    if priced:
-        table.add_column("$/month", justify="right")
-    for node in plan.nodes:
-        row = [Text(node.id), Text(node.role)]
-        if priced:
-            row.append(Text(f"{node.instance_type} ({node.arch})"))
-        row += [Text(_size(node.cpus, node.memory)), Text(", ".join(node.services) or "-")]
-        if priced:
-            row.append(Text(_money(node.monthly_usd)))
-        table.add_row(*row)
-    out += [Text(), table]
-    if plan.monthly_usd is not None:
-        out += [Text(), Text.assemble(("total", "bold"), f": ${_money(plan.monthly_usd)} a month")]
-    if plan.fargate is not None:
-        out += [Text(), _fargate_table(plan.fargate)]
-    if plan.notes:
-        out.append(Text())
-        out.extend(Text(f"note: {note}", style="dim") for note in plan.notes)
-    return out
-
-
-def _fargate_table(fargate: FargateComparison) -> Group:
-    table = Table(title="the same on ECS Fargate", title_justify="left", box=None, pad_edge=False)
-    for column in ("service", "task"):
-        table.add_column(column)
-    table.add_column("$/month", justify="right")
-    for task in fargate.tasks:
-        table.add_row(
-            Text(task.service),
-            Text(f"{task.vcpu:g} vCPU, {task.memory_gb:g} GB"),
-            Text(_money(task.monthly_usd)),
-        )
-    for name in fargate.unpriced:
-        table.add_row(Text(name), Text("bigger than any Fargate task"), Text("-"))
-    if fargate.load_balancer_monthly_usd:
-        table.add_row(
-            Text("load balancer"), Text("application"), Text(_money(fargate.load_balancer_monthly_usd))
-        )
-    ratio = f" ({fargate.ratio:g}x the EC2 plan)" if fargate.ratio is not None else ""
-    total = Text.assemble(("total", "bold"), f": ${_money(fargate.monthly_usd)} a month{ratio}")
-    return Group(table, Text(), total)

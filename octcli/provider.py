@@ -2,8 +2,8 @@
 
 The library's calls (:mod:`octcli.api`) know no provider: they ask the one :func:`cluster_provider`
 gives for the kind the project or its state record names. The node's half of a provider is
-``octctl/providers/base.py``; docs/providers.md says how to add one (a module here and a line in
-:data:`PROVIDERS`).
+``octctl/providers/base.py``; docs/providers.md says how to add one (a module or package in
+``octcli/providers/`` and a line in :data:`PROVIDERS`).
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ class ClusterProvider(abc.ABC):
 
 
 #: Each provider's CLI class by kind (``module.Class``), imported when first used.
-PROVIDERS: dict[str, str] = {"local": "octcli.local.LocalCluster", "aws": "octcli.aws.AwsCluster"}
+PROVIDERS: dict[str, str] = {
+    "local": "octcli.providers.local.LocalCluster",
+    "aws": "octcli.providers.aws.cluster.AwsCluster",
+}
 
 
 def cluster_provider(kind: str, file: Path) -> ClusterProvider:

@@ -21,8 +21,8 @@ import pytest
 
 import octcli
 from octcli.artifact import build_artifact
-from octcli.aws import ADDRESS_BOOK_ENV
 from octcli.errors import OctError
+from octcli.providers.aws.addresses import ADDRESS_BOOK_ENV
 from octctl.addresses import DEFAULT_API_PORT
 from octctl.providers.aws.instances import AMAZON_LINUX_2023
 from octctl.providers.aws.session import AwsClients

@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
-from octcli.images import PushFailed, push_images, push_to_ecr
+from octcli.providers.aws.images import PushFailed, push_images, push_to_ecr
 from octctl.config import parse_config_data
 from octctl.providers.aws import ecr, route53
 from octctl.specs import public_names

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from octcli import api, local, state
+from octcli import api, rollout, state
 from octcli.client import OctClient
 from octcli.errors import DeployFailed, InvalidConfig, NotConfirmed, OctError, Timeout, Unreachable
-from octcli.local import adopt, teardown
 from octcli.main import app
+from octcli.providers import local
+from octcli.providers.local import adopt, teardown
 from octcli.state import ClusterRecord, state_lock
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
 from octctl.config import ConfigError, load_config
@@ -452,13 +453,13 @@ def running(name: str = "web", state_: str = "running") -> ServiceView:
 
 
 def test_wait_reports_progress_and_ignores_other_deployments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "POLL_INTERVAL", 0)
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
     old = snapshot(DeploymentView(id="d-old", state="succeeded"))
     mine = snapshot(DeploymentView(id="d-new", state="in_progress"), [running(state_="starting")])
     done = snapshot(DeploymentView(id="d-new", state="succeeded"), [running()])
     seen: list[str] = []
     saved: list[ClusterRecord] = []
-    result = api._wait_for_deployment(
+    result = rollout.wait_for_deployment(
         FakeClient([old, mine, done]),  # type: ignore[arg-type]
         "d-new",
         local.LocalCluster(Path("oct.toml")),
@@ -473,7 +474,7 @@ def test_wait_reports_progress_and_ignores_other_deployments(monkeypatch: pytest
 
 
 def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "POLL_INTERVAL", 0)
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
     failed = snapshot(
         DeploymentView(
             id="d-1",
@@ -484,7 +485,7 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
         )
     )
     with pytest.raises(DeployFailed) as caught:
-        api._wait_for_deployment(
+        rollout.wait_for_deployment(
             FakeClient([failed]),  # type: ignore[arg-type]
             "d-1",
             local.LocalCluster(Path("oct.toml")),
@@ -499,10 +500,10 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
 
 
 def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "POLL_INTERVAL", 0.01)
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0.01)
     pending = snapshot(DeploymentView(id="d-1", state="pending"))
     with pytest.raises(Timeout) as caught:
-        api._wait_for_deployment(
+        rollout.wait_for_deployment(
             FakeClient([pending]),  # type: ignore[arg-type]
             "d-1",
             local.LocalCluster(Path("oct.toml")),
@@ -568,7 +569,7 @@ def test_adopt_rebuilds_the_record_from_node_files(tmp_path: Path) -> None:
 
 
 def test_genesis_node_dying_shows_its_log(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import octcli.local as local
+    import octcli.providers.local as local
 
     children: list[subprocess.Popen[bytes]] = []
 
@@ -874,9 +875,9 @@ def test_deploy_against_an_older_cluster_reports_no_changes(
 
 def test_the_library_exports_every_command(project: Path) -> None:
     import octcli
-    from octcli.plan import render  # loading the module must not shadow the function
+    from octcli.plan import build  # loading the module must not shadow the function
 
-    assert render is not None
+    assert build is not None
     for name in ("deploy", "destroy", "status", "logs", "validate", "plan", "unlock"):
         assert name in octcli.__all__ and getattr(octcli, name) is getattr(api, name), name
     assert octcli.plan(project).provider == "local"

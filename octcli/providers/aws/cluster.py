@@ -1,0 +1,70 @@
+"""``AwsCluster``: the AWS provider as the library's calls see it (the contract is ``octcli/provider.py``).
+
+Each method hands over to the module that holds its part: genesis and the base, the nodes'
+addresses, the project's domain, the image registry, the teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from octcli.provider import ClusterProvider, DestroySummary, Save
+from octcli.providers.aws.addresses import cluster_addresses
+from octcli.providers.aws.domain import public_zone, publish_domain
+from octcli.providers.aws.genesis import ensure_aws_cluster
+from octcli.providers.aws.images import push_images
+from octcli.providers.aws.ledger import KIND, aws_settings, is_aws
+from octcli.providers.aws.teardown import destroy_summary, teardown_aws
+from octcli.state import ClusterRecord
+
+if TYPE_CHECKING:
+    from octcli.state import StateStore
+    from octctl.api.models import StatusResponse
+    from octctl.config import Config
+
+__all__ = ["AwsCluster"]
+
+Phase = Callable[[str], None]
+
+
+class AwsCluster(ClusterProvider):
+    """The AWS provider for the CLI: genesis builds the base and the leader, the leader the rest."""
+
+    kind = KIND
+    #: The cluster knows its nodes by private addresses the CLI cannot reach; EC2 has the public ones.
+    tracks_nodes = False
+
+    def needs_approval(self, record: ClusterRecord | None) -> bool:
+        """A deploy on AWS starts with genesis unless the record names an AWS cluster, even half-made."""
+        return not is_aws(record)
+
+    def ensure(
+        self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save
+    ) -> ClusterRecord:
+        return ensure_aws_cluster(config, self.file, record, on_phase=on_phase, save=save)
+
+    def ship_images(self, config: Config, built: list[str], record: ClusterRecord, on_phase: Phase) -> Config:
+        """Push the built images to the cluster's ECR repositories, where the nodes' role pulls them."""
+        if not built:
+            return config
+        region = aws_settings(config).region
+        return push_images(config, built, cluster=record.cluster, region=region, on_phase=on_phase)
+
+    def public_zone(self, config: Config, record: ClusterRecord) -> str | None:
+        return public_zone(config, record)
+
+    def addresses(self, record: ClusterRecord) -> list[str]:
+        return cluster_addresses(record)
+
+    def after_deploy(
+        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase
+    ) -> None:
+        placements = {s.name: s.node for s in status.services if s.node}
+        publish_domain(config, record, placements, on_phase)
+
+    def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
+        return destroy_summary(config, store, record)
+
+    def teardown(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save) -> None:
+        teardown_aws(record, config, on_phase=on_phase, save=save)

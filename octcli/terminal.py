@@ -1,0 +1,284 @@
+"""What ``oct`` shows on a terminal: status tables, deploy progress, what a command asks to approve, the plan.
+
+Everything is built as rich renderables from the library's results (:mod:`octcli.api`), kept apart
+from the commands (:mod:`octcli.main`), which decide where each goes: results to stdout, the rest
+to stderr. Names and errors are shown as plain ``Text``, never parsed as rich markup: they may
+contain brackets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from octctl.api.models import ServiceChange, StatusResponse
+
+if TYPE_CHECKING:
+    from octcli.plan import DeployPlan, FargateComparison
+    from octcli.provider import DestroySummary
+
+__all__ = [
+    "DeployView",
+    "change_lines",
+    "destroy_summary",
+    "nodes_table",
+    "plan_lines",
+    "plan_summary",
+    "services_table",
+    "status_summary",
+]
+
+
+# -- what a command asks a person to approve ----------------------------------------------------
+
+
+def destroy_summary(summary: DestroySummary) -> list[RenderableType]:
+    where = f"{summary.provider}" + (f", {summary.region}" if summary.region else "")
+    head = Text.assemble(
+        "oct destroy will remove project ", (summary.project, "bold"),
+        f", cluster {summary.cluster}" if summary.cluster else ", which has no state record",
+        f" ({where})",
+    )  # fmt: skip
+    if summary.nodes:
+        count = len(summary.nodes)
+        head.append(f"\n{count} node{'' if count == 1 else 's'}: {', '.join(summary.nodes)}")
+    return [head, *(Text(f"  - {line}") for line in summary.removes)]
+
+
+def plan_summary(plan: DeployPlan) -> list[RenderableType]:
+    cost = f" for about ${plan.monthly_usd:,.2f} a month" if plan.monthly_usd is not None else ""
+    return [
+        *plan_lines(plan),
+        Text.assemble(
+            "oct deploy will create the AWS resources above for project ", (plan.project, "bold"),
+            f"{cost} ({plan.region or 'default region'})",
+        ),
+    ]  # fmt: skip
+
+
+# -- status and deploy progress -------------------------------------------------------------------
+
+_STATE_STYLES = {
+    "running": "green",
+    "succeeded": "green",
+    "ready": "green",
+    "leader": "bold",
+    "follower": "",
+    "non-voter": "dim",
+    "failed": "red",
+    "exited": "red",
+    "unreachable": "red",
+    "destroyed": "dim",
+}
+
+
+def _state(value: str | None) -> Text:
+    if value is None:
+        return Text("-", style="dim")
+    return Text(value, style=_STATE_STYLES.get(value, "yellow"))
+
+
+def _cell(value: object) -> Text:
+    """Plain text, never parsed as rich markup: names and errors may contain brackets."""
+    return Text("-", style="dim") if value is None or value == "" else Text(str(value))
+
+
+def _cores(millicores: int) -> str:
+    return f"{millicores / 1000:g}"
+
+
+def _progress_table(snapshot: StatusResponse) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("service", "node", "state", ""):
+        table.add_column(column)
+    for svc in sorted(snapshot.services, key=lambda s: s.name):
+        table.add_row(_cell(svc.name), _cell(svc.node), _state(svc.state), Text(svc.error or "", style="red"))
+    return table
+
+
+def services_table(snapshot: StatusResponse) -> Table:
+    table = Table(title="services", title_justify="left", box=None, pad_edge=False)
+    for column in ("name", "node", "state", "endpoint"):
+        table.add_column(column)
+    table.add_column("restarts", justify="right")
+    for svc in sorted(snapshot.services, key=lambda s: s.name):
+        table.add_row(
+            _cell(svc.name), _cell(svc.node), _state(svc.state), _cell(svc.endpoint), str(svc.restarts)
+        )
+    return table
+
+
+def nodes_table(snapshot: StatusResponse) -> Table:
+    table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
+    for column in ("id", "address", "role", "status"):
+        table.add_column(column)
+    table.add_column("cpus used/cap", justify="right")
+    table.add_column("memory used/cap", justify="right")
+    for node in sorted(snapshot.nodes, key=lambda n: n.id):
+        table.add_row(
+            _cell(node.id),
+            _cell(f"{node.address}:{node.api_port}"),
+            _state(node.role),
+            _state(node.status),
+            f"{_cores(node.cpus_used)}/{_cores(node.cpus)}",
+            f"{node.memory_used}/{node.memory} MB",
+        )
+    return table
+
+
+def status_summary(snapshot: StatusResponse) -> Text:
+    text = Text.assemble(
+        ("cluster ", "dim"), snapshot.cluster, ("  project ", "dim"), snapshot.project or "-",
+        ("  leader ", "dim"), snapshot.leader or "none",
+    )  # fmt: skip
+    deployment = snapshot.deployment
+    if deployment is not None:
+        text.append("  deployment ", style="dim")
+        text.append(f"{deployment.id} ")
+        text.append_text(_state(deployment.state))
+        if deployment.message:
+            text.append(f" ({deployment.message})")
+    if snapshot.stale:
+        text.append(f"\nanswered by {snapshot.node}, a follower: may lag behind the leader", style="yellow")
+    return text
+
+
+class DeployView:
+    """Deploy progress: a live spinner and table on a terminal, one line per change elsewhere (CI logs)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.interactive = console.is_terminal
+        self.spinner = Spinner("dots", text="reading oct.toml")
+        self.snapshot: StatusResponse | None = None
+        self._shown: dict[str, str] = {}
+        self.display: Live | None = None
+
+    def phase(self, message: str) -> None:
+        if self.interactive:
+            self.spinner.update(text=Text(message))
+        else:
+            self.console.print(Text(message), soft_wrap=True)
+
+    def progress(self, snapshot: StatusResponse) -> None:
+        self.snapshot = snapshot
+        if self.interactive:
+            if snapshot.deployment is not None:
+                deployment = snapshot.deployment
+                self.spinner.update(text=Text(f"deployment {deployment.id}: {deployment.state}"))
+            return
+        for svc in snapshot.services:
+            line = f"{svc.name}: {svc.state}" + (f" on {svc.node}" if svc.node else "")
+            if svc.error:
+                line += f" ({svc.error})"
+            if self._shown.get(svc.name) != line:
+                self._shown[svc.name] = line
+                self.console.print(Text(line), soft_wrap=True)
+
+    def render(self) -> RenderableType:
+        if self.snapshot is None:
+            return self.spinner
+        return Group(self.spinner, _progress_table(self.snapshot))
+
+    def live(self) -> contextlib.AbstractContextManager[object]:
+        if not self.interactive:
+            return contextlib.nullcontext()
+        self.display = Live(
+            get_renderable=self.render, console=self.console, transient=True, refresh_per_second=10
+        )
+        return self.display
+
+
+_CHANGE_STYLES: dict[ServiceChange, tuple[str, str]] = {
+    "started": ("+", "green"),
+    "replaced": ("~", "yellow"),
+    "removed": ("-", "red"),
+    "unchanged": ("=", "dim"),
+}
+
+
+def change_lines(changes: dict[str, ServiceChange]) -> list[Text]:
+    """One line per service: what this deploy did to it."""
+    width = max((len(name) for name in changes), default=0)
+    lines = []
+    for name, change in changes.items():
+        mark, style = _CHANGE_STYLES[change]
+        lines.append(Text.assemble((f"  {mark} ", style), name.ljust(width), "  ", (change, style)))
+    return lines
+
+
+# -- the plan --------------------------------------------------------------------------------------
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _size(cpus: int, memory: int) -> str:
+    return f"{cpus / 1000:g} vCPU, {memory} MB"
+
+
+def plan_lines(plan: DeployPlan) -> list[RenderableType]:
+    """The plan as terminal output; plain Text everywhere, since names may contain brackets."""
+    out: list[RenderableType] = []
+    where = f"{plan.provider}, {plan.region}" if plan.region else plan.provider
+    out.append(Text.assemble(("plan", "bold"), f" for {plan.project} ({where})"))
+    out.extend(Text(f"  {line}") for line in plan.changes)
+    if plan.resources:
+        table = Table(title="resources", title_justify="left", box=None, pad_edge=False)
+        for column in ("kind", "name", "detail"):
+            table.add_column(column)
+        for resource in plan.resources:
+            table.add_row(Text(resource.kind), Text(resource.name), Text(resource.detail))
+        out += [Text(), table]
+    table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
+    priced = plan.provider == "aws"
+    for column in ("id", "role", *(("type",) if priced else ()), "offers", "services"):
+        table.add_column(column)
+    if priced:
+        table.add_column("$/month", justify="right")
+    for node in plan.nodes:
+        row = [Text(node.id), Text(node.role)]
+        if priced:
+            row.append(Text(f"{node.instance_type} ({node.arch})"))
+        row += [Text(_size(node.cpus, node.memory)), Text(", ".join(node.services) or "-")]
+        if priced:
+            row.append(Text(_money(node.monthly_usd)))
+        table.add_row(*row)
+    out += [Text(), table]
+    if plan.monthly_usd is not None:
+        out += [Text(), Text.assemble(("total", "bold"), f": ${_money(plan.monthly_usd)} a month")]
+    if plan.fargate is not None:
+        out += [Text(), _fargate_table(plan.fargate)]
+    if plan.notes:
+        out.append(Text())
+        out.extend(Text(f"note: {note}", style="dim") for note in plan.notes)
+    return out
+
+
+def _fargate_table(fargate: FargateComparison) -> Group:
+    table = Table(title="the same on ECS Fargate", title_justify="left", box=None, pad_edge=False)
+    for column in ("service", "task"):
+        table.add_column(column)
+    table.add_column("$/month", justify="right")
+    for task in fargate.tasks:
+        table.add_row(
+            Text(task.service),
+            Text(f"{task.vcpu:g} vCPU, {task.memory_gb:g} GB"),
+            Text(_money(task.monthly_usd)),
+        )
+    for name in fargate.unpriced:
+        table.add_row(Text(name), Text("bigger than any Fargate task"), Text("-"))
+    if fargate.load_balancer_monthly_usd:
+        table.add_row(
+            Text("load balancer"), Text("application"), Text(_money(fargate.load_balancer_monthly_usd))
+        )
+    ratio = f" ({fargate.ratio:g}x the EC2 plan)" if fargate.ratio is not None else ""
+    total = Text.assemble(("total", "bold"), f": ${_money(fargate.monthly_usd)} a month{ratio}")
+    return Group(table, Text(), total)
