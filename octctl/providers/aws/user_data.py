@@ -18,6 +18,7 @@ from importlib.resources import files
 from pydantic import ValidationError
 
 from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.instances import USER_DATA_LIMIT
 from octctl.providers.aws.secrets_store import parameter_name
 
 TEMPLATE = "cloud-init.yaml.j2"
@@ -25,8 +26,6 @@ UNIT = "oct-ctl.service"
 GENESIS = "genesis.sh"
 INSTALLER = "install-oct.sh"
 BOOTSTRAP_PATH = "/etc/oct/bootstrap.json"
-#: EC2 refuses user data over 16 KB (before base64).
-USER_DATA_LIMIT = 16 * 1024
 
 _URL = re.compile(r"^https?://[^\s\"']+$")
 
