@@ -18,6 +18,7 @@ import pytest
 from octctl.server.limits import BODY_TIMEOUT, CONNECTIONS_PER_CLIENT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT
 from octctl.tls import client_context
 from tests.e2e.test_api import Cluster, cluster
+from tests.wait import wait_until
 
 __all__ = ["cluster"]  # the real single-node cluster fixture of the API tests
 
@@ -70,16 +71,21 @@ def test_a_client_trickling_its_request_head_is_dropped(cluster: Cluster, socket
     slow = sockets.enter_context(connect(cluster, "127.0.0.203"))
     slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: node\r\n")
     started = time.monotonic()
-    deadline = started + IDLE_TIMEOUT + 5
-    while time.monotonic() < deadline:
+
+    def dropped() -> bool:
+        """One more header line, then up to a second for the node to hang up."""
         try:
             slow.sendall(b"X-Slow: 1\r\n")
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-            break
-        if closed_by_peer(slow, 1.0):
-            break
-    else:
-        pytest.fail(f"a connection trickling its headers was still open after {IDLE_TIMEOUT + 5:g} s")
+            return True
+        return closed_by_peer(slow, 1.0)
+
+    wait_until(
+        dropped,
+        timeout=IDLE_TIMEOUT + 5,
+        interval=0,
+        message="the node to drop a connection trickling its headers",
+    )
     assert time.monotonic() - started >= IDLE_TIMEOUT - 1, "closed before the idle timeout: a false alarm?"
 
 

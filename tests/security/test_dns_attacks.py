@@ -49,6 +49,7 @@ from octctl.providers.local.provider import (
 )
 from tests.dns.servers import dns_servers
 from tests.dns.test_zone import state
+from tests.wait import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.security]
 
@@ -289,10 +290,13 @@ async def test_a_flood_of_forwards_to_a_silent_upstream_keeps_descriptors_bounde
     assert answer is not None and time.monotonic() - started < 0.5, "the flood left the server unresponsive"
     assert [str(rr.rdata) for rr in DNSRecord.parse(answer).rr] == ["127.0.0.3"]
     # Every forward times out and closes its socket.
-    deadline = time.monotonic() + 5
-    while fd_count() > baseline + 2:
-        assert time.monotonic() < deadline, f"{fd_count() - baseline} descriptors still open"
-        await asyncio.sleep(0.1)
+    await wait_until_async(
+        fd_count,
+        until=lambda count: count <= baseline + 2,
+        timeout=5,
+        interval=0.1,
+        message=f"the descriptors to fall back to {baseline} + 2",
+    )
 
 
 async def test_a_flood_of_tcp_connections_keeps_descriptors_bounded(serve) -> None:  # type: ignore[no-untyped-def]
@@ -506,15 +510,15 @@ def real_node(tmp_path_factory: pytest.TempPathFactory, real_upstream: FakeUpstr
     assert pid is not None
     node = RealNode(root, address, settings.dns_port, pid, root / "nodes" / settings.node / "oct-ctl.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answering() -> bool:
             assert pid_alive(pid), f"oct-ctl exited:\n{node.log.read_text(errors='replace')[-3000:]}"
-            with contextlib.suppress(OSError):
-                probe = DNSRecord.question("probe.oct").send(address, settings.dns_port, timeout=0.5)
-                if DNSRecord.parse(probe).header.rcode == RCODE.NXDOMAIN:
-                    break
-            assert time.monotonic() < deadline, "the node's DNS server never answered"
-            time.sleep(0.2)
+            probe = DNSRecord.question("probe.oct").send(address, settings.dns_port, timeout=0.5)
+            return DNSRecord.parse(probe).header.rcode == RCODE.NXDOMAIN
+
+        wait_until(
+            answering, timeout=30, interval=0.2, ignore=(OSError,), message="the node's DNS server to answer"
+        )
         yield node
     finally:
         stop_node(root, settings.node)
@@ -561,10 +565,13 @@ async def test_real_node_keeps_descriptors_bounded_under_a_flood_of_forwards(
         started = time.monotonic()
         answer = await udp_exchange(real_node.address, real_node.dns_port, query("probe.oct"), timeout=1)
         assert answer is not None and time.monotonic() - started < 0.5
-        deadline = time.monotonic() + 10
-        while fd_count(real_node.pid) > baseline + 8:
-            assert time.monotonic() < deadline, f"{fd_count(real_node.pid) - baseline} descriptors still open"
-            await asyncio.sleep(0.2)
+        await wait_until_async(
+            lambda: fd_count(real_node.pid),
+            until=lambda count: count <= baseline + 8,
+            timeout=10,
+            interval=0.2,
+            message=f"the node's descriptors to fall back to {baseline} + 8",
+        )
     finally:
         real_upstream.silent = False
 

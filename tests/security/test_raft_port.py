@@ -26,6 +26,7 @@ import pytest
 from octctl.tls import client_context
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, state_record
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -72,16 +73,19 @@ class Cluster:
 
     def settled_leader(self, timeout: float = 30.0) -> tuple[Node, int]:
         """The leader and its term once every node agrees on both."""
-        deadline = time.monotonic() + timeout
-        while True:
-            seen = self.replicas()
-            terms = {r["term"] for r in seen.values()}
-            leaders = {r["leader"] for r in seen.values()}
-            led = [n for n in self.nodes if seen[n.id]["is_leader"]]
-            if len(terms) == 1 and len(leaders) == 1 and len(led) == 1:
-                return led[0], terms.pop()
-            assert time.monotonic() < deadline, f"no settled leader: {seen}"
-            time.sleep(0.2)
+
+        def settled(seen: dict[str, dict]) -> bool:
+            agreed = (
+                len({r["term"] for r in seen.values()}) == 1
+                and len({r["leader"] for r in seen.values()}) == 1
+            )
+            return agreed and sum(bool(r["is_leader"]) for r in seen.values()) == 1
+
+        seen = wait_until(
+            self.replicas, until=settled, timeout=timeout, interval=0.2, message="a settled leader"
+        )
+        (leader,) = [n for n in self.nodes if seen[n.id]["is_leader"]]
+        return leader, next(iter(seen.values()))["term"]
 
 
 def start_cluster(project: Project) -> Cluster:
