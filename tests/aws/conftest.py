@@ -6,11 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.wait import WaitTimeout, wait_until
 
 
 def _free_port() -> int:
@@ -30,18 +31,24 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(
             [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
         )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"moto_server exited:\n{log.read_text()}", pytrace=False)
-            time.sleep(0.1)
-    else:
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"moto_server exited:\n{log.read_text()}", pytrace=False)
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+
+    try:
+        wait_until(
+            listening,
+            timeout=30,
+            interval=0.1,
+            ignore=(OSError,),
+            message=lambda: f"moto_server to listen on {port}:\n{log.read_text()}",
+        )
+    except WaitTimeout:
         proc.kill()
-        pytest.fail(f"moto_server did not listen on {port}:\n{log.read_text()}", pytrace=False)
+        raise
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

@@ -30,6 +30,7 @@ from tests.aws.hypervisor import Hypervisor, Vm
 from tests.aws.infra_support import count, tagged
 from tests.conftest import IMAGE
 from tests.e2e.harness import http_get, https_client, state_record
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.aws, pytest.mark.e2e, pytest.mark.docker]
 
@@ -138,14 +139,6 @@ def node_health(vm: Vm, folder: Path) -> tuple[str, str | None]:
     return health["version"], health["artifact"]
 
 
-def wait_until(what: str, ok, hypervisor: Hypervisor, timeout: float = 90.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}\n{hypervisor.logs()}", pytrace=False)
-        time.sleep(0.5)
-
-
 def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_client) -> None:  # type: ignore[no-untyped-def]
     clients, ami, config = aws_project(tmp_path)
     folder = config.parent
@@ -215,9 +208,10 @@ def test_genesis_life_and_afterlife(cloud: Hypervisor, tmp_path: Path, docker_cl
     octcli.deploy(config, timeout=180)
     assert set(a_records(clients, domain)) == {f"web1.{domain}."}, "web2's name went with it"
     wait_until(
-        "the idle follower was not terminated",
         lambda: count(tagged(clients, project))["instances"] == 1 and len(cloud.running()) == 1,
-        cloud,
+        timeout=90,
+        interval=0.5,
+        message=lambda: f"the idle follower to be terminated\n{cloud.logs()}",
     )
     assert len(octcli.status(config).nodes) == 1
 
@@ -261,7 +255,12 @@ def test_a_public_name_follows_its_service_to_another_node(
             and a_records(clients, domain).get(name) == public_ips(clients, project).get(now.node or "")
         )
 
-    wait_until(f"{name} did not follow {victim.name} to another node", moved, cloud, timeout=120)
+    wait_until(
+        moved,
+        timeout=120,
+        interval=0.5,
+        message=lambda: f"{name} to follow {victim.name} to another node\n{cloud.logs()}",
+    )
     now = next(s for s in octcli.status(config).services if s.name == victim.name)
     assert http_get(now.endpoint or "").strip() == victim.name
     octcli.destroy(config, approve=True)
@@ -326,9 +325,10 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
     rollout = threading.Thread(target=lambda: result.update(status=octcli.deploy(config, timeout=240)))
     rollout.start()
     wait_until(
-        "the leader never launched a fourth instance",
         lambda: set(public_ips(clients, project)) - known,
-        cloud,
+        timeout=90,
+        interval=0.5,
+        message=lambda: f"the leader to launch a fourth instance\n{cloud.logs()}",
     )
     launched = (set(public_ips(clients, project)) - known).pop()
     os.killpg(leader_vm.process.pid, 9)
@@ -346,9 +346,10 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
     members = {n.id for n in octcli.status(config).nodes}
     assert launched in members, "the node launched before the failover joined the cluster"
     wait_until(
-        "an instance is running that is not a member (an orphan)",
         lambda: set(public_ips(clients, project)) == {n.id for n in octcli.status(config).nodes},
-        cloud,
+        timeout=90,
+        interval=0.5,
+        message=lambda: f"every running instance to be a member (no orphan)\n{cloud.logs()}",
     )
     octcli.destroy(config, approve=True)
     assert leftovers(clients, project) == {}

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from octctl.providers.aws.secrets_store import delete_secrets, get_secrets, put_
 from octctl.providers.aws.settings import AwsNodeSettings
 from octctl.providers.local.provider import FALLBACK_DNS_PORT, free_address, local_dns_port
 from octctl.tls import client_context
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.aws
 
@@ -170,17 +170,18 @@ def test_bootstrap_writes_the_node_files_once_and_they_start_a_node(
 
 
 def wait_for_leader(url: str, daemon: subprocess.Popen[bytes], data_dir: Path, ca_cert: str) -> dict:
-    deadline = time.monotonic() + 30
-    while True:
+    def health() -> dict:
         assert daemon.poll() is None, f"oct-ctl exited:\n{(data_dir / 'daemon.log').read_text()}"
-        try:
-            answer = httpx.get(url, timeout=1, verify=client_context(ca_cert)).json()
-            if answer.get("leader"):
-                return dict(answer)
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"no leader:\n{(data_dir / 'daemon.log').read_text()}"
-        time.sleep(0.1)
+        return dict(httpx.get(url, timeout=1, verify=client_context(ca_cert)).json())
+
+    return wait_until(
+        health,
+        until=lambda answer: answer.get("leader"),
+        timeout=30,
+        interval=0.1,
+        ignore=(httpx.HTTPError,),
+        message=lambda: f"a leader:\n{(data_dir / 'daemon.log').read_text()}",
+    )
 
 
 def test_identity_comes_from_imdsv2_when_not_given(

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from octctl.config import load_config
 from octctl.config.models import S3Backend
 from tests.e2e.harness import kill_leftovers
 from tests.fixtures import REFERENCE_EXAMPLES
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.aws
 
@@ -246,14 +246,20 @@ def test_concurrent_lockers_get_exactly_one_lock(bucket: str) -> None:
     threads = [threading.Thread(target=race) for _ in range(racers)]
     for t in threads:
         t.start()
-    for _ in range(400):  # every racer has either the lock or its refusal
+
+    def seen() -> list[str]:
         with mutex:
-            if len(results) == racers:
-                break
-        time.sleep(0.05)
-    with mutex:
-        snapshot = list(results)
-    done.set()
+            return list(results)
+
+    try:
+        snapshot = wait_until(
+            seen,
+            until=lambda got: len(got) == racers,
+            timeout=20,
+            message="every racer to hold the lock or have its refusal",
+        )
+    finally:
+        done.set()
     for t in threads:
         t.join(20)
     assert not any(t.is_alive() for t in threads)

@@ -26,8 +26,7 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from octctl.addresses import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.local.provider import pid_alive
 from octctl.tls import client_context
+from tests.wait import WaitTimeout, wait_until
 
 OWNERS = Path("/run/oct-chaos")  # tmpfs, like /run/netns: both are gone after a reboot
 NAME_RE = re.compile(r"^(octc\d+-)")
@@ -243,10 +243,23 @@ class Cluster:
             write_node_files(n.data_dir, settings, self.secrets)
         self._http = httpx.Client(headers=self.headers, timeout=2.0, trust_env=False, verify=self.tls)
         self.start(self.nodes[0].name)
-        self.wait_for(lambda: self.leader() == self.nodes[0].name, form_timeout, "genesis to lead")
-        for n in self.nodes[1:]:
-            self.start(n.name)
-        self.wait_formed(form_timeout)
+        try:
+            wait_until(
+                lambda: self.leader() == self.nodes[0].name,
+                timeout=form_timeout,
+                interval=0.2,
+                message="genesis to lead",
+            )
+            for n in self.nodes[1:]:
+                self.start(n.name)
+            wait_until(
+                self.formed,
+                timeout=form_timeout,
+                interval=0.2,
+                message=f"all {self.size} nodes to join and agree on a leader",
+            )
+        except WaitTimeout as e:  # the seed runner reports harness errors instead of crashing
+            raise HarnessError(f"{e}; logs in {self.work_dir}") from None
 
     def _build_network(self) -> None:
         br = self.bridge_ns
@@ -398,29 +411,18 @@ class Cluster:
                 best = (int(rep["term"]), name)
         return best[1] if best else None
 
-    def wait_for(self, ok: Callable[[], object], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ok():
-                return
-            time.sleep(0.2)
-        raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.work_dir}")
-
-    def wait_formed(self, timeout: float) -> None:
+    def formed(self) -> bool:
         """Every node a registered member that agrees on one leader."""
-        want = {n.name for n in self.nodes}
-
-        def formed() -> bool:
-            reps = self.replicas()
-            if any(r is None for r in reps.values()):
-                return False
-            leaders = {r["leader"] for r in reps.values() if r}
-            if len(leaders) != 1 or None in leaders:
-                return False
-            status = self.get(self.nodes[0].name, "/v1/status")
-            return status is not None and want <= {n["id"] for n in status.get("nodes", [])}
-
-        self.wait_for(formed, timeout, f"all {self.size} nodes to join and agree on a leader")
+        reps = self.replicas()
+        if any(r is None for r in reps.values()):
+            return False
+        leaders = {r["leader"] for r in reps.values() if r}
+        if len(leaders) != 1 or None in leaders:
+            return False
+        status = self.get(self.nodes[0].name, "/v1/status")
+        return status is not None and {n.name for n in self.nodes} <= {
+            n["id"] for n in status.get("nodes", [])
+        }
 
     def state_hashes(self) -> dict[str, str | None]:
         return {name: (r or {}).get("state_hash") for name, r in self.replicas().items()}

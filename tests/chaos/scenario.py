@@ -23,6 +23,7 @@ from tests.chaos import linearizability
 from tests.chaos.faults import Event, Fault, inject, schedule
 from tests.chaos.netns import Cluster, HarnessError
 from tests.chaos.workload import History, Record, read_back, run_clients
+from tests.wait import WaitTimeout, wait_until
 
 DURATION = 25.0  # seconds of workload per seed
 CONVERGE_TIMEOUT = 60.0
@@ -140,23 +141,19 @@ async def _chaos(cluster: Cluster, report: SeedReport, duration: float) -> Histo
 def _converge(cluster: Cluster, report: SeedReport) -> None:
     """Heal, then wait for a leader every node agrees on and one state hash on all nodes."""
     cluster.heal_all()
-    deadline = time.monotonic() + CONVERGE_TIMEOUT
-    last: dict[str, str | None] = {}
-    while time.monotonic() < deadline:
-        reps = cluster.replicas()
-        last = {name: (r or {}).get("state_hash") for name, r in reps.items()}
+
+    def converged(reps: dict[str, dict | None]) -> bool:
+        hashes = {(r or {}).get("state_hash") for r in reps.values()}
         leaders = {(r or {}).get("leader") for r in reps.values()}
-        if (
-            None not in last.values()
-            and len(set(last.values())) == 1
-            and len(leaders) == 1
-            and None not in leaders
-        ):
-            return
-        time.sleep(0.5)
-    report.failures.append(
-        f"replicas did not converge within {CONVERGE_TIMEOUT:.0f}s after healing: state hashes {last}"
-    )
+        return len(hashes) == 1 and None not in hashes and len(leaders) == 1 and None not in leaders
+
+    try:
+        wait_until(cluster.replicas, until=converged, timeout=CONVERGE_TIMEOUT, interval=0.5)
+    except WaitTimeout:
+        report.failures.append(
+            f"replicas did not converge within {CONVERGE_TIMEOUT:.0f}s after healing: "
+            f"state hashes {cluster.state_hashes()}"
+        )
 
 
 async def _final_reads(cluster: Cluster, history: History) -> list[Record]:

@@ -29,6 +29,7 @@ from octctl.dns.zone import build_zone
 from octctl.runtime.docker import DockerRuntime
 from octctl.specs import Rollout, instance_specs
 from octctl.state.model import NodeRecord, empty_state
+from tests.wait import wait_until_async
 
 pytestmark = pytest.mark.docker
 
@@ -127,13 +128,13 @@ async def test_a_container_on_a_vm_finds_a_service_through_the_node_dns(
         for service in ("api", "front"):
             status = await asyncio.to_thread(runtime.apply, specs[service])
             assert status.state == "running", status
-        for _ in range(100):  # bounded: 20 s
-            lines = await asyncio.to_thread(runtime.logs, name, "front", 40)
-            if "api-ok" in lines:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            pytest.fail(f"front never fetched api by name; its log: {lines}; DNS stats: {server.stats}")
+        lines = await wait_until_async(
+            lambda: asyncio.to_thread(runtime.logs, name, "front", 40),
+            until=lambda lines: "api-ok" in lines,
+            timeout=20,
+            interval=0.2,
+            message=lambda: f"front to fetch api by name (DNS stats: {server.stats}); its log",
+        )
         assert f"resolved={node_address}" in lines
         assert any(line.split() == ["Name:", f"api.{name}.oct"] for line in lines), "the short name, searched"
         assert server.stats.answered > 0, "the answers came from oct's DNS server"

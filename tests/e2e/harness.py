@@ -14,7 +14,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
 from octctl.providers.local.provider import octctl_pids
 from octctl.tls import client_context, issue_node_certificate
+from tests.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OCT = [sys.executable, "-m", "octcli"]
@@ -78,15 +78,20 @@ def kill_leftovers(project_dir: Path) -> None:
 
 def http_get(url: str, timeout: float = 20.0) -> str:
     """GET with retries until the deadline: a service may take a moment to bind after it runs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as resp:
-                return resp.read().decode()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return str(resp.read().decode())
+
+    # Any body is an answer, even an empty one: only an error means "not yet".
+    return wait_until(
+        get,
+        until=lambda _: True,
+        timeout=timeout,
+        interval=0.2,
+        ignore=(OSError,),
+        message=f"{url} to answer",
+    )
 
 
 def services_by_name(status: dict) -> dict[str, dict]:

@@ -8,7 +8,6 @@ import pickle
 import random
 import socket
 import struct
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.local.provider import free_address, node_name, nodes_dir, start_node, stop_node
 from octctl.state.raft_wire import RaftCipher
 from tests.e2e.harness import https_client, kill_leftovers, node_client
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,15 +54,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     )
     start_node(root, settings, secrets)
     c = Cluster(root, settings, secrets)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if c.http.get(f"{c.base}/v1/health", timeout=1).json().get("leader"):
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"node did not elect itself:\n{c.log()}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: c.http.get(f"{c.base}/v1/health", timeout=1).json().get("leader"),
+        timeout=30,
+        interval=0.1,
+        ignore=(httpx.HTTPError,),
+        message=lambda: f"the node to elect itself:\n{c.log()}",
+    )
     yield c
     c.client.close()
     c.http.close()
@@ -90,16 +88,16 @@ def config(**service: object) -> dict:
 
 
 def wait_deployed(c: Cluster, deployment: str) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = c.client.get("/v1/status").json()
-        if status["deployment"]["id"] == deployment and status["deployment"]["state"] in (
-            "succeeded",
-            "failed",
-        ):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"deployment {deployment} did not finish:\n{c.log()}")
+    return wait_until(
+        lambda: c.client.get("/v1/status").json(),
+        until=lambda status: (
+            status["deployment"]["id"] == deployment
+            and status["deployment"]["state"] in ("succeeded", "failed")
+        ),
+        timeout=30,
+        interval=0.1,
+        message=lambda: f"deployment {deployment} to finish:\n{c.log()}",
+    )
 
 
 def test_health_is_open_and_names_the_cluster(cluster: Cluster) -> None:
@@ -191,10 +189,13 @@ def test_deploy_then_secrets_stay_out_of_the_log(cluster: Cluster) -> None:
         "changes": {"sleeper": "unchanged"},
     }
     destroy = cluster.client.post("/v1/destroy").json()["deployment"]
-    deadline = time.monotonic() + 30
-    while cluster.client.get("/v1/status").json()["deployment"]["state"] != "destroyed":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(
+        lambda: cluster.client.get("/v1/status").json()["deployment"],
+        until=lambda deployment: deployment["state"] == "destroyed",
+        timeout=30,
+        interval=0.1,
+        message="the project to be destroyed",
+    )
     assert cluster.client.get("/v1/status").json()["deployment"]["id"] == destroy
     log = cluster.log()
     assert "applied apitest/sleeper" in log
@@ -247,10 +248,13 @@ def test_a_node_with_the_wrong_raft_secret_never_joins_and_says_why(cluster: Clu
     start_node(cluster.root, settings, stranger)
     log = nodes_dir(cluster.root) / settings.node / "oct-ctl.log"
     try:
-        deadline = time.monotonic() + 30
-        while "cannot join cluster c-apitest" not in (log.read_text() if log.exists() else ""):
-            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
-            time.sleep(0.1)
+        wait_until(
+            lambda: log.read_text() if log.exists() else "no log",
+            until=lambda text: "cannot join cluster c-apitest" in text,
+            timeout=30,
+            interval=0.1,
+            message="the stranger to log that it cannot join",
+        )
         assert "does not hold the Raft secret" in log.read_text()
         assert cluster.client.get("/v1/cluster/members").json()["members"] == [cluster.settings.raft_address]
         assert [n["id"] for n in cluster.client.get("/v1/status").json()["nodes"]] == [cluster.settings.node]

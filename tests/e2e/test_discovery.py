@@ -6,13 +6,12 @@ image built offline: each backend serves its name, the front copies both pages i
 
 from __future__ import annotations
 
-import time
-
 import docker
 import pytest
 
 from tests.conftest import IMAGE
 from tests.e2e.harness import Project, http_get, services_by_name
+from tests.wait import WaitTimeout, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -64,17 +63,19 @@ depends_on = ["app_1", "app_2"]
 
 
 def wait_for_text(url: str, text: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+    def answer() -> str:
         try:
-            last = http_get(url, timeout=2).strip()
-        except OSError:
-            last = "(no answer)"
-        if last == text:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{url} answered {last!r}, expected {text!r}")
+            return http_get(url, timeout=2).strip()
+        except WaitTimeout:
+            return "(no answer)"
+
+    wait_until(
+        answer,
+        until=lambda got: got == text,
+        timeout=timeout,
+        interval=0.2,
+        message=f"{url} to answer {text!r}",
+    )
 
 
 def test_a_front_reaches_backends_on_other_nodes_by_name(

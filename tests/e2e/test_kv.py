@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
 
 from octctl.tls import client_context
 from tests.e2e.harness import Project, https_client, state_record
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -61,15 +61,14 @@ def test_kv_reads_writes_and_group_commit(make_project) -> None:  # type: ignore
         assert got == {"key": "app/flag", "value": "on", "revision": revision, "stale": False}
 
     # Local reads say they may be stale, and every replica has the write soon after.
-    deadline = time.monotonic() + 5
     for base in bases:
-        while True:
-            got = http.get(f"{base}/v1/kv/app/flag?stale=true", headers=headers, timeout=5)
-            if got.status_code == 200:
-                assert got.json()["stale"] is True and got.json()["value"] == "on"
-                break
-            assert time.monotonic() < deadline, f"{base} never saw the write"
-            time.sleep(0.05)
+        got = wait_until(
+            lambda b=base: http.get(f"{b}/v1/kv/app/flag?stale=true", headers=headers, timeout=5),
+            until=lambda answer: answer.status_code == 200,
+            timeout=5,
+            message=f"{base} to see the write",
+        )
+        assert got.json()["stale"] is True and got.json()["value"] == "on"
 
     # Bad input gets a reason, not a crash.
     assert http.get(f"{bases[0]}/v1/kv/no/such", headers=headers).status_code == 404
@@ -97,13 +96,13 @@ def test_kv_reads_writes_and_group_commit(make_project) -> None:  # type: ignore
     assert http.get(f"{bases[1]}/v1/kv/app/flag", headers=headers, timeout=10).status_code == 404
 
     # Every replica converges to the same state, and they agree on the leader.
-    deadline = time.monotonic() + 10
-    while True:
-        seen = replicas(http, bases, headers)
-        if len({r["state_hash"] for r in seen}) == 1:
-            break
-        assert time.monotonic() < deadline, f"replicas did not converge: {seen}"
-        time.sleep(0.1)
+    seen = wait_until(
+        lambda: replicas(http, bases, headers),
+        until=lambda seen: len({r["state_hash"] for r in seen}) == 1,
+        timeout=10,
+        interval=0.1,
+        message="the replicas to converge",
+    )
     assert sum(r["is_leader"] for r in seen) == 1
     assert len({r["leader"] for r in seen}) == 1
     log_text = project.node_logs()

@@ -3,13 +3,11 @@ of Raft and replaced by a new one, and the cluster keeps its quorum and its serv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from octctl.node_settings import read_node_files
 from octctl.providers.local.provider import pid_alive, start_node
 from tests.e2e.harness import http_get, https_client, services_by_name, state_record
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,26 +44,29 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
     os.kill(int((folder / "oct-ctl.pid").read_text()), signal.SIGKILL)
 
     leader_api = f"{leader['address']}:{leader['api_port']}"
-    deadline = time.monotonic() + 90
-    while True:
-        status = project.status()
-        nodes = {n["id"]: n for n in status["nodes"]}
-        services = services_by_name(status)
-        logs = project.node_logs()
+
+    def replaced_and_running(seen: tuple[dict, str]) -> bool:
+        status, logs = seen
         gone = f"node {victim['id']} unreachable for"
         # The replacement may reuse the freed address (and so the node name): what proves it is a
         # new machine is the leader provisioning one after it gave up on the victim.
-        if (
+        return (
             gone in logs
             and "provisioned node" in logs[logs.index(gone) :]
-            and len(nodes) == 3
-            and all(n["status"] == "ready" for n in nodes.values())
-            and all(s["state"] == "running" for s in services.values())
-        ):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"nodes: {status['nodes']}\nservices: {status['services']}\n{logs}")
-        time.sleep(0.5)
+            and len(status["nodes"]) == 3
+            and all(n["status"] == "ready" for n in status["nodes"])
+            and all(s["state"] == "running" for s in status["services"])
+        )
+
+    status, _logs = wait_until(
+        lambda: (project.status(), project.node_logs()),
+        until=replaced_and_running,
+        timeout=90,
+        interval=0.5,
+        message="the leader to provision a replacement and every service to run",
+    )
+    nodes = {n["id"]: n for n in status["nodes"]}
+    services = services_by_name(status)
 
     current = members(http, leader_api, token)
     assert sorted(current) == sorted(f"{n['address']}:31889" for n in nodes.values())
@@ -98,10 +100,12 @@ def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_proj
 
     # It refuses to start, saying which file and what to do; it does not hang half-alive.
     pid = start_node(root, settings, secrets)
-    deadline = time.monotonic() + 30
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "a node with a damaged journal must exit, not hang"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not pid_alive(pid),
+        timeout=30,
+        interval=0.1,
+        message="the node with a damaged journal to exit (not hang)",
+    )
     log = (folder / "oct-ctl.log").read_text()
     assert f"Raft journal {journal}" in log and f"oct-ctl reset-raft --data-dir {folder}" in log
     assert secrets.token not in log and secrets.raft_password not in log
@@ -118,16 +122,19 @@ def test_a_node_with_a_damaged_journal_says_so_and_rejoins_after_reset(make_proj
     # Started again, it catches up from the leader: the same state, including older writes.
     start_node(root, settings, secrets)
     base = f"https://{settings.address}:{settings.api_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            mine = http.get(f"{base}/v1/cluster/replica", headers=headers, timeout=2).json()
-            theirs = http.get(f"{leader_api}/v1/cluster/replica", headers=headers, timeout=2).json()
-            if mine["state_hash"] == theirs["state_hash"] and mine["leader"] == leader["id"]:
-                break
-        if time.monotonic() > deadline:
-            pytest.fail(f"the reset node did not catch up\n{project.node_logs()}")
-        time.sleep(0.3)
+
+    def caught_up() -> bool:
+        mine = http.get(f"{base}/v1/cluster/replica", headers=headers, timeout=2).json()
+        theirs = http.get(f"{leader_api}/v1/cluster/replica", headers=headers, timeout=2).json()
+        return bool(mine["state_hash"] == theirs["state_hash"] and mine["leader"] == leader["id"])
+
+    wait_until(
+        caught_up,
+        timeout=60,
+        interval=0.3,
+        ignore=(httpx.HTTPError,),
+        message=lambda: f"the reset node to catch up\n{project.node_logs()}",
+    )
     got = http.get(f"{base}/v1/kv/before?stale=true", headers=headers, timeout=5).json()
     assert got["value"] == "kept"
 
@@ -159,33 +166,36 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
     # A voter dies: the non-voter is promoted and the replacement joins as a non-voter.
     victim = next(n for n in status["nodes"] if n["role"] == "follower")
     os.kill(int((project.dir / ".oct" / "nodes" / victim["id"] / "oct-ctl.pid").read_text()), signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while True:
-        status = project.status()
+
+    def promoted_and_replaced(status: dict) -> bool:
         nodes = {n["id"]: n for n in status["nodes"]}
-        roles = sorted(n["role"] for n in status["nodes"])
-        if (
+        return (
             f"node {victim['id']} unreachable for" in project.node_logs()
             and nodes.get(replica["id"], {}).get("role") == "follower"
-            and roles == ["follower"] * 4 + ["leader", "non-voter"]
+            and sorted(n["role"] for n in status["nodes"]) == ["follower"] * 4 + ["leader", "non-voter"]
             and all(n["status"] == "ready" for n in nodes.values())
-        ):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"nodes: {status['nodes']}\n{project.node_logs()}")
-        time.sleep(0.5)
+        )
+
+    status = wait_until(
+        project.status,
+        until=promoted_and_replaced,
+        timeout=120,
+        interval=0.5,
+        message=lambda: f"the non-voter promoted and a replacement\n{project.node_logs()}",
+    )
+    nodes = {n["id"]: n for n in status["nodes"]}
     current = members(http, leader_api, token)
     assert len(current) == 5 and f"{replica['address']}:31889" in current
 
     # Every node, voter or not, converges to the same state.
     apis = [f"https://{n['address']}:{n['api_port']}" for n in nodes.values()]
-    deadline = time.monotonic() + 30
-    while True:
-        hashes = {
+    wait_until(
+        lambda: {
             http.get(f"{api}/v1/cluster/replica", headers=headers, timeout=5).json()["state_hash"]
             for api in apis
-        }
-        if len(hashes) == 1:
-            break
-        assert time.monotonic() < deadline, "replicas did not converge"
-        time.sleep(0.2)
+        },
+        until=lambda hashes: len(hashes) == 1,
+        timeout=30,
+        interval=0.2,
+        message="the replicas to converge",
+    )

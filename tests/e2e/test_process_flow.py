@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from octctl.config import load_config
 from octctl.providers.local.provider import claims_dir
 from tests.e2e.harness import Project, api_client, http_get, octctl_pids, services_by_name
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -153,18 +153,22 @@ def test_a_killed_node_comes_back_with_its_services(make_project) -> None:  # ty
     # The next deploy (same file) restarts the dead node from its files; its services run again,
     # either re-applied there or moved to a live node.
     project.oct("deploy")
-    deadline = time.monotonic() + 60
-    while True:
-        status = project.status()
+
+    def recovered(status: dict) -> bool:
         nodes = {n["id"]: n for n in status["nodes"]}
-        services = services_by_name(status)
-        if nodes[follower["id"]]["status"] == "ready" and all(
-            s["state"] == "running" for s in services.values()
-        ):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"nodes: {status['nodes']}\nservices: {status['services']}\n{project.node_logs()}")
-        time.sleep(0.3)
+        return nodes[follower["id"]]["status"] == "ready" and all(
+            s["state"] == "running" for s in status["services"]
+        )
+
+    status = wait_until(
+        project.status,
+        until=recovered,
+        timeout=60,
+        interval=0.3,
+        message=lambda: f"the node and every service to run again\n{project.node_logs()}",
+    )
+    nodes = {n["id"]: n for n in status["nodes"]}
+    services = services_by_name(status)
     assert len(nodes) == 3
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
 
@@ -173,10 +177,12 @@ def kill_every_node(project: Project) -> None:
     """kill -9 every oct-ctl of the project, as a power cut would, and wait until they are gone."""
     for pid in octctl_pids(project.dir):
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while octctl_pids(project.dir):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(
+        lambda: octctl_pids(project.dir),
+        until=lambda pids: not pids,
+        timeout=10,
+        message="every oct-ctl to be gone",
+    )
 
 
 def test_destroy_after_every_node_crashed_still_removes_everything(make_project) -> None:  # type: ignore[no-untyped-def]
@@ -204,14 +210,13 @@ def test_the_cluster_state_survives_every_node_being_killed(make_project) -> Non
     # The same file again: the nodes restart from their Raft journals and find the deployment they
     # had acknowledged, so it is not a new deployment, and every service runs again.
     project.oct("deploy")
-    deadline = time.monotonic() + 60
-    while True:
-        after = project.status()
-        if all(s["state"] == "running" for s in after["services"]):
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(f"services: {after['services']}\n{project.node_logs()}")
-        time.sleep(0.3)
+    after = wait_until(
+        project.status,
+        until=lambda status: all(s["state"] == "running" for s in status["services"]),
+        timeout=60,
+        interval=0.3,
+        message=lambda: f"every service to run again\n{project.node_logs()}",
+    )
     assert after["cluster"] == before["cluster"]
     assert after["deployment"]["id"] == before["deployment"]["id"]
     # Same nodes (a node slow to come back may have had its services moved meanwhile: also fine).

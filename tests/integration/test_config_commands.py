@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from octcli import api
 from octcli.errors import InvalidConfig, Unreachable
+from octctl.config.render import ALLOWED
+from tests.unit.test_config_sandbox import VALUE_LINE, payloads
+from tests.unit.test_config_template import HEADER
 
 OCT = Path(sys.executable).with_name("oct")
 
@@ -130,3 +134,27 @@ def test_library_commands_without_the_services_variables(
     with pytest.raises(InvalidConfig) as caught:
         api.validate(project)
     assert len(caught.value.problems) == 2
+
+
+OCT = Path(sys.executable).with_name("oct")
+
+
+def test_oct_validate_refuses_the_payload_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "oct.toml"
+    path.write_text(HEADER + f"A = '''{payloads(marker)[0]}'''\nB = '''{{{{ 'x' * 10**10 }}}}'''\n")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(OCT), "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2, result.stderr
+    assert not marker.exists()
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: {path}: 2 problems"
+    assert lines[1] == f"{path}:{VALUE_LINE}: project.services[0].envs.A: {ALLOWED} (found a call)"
+    assert lines[2] == f"{path}:{VALUE_LINE + 1}: project.services[0].envs.B: {ALLOWED} (found an operator)"

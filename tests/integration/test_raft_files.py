@@ -18,6 +18,7 @@ from octctl.state.raft_files import (
     check_raft_files,
     reset_raft_files,
 )
+from tests.wait import wait_until_async
 
 
 def free_port() -> int:
@@ -30,10 +31,7 @@ async def write_values(data_dir: Path, count: int) -> dict[str, object] | None:
     """Run a one-node replica, commit ``count`` writes, stop it; returns what it holds."""
     node = RaftNode(f"127.0.0.1:{free_port()}", [], data_dir, "pw", asyncio.get_running_loop())
     try:
-        for _ in range(100):
-            if node.is_leader():
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(node.is_leader, message="the one-node replica to lead")
         for i in range(count):
             await node.execute(kv_command("kv_put", key="k", value=str(i)))
         return dict(node.machine.kv_get("k") or {})

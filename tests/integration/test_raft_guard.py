@@ -20,7 +20,8 @@ from octctl.state import raft_guard
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode, RaftUnavailable
 from octctl.state.raft_guard import PendingConnections
-from tests.integration.test_raft_wire import free_addresses, wait_for
+from tests.integration.test_raft_wire import free_addresses
+from tests.wait import wait_until_async
 
 
 def open_nodes(tmp_path: Path, count: int) -> list[RaftNode]:
@@ -75,7 +76,7 @@ async def test_a_stranger_claiming_a_2gib_frame_is_closed_at_once(
     caplog.set_level(logging.WARNING, logger="octctl.state.raft_guard")
     (node,) = open_nodes(tmp_path, 1)
     try:
-        await wait_for(node.is_leader, "a leader")
+        await wait_until_async(node.is_leader, message="a leader")
         junk = struct.pack("i", 2**31 - 64) + os.urandom(20 * 1024 * 1024)
         sent, closed = await push(node.self_address, junk)
         assert closed and sent < 8 * 1024 * 1024, sent
@@ -92,7 +93,7 @@ async def test_a_small_frame_that_does_not_authenticate_is_closed(
     caplog.set_level(logging.WARNING, logger="octctl.state.raft_guard")
     (node,) = open_nodes(tmp_path, 1)
     try:
-        await wait_for(node.is_leader, "a leader")
+        await wait_until_async(node.is_leader, message="a leader")
         for length in (100, -5, 0):
             _, closed = await push(node.self_address, struct.pack("i", length) + b"x" * 100)
             assert closed, length
@@ -110,7 +111,6 @@ async def stranger(address: str, source: str) -> socket.socket:
     sock.setblocking(False)
     sock.bind((source, 0))
     await loop.sock_connect(sock, (host, int(port)))
-    await asyncio.sleep(0.02)  # let the node accept it
     return sock
 
 
@@ -132,16 +132,27 @@ async def test_one_address_gets_a_few_unauthenticated_connections_and_the_port_s
     (node,) = open_nodes(tmp_path, 1)
     socks: list[socket.socket] = []
     try:
-        await wait_for(node.is_leader, "a leader")
+        await wait_until_async(node.is_leader, message="a leader")
         for _ in range(raft_guard.MAX_PENDING_PER_IP + 4):
             socks.append(await stranger(node.self_address, "127.0.0.77"))
-        await asyncio.sleep(0.2)
-        kept = [s for s in socks if not closed_by_peer(s)]
-        assert len(kept) == raft_guard.MAX_PENDING_PER_IP
+        # The node has judged a connection once it holds it as pending or has closed it (both in
+        # the same callback of this loop); once it has judged them all, only the authentication
+        # timeout can close one it kept, so the count below is final, not "so far".
+        pending, closed = await wait_until_async(
+            lambda: (len(node.sync.transport.pending), sum(closed_by_peer(s) for s in socks)),
+            until=lambda seen: sum(seen) == len(socks),
+            message="the node to keep or close every connection",
+        )
+        assert (pending, closed) == (raft_guard.MAX_PENDING_PER_IP, 4)
         assert "from that address have not authenticated" in caplog.text
         assert "Traceback" not in caplog.text
         socks.append(await stranger(node.self_address, "127.0.0.78"))  # the port still accepts
-        await asyncio.sleep(0.2)
+        await wait_until_async(
+            lambda: (
+                len(node.sync.transport.pending) > raft_guard.MAX_PENDING_PER_IP or closed_by_peer(socks[-1])
+            ),
+            message="the node to keep or close the other address's connection",
+        )
         assert not closed_by_peer(socks[-1])
         assert len(node.sync.transport.pending) == raft_guard.MAX_PENDING_PER_IP + 1
     finally:
@@ -204,14 +215,16 @@ async def test_peers_still_exchange_messages_larger_than_the_stranger_cap(
     caplog.set_level(logging.WARNING, logger="octctl.state.raft_guard")
     nodes = open_nodes(tmp_path, 3)
     try:
-        await wait_for(lambda: any(n.is_leader() for n in nodes), "a leader")
+        await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
         leader = next(n for n in nodes if n.is_leader())
         follower = next(n for n in nodes if n is not leader)
         await leader.execute(kv_command("kv_put", key="k", value="v"))
         pad = base64.b64encode(os.urandom(3 * 1024 * 1024 * 3 // 4)).decode()  # deflates little
         await follower.execute({"op": "noop", "args": {"pad": pad}}, timeout=20)
         await follower.execute(kv_command("kv_put", key="after", value="big"), timeout=20)
-        await wait_for(lambda: all(n.machine.kv_get("after") is not None for n in nodes), "every replica")
+        await wait_until_async(
+            lambda: all(n.machine.kv_get("after") is not None for n in nodes), message="every replica"
+        )
         assert {n.machine.state_hash() for n in nodes} == {leader.machine.state_hash()}
         assert "raft:" not in caplog.text  # no connection was refused
     finally:
@@ -225,7 +238,7 @@ async def test_an_entry_over_the_cap_is_refused_when_proposed(
     monkeypatch.setattr(raft_guard, "MAX_ENTRY", 100_000)
     (node,) = open_nodes(tmp_path, 1)
     try:
-        await wait_for(node.is_leader, "a leader")
+        await wait_until_async(node.is_leader, message="a leader")
         with pytest.raises(RaftUnavailable, match="reason 6"):
             await node.execute({"op": "noop", "args": {"pad": "x" * 200_000}})
         await node.execute(kv_command("kv_put", key="k", value="small"))

@@ -20,6 +20,7 @@ from octctl.state import pysyncobj_adapter, raft_wire
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode
 from octctl.state.raft_wire import COMPRESS_FROM, RaftCipher
+from tests.wait import wait_until_async
 
 
 def test_a_frame_opens_with_the_same_secret_in_another_process() -> None:
@@ -94,15 +95,6 @@ def free_addresses(count: int) -> list[str]:
             s.close()
 
 
-async def wait_for(check: object, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_three_replicas_commit_and_followers_learn_of_a_lone_commit(tmp_path: Path) -> None:
     """Sealed frames carry a real group's traffic. The leader holds commit notices back for a next
     write to carry (NOTICE_DELAY); after the last write there is none, and the followers must still
@@ -114,14 +106,14 @@ async def test_three_replicas_commit_and_followers_learn_of_a_lone_commit(tmp_pa
         (tmp_path / str(i)).mkdir()
         nodes.append(RaftNode(address, addresses, tmp_path / str(i), "s3cret", loop))
     try:
-        await wait_for(lambda: any(n.is_leader() for n in nodes), "a leader")
+        await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
         leader = next(n for n in nodes if n.is_leader())
         followers = [n for n in nodes if n is not leader]
         for i in range(20):
             await leader.execute(kv_command("kv_put", key="k", value=str(i)))
         await leader.execute(kv_command("kv_put", key="last", value="lone"))
-        await wait_for(
-            lambda: all(f.machine.kv_get("last") is not None for f in followers), "followers to apply"
+        await wait_until_async(
+            lambda: all(f.machine.kv_get("last") is not None for f in followers), message="followers to apply"
         )
         assert {f.machine.state_hash() for f in followers} == {leader.machine.state_hash()}
         assert leader.sync.transport.commit_index_sent == leader.sync.raftCommitIndex
@@ -140,14 +132,18 @@ async def test_a_replica_with_another_secret_gets_nothing(tmp_path: Path) -> Non
         secret = "other" if i == 2 else "s3cret"
         nodes.append(RaftNode(address, addresses, tmp_path / str(i), secret, loop))
     try:
-        await wait_for(lambda: nodes[0].is_leader() or nodes[1].is_leader(), "a leader of the two")
+        await wait_until_async(
+            lambda: nodes[0].is_leader() or nodes[1].is_leader(), message="a leader of the two"
+        )
         leader = nodes[0] if nodes[0].is_leader() else nodes[1]
         follower = nodes[1] if leader is nodes[0] else nodes[0]
         await leader.execute(kv_command("kv_put", key="k", value="v"))
         await leader.execute(kv_command("kv_put", key="k2", value="v"))
         # The good follower applying a later write proves the leader has sent "k" to every member
         # in the rounds since: the outsider had its chance and must still hold nothing.
-        await wait_for(lambda: follower.machine.kv_get("k2") is not None, "the follower to apply")
+        await wait_until_async(
+            lambda: follower.machine.kv_get("k2") is not None, message="the follower to apply"
+        )
         assert nodes[2].machine.kv_get("k") is None
         assert not nodes[2].is_leader()
     finally:

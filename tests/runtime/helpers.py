@@ -1,15 +1,11 @@
-"""Helpers shared by the runtime tests: free ports, bounded polling and plain HTTP over loopback."""
+"""Helpers shared by the runtime tests: free ports and plain HTTP over loopback (polling is
+:func:`tests.wait.wait_until`)."""
 
 from __future__ import annotations
 
 import socket
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -17,20 +13,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(
-    probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll until ``probe`` returns something truthy; the deadline only bounds a hung test."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what or probe!r}; last value: {last!r}")
 
 
 def http_get(url: str, timeout: float = 2.0) -> str | None:

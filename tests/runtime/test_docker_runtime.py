@@ -28,8 +28,9 @@ from octctl.runtime.base import (
     RuntimeFailure,
 )
 from octctl.runtime.docker import DockerRuntime, container_name
+from tests.wait import wait_until
 
-from .helpers import free_port, http_get, wait_for
+from .helpers import free_port, http_get
 
 pytestmark = pytest.mark.docker
 
@@ -85,7 +86,7 @@ def find_status(
     service: str,
     when: Callable[[InstanceStatus], bool] = lambda _: True,
 ) -> InstanceStatus | None:
-    """The service's status if it satisfies ``when`` (a probe for :func:`wait_for`)."""
+    """The service's status if it satisfies ``when`` (a check for :func:`~tests.wait.wait_until`)."""
     status = next((s for s in runtime.list(project) if s.service == service), None)
     return status if status is not None and when(status) else None
 
@@ -108,9 +109,9 @@ def test_apply_runs_the_service_with_env_limits_and_labels(
     assert status.state == "running", status
     assert (status.project, status.service, status.runtime) == (project, "web", "docker")
     assert (status.deployment, status.spec_hash) == ("d1", "h1")
-    index = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/"), what="httpd index page")
+    index = wait_until(lambda: http_get(f"http://127.0.0.1:{port}/"), message="httpd index page")
     assert "oct-test busybox" in index
-    greeting = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/greeting"), what="greeting")
+    greeting = wait_until(lambda: http_get(f"http://127.0.0.1:{port}/greeting"), message="greeting")
     assert greeting.strip() == "hello-from-env"
 
     container = docker_client.containers.get(container_name(project, "web"))
@@ -151,7 +152,7 @@ def test_same_hash_is_left_alone_and_a_new_hash_replaces(
     with pytest.raises(NotFound):
         docker_client.containers.get(first_id)
     # The replacement got the same host port, which only works if the old one was removed first.
-    assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/"), what="replacement serving")
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/"), message="replacement serving")
 
 
 def test_remove_deletes_and_is_idempotent(
@@ -181,9 +182,9 @@ def test_crash_loop_shows_exit_code_restarts_and_log_tail(
 ) -> None:
     runtime.apply(make_spec(project, service="job", command=["sh", "-c", "echo boom; exit 3"]))
 
-    looping = wait_for(
+    looping = wait_until(
         lambda: find_status(runtime, project, "job", lambda s: s.restarts >= 1 and s.exit_code == 3),
-        what="the crash loop to be visible",
+        message="the crash loop to be visible",
     )
     assert looping.state in ("restarting", "running", "exited")
 
@@ -220,7 +221,9 @@ def test_logs_returns_the_tail(runtime: DockerRuntime, project: str) -> None:
         make_spec(project, command=["sh", "-c", "for i in 1 2 3 4 5 6; do echo line$i; done; sleep 60"])
     )
 
-    lines = wait_for(lambda: runtime.logs(project, "web", tail=3) == ["line4", "line5", "line6"], what="logs")
+    lines = wait_until(
+        lambda: runtime.logs(project, "web", tail=3) == ["line4", "line5", "line6"], message="logs"
+    )
     assert lines
     assert runtime.logs(project, "absent") == []
 

@@ -17,8 +17,9 @@ import pytest
 
 from octctl.runtime.base import InstanceSpec, InstanceStatus, RuntimeFailure
 from octctl.runtime.process import RECOVERED_ERROR, ProcessRuntime, ServiceUser
+from tests.wait import wait_until
 
-from .helpers import free_port, http_get, pid_alive, wait_for
+from .helpers import free_port, http_get, pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +77,7 @@ def server_spec(port: int, **overrides: Any) -> InstanceSpec:
 def find_status(
     runtime: ProcessRuntime, service: str, when: Callable[[InstanceStatus], bool] = lambda _: True
 ) -> InstanceStatus | None:
-    """The service's status if it satisfies ``when`` (a probe for :func:`wait_for`)."""
+    """The service's status if it satisfies ``when`` (a check for :func:`~tests.wait.wait_until`)."""
     status = next((s for s in runtime.list("demo") if s.service == service), None)
     return status if status is not None and when(status) else None
 
@@ -89,7 +90,9 @@ def test_child_serves_http_with_the_spec_env(runtime: ProcessRuntime) -> None:
     assert status.state == "running", status
     assert (status.project, status.service, status.runtime) == ("demo", "web", "process")
     assert (status.deployment, status.spec_hash) == ("d1", "h1")
-    assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/"), what="HTTP answer") == "hello-from-env"
+    assert (
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/"), message="HTTP answer") == "hello-from-env"
+    )
 
 
 def test_env_values_never_reach_the_record(runtime: ProcessRuntime, tmp_path: Path) -> None:
@@ -113,7 +116,7 @@ def test_the_daemon_environment_is_not_passed_on(
 
     runtime.apply(make_spec(command=dump, env={"PORT": "8080", "GREETING": "hi"}))
 
-    line = wait_for(lambda: next(iter(runtime.logs("demo", "web")), None), what="the env line")
+    line = wait_until(lambda: next(iter(runtime.logs("demo", "web")), None), message="the env line")
     env = json.loads(line)
     env.pop("LC_CTYPE", None)  # Python's own locale coercion may add it in the child
     path = env.pop("PATH")
@@ -149,14 +152,14 @@ def test_killed_child_is_restarted(runtime: ProcessRuntime) -> None:
 
     os.kill(first_pid, signal.SIGKILL)
 
-    restarted = wait_for(
+    restarted = wait_until(
         lambda: find_status(runtime, "web", lambda s: s.state == "running" and s.restarts == 1),
-        what="the restart",
+        message="the restart",
     )
     assert restarted.exit_code is None
     new_pid = runtime.pid("demo", "web")
     assert new_pid is not None and new_pid != first_pid
-    assert wait_for(lambda: http_get(f"http://127.0.0.1:{port}/"), what="HTTP after restart")
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{port}/"), message="HTTP after restart")
 
 
 def test_crash_loop_is_never_reported_running(runtime: ProcessRuntime) -> None:
@@ -167,7 +170,7 @@ def test_crash_loop_is_never_reported_running(runtime: ProcessRuntime) -> None:
     assert status.state in ("restarting", "exited"), status
     assert status.exit_code == 3
     assert "boom" in status.log_tail
-    looping = wait_for(lambda: find_status(runtime, "web", lambda s: s.restarts >= 2), what="restarts")
+    looping = wait_until(lambda: find_status(runtime, "web", lambda s: s.restarts >= 2), message="restarts")
     assert looping.state != "running"
 
 
@@ -193,7 +196,7 @@ def test_same_hash_is_left_alone_and_a_new_hash_replaces(runtime: ProcessRuntime
     assert replaced.state == "running"
     assert (replaced.deployment, replaced.spec_hash) == ("d2", "h2")
     assert runtime.pid("demo", "web") not in (None, first_pid)
-    assert wait_for(lambda: not pid_alive(first_pid), what="the old child to be gone")
+    assert wait_until(lambda: not pid_alive(first_pid), message="the old child to be gone")
 
 
 def test_remove_kills_the_whole_process_group(runtime: ProcessRuntime, tmp_path: Path) -> None:
@@ -208,16 +211,16 @@ def test_remove_kills_the_whole_process_group(runtime: ProcessRuntime, tmp_path:
     runtime.apply(make_spec(command=[sys.executable, "-c", parent]))
     pid = runtime.pid("demo", "web")
     assert pid is not None
-    line = wait_for(
+    line = wait_until(
         lambda: next((ln for ln in runtime.logs("demo", "web") if ln.startswith("grandchild")), None),
-        what="the grandchild's pid",
+        message="the grandchild's pid",
     )
     grandchild = int(line.split()[1])
     assert pid_alive(grandchild)
 
     runtime.remove("demo", "web")
 
-    assert wait_for(lambda: not pid_alive(pid) and not pid_alive(grandchild), what="the group to die")
+    assert wait_until(lambda: not pid_alive(pid) and not pid_alive(grandchild), message="the group to die")
     assert runtime.list("demo") == []
     assert not (tmp_path / "state" / "demo-web.json").exists()
     assert (tmp_path / "state" / "demo-web.log").exists()  # logs outlive the instance
@@ -232,7 +235,7 @@ def test_logs_tail(runtime: ProcessRuntime) -> None:
     ]
     runtime.apply(make_spec(command=chatty))
 
-    assert wait_for(lambda: runtime.logs("demo", "web", tail=3) == ["line 497", "line 498", "line 499"])
+    assert wait_until(lambda: runtime.logs("demo", "web", tail=3) == ["line 497", "line 498", "line 499"])
     assert len(runtime.logs("demo", "web")) == 50
     assert runtime.logs("demo", "absent") == []
 
@@ -314,7 +317,7 @@ def test_workdir_and_stale_record_of_an_unrelated_pid(tmp_path: Path) -> None:
             workdir.mkdir()
             pwd = [sys.executable, "-c", "import os, time; print(os.getcwd(), flush=True); time.sleep(120)"]
             rt.apply(make_spec(spec_hash="h2", command=pwd, workdir=str(workdir)))
-            assert wait_for(lambda: rt.logs("demo", "web") == [str(workdir)], what="cwd line")
+            assert wait_until(lambda: rt.logs("demo", "web") == [str(workdir)], message="cwd line")
         finally:
             rt.close()
     finally:

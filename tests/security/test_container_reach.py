@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from octctl.providers.local.provider import (
 )
 from octctl.runtime import firewall
 from tests.dns.test_container_resolution import bridge_gateway, free_port
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e, pytest.mark.docker]
 
@@ -91,11 +91,12 @@ def guarded_node(
     assert pid is not None
     log = nodes_dir(root) / settings.node / "oct-ctl.log"
     try:
-        deadline = time.monotonic() + 30
-        while not listening(gateway, settings.api_port):
+
+        def serving() -> bool:
             assert pid_alive(pid), f"oct-ctl exited:\n{log.read_text(errors='replace')[-3000:]}"
-            assert time.monotonic() < deadline, "the node never served its API"
-            time.sleep(0.2)
+            return listening(gateway, settings.api_port)
+
+        wait_until(serving, timeout=30, interval=0.2, message="the node to serve its API")
         yield Target(gateway, settings.raft_port, settings.api_port, dns_port)
     finally:
         stop_node(root, settings.node)
@@ -133,10 +134,12 @@ def other_node(guarded_node: Target) -> Iterator[str]:
             [*inside, "sh", "-c", loops + " & wait"], start_new_session=True, stdout=subprocess.DEVNULL
         )
         try:
-            deadline = time.monotonic() + 10
-            while not all(listening(OTHER_SIDE, p) for p in ports):
-                assert time.monotonic() < deadline, "the other node's listeners never came up"
-                time.sleep(0.1)
+            wait_until(
+                lambda: all(listening(OTHER_SIDE, p) for p in ports),
+                timeout=10,
+                interval=0.1,
+                message="the other node's listeners to come up",
+            )
             yield OTHER_SIDE
         finally:
             with contextlib.suppress(ProcessLookupError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import time
 
 import pytest
 
@@ -20,6 +19,7 @@ from octctl.providers.local.provider import octctl_pids
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, services_by_name
 from tests.security.one_node import one_sleeper, the_node
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -93,10 +93,13 @@ def test_a_process_service_cannot_read_the_node_secrets_or_the_daemon_env(  # ty
     sleeper = services_by_name(project.status())["sleeper"]
     assert sleeper["state"] == "running", sleeper
 
-    deadline = time.monotonic() + 30
-    while "attack done" not in (out := project.oct("logs", "sleeper").stdout):
-        assert time.monotonic() < deadline, f"the attacker never finished:\n{out}"
-        time.sleep(0.5)
+    out = wait_until(
+        lambda: project.oct("logs", "sleeper").stdout,
+        until=lambda out: "attack done" in out,
+        timeout=30,
+        interval=0.5,
+        message="the attacker to finish",
+    )
     (log_file,) = node.folder.glob(f"processes/{PROJECT}-sleeper.log")
     for text in (out, log_file.read_text()):
         lines = text.splitlines()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from octctl.providers.local.provider import pid_alive
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, services_by_name
 from tests.security.one_node import one_sleeper, the_node
+from tests.wait import wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.e2e]
 
@@ -69,10 +69,7 @@ def test_a_forged_huge_term_does_not_wedge_the_node(make_project) -> None:  # ty
     # ...and again after the node process restarts (from its files, as `oct deploy` does).
     pid = int((node.folder / "oct-ctl.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid):
-        assert time.monotonic() < deadline, "the node did not die"
-        time.sleep(0.05)
+    wait_until(lambda: not pid_alive(pid), timeout=10, message="the node to die")
     project.edit("time.sleep(601)", "time.sleep(602)")
     deployed(project, "time.sleep(602)")
     assert HUGE not in node.fence_file()

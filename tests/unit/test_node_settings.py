@@ -11,6 +11,7 @@ import pytest
 from octctl.node_settings import NodeSettings, Secrets, read_node_files, write_node_files
 from octctl.providers.aws.provider import AwsProvider
 from octctl.providers.aws.settings import AwsNodeSettings
+from octctl.providers.local import provider as local_provider
 from octctl.providers.local.provider import LocalProvider, local_node_settings
 from octctl.providers.local.settings import LocalSettings
 from octctl.providers.registry import BadProviderSection, build_provider, provider_settings
@@ -51,13 +52,15 @@ OLD_NO_ROOT = """{"node": "node-3", "cluster": "c1", "address": "127.0.0.3", "cp
   "provider": "local", "provider_root": null, "aws": null}"""
 
 
-def test_an_old_local_node_json_loads_into_the_local_section() -> None:
+def test_an_old_local_node_json_loads_into_the_local_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The DNS port a new local node gets depends on what this machine has free: not the point here.
+    monkeypatch.setattr(local_provider, "local_dns_port", lambda address: 53)
     settings = NodeSettings.model_validate_json(OLD_LOCAL)
     assert provider_settings(settings.provider) == LocalSettings(root="/home/me/shop/.oct")
     assert (settings.node, settings.join, settings.dns_port) == ("node-7", ["127.0.0.2:31888"], 53)
     assert settings == local_node_settings(
         Path("/home/me/shop/.oct"), "127.0.0.7", "c-1a2b3c4d", 4000, 4096, ["127.0.0.2:31888"]
-    ).model_copy(update={"dns_port": 53})
+    )
     provider = build_provider(settings)
     assert isinstance(provider, LocalProvider) and provider.root == Path("/home/me/shop/.oct")
 
@@ -92,8 +95,11 @@ def test_the_new_file_names_the_kind_and_reads_back(tmp_path: Path) -> None:
     assert read_node_files(tmp_path) == (old, secrets)
 
 
-def test_settings_built_in_code_equal_the_same_settings_read_back(tmp_path: Path) -> None:
+def test_settings_built_in_code_equal_the_same_settings_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The AWS bootstrap keeps node files that are up to date by comparing them so."""
+    monkeypatch.setattr(local_provider, "local_dns_port", lambda address: 53)
     settings = local_node_settings(tmp_path, "127.0.0.9", "c1", 1000, 512, [])
     written = json.loads(settings.model_dump_json())
     assert written["provider"] == {"kind": "local", "root": str(tmp_path)}
