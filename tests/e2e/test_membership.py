@@ -45,31 +45,30 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
 
     leader_api = f"{leader['address']}:{leader['api_port']}"
 
-    def replaced_and_running(seen: tuple[dict, str]) -> bool:
-        status, logs = seen
+    def replaced_and_running(seen: tuple[dict, str, list[str]]) -> bool:
+        status, logs, current = seen
         gone = f"node {victim['id']} unreachable for"
         # The replacement may reuse the freed address (and so the node name): what proves it is a
-        # new machine is the leader provisioning one after it gave up on the victim.
+        # new machine is the leader provisioning one after it gave up on the victim. A node reports
+        # ready as soon as it answers; its admission to Raft is committed a moment later.
         return (
             gone in logs
             and "provisioned node" in logs[logs.index(gone) :]
             and len(status["nodes"]) == 3
             and all(n["status"] == "ready" for n in status["nodes"])
             and all(s["state"] == "running" for s in status["services"])
+            and sorted(current) == sorted(f"{n['address']}:31889" for n in status["nodes"])
         )
 
-    status, _logs = wait_until(
-        lambda: (project.status(), project.node_logs()),
+    status, _logs, _members = wait_until(
+        lambda: (project.status(), project.node_logs(), members(http, leader_api, token)),
         until=replaced_and_running,
         timeout=90,
         interval=0.5,
-        message="the leader to provision a replacement and every service to run",
+        message="the leader to provision a replacement, admit it to Raft and run every service",
     )
-    nodes = {n["id"]: n for n in status["nodes"]}
     services = services_by_name(status)
 
-    current = members(http, leader_api, token)
-    assert sorted(current) == sorted(f"{n['address']}:31889" for n in nodes.values())
     assert not any(pid_alive(pid) for pid in children), "what the dead node ran must not linger"
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
     assert f"node {victim['id']} unreachable for" in project.node_logs()
