@@ -78,6 +78,11 @@ class Haproxy:
         return self._process is not None and self._process.returncode is None
 
     @property
+    def served(self) -> IngressRoutes | None:
+        """The routes the proxy serves, as HAProxy confirmed them (None: unknown or stopped)."""
+        return self._served
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self.running and self._process is not None else None
 
