@@ -20,7 +20,6 @@ import json
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,6 +128,7 @@ def nginx_proxy(folder: Path, upstreams: list[Upstream]) -> Iterator[str]:
 @dataclass
 class Figures:
     target: str
+    clients: int
     round_no: int
     requests_per_s: float
     p50_ms: float
@@ -139,19 +139,9 @@ class Figures:
 
 def wrk(url: str, target: str, clients: int, duration: float, round_no: int, script: Path) -> Figures:
     check_loopback(url)
-    cmd = [
-        "wrk",
-        "-t",
-        "2",
-        "-c",
-        str(clients),
-        "-d",
-        f"{duration:.0f}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(script),
-    ]
+    threads = min(2, clients)  # one per core; wrk needs a connection per thread
+    cmd = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:.0f}s", "--timeout", "5s"]
+    cmd += ["-s", str(script)]
     proc = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=duration + 60)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
@@ -160,6 +150,7 @@ def wrk(url: str, target: str, clients: int, duration: float, round_no: int, scr
     errors = f["status_errors"] + f["socket_errors"]
     return Figures(
         target=target,
+        clients=clients,
         round_no=round_no,
         requests_per_s=round((f["requests"] - errors) / (f["duration_us"] / 1e6), 1),
         p50_ms=f["p50_us"] / 1000,
@@ -184,7 +175,7 @@ async def replace_all(
     return reloads
 
 
-def rolling_replacement(
+async def rolling_replacement(
     folder: Path, proxy: Haproxy, upstreams: list[Upstream], duration: float
 ) -> dict[str, object]:
     """wrk through the ingress while all three instances are replaced; then the old ones stop."""
@@ -211,9 +202,9 @@ def rolling_replacement(
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(min(1.0, duration / 4))
-        reloads = asyncio.run(replace_all(proxy, port, upstreams, fresh, pause=duration / 8))
-        out, err = run.communicate(timeout=duration + 60)
+        await asyncio.sleep(min(1.0, duration / 4))
+        reloads = await replace_all(proxy, port, upstreams, fresh, pause=duration / 8)
+        out, err = await asyncio.to_thread(run.communicate, timeout=duration + 60)
     line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise BenchError(f"wrk during the replacement failed: {err.strip()[:300]}")
@@ -238,62 +229,71 @@ def main() -> None:
     for tool, package in (("haproxy", "haproxy"), ("nginx", "nginx"), ("wrk", "wrk")):
         find_tool(tool, package)
     with tempfile.TemporaryDirectory(prefix="oct-bench-ingress-") as tmp:
-        folder = Path(tmp)
-        script = folder / "get.lua"
-        script.write_text(WRK_DONE)
-        runs: list[Figures] = []
-        with instances(folder, 3) as upstreams, nginx_proxy(folder, upstreams) as nginx_url:
-            proxy = Haproxy(folder / "ingress")
-            port = free_port()
-            try:
-                asyncio.run(
-                    proxy.apply(IngressRoutes(ADDRESS, (Route("web", port, upstreams=tuple(upstreams)),)))
-                )
-                targets = {
-                    "oct": f"http://{ADDRESS}:{port}/",
-                    "nginx": nginx_url,
-                    "direct": f"http://{ADDRESS}:{upstreams[0].port}/",
-                }
-                wait_all_http(list(targets.values()), timeout=20)
-                for round_no in range(args.rounds):
+        emit(asyncio.run(measure(Path(tmp), args)))
+
+
+async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Alternating rounds of the three targets, then the replacement run; the summary."""
+    script = folder / "get.lua"
+    script.write_text(WRK_DONE)
+    runs: list[Figures] = []
+    with instances(folder, 3) as upstreams, nginx_proxy(folder, upstreams) as nginx_url:
+        proxy = Haproxy(folder / "ingress")
+        port = free_port()
+        try:
+            await proxy.apply(IngressRoutes(ADDRESS, (Route("web", port, upstreams=tuple(upstreams)),)))
+            targets = {
+                "oct": f"http://{ADDRESS}:{port}/",
+                "nginx": nginx_url,
+                "direct": f"http://{ADDRESS}:{upstreams[0].port}/",
+            }
+            wait_all_http(list(targets.values()), timeout=20)
+            for round_no in range(args.rounds):
+                for clients in (args.clients, 1):  # throughput under load; what one request pays
                     for name, url in targets.items():
-                        runs.append(wrk(url, name, args.clients, args.duration, round_no, script))
-                        last = runs[-1]
-                        log(f"round {round_no} {name}: {last.requests_per_s:.0f} req/s p50 {last.p50_ms} ms")
-                replacement = rolling_replacement(folder, proxy, upstreams, max(args.duration, 4.0))
-                log(f"replacement: {replacement}")
-            finally:
-                asyncio.run(proxy.stop())
-    emit(summary(runs, replacement, args))
+                        run = await asyncio.to_thread(
+                            wrk, url, name, clients, args.duration, round_no, script
+                        )
+                        runs.append(run)
+                        rps, p50 = run.requests_per_s, run.p50_ms
+                        log(f"round {round_no} {name} x{clients}: {rps:.0f} req/s p50 {p50} ms")
+            replacement = await rolling_replacement(folder, proxy, upstreams, max(args.duration, 4.0))
+            log(f"replacement: {replacement}")
+        finally:
+            await proxy.stop()
+    return summary(runs, replacement, args)
 
 
 def summary(
     runs: list[Figures], replacement: dict[str, object], args: argparse.Namespace
 ) -> dict[str, object]:
-    def med(target: str, field: str) -> float:
-        return median(getattr(r, field) for r in runs if r.target == target)
+    """Throughput from the loaded runs (paired by round), latency added from the one-client runs."""
 
-    ratios = [
-        oct_run.requests_per_s / nginx_run.requests_per_s
-        for oct_run in runs
-        if oct_run.target == "oct"
-        for nginx_run in runs
-        if nginx_run.target == "nginx" and nginx_run.round_no == oct_run.round_no
-    ]
-    throughput_ratio = median(ratios)
-    added_p50 = round(med("oct", "p50_ms") - med("direct", "p50_ms"), 3)
+    def pick(target: str, clients: int) -> list[Figures]:
+        return [r for r in runs if r.target == target and r.clients == clients]
+
+    def med(target: str, clients: int, field: str) -> float:
+        return median(getattr(r, field) for r in pick(target, clients))
+
+    loaded = args.clients
+    nginx_by_round = {r.round_no: r for r in pick("nginx", loaded)}
+    throughput_ratio = median(
+        r.requests_per_s / nginx_by_round[r.round_no].requests_per_s for r in pick("oct", loaded)
+    )
+    added_p50 = round(med("oct", 1, "p50_ms") - med("direct", 1, "p50_ms"), 3)
     return {
         "benchmark": "ingress",
-        "clients": args.clients,
+        "clients": loaded,
         "rounds": args.rounds,
-        "oct_rps": med("oct", "requests_per_s"),
-        "nginx_rps": med("nginx", "requests_per_s"),
-        "direct_rps": med("direct", "requests_per_s"),
+        "oct_rps": med("oct", loaded, "requests_per_s"),
+        "nginx_rps": med("nginx", loaded, "requests_per_s"),
+        "direct_rps": med("direct", loaded, "requests_per_s"),
         "throughput_vs_nginx": throughput_ratio,
-        "oct_p50_ms": med("oct", "p50_ms"),
-        "oct_p99_ms": med("oct", "p99_ms"),
-        "nginx_p50_ms": med("nginx", "p50_ms"),
-        "direct_p50_ms": med("direct", "p50_ms"),
+        "oct_p99_ms": med("oct", loaded, "p99_ms"),
+        "nginx_p99_ms": med("nginx", loaded, "p99_ms"),
+        "oct_p50_ms_1_client": med("oct", 1, "p50_ms"),
+        "nginx_p50_ms_1_client": med("nginx", 1, "p50_ms"),
+        "direct_p50_ms_1_client": med("direct", 1, "p50_ms"),
         "added_p50_ms": added_p50,
         "errors": sum(r.errors for r in runs),
         "replacement": replacement,
