@@ -1,0 +1,211 @@
+"""HAProxy as one node's ingress: started, reconfigured and stopped by oct-ctl.
+
+Why HAProxy and not Caddy (see docs/ingress.md): it forwards plain TCP (Postgres, Redis) as well as
+HTTP, it speaks mutual TLS at layer 4 (the service mesh needs it; Debian's Caddy has no layer-4
+module), and it is small and fast. Certificates come from the leader's ACME client, shared
+through Raft, instead of each node's proxy asking the CA on its own.
+
+Why whole-file reloads rather than the runtime API: in master-worker mode a reload re-executes the
+master with the new file and hands the listening sockets to the new worker, so no connection is
+refused; the old worker finishes what it carries (an idle keep-alive connection is closed after
+its next answer, ``option idle-close-on-response``), so a reload loses no request; and the file
+stays the one truth, where a change made through the runtime API would be lost on the next reload.
+A configuration is checked (``haproxy -c``) before it replaces the served one, so a bad one never
+takes the ingress down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from importlib.resources import files
+from pathlib import Path
+
+from octctl import procfs
+from octctl.ingress.routes import IngressRoutes
+
+log = logging.getLogger(__name__)
+
+#: How long an old worker may finish what it carries after a reload or a stop.
+DRAIN_SECONDS = 30
+#: How long HAProxy may take to start a worker (parse, bind) before oct-ctl gives up on it.
+START_TIMEOUT = 10.0
+
+
+class IngressError(Exception):
+    """HAProxy refused a configuration, or did not start or reload."""
+
+
+def render(routes: IngressRoutes, drain_seconds: int = DRAIN_SECONDS) -> str:
+    """The configuration; connection limits follow the file-descriptor limit HAProxy is given."""
+    import jinja2  # only nodes that serve a public port render
+
+    template = files("octctl.ingress").joinpath("haproxy.cfg.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return env.from_string(template).render(
+        address=routes.address,
+        routes=routes.routes,
+        drain_seconds=drain_seconds,
+    )
+
+
+class Haproxy:
+    """The HAProxy master of one node, in ``directory`` (private: its control socket is there).
+
+    Contract: :meth:`apply` makes the proxy serve exactly the given routes (starting it, reloading
+    it, or stopping it when there is nothing to serve: HAProxy will not run without a listener);
+    it returns without change when the routes are the ones served. :meth:`stop` stops it and is
+    safe to repeat. A master left by an oct-ctl that was killed is found by its pid file and
+    replaced, so two never compete for the same ports.
+    """
+
+    def __init__(self, directory: Path, binary: str = "haproxy", drain_seconds: int = DRAIN_SECONDS) -> None:
+        self.directory = directory
+        self.binary = binary
+        self.drain_seconds = drain_seconds
+        self.config_path = directory / "haproxy.cfg"
+        self.master_socket = directory / "master.sock"
+        self.pid_file = directory / "haproxy.pid"
+        self.log_path = directory / "haproxy.log"
+        self._process: asyncio.subprocess.Process | None = None
+        self._served: IngressRoutes | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def served(self) -> IngressRoutes | None:
+        """The routes the proxy serves, as HAProxy confirmed them (None: unknown or stopped)."""
+        return self._served
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
+    async def apply(self, routes: IngressRoutes) -> bool:
+        """Serve ``routes``; True if the proxy changed."""
+        if not routes.routes:
+            was_running = self.running
+            await self.stop()
+            self._served = routes
+            return was_running
+        if routes == self._served and self.running:
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        candidate = self.config_path.with_name(self.config_path.name + ".new")
+        candidate.write_text(render(routes, self.drain_seconds))
+        await self._check(candidate)
+        os.replace(candidate, self.config_path)
+        self._served = None  # until HAProxy confirms: a failed reload leaves the old worker serving
+        if self.running:
+            await self._reload()
+        else:
+            await self._start()
+        self._served = routes
+        return True
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        self._served = None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), START_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await self._stop_leftover()
+
+    async def _check(self, config: Path) -> None:
+        checker = await asyncio.create_subprocess_exec(
+            self.binary, "-c", "-q", "-f", str(config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await checker.communicate()
+        if checker.returncode != 0:
+            raise IngressError(f"haproxy refused {config}: {output.decode(errors='replace').strip()}")
+
+    async def _start(self) -> None:
+        await self._stop_leftover()
+        self.master_socket.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as out:
+            self._process = await asyncio.create_subprocess_exec(
+                self.binary, "-W", "-S", f"{self.master_socket},mode,600",
+                "-f", str(self.config_path), "-p", str(self.pid_file),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,  # a Ctrl-C meant for a foreground oct-ctl is not the proxy's
+            )  # fmt: skip
+        await self._wait_for_worker(reloads=0)
+        log.info("ingress: haproxy %d serving %s", self._process.pid, self.config_path)
+
+    async def _reload(self) -> None:
+        assert self._process is not None
+        reloads, failed = await self._reload_counts()
+        self._process.send_signal(signal.SIGUSR2)
+        now_failed = await self._wait_for_worker(reloads=reloads + 1)
+        if now_failed > failed:
+            raise IngressError(f"haproxy failed to reload {self.config_path}: see {self.log_path}")
+
+    async def _wait_for_worker(self, reloads: int) -> int:
+        """Wait until the master has done ``reloads`` reloads and runs a worker; its failed count."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while True:
+            if not self.running:
+                raise IngressError(f"haproxy exited (code {self._returncode()}): see {self.log_path}")
+            with contextlib.suppress(OSError, ValueError):
+                done, failed = await self._reload_counts()
+                if done >= reloads and await self._has_worker():
+                    return failed
+            if loop.time() > deadline:
+                raise IngressError(f"haproxy did not start a worker within {START_TIMEOUT:.0f}s")
+            await asyncio.sleep(0.05)
+
+    def _returncode(self) -> int | None:
+        return self._process.returncode if self._process is not None else None
+
+    async def _reload_counts(self) -> tuple[int, int]:
+        """The master's ``<reloads> [failed: <n>]`` from ``show proc``."""
+        for line in (await self._ask("show proc")).splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[1] == "master":
+                return int(fields[2]), int(fields[4].rstrip("]"))
+        raise ValueError("no master line in show proc")
+
+    async def _has_worker(self) -> bool:
+        answer = await self._ask("show proc")
+        workers = answer.partition("# workers")[2].partition("# programs")[0]
+        return any(line.split()[1:2] == ["worker"] for line in workers.splitlines() if line.strip())
+
+    async def _ask(self, command: str) -> str:
+        """One command on the master's control socket (a Unix socket in the node's private folder)."""
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.master_socket), 2.0)
+        try:
+            # The master keeps a connection open after answering; "quit" makes it close, so EOF ends it.
+            writer.write(command.encode() + b";quit\n")
+            await writer.drain()
+            return (await asyncio.wait_for(reader.read(), 2.0)).decode(errors="replace")
+        finally:
+            writer.close()
+
+    async def _stop_leftover(self) -> None:
+        """Stop a master an earlier oct-ctl started with this folder's configuration, if it is alive."""
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        argv = procfs.cmdline(pid) or []
+        if str(self.config_path) in argv and (self._process is None or self._process.pid != pid):
+            log.info("ingress: stopping haproxy %d left by an earlier oct-ctl", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + START_TIMEOUT
+            while procfs.pid_alive(pid) and loop.time() < deadline:  # its ports are free once it is gone
+                await asyncio.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
