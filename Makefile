@@ -65,7 +65,7 @@ bench: dev
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 bench-deps:
-	apt-get install -y docker-compose dnsperf dnsmasq-base etcd-server wrk
+	apt-get install -y docker-compose dnsperf dnsmasq-base etcd-server wrk haproxy nginx
 
 ## Fault injection (root: network namespaces): SEEDS seeds from 1 with a summary; SEED=17 (or 1,5-9) replays.
 SEEDS ?= 10
