@@ -36,7 +36,9 @@ def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, 
 
 
 def demand(service: Service) -> Demand:
-    port = service.host_port
+    """What the service needs of a node. A public service's ``external_port`` is the ingress's on
+    every node, and its instance gets an instance port, so only an internal-only port is claimed."""
+    port = service.host_port if service.public_port is None else None
     return Demand(
         service=service.name,
         cpus=service.cpus,
@@ -126,8 +128,12 @@ def instance_spec(
     node: NodeRecord,
     known: Mapping[str, Mapping[str, str | int]],
     rollout: Rollout,
+    instance_port: int | None = None,
 ) -> InstanceSpec | None:
-    """The rendered spec, or None while a service it references has no placement yet."""
+    """The rendered spec, or None while a service it references has no placement yet, or while a
+    public service has no instance port (it listens there; the ingress serves ``external_port``)."""
+    if service.public_port is not None and instance_port is None:
+        return None
     texts = [*service.envs.values(), service.command or ""]
     if any(ref not in known for text in texts for ref, _ in service_refs(text)):
         return None
@@ -137,7 +143,7 @@ def instance_spec(
     except (ConfigError, ValueError):
         return None
     ports: list[PortMapping] = []
-    port = service.host_port
+    port = instance_port if service.public_port is not None else service.host_port
     if service.runtime == "docker" and service.internal_port and port:
         ports.append(
             PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port)
@@ -180,7 +186,11 @@ def instance_spec(
 
 
 def instance_specs(
-    config: Config, placements: Mapping[str, str], nodes: Mapping[str, NodeRecord], rollout: Rollout
+    config: Config,
+    placements: Mapping[str, str],
+    nodes: Mapping[str, NodeRecord],
+    rollout: Rollout,
+    instance_ports: Mapping[str, int] | None = None,
 ) -> dict[str, InstanceSpec]:
     known = endpoints(config, placements, nodes)
     on_network = network_endpoints(config, known, rollout.domain)
@@ -191,7 +201,8 @@ def instance_specs(
         if node is None:
             continue
         values = on_network if local and service.runtime == "docker" else known
-        spec = instance_spec(config, service, node, values, rollout)
+        port = (instance_ports or {}).get(service.name)
+        spec = instance_spec(config, service, node, values, rollout, port)
         if spec is not None:
             specs[service.name] = spec
     return specs

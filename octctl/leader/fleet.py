@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
+from octctl.instance_ports import assign_instance_ports
 from octctl.leader.deployments import fail_deployment
 from octctl.leader.ports import ClusterLog
 from octctl.node_settings import NodeSettings, Secrets
@@ -56,6 +57,8 @@ class Fleet:
     #: Set by :meth:`schedule` when it failed the deployment or retired a node: the rest of the
     #: pass would act on a snapshot that no longer holds.
     reshaped: bool = False
+    #: The instance ports that go with the placements :meth:`schedule` returned last.
+    ports: dict[str, int] = field(default_factory=dict)
 
     # -- membership --------------------------------------------------------------------------------
 
@@ -127,6 +130,7 @@ class Fleet:
     async def schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
         """Place services; grow the fleet to the minimum first so a deploy spreads over it."""
         self.reshaped = False
+        self.ports = {}
         if config is None:
             return {}
         fleet = self.size(config)
@@ -135,6 +139,7 @@ class Fleet:
             view = self.cluster.view()  # the intents just committed count as growing
         ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
         growing = bool(view["provisioning"]) or any(n["status"] == "joining" for n in view["nodes"].values())
+        self.ports = dict(view.get("instance_ports", {}))
         if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
         demands = [demand(s) for s in config.project.services]
@@ -144,8 +149,10 @@ class Fleet:
         ]
         plan = place(demands, capacities, view["placements"])
         placements = dict(plan.placements)
-        if placements != view["placements"]:
-            await self.cluster.execute(command("set_placements", placements=placements))
+        ports = instance_ports(config, placements, view)
+        if placements != view["placements"] or ports != self.ports:
+            await self.cluster.execute(command("set_placements", placements=placements, ports=ports))
+            self.ports = ports
         if self.provider is None or growing:
             # (while nodes are still joining, they may be what the unplaced services are waiting for)
             return placements
@@ -246,3 +253,17 @@ class Fleet:
         if idle and len(view["nodes"]) > fleet.min_nodes:
             log.info("node %s runs nothing and the fleet is above its minimum: retiring it", idle[-1])
             await self.retire(view["nodes"][idle[-1]])
+
+
+def instance_ports(config: Config, placements: Mapping[str, str], view: ClusterState) -> dict[str, int]:
+    """The instance port of each placed public service (see :mod:`octctl.instance_ports`)."""
+    services = config.project.services
+    return assign_instance_ports(
+        public={s.name for s in services if s.public_port is not None},
+        placements=placements,
+        published={
+            s.name: s.host_port for s in services if s.public_port is None and s.host_port is not None
+        },
+        before=view.get("instance_ports", {}),
+        placed_before=view["placements"],
+    )

@@ -131,17 +131,17 @@ class Leader:
         placements = await duties.fleet.schedule(view, config)
         if duties.fleet.reshaped or await duties.publisher.learn_public_addresses(view):
             return True
-        specs = self._specs(view, config, placements)
+        specs = self._specs(view, config, placements, duties.fleet.ports)
         changed = await duties.converger.converge(view, config, specs, observed)
         await duties.deployments.update(view, config, specs, observed)
         await duties.publisher.publish(view, config, placements)
         return changed
 
     def _specs(
-        self, view: ClusterState, config: Config | None, placements: dict[str, str]
+        self, view: ClusterState, config: Config | None, placements: dict[str, str], ports: dict[str, int]
     ) -> dict[str, InstanceSpec]:
         deployment = view["deployment"]
         if config is None or deployment is None:
             return {}
         rollout = Rollout(deployment["id"], view["cluster"], view["source_dir"], self.settings.dns_domain)
-        return instance_specs(config, placements, view["nodes"], rollout)
+        return instance_specs(config, placements, view["nodes"], rollout, ports)

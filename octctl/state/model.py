@@ -84,6 +84,9 @@ class ClusterState(TypedDict):
     deployment: DeploymentRecord | None
     nodes: dict[str, NodeRecord]
     placements: dict[str, str]  # service -> node id
+    #: service -> the port its instance listens on (public services: see ``octctl/instance_ports.py``).
+    #: Snapshots older than the key have none: read it with ``.get``.
+    instance_ports: dict[str, int]
     instances: dict[str, dict[str, dict[str, Any]]]  # node id -> service -> observed InstanceStatus
     provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
 
@@ -102,6 +105,7 @@ def empty_state() -> ClusterState:
         "deployment": None,
         "nodes": {},
         "placements": {},
+        "instance_ports": {},
         "instances": {},
         "provisioning": {},
     }
@@ -123,6 +127,8 @@ def _node_left(state: ClusterState, node: str) -> None:
     state["instances"].pop(node, None)
     state["provisioning"].pop(node, None)
     state["placements"] = {s: n for s, n in state["placements"].items() if n != node}
+    ports = state.get("instance_ports", {})
+    state["instance_ports"] = {s: p for s, p in ports.items() if s in state["placements"]}
 
 
 def _node_status(state: ClusterState, node: str, status: str, at: float) -> None:
@@ -267,11 +273,19 @@ def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, A
     current.update(fields)  # type: ignore[typeddict-item]
 
 
-def _set_placements(state: ClusterState, placements: dict[str, str]) -> None:
+def _set_placements(
+    state: ClusterState, placements: dict[str, str], ports: dict[str, int] | None = None
+) -> None:
     missing = {n for n in placements.values() if n not in state["nodes"]}
     if missing:
         raise CommandError(f"placement on unknown nodes: {sorted(missing)}")
+    ports = dict(ports or {})
+    if not set(ports) <= set(placements) or not all(
+        isinstance(p, int) and 0 < p < 65536 for p in ports.values()
+    ):
+        raise CommandError(f"instance ports for unplaced services or out of range: {ports}")
     state["placements"] = dict(placements)
+    state["instance_ports"] = ports
 
 
 def _observe(state: ClusterState, node: str, instances: dict[str, dict[str, Any]]) -> None:

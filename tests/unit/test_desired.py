@@ -62,7 +62,8 @@ def test_a_docker_service_without_internal_port_publishes_nothing_anywhere() -> 
     assert zone.lookup("_web._tcp.shop.oct.", QTYPE.SRV).answers
 
     assert public_names(config, current["placements"]) == {"web.shop.example.com": "node-2"}
-    assert demand(lonely).host_ports == frozenset() and demand(web).host_ports == {8081}
+    # Neither claims a port of its node: web's external port is the ingress's, on every node.
+    assert demand(lonely).host_ports == frozenset() and demand(web).host_ports == frozenset()
     found = endpoints(config, current["placements"], current["nodes"])
     assert found["lonely"]["port"] == "" and found["web"]["port"] == 8081
 

@@ -56,11 +56,14 @@ def nodes() -> dict[str, NodeRecord]:
     return {"n1": record("n1", "127.0.0.2"), "n2": record("n2", "127.0.0.3")}
 
 
+#: The instance port the leader gave app, the public service (octctl/instance_ports.py).
+APP_PORT = 20000
+
+
 def specs(text: str = TEXT, placements: dict[str, str] | None = None) -> dict:
     config = load_config_text(text, {"MODE": "prod"})
-    return instance_specs(
-        config, placements or {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d1", "c1", "/src")
-    )
+    placements = placements or {"db": "n1", "app": "n2", "worker": "n1"}
+    return instance_specs(config, placements, nodes(), Rollout("d1", "c1", "/src"), {"app": APP_PORT})
 
 
 def test_references_render_to_the_placed_node_and_port() -> None:
@@ -72,13 +75,16 @@ def test_references_render_to_the_placed_node_and_port() -> None:
 
 def test_ports_are_published_on_the_node_address() -> None:
     result = specs()
+    # app is public: its instance listens on its instance port; port 80 is the ingress's, on every node.
     assert [(p.host_ip, p.host_port, p.container_port) for p in result["app"].ports] == [
-        ("127.0.0.3", 80, 8000)
+        ("127.0.0.3", APP_PORT, 8000)
     ]
     assert [(p.host_ip, p.host_port, p.container_port) for p in result["db"].ports] == [
         ("127.0.0.2", 5432, 5432)
     ]
-    assert demand(load_config_text(TEXT, {"MODE": "x"}).service("app")).host_ports == frozenset({80})
+    config = load_config_text(TEXT, {"MODE": "x"})
+    assert demand(config.service("app")).host_ports == frozenset()  # the ingress's port, on every node
+    assert demand(config.service("db")).host_ports == frozenset({5432})
 
 
 def test_process_services_get_host_port_and_workdir() -> None:
@@ -98,7 +104,11 @@ def test_hash_changes_only_for_the_service_that_changed() -> None:
     # The deployment id is not content: a new deployment of the same spec changes no hash.
     config = load_config_text(TEXT, {"MODE": "prod"})
     again = instance_specs(
-        config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d2", "c1", "/src")
+        config,
+        {"db": "n1", "app": "n2", "worker": "n1"},
+        nodes(),
+        Rollout("d2", "c1", "/src"),
+        {"app": APP_PORT},
     )
     assert {k: v.spec_hash for k, v in again.items()} == {k: v.spec_hash for k, v in before.items()}
 
@@ -141,3 +151,11 @@ def test_containers_on_a_local_cluster_get_names_they_can_reach() -> None:
         'command = "python3 worker.py"', 'command = "python3 worker.py {{ services.db.host }}"'
     )
     assert specs(worker_text)["worker"].command == ["python3", "worker.py", "127.0.0.2"]
+
+
+def test_a_public_service_waits_for_its_instance_port() -> None:
+    config = load_config_text(TEXT, {"MODE": "prod"})
+    placed = instance_specs(
+        config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d1", "c1", "/src")
+    )
+    assert sorted(placed) == ["db", "worker"]
