@@ -23,6 +23,8 @@ from octctl.dns.forwarding import docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.server import DnsServer
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
+from octctl.ingress.follow import FollowedIngress
+from octctl.ingress.haproxy import Haproxy
 from octctl.leader import Leader
 from octctl.membership import Membership
 from octctl.node_settings import NodeSettings, Secrets
@@ -62,6 +64,7 @@ class Node:
         self.raft: RaftNode
         self.membership: Membership
         self.leader: Leader
+        self.ingress: FollowedIngress
 
     def self_record(self) -> NodeRecord:
         s = self.settings
@@ -107,8 +110,12 @@ class Node:
             secrets=self.secrets,
             provider=self.provider,
         )
+        self.ingress = FollowedIngress(
+            Haproxy(self.data_dir / "ingress"), self.raft.view, self.settings.address
+        )
         self.raft.machine.subscribe(self._on_change)
         self._spawn(self.leader.run())
+        self._spawn(self.ingress.run())
         self._spawn(self._persist_members())
         self._spawn(self._register())
         self._spawn(self._follow_role())
@@ -152,8 +159,10 @@ class Node:
         return self._zone_cache[1]
 
     def _on_change(self) -> None:
-        """Runs inside a Raft tick: nudge the leader's loop so a new deploy starts without waiting a tick."""
+        """Runs inside a Raft tick: nudge the leader's loop so a new deploy starts without waiting a
+        tick, and the ingress so a moved service is served at once."""
         self.leader.wake()
+        self.ingress.changed()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         self._tasks.append(asyncio.create_task(coro))
@@ -279,6 +288,7 @@ class Node:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.ingress.stop()
         await asyncio.to_thread(self.agent.close)
         self.raft.close()
         await self.session.close()

@@ -1,0 +1,78 @@
+"""A node's ingress following the replicated state: what it serves is computed from the node's own
+replica (like its DNS zone), so every node serves every public service, leader or not, and keeps
+serving what it last knew while the cluster has no leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from octctl.ingress.haproxy import Haproxy, IngressError
+from octctl.ingress.routes import IngressRoutes, Route, Upstream
+from octctl.logthrottle import LogLimiter
+from octctl.state.desired import desired_project
+from octctl.state.model import ClusterState
+
+log = logging.getLogger(__name__)
+
+#: After a failed apply (a port taken, HAProxy missing), try again this often even without a change.
+RETRY_SECONDS = 5.0
+
+
+def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
+    """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
+    at layer 4 (any protocol) to the instance port of the node that runs it."""
+    config = desired_project(view)
+    if config is None:
+        return IngressRoutes(address)
+    ports = view.get("instance_ports", {})
+    routes = []
+    for service in config.project.services:
+        node = view["nodes"].get(view["placements"].get(service.name, ""))
+        port = ports.get(service.name)
+        if service.public_port is None or node is None or port is None:
+            continue
+        routes.append(Route(service.name, service.public_port, "tcp", (Upstream(node["address"], port),)))
+    return IngressRoutes(address, tuple(routes))
+
+
+class FollowedIngress:
+    """Applies the routes of each new state version to the node's HAProxy, from a task of its own
+    (never inside a Raft tick: a reload waits for HAProxy). ``changed`` is called by the node on
+    every committed command; a failure is logged a few times a minute and retried."""
+
+    def __init__(self, proxy: Haproxy, view: Callable[[], ClusterState], address: str) -> None:
+        self.proxy = proxy
+        self.view = view
+        self.address = address
+        self._changed = asyncio.Event()
+        self._limiter = LogLimiter(log)
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def run(self) -> None:
+        served: IngressRoutes | None = None
+        while True:
+            routes = routes_from_state(self.view(), self.address)
+            if routes != served:
+                try:
+                    await self.proxy.apply(routes)
+                    served = routes
+                except FileNotFoundError:
+                    self._limiter.log(
+                        logging.ERROR,
+                        "missing",
+                        "haproxy is not installed (apt-get install haproxy): public ports are not served",
+                    )
+                except (IngressError, OSError) as e:
+                    self._limiter.log(logging.ERROR, "failed", "ingress: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), RETRY_SECONDS if routes != served else None)
+            self._changed.clear()
+
+    async def stop(self) -> None:
+        await self.proxy.stop()
