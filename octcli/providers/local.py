@@ -23,7 +23,7 @@ from octcli.errors import OctError, Timeout, Unreachable
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
-from octctl.providers.local.leftovers import CleanupError, kill_process_instances
+from octctl.providers.local.leftovers import CleanupError, kill_process_instances, stop_ingresses
 from octctl.providers.local.leftovers import remove_containers as _remove_containers
 from octctl.providers.local.provider import (
     LOG_FILE,
@@ -251,6 +251,7 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
             list(pool.map(stop_pid, pids))
     remove_containers(project, cluster=cluster, on_phase=say)
     kill_process_instances(root, on_phase=say)
+    stop_ingresses(root, on_phase=say)
     if root.exists():
         say(f"removing {root}")
         shutil.rmtree(root, ignore_errors=True)

@@ -42,6 +42,12 @@ def claims_of(project: Project) -> list[Path]:
     return found
 
 
+def ingress_pids(project: Project) -> list[int]:
+    """The HAProxy master of each node, from the pid files the nodes' ingress wrote."""
+    files = (project.dir / ".oct").glob("nodes/*/ingress/haproxy.pid")
+    return [int(path.read_text().split()[0]) for path in files]
+
+
 def start_ticks(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
@@ -192,12 +198,15 @@ def test_destroy_after_every_node_crashed_still_removes_everything(make_project)
         json.loads(p.read_text())["pid"] for p in (project.dir / ".oct").glob("nodes/*/processes/*.json")
     ]
     assert len(children) == 3 and all(alive(pid) for pid in children)
+    proxies = ingress_pids(project)
+    assert len(proxies) == 3 and all(alive(pid) for pid in proxies)  # web is served on every node
     kill_every_node(project)
 
     assert project.oct("status", check=False).returncode == 3  # nobody answers
     project.oct("destroy", "--yes")
     assert octctl_pids(project.dir) == []
     assert not any(alive(pid) for pid in children), "services of crashed nodes must not outlive destroy"
+    assert not any(alive(pid) for pid in proxies), "nor their nodes' ingress"
     assert not (project.dir / ".oct").exists() and not (project.dir / "state.json").exists()
 
 
@@ -223,3 +232,22 @@ def test_the_cluster_state_survives_every_node_being_killed(make_project) -> Non
     assert {n["id"] for n in after["nodes"]} == {n["id"] for n in before["nodes"]}
     assert {s["name"] for s in after["services"]} == {"store", "api", "web"}
     assert "Hello from oct" in http_get(services_by_name(after)["web"]["endpoint"])
+
+
+def test_every_node_answers_for_a_public_service(make_project) -> None:  # type: ignore[no-untyped-def]
+    """web (external_port 9100) runs on one node; the ingress serves 9100 on all three, forwarding to
+    the instance port its node listens on."""
+    project = make_project("examples/quickstart")
+    project.oct("deploy")
+    status = project.status()
+    web_node = services_by_name(status)["web"]["node"]
+    others = [n["address"] for n in status["nodes"] if n["id"] != web_node]
+    assert len(others) == 2
+    for address in [n["address"] for n in status["nodes"]]:
+        assert "Hello from oct" in http_get(f"http://{address}:9100/")
+    # The instance itself listens on its instance port: 9100 is the ingress's, on every node.
+    environ = Path(f"/proc/{process_record(project, 'web')['pid']}/environ").read_bytes().split(b"\0")
+    port = int(next(v for v in environ if v.startswith(b"PORT=")).removeprefix(b"PORT="))
+    assert 20000 <= port < 30000
+    project.oct("destroy", "--yes")
+    assert not any(alive(pid) for pid in ingress_pids(project))

@@ -1,4 +1,5 @@
-"""What a local node leaves behind when it dies: docker containers and process-runtime children.
+"""What a local node leaves behind when it dies: docker containers, process-runtime children and
+its ingress (a HAProxy master and its workers).
 
 A node that is killed cannot clean up after itself, so whoever retires it does: the leader's
 local provider when it replaces a dead node, and the CLI when it tears a whole project down. Both
@@ -94,10 +95,33 @@ def kill_process_instances(under: Path, *, on_phase: Phase | None = None, grace:
     leader): killing the group of a recycled pid would hit someone else's programs.
     """
     groups = sorted({pid for pid, start_time in process_records(under) if _is_instance(pid, start_time)})
-    if not groups:
-        return
-    if on_phase is not None:
+    if groups and on_phase is not None:
         on_phase(f"stopping {len(groups)} process instance(s)")
+    _stop_groups(groups, grace)
+
+
+def stop_ingresses(under: Path, *, on_phase: Phase | None = None, grace: float = 5.0) -> None:
+    """Stop the HAProxy of each node folder under ``under`` that its dead ``oct-ctl`` left running.
+
+    The master runs in its own session with its workers; it is found by the pid file it wrote and
+    signalled only while its argv still names that folder's configuration (a recycled pid is
+    someone else's program).
+    """
+    groups = []
+    for pid_file in sorted(under.rglob("ingress/haproxy.pid")):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if str(pid_file.with_name("haproxy.cfg")) in (procfs.cmdline(pid) or []) and _is_instance(pid, None):
+            groups.append(pid)
+    if groups and on_phase is not None:
+        on_phase(f"stopping {len(groups)} ingress proxy(ies)")
+    _stop_groups(groups, grace)
+
+
+def _stop_groups(groups: list[int], grace: float) -> None:
+    """SIGTERM each process group, then SIGKILL what is left after ``grace``."""
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGTERM)

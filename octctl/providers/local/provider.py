@@ -284,10 +284,16 @@ class LocalProvider(Provider):
     def retire(self, node: str) -> None:
         """Also what a dead node left running: on a real machine those die with the VM, here they
         would linger, hold their ports and keep serving stale answers."""
-        from octctl.providers.local.leftovers import CleanupError, kill_process_instances, remove_containers
+        from octctl.providers.local.leftovers import (
+            CleanupError,
+            kill_process_instances,
+            remove_containers,
+            stop_ingresses,
+        )
 
         stop_node(self.root, node)
         kill_process_instances(nodes_dir(self.root) / node)
+        stop_ingresses(nodes_dir(self.root) / node)
         if self.cluster is not None:
             try:
                 remove_containers(cluster=self.cluster, node=node)
