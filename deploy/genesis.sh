@@ -29,7 +29,7 @@ command -v apt-get >/dev/null || die "needs a Debian-family system (apt-get)"
 echo "== packages"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends ca-certificates python3 python3-venv docker.io
+apt-get install -y -q --no-install-recommends ca-certificates python3 python3-venv docker.io haproxy
 systemctl enable --now docker.service
 
 echo "== service user"

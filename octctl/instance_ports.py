@@ -23,15 +23,17 @@ def assign_instance_ports(
     published: Mapping[str, int],
     before: Mapping[str, int],
     placed_before: Mapping[str, str],
+    reserved: Set[int] = frozenset(),
 ) -> dict[str, int]:
     """The instance port of every placed service in ``public``.
 
     ``published`` is the port each other service publishes on its node's address (an internal-only
-    port), which an instance port must not take. A service keeps ``before[service]`` while it stays
+    port), which an instance port must not take; nor may it take a ``reserved`` one (the external
+    ports, which the ingress binds on every node). A service keeps ``before[service]`` while it stays
     on the node ``placed_before`` says; the others get the lowest free port of their node, in name
     order, so the same inputs always give the same ports.
     """
-    taken: dict[str, set[int]] = {}
+    taken: dict[str, set[int]] = {node: set(reserved) for node in placements.values()}
     for service, port in published.items():
         if service in placements:
             taken.setdefault(placements[service], set()).add(port)

@@ -256,6 +256,16 @@ def _check_external_ports(view: ServicesView) -> Iterator[Finding]:
             )
         else:
             owners[port] = service.name
+    for i, service in view.services:
+        port = service.host_port
+        if service.public_port is None and port in owners:
+            yield (
+                _services_path(i, "internal_port"),
+                (
+                    f"service '{service.name}' publishes port {port} on its node, but {port} is "
+                    f"'{owners[port]}''s external_port, which the ingress serves on every node: pick another"
+                ),
+            )
 
 
 def _check_cycles(view: ServicesView) -> Iterator[Finding]:

@@ -266,4 +266,5 @@ def instance_ports(config: Config, placements: Mapping[str, str], view: ClusterS
         },
         before=view.get("instance_ports", {}),
         placed_before=view["placements"],
+        reserved={s.public_port for s in services if s.public_port is not None},
     )

@@ -32,3 +32,8 @@ def test_unplaced_and_private_services_get_no_port_and_published_ports_are_avoid
     )
     assert ports == {"web": FIRST + 1}  # its old port is now published by another service there
     assert assign_instance_ports({"web"}, {}, {}, {}, {}) == {}
+
+
+def test_external_ports_are_never_instance_ports() -> None:
+    ports = assign_instance_ports({"web"}, {"web": "n1"}, {}, {}, {}, reserved={FIRST, FIRST + 1})
+    assert ports == {"web": FIRST + 2}
