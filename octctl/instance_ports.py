@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 
-#: Instance ports: below Linux's ephemeral range (32768-60999), above the usual service ports,
-#: clear of oct's own (31888, 31889, 31853).
-INSTANCE_PORTS = range(20000, 30000)
+from octctl.addresses import INSTANCE_PORTS
 
 
 def assign_instance_ports(

@@ -3,7 +3,8 @@ another service publishes there."""
 
 from __future__ import annotations
 
-from octctl.instance_ports import INSTANCE_PORTS, assign_instance_ports
+from octctl.addresses import INSTANCE_PORTS
+from octctl.instance_ports import assign_instance_ports
 
 FIRST = INSTANCE_PORTS.start
 

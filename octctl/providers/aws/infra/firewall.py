@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT, INSTANCE_PORTS
 from octctl.providers.aws.infra.steps import Genesis, Teardown, tag_filters, tag_spec
 from octctl.providers.aws.session import AwsError, call
 
@@ -63,6 +63,8 @@ def desired_rules(group_id: str, api_cidrs: Sequence[str], external_ports: Itera
     - API (31888/tcp) from each of ``api_cidrs`` (the deployer's address by default);
     - API, Raft (31889/tcp) and DNS (53/tcp+udp) from the group itself: agents, Raft replication
       and node-to-node DNS, never from outside;
+    - the instance ports (20000-29999/tcp) from the group itself: every node's ingress forwards a
+      public service's traffic to its instance there;
     - each service ``external_port`` (tcp) from anywhere: it is the project's public address.
     """
     rules: set[Rule] = set()
@@ -76,6 +78,8 @@ def desired_rules(group_id: str, api_cidrs: Sequence[str], external_ports: Itera
     rules.add(Rule("tcp", DEFAULT_RAFT_PORT, DEFAULT_RAFT_PORT, group_id, "oct Raft between nodes"))
     rules.add(Rule("tcp", DNS_PORT, DNS_PORT, group_id, "oct DNS between nodes"))
     rules.add(Rule("udp", DNS_PORT, DNS_PORT, group_id, "oct DNS between nodes"))
+    first, last = INSTANCE_PORTS.start, INSTANCE_PORTS.stop - 1
+    rules.add(Rule("tcp", first, last, group_id, "oct ingress to instances, between nodes"))
     for port in sorted(set(external_ports)):
         if not 1 <= port <= 65535:
             raise ValueError(f"external_port {port} is not a port number (1-65535)")
