@@ -23,7 +23,6 @@ from octctl.dns.forwarding import docker_bridge_networks, resolv_conf_upstreams
 from octctl.dns.server import DnsServer
 from octctl.dns.zone import Zone, build_zone
 from octctl.fencing import TermFence
-from octctl.ingress.follow import FollowedIngress
 from octctl.ingress.haproxy import Haproxy
 from octctl.leader import Leader
 from octctl.membership import Membership
@@ -32,6 +31,7 @@ from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
 from octctl.providers.registry import build_provider
 from octctl.runtime import firewall
+from octctl.served_routes import FollowedIngress
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, api_address, command
 from octctl.tls import NodeIdentity

@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -33,6 +35,29 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 30
 #: How long HAProxy may take to start a worker (parse, bind) before oct-ctl gives up on it.
 START_TIMEOUT = 10.0
+
+
+def runtime_dir() -> str:
+    """Where the masters' control sockets go: ``/run/oct`` as root (a tmpfs, emptied at boot), else
+    the temporary folder. Each master gets a fresh 0700 folder there (``tempfile.mkdtemp``)."""
+    if os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            os.makedirs("/run/oct", mode=0o700, exist_ok=True)
+            return "/run/oct"
+    return tempfile.gettempdir()
+
+
+def master_socket_in(argv: list[str]) -> Path | None:
+    """The control socket a master was started with (``-S <path>,mode,600``)."""
+    with contextlib.suppress(ValueError, IndexError):
+        return Path(argv[argv.index("-S") + 1].split(",", 1)[0])
+    return None
+
+
+def remove_socket_folder(socket: Path | None) -> None:
+    """Remove the folder :meth:`Haproxy._start` made for a control socket, and nothing else."""
+    if socket is not None and socket.parent.name.startswith("oct-ingress-"):
+        shutil.rmtree(socket.parent, ignore_errors=True)
 
 
 class IngressError(Exception):
@@ -67,7 +92,9 @@ class Haproxy:
         self.binary = binary
         self.drain_seconds = drain_seconds
         self.config_path = directory / "haproxy.cfg"
-        self.master_socket = directory / "master.sock"
+        #: Made at start in a short private folder: HAProxy refuses socket paths over 97 bytes, and a
+        #: project's folder can be deeper than that.
+        self.master_socket = Path("/nonexistent/master.sock")
         self.pid_file = directory / "haproxy.pid"
         self.log_path = directory / "haproxy.log"
         self._process: asyncio.subprocess.Process | None = None
@@ -120,6 +147,7 @@ class Haproxy:
                 process.kill()
                 await process.wait()
         await self._stop_leftover()
+        remove_socket_folder(self.master_socket)
 
     async def _check(self, config: Path) -> None:
         checker = await asyncio.create_subprocess_exec(
@@ -132,7 +160,7 @@ class Haproxy:
 
     async def _start(self) -> None:
         await self._stop_leftover()
-        self.master_socket.unlink(missing_ok=True)
+        self.master_socket = Path(tempfile.mkdtemp(prefix="oct-ingress-", dir=runtime_dir())) / "master.sock"
         with open(self.log_path, "ab") as out:
             self._process = await asyncio.create_subprocess_exec(
                 self.binary, "-W", "-S", f"{self.master_socket},mode,600",
@@ -201,6 +229,7 @@ class Haproxy:
             return
         argv = procfs.cmdline(pid) or []
         if str(self.config_path) in argv and (self._process is None or self._process.pid != pid):
+            remove_socket_folder(master_socket_in(argv))
             log.info("ingress: stopping haproxy %d left by an earlier oct-ctl", pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -35,7 +35,7 @@ import boto3
 
 from octctl.providers.aws.resources import PROJECT_TAG
 from octctl.providers.aws.user_data import artifact_link, deploy_file, parse_user_data
-from octctl.providers.local.leftovers import kill_process_instances, remove_containers
+from octctl.providers.local.leftovers import kill_process_instances, remove_containers, stop_ingresses
 from octctl.providers.local.provider import (
     FALLBACK_DNS_PORT,
     free_address,
@@ -179,6 +179,7 @@ class Hypervisor:
             os.killpg(vm.process.pid, signal.SIGKILL)
         vm.process.wait(timeout=10)
         kill_process_instances(vm.data_dir, grace=1.0)
+        stop_ingresses(vm.data_dir, grace=1.0)  # in its own session, like the services
         remove_containers(cluster=vm.cluster, node=vm.node)
 
     def running(self) -> dict[str, Vm]:

@@ -3,8 +3,8 @@ the instance port of the node that runs it; nothing for a service that publishes
 
 from __future__ import annotations
 
-from octctl.ingress.follow import routes_from_state
 from octctl.ingress.routes import IngressRoutes, Route, Upstream
+from octctl.served_routes import routes_from_state
 from tests.dns.test_zone import node
 from tests.unit.test_desired import state
 

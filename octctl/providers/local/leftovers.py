@@ -107,17 +107,23 @@ def stop_ingresses(under: Path, *, on_phase: Phase | None = None, grace: float =
     signalled only while its argv still names that folder's configuration (a recycled pid is
     someone else's program).
     """
-    groups = []
+    from octctl.ingress.haproxy import master_socket_in, remove_socket_folder
+
+    groups, sockets = [], []
     for pid_file in sorted(under.rglob("ingress/haproxy.pid")):
         try:
             pid = int(pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        if str(pid_file.with_name("haproxy.cfg")) in (procfs.cmdline(pid) or []) and _is_instance(pid, None):
+        argv = procfs.cmdline(pid) or []
+        if str(pid_file.with_name("haproxy.cfg")) in argv and _is_instance(pid, None):
             groups.append(pid)
+            sockets.append(master_socket_in(argv))
     if groups and on_phase is not None:
         on_phase(f"stopping {len(groups)} ingress proxy(ies)")
     _stop_groups(groups, grace)
+    for socket in sockets:
+        remove_socket_folder(socket)
 
 
 def _stop_groups(groups: list[int], grace: float) -> None:

@@ -1,6 +1,7 @@
-"""A node's ingress following the replicated state: what it serves is computed from the node's own
-replica (like its DNS zone), so every node serves every public service, leader or not, and keeps
-serving what it last knew while the cluster has no leader.
+"""What a node's ingress serves, following the node's own replica (like its DNS zone), so every
+node serves every public service, leader or not, and keeps serving what it last knew while the
+cluster has no leader. Beside :mod:`octctl.ingress`, not in it: that package knows HAProxy and
+nothing of the cluster state, so a local provider can clean up a dead node's proxy with it.
 """
 
 from __future__ import annotations
