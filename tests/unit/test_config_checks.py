@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from octctl.config import (
-    ConfigError,
-    Service,
-    load_config_text,
-    parse_config_data,
-    validate_config,
-)
+from octctl.config import ConfigError, Service, load_config_text, parse_config_data, validate_config
 from tests.unit.config_texts import EMPTY, HEADER, line_of, only_problem, problems_of, service_block
 
 
