@@ -1,17 +1,14 @@
-"""The oct CLI and library where they talk to something: the client against stub oct-ctl servers
-(HTTPS on loopback), status and deploy through it, destroy and teardown of a local project's node
-processes (and its containers on the Docker engine), and an AWS endpoint that does not answer.
-What needs none of that is in ``tests/unit/test_cli.py``."""
+"""The CLI's client against stub oct-ctl servers (HTTPS on loopback), and the commands through it.
+
+The client skips dead nodes and moves on from 503 and 401, retries until a leader appears, names
+every address when none answers, and maps 422 and other errors to the right exceptions; status
+prints exactly the response or its tables, and deploy reports what changed per service.
+What needs no server is in ``tests/unit/test_cli_commands.py``."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,67 +18,24 @@ import pytest
 
 from octcli import api, state
 from octcli.client import OctClient
-from octcli.errors import InvalidConfig, NotConfirmed, OctError, Unreachable
+from octcli.errors import InvalidConfig, OctError, Unreachable
 from octcli.main import app
 from octcli.providers import local
-from octcli.providers.local import teardown
-from octcli.state import ClusterRecord, state_lock
 from octctl.api.models import DeploymentView, StatusResponse
-from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.tls import server_context
-from tests.unit.test_cli import (
-    GOOD,
-    LOCAL,
+from tests.cli_inputs import (
     STUB_CA,
     STUB_CERT,
     STUB_KEY,
-    closed_aws,
-    declining,
+    dead_address,
     project,
     record,
     runner,
     running,
     snapshot,
-    terminal,
-    write_config,
 )
 
-__all__ = ["closed_aws", "project", "terminal"]  # the unit tests' fixtures, for these tests too
-
-
-def test_aws_without_a_reachable_endpoint_fails_in_one_line_and_creates_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # closed: nothing leaves this machine
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
-    result = runner.invoke(app, ["deploy", "--yes", "-c", str(path)])
-    assert result.exit_code == 1
-    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / ".oct" / "state.json").exists(), "no cluster was recorded"
-
-
-def test_destroy_without_state_is_a_noop(project: Path) -> None:
-    result = runner.invoke(app, ["destroy", "-c", str(project)])
-    assert result.exit_code == 0, result.output
-    assert not (project.parent / ".oct").exists()
-    api.destroy(project)  # and again, through the library
-
-
-def test_state_backend_picks_the_store(project: Path, tmp_path: Path) -> None:
-    """Opening a store contacts nothing; the S3 store itself is tested against moto in tests/aws."""
-    config = api.validate(project)
-    local = state.open_store(project, config.project.state_backend)
-    assert isinstance(local, state.LocalStore)
-    assert local.where == str(project.parent.resolve() / ".oct/state.json")
-    text = GOOD.format(name="demo", provider=LOCAL).replace(
-        '[project.state_backend.local]\npath = ".oct/state.json"',
-        '[project.state_backend.s3]\nregion = "us-west-2"\nbucket = "b"\nkey = "k"',
-    )
-    s3 = state.open_store(tmp_path, api.validate(write_config(tmp_path, text)).project.state_backend)
-    assert s3.where == "s3://b/k"
-
+__all__ = ["project"]  # the shared fixture, for these tests
 
 Reply = tuple[int, dict[str, Any]]
 
@@ -140,13 +94,6 @@ def stubs() -> Iterator[Callable[[dict[tuple[str, str], Callable[[], Reply]]], S
     yield make
     for stub in made:
         stub.close()
-
-
-def dead_address() -> str:
-    """A 127.0.0.1 port nobody listens on (connection refused at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def ok_status() -> Reply:
@@ -243,185 +190,6 @@ def test_status_tables(stubs: Any, project: Path) -> None:
     result = runner.invoke(app, ["status", "-c", str(project)])
     assert result.exit_code == 0, result.output
     assert "node-2" in result.stdout and "0.25/2" in result.stdout and "64/2048 MB" in result.stdout
-
-
-def start_time(pid: int) -> int:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return int(raw[raw.rindex(")") + 2 :].split()[19])
-
-
-def test_teardown_kills_recorded_process_instances_but_not_a_recycled_pid(tmp_path: Path) -> None:
-    root = tmp_path / ".oct"
-    instance = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        records = root / "nodes" / "node-9" / "processes"
-        records.mkdir(parents=True)
-        (records / "demo-web.json").write_text(
-            json.dumps({"pid": instance.pid, "start_time": start_time(instance.pid)})
-        )
-        # A stale record and a stale pid file whose pid now belongs to someone else.
-        (records / "demo-old.json").write_text(json.dumps({"pid": bystander.pid, "start_time": 1}))
-        (root / "nodes" / "node-9" / "oct-ctl.pid").write_text(str(bystander.pid))
-
-        teardown(root, f"t{os.getpid()}-{time.time_ns()}")
-
-        assert instance.wait(timeout=10) == -signal.SIGTERM
-        assert bystander.poll() is None
-        assert not root.exists()
-    finally:
-        for proc in (instance, bystander):
-            proc.kill()
-            proc.wait()
-
-
-def test_genesis_node_dying_shows_its_log(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import octcli.providers.local as local
-
-    children: list[subprocess.Popen[bytes]] = []
-
-    def crashing_start_node(root: Path, settings: NodeSettings, secrets: Secrets) -> int:
-        data_dir = root / "nodes" / settings.node
-        write_node_files(data_dir, settings, secrets)
-        (data_dir / "oct-ctl.log").write_text("starting\nOSError: [Errno 98] address already in use\n")
-        children.append(subprocess.Popen(["true"]))
-        return children[-1].pid
-
-    monkeypatch.setattr(local, "start_node", crashing_start_node)
-    monkeypatch.setattr(local, "free_address", lambda root: "127.0.0.250")
-    try:
-        result = runner.invoke(app, ["deploy", "-c", str(project)])
-        assert result.exit_code == 1, result.output
-        assert "node-250 exited during start-up" in result.stderr
-        assert "address already in use" in result.stderr
-        # The record was saved before the node started, so destroy can clean up after the crash.
-        saved = state.load(project.parent / ".oct/state.json")
-        assert saved is not None and saved.nodes == ["127.0.0.250:31888"]
-        assert runner.invoke(app, ["destroy", "--yes", "-c", str(project)]).exit_code == 0
-        assert not (project.parent / ".oct").exists()
-    finally:
-        for child in children:
-            child.wait()
-
-
-@pytest.mark.usefixtures("closed_aws", "terminal")
-def test_a_first_aws_deploy_asks_and_no_creates_nothing(tmp_path: Path) -> None:
-    path = write_config(tmp_path, GOOD.format(name="demo", provider=""))
-    result = runner.invoke(app, ["deploy", "-c", str(path)], input="n\n")
-    assert result.exit_code == 2, result.output
-    assert "Create them? [y/N]" in result.stderr
-    assert "deploy cancelled: nothing was created" in result.stderr
-    assert not (tmp_path / ".oct").exists()
-    # Yes goes ahead: here to the closed endpoint, which fails in one line (exit 1).
-    result = runner.invoke(app, ["deploy", "-c", str(path)], input="y\n")
-    assert result.exit_code == 1, result.output
-    assert "127.0.0.1:9" in result.stderr
-
-
-def fake_cluster(folder: Path, state_file: Path, cluster: str = "c-gone") -> Path:
-    """A local cluster of the project in ``folder`` whose node is down: its files and state record."""
-    root = folder / ".oct"
-    settings = NodeSettings(
-        node="node-250", cluster=cluster, address="127.0.0.250", cpus=1000, memory=512, join=[]
-    )
-    data_dir = root / "nodes" / settings.node
-    secrets = Secrets.mint()
-    write_node_files(data_dir, settings, secrets)
-    state.save(
-        state_file,
-        ClusterRecord(
-            cluster=cluster,
-            project=api.validate(folder).project.name,
-            token="tok",
-            ca_cert=secrets.ca_cert,
-            nodes=[f"127.0.0.250:{dead_address().rsplit(':', 1)[1]}"],
-            root=str(root.resolve()),
-        ),
-    )
-    return data_dir
-
-
-def test_destroy_refuses_without_yes_when_not_a_terminal(project: Path) -> None:
-    fake_cluster(project.parent, project.parent / ".oct/state.json")
-    result = runner.invoke(app, ["destroy", "-c", str(project)])
-    assert result.exit_code == 2, result.output
-    assert "refusing to destroy without confirmation" in result.stderr and "--yes" in result.stderr
-    assert "cluster c-gone" in result.stderr and "127.0.0.250:" in result.stderr, "what would go is shown"
-    assert (project.parent / ".oct/nodes/node-250/node.json").exists(), "nothing was touched"
-    assert state.load(project.parent / ".oct/state.json") is not None
-
-
-@pytest.mark.usefixtures("terminal")
-def test_destroy_asks_on_a_terminal(project: Path) -> None:
-    fake_cluster(project.parent, project.parent / ".oct/state.json")
-    declined = runner.invoke(app, ["destroy", "-c", str(project)], input="n\n")
-    assert declined.exit_code == 2, declined.output
-    assert "Destroy all of this? [y/N]" in declined.stderr
-    assert "destroy cancelled: nothing of t" in declined.stderr
-    assert "(cluster c-gone) was removed" in declined.stderr
-    assert (project.parent / ".oct/nodes/node-250/node.json").exists()
-
-    ended = runner.invoke(app, ["destroy", "-c", str(project)], input="")  # end of input: no
-    assert ended.exit_code == 2 and "cancelled" in ended.stderr
-    assert (project.parent / ".oct/nodes/node-250/node.json").exists()
-
-    agreed = runner.invoke(app, ["destroy", "-c", str(project)], input="y\n")
-    assert agreed.exit_code == 0, agreed.output
-    assert "destroyed" in agreed.stdout
-    assert not (project.parent / ".oct").exists()
-
-
-def test_library_destroy_needs_approve_and_shows_what_goes(project: Path) -> None:
-    fake_cluster(project.parent, project.parent / ".oct/state.json")
-    with pytest.raises(NotConfirmed, match="approve=True"):
-        api.destroy(project)
-    assert (project.parent / ".oct/nodes/node-250").exists()
-    seen: list[api.DestroySummary] = []
-    with pytest.raises(NotConfirmed, match="cancelled"):
-        api.destroy(project, approve=declining(seen))
-    summary = seen[0]
-    assert (summary.project, summary.provider, summary.cluster) == (
-        api.validate(project).project.name,
-        "local",
-        "c-gone",
-    )
-    assert len(summary.nodes) == 1 and summary.nodes[0].startswith("127.0.0.250:")
-    assert summary.state == str(project.parent.resolve() / ".oct/state.json")
-    assert any("1 oct-ctl node process" in line for line in summary.removes)
-    api.destroy(project, approve=True)
-    assert not (project.parent / ".oct").exists()
-
-
-def test_destroy_leaves_no_claim_or_lock_of_the_project(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    claims = tmp_path / "claims"
-    monkeypatch.setenv("OCT_LOCAL_CLAIMS", str(claims))
-    folder = tmp_path / "proj"
-    path = write_config(
-        folder,
-        GOOD.format(name=f"t{os.getpid()}-{time.time_ns()}", provider=LOCAL).replace(
-            ".oct/state.json", "state.json"
-        ),
-    )
-    data_dir = fake_cluster(folder, folder / "state.json")
-    retired = folder / ".oct/nodes/node-251"  # a node the leader retired: folder gone, claim left
-    other = tmp_path / "other" / ".oct" / "nodes" / "node-252"
-    other.mkdir(parents=True)
-    claims.mkdir()
-    (claims / "127.0.0.250").write_text(str(data_dir.resolve()))
-    (claims / "127.0.0.251").write_text(str(retired.resolve()))
-    (claims / "127.0.0.252").write_text(str(other.resolve()))
-    with state_lock(folder / "state.json"):  # as deploy leaves it
-        pass
-    assert (folder / "state.json.lock").exists()
-
-    result = runner.invoke(app, ["destroy", "--yes", "-c", str(path)])
-
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in claims.iterdir()) == ["127.0.0.252"], "another project's claim stays"
-    assert sorted(p.name for p in folder.iterdir()) == ["oct.toml"], "no state, no lock, no .oct"
-    assert runner.invoke(app, ["destroy", "-c", str(path)]).exit_code == 0, "nothing left: no question"
 
 
 def test_deploy_reports_what_changed_per_service(

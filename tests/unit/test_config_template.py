@@ -1,18 +1,15 @@
-"""Templating of oct.toml: ``{{ env.X }}`` inside string values on the client, ``{{ services.X.attr }}``
-on the leader. The attacks on the first pass are in ``test_config_sandbox.py``."""
+"""Templating of oct.toml on the client: ``{{ env.X }}`` inside string values, and nothing else.
+
+Env values arrive byte for byte and cannot change the file's structure, only strings are
+templated, a missing variable is a problem with its line and path (optional where the command
+does not need it), and ``{{ services.X.attr }}`` is left for the leader, whose pass is tested in
+``test_config_service_refs.py``. The attacks on this pass are in ``test_config_sandbox.py``."""
 
 from __future__ import annotations
 
 import pytest
 
-from octctl.config import (
-    SERVICE_ATTRS,
-    Config,
-    ConfigError,
-    load_config_text,
-    render_service_refs,
-    service_refs,
-)
+from octctl.config import Config, ConfigError, load_config_text, service_refs
 from octctl.config.render import ALLOWED
 
 HEADER = """\
@@ -376,38 +373,3 @@ def test_every_template_problem_of_the_file_at_once() -> None:
         (line_of(text, "B = "), "project.services[0].envs.B"),
         (line_of(text, "C = "), "project.services[0].envs.C"),
     ]
-
-
-# --- the leader's pass ---------------------------------------------------------------------------
-
-
-def test_service_refs_extraction() -> None:
-    text = "{{ services.a.ip }}:{{ services.a.port }} {{services.b.host}}"
-    text += " {{ services['c-d'].public_ip }} {{ x.y.z }}"
-    assert service_refs(text) == {("a", "ip"), ("a", "port"), ("b", "host"), ("c-d", "public_ip")}
-    assert service_refs("no refs {{ env.X }}") == set()
-
-
-def test_render_service_refs() -> None:
-    endpoints: dict[str, dict[str, str | int]] = {
-        "app_1": {"public_ip": "203.0.113.7", "port": 8000},
-        "my-db": {"host": "db.internal"},
-    }
-    text = "server {{ services.app_1.public_ip }}:{{services.app_1.port}};"
-    text += ' db={{ services["my-db"].host }} {{ keep }}'
-    assert render_service_refs(text, endpoints) == "server 203.0.113.7:8000; db=db.internal {{ keep }}"
-
-
-def test_render_service_refs_reports_all_unknowns() -> None:
-    endpoints = {"a": {"ip": "10.0.0.1"}}
-    with pytest.raises(ConfigError) as caught:
-        render_service_refs("{{ services.zz.ip }} {{ services.a.nope }} {{ services.a.port }}", endpoints)
-    assert [(p.path, p.message) for p in caught.value.problems] == [
-        ("services.a.nope", "unknown service attribute 'nope': expected one of host, ip, port, public_ip"),
-        ("services.a.port", "no port known for service 'a'"),
-        ("services.zz.ip", "unknown service 'zz'"),
-    ]
-
-
-def test_service_attrs() -> None:
-    assert SERVICE_ATTRS == ("host", "ip", "port", "public_ip")

@@ -1,0 +1,93 @@
+"""Waiting for a deployment: progress, failure and timeout, against scripted status answers.
+
+The wait follows only its own deployment and keeps the record in step with the cluster's nodes,
+turns a failed deployment into ``DeployFailed`` with the service's error and log tail (exit 1),
+and gives up with ``Timeout`` (exit 4) pointing at ``oct status``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from octcli import rollout
+from octcli.errors import DeployFailed, Timeout
+from octcli.providers import local
+from octcli.state import ClusterRecord
+from octctl.api.models import DeploymentView, StatusResponse
+from tests.cli_inputs import record, running, snapshot
+
+
+class FakeClient:
+    def __init__(self, answers: list[StatusResponse]) -> None:
+        self.answers = answers
+
+    def status(self) -> StatusResponse:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def learn(self, nodes: list[str]) -> None:
+        pass
+
+
+def test_wait_reports_progress_and_ignores_other_deployments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
+    old = snapshot(DeploymentView(id="d-old", state="succeeded"))
+    mine = snapshot(DeploymentView(id="d-new", state="in_progress"), [running(state_="starting")])
+    done = snapshot(DeploymentView(id="d-new", state="succeeded"), [running()])
+    seen: list[str] = []
+    saved: list[ClusterRecord] = []
+    result = rollout.wait_for_deployment(
+        FakeClient([old, mine, done]),  # type: ignore[arg-type]
+        "d-new",
+        local.LocalCluster(Path("oct.toml")),
+        record(["127.0.0.9:31888"]),
+        saved.append,
+        lambda s: seen.append(s.deployment.state if s.deployment else "-"),
+        timeout=10,
+    )
+    assert result is done
+    assert seen == ["in_progress", "succeeded"]
+    assert saved and saved[-1].nodes == ["127.0.0.2:31888"]  # the record follows the cluster's nodes
+
+
+def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
+    failed = snapshot(
+        DeploymentView(
+            id="d-1",
+            state="failed",
+            failed_service="web",
+            error="exited with code 127",
+            log_tail=["sh: nope"],
+        )
+    )
+    with pytest.raises(DeployFailed) as caught:
+        rollout.wait_for_deployment(
+            FakeClient([failed]),  # type: ignore[arg-type]
+            "d-1",
+            local.LocalCluster(Path("oct.toml")),
+            record(["127.0.0.2:31888"]),
+            lambda r: None,
+            None,
+            timeout=10,
+        )
+    message = str(caught.value)
+    assert "web" in message and "exited with code 127" in message and "sh: nope" in message
+    assert caught.value.exit_code == 1
+
+
+def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0.01)
+    pending = snapshot(DeploymentView(id="d-1", state="pending"))
+    with pytest.raises(Timeout) as caught:
+        rollout.wait_for_deployment(
+            FakeClient([pending]),  # type: ignore[arg-type]
+            "d-1",
+            local.LocalCluster(Path("oct.toml")),
+            record(["127.0.0.2:31888"]),
+            lambda r: None,
+            None,
+            timeout=0.1,
+        )
+    assert caught.value.exit_code == 4 and "oct status" in str(caught.value)
