@@ -31,6 +31,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends ca-certificates python3 python3-venv docker.io haproxy
 systemctl enable --now docker.service
+# The package's own haproxy.service would serve /etc/haproxy: oct-ctl runs the node's ingress itself.
+systemctl disable --now haproxy.service || true
 
 echo "== service user"
 # Process services run as this unprivileged user, never as oct-ctl's root (docs/security.md).

@@ -58,19 +58,19 @@ class FollowedIngress:
     async def run(self) -> None:
         served: IngressRoutes | None = None
         while True:
-            routes = routes_from_state(self.view(), self.address)
-            if routes != served:
-                try:
+            routes = IngressRoutes(self.address)
+            try:
+                routes = routes_from_state(self.view(), self.address)
+                if routes != served:
                     await self.proxy.apply(routes)
                     served = routes
-                except FileNotFoundError:
-                    self._limiter.log(
-                        logging.ERROR,
-                        "missing",
-                        "haproxy is not installed (apt-get install haproxy): public ports are not served",
-                    )
-                except (IngressError, OSError) as e:
-                    self._limiter.log(logging.ERROR, "failed", "ingress: %s", e)
+            except FileNotFoundError:
+                message = "haproxy is not installed (apt-get install haproxy): public ports are not served"
+                self._limiter.log(logging.ERROR, "missing", message)
+            except (IngressError, OSError) as e:
+                self._limiter.log(logging.ERROR, "failed", "ingress: %s", e)
+            except Exception:  # a bug here must not end the task: the node would stop following
+                log.exception("ingress: unexpected error; trying again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), RETRY_SECONDS if routes != served else None)
             self._changed.clear()

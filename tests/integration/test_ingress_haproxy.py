@@ -235,3 +235,21 @@ async def test_a_service_user_cannot_open_the_control_socket(haproxy: Haproxy) -
     assert result.returncode == 3, result.stdout + result.stderr
     assert haproxy.master_socket.exists()  # it is there; the service just may not open it
     await a.stop()
+
+
+async def test_a_deep_node_folder_still_gets_a_control_socket(tmp_path: Path) -> None:
+    """HAProxy refuses Unix socket paths over 97 bytes; a project folder can be deeper than that."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "ingress"
+    port = free_port()
+    (a,), (ua,) = await instances("a")
+    proxy = Haproxy(deep)
+    try:
+        assert await proxy.apply(IngressRoutes(ADDRESS, (Route("web", port, upstreams=(ua,)),)))
+        async with aiohttp.ClientSession() as session, session.get(f"http://{ADDRESS}:{port}/") as answer:
+            assert (answer.status, await answer.text()) == (200, "a")
+        socket_folder = proxy.master_socket.parent
+        assert socket_folder.stat().st_mode & 0o777 == 0o700
+    finally:
+        await proxy.stop()
+        await a.stop()
+    assert not socket_folder.exists()  # removed with the proxy

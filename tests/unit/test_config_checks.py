@@ -153,6 +153,23 @@ def test_external_port_clash_names_both_services() -> None:
     )
 
 
+def test_a_port_published_on_a_node_may_not_be_another_services_external_port() -> None:
+    text = (
+        HEADER
+        + service_block("web", "internal_port = 80\nexternal_port = 8080\n")
+        + service_block("cache", "internal_port = 8080\n")
+    )
+    problem = only_problem(text)
+    assert (problem.line, problem.path) == (
+        line_of(text, "internal_port = 8080"),
+        "project.services[1].internal_port",
+    )
+    assert problem.message == (
+        "service 'cache' publishes port 8080 on its node, but 8080 is 'web''s external_port, "
+        "which the ingress serves on every node: pick another"
+    )
+
+
 @pytest.mark.parametrize(
     ("ports", "key", "port", "owner"),
     [
