@@ -32,6 +32,8 @@ lock: venv
 
 ## Start a local 3-node cluster and deploy the quickstart project on it (needs only Python).
 quickstart: venv
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || \
+		{ echo "the quickstart needs HAProxy, which serves its public port on every node: apt-get install haproxy"; exit 1; }
 	$(BIN)/oct deploy -c $(QUICKSTART)
 	$(BIN)/oct status -c $(QUICKSTART)
 

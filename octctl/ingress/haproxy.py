@@ -47,6 +47,11 @@ def runtime_dir() -> str:
     return tempfile.gettempdir()
 
 
+def haproxy_binary() -> str:
+    """Debian installs HAProxy in /usr/sbin, which an ordinary user's PATH leaves out."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin") or "haproxy"
+
+
 def master_socket_in(argv: list[str]) -> Path | None:
     """The control socket a master was started with (``-S <path>,mode,600``)."""
     with contextlib.suppress(ValueError, IndexError):
@@ -87,9 +92,11 @@ class Haproxy:
     replaced, so two never compete for the same ports.
     """
 
-    def __init__(self, directory: Path, binary: str = "haproxy", drain_seconds: int = DRAIN_SECONDS) -> None:
+    def __init__(
+        self, directory: Path, binary: str | None = None, drain_seconds: int = DRAIN_SECONDS
+    ) -> None:
         self.directory = directory
-        self.binary = binary
+        self.binary = binary or haproxy_binary()
         self.drain_seconds = drain_seconds
         self.config_path = directory / "haproxy.cfg"
         #: Made at start in a short private folder: HAProxy refuses socket paths over 97 bytes, and a
