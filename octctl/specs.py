@@ -122,6 +122,24 @@ def _discovery(config: Config, service: Service, node: NodeRecord, rollout: Roll
     return {"dns": [node["address"]], "dns_search": [zone]}
 
 
+def _process_env(
+    config: Config, service: Service, node: NodeRecord, rollout: Rollout, port: int | None
+) -> dict[str, str]:
+    """What a process service is told (its ``envs`` override it): where to listen, who it is."""
+    return {
+        "HOST": node["address"],
+        **({"PORT": str(port)} if port else {}),
+        "OCT_PROJECT": config.project.name,
+        "OCT_SERVICE": service.name,
+        "OCT_NODE": node["id"],
+        # The cluster's DNS, for programs that can be pointed at a resolver; the host's own
+        # resolver is left alone, so plain lookups of service names do not work here.
+        "OCT_DNS": f"{node['address']}:{node.get('dns_port', 53)}",
+        "OCT_DOMAIN": f"{config.project.name}.{rollout.domain}",
+        "PYTHONUNBUFFERED": "1",  # so `oct` can show a Python service's last log lines
+    }
+
+
 def instance_spec(
     config: Config,
     service: Service,
@@ -150,19 +168,7 @@ def instance_spec(
         )
     workdir = None
     if service.runtime == "process":
-        env = {
-            "HOST": node["address"],
-            **({"PORT": str(port)} if port else {}),
-            "OCT_PROJECT": config.project.name,
-            "OCT_SERVICE": service.name,
-            "OCT_NODE": node["id"],
-            # The cluster's DNS, for programs that can be pointed at a resolver; the host's own
-            # resolver is left alone, so plain lookups of service names do not work here.
-            "OCT_DNS": f"{node['address']}:{node.get('dns_port', 53)}",
-            "OCT_DOMAIN": f"{config.project.name}.{rollout.domain}",
-            "PYTHONUNBUFFERED": "1",  # so `oct` can show a Python service's last log lines
-            **env,
-        }
+        env = {**_process_env(config, service, node, rollout, port), **env}
         workdir = rollout.source_dir
     spec = InstanceSpec(
         project=config.project.name,
