@@ -20,6 +20,7 @@ from pydantic import Field
 
 import octctl.config as octconfig
 from octcli import state
+from octcli.acme_ca import inline_acme_ca
 from octcli.client import OctClient
 from octcli.errors import InvalidConfig, NotConfirmed, OctError, Unreachable
 from octcli.images import build_images, dockerfile_services
@@ -105,6 +106,10 @@ def _load(path: PathLike, *, strict: bool = True) -> tuple[Path, Config]:
         raise InvalidConfig(f"{file}: {len(problems)} {noun}", problems) from None
     except OSError as e:
         raise InvalidConfig(f"{file}: cannot read ({e.strerror})") from None
+    if strict:
+        config, unreadable = inline_acme_ca(file, config)
+        if unreadable:
+            raise InvalidConfig(f"{file}: 1 problem", [str(p) for p in unreadable])
     return file, config
 
 

@@ -174,8 +174,9 @@ def deploy(
     for line in terminal.change_lines(result.changes):
         out.print(line, soft_wrap=True)
     for svc in sorted(result.services, key=lambda s: s.name):
-        if svc.endpoint:
-            out.print(Text.assemble((f"  {svc.name}: ", "bold"), svc.endpoint), soft_wrap=True)
+        if svc.urls or svc.endpoint:
+            where = "  ".join(svc.urls) if svc.urls else svc.endpoint or ""
+            out.print(Text.assemble((f"  {svc.name}: ", "bold"), where), soft_wrap=True)
     out.print(terminal.services_table(result))
 
 

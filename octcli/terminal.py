@@ -104,12 +104,16 @@ def _progress_table(snapshot: StatusResponse) -> Table:
 
 def services_table(snapshot: StatusResponse) -> Table:
     table = Table(title="services", title_justify="left", box=None, pad_edge=False)
-    for column in ("name", "node", "state", "endpoint"):
+    for column in ("name", "node", "state", "reach at"):
         table.add_column(column)
     table.add_column("restarts", justify="right")
     for svc in sorted(snapshot.services, key=lambda s: s.name):
         table.add_row(
-            _cell(svc.name), _cell(svc.node), _state(svc.state), _cell(svc.endpoint), str(svc.restarts)
+            _cell(svc.name),
+            _cell(svc.node),
+            _state(svc.state),
+            _cell(" ".join(svc.urls) if svc.urls else svc.endpoint),
+            str(svc.restarts),
         )
     return table
 

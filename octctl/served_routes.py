@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable
 
 from octctl.ingress.haproxy import Haproxy, IngressError
-from octctl.ingress.routes import IngressRoutes, Route, Upstream
+from octctl.ingress.routes import IngressRoutes, Route, Site, Upstream, Web
 from octctl.logthrottle import LogLimiter
+from octctl.sites import Site as SiteNames
+from octctl.sites import sites
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState
+from octctl.state.model import ClusterState, acme_of
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,8 @@ RETRY_SECONDS = 5.0
 
 def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
-    at layer 4 (any protocol) to the instance port of the node that runs it."""
+    at layer 4 (any protocol) to the instance port of the node that runs it; and, when the project
+    is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`)."""
     config = desired_project(view)
     if config is None:
         return IngressRoutes(address)
@@ -37,7 +40,31 @@ def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
         if service.public_port is None or node is None or port is None:
             continue
         routes.append(Route(service.name, service.public_port, "tcp", (Upstream(node["address"], port),)))
-    return IngressRoutes(address, tuple(routes))
+    found = sites(config)
+    if not found:
+        return IngressRoutes(address, tuple(routes))
+    on_80 = next((r for r in routes if r.port == 80), None)
+    web = web_from_state(view, found, routes, on_80)
+    return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web)
+
+
+def web_from_state(
+    view: ClusterState, found: list[SiteNames], routes: list[Route], on_80: Route | None
+) -> Web:
+    """Ports 80 and 443: each site to the instances of its service (the ones its ``external_port``
+    route reaches), with its certificate once the leader has one, and the challenges under way.
+    A service whose ``external_port`` is 80 keeps port 80 for every other request, over HTTP."""
+    acme = acme_of(view)
+    upstreams = {route.service: route.upstreams for route in routes}
+    web_sites = []
+    for site in found:
+        record = acme["certificates"].get(site.service)
+        certificate = None
+        if record is not None and tuple(record["names"]) == site.names:
+            certificate = record["fullchain"].rstrip("\n") + "\n" + record["key"]
+        web_sites.append(Site(site.service, site.names, upstreams.get(site.service, ()), certificate))
+    fallback = Route(on_80.service, 80, "http", on_80.upstreams) if on_80 is not None else None
+    return Web(tuple(web_sites), tuple(acme["challenges"].items()), fallback)
 
 
 class FollowedIngress:

@@ -117,6 +117,9 @@ class ServiceView(BaseModel):
     runtime: str
     state: str
     endpoint: str | None = None
+    #: Where users reach a public service: ``https://<name>/`` per site name once its certificate
+    #: is issued (``http://`` until then), and its ``external_port`` at the node's public address.
+    urls: list[str] = Field(default_factory=list)
     restarts: int = 0
     error: str | None = None
 

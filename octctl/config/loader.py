@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import ConfigError, Problem
 from .locate import KeyPath, Locator, format_path
 from .messages import pydantic_message
-from .models import Config, Provider, Service
+from .models import AcmeSettings, Config, Provider, Service
 from .validate import ServicesView, check, validate_config
 
 __all__ = ["load_config", "load_config_text", "parse_config_data", "validate_config"]
@@ -137,6 +137,11 @@ def _salvage(data: object) -> ServicesView:
     if "provider" in project:
         with contextlib.suppress(ValidationError):
             view.provider = Provider.model_validate(project["provider"])
+    if isinstance(project.get("domain"), str):
+        view.domain = project["domain"]
+    if "acme" in project:
+        with contextlib.suppress(ValidationError):
+            view.acme = AcmeSettings.model_validate(project["acme"])
     services = project.get("services")
     for i, raw in enumerate(services if isinstance(services, list) else []):
         if isinstance(raw, dict) and isinstance(raw.get("name"), str):

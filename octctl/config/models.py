@@ -119,6 +119,10 @@ class Service(_Model):
     depends_on: list[str] = Field(default_factory=list)
     envs: dict[str, str] = Field(default_factory=dict)
     runtime: RuntimeKind = "docker"
+    apex: bool = Field(
+        default=False,
+        description="also serve this public service at the bare project domain (https://<domain>)",
+    )
 
     @property
     def host_port(self) -> int | None:
@@ -160,6 +164,24 @@ class ClusterSettings(_Model):
     )
 
 
+#: The CA a project with a ``domain`` gets certificates from unless ``[project.acme]`` names another.
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSettings(_Model):
+    """``[project.acme]``: where the certificates for ``domain`` come from (an ACME CA).
+
+    ``ca_file`` is for a private CA (step-ca, a test's Caddy) whose directory is not signed by a
+    public root: ``oct deploy`` reads it next to oct.toml and sends its text as ``ca_pem``, since
+    the leader that orders certificates runs on a machine where that path means nothing.
+    """
+
+    directory: str = LETS_ENCRYPT
+    email: str | None = None
+    ca_file: str | None = None
+    ca_pem: str | None = None
+
+
 class Project(_Model):
     """``[project]``; ``user_state_backend`` is optional: the reference requires it but never uses it."""
 
@@ -169,6 +191,7 @@ class Project(_Model):
     user_state_backend: StateBackend | None = None
     provider: Provider | None = None
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    acme: AcmeSettings | None = None
     services: list[Service]
 
     @property
@@ -177,6 +200,20 @@ class Project(_Model):
         if self.provider is not None and self.provider.local is not None:
             return "local"
         return "aws"
+
+    @property
+    def https(self) -> AcmeSettings | None:
+        """How public services get certificates, or None when they are not served over HTTPS.
+
+        HTTPS needs a ``domain``. On AWS it is on by default (Let's Encrypt); a local cluster uses
+        it only with an ``[project.acme]`` section, because a public CA cannot reach 127.0.0.N to
+        check a challenge, so the default would only fail and retry.
+        """
+        if not self.domain:
+            return None
+        if self.acme is not None:
+            return self.acme
+        return AcmeSettings() if self.provider_kind == "aws" else None
 
 
 class Config(_Model):

@@ -18,9 +18,10 @@ from octctl.names import NAME_PATTERN, NAME_RULE
 
 from .errors import Problem, problem_sort_key
 from .graph import find_cycles
+from .https_checks import check_https
 from .locate import KeyPath, format_path
 from .messages import PORT_RANGE, did_you_mean, port_message, positive_message, quoted_list
-from .models import AwsProvider, Config, Provider, Service
+from .models import AcmeSettings, AwsProvider, Config, Provider, Service
 from .template import (
     SERVICE_ATTRS,
     malformed_service_refs,
@@ -45,6 +46,8 @@ class ServicesView:
 
     project_name: str | None = None
     provider: Provider | None = None
+    domain: str | None = None
+    acme: AcmeSettings | None = None
     names: list[tuple[int, str]] = field(default_factory=list)
     services: list[tuple[int, Service]] = field(default_factory=list)
     #: Services that failed the schema but whose ``depends_on`` is readable: checked for unknown
@@ -57,6 +60,8 @@ class ServicesView:
         return cls(
             project_name=project.name,
             provider=project.provider,
+            domain=project.domain,
+            acme=project.acme,
             names=[(i, service.name) for i, service in enumerate(project.services)],
             services=list(enumerate(project.services)),
         )
@@ -78,6 +83,7 @@ def check(view: ServicesView) -> list[Finding]:
         *_check_external_ports(view),
         *_check_cycles(view),
         *_check_aws(view),
+        *check_https(view.domain, view.acme, view.provider, view.services),
     ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -69,8 +70,11 @@ class IngressError(Exception):
     """HAProxy refused a configuration, or did not start or reload."""
 
 
-def render(routes: IngressRoutes, drain_seconds: int = DRAIN_SECONDS) -> str:
-    """The configuration; connection limits follow the file-descriptor limit HAProxy is given."""
+def render(
+    routes: IngressRoutes, drain_seconds: int = DRAIN_SECONDS, certificates: Path | None = None
+) -> str:
+    """The configuration; ``certificates`` is the folder of the sites' PEM files (see
+    :func:`write_certificates`)."""
     import jinja2  # only nodes that serve a public port render
 
     template = files("octctl.ingress").joinpath("haproxy.cfg.j2").read_text()
@@ -78,8 +82,38 @@ def render(routes: IngressRoutes, drain_seconds: int = DRAIN_SECONDS) -> str:
     return env.from_string(template).render(
         address=routes.address,
         routes=routes.routes,
+        web=routes.web,
+        certificates=certificates,
         drain_seconds=drain_seconds,
     )
+
+
+def write_certificates(directory: Path, routes: IngressRoutes) -> Path | None:
+    """Each site's certificate and key as one PEM file (what HAProxy's ``crt <folder>`` loads), in
+    a folder named after their content: the served one is never rewritten under a running worker,
+    and a configuration HAProxy refuses leaves it in place. Files are 0600, in the private folder."""
+    secure = routes.web.secure if routes.web is not None else ()
+    if not secure:
+        return None
+    digest = hashlib.sha256()
+    for site in secure:
+        digest.update(f"{site.service}\0{site.certificate}\0".encode())
+    folder = directory / f"certificates-{digest.hexdigest()[:16]}"
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=".certificates-", dir=directory))
+        for site in secure:
+            path = staging / f"{site.service}.pem"
+            path.touch(mode=0o600)
+            path.write_text(site.certificate or "")
+        os.replace(staging, folder)
+    return folder
+
+
+def remove_other_certificates(directory: Path, keep: Path | None) -> None:
+    """Folders of certificates no configuration names any more (keys should not linger)."""
+    for folder in directory.glob("certificates-*"):
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class Haproxy:
@@ -122,7 +156,7 @@ class Haproxy:
 
     async def apply(self, routes: IngressRoutes) -> bool:
         """Serve ``routes``; True if the proxy changed."""
-        if not routes.routes:
+        if routes.empty:
             was_running = self.running
             await self.stop()
             self._served = routes
@@ -132,7 +166,8 @@ class Haproxy:
         self.directory.mkdir(parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
         candidate = self.config_path.with_name(self.config_path.name + ".new")
-        candidate.write_text(render(routes, self.drain_seconds))
+        certificates = write_certificates(self.directory, routes)
+        candidate.write_text(render(routes, self.drain_seconds, certificates))
         await self._check(candidate)
         os.replace(candidate, self.config_path)
         self._served = None  # until HAProxy confirms: a failed reload leaves the old worker serving
@@ -141,6 +176,7 @@ class Haproxy:
         else:
             await self._start()
         self._served = routes
+        remove_other_certificates(self.directory, certificates)
         return True
 
     async def stop(self) -> None:
@@ -155,6 +191,7 @@ class Haproxy:
                 await process.wait()
         await self._stop_leftover()
         remove_socket_folder(self.master_socket)
+        remove_other_certificates(self.directory, None)
 
     async def _check(self, config: Path) -> None:
         checker = await asyncio.create_subprocess_exec(

@@ -1,4 +1,4 @@
-"""What one node's ingress serves: each public port, and the instances behind it.
+"""What one node's ingress serves: each public port, the HTTPS sites, and the instances behind them.
 
 Pure data, compared as a whole: the node rewrites its proxy's configuration only when the routes
 it computes from the replicated state differ from the ones the proxy serves.
@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["http", "tcp"]
+
+#: What may be written into the proxy's configuration from the state: host names, and the
+#: base64url token and key authorization of an ACME challenge (RFC 8555 §8.1, §8.3).
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+_ANSWER = re.compile(r"[A-Za-z0-9_-]{16,128}\.[A-Za-z0-9_-]{16,128}")
 
 
 @dataclass(frozen=True, order=True)
@@ -44,14 +50,60 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Site:
+    """``names`` are served over HTTPS by ``service``'s instances, once ``certificate`` (the chain
+    and its key, PEM) exists; until then, over plain HTTP on port 80."""
+
+    service: str
+    names: tuple[str, ...]
+    upstreams: tuple[Upstream, ...] = ()
+    certificate: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not all(_HOST_NAME.fullmatch(name) for name in self.names):
+            raise ValueError(f"not host names: {self.names}")
+        object.__setattr__(self, "upstreams", tuple(sorted(set(self.upstreams))))
+
+
+@dataclass(frozen=True)
+class Web:
+    """Ports 80 and 443 of a node whose project is served over HTTPS: ACME challenges answered on
+    80, sites with a certificate redirected to 443 and served there, and ``fallback`` (the service
+    whose ``external_port`` is 80, if any) for every other request on 80."""
+
+    sites: tuple[Site, ...] = ()
+    challenges: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (token, answer)
+    fallback: Route | None = None
+
+    def __post_init__(self) -> None:
+        for token, answer in self.challenges:
+            if not _TOKEN.fullmatch(token) or not _ANSWER.fullmatch(answer):
+                raise ValueError("an ACME challenge that is not base64url")
+        object.__setattr__(self, "sites", tuple(sorted(self.sites, key=lambda s: s.service)))
+        object.__setattr__(self, "challenges", tuple(sorted(self.challenges)))
+
+    @property
+    def secure(self) -> tuple[Site, ...]:
+        """The sites served on 443: those with a certificate."""
+        return tuple(site for site in self.sites if site.certificate)
+
+
+@dataclass(frozen=True)
 class IngressRoutes:
-    """Everything one node's proxy serves, on ``address``."""
+    """Everything one node's proxy serves, on ``address``: ``routes`` on their ports, and
+    ``web`` on 80 and 443 when the project is served over HTTPS."""
 
     address: str
     routes: tuple[Route, ...] = field(default=())
+    web: Web | None = None
 
     def __post_init__(self) -> None:
-        ports = [route.port for route in self.routes]
+        ports = [route.port for route in self.routes] + ([80, 443] if self.web is not None else [])
         if len(ports) != len(set(ports)):
             raise ValueError(f"two routes on one port of {self.address}: {sorted(ports)}")
         object.__setattr__(self, "routes", tuple(sorted(self.routes, key=lambda r: r.port)))
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to listen on: HAProxy does not run without a listener."""
+        return not self.routes and self.web is None

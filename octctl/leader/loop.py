@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from octctl.config import Config
+from octctl.leader.certificates import Certifier
 from octctl.leader.converge import Converger
 from octctl.leader.deployments import Deployments
 from octctl.leader.fleet import Fleet
@@ -48,6 +49,7 @@ class Duties:
     converger: Converger
     deployments: Deployments
     publisher: Publisher
+    certifier: Certifier
 
     @classmethod
     def for_term(
@@ -67,7 +69,12 @@ class Duties:
             converger=Converger(cluster, agents),
             deployments=Deployments(cluster, settings.node, fleet.retire),
             publisher=Publisher(cluster, provider),
+            certifier=Certifier(cluster),
         )
+
+    def close(self) -> None:
+        """The term ended: work still under way for it stops."""
+        self.certifier.close()
 
 
 @dataclass
@@ -89,6 +96,7 @@ class Leader:
         """This term's duties, made fresh when the term changed."""
         term = self.cluster.term()
         if self._duties is None or self._duties.term != term:
+            self._drop_duties()
             self._duties = Duties.for_term(
                 term, self.cluster, self.agents, self.settings, self.secrets, self.provider
             )
@@ -100,7 +108,7 @@ class Leader:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
             if not self.cluster.is_leader():
-                self._duties = None
+                self._drop_duties()
                 continue
             try:
                 busy = await self.tick()
@@ -109,6 +117,11 @@ class Leader:
                 busy = False
             if busy:
                 self._wake.set()
+
+    def _drop_duties(self) -> None:
+        if self._duties is not None:
+            self._duties.close()
+            self._duties = None
 
     async def tick(self) -> bool:
         """One pass; True when it changed something and another pass should follow at once.
@@ -135,6 +148,7 @@ class Leader:
         changed = await duties.converger.converge(view, config, specs, observed)
         await duties.deployments.update(view, config, specs, observed)
         await duties.publisher.publish(view, config, placements)
+        await duties.certifier.keep(view, config)
         return changed
 
     def _specs(

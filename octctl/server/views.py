@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
+from octctl.config import Service
+from octctl.sites import sites
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState, raft_address
+from octctl.state.model import ClusterState, NodeRecord, acme_of, raft_address
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
@@ -12,6 +14,19 @@ def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | Non
         if raft_address(node) == leader_raft_address:
             return node["id"]
     return None
+
+
+def urls(state: ClusterState, service: Service, node: NodeRecord | None, names: tuple[str, ...]) -> list[str]:
+    """A public service's addresses for people: its HTTPS names (plain HTTP until the certificate
+    for them is issued), then its ``external_port`` at its node's public address (any node's
+    would do: the ingress serves it on every node)."""
+    if service.public_port is None or node is None:
+        return []
+    certificate = acme_of(state)["certificates"].get(service.name)
+    scheme = "https" if certificate is not None and tuple(certificate["names"]) == names else "http"
+    found = [f"{scheme}://{name}/" for name in names]
+    address = node.get("public_address", node["address"])
+    return [*found, f"http://{address}:{service.public_port}/"]
 
 
 def status_view(state: ClusterState, node: str, leader: str | None) -> StatusResponse:
@@ -40,6 +55,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
         for n in sorted(state["nodes"].values(), key=lambda n: n["id"])
     ]
     views = []
+    site_names = {site.service: site.names for site in sites(config)}
     for svc in services:
         node_id = state["placements"].get(svc.name)
         record = state["nodes"].get(node_id or "")
@@ -53,6 +69,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
                 runtime=svc.runtime,
                 state=instance["state"] if instance else "pending",
                 endpoint=f"http://{record['address']}:{port}" if record and port else None,
+                urls=urls(state, svc, record, site_names.get(svc.name, ())),
                 restarts=instance.get("restarts", 0) if instance else 0,
                 error=instance.get("error") if instance else None,
             )

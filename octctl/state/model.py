@@ -73,6 +73,17 @@ def pending_voters(state: ClusterState, members: list[str]) -> list[str]:
     )
 
 
+class AcmeState(TypedDict):
+    """What HTTPS needs on every node: the leader's account at the CA (reused by the next leader),
+    the answers to the challenges under way (any node may be asked), and each public service's
+    certificate with its key (every node serves it). Secrets, like the project's envs: the state
+    is never served whole by the API."""
+
+    account: dict[str, str] | None  # {"key": PEM, "uri": the account's URL at the CA}
+    challenges: dict[str, str]  # token -> key authorization
+    certificates: dict[str, dict[str, Any]]  # service -> {names, fullchain, key, not_before, not_after}
+
+
 class ClusterState(TypedDict):
     cluster: str
     project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed
@@ -89,6 +100,13 @@ class ClusterState(TypedDict):
     instance_ports: dict[str, int]
     instances: dict[str, dict[str, dict[str, Any]]]  # node id -> service -> observed InstanceStatus
     provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
+    #: Snapshots older than the key have none: read it with :func:`acme_of`.
+    acme: AcmeState
+
+
+def acme_of(state: ClusterState) -> AcmeState:
+    """The state's HTTPS part, empty in replicas restored from snapshots older than it."""
+    return state.get("acme") or {"account": None, "challenges": {}, "certificates": {}}
 
 
 class CommandError(Exception):
@@ -108,6 +126,7 @@ def empty_state() -> ClusterState:
         "instance_ports": {},
         "instances": {},
         "provisioning": {},
+        "acme": {"account": None, "challenges": {}, "certificates": {}},
     }
 
 
@@ -305,6 +324,35 @@ def _observe_one(state: ClusterState, node: str, service: str, instance: dict[st
         seen[service] = instance
 
 
+def _acme(state: ClusterState) -> AcmeState:
+    acme = acme_of(state)
+    state["acme"] = acme
+    return acme
+
+
+def _acme_account(state: ClusterState, key: str, uri: str) -> None:
+    _acme(state)["account"] = {"key": key, "uri": uri}
+
+
+def _acme_challenges(state: ClusterState, add: dict[str, str], remove: list[str]) -> None:
+    """Challenges to answer from now on, and finished ones no node needs to answer any more."""
+    challenges = _acme(state)["challenges"]
+    for token in remove:
+        challenges.pop(token, None)
+    challenges.update(add)
+
+
+def _certificate(state: ClusterState, service: str, certificate: dict[str, Any] | None) -> None:
+    """A service's new certificate, or (None) the end of one whose service is no longer served."""
+    certificates = _acme(state)["certificates"]
+    if certificate is None:
+        certificates.pop(service, None)
+        return
+    if set(certificate) != {"names", "fullchain", "key", "not_before", "not_after"}:
+        raise CommandError(f"malformed certificate record: {sorted(certificate)}")
+    certificates[service] = certificate
+
+
 _COMMANDS: dict[str, Callable[..., Any]] = {
     "init": _init,
     "node_joined": _node_joined,
@@ -320,6 +368,9 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "set_placements": _set_placements,
     "observe": _observe,
     "observe_one": _observe_one,
+    "acme_account": _acme_account,
+    "acme_challenges": _acme_challenges,
+    "certificate": _certificate,
 }
 
 

@@ -4,23 +4,19 @@ a dead instance taken out of rotation, and a control socket a service cannot ope
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pwd
 import socket
 import subprocess
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from octctl.ingress.haproxy import Haproxy, IngressError
-from octctl.ingress.routes import IngressRoutes, Route, Upstream
-
-ADDRESS = "127.0.0.1"
+from octctl.ingress.routes import IngressRoutes, Route
+from tests.integration.http_instances import ADDRESS, Load, instances
 
 
 def free_port() -> int:
@@ -29,83 +25,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Instance:
-    """An HTTP service instance on loopback that answers with its name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> Upstream:
-        async def hello(_: web.Request) -> web.Response:
-            return web.Response(text=self.name)
-
-        app = web.Application()
-        app.router.add_get("/", hello)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, ADDRESS, 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return Upstream(ADDRESS, self.port)
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
-class Load:
-    """Keep-alive clients sending requests until stopped, counting answers by body and failures."""
-
-    def __init__(self, url: str, clients: int = 8) -> None:
-        self.url = url
-        self.clients = clients
-        self.answers: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> Load:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        self._tasks = [asyncio.create_task(self._client()) for _ in range(self.clients)]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-        await self._session.close()
-
-    async def _client(self) -> None:
-        while not self._stop.is_set():
-            try:
-                async with self._session.get(self.url) as answer:
-                    body = await answer.text()
-                    if answer.status == 200:
-                        self.answers[body] += 1
-                    else:
-                        self.failures.append(f"{answer.status} {body[:80]}")
-            except aiohttp.ClientError as e:
-                self.failures.append(repr(e))
-
-    async def until(self, answered: int) -> None:
-        """Wait until ``answered`` more requests have been answered (the load is really flowing)."""
-        target = sum(self.answers.values()) + answered
-        async with asyncio.timeout(20):
-            while sum(self.answers.values()) < target:
-                await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def haproxy(tmp_path: Path) -> AsyncIterator[Haproxy]:
     proxy = Haproxy(tmp_path / "ingress", drain_seconds=5)
     yield proxy
     await proxy.stop()
-
-
-async def instances(*names: str) -> tuple[list[Instance], list[Upstream]]:
-    started = [Instance(name) for name in names]
-    return started, [await instance.start() for instance in started]
 
 
 async def test_every_request_is_answered_while_instances_come_and_go(haproxy: Haproxy) -> None:

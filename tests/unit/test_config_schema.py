@@ -75,7 +75,7 @@ def test_unknown_key_without_close_match_lists_keys() -> None:
     assert (problem.line, problem.path) == (3, "project.flavour")
     assert problem.message == (
         "unknown key 'flavour'; expected one of 'name', 'domain', 'state_backend', "
-        "'user_state_backend', 'provider', 'cluster', 'services'"
+        "'user_state_backend', 'provider', 'cluster', 'acme', 'services'"
     )
 
 
