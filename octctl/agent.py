@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from octctl.names import check_name
+from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Agent:
     def _check(project: str, service: str) -> None:
         """Names become file and container names: refuse (``InvalidName``) any that could be a path."""
         check_name("project", project)
-        check_name("service", service)
+        check_instance(service)
 
     async def apply(self, spec: InstanceSpec) -> InstanceStatus:
         self._check(spec.project, spec.service)

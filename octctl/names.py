@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["NAME_PATTERN", "NAME_RULE", "InvalidName", "check_name", "is_name"]
+__all__ = [
+    "INSTANCE_PATTERN",
+    "NAME_PATTERN",
+    "NAME_RULE",
+    "InvalidName",
+    "check_instance",
+    "check_name",
+    "is_name",
+]
 
 #: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+
+#: An instance of a service: the service's name for its first, ``<service>.<n>`` for the n-th
+#: (n from 2); '.' is in no service name, so an instance name always says whose it is.
+INSTANCE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?(\.[1-9][0-9]{0,2})?$")
 
 NAME_RULE = "use 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit"
 
@@ -38,3 +50,11 @@ def check_name(kind: str, value: object) -> str:
     if len(shown) > _SHOWN:
         shown = f"{shown[:_SHOWN]}... ({len(str(value))} characters)"
     raise InvalidName(f"invalid {kind} name {shown}: {NAME_RULE}")
+
+
+def check_instance(value: object) -> str:
+    """``value`` if it names an instance (``web``, ``web.2``), else :class:`InvalidName`."""
+    if isinstance(value, str) and INSTANCE_PATTERN.fullmatch(value) is not None:
+        return value
+    check_name("service", value)  # says what is wrong with the service part
+    raise InvalidName(f"invalid instance name {value!r}: expected <service> or <service>.<number>")

@@ -11,8 +11,9 @@ Policy, in order of priority:
    node whenever that node still exists, is schedulable, still has room for it (counting the other
    services that stay there) and no other service kept there binds one of its host ports.
 2. **Spread.** The rest are placed largest first (big items are the hard ones to fit later), each on
-   the node that is left least loaded by taking it, so load -- and the blast radius of losing a node --
-   is evenly shared.
+   the node holding the fewest instances of the same service (its ``group``: replicas go to distinct
+   nodes when there are enough), then on the node left least loaded by taking it, so load -- and
+   the blast radius of losing a node -- is evenly shared.
 3. **Report the rest.** Whatever fits nowhere is returned in ``unplaced``; the leader asks the provider
    for more nodes (see :func:`nodes_needed`). Honouring ``min_nodes`` is also the leader's business.
 """
@@ -48,6 +49,8 @@ class Demand:
     cpus: int
     memory: int
     host_ports: frozenset[int] = frozenset()
+    #: Instances of one service share a group, and are spread over distinct nodes when possible.
+    group: str = ""
 
     def __post_init__(self) -> None:
         if self.cpus < 0 or self.memory < 0:
@@ -173,17 +176,23 @@ def _keep_current(
     return kept
 
 
-def _best_node(demand: Demand, candidates: Sequence[NodeCapacity], loads: Mapping[str, _Load]) -> str | None:
-    """Spread: the node whose pressure *after* taking the demand is lowest; ties go to the lowest id."""
-    best: tuple[Fraction, str] | None = None
+def _best_node(
+    demand: Demand,
+    candidates: Sequence[NodeCapacity],
+    loads: Mapping[str, _Load],
+    siblings: Mapping[str, int],
+) -> str | None:
+    """Spread: the node with the fewest instances of the demand's group, then the one whose
+    pressure *after* taking the demand is lowest; ties go to the lowest id."""
+    best: tuple[int, Fraction, str] | None = None
     for capacity in candidates:
         load = loads[capacity.node]
         if not load.admits(demand, capacity):
             continue
-        key = (_pressure(load.plus(demand), capacity), capacity.node)
+        key = (siblings.get(capacity.node, 0), _pressure(load.plus(demand), capacity), capacity.node)
         if best is None or key < best:
             best = key
-    return None if best is None else best[1]
+    return None if best is None else best[2]
 
 
 def place(demands: Sequence[Demand], nodes: Sequence[NodeCapacity], current: Mapping[str, str]) -> Plan:
@@ -200,13 +209,19 @@ def place(demands: Sequence[Demand], nodes: Sequence[NodeCapacity], current: Map
 
     candidates = sorted((c for c in by_node.values() if c.schedulable), key=lambda c: c.node)
     unplaced: list[str] = []
+    groups: dict[str, dict[str, int]] = {}
+    for service, kept in placements.items():
+        group = groups.setdefault(by_name[service].group or service, {})
+        group[kept] = group.get(kept, 0) + 1
     for demand in sorted((d for d in by_name.values() if d.service not in placements), key=_size_key):
-        node_id = _best_node(demand, candidates, loads)
-        if node_id is None:
+        group = groups.setdefault(demand.group or demand.service, {})
+        best = _best_node(demand, candidates, loads, group)
+        if best is None:
             unplaced.append(demand.service)
             continue
-        loads[node_id] = loads[node_id].plus(demand)
-        placements[demand.service] = node_id
+        loads[best] = loads[best].plus(demand)
+        placements[demand.service] = best
+        group[best] = group.get(best, 0) + 1
 
     moved = tuple(
         sorted(service for service, node_id in placements.items() if current.get(service, node_id) != node_id)

@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 from octctl.ingress.haproxy import Haproxy, IngressError
 from octctl.ingress.routes import IngressRoutes, Route, Site, Upstream, Web
+from octctl.instances import placed_instances
 from octctl.logthrottle import LogLimiter
 from octctl.sites import Site as SiteNames
 from octctl.sites import sites
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState, acme_of
+from octctl.state.model import ClusterState, acme_of, drain_key, draining_of
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +28,28 @@ RETRY_SECONDS = 5.0
 
 def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
-    at layer 4 (any protocol) to the instance port of the node that runs it; and, when the project
+    at layer 4 (any protocol) to its instances' ports (not those being drained); and, when the project
     is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`)."""
     config = desired_project(view)
     if config is None:
         return IngressRoutes(address)
     ports = view.get("instance_ports", {})
+    draining = draining_of(view)
     routes = []
     for service in config.project.services:
-        node = view["nodes"].get(view["placements"].get(service.name, ""))
-        port = ports.get(service.name)
-        if service.public_port is None or node is None or port is None:
+        if service.public_port is None:
             continue
-        routes.append(Route(service.name, service.public_port, "tcp", (Upstream(node["address"], port),)))
+        upstreams, placed = [], False
+        for instance, node_id in placed_instances(service, view["placements"]):
+            node = view["nodes"].get(node_id)
+            port = ports.get(instance)
+            if node is None or port is None:
+                continue
+            placed = True  # served even while every instance drains: clients wait, not refused
+            if drain_key(instance, node_id) not in draining:
+                upstreams.append(Upstream(node["address"], port))
+        if placed:
+            routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
     found = sites(config)
     if not found:
         return IngressRoutes(address, tuple(routes))

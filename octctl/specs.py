@@ -17,6 +17,7 @@ from typing import Any
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
+from octctl.instances import instances_of
 from octctl.runtime.base import InstanceSpec, PortMapping
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
@@ -35,15 +36,17 @@ def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, 
     }
 
 
-def demand(service: Service) -> Demand:
-    """What the service needs of a node. A public service's ``external_port`` is the ingress's on
-    every node, and its instance gets an instance port, so only an internal-only port is claimed."""
+def demand(service: Service, instance: str | None = None) -> Demand:
+    """What one instance of the service needs of a node. A public service's ``external_port`` is
+    the ingress's on every node, and each instance gets an instance port, so only an internal-only
+    port is claimed (two instances of such a service never share a node)."""
     port = service.host_port if service.public_port is None else None
     return Demand(
-        service=service.name,
+        service=instance or service.name,
         cpus=service.cpus,
         memory=service.memory,
         host_ports=frozenset({port} if port else ()),
+        group=service.name,
     )
 
 
@@ -123,7 +126,12 @@ def _discovery(config: Config, service: Service, node: NodeRecord, rollout: Roll
 
 
 def _process_env(
-    config: Config, service: Service, node: NodeRecord, rollout: Rollout, port: int | None
+    config: Config,
+    service: Service,
+    node: NodeRecord,
+    rollout: Rollout,
+    port: int | None,
+    instance: str | None,
 ) -> dict[str, str]:
     """What a process service is told (its ``envs`` override it): where to listen, who it is."""
     return {
@@ -131,6 +139,7 @@ def _process_env(
         **({"PORT": str(port)} if port else {}),
         "OCT_PROJECT": config.project.name,
         "OCT_SERVICE": service.name,
+        **({"OCT_INSTANCE": instance} if instance else {}),
         "OCT_NODE": node["id"],
         # The cluster's DNS, for programs that can be pointed at a resolver; the host's own
         # resolver is left alone, so plain lookups of service names do not work here.
@@ -147,6 +156,7 @@ def instance_spec(
     known: Mapping[str, Mapping[str, str | int]],
     rollout: Rollout,
     instance_port: int | None = None,
+    instance: str | None = None,
 ) -> InstanceSpec | None:
     """The rendered spec, or None while a service it references has no placement yet, or while a
     public service has no instance port (it listens there; the ingress serves ``external_port``)."""
@@ -168,11 +178,11 @@ def instance_spec(
         )
     workdir = None
     if service.runtime == "process":
-        env = {**_process_env(config, service, node, rollout, port), **env}
+        env = {**_process_env(config, service, node, rollout, port, instance), **env}
         workdir = rollout.source_dir
     spec = InstanceSpec(
         project=config.project.name,
-        service=service.name,
+        service=instance or service.name,
         cluster=rollout.cluster,
         node=node["id"],
         deployment=rollout.deployment,
@@ -202,13 +212,13 @@ def instance_specs(
     on_network = network_endpoints(config, known, rollout.domain)
     local = config.project.provider_kind == "local"
     specs: dict[str, InstanceSpec] = {}
-    for service in config.project.services:
-        node = nodes.get(placements.get(service.name, ""))
+    for instance, service in instances_of(config):
+        node = nodes.get(placements.get(instance, ""))
         if node is None:
             continue
         values = on_network if local and service.runtime == "docker" else known
-        port = (instance_ports or {}).get(service.name)
-        spec = instance_spec(config, service, node, values, rollout, port)
+        port = (instance_ports or {}).get(instance)
+        spec = instance_spec(config, service, node, values, rollout, port, instance)
         if spec is not None:
-            specs[service.name] = spec
+            specs[instance] = spec
     return specs

@@ -110,6 +110,19 @@ class NodeView(BaseModel):
     last_seen: float | None = None
 
 
+class InstanceView(BaseModel):
+    """One instance of a service: where it runs, the port it listens on there, how it is doing."""
+
+    name: str
+    node: str | None
+    address: str | None
+    port: int | None = None
+    state: str
+    restarts: int = 0
+    #: Out of DNS and the ingress, about to be stopped or replaced.
+    draining: bool = False
+
+
 class ServiceView(BaseModel):
     name: str
     node: str | None
@@ -122,6 +135,8 @@ class ServiceView(BaseModel):
     urls: list[str] = Field(default_factory=list)
     restarts: int = 0
     error: str | None = None
+    #: Every instance (``replicas``); ``node``, ``state`` and the rest above are the first one's.
+    instances: list[InstanceView] = Field(default_factory=list)
 
 
 class StatusResponse(BaseModel):

@@ -119,6 +119,7 @@ class Service(_Model):
     depends_on: list[str] = Field(default_factory=list)
     envs: dict[str, str] = Field(default_factory=dict)
     runtime: RuntimeKind = "docker"
+    replicas: int = Field(default=1, ge=1, le=100, description="instances, spread over distinct nodes")
     apex: bool = Field(
         default=False,
         description="also serve this public service at the bare project domain (https://<domain>)",

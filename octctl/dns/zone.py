@@ -19,8 +19,9 @@ from typing import Any
 
 from dnslib import QTYPE, RR, SOA, SRV, A, DNSLabel
 
+from octctl.instances import placed_instances
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState
+from octctl.state.model import ClusterState, drain_key, draining_of
 
 DEFAULT_DOMAIN = "oct"
 DEFAULT_TTL = 5
@@ -98,15 +99,19 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
         add(f"{node['id']}.node.{origin}", QTYPE.A, A(node["address"]))
     for service in config.project.services:
         name = service.name
-        node_id = state["placements"].get(name)
-        placed = nodes.get(node_id or "")
-        instance = state["instances"].get(node_id or "", {}).get(name)
-        if placed is None or instance is None or instance.get("state") != "running":
-            continue  # only instances that run are worth an address
-        add(f"{name}.{origin}", QTYPE.A, A(placed["address"]))
-        port = service.host_port
-        if port:
-            add(f"_{name}._tcp.{origin}", QTYPE.SRV, SRV(0, 0, port, f"{placed['id']}.node.{origin}"))
+        answered: set[str] = set()
+        for instance, node_id in placed_instances(service, state["placements"]):
+            placed = nodes.get(node_id)
+            seen = state["instances"].get(node_id, {}).get(instance)
+            if placed is None or seen is None or seen.get("state") != "running" or node_id in answered:
+                continue  # only instances that run are worth an address; a node is named once
+            if drain_key(instance, node_id) in draining_of(state):
+                continue  # leaving: new clients go to the others
+            answered.add(node_id)
+            add(f"{name}.{origin}", QTYPE.A, A(placed["address"]))
+            port = service.host_port
+            if port:
+                add(f"_{name}._tcp.{origin}", QTYPE.SRV, SRV(0, 0, port, f"{placed['id']}.node.{origin}"))
     soa = RR(
         origin,
         QTYPE.SOA,

@@ -1,29 +1,42 @@
 """Push the difference between the specs and what agents run: removals first, then starts.
 
 Removals go first because they free ports and capacity. A service is started (or replaced) only
-once everything it ``depends_on`` runs with its current spec; the pushes of one pass run
-concurrently, so independent services start in parallel across nodes. A push that failed (say,
-an image that cannot be pulled) is not retried for the same spec and deployment: a new deploy
-retries it.
+once every instance of everything it ``depends_on`` runs with its current spec; the pushes of one
+pass run concurrently, so independent services start in parallel across nodes. A push that failed
+(say, an image that cannot be pulled) is not retried for the same spec and deployment: a new
+deploy retries it.
+
+A service with several instances is never stopped whole: a changed one is replaced one instance
+at a time, each only while all the others serve, and a running instance that is replaced or
+removed while its service stays is first *drained*: taken out of DNS and of every node's ingress
+(``drain`` in the state), then stopped :data:`DRAIN_GRACE` later, once no proxy sends it new
+requests and the ones it had are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.config import Config
+from octctl.instances import instance_names, service_of
 from octctl.leader.ports import Agents, ClusterLog, Observed
 from octctl.peers import PeerError
 from octctl.runtime.base import InstanceSpec, InstanceStatus
-from octctl.state.model import ClusterState, NodeRecord, api_address, command
+from octctl.state.model import ClusterState, NodeRecord, api_address, command, drain_key, draining_of
 
-__all__ = ["Converger", "is_up"]
+__all__ = ["DRAIN_GRACE", "Converger", "is_up"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between taking an instance out of rotation and stopping it: every node's proxy has
+#: reloaded without it by then (a Raft commit and a reload take milliseconds), and the requests
+#: it was answering are done.
+DRAIN_GRACE = 2.0
 
 
 def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
@@ -43,6 +56,32 @@ def _settled(current: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
     )
 
 
+def _running(instance: Mapping[str, Any] | None) -> bool:
+    return instance is not None and instance.get("state") == "running"
+
+
+def _seen(observed: Observed, specs: Mapping[str, InstanceSpec], instance: str) -> Mapping[str, Any] | None:
+    spec = specs.get(instance)
+    return observed.get(spec.node, {}).get(instance) if spec is not None else None
+
+
+def _rolling(config: Config | None, instance: str) -> bool:
+    """Whether the instance's service has others to serve while it drains (one instance alone is
+    replaced at once: draining it would only add the grace to the outage)."""
+    if config is None:
+        return False
+    try:
+        return config.service(service_of(instance)).replicas > 1
+    except KeyError:
+        return False
+
+
+def _drained(draining: Mapping[str, float], key: str) -> bool:
+    """Out of rotation for :data:`DRAIN_GRACE` already."""
+    since = draining.get(key)
+    return since is not None and time.time() - since >= DRAIN_GRACE
+
+
 @dataclass
 class Converger:
     cluster: ClusterLog
@@ -60,15 +99,31 @@ class Converger:
     def _pushes(
         self, config: Config, specs: Mapping[str, InstanceSpec], observed: Observed
     ) -> list[InstanceSpec]:
+        def up(instance: str) -> bool:
+            spec = specs.get(instance)
+            return spec is not None and is_up(observed.get(spec.node, {}).get(instance), spec)
+
         pushes: list[InstanceSpec] = []
         for name in config.topological_order():
-            spec = specs.get(name)
-            if spec is None or _settled(observed.get(spec.node, {}).get(name), spec):
+            service = config.service(name)
+            deps = [i for d in service.depends_on for i in instance_names(config.service(d))]
+            if not all(up(i) for i in deps):
                 continue
-            if self._already_failed(spec):
-                continue
-            deps = config.service(name).depends_on
-            if all(d in specs and is_up(observed.get(specs[d].node, {}).get(d), specs[d]) for d in deps):
+            instances = instance_names(service)
+            for instance in instances:
+                spec = specs.get(instance)
+                if spec is None or _settled(observed.get(spec.node, {}).get(instance), spec):
+                    continue
+                if self._already_failed(spec):
+                    continue
+                if len(instances) > 1 and _running(observed.get(spec.node, {}).get(instance)):
+                    # Rolling: replace a running instance only while every other one serves, one at
+                    # a time; it is drained first (see converge).
+                    others = [i for i in instances if i != instance]
+                    if not all(up(i) or _running(_seen(observed, specs, i)) for i in others):
+                        continue
+                    if any(p.service in instances for p in pushes):
+                        continue
                 pushes.append(spec)
         return pushes
 
@@ -82,19 +137,34 @@ class Converger:
         """One round of removals and pushes; True when one of them made progress."""
         project = config.project.name if config else None
         nodes = view["nodes"]
+        services = {s.name for s in config.project.services} if config else set()
         removals = [
-            (node, service, instance["project"])
+            (node, name, instance)
             for node, instances in observed.items()
-            for service, instance in instances.items()
+            for name, instance in instances.items()
             if node in nodes
-            and (service not in specs or specs[service].node != node or instance.get("project") != project)
+            and (name not in specs or specs[name].node != node or instance.get("project") != project)
         ]
         pushes = [s for s in self._pushes(config, specs, observed) if s.node in nodes] if config else []
+        draining = draining_of(view)
+        # An instance whose service stays (scaled down, moved, rolled) leaves rotation before it stops.
+        staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
+        staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
+        staying = [(n, name) for n, name in staying if _rolling(config, name)]
+        held = {key for key in (drain_key(name, n) for n, name in staying) if not _drained(draining, key)}
+        for n, name in staying:
+            if drain_key(name, n) not in draining:
+                await self.cluster.execute(command("drain", instance=name, node=n, at=time.time()))
+        removals = [r for r in removals if drain_key(r[1], r[0]) not in held]
+        pushes = [s for s in pushes if drain_key(s.service, s.node) not in held]
         if not removals and not pushes:
-            return False
-        removed = await asyncio.gather(*(self._remove(nodes[n], p, s) for n, s, p in removals))
+            return bool(held - set(draining))
+        removed = await asyncio.gather(*(self._remove(nodes[n], s["project"], i) for n, i, s in removals))
         results = await asyncio.gather(*(self._push(nodes[spec.node], spec) for spec in pushes))
         progressed = any(removed)
+        for (n, name, _), done in zip(removals, removed, strict=True):
+            if done and drain_key(name, n) in draining:
+                await self.cluster.execute(command("drain", instance=name, node=n, at=None))
         for spec, status in zip(pushes, results, strict=True):
             if status is None:
                 continue
@@ -104,6 +174,8 @@ class Converger:
             await self.cluster.execute(
                 command("observe_one", node=spec.node, service=spec.service, instance=instance)
             )
+            if status.state == "running" and drain_key(spec.service, spec.node) in draining:
+                await self.cluster.execute(command("drain", instance=spec.service, node=spec.node, at=None))
         # Only progress earns an immediate next pass: a node refusing every call must not spin us.
         return progressed
 

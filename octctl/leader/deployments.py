@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from octctl.config import Config
+from octctl.instances import instances_of, service_of
 from octctl.leader.ports import ClusterLog, Observed
 from octctl.runtime.base import InstanceSpec
 from octctl.state.model import ClusterState, NodeRecord, command
@@ -71,7 +72,7 @@ class Deployments:
             return
         if state not in ("pending", "in_progress") or config is None:
             return
-        names = [s.name for s in config.project.services]
+        names = [name for name, _ in instances_of(config)]
         running = 0
         for name in names:
             spec = specs.get(name)
@@ -80,10 +81,11 @@ class Deployments:
                 continue
             error = _crash(name, instance)
             if error is not None:
-                await self.fail(view, name, error, instance.get("log_tail") or [])
+                await self.fail(view, service_of(name), error, instance.get("log_tail") or [])
                 return
             running += instance["state"] == "running"
-        fields: dict[str, Any] = {"message": f"{running}/{len(names)} services running"}
+        noun = "services" if len(names) == len(config.project.services) else "instances"
+        fields: dict[str, Any] = {"message": f"{running}/{len(names)} {noun} running"}
         if running == len(names):
             fields.update(state="succeeded", finished_at=time.time())
         elif state == "pending":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
 from octctl.instance_ports import assign_instance_ports
+from octctl.instances import instances_of
 from octctl.leader.deployments import fail_deployment
 from octctl.leader.ports import ClusterLog
 from octctl.node_settings import NodeSettings, Secrets
@@ -142,7 +143,7 @@ class Fleet:
         self.ports = dict(view.get("instance_ports", {}))
         if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
-        demands = [demand(s) for s in config.project.services]
+        demands = [demand(service, instance) for instance, service in instances_of(config)]
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
             for n in view["nodes"].values()
@@ -256,15 +257,15 @@ class Fleet:
 
 
 def instance_ports(config: Config, placements: Mapping[str, str], view: ClusterState) -> dict[str, int]:
-    """The instance port of each placed public service (see :mod:`octctl.instance_ports`)."""
-    services = config.project.services
+    """The instance port of each placed instance of a public service (see :mod:`octctl.instance_ports`)."""
+    instances = list(instances_of(config))
     return assign_instance_ports(
-        public={s.name for s in services if s.public_port is not None},
+        public={name for name, s in instances if s.public_port is not None},
         placements=placements,
         published={
-            s.name: s.host_port for s in services if s.public_port is None and s.host_port is not None
+            name: s.host_port for name, s in instances if s.public_port is None and s.host_port is not None
         },
         before=view.get("instance_ports", {}),
         placed_before=view["placements"],
-        reserved={s.public_port for s in services if s.public_port is not None},
+        reserved={s.public_port for s in config.project.services if s.public_port is not None},
     )

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from octctl.names import check_name
+from octctl.names import check_instance, check_name
 
 RuntimeName = Literal["docker", "process"]
 InstanceState = Literal["starting", "running", "restarting", "exited", "failed"]
@@ -68,7 +68,10 @@ class InstanceSpec(BaseModel):
     @field_validator("project", "service")
     @classmethod
     def _a_name(cls, value: str, info: ValidationInfo) -> str:
-        """Both end up in file and container names: a spec never carries a path or other junk."""
+        """Both end up in file and container names: a spec never carries a path or other junk.
+        ``service`` names the instance (``web``, ``web.2``: see ``octctl/instances.py``)."""
+        if info.field_name == "service":
+            return check_instance(value)
         return check_name(str(info.field_name), value)
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from octctl.api.models import TERM_HEADER
 from octctl.fencing import StaleTerm, UnknownTerm, parse_term
-from octctl.names import check_name
+from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec
 from octctl.server.http import error, int_query, node_of, ok, read_model
 
@@ -21,7 +21,7 @@ def _names(request: web.Request) -> tuple[str, str]:
     project = request.query.get("project")
     if not project:
         raise web.HTTPBadRequest(reason="query parameter 'project' is required")
-    return check_name("project", project), check_name("service", request.match_info["service"])
+    return check_name("project", project), check_instance(request.match_info["service"])
 
 
 async def agent_instances(request: web.Request) -> web.Response:

@@ -32,7 +32,7 @@ from octctl.api.models import (
     StatusResponse,
 )
 from octctl.fencing import MAX_TERM_DIGITS
-from octctl.names import NAME_PATTERN, NAME_RULE
+from octctl.names import INSTANCE_PATTERN, NAME_PATTERN, NAME_RULE
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.state.kv import KEY_PATTERN
 
@@ -117,6 +117,10 @@ KEY = Param(
     "1-256 characters of letters, digits and _ . - /",
 )
 SERVICE = Param("service", "path", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, NAME_RULE)
+#: The agent's routes name an instance: the service's name, or ``<service>.<n>`` for the n-th.
+INSTANCE = Param(
+    "service", "path", {"type": "string", "pattern": _pattern(INSTANCE_PATTERN)}, "<service> or <service>.<n>"
+)
 PROJECT = Param("project", "query", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, NAME_RULE)
 TAIL = Param(
     "tail",
@@ -220,7 +224,7 @@ ROUTES: tuple[Route, ...] = (
         "Make this node's instance of a service match the spec (sent by the leader)",
         InstanceStatus,
         body=InstanceSpec,
-        params=(SERVICE, TERM),
+        params=(INSTANCE, TERM),
         errors=(400, 403, 408, 409, 413, 503),
     ),
     Route(
@@ -228,7 +232,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/agent/instances/{service}",
         "Remove this node's instance of a service (sent by the leader)",
         Removed,
-        params=(SERVICE, PROJECT, TERM),
+        params=(INSTANCE, PROJECT, TERM),
         errors=(400, 403, 409, 503),
     ),
     Route(
@@ -236,7 +240,7 @@ ROUTES: tuple[Route, ...] = (
         "/v1/agent/instances/{service}/logs",
         "The last log lines of this node's instance of a service",
         LogLines,
-        params=(SERVICE, PROJECT, TAIL),
+        params=(INSTANCE, PROJECT, TAIL),
         errors=(400, 403),
     ),
 )
@@ -319,10 +323,11 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.openapi_path, {})[route.method.lower()] = _operation(route, components)
-    for name in ("project", "service"):  # checked by a validator, which JSON Schema does not show
+    # checked by a validator, which JSON Schema does not show
+    for name, pattern in (("project", NAME_PATTERN), ("service", INSTANCE_PATTERN)):
         props = components.get("InstanceSpec", {}).get("properties", {})
         if name in props:
-            props[name].setdefault("pattern", _pattern(NAME_PATTERN))
+            props[name].setdefault("pattern", _pattern(pattern))
     return {
         "openapi": "3.1.0",
         "info": {

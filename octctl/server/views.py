@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from octctl.api.models import DeploymentView, NodeView, ServiceView, StatusResponse
+from octctl.api.models import DeploymentView, InstanceView, NodeView, ServiceView, StatusResponse
 from octctl.config import Service
+from octctl.instances import instance_names, service_of
 from octctl.sites import sites
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState, NodeRecord, acme_of, raft_address
+from octctl.state.model import ClusterState, NodeRecord, acme_of, drain_key, draining_of, raft_address
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
@@ -29,13 +30,37 @@ def urls(state: ClusterState, service: Service, node: NodeRecord | None, names: 
     return [*found, f"http://{address}:{service.public_port}/"]
 
 
+def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
+    draining = draining_of(state)
+    views = []
+    for name in instance_names(service):
+        node_id = state["placements"].get(name)
+        record = state["nodes"].get(node_id or "")
+        seen = state["instances"].get(node_id or "", {}).get(name)
+        port = state.get("instance_ports", {}).get(
+            name, service.host_port if service.public_port is None else None
+        )
+        views.append(
+            InstanceView(
+                name=name,
+                node=node_id,
+                address=record["address"] if record else None,
+                port=port,
+                state=seen["state"] if seen else "pending",
+                restarts=seen.get("restarts", 0) if seen else 0,
+                draining=node_id is not None and drain_key(name, node_id) in draining,
+            )
+        )
+    return views
+
+
 def status_view(state: ClusterState, node: str, leader: str | None) -> StatusResponse:
     config = desired_project(state)
     services = config.project.services if config else []
     used: dict[str, tuple[int, int]] = {}
     by_name = {s.name: s for s in services}
     for name, placed in state["placements"].items():
-        svc = by_name.get(name)
+        svc = by_name.get(service_of(name))
         if svc is not None:
             cpus, memory = used.get(placed, (0, 0))
             used[placed] = (cpus + svc.cpus, memory + svc.memory)
@@ -72,6 +97,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
                 urls=urls(state, svc, record, site_names.get(svc.name, ())),
                 restarts=instance.get("restarts", 0) if instance else 0,
                 error=instance.get("error") if instance else None,
+                instances=instance_views(state, svc),
             )
         )
     deployment = state["deployment"]

@@ -102,6 +102,19 @@ class ClusterState(TypedDict):
     provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
     #: Snapshots older than the key have none: read it with :func:`acme_of`.
     acme: AcmeState
+    #: "<instance>@<node>" -> when the leader took it out of DNS and every ingress, before
+    #: stopping or replacing it. Snapshots older than the key have none: see :func:`draining_of`.
+    draining: dict[str, float]
+
+
+def draining_of(state: ClusterState) -> dict[str, float]:
+    return state.get("draining") or {}
+
+
+def drain_key(instance: str, node: str) -> str:
+    """Draining is per instance *and* node: an instance moving to another node is draining on the
+    old one while it starts, and is served, on the new one."""
+    return f"{instance}@{node}"
 
 
 def acme_of(state: ClusterState) -> AcmeState:
@@ -127,6 +140,7 @@ def empty_state() -> ClusterState:
         "instances": {},
         "provisioning": {},
         "acme": {"account": None, "challenges": {}, "certificates": {}},
+        "draining": {},
     }
 
 
@@ -353,6 +367,15 @@ def _certificate(state: ClusterState, service: str, certificate: dict[str, Any] 
     certificates[service] = certificate
 
 
+def _drain(state: ClusterState, instance: str, node: str, at: float | None) -> None:
+    """Take an instance out of rotation (``at``: since when), or (None) put it back."""
+    draining = state.setdefault("draining", {})
+    if at is None:
+        draining.pop(drain_key(instance, node), None)
+    else:
+        draining.setdefault(drain_key(instance, node), at)
+
+
 _COMMANDS: dict[str, Callable[..., Any]] = {
     "init": _init,
     "node_joined": _node_joined,
@@ -371,6 +394,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "acme_account": _acme_account,
     "acme_challenges": _acme_challenges,
     "certificate": _certificate,
+    "drain": _drain,
 }
 
 

@@ -15,7 +15,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from octctl.names import check_name
+from octctl.names import check_instance, check_name
 from octctl.runtime.base import (
     LABEL_CLUSTER,
     LABEL_DEPLOYMENT,
@@ -51,7 +51,7 @@ def container_name(project: str, service: str) -> str:
 
     The name goes into the engine's URLs (``/containers/<name>/json``): both parts are checked names.
     """
-    return f"oct-{check_name('project', project)}-{check_name('service', service)}"
+    return f"oct-{check_name('project', project)}-{check_instance(service)}"
 
 
 def _port_bindings(ports: list[PortMapping]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from octctl.names import check_name
+from octctl.names import check_instance, check_name
 from octctl.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
@@ -82,7 +82,7 @@ class StateDir:
 
     def stem(self, project: str, service: str) -> str:
         """``<project>-<service>``: the names are checked, so the files stay inside the folder."""
-        return f"{check_name('project', project)}-{check_name('service', service)}"
+        return f"{check_name('project', project)}-{check_instance(service)}"
 
     def log_path(self, project: str, service: str) -> Path:
         return self.path / f"{self.stem(project, service)}.log"

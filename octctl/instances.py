@@ -1,0 +1,36 @@
+"""A service's instances: what they are called, and whose they are.
+
+A service with ``replicas = N`` runs N instances, each placed, given a port, rendered and pushed
+on its own. The first is named like its service (``web``), so a service that grows from one
+replica to three keeps its running instance; the others are ``web.2`` ... ``web.N``. '.' is in
+no service name, so every instance name says whose it is, in file names, container names and
+the agents' API alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from octctl.config import Config, Service
+
+__all__ = ["instance_names", "instances_of", "placed_instances", "service_of"]
+
+
+def instance_names(service: Service) -> list[str]:
+    return [service.name, *(f"{service.name}.{n}" for n in range(2, service.replicas + 1))]
+
+
+def service_of(instance: str) -> str:
+    return instance.split(".", 1)[0]
+
+
+def instances_of(config: Config) -> Iterator[tuple[str, Service]]:
+    """Every instance of every service, in declaration order, the first of each service first."""
+    for service in config.project.services:
+        for name in instance_names(service):
+            yield name, service
+
+
+def placed_instances(service: Service, placements: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(instance, node) of each of the service's instances that has a node."""
+    return [(name, placements[name]) for name in instance_names(service) if name in placements]

@@ -1,0 +1,138 @@
+"""Replicas on a real local cluster: three instances of a service spread over three nodes, every
+node's ingress balancing over them; a changed service rolled one instance at a time, each drained
+before it stops, under a steady load that loses no request; an instance killed with kill -9 taken
+out of rotation without a failed request (HAProxy sends a refused connection to another)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from tests.e2e.harness import Project, services_by_name
+from tests.wait import wait_until
+
+pytestmark = pytest.mark.e2e
+
+PORT = 9300
+
+CONFIG = f"""\
+[project]
+name = "replicas"
+
+[project.state_backend.local]
+path = "./state.json"
+
+[project.provider.local]
+nodes = 3
+
+[[project.services]]
+name = "web"
+runtime = "process"
+command = "python3 serve.py"
+external_port = {PORT}
+replicas = 3
+cpus = 100
+memory = 64
+
+[project.services.envs]
+VERSION = "one"
+"""
+
+SERVE = """\
+import http.server, os
+
+BODY = f"{os.environ['VERSION']} {os.environ['OCT_INSTANCE']}".encode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+class Load(threading.Thread):
+    """One client sending GETs through one node's ingress, a new connection each, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as answer:
+                    self.answers[answer.read().decode()] += 1
+            except OSError as e:
+                self.failures.append(repr(e))
+
+    def __enter__(self) -> Load:
+        self.start()
+        wait_until(lambda: sum(self.answers.values()) >= 20, timeout=20, message="the load to flow")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.join(20)
+
+
+def project_with_replicas(make_project) -> Project:  # type: ignore[no-untyped-def]
+    project: Project = make_project("replicas", CONFIG)
+    (project.dir / "serve.py").write_text(SERVE)
+    os.chmod(project.dir, 0o755)
+    os.chmod(project.dir / "serve.py", 0o644)
+    return project
+
+
+def test_replicas_spread_roll_one_at_a_time_without_a_lost_request_and_survive_a_kill(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = project_with_replicas(make_project)
+    project.oct("deploy")
+    web = services_by_name(project.status())["web"]
+    instances = web["instances"]
+    assert [i["name"] for i in instances] == ["web", "web.2", "web.3"]
+    assert len({i["node"] for i in instances}) == 3, "spread over distinct nodes"
+    assert all(i["state"] == "running" for i in instances)
+    address = instances[0]["address"]
+    url = f"http://{address}:{PORT}/"
+
+    with Load(url) as load:
+        wait_until(lambda: len(load.answers) == 3, timeout=20, message="answers from all three instances")
+        assert set(load.answers) == {"one web", "one web.2", "one web.3"}
+
+        project.edit('VERSION = "one"', 'VERSION = "two"')
+        project.oct("deploy")
+        wait_until(
+            lambda: {"two web", "two web.2", "two web.3"} <= set(load.answers),
+            timeout=60,
+            message="every instance to answer with the new version",
+        )
+        assert load.failures == [], f"requests lost during the rolling update: {load.failures[:5]}"
+        rolled = services_by_name(project.status())["web"]["instances"]
+        assert not any(i["draining"] for i in rolled) and {i["node"] for i in rolled} == {
+            i["node"] for i in instances
+        }
+
+        # kill -9 one instance: the proxies send its refused connections to the others.
+        record = next(project.dir.glob(".oct/nodes/*/processes/replicas-web.2.json"))
+        os.kill(json.loads(record.read_text())["pid"], signal.SIGKILL)
+        before = sum(load.answers.values())
+        wait_until(lambda: sum(load.answers.values()) >= before + 200, timeout=30, message="200 more answers")
+        assert load.failures == [], f"requests lost after kill -9 of an instance: {load.failures[:5]}"
+    project.oct("destroy", "--yes")
