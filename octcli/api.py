@@ -27,7 +27,7 @@ from octcli.images import build_images, dockerfile_services
 from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
-from octctl.api.models import ServiceChange, StatusResponse
+from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster
@@ -41,8 +41,10 @@ __all__ = [
     "config_file",
     "deploy",
     "destroy",
+    "history",
     "logs",
     "plan",
+    "rollback",
     "status",
     "unlock",
     "validate",
@@ -240,6 +242,34 @@ def _existing_record(path: PathLike) -> tuple[ClusterRecord, ClusterProvider]:
             f"project {config.project.name} has no cluster yet (no state at {store.where}); run `oct deploy`"
         )
     return record, cluster_provider(record.provider, file)
+
+
+def history(path: PathLike = "oct.toml") -> HistoryResponse:
+    """The cluster's last deployments (at most 20), newest first, with what each did per service."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        return client.history()
+
+
+def rollback(
+    path: PathLike = "oct.toml",
+    deployment: str | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 600.0,
+) -> DeployResult:
+    """Deploy a recorded deployment's project again (default: the last that succeeded before the
+    current one) and wait, as :func:`deploy` does. oct.toml only finds the cluster: what is deployed
+    is the recorded project, so the file may already hold the change being undone."""
+    file, config = _load(path, strict=False)
+    store = _store(file, config)
+    record, provider = _existing_record(path)
+    with store.lock(), OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        accepted = client.rollback(deployment)
+        final = wait_for_deployment(
+            client, accepted.deployment, provider, record, store.save, on_progress, timeout
+        )
+    return DeployResult.model_validate({**final.model_dump(), "changes": accepted.changes})
 
 
 def logs(path: PathLike = "oct.toml", service: str = "", tail: int = 50) -> list[str]:

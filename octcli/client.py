@@ -27,6 +27,9 @@ from octctl.api.models import (
     DeployResponse,
     DestroyResponse,
     ErrorBody,
+    HistoryResponse,
+    RollbackRequest,
+    RollbackResponse,
     StatusResponse,
 )
 
@@ -122,6 +125,15 @@ class OctClient:
         )
         node, response = self._call("POST", "/deploy", json=body)
         return _parse(node, response, DeployResponse)
+
+    def history(self) -> HistoryResponse:
+        node, response = self._call("GET", "/history")
+        return _parse(node, response, HistoryResponse)
+
+    def rollback(self, deployment: str | None = None) -> RollbackResponse:
+        body = RollbackRequest(deployment=deployment).model_dump(mode="json")
+        node, response = self._call("POST", "/rollback", json=body)
+        return _parse(node, response, RollbackResponse)
 
     def destroy(self) -> DestroyResponse:
         node, response = self._call("POST", "/destroy", json={})

@@ -213,6 +213,48 @@ def status(
 
 
 @app.command()
+def history(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the API's HistoryResponse as JSON and nothing else.")
+    ] = False,
+) -> None:
+    """Show the last deployments (at most 20): when, what changed per service, and how each ended."""
+    try:
+        found = api.history(config)
+    except OctError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    _stdout().print(terminal.history_table(found))
+
+
+@app.command()
+def rollback(
+    deployment: Annotated[
+        str | None,
+        typer.Argument(help="The deployment to go back to (default: the last success before now)."),
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    timeout: TimeoutOption = 600.0,
+) -> None:
+    """Deploy a recorded deployment again, the rolling way a deploy goes; waits until it runs."""
+    view = terminal.DeployView(_stderr())
+    try:
+        with view.live():
+            result = api.rollback(config, deployment, on_progress=view.progress, timeout=timeout)
+    except OctError as e:
+        _fail(e)
+    out = _stdout()
+    current = result.deployment
+    out.print(Text(f"rolled back: deployment {current.id if current else '-'} runs"), soft_wrap=True)
+    for line in terminal.change_lines(result.changes):
+        out.print(line, soft_wrap=True)
+    out.print(terminal.services_table(result))
+
+
+@app.command()
 def destroy(
     config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.0, yes: YesOption = False
 ) -> None:

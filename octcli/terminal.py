@@ -9,6 +9,7 @@ contain brackets.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
@@ -17,7 +18,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from octctl.api.models import ServiceChange, StatusResponse
+from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, FargateComparison
@@ -99,6 +100,21 @@ def _progress_table(snapshot: StatusResponse) -> Table:
         table.add_column(column)
     for svc in sorted(snapshot.services, key=lambda s: s.name):
         table.add_row(_cell(svc.name), _cell(svc.node), _state(svc.state), Text(svc.error or "", style="red"))
+    return table
+
+
+def history_table(found: HistoryResponse) -> Table:
+    table = Table(title="deployments", title_justify="left", box=None, pad_edge=False)
+    for column in ("id", "started", "result", "changes"):
+        table.add_column(column)
+    for entry in found.deployments:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.started_at))
+        changed = [f"{name} {change}" for name, change in entry.changes.items() if change != "unchanged"]
+        note = f" (rollback to {entry.rollback_of})" if entry.rollback_of else ""
+        result = _state(entry.state) + Text((" current" if entry.current else "") + note, style="dim")
+        if entry.error:
+            result += Text(f": {entry.failed_service or ''} {entry.error}", style="red")
+        table.add_row(_cell(entry.id), started, result, ", ".join(changed) or "nothing")
     return table
 
 

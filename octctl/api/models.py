@@ -60,6 +60,38 @@ class DeployResponse(BaseModel):
     changes: dict[str, ServiceChange] = Field(default_factory=dict)
 
 
+class HistoryView(BaseModel):
+    """One recorded deployment, without the project it deployed (its envs may hold secrets)."""
+
+    id: str
+    generation: int
+    started_at: float
+    finished_at: float | None
+    state: str
+    changes: dict[str, str]
+    error: str | None = None
+    failed_service: str | None = None
+    rollback_of: str | None = None
+    current: bool = False
+
+
+class HistoryResponse(BaseModel):
+    """The last deployments, newest first (at most 20)."""
+
+    deployments: list[HistoryView]
+
+
+class RollbackRequest(BaseModel):
+    """Deploy a recorded deployment's project again; none named: the last one that succeeded
+    before the current one."""
+
+    deployment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class RollbackResponse(DeployResponse):
+    rollback_of: str
+
+
 class DestroyResponse(BaseModel):
     deployment: str
 

@@ -10,7 +10,6 @@ holds the cluster-level routes and the route table; ``http`` what the handlers s
 from __future__ import annotations
 
 import time
-import uuid
 
 from aiohttp import web
 
@@ -29,6 +28,7 @@ from octctl.membership import NoVoterSeat, WrongSecret
 from octctl.names import check_name
 from octctl.node import Node
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
+from octctl.server.history_routes import history, rollback
 from octctl.server.http import (
     MAX_BODY,
     NODE_KEY,
@@ -37,6 +37,7 @@ from octctl.server.http import (
     errors_middleware,
     int_query,
     leader_only,
+    new_id,
     node_of,
     ok,
     read_model,
@@ -46,12 +47,6 @@ from octctl.server.openapi import OPENAPI_PATH, serve_openapi
 from octctl.server.views import leader_id, status_view
 from octctl.state.desired import desired_project
 from octctl.state.model import api_address, command
-
-
-def new_id(prefix: str) -> str:
-    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
-    proposes it, so every replica applies the same one."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # -- cluster-level routes ------------------------------------------------------------------------
@@ -169,6 +164,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/status", status)
     app.router.add_post("/v1/deploy", deploy)
     app.router.add_post("/v1/destroy", destroy)
+    app.router.add_get("/v1/history", history)
+    app.router.add_post("/v1/rollback", rollback)
     app.router.add_get("/v1/cluster/members", members)
     app.router.add_post("/v1/cluster/join", join)
     app.router.add_get("/v1/cluster/replica", replica)

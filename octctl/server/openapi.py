@@ -24,11 +24,14 @@ from octctl.api.models import (
     DestroyResponse,
     ErrorBody,
     Health,
+    HistoryResponse,
     JoinRequest,
     KvEntryView,
     KvPut,
     MembersResponse,
     ReplicaView,
+    RollbackRequest,
+    RollbackResponse,
     StatusResponse,
 )
 from octctl.fencing import MAX_TERM_DIGITS
@@ -165,6 +168,18 @@ ROUTES: tuple[Route, ...] = (
         status=202,
         body_required=False,
         errors=LEADER,
+    ),
+    Route(
+        "GET", "/v1/history", "The last deployments, newest first, from this node's replica", HistoryResponse
+    ),
+    Route(
+        "POST",
+        "/v1/rollback",
+        "Deploy a recorded deployment's project again (default: the last success before the current)",
+        RollbackResponse,
+        status=202,
+        body=RollbackRequest,
+        errors=(400, 404, 408, 409, 413, *LEADER),
     ),
     Route("GET", "/v1/cluster/members", "The voting members' Raft addresses", MembersResponse),
     Route(

@@ -15,6 +15,8 @@ import copy
 from collections.abc import Callable
 from typing import Any, Literal, NotRequired, TypedDict
 
+from octctl.state.history import HistoryEntry, remember, settle
+
 #: What a deploy does to one service, worked out by the ``deploy`` command (and shown by the CLI).
 ServiceChange = Literal["started", "replaced", "removed", "unchanged"]
 
@@ -105,6 +107,13 @@ class ClusterState(TypedDict):
     #: "<instance>@<node>" -> when the leader took it out of DNS and every ingress, before
     #: stopping or replacing it. Snapshots older than the key have none: see :func:`draining_of`.
     draining: dict[str, float]
+    #: The last deployments, oldest first (``octctl/state/history.py``). Snapshots older than the
+    #: key have none: read it with :func:`history_of`.
+    history: list[HistoryEntry]
+
+
+def history_of(state: ClusterState) -> list[HistoryEntry]:
+    return state.get("history") or []
 
 
 def draining_of(state: ClusterState) -> dict[str, float]:
@@ -141,6 +150,7 @@ def empty_state() -> ClusterState:
         "provisioning": {},
         "acme": {"account": None, "challenges": {}, "certificates": {}},
         "draining": {},
+        "history": [],
     }
 
 
@@ -241,6 +251,7 @@ def _deploy(
     deployment: str,
     at: float,
     public_zone: str | None = None,
+    rollback_of: str | None = None,
 ) -> dict[str, Any]:
     """Make ``project`` the desired state. An identical spec starts no new deployment.
 
@@ -257,6 +268,8 @@ def _deploy(
         and current["state"] not in ("failed", "destroying", "destroyed")
     ):
         return {"deployment": current["id"], "changed": False, "changes": changes}
+    if current is not None and current["state"] in ("pending", "in_progress"):
+        settle(state.setdefault("history", []), {**current, "state": "superseded", "finished_at": at})
     state["project"] = project
     state["source_dir"] = source_dir
     state["generation"] += 1
@@ -271,6 +284,21 @@ def _deploy(
         "error": None,
         "log_tail": [],
     }
+    entry: HistoryEntry = {
+        "id": deployment,
+        "generation": state["generation"],
+        "started_at": at,
+        "finished_at": None,
+        "state": "pending",
+        "changes": dict(changes),
+        "error": None,
+        "failed_service": None,
+        "project": project,
+        "source_dir": source_dir,
+        "public_zone": public_zone,
+        "rollback_of": rollback_of,
+    }
+    remember(state.setdefault("history", []), entry)
     return {"deployment": deployment, "changed": True, "changes": changes}
 
 
@@ -304,6 +332,7 @@ def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, A
     if unknown:
         raise CommandError(f"unknown deployment fields: {sorted(unknown)}")
     current.update(fields)  # type: ignore[typeddict-item]
+    settle(state.setdefault("history", []), current)
 
 
 def _set_placements(

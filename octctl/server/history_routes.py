@@ -1,0 +1,51 @@
+"""Deployment history and rollback: any node shows the history from its replica; a rollback is a
+deploy (on the leader) of a recorded project, so it rolls out like any other deploy."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from octctl.api.models import HistoryResponse, HistoryView, RollbackRequest, RollbackResponse
+from octctl.server.http import error, leader_only, new_id, node_of, ok, read_model
+from octctl.state.history import rollback_target
+from octctl.state.model import command, history_of
+
+
+async def history(request: web.Request) -> web.Response:
+    view = node_of(request).raft.view()
+    current = view["deployment"]["id"] if view["deployment"] else None
+    entries = [
+        HistoryView.model_validate({**entry, "current": entry["id"] == current})
+        for entry in reversed(history_of(view))
+    ]
+    return ok(HistoryResponse(deployments=entries))
+
+
+@leader_only
+async def rollback(request: web.Request) -> web.Response:
+    node = node_of(request)
+    body = await read_model(request, RollbackRequest)
+    view = node.raft.view()
+    current = view["deployment"]["id"] if view["deployment"] else None
+    target = rollback_target(history_of(view), current, body.deployment)
+    if target is None:
+        if body.deployment is not None:
+            return error(404, f"no deployment {body.deployment} in the history (oct history lists them)")
+        return error(409, "no earlier deployment succeeded: there is nothing to roll back to")
+    if target["id"] == current:
+        return error(409, f"deployment {current} is the current one")
+    result = await node.raft.execute(
+        command(
+            "deploy",
+            project=target["project"],
+            source_dir=target["source_dir"],
+            public_zone=target["public_zone"],
+            deployment=new_id("d"),
+            at=time.time(),
+            rollback_of=target["id"],
+        )
+    )
+    node.leader.wake()
+    return ok(RollbackResponse.model_validate({**result, "rollback_of": target["id"]}), status=202)
