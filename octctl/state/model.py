@@ -1,157 +1,60 @@
-"""The cluster state and the only functions that change it.
+"""The only functions that change the cluster state (its shape: :mod:`octctl.state.shape`).
 
 Every change is a *command* (a small JSON-able dict) that Raft commits in the same order on every
 node; :func:`apply_command` then runs here on each replica. So these functions must be
 deterministic: no clock, no randomness, no I/O — times and ids arrive inside the command, chosen
 once by the leader that proposed it.
 
-The state is plain dicts and lists (not classes) so that the Raft journal and snapshots stay
-readable across versions of oct.
+The state's types and readers are re-exported here, where most code has always imported them.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any
 
 from octctl.state.history import HistoryEntry, remember, settle
+from octctl.state.ingress_state import acme_account, acme_challenges, certificate, drain
+from octctl.state.shape import (
+    MAX_VOTERS,
+    AcmeState,
+    ClusterState,
+    CommandError,
+    DeploymentRecord,
+    NodeRecord,
+    ServiceChange,
+    acme_of,
+    api_address,
+    drain_key,
+    draining_of,
+    empty_state,
+    history_of,
+    pending_voters,
+    raft_address,
+    snapshot,
+)
 
-#: What a deploy does to one service, worked out by the ``deploy`` command (and shown by the CLI).
-ServiceChange = Literal["started", "replaced", "removed", "unchanged"]
-
-#: Voting members at most. Beyond this, nodes join as non-voting replicas: every commit waits for
-#: a majority of voters, so more voters mean slower writes without a useful gain in fault
-#: tolerance (5 voters already survive 2 failures), as in Consul and Nomad.
-MAX_VOTERS = 5
-
-
-class NodeRecord(TypedDict):
-    id: str
-    address: str
-    api_port: int
-    raft_port: int
-    dns_port: NotRequired[int]  # absent in states written before nodes served DNS: then 53
-    cpus: int
-    memory: int
-    status: str  # joining | ready | unreachable | retiring
-    voter: NotRequired[bool]  # absent in states written before non-voters existed: then a voter
-    public_address: NotRequired[str]  # the provider's public IPv4 of the node (aws), once known
-    joined_at: float
-    last_seen: float | None
-
-
-class DeploymentRecord(TypedDict):
-    id: str
-    generation: int
-    state: str  # pending | in_progress | succeeded | failed | destroying | destroyed
-    started_at: float
-    finished_at: float | None
-    message: str
-    failed_service: str | None
-    error: str | None
-    log_tail: list[str]
-
-
-def api_address(node: NodeRecord) -> str:
-    """Where a node's API (and agent) answers: ``host:port``."""
-    return f"{node['address']}:{node['api_port']}"
-
-
-def raft_address(node: NodeRecord) -> str:
-    """A node's Raft member address: ``host:port``."""
-    return f"{node['address']}:{node['raft_port']}"
-
-
-def pending_voters(state: ClusterState, members: list[str]) -> list[str]:
-    """Nodes the leader made voters that are not Raft members yet (a promotion under way): they
-    hold a voter seat already, so admission counts them."""
-    return sorted(
-        n["id"]
-        for n in state["nodes"].values()
-        if n.get("voter", True)
-        and n["status"] != "retiring"
-        and f"{n['address']}:{n['raft_port']}" not in members
-    )
-
-
-class AcmeState(TypedDict):
-    """What HTTPS needs on every node: the leader's account at the CA (reused by the next leader),
-    the answers to the challenges under way (any node may be asked), and each public service's
-    certificate with its key (every node serves it). Secrets, like the project's envs: the state
-    is never served whole by the API."""
-
-    account: dict[str, str] | None  # {"key": PEM, "uri": the account's URL at the CA}
-    challenges: dict[str, str]  # token -> key authorization
-    certificates: dict[str, dict[str, Any]]  # service -> {names, fullchain, key, not_before, not_after}
-
-
-class ClusterState(TypedDict):
-    cluster: str
-    project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed
-    source_dir: str | None
-    #: Where the leader publishes ``<service>.<domain>`` (set by deploys on AWS). Replicas restored
-    #: from snapshots older than the key have none: read it with ``.get``.
-    public_zone: str | None
-    generation: int
-    deployment: DeploymentRecord | None
-    nodes: dict[str, NodeRecord]
-    placements: dict[str, str]  # service -> node id
-    #: service -> the port its instance listens on (public services: see ``octctl/instance_ports.py``).
-    #: Snapshots older than the key have none: read it with ``.get``.
-    instance_ports: dict[str, int]
-    instances: dict[str, dict[str, dict[str, Any]]]  # node id -> service -> observed InstanceStatus
-    provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
-    #: Snapshots older than the key have none: read it with :func:`acme_of`.
-    acme: AcmeState
-    #: "<instance>@<node>" -> when the leader took it out of DNS and every ingress, before
-    #: stopping or replacing it. Snapshots older than the key have none: see :func:`draining_of`.
-    draining: dict[str, float]
-    #: The last deployments, oldest first (``octctl/state/history.py``). Snapshots older than the
-    #: key have none: read it with :func:`history_of`.
-    history: list[HistoryEntry]
-
-
-def history_of(state: ClusterState) -> list[HistoryEntry]:
-    return state.get("history") or []
-
-
-def draining_of(state: ClusterState) -> dict[str, float]:
-    return state.get("draining") or {}
-
-
-def drain_key(instance: str, node: str) -> str:
-    """Draining is per instance *and* node: an instance moving to another node is draining on the
-    old one while it starts, and is served, on the new one."""
-    return f"{instance}@{node}"
-
-
-def acme_of(state: ClusterState) -> AcmeState:
-    """The state's HTTPS part, empty in replicas restored from snapshots older than it."""
-    return state.get("acme") or {"account": None, "challenges": {}, "certificates": {}}
-
-
-class CommandError(Exception):
-    """A command that cannot apply to the current state; it changes nothing on any replica."""
-
-
-def empty_state() -> ClusterState:
-    return {
-        "cluster": "",
-        "project": None,
-        "source_dir": None,
-        "public_zone": None,
-        "generation": 0,
-        "deployment": None,
-        "nodes": {},
-        "placements": {},
-        "instance_ports": {},
-        "instances": {},
-        "provisioning": {},
-        "acme": {"account": None, "challenges": {}, "certificates": {}},
-        "draining": {},
-        "history": [],
-    }
+__all__ = [
+    "MAX_VOTERS",
+    "AcmeState",
+    "ClusterState",
+    "CommandError",
+    "DeploymentRecord",
+    "NodeRecord",
+    "ServiceChange",
+    "acme_of",
+    "api_address",
+    "apply_command",
+    "command",
+    "drain_key",
+    "draining_of",
+    "empty_state",
+    "history_of",
+    "pending_voters",
+    "raft_address",
+    "service_changes",
+    "snapshot",
+]
 
 
 def _init(state: ClusterState, cluster: str) -> None:
@@ -367,44 +270,6 @@ def _observe_one(state: ClusterState, node: str, service: str, instance: dict[st
         seen[service] = instance
 
 
-def _acme(state: ClusterState) -> AcmeState:
-    acme = acme_of(state)
-    state["acme"] = acme
-    return acme
-
-
-def _acme_account(state: ClusterState, key: str, uri: str) -> None:
-    _acme(state)["account"] = {"key": key, "uri": uri}
-
-
-def _acme_challenges(state: ClusterState, add: dict[str, str], remove: list[str]) -> None:
-    """Challenges to answer from now on, and finished ones no node needs to answer any more."""
-    challenges = _acme(state)["challenges"]
-    for token in remove:
-        challenges.pop(token, None)
-    challenges.update(add)
-
-
-def _certificate(state: ClusterState, service: str, certificate: dict[str, Any] | None) -> None:
-    """A service's new certificate, or (None) the end of one whose service is no longer served."""
-    certificates = _acme(state)["certificates"]
-    if certificate is None:
-        certificates.pop(service, None)
-        return
-    if set(certificate) != {"names", "fullchain", "key", "not_before", "not_after"}:
-        raise CommandError(f"malformed certificate record: {sorted(certificate)}")
-    certificates[service] = certificate
-
-
-def _drain(state: ClusterState, instance: str, node: str, at: float | None) -> None:
-    """Take an instance out of rotation (``at``: since when), or (None) put it back."""
-    draining = state.setdefault("draining", {})
-    if at is None:
-        draining.pop(drain_key(instance, node), None)
-    else:
-        draining.setdefault(drain_key(instance, node), at)
-
-
 _COMMANDS: dict[str, Callable[..., Any]] = {
     "init": _init,
     "node_joined": _node_joined,
@@ -420,10 +285,10 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "set_placements": _set_placements,
     "observe": _observe,
     "observe_one": _observe_one,
-    "acme_account": _acme_account,
-    "acme_challenges": _acme_challenges,
-    "certificate": _certificate,
-    "drain": _drain,
+    "acme_account": acme_account,
+    "acme_challenges": acme_challenges,
+    "certificate": certificate,
+    "drain": drain,
 }
 
 
@@ -444,7 +309,3 @@ def apply_command(state: ClusterState, cmd: dict[str, Any]) -> Any:
         return {"error": str(e)}
     except (KeyError, TypeError) as e:
         return {"error": f"malformed command: {e}"}
-
-
-def snapshot(state: ClusterState) -> ClusterState:
-    return copy.deepcopy(state)
