@@ -93,7 +93,8 @@ class HealthMonitor:
         self._instances = instances
         self._state_file = state_file
         self._clock = clock or SystemClock()
-        self._listener = listener
+        #: Told of every change of a verdict (tests and diagnostics).
+        self.listener = listener
         self._watches: dict[Key, Watch] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -218,8 +219,8 @@ class HealthMonitor:
     def _changed(self, watch: Watch) -> None:
         verdict = watch.verdict
         log.info("%s/%s is %s: %s", watch.project, watch.service, verdict.state, verdict.output)
-        if self._listener is not None:
-            self._listener(watch.project, watch.service, verdict)
+        if self.listener is not None:
+            self.listener(watch.project, watch.service, verdict)
 
     async def _probe(self, watch: Watch) -> Probe:
         check = watch.check

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 
 import aiohttp
@@ -56,7 +57,7 @@ async def tcp_probe(check: HealthcheckSpec) -> Probe:
     except TimeoutError:
         return Probe(False, f"connect to {where}: no answer within {check.timeout:g} s")
     except OSError as exc:
-        return Probe(False, f"connect to {where}: {exc.strerror or exc}")
+        return Probe(False, f"connect to {where}: {_os_reason(exc)}")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -65,5 +66,10 @@ async def tcp_probe(check: HealthcheckSpec) -> Probe:
 
 def _reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or str(exc.os_error)
+        return _os_reason(exc.os_error)
     return str(exc) or type(exc).__name__
+
+
+def _os_reason(exc: OSError) -> str:
+    """asyncio says "Connect call failed ('127.0.0.1', 8080)"; the errno says why ("Connection refused")."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
