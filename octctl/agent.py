@@ -105,7 +105,9 @@ class Agent:
                     error=str(e),
                 )
             log.info("applied %s/%s: %s", spec.project, spec.service, status.state)
-            if status.state != "failed":
+            if status.state == "failed":
+                self.health.forget(spec.project, spec.service)  # nothing runs to be checked
+            else:
                 self.health.watch(spec)
             return self.health.report(status)
 
