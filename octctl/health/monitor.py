@@ -24,7 +24,6 @@ from typing import Protocol
 
 import aiohttp
 
-from octctl.names import check_name
 from octctl.runtime.base import HealthcheckSpec, InstanceSpec, InstanceStatus, RuntimeFailure, RuntimeName
 
 from .probes import Probe, http_probe, tcp_probe
@@ -289,9 +288,10 @@ class HealthMonitor:
             with contextlib.suppress(Exception):  # one damaged entry costs only its own check
                 runtime: RuntimeName = "process" if item["runtime"] == "process" else "docker"
                 check = HealthcheckSpec.model_validate(item["check"])
-                project = check_name("project", item["project"])
-                service = check_name("service", item["service"])
-                found.append((runtime, project, service, str(item["spec_hash"]), check))
+                # Names are checked by the agent before any runtime call (instance names too).
+                found.append(
+                    (runtime, str(item["project"]), str(item["service"]), str(item["spec_hash"]), check)
+                )
         return found
 
 
