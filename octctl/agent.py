@@ -3,7 +3,9 @@
 Runtime calls block (docker SDK, process supervision), so they run in a thread pool; one lock per
 service keeps two pushes for the same service from racing while different services start in
 parallel. Which runtimes this node has used is remembered on disk, so that after a daemon restart
-it still reports (and can remove) instances it started before.
+it still reports (and can remove) instances it started before. Instances with a health check are
+probed by :class:`~octctl.health.HealthMonitor` (started by :meth:`Agent.watch_health`), and what
+it judges is part of what :meth:`Agent.list` reports.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from octctl.health import HealthMonitor
 from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
 
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES_FILE = "runtimes.json"
+#: The instances whose health this node checks, so a restarted oct-ctl goes on checking them.
+HEALTHCHECKS_FILE = "healthchecks.json"
 
 
 def make_runtime(
@@ -50,10 +55,13 @@ class Agent:
         self.data_dir = data_dir
         self.registry_login = registry_login
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent")
+        # Probes get threads of their own: a hung `docker exec` must not hold up an apply.
+        self._probe_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent-health")
         self._runtimes: dict[str, Runtime] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         for name in self._remembered():
             self._runtime(name)
+        self.health = HealthMonitor(self, data_dir / HEALTHCHECKS_FILE)
 
     def _remembered(self) -> list[RuntimeName]:
         try:
@@ -97,11 +105,16 @@ class Agent:
                     error=str(e),
                 )
             log.info("applied %s/%s: %s", spec.project, spec.service, status.state)
-            return status
+            if status.state == "failed":
+                self.health.forget(spec.project, spec.service)  # nothing runs to be checked
+            else:
+                self.health.watch(spec)
+            return self.health.report(status)
 
     async def remove(self, project: str, service: str) -> None:
         self._check(project, service)
         async with self._locks[(project, service)]:
+            self.health.forget(project, service)
             for runtime in list(self._runtimes.values()):
                 try:
                     await self._call(runtime.remove, project, service)
@@ -115,7 +128,7 @@ class Agent:
         found: builtins.list[InstanceStatus] = []
         for runtime in list(self._runtimes.values()):
             try:
-                found.extend(await self._call(runtime.list, project))
+                found.extend(self.health.report(s) for s in await self._call(runtime.list, project))
             except RuntimeFailure as e:
                 log.warning("%s runtime cannot list instances: %s", runtime.name, e)
         return found
@@ -131,6 +144,34 @@ class Agent:
                 return lines
         return []
 
+    async def watch_health(self) -> None:
+        """Run the health checks (resuming those a previous oct-ctl saved) until cancelled."""
+        await self.health.run()
+
+    # What the health monitor needs (``octctl.health.Instances``): the runtime calls of one instance.
+
+    async def status(self, runtime: RuntimeName, project: str, service: str) -> InstanceStatus | None:
+        self._check(project, service)
+        found: InstanceStatus | None = await self._probe_call(self._runtime(runtime).status, project, service)
+        return found
+
+    async def restart(self, runtime: RuntimeName, project: str, service: str) -> None:
+        self._check(project, service)
+        async with self._locks[(project, service)]:  # never in the middle of an apply or remove
+            await self._call(self._runtime(runtime).restart, project, service)
+
+    async def execute(
+        self, runtime: RuntimeName, project: str, service: str, argv: builtins.list[str], timeout: float
+    ) -> tuple[int, str]:
+        self._check(project, service)
+        result: tuple[int, str] = await self._probe_call(
+            self._runtime(runtime).execute, project, service, argv, timeout
+        )
+        return result
+
+    async def _probe_call(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._probe_pool, fn, *args)
+
     def close(self) -> None:
         for runtime in self._runtimes.values():
             try:
@@ -138,3 +179,4 @@ class Agent:
             except Exception:
                 log.exception("closing the %s runtime failed", runtime.name)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)

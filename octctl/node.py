@@ -119,6 +119,7 @@ class Node:
         self._spawn(self._persist_members())
         self._spawn(self._register())
         self._spawn(self._follow_role())
+        self._spawn(self.agent.watch_health())
         await self._start_dns()
 
     async def _start_dns(self) -> None:

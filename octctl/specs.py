@@ -18,7 +18,7 @@ from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
 from octctl.instances import instances_of
-from octctl.runtime.base import InstanceSpec, PortMapping
+from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
 
@@ -88,7 +88,10 @@ def network_endpoints(
 
 
 def spec_hash(spec: InstanceSpec) -> str:
-    content = spec.model_dump(mode="json", exclude={"deployment", "spec_hash"})
+    # Fields added since keep the hash of a spec that does not use them, so an upgrade of oct
+    # replaces no running instance.
+    exclude = {"deployment", "spec_hash"} | ({"healthcheck"} if spec.healthcheck is None else set())
+    content = spec.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -149,6 +152,24 @@ def _process_env(
     }
 
 
+def _healthcheck(service: Service, host: str, port: int | None) -> HealthcheckSpec | None:
+    """The probe of one instance: http/tcp go to where it listens as seen from its node."""
+    check = service.healthcheck
+    if check is None:
+        return None
+    return HealthcheckSpec(
+        kind=check.kind,
+        path=check.http or "/",
+        command=shlex.split(check.command) if check.command else [],
+        host=host,
+        port=port if check.kind != "command" else None,
+        interval=check.interval,
+        timeout=check.timeout,
+        retries=check.retries,
+        start_period=check.start_period,
+    )
+
+
 def instance_spec(
     config: Config,
     service: Service,
@@ -195,6 +216,7 @@ def instance_spec(
         memory=service.memory,
         ports=ports,
         workdir=workdir,
+        healthcheck=_healthcheck(service, node["address"], port),
         **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)

@@ -8,6 +8,7 @@ from .loader import load_config, load_config_text, parse_config_data
 from .models import (
     AwsProvider,
     Config,
+    Healthcheck,
     LocalBackend,
     LocalProvider,
     Project,
@@ -27,6 +28,7 @@ __all__ = [
     "AwsProvider",
     "Config",
     "ConfigError",
+    "Healthcheck",
     "LocalBackend",
     "LocalProvider",
     "Problem",

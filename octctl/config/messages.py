@@ -59,6 +59,8 @@ _EXPECTED = {
     "int_type": "an integer",
     "int_parsing": "an integer",
     "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
     "string_type": "a string",
     "bool_type": "true or false",
     "list_type": "an array",
@@ -83,12 +85,14 @@ def pydantic_message(error: Mapping[str, Any], fields: Sequence[str]) -> str:
         return f"expected {_EXPECTED[kind]}, got {describe(value)}"
     if is_port and kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         return port_message(value)
+    # A bound written as a float (seconds) is a field that takes fractions: say "a number".
+    number = "a number" if any(isinstance(v, float) for v in ctx.values()) else "an integer"
     if kind == "greater_than":
-        return f"expected an integer greater than {ctx['gt']}, got {describe(value)}"
+        return f"expected {number} greater than {ctx['gt']}, got {describe(value)}"
     if kind == "greater_than_equal":
-        return f"expected an integer of at least {ctx['ge']}, got {describe(value)}"
+        return f"expected {number} of at least {ctx['ge']}, got {describe(value)}"
     if kind == "less_than_equal":
-        return f"expected an integer of at most {ctx['le']}, got {describe(value)}"
+        return f"expected {number} of at most {ctx['le']}, got {describe(value)}"
     if kind == "literal_error":
         return f"expected {ctx['expected']}, got {describe(value)}"
     if kind == "value_error":

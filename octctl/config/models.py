@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigError, Problem
 from .graph import find_cycles, topological_sort
@@ -101,6 +101,54 @@ class Provider(_Model):
         return self
 
 
+class Healthcheck(_Model):
+    """``[project.services.healthcheck]``: how the node that runs an instance tells it is healthy.
+
+    The defaults are the issue's example rather than Docker's (30 s interval, 30 s timeout, no start
+    period): a rolling update waits on these checks, so a verdict within seconds matters more than
+    a quiet probe. Timings are seconds and may be fractions. ``timeout < interval`` and a port for
+    http/tcp are checked in ``healthcheck_checks.py``, where the whole service is known.
+    """
+
+    http: str | None = Field(default=None, description="GET this path on the instance port; 2xx-3xx: healthy")
+    tcp: bool | None = Field(default=None, description="true: connecting to the instance's port is healthy")
+    command: str | None = Field(default=None, description="run in the instance; exit status 0 is healthy")
+    interval: float = Field(default=2.0, ge=0.1, le=3600.0, description="seconds between probes")
+    timeout: float = Field(default=1.0, gt=0.0, le=600.0, description="seconds one probe may take")
+    retries: int = Field(default=3, ge=1, le=100, description="consecutive failures before unhealthy")
+    start_period: float = Field(
+        default=10.0, ge=0.0, le=3600.0, description="seconds after a start in which failures do not count"
+    )
+
+    @field_validator("http")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c.isspace() or c < " " for c in value)):
+            raise ValueError(
+                f'expected a path starting with "/" and holding no spaces (like "/up"), got "{value}"'
+            )
+        return value
+
+    @field_validator("tcp")
+    @classmethod
+    def _only_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("tcp = false checks nothing: write tcp = true, or use http or command")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if sum(kind is not None for kind in (self.http, self.tcp, self.command)) != 1:
+            raise ValueError('expected exactly one of http = "/path", tcp = true or command = "..."')
+        return self
+
+    @property
+    def kind(self) -> Literal["http", "tcp", "command"]:
+        if self.http is not None:
+            return "http"
+        return "tcp" if self.tcp else "command"
+
+
 class Service(_Model):
     """One service of the project; ``cpus`` in millicores and ``memory`` in MB, as in the reference.
 
@@ -123,6 +171,9 @@ class Service(_Model):
     apex: bool = Field(
         default=False,
         description="also serve this public service at the bare project domain (https://<domain>)",
+    )
+    healthcheck: Healthcheck | None = Field(
+        default=None, description="without one, an instance that keeps running counts as healthy"
     )
 
     @property

@@ -18,6 +18,7 @@ from octctl.names import NAME_PATTERN, NAME_RULE
 
 from .errors import Problem, problem_sort_key
 from .graph import find_cycles
+from .healthcheck_checks import check_healthchecks
 from .https_checks import check_https
 from .locate import KeyPath, format_path
 from .messages import PORT_RANGE, did_you_mean, port_message, positive_message, quoted_list
@@ -84,6 +85,7 @@ def check(view: ServicesView) -> list[Finding]:
         *_check_cycles(view),
         *_check_aws(view),
         *check_https(view.domain, view.acme, view.provider, view.services),
+        *check_healthchecks(view.services),
     ]
 
 

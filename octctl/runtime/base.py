@@ -37,6 +37,29 @@ class PortMapping(BaseModel):
     protocol: Literal["tcp", "udp"] = "tcp"
 
 
+HealthState = Literal["starting", "healthy", "unhealthy", "none"]
+HealthKind = Literal["http", "tcp", "command"]
+
+
+class HealthcheckSpec(BaseModel):
+    """How the node probes one instance (rendered from ``[project.services.healthcheck]``).
+
+    ``host`` and ``port`` are where the instance listens as seen from its node: the node's address
+    and the instance port (public services), the published ``internal_port`` or the process's
+    ``PORT``. They are part of the spec, so the probe follows the instance when its port moves.
+    """
+
+    kind: HealthKind
+    path: str = Field(default="/", description="http: the path to GET")
+    command: list[str] = Field(default_factory=list, description="command: argv run in the instance")
+    host: str = ""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    interval: float = Field(default=2.0, gt=0)
+    timeout: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=3, ge=1)
+    start_period: float = Field(default=10.0, ge=0)
+
+
 class InstanceSpec(BaseModel):
     """Everything a node needs to run one service, fully rendered by the leader.
 
@@ -64,6 +87,9 @@ class InstanceSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="docker: names of the instance on `network`")
     dns: list[str] = Field(default_factory=list, description="docker: resolvers given to the container")
     dns_search: list[str] = Field(default_factory=list, description="docker: search domains of the container")
+    healthcheck: HealthcheckSpec | None = Field(
+        default=None, description="probed by the node (octctl/health/); none: running counts as healthy"
+    )
 
     @field_validator("project", "service")
     @classmethod
@@ -88,6 +114,13 @@ class InstanceStatus(BaseModel):
     restarts: int = 0
     exit_code: int | None = None
     log_tail: list[str] = Field(default_factory=list)
+    health: HealthState = Field(
+        default="none",
+        description="the node's verdict from the service's healthcheck; none: it has no check, so "
+        "running (state) is what counts",
+    )
+    health_output: str = Field(default="", description="what the last telling probe said (at most 512 bytes)")
+    health_changed_at: float | None = Field(default=None, description="when health last changed (Unix time)")
 
 
 class RuntimeFailure(Exception):
@@ -126,6 +159,24 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         """The last ``tail`` lines of the instance's output (empty if it has none)."""
+
+    def status(self, project: str, service: str) -> InstanceStatus | None:
+        """The instance of ``service`` as ``list`` reports it, or None if there is none here.
+
+        Health checks ask every few seconds; runtimes override this with a cheaper lookup.
+        """
+        return next((s for s in self.list(project) if s.service == service), None)
+
+    def restart(self, project: str, service: str) -> None:
+        """Restart the instance the way a crash would (counted in ``restarts``); used when its
+        health check fails. Raises :class:`RuntimeFailure` when there is no instance to restart."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot restart instances")
+
+    def execute(
+        self, project: str, service: str, argv: builtins.list[str], timeout: float
+    ) -> tuple[int, str]:
+        """Run ``argv`` inside the instance (a health check command): its exit status and output."""
+        raise RuntimeFailure(f"the {self.name} runtime cannot run commands in instances")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and stop supervisors; instances keep running unless the runtime says otherwise."""

@@ -29,6 +29,7 @@ from octctl.runtime.base import (
     InstanceStatus,
     PortMapping,
     Runtime,
+    RuntimeFailure,
 )
 from octctl.runtime.docker.engine import Engine, engine_errors, explain
 from octctl.runtime.docker.images import Images, RegistryLogin
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
+#: Seconds a container gets between SIGTERM and SIGKILL when a failed health check restarts it.
+RESTART_TIMEOUT = 10
+#: What a health check command may leave in memory of its output (it is cut further in the report).
+EXEC_OUTPUT_LIMIT = 4096
+
 #: A container that docker restarted less than this long ago is reported ``restarting``, so a crash
 #: loop never looks healthy just because the leader sampled it during a short-lived run.
 FRESH_RESTART_SECONDS = 1.0
@@ -94,6 +100,9 @@ class DockerRuntime(Runtime):
         self._networks = ClusterNetworks(self._engine)
         self._names_lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
+        #: Restarts ordered by failed health checks, by container id: the engine counts only its
+        #: own (``RestartCount``). Kept in memory: an oct-ctl restart forgets them.
+        self._health_restarts: dict[str, int] = {}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -173,6 +182,35 @@ class DockerRuntime(Runtime):
             if container is None or not self._owned_by(container, project, service):
                 return []
             return self._tail(container, tail)
+
+    def status(self, project: str, service: str) -> InstanceStatus | None:
+        with engine_errors(f"cannot inspect {service}"):
+            container = self._find(container_name(project, service))
+            if container is None or not self._owned_by(container, project, service):
+                return None
+            return self._status(container) if self._on_this_node(container) else None
+
+    def restart(self, project: str, service: str) -> None:
+        name = container_name(project, service)
+        with self._lock_for(name), engine_errors(f"cannot restart {service}"):
+            container = self._find(name)
+            if container is None or not self._owned_by(container, project, service):
+                raise RuntimeFailure(f"{service} has no container to restart")
+            log.info("restarting container %s (failed health check)", name)
+            container.restart(timeout=RESTART_TIMEOUT)
+            self._health_restarts[container.id] = self._health_restarts.get(container.id, 0) + 1
+
+    def execute(
+        self, project: str, service: str, argv: builtins.list[str], timeout: float
+    ) -> tuple[int, str]:
+        """``docker exec``. The engine has no timeout for it: the caller stops waiting instead."""
+        with engine_errors(f"cannot run a command in {service}"):
+            container = self._find(container_name(project, service))
+            if container is None or not self._owned_by(container, project, service):
+                raise RuntimeFailure(f"{service} has no container to run a command in")
+            code, output = container.exec_run(list(argv), stdout=True, stderr=True)
+        text = (output or b"")[-EXEC_OUTPUT_LIMIT:].decode("utf-8", "replace")
+        return (code if code is not None else -1), text
 
     def close(self) -> None:
         """Containers keep running: the engine, not oct-ctl, supervises them across agent restarts."""
@@ -273,7 +311,7 @@ class DockerRuntime(Runtime):
         attrs = container.attrs
         state_info: dict[str, Any] = attrs.get("State") or {}
         labels: dict[str, str] = container.labels or {}
-        restarts = int(attrs.get("RestartCount") or 0)
+        restarts = int(attrs.get("RestartCount") or 0) + self._health_restarts.get(container.id, 0)
         docker_state = state_info.get("Status", container.status)
         exit_code: int | None = None
         error: str | None = None

@@ -153,6 +153,27 @@ class ProcessRuntime(Runtime):
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         return tail_lines(self._files.log_path(project, service), tail)
 
+    def status(self, project: str, service: str) -> InstanceStatus | None:
+        with self._lock:
+            instance = self._instances.get((project, service))
+        return None if instance is None else instance.status()
+
+    def restart(self, project: str, service: str) -> None:
+        with self._lock:
+            instance = self._instances.get((project, service))
+        if instance is None or not instance.restart():
+            raise RuntimeFailure(f"{service} has no running process to restart")
+        log.info("%s: restarted (failed health check)", instance.label)
+
+    def execute(
+        self, project: str, service: str, argv: builtins.list[str], timeout: float
+    ) -> tuple[int, str]:
+        with self._lock:
+            instance = self._instances.get((project, service))
+        if instance is None:
+            raise RuntimeFailure(f"{service} has no process to run a command beside")
+        return instance.execute(argv, timeout)
+
     def pid(self, project: str, service: str) -> int | None:
         """The current child's pid (None if not running); for diagnostics and tests."""
         with self._lock:

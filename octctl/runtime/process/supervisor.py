@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octctl import procfs
-from octctl.runtime.base import InstanceSpec, InstanceState, InstanceStatus
+from octctl.runtime.base import InstanceSpec, InstanceState, InstanceStatus, RuntimeFailure
 from octctl.runtime.process.isolation import ServiceUser, child_env, may_enter, privilege_drop
 from octctl.runtime.process.logs import LOG_TAIL_LINES, open_for_child, rotate_if_large, tail_lines
 from octctl.runtime.process.records import StateDir, record
@@ -138,7 +138,28 @@ class SupervisedInstance:
             if self.state != "failed":
                 self.state = "exited"
 
+    def restart(self) -> bool:
+        """Stop the current child as ``stop`` would (SIGTERM, then SIGKILL after STOP_TIMEOUT) and
+        let the supervision loop start it again, with its backoff and its count: the same path as
+        a crash. False when there is no running child to restart."""
+        with self._cond:
+            popen = self._popen
+            if self._stopping or popen is None or popen.poll() is not None:
+                return False
+            signal_group(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM for %.0fs; killing it", self.label, STOP_TIMEOUT)
+            signal_group(popen.pid, signal.SIGKILL)
+        return True
+
     # supervision
+
+    def _working_dir(self) -> Path:
+        """Without a workdir a service under another user starts in "/", never in our private folder."""
+        files, user = self.supervision.files, self.supervision.run_as
+        return Path(self.spec.workdir) if self.spec.workdir else (Path("/") if user else files.path)
 
     def _spawn(self) -> str | None:
         """Start one run of the child; returns an error message if it cannot be started at all."""
@@ -147,8 +168,7 @@ class SupervisedInstance:
         if not argv:
             return "the process runtime needs a command"
         files, user = self.supervision.files, self.supervision.run_as
-        # Without a workdir a service under another user starts in "/", never in our private folder.
-        cwd = Path(spec.workdir) if spec.workdir else (Path("/") if user else files.path)
+        cwd = self._working_dir()
         if not cwd.is_dir():
             return f"working directory '{cwd}' does not exist"
         if user is not None and not may_enter(cwd, user):
@@ -259,6 +279,31 @@ class SupervisedInstance:
         with self._cond:
             self.state = "exited"
             self._cond.notify_all()
+
+    def execute(self, argv: list[str], timeout: float) -> tuple[int, str]:
+        """Run ``argv`` as the service runs (its user, environment and folder), in a session of its
+        own killed whole at ``timeout``: a health check command. Its exit status and output."""
+        user = self.supervision.run_as
+        try:
+            done = subprocess.run(
+                argv,
+                env=child_env(self.spec.env, user),
+                cwd=self._working_dir(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                start_new_session=True,
+                close_fds=True,
+                timeout=timeout,
+                check=False,
+                **privilege_drop(user),
+            )
+        except subprocess.TimeoutExpired as exc:
+            output = exc.stdout or b""
+            return 124, output.decode("utf-8", "replace") + f"\nno answer within {timeout:g} s"
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot run '{argv[0] if argv else ''}': {exc.strerror or exc}") from exc
+        output = (done.stdout or b"") + (done.stderr or b"")
+        return _exit_code(done.returncode), output[-4096:].decode("utf-8", "replace")
 
     # reporting
 
