@@ -25,17 +25,24 @@ RETRY_SECONDS = 5.0
 
 def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
-    at layer 4 (any protocol) to the instance port of the node that runs it."""
+    at layer 4 (any protocol) to the instance port of the node that runs it. A host-bound port
+    (claimed by several services, placed on distinct nodes) is served only by the node running one
+    of them, for that one: the others do not serve it."""
     config = desired_project(view)
     if config is None:
         return IngressRoutes(address)
     ports = view.get("instance_ports", {})
-    routes = []
+    host_bound = config.project.host_bound_ports
+    routes: list[Route] = []
     for service in config.project.services:
         node = view["nodes"].get(view["placements"].get(service.name, ""))
         port = ports.get(service.name)
         if service.public_port is None or node is None or port is None:
             continue
+        if service.public_port in host_bound and node["address"] != address:
+            continue
+        if any(route.port == service.public_port for route in routes):
+            continue  # two sharers on one node, between a deploy and its placements: the first serves
         routes.append(Route(service.name, service.public_port, "tcp", (Upstream(node["address"], port),)))
     return IngressRoutes(address, tuple(routes))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,16 +35,26 @@ def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, 
     }
 
 
-def demand(service: Service) -> Demand:
+def demand(service: Service, host_bound: Set[int] = frozenset()) -> Demand:
     """What the service needs of a node. A public service's ``external_port`` is the ingress's on
-    every node, and its instance gets an instance port, so only an internal-only port is claimed."""
+    every node, and its instance gets an instance port, so only an internal-only port is claimed;
+    but a port in ``host_bound`` (shared by several services) is claimed on the node like an
+    internal-only one, which keeps the services that share it on distinct nodes."""
     port = service.host_port if service.public_port is None else None
+    if service.public_port in host_bound:
+        port = service.public_port
     return Demand(
         service=service.name,
         cpus=service.cpus,
         memory=service.memory,
         host_ports=frozenset({port} if port else ()),
     )
+
+
+def demands(config: Config) -> list[Demand]:
+    """Every service's :func:`demand`, with the project's host-bound ports."""
+    host_bound = config.project.host_bound_ports
+    return [demand(service, host_bound) for service in config.project.services]
 
 
 def endpoints(
