@@ -22,7 +22,7 @@ from octctl.config import AwsProvider, Config, LocalProvider
 from octctl.config.validate import aws_settings
 from octctl.providers.aws import pricing
 from octctl.scheduler import Demand, NodeCapacity, usage
-from octctl.specs import demand
+from octctl.specs import demands as specs_demands
 
 __all__ = ["DeployPlan", "ExistingCluster", "FargateComparison", "build"]
 
@@ -114,7 +114,7 @@ def build(config: Config, existing: ExistingCluster | None = None, *, state_read
     state lives where the plan does not look (S3), so "no cluster yet" is not claimed.
     """
     aws = aws_settings(config.project.provider)
-    demands = [demand(service) for service in config.project.services]
+    demands = specs_demands(config)
     if aws is None:
         local = config.project.provider.local if config.project.provider else None
         assert local is not None  # aws_settings is None only for a local project

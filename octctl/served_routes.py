@@ -29,27 +29,32 @@ RETRY_SECONDS = 5.0
 def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
     at layer 4 (any protocol) to its instances' ports (not those being drained); and, when the project
-    is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`)."""
+    is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`). A host-bound port
+    (claimed by several services, placed on distinct nodes) is served only by the node running one
+    of them, for that one: the others do not serve it."""
     config = desired_project(view)
     if config is None:
         return IngressRoutes(address)
     ports = view.get("instance_ports", {})
     draining = draining_of(view)
-    routes = []
+    host_bound = config.project.host_bound_ports
+    routes: list[Route] = []
     for service in config.project.services:
         if service.public_port is None:
             continue
+        bound = service.public_port in host_bound
         upstreams, placed = [], False
         for instance, node_id in placed_instances(service, view["placements"]):
             node = view["nodes"].get(node_id)
             port = ports.get(instance)
-            if node is None or port is None:
+            if node is None or port is None or (bound and node["address"] != address):
                 continue
             placed = True  # served even while every instance drains: clients wait, not refused
             if drain_key(instance, node_id) not in draining:
                 upstreams.append(Upstream(node["address"], port))
-        if placed:
-            routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
+        if not placed or any(route.port == service.public_port for route in routes):
+            continue  # (two sharers on one node, between a deploy and its placements: the first serves)
+        routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
     found = sites(config)
     if not found:
         return IngressRoutes(address, tuple(routes))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,15 @@ def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, 
     }
 
 
-def demand(service: Service, instance: str | None = None) -> Demand:
+def demand(service: Service, instance: str | None = None, host_bound: Set[int] = frozenset()) -> Demand:
     """What one instance of the service needs of a node. A public service's ``external_port`` is
     the ingress's on every node, and each instance gets an instance port, so only an internal-only
-    port is claimed (two instances of such a service never share a node)."""
+    port is claimed (two instances of such a service never share a node); but a port in
+    ``host_bound`` (shared by several services) is claimed on the node like an internal-only one,
+    which keeps the services that share it on distinct nodes."""
     port = service.host_port if service.public_port is None else None
+    if service.public_port in host_bound:
+        port = service.public_port
     return Demand(
         service=instance or service.name,
         cpus=service.cpus,
@@ -48,6 +52,12 @@ def demand(service: Service, instance: str | None = None) -> Demand:
         host_ports=frozenset({port} if port else ()),
         group=service.name,
     )
+
+
+def demands(config: Config) -> list[Demand]:
+    """Every instance's :func:`demand`, with the project's host-bound ports."""
+    host_bound = config.project.host_bound_ports
+    return [demand(service, instance, host_bound) for instance, service in instances_of(config)]
 
 
 def endpoints(

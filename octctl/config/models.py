@@ -247,6 +247,16 @@ class Project(_Model):
     services: list[Service]
 
     @property
+    def host_bound_ports(self) -> frozenset[int]:
+        """External ports claimed by several services, as the original's multi-host examples do.
+
+        One owner makes a port the mesh's (every node's ingress serves it); several owners make it
+        each one's on its own node: they are placed on distinct nodes, and a node's ingress serves
+        the port only for the one it runs (see docs/oct-toml.md, Ports)."""
+        claims = [s.external_port for s in self.services if s.external_port is not None]
+        return frozenset(port for port in claims if claims.count(port) > 1)
+
+    @property
     def provider_kind(self) -> ProviderKind:
         """``"aws"`` unless a local provider is configured, matching the AWS-only reference."""
         if self.provider is not None and self.provider.local is not None:

@@ -248,32 +248,42 @@ def _check_refs(i: int, service: Service, known: Sequence[str]) -> Iterator[Find
 
 
 def _check_external_ports(view: ServicesView) -> Iterator[Finding]:
-    """An external port is the project's public address, so exactly one service may own it."""
-    owners: dict[int, str] = {}
+    """An external port of one service is served by every node's ingress; one that several services
+    share is host-bound: each sharer runs on a node of its own, whose ingress serves it there (as
+    the original's multi-host examples meant). So the sharers need as many nodes, and no service
+    may publish that port on a node for itself."""
+    owners: dict[int, list[tuple[int, Service]]] = {}
     for i, service in view.services:
-        port = service.external_port
-        if port is None:
-            continue
-        if port in owners:
+        if service.external_port is not None:
+            owners.setdefault(service.external_port, []).append((i, service))
+    aws = aws_settings(view.provider)
+    for port, sharers in owners.items():
+        if aws is not None and len(sharers) > aws.max_nodes:
+            i, _ = sharers[aws.max_nodes]
             yield (
                 _services_path(i, "external_port"),
                 (
-                    f"services '{owners[port]}' and '{service.name}' both claim external_port {port}: "
-                    "an external port is the project's public address, so only one service can have it"
+                    f"{len(sharers)} services share external_port {port} "
+                    f"({quoted_list([s.name for _, s in sharers])}), so each needs a node of its own, "
+                    f"but project.provider.aws.max_nodes is {aws.max_nodes}: raise max_nodes or give "
+                    "them different external ports"
                 ),
             )
-        else:
-            owners[port] = service.name
     for i, service in view.services:
-        port = service.host_port
-        if service.public_port is None and port in owners:
-            yield (
-                _services_path(i, "internal_port"),
-                (
-                    f"service '{service.name}' publishes port {port} on its node, but {port} is "
-                    f"'{owners[port]}''s external_port, which the ingress serves on every node: pick another"
-                ),
-            )
+        published = service.host_port
+        if service.public_port is not None or published is None or published not in owners:
+            continue
+        names = [s.name for _, s in owners[published]]
+        served = (
+            f"'{names[0]}''s external_port, which the ingress serves on every node"
+            if len(names) == 1
+            else f"the external_port of {quoted_list(names)}, which the ingress serves on their nodes"
+        )
+        yield (
+            _services_path(i, "internal_port"),
+            f"service '{service.name}' publishes port {published} on its node, but {published} is {served}: "
+            "pick another",
+        )
 
 
 def _check_cycles(view: ServicesView) -> Iterator[Finding]:

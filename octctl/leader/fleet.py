@@ -24,7 +24,7 @@ from octctl.leader.ports import ClusterLog
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import NodeRequest, Provider
 from octctl.scheduler import NodeCapacity, nodes_needed, place
-from octctl.specs import demand
+from octctl.specs import demands
 from octctl.state.model import (
     MAX_VOTERS,
     ClusterState,
@@ -143,12 +143,12 @@ class Fleet:
         self.ports = dict(view.get("instance_ports", {}))
         if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
-        demands = [demand(service, instance) for instance, service in instances_of(config)]
+        needs = demands(config)
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
             for n in view["nodes"].values()
         ]
-        plan = place(demands, capacities, view["placements"])
+        plan = place(needs, capacities, view["placements"])
         placements = dict(plan.placements)
         ports = instance_ports(config, placements, view)
         if placements != view["placements"] or ports != self.ports:
@@ -159,7 +159,7 @@ class Fleet:
             return placements
         if plan.unplaced:
             try:
-                missing = nodes_needed([d for d in demands if d.service in plan.unplaced], fleet.template)
+                missing = nodes_needed([d for d in needs if d.service in plan.unplaced], fleet.template)
             except ValueError as e:
                 await self._fail(view, str(e), [])
             else:

@@ -20,7 +20,8 @@ EXAMPLES = REFERENCE_EXAMPLES
 EXAMPLE_ENV = {"IMAGE_TAG": "1.2.3", "SRCDS_TOKEN": "secret-token"}
 
 
-CLASHING_EXAMPLE = "multi-host-rest-service-with-lb.toml"
+#: The reference example whose services share ``external_port = 80`` (host-bound, one node each).
+LB_EXAMPLE = "multi-host-rest-service-with-lb.toml"
 
 
 HEADER = """\

@@ -136,20 +136,36 @@ def test_project_name_must_be_dns_label() -> None:
     assert problem.message.startswith("project name 'My Project' is not a valid DNS label")
 
 
-def test_external_port_clash_names_both_services() -> None:
+def test_services_sharing_an_external_port_are_host_bound() -> None:
     text = (
         HEADER
-        + service_block("web", "external_port = 8080\n")
-        + service_block("api", "external_port = 8080\n")
+        + service_block("web", "internal_port = 80\nexternal_port = 8080\n")
+        + service_block("api", "internal_port = 80\nexternal_port = 8080\n")
+        + service_block("admin", "internal_port = 80\nexternal_port = 9000\n")
+    )
+    config = load_config_text(text, {})
+    assert config.project.host_bound_ports == {8080}
+
+
+def test_more_sharers_of_an_external_port_than_aws_nodes_is_an_error() -> None:
+    text = (
+        HEADER
+        + "\n[project.provider.aws]\nmax_nodes = 2\n"
+        + "".join(service_block(name, "internal_port = 80\nexternal_port = 8080\n") for name in "abc")
     )
     problem = only_problem(text)
     assert (problem.line, problem.path) == (
-        line_of(text, "external_port", 2),
-        "project.services[1].external_port",
+        line_of(text, "external_port", 3),
+        "project.services[2].external_port",
     )
     assert problem.message == (
-        "services 'web' and 'api' both claim external_port 8080: "
-        "an external port is the project's public address, so only one service can have it"
+        "3 services share external_port 8080 ('a', 'b', 'c'), so each needs a node of its own, "
+        "but project.provider.aws.max_nodes is 2: raise max_nodes or give them different external ports"
+    )
+    load_config_text(text.replace("max_nodes = 2", "max_nodes = 3"), {})
+    # A local cluster has no upper bound: it grows a node for each.
+    load_config_text(
+        text.replace("[project.provider.aws]\nmax_nodes = 2", "[project.provider.local]\nnodes = 1"), {}
     )
 
 
@@ -167,6 +183,21 @@ def test_a_port_published_on_a_node_may_not_be_another_services_external_port() 
     assert problem.message == (
         "service 'cache' publishes port 8080 on its node, but 8080 is 'web''s external_port, "
         "which the ingress serves on every node: pick another"
+    )
+
+
+def test_a_port_published_on_a_node_may_not_be_a_host_bound_external_port() -> None:
+    text = (
+        HEADER
+        + service_block("web", "internal_port = 80\nexternal_port = 8080\n")
+        + service_block("api", "internal_port = 80\nexternal_port = 8080\n")
+        + service_block("cache", "internal_port = 8080\n")
+    )
+    problem = only_problem(text)
+    assert problem.path == "project.services[2].internal_port"
+    assert problem.message == (
+        "service 'cache' publishes port 8080 on its node, but 8080 is the external_port of 'web', 'api', "
+        "which the ingress serves on their nodes: pick another"
     )
 
 
@@ -312,14 +343,14 @@ def test_schema_and_semantic_problems_reported_together_in_line_order() -> None:
         HEADER
         + service_block("a", 'depends_on = ["b"]\nexternal_port = 80\n')
         + service_block("b", 'cpus = "x"\n').replace("cpus = 250\n", "")
-        + service_block("c", 'depends_on = ["nope"]\nexternal_port = 80\n')
+        + service_block("c", 'depends_on = ["nope"]\ninternal_port = 80\n')
         + service_block("a")
     )
     problems = problems_of(text)
     assert [(p.line, p.path) for p in problems] == [
         (line_of(text, 'cpus = "x"'), "project.services[1].cpus"),
         (line_of(text, 'depends_on = ["nope"]'), "project.services[2].depends_on[0]"),
-        (line_of(text, "external_port = 80", 2), "project.services[2].external_port"),
+        (line_of(text, "internal_port = 80"), "project.services[2].internal_port"),
         (line_of(text, 'name = "a"', 2), "project.services[3].name"),
     ]
     # 'b' failed the schema but still counts as a known service, so 'a' depending on it is fine.

@@ -1,7 +1,8 @@
 """The original tool's reference examples load, and what they declare survives loading.
 
-Every vendored example parses; all but the one with clashing external ports also validate, and
-that one fails with exactly the two problems it deserves. Multi-line envs, service references,
+Every vendored example parses and validates, the load balancer one too: its three services share
+``external_port = 80``, which makes each of them host-bound (see docs/oct-toml.md, Ports), and
+they get a node each. Multi-line envs, service references,
 S3 backends, commands and env injection come through as written, and a missing env variable is
 reported only where the command needs it.
 """
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from octctl.config import Config, ConfigError, load_config
-from tests.unit.config_texts import CLASHING_EXAMPLE, EXAMPLE_ENV, EXAMPLES, line_of, load_example
+from octctl.scheduler import NodeCapacity, nodes_needed, place
+from octctl.specs import demands
+from tests.unit.config_texts import EXAMPLE_ENV, EXAMPLES, LB_EXAMPLE, load_example
 
 
 def example_files() -> list[Path]:
@@ -29,20 +32,7 @@ def test_examples_dir_exists() -> None:
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
 def test_every_reference_example_loads(path: Path) -> None:
-    if path.name == CLASHING_EXAMPLE:
-        with pytest.raises(ConfigError) as caught:
-            load_config(path, EXAMPLE_ENV)
-        problems = caught.value.problems
-        assert [(p.path, p.line) for p in problems] == [
-            ("project.services[1].external_port", line_of(path.read_text(), "external_port = 80", 2)),
-            ("project.services[2].external_port", line_of(path.read_text(), "external_port = 80", 3)),
-        ]
-        assert all("external_port 80" in p.message and "'app_1'" in p.message for p in problems)
-        assert "'app_2'" in problems[0].message and "'nginx'" in problems[1].message
-        assert all(p.file == str(path) for p in problems)
-        config = load_config(path, EXAMPLE_ENV, validate=False)
-    else:
-        config = load_config(path, EXAMPLE_ENV)
+    config = load_config(path, EXAMPLE_ENV)
     assert isinstance(config, Config)
     assert config.project.services
     assert config.project.state_backend.local is not None or config.project.state_backend.s3 is not None
@@ -64,10 +54,25 @@ def test_example_service_refs_survive_verbatim() -> None:
     assert config.service("app_2").envs == {"APP_NAME": "app_1 public ip is {{ services.app_1.public_ip }}"}
     assert config.service("app_1").image == "ghcr.io/opencloudtool/example-python-fastapi:1.2.3"
 
-    lb = load_example(CLASHING_EXAMPLE, validate=False)
+    lb = load_example(LB_EXAMPLE)
     conf = lb.service("nginx").envs["NGINX_CONF"]
     assert "server {{ services.app_1.public_ip }}:80;" in conf
     assert "server {{ services.app_2.public_ip }}:80;" in conf
+
+
+def test_the_lb_example_s_services_are_host_bound_on_distinct_nodes() -> None:
+    config = load_example(LB_EXAMPLE)
+    assert config.project.host_bound_ports == {80}
+    needs = demands(config)
+    assert [(x.service, x.host_ports) for x in needs] == [
+        ("app_1", frozenset({80})),
+        ("app_2", frozenset({80})),
+        ("nginx", frozenset({80})),
+    ]
+    plan = place(needs, [NodeCapacity(f"node-{i}", 4000, 4096) for i in (1, 2, 3)], {})
+    assert plan.unplaced == () and len(set(plan.placements.values())) == 3
+    # The example names no provider (AWS, max_nodes 10): an empty fleet grows by three nodes.
+    assert nodes_needed(needs, NodeCapacity("new", 4000, 4096)) == 3
 
 
 def test_example_s3_backends() -> None:

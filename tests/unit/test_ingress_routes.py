@@ -1,6 +1,7 @@
 """What a node's ingress serves, from its replica: every placed public service, on every node, to
-the instance port of the node that runs it; nothing for a service that publishes nothing; with a
-domain served over HTTPS, its sites on 80 and 443 with their certificates and challenges."""
+the instance port of the node that runs it; nothing for a service that publishes nothing; a port
+several services share only on each sharer's node, for that sharer; with a domain served over
+HTTPS, its sites on 80 and 443 with their certificates and challenges."""
 
 from __future__ import annotations
 
@@ -108,3 +109,39 @@ def test_a_challenge_that_is_not_base64url_never_reaches_the_configuration(
 def test_a_site_name_that_is_no_host_name_is_refused() -> None:
     with pytest.raises(ValueError, match="host names"):
         Site("web", ("web.example.com\n    server evil 10.0.0.1:80",))
+
+
+def shared_port_state() -> ClusterState:
+    """Three services sharing external_port 80 (host-bound), one per node, and a public one alone."""
+    current = state()
+    current["project"]["project"]["domain"] = None  # type: ignore[index]
+    current["nodes"] = {f"node-{i}": node(i) for i in (2, 3, 4)}
+    services = [
+        {"name": name, "image": "i", "internal_port": 8000, "external_port": 80, "cpus": 1, "memory": 1}
+        for name in ("app_1", "app_2", "nginx")
+    ]
+    services.append(
+        {"name": "api", "image": "i", "internal_port": 80, "external_port": 81, "cpus": 1, "memory": 1}
+    )
+    current["project"]["project"]["services"] = services  # type: ignore[index]
+    current["placements"] = {"app_1": "node-2", "app_2": "node-3", "nginx": "node-4", "api": "node-2"}
+    current["instance_ports"] = {"app_1": 20000, "app_2": 20000, "nginx": 20000, "api": 20001}
+    return current
+
+
+def test_a_shared_external_port_is_served_only_by_each_sharer_s_node_for_it() -> None:
+    current = shared_port_state()
+    api = Route("api", 81, "tcp", (Upstream("127.0.0.2", 20001),))
+    for n, service in ((2, "app_1"), (3, "app_2"), (4, "nginx")):
+        address = f"127.0.0.{n}"
+        own = Route(service, 80, "tcp", (Upstream(address, 20000),))
+        assert routes_from_state(current, address) == IngressRoutes(address, (own, api))
+    # A node running none of them does not serve the port at all; the mesh port it still serves.
+    assert routes_from_state(current, "127.0.0.5") == IngressRoutes("127.0.0.5", (api,))
+
+
+def test_two_sharers_on_one_node_before_the_leader_separates_them_serve_the_first() -> None:
+    current = shared_port_state()  # a deploy made the port shared; the placements are not redone yet
+    current["placements"]["app_2"] = "node-2"
+    routes = routes_from_state(current, "127.0.0.2")
+    assert [(r.service, r.port) for r in routes.routes] == [("app_1", 80), ("api", 81)]

@@ -254,6 +254,34 @@ def test_nodes_needed_impossible_demand_names_service_and_sizes() -> None:
         assert fragment in message
 
 
+# --- host-bound services (an external port several services share) --------------------------------
+# specs.demand gives each of them the shared port as a host port, so the port rule is the
+# anti-affinity: they never share a node, and new nodes are counted one per sharer.
+
+
+def test_services_sharing_a_host_bound_port_land_on_distinct_nodes() -> None:
+    plan = place([d("app_1", ports=[80]), d("app_2", ports=[80]), d("nginx", ports=[80])], THREE, {})
+    assert plan.unplaced == ()
+    assert sorted(plan.placements.values()) == ["a", "b", "c"]
+
+
+def test_a_sharer_moved_onto_another_sharer_s_node_is_moved_off() -> None:
+    # app_2 sat on "a" before the port became shared; app_1 keeps "a" (first by name), app_2 moves.
+    plan = place(
+        [d("app_1", ports=[80]), d("app_2", ports=[80]), d("x")], THREE, {"app_1": "a", "app_2": "a"}
+    )
+    assert plan.placements["app_1"] == "a" and plan.placements["app_2"] != "a"
+    assert plan.moved == ("app_2",)
+
+
+def test_more_sharers_than_nodes_are_unplaced_and_counted_one_node_each() -> None:
+    demands = [d(f"s{i}", cpus=10, memory=10, ports=[80]) for i in range(5)]
+    plan = place(demands, THREE, {})
+    assert len(plan.unplaced) == 2 and len(set(plan.placements.values())) == 3
+    unplaced = [x for x in demands if x.service in plan.unplaced]
+    assert nodes_needed(unplaced, n("t", cpus=100_000, memory=100_000)) == 2
+
+
 # --- randomized invariants ---------------------------------------------------------------------------
 
 

@@ -85,6 +85,9 @@ def test_ports_are_published_on_the_node_address() -> None:
     config = load_config_text(TEXT, {"MODE": "x"})
     assert demand(config.service("app")).host_ports == frozenset()  # the ingress's port, on every node
     assert demand(config.service("db")).host_ports == frozenset({5432})
+    # A port several services share is host-bound: claimed on the node, like an internal-only one.
+    assert demand(config.service("app"), host_bound={80}).host_ports == frozenset({80})
+    assert demand(config.service("db"), host_bound={80}).host_ports == frozenset({5432})
 
 
 def test_process_services_get_host_port_and_workdir() -> None:

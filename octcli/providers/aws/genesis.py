@@ -24,7 +24,7 @@ from octctl.node_settings import Secrets
 from octctl.providers.aws.bootstrap import BootstrapConfig
 from octctl.providers.aws.resources import AwsResources, NodeArtifact
 from octctl.providers.aws.settings import AwsNodeSettings
-from octctl.specs import demand
+from octctl.specs import demands
 
 if TYPE_CHECKING:
     from octctl.config import AwsProvider, Config
@@ -124,7 +124,7 @@ def _fleet(config: Config, config_path: Path, aws: AwsProvider) -> Fleet:
 
     try:
         return pricing.cheapest_fleet(
-            [demand(s) for s in config.project.services],
+            demands(config),
             reserve=pricing.Reserve(aws.reserve_cpus, aws.reserve_memory),
             arch=aws.arch,
             instance_type=aws.instance_type,
