@@ -10,10 +10,11 @@ the agents' API alike.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from octctl.config import Config, Service
 
-__all__ = ["instance_names", "instances_of", "placed_instances", "service_of"]
+__all__ = ["instance_names", "instances_of", "placed_instances", "service_of", "serving"]
 
 
 def instance_names(service: Service) -> list[str]:
@@ -34,3 +35,14 @@ def instances_of(config: Config) -> Iterator[tuple[str, Service]]:
 def placed_instances(service: Service, placements: Mapping[str, str]) -> list[tuple[str, str]]:
     """(instance, node) of each of the service's instances that has a node."""
     return [(name, placements[name]) for name in instance_names(service) if name in placements]
+
+
+def serving(seen: Mapping[str, Any] | None) -> bool:
+    """Whether an observed instance may take traffic: running, and healthy by its health check
+    (``none``: it has none, so running is what counts). DNS, the ingress, ``depends_on`` and a
+    rolling update's next step all ask this one question."""
+    return (
+        seen is not None
+        and seen.get("state") == "running"
+        and seen.get("health", "none") in ("healthy", "none")
+    )

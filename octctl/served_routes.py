@@ -50,7 +50,8 @@ def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
             if node is None or port is None or (bound and node["address"] != address):
                 continue
             placed = True  # served even while every instance drains: clients wait, not refused
-            if drain_key(instance, node_id) not in draining:
+            seen = view["instances"].get(node_id, {}).get(instance)
+            if drain_key(instance, node_id) not in draining and (seen is None or _healthy(seen)):
                 upstreams.append(Upstream(node["address"], port))
         if not placed or any(route.port == service.public_port for route in routes):
             continue  # (two sharers on one node, between a deploy and its placements: the first serves)
@@ -80,6 +81,13 @@ def web_from_state(
         web_sites.append(Site(site.service, site.names, upstreams.get(site.service, ()), certificate))
     fallback = Route(on_80.service, 80, "http", on_80.upstreams) if on_80 is not None else None
     return Web(tuple(web_sites), tuple(acme["challenges"].items()), fallback)
+
+
+def _healthy(seen: dict[str, object]) -> bool:
+    """Not known to be unhealthy or still starting its checks. Unlike DNS, the ingress keeps an
+    instance that is not observed yet or restarting: HAProxy's own connection checks and retries
+    cover those, and a route must not lose every server while the leader is only polling."""
+    return seen.get("health", "none") in ("healthy", "none")
 
 
 class FollowedIngress:

@@ -150,6 +150,9 @@ class InstanceView(BaseModel):
     address: str | None
     port: int | None = None
     state: str
+    #: The node's verdict from the service's healthcheck (``none``: it has none).
+    health: str = "none"
+    health_output: str = ""
     restarts: int = 0
     #: Out of DNS and the ingress, about to be stopped or replaced.
     draining: bool = False

@@ -19,7 +19,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR, SOA, SRV, A, DNSLabel
 
-from octctl.instances import placed_instances
+from octctl.instances import placed_instances, serving
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, drain_key, draining_of
 
@@ -103,8 +103,8 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
         for instance, node_id in placed_instances(service, state["placements"]):
             placed = nodes.get(node_id)
             seen = state["instances"].get(node_id, {}).get(instance)
-            if placed is None or seen is None or seen.get("state") != "running" or node_id in answered:
-                continue  # only instances that run are worth an address; a node is named once
+            if placed is None or not serving(seen) or node_id in answered:
+                continue  # only instances that run healthy are worth an address; a node is named once
             if drain_key(instance, node_id) in draining_of(state):
                 continue  # leaving: new clients go to the others
             answered.add(node_id)

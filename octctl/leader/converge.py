@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.config import Config
-from octctl.instances import instance_names, service_of
+from octctl.instances import instance_names, service_of, serving
 from octctl.leader.ports import Agents, ClusterLog, Observed
 from octctl.peers import PeerError
 from octctl.runtime.base import InstanceSpec, InstanceStatus
@@ -40,11 +40,8 @@ DRAIN_GRACE = 2.0
 
 
 def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
-    return (
-        instance is not None
-        and instance.get("spec_hash") == spec.spec_hash
-        and instance["state"] == "running"
-    )
+    """Running this spec and passing its health check (see :func:`octctl.instances.serving`)."""
+    return instance is not None and instance.get("spec_hash") == spec.spec_hash and serving(instance)
 
 
 def _settled(current: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
@@ -120,7 +117,7 @@ class Converger:
                     # Rolling: replace a running instance only while every other one serves, one at
                     # a time; it is drained first (see converge).
                     others = [i for i in instances if i != instance]
-                    if not all(up(i) or _running(_seen(observed, specs, i)) for i in others):
+                    if not all(serving(_seen(observed, specs, i)) for i in others):
                         continue
                     if any(p.service in instances for p in pushes):
                         continue
@@ -147,6 +144,7 @@ class Converger:
         ]
         pushes = [s for s in self._pushes(config, specs, observed) if s.node in nodes] if config else []
         draining = draining_of(view)
+        await self._end_drains(draining, specs, observed)
         # An instance whose service stays (scaled down, moved, rolled) leaves rotation before it stops.
         staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
         staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
@@ -174,10 +172,23 @@ class Converger:
             await self.cluster.execute(
                 command("observe_one", node=spec.node, service=spec.service, instance=instance)
             )
-            if status.state == "running" and drain_key(spec.service, spec.node) in draining:
+            if serving(instance) and drain_key(spec.service, spec.node) in draining:
                 await self.cluster.execute(command("drain", instance=spec.service, node=spec.node, at=None))
         # Only progress earns an immediate next pass: a node refusing every call must not spin us.
         return progressed
+
+    async def _end_drains(
+        self, draining: Mapping[str, float], specs: Mapping[str, InstanceSpec], observed: Observed
+    ) -> None:
+        """Put back in rotation an instance replaced and healthy again, and forget drains of
+        instances that are gone from their node (removed, or their node died)."""
+        for key in list(draining):
+            name, _, node = key.rpartition("@")
+            spec, seen = specs.get(name), observed.get(node, {}).get(name)
+            back = spec is not None and spec.node == node and is_up(seen, spec)
+            gone = seen is None and (spec is None or spec.node != node)
+            if back or gone:
+                await self.cluster.execute(command("drain", instance=name, node=node, at=None))
 
     async def _remove(self, node: NodeRecord, project: str, service: str) -> bool:
         try:

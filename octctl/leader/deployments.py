@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from octctl.config import Config
-from octctl.instances import instances_of, service_of
+from octctl.instances import instances_of, service_of, serving
 from octctl.leader.ports import ClusterLog, Observed
 from octctl.runtime.base import InstanceSpec
 from octctl.state.model import ClusterState, NodeRecord, command
@@ -83,7 +83,7 @@ class Deployments:
             if error is not None:
                 await self.fail(view, service_of(name), error, instance.get("log_tail") or [])
                 return
-            running += instance["state"] == "running"
+            running += serving(instance)
         noun = "services" if len(names) == len(config.project.services) else "instances"
         fields: dict[str, Any] = {"message": f"{running}/{len(names)} {noun} running"}
         if running == len(names):

@@ -51,10 +51,15 @@ SERVE = """\
 import http.server, os
 
 BODY = f"{os.environ['VERSION']} {os.environ['OCT_INSTANCE']}".encode()
+SICK = f"sick-{os.environ['OCT_INSTANCE']}"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/up" and os.path.exists(SICK):
+            self.send_response(500)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
@@ -179,3 +184,65 @@ def test_a_dead_nodes_instance_moves_to_a_live_node_while_the_service_keeps_answ
         wait_until(lambda: sum(load.answers.values()) >= before + 50, timeout=20, message="50 more answers")
         assert f"one {victim['name']}" in load.answers
         assert len(load.failures) <= IN_FLIGHT, f"requests lost while a node died: {load.failures}"
+
+
+HEALTHCHECK = """
+[project.services.healthcheck]
+http = "/up"
+interval = 0.5
+timeout = 0.4
+retries = 2
+start_period = 0
+"""
+
+
+def dns_addresses(project: Project, node_address: str) -> set[str]:
+    """The A records of web that a node's DNS server answers, asked with a real query."""
+    from dnslib import QTYPE, DNSRecord
+
+    status = project.status()
+    node = next(n for n in status["nodes"] if n["address"] == node_address)
+    port = json.loads((project.dir / ".oct" / "nodes" / node["id"] / "node.json").read_text()).get(
+        "dns_port", 53
+    )
+    answer = DNSRecord.parse(DNSRecord.question("web.replicas.oct", "A").send(node_address, port, timeout=2))
+    return {str(rr.rdata) for rr in answer.rr if rr.rtype == QTYPE.A}
+
+
+def test_an_unhealthy_instance_leaves_the_ingress_and_dns_until_it_passes_again(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = project_with_replicas(make_project)
+    project.edit("replicas = 3", "replicas = 2")
+    project.config.write_text(project.config.read_text() + HEALTHCHECK)
+    project.oct("deploy")
+    instances = {i["name"]: i for i in services_by_name(project.status())["web"]["instances"]}
+    assert {i["health"] for i in instances.values()} == {"healthy"}
+    url = f"http://{instances['web']['address']}:{PORT}/"
+    sick = project.dir / "sick-web.2"
+    with Load(url) as load:
+        wait_until(lambda: len(load.answers) == 2, timeout=20, message="answers from both instances")
+        assert dns_addresses(project, instances["web"]["address"]) == {
+            i["address"] for i in instances.values()
+        }
+
+        sick.write_text("")
+        wait_until(
+            lambda: services_by_name(project.status())["web"]["instances"][1],
+            until=lambda i: i["health"] != "healthy" and i["restarts"] >= 1,
+            timeout=30,
+            message="web.2 to fail its check and be restarted",
+        )
+        wait_until(
+            lambda: dns_addresses(project, instances["web"]["address"]),
+            until=lambda found: found == {instances["web"]["address"]},
+            timeout=20,
+            message="DNS to answer only the healthy instance's node",
+        )
+        load.answers.clear()  # (twice: a proxy reloading as DNS changed may still have had one on the way)
+        wait_until(lambda: sum(load.answers.values()) >= 20, timeout=30, message="20 answers")
+        load.answers.clear()
+        wait_until(lambda: sum(load.answers.values()) >= 100, timeout=30, message="100 answers")
+        assert set(load.answers) == {"one web"}, "the ingress sends nothing to the unhealthy instance"
+
+        sick.unlink()
+        wait_until(lambda: "one web.2" in load.answers, timeout=30, message="web.2 back in rotation")
+    assert len(load.failures) <= IN_FLIGHT, load.failures
