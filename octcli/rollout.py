@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from octcli.client import OctClient
-from octcli.errors import DeployFailed, Timeout, Unreachable
+from octcli.errors import DeployFailed, OctError, Timeout, Unreachable
 from octcli.provider import ClusterProvider
 from octcli.state import ClusterRecord
 from octctl.api.models import DeploymentView, StatusResponse
@@ -72,6 +72,8 @@ def wait_for_deployment(
                     return snapshot
             if current.state == "failed":
                 raise DeployFailed(failure(current))
+        elif current is not None:
+            _check_ended_elsewhere(client, deployment, current.id)
         if time.monotonic() >= deadline:
             if succeeded_at is not None and ours is not None:
                 return ours
@@ -97,6 +99,33 @@ def track_nodes(
     record = record.model_copy(update={"nodes": nodes})
     save(record)
     return record
+
+
+def _check_ended_elsewhere(client: OctClient, deployment: str, current: str) -> None:
+    """Another deployment is the cluster's current one: ours was rolled back after it failed, or a
+    later deploy superseded it (or this replica lags, and ours is still under way: keep waiting)."""
+    try:
+        entries = client.history().deployments
+    except OctError:  # a node too old to keep a history
+        return
+    ours = next((e for e in entries if e.id == deployment), None)
+    if ours is None or ours.state in ("pending", "in_progress", "succeeded"):
+        return
+    if ours.state == "superseded":
+        raise OctError(f"deployment {deployment} was superseded by deployment {current} (another deploy)")
+    then = next((e for e in entries if e.id == current), None)
+    view = DeploymentView(
+        id=ours.id,
+        state="failed",
+        failed_service=ours.failed_service,
+        error=ours.error,
+        log_tail=ours.log_tail,
+    )
+    message = failure(view)
+    if then is not None and then.rollback_of:
+        again = f"deployment {current} deploys {then.rollback_of} again ({then.state})"
+        message += f"\nrolled back automatically: {again}"
+    raise DeployFailed(message)
 
 
 def failure(deployment: DeploymentView) -> str:

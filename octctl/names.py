@@ -10,6 +10,7 @@ receives in a request or hands to a runtime, since a request need not come from 
 from __future__ import annotations
 
 import re
+import uuid
 
 __all__ = [
     "INSTANCE_PATTERN",
@@ -19,6 +20,7 @@ __all__ = [
     "check_instance",
     "check_name",
     "is_name",
+    "new_id",
 ]
 
 #: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
@@ -58,3 +60,9 @@ def check_instance(value: object) -> str:
         return value
     check_name("service", value)  # says what is wrong with the service part
     raise InvalidName(f"invalid instance name {value!r}: expected <service> or <service>.<number>")
+
+
+def new_id(prefix: str) -> str:
+    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
+    proposes it, so every replica applies the same one."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -71,6 +71,7 @@ class HistoryView(BaseModel):
     changes: dict[str, str]
     error: str | None = None
     failed_service: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
     rollback_of: str | None = None
     current: bool = False
 

@@ -149,6 +149,28 @@ class Healthcheck(_Model):
         return "tcp" if self.tcp else "command"
 
 
+class UpdatePolicy(_Model):
+    """``[project.services.update]``: how a changed service with several instances is rolled out.
+
+    ``start-first`` (a new instance beside the old one before it stops) is accepted by the schema
+    so the error can say why it is refused: oct runs one instance per slot today, so every update
+    is ``stop-first``, each instance drained out of DNS and the ingress before it stops.
+    """
+
+    order: Literal["stop-first", "start-first"] = "stop-first"
+    max_parallel: int = Field(default=1, ge=1, le=100, description="instances replaced at once")
+    min_healthy_time: float = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="seconds a replaced instance must stay healthy before the next batch",
+    )
+    healthy_deadline: float = Field(
+        default=300, gt=0, le=3600, description="seconds a new instance may take to pass its check"
+    )
+    auto_rollback: bool = Field(default=True, description="on failure, deploy the last good version again")
+
+
 class Service(_Model):
     """One service of the project; ``cpus`` in millicores and ``memory`` in MB, as in the reference.
 
@@ -175,6 +197,7 @@ class Service(_Model):
     healthcheck: Healthcheck | None = Field(
         default=None, description="without one, an instance that keeps running counts as healthy"
     )
+    update: UpdatePolicy = Field(default_factory=UpdatePolicy)
 
     @property
     def host_port(self) -> int | None:

@@ -57,6 +57,18 @@ def _running(instance: Mapping[str, Any] | None) -> bool:
     return instance is not None and instance.get("state") == "running"
 
 
+def _settled_healthy(seen: Mapping[str, Any] | None, spec: InstanceSpec | None, min_healthy: float) -> bool:
+    """Serving, and (when it already runs the new spec) for ``min_healthy_time`` since its check
+    last changed, so a version that fails a minute in is caught before it is everywhere."""
+    if not serving(seen):
+        return False
+    assert seen is not None
+    if spec is None or seen.get("spec_hash") != spec.spec_hash or not min_healthy:
+        return True
+    since = seen.get("health_changed_at")
+    return since is None or time.time() - float(since) >= min_healthy
+
+
 def _seen(observed: Observed, specs: Mapping[str, InstanceSpec], instance: str) -> Mapping[str, Any] | None:
     spec = specs.get(instance)
     return observed.get(spec.node, {}).get(instance) if spec is not None else None
@@ -114,12 +126,19 @@ class Converger:
                 if self._already_failed(spec):
                     continue
                 if len(instances) > 1 and _running(observed.get(spec.node, {}).get(instance)):
-                    # Rolling: replace a running instance only while every other one serves, one at
-                    # a time; it is drained first (see converge).
+                    # Rolling: it is drained first (see converge), and replaced only in a batch of
+                    # at most max_parallel, once the instances already replaced stayed healthy for
+                    # min_healthy_time.
                     others = [i for i in instances if i != instance]
-                    if not all(serving(_seen(observed, specs, i)) for i in others):
-                        continue
-                    if any(p.service in instances for p in pushes):
+                    batch = sum(1 for p in pushes if p.service in instances)
+                    unsettled = sum(
+                        1
+                        for i in others
+                        if not _settled_healthy(
+                            _seen(observed, specs, i), specs.get(i), service.update.min_healthy_time
+                        )
+                    )
+                    if batch + unsettled >= service.update.max_parallel:
                         continue
                 pushes.append(spec)
         return pushes

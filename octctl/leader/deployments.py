@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.config import Config
 from octctl.instances import instances_of, service_of, serving
 from octctl.leader.ports import ClusterLog, Observed
+from octctl.names import new_id
 from octctl.runtime.base import InstanceSpec
-from octctl.state.model import ClusterState, NodeRecord, command
+from octctl.state.history import rollback_target
+from octctl.state.model import ClusterState, NodeRecord, command, history_of
 
 __all__ = ["CRASH_LOOP_RESTARTS", "Deployments", "fail_deployment"]
+
+log = logging.getLogger(__name__)
 
 #: An instance that keeps crashing this often makes the deployment fail (it keeps being restarted).
 CRASH_LOOP_RESTARTS = 3
@@ -49,12 +54,20 @@ async def fail_deployment(
     return True
 
 
+def _is_rollback(view: ClusterState, deployment: str) -> bool:
+    entry = next((e for e in history_of(view) if e["id"] == deployment), None)
+    return entry is not None and entry.get("rollback_of") is not None
+
+
 @dataclass
 class Deployments:
     cluster: ClusterLog
     this_node: str
     #: Takes a node out of the cluster and hands its machine back (the fleet's job).
     retire: Callable[[NodeRecord], Awaitable[None]]
+    #: (node, instance, spec hash) -> when this leader first saw it run the new spec unhealthy
+    #: (a new leader starts counting again: a deadline can only come later, never sooner).
+    unready_since: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
     async def update(
         self,
@@ -79,9 +92,9 @@ class Deployments:
             instance = observed.get(spec.node, {}).get(name) if spec else None
             if spec is None or instance is None or instance.get("spec_hash") != spec.spec_hash:
                 continue
-            error = _crash(name, instance)
+            error = _crash(name, instance) or self._late(name, spec, instance, config)
             if error is not None:
-                await self.fail(view, service_of(name), error, instance.get("log_tail") or [])
+                await self.fail(view, service_of(name), error, instance.get("log_tail") or [], config)
                 return
             running += serving(instance)
         noun = "services" if len(names) == len(config.project.services) else "instances"
@@ -95,8 +108,51 @@ class Deployments:
                 command("deployment_update", deployment=deployment["id"], fields=fields)
             )
 
-    async def fail(self, view: ClusterState, service: str | None, error: str, log_tail: list[str]) -> None:
-        await fail_deployment(self.cluster, view, service, error, log_tail)
+    def _late(self, name: str, spec: InstanceSpec, instance: Mapping[str, Any], config: Config) -> str | None:
+        """Why an instance of the new spec fails its deployment by taking too long to pass its
+        health check (``update.healthy_deadline``), or None."""
+        key = (spec.node, name, spec.spec_hash)
+        if serving(instance):
+            self.unready_since.pop(key, None)
+            return None
+        deadline = config.service(service_of(name)).update.healthy_deadline
+        since = self.unready_since.setdefault(key, time.time())
+        if time.time() - since < deadline:
+            return None
+        said = instance.get("health_output") or instance.get("state")
+        return f"{name} did not pass its health check within {deadline:g} s (last: {said})"
+
+    async def fail(
+        self,
+        view: ClusterState,
+        service: str | None,
+        error: str,
+        log_tail: list[str],
+        config: Config | None = None,
+    ) -> None:
+        if not await fail_deployment(self.cluster, view, service, error, log_tail):
+            return
+        deployment = view["deployment"]
+        if config is None or service is None or deployment is None:
+            return
+        if not config.service(service).update.auto_rollback or _is_rollback(view, deployment["id"]):
+            return  # (a failed rollback is not rolled back again: that could go round forever)
+        target = rollback_target(history_of(view), deployment["id"], None)
+        if target is None:
+            log.warning("deployment %s failed and nothing earlier succeeded: no rollback", deployment["id"])
+            return
+        log.warning("deployment %s failed (%s): rolling back to %s", deployment["id"], service, target["id"])
+        await self.cluster.execute(
+            command(
+                "deploy",
+                project=target["project"],
+                source_dir=target["source_dir"],
+                public_zone=target["public_zone"],
+                deployment=new_id("d"),
+                at=time.time(),
+                rollback_of=target["id"],
+            )
+        )
 
     async def _finish_destroy(self, view: ClusterState, observed: Observed) -> None:
         """Once no instance is left on any reachable node, hand every other node back to the provider.

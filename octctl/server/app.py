@@ -25,7 +25,7 @@ from octctl.api.models import (
 from octctl.config import ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
 from octctl.membership import NoVoterSeat, WrongSecret
-from octctl.names import check_name
+from octctl.names import check_name, new_id
 from octctl.node import Node
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.history_routes import history, rollback
@@ -37,7 +37,6 @@ from octctl.server.http import (
     errors_middleware,
     int_query,
     leader_only,
-    new_id,
     node_of,
     ok,
     read_model,

@@ -8,7 +8,8 @@ import time
 from aiohttp import web
 
 from octctl.api.models import HistoryResponse, HistoryView, RollbackRequest, RollbackResponse
-from octctl.server.http import error, leader_only, new_id, node_of, ok, read_model
+from octctl.names import new_id
+from octctl.server.http import error, leader_only, node_of, ok, read_model
 from octctl.state.history import rollback_target
 from octctl.state.model import command, history_of
 

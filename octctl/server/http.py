@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -168,9 +167,3 @@ def int_query(request: web.Request, key: str, default: int) -> int:
         return max(1, min(10_000, int(request.query.get(key, default))))
     except ValueError as e:
         raise web.HTTPBadRequest(reason=f"{key} must be an integer") from e
-
-
-def new_id(prefix: str) -> str:
-    """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
-    proposes it, so every replica applies the same one."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -26,6 +26,7 @@ class HistoryEntry(TypedDict):
     changes: dict[str, str]  # service -> started | replaced | removed | unchanged
     error: str | None
     failed_service: str | None
+    log_tail: list[str]
     project: dict[str, Any]
     source_dir: str | None
     public_zone: str | None
@@ -46,6 +47,7 @@ def settle(history: list[HistoryEntry], deployment: Mapping[str, Any]) -> None:
             entry["finished_at"] = deployment.get("finished_at")
             entry["error"] = deployment.get("error")
             entry["failed_service"] = deployment.get("failed_service")
+            entry["log_tail"] = list(deployment.get("log_tail") or [])
             return
 
 

@@ -196,6 +196,7 @@ def _deploy(
         "changes": dict(changes),
         "error": None,
         "failed_service": None,
+        "log_tail": [],
         "project": project,
         "source_dir": source_dir,
         "public_zone": public_zone,

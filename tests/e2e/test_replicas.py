@@ -56,7 +56,7 @@ SICK = f"sick-{os.environ['OCT_INSTANCE']}"
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path == "/up" and os.path.exists(SICK):
+        if self.path == "/up" and (os.path.exists(SICK) or os.environ["VERSION"] == "broken"):
             self.send_response(500)
             self.end_headers()
             return
@@ -246,3 +246,36 @@ def test_an_unhealthy_instance_leaves_the_ingress_and_dns_until_it_passes_again(
         sick.unlink()
         wait_until(lambda: "one web.2" in load.answers, timeout=30, message="web.2 back in rotation")
     assert len(load.failures) <= IN_FLIGHT, load.failures
+
+
+def test_a_version_that_never_passes_its_check_is_rolled_back_while_the_old_one_serves(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = project_with_replicas(make_project)
+    project.config.write_text(
+        project.config.read_text() + HEALTHCHECK + "\n[project.services.update]\nhealthy_deadline = 20\n"
+    )
+    project.oct("deploy")
+    address = services_by_name(project.status())["web"]["instances"][0]["address"]
+    with Load(f"http://{address}:{PORT}/") as load:
+        project.edit('VERSION = "one"', 'VERSION = "broken"')
+        result = project.oct("deploy", check=False)
+        assert result.returncode == 1, result.stderr
+        assert "service web failed" in result.stderr and "rolled back automatically" in result.stderr
+
+        def back(status: dict) -> bool:
+            deployment = status["deployment"]
+            return deployment["state"] == "succeeded" and all(
+                i["state"] == "running" and i["health"] == "healthy"
+                for i in services_by_name(status)["web"]["instances"]
+            )
+
+        wait_until(project.status, until=back, timeout=60, interval=0.3, message="the rollback to finish")
+        load.answers.clear()
+        wait_until(lambda: len(load.answers) == 3, timeout=20, message="all three old instances answering")
+        assert set(load.answers) == {"one web", "one web.2", "one web.3"}
+    assert load.failures == [], f"requests lost during a failed update and its rollback: {load.failures[:5]}"
+    rollback, failed, first = json.loads(project.oct("history", "--json").stdout)["deployments"]
+    assert (failed["state"], rollback["rollback_of"], rollback["state"]) == (
+        "failed",
+        first["id"],
+        "succeeded",
+    )

@@ -15,16 +15,20 @@ from octcli import rollout
 from octcli.errors import DeployFailed, Timeout
 from octcli.providers import local
 from octcli.state import ClusterRecord
-from octctl.api.models import DeploymentView, StatusResponse
+from octctl.api.models import DeploymentView, HistoryResponse, HistoryView, StatusResponse
 from tests.cli_inputs import record, running, snapshot
 
 
 class FakeClient:
-    def __init__(self, answers: list[StatusResponse]) -> None:
+    def __init__(self, answers: list[StatusResponse], history: list[HistoryView] | None = None) -> None:
         self.answers = answers
+        self.recorded = history or []
 
     def status(self) -> StatusResponse:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    def history(self) -> HistoryResponse:
+        return HistoryResponse(deployments=self.recorded)
 
     def learn(self, nodes: list[str]) -> None:
         pass
@@ -75,6 +79,42 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
     message = str(caught.value)
     assert "web" in message and "exited with code 127" in message and "sh: nope" in message
     assert caught.value.exit_code == 1
+
+
+def entry(id_: str, state: str, **more: object) -> HistoryView:
+    return HistoryView.model_validate(
+        {
+            "id": id_,
+            "generation": 1,
+            "started_at": 0,
+            "finished_at": None,
+            "state": state,
+            "changes": {},
+            **more,
+        }
+    )
+
+
+def test_a_deployment_rolled_back_after_it_failed_is_reported_with_the_rollback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
+    rolling_back = snapshot(DeploymentView(id="d-back", state="in_progress"))
+    failed = entry("d-new", "failed", failed_service="web", error="web did not pass", log_tail=["boom"])
+    history = [entry("d-back", "in_progress", rollback_of="d-good"), failed, entry("d-good", "succeeded")]
+    with pytest.raises(DeployFailed) as caught:
+        rollout.wait_for_deployment(
+            FakeClient([rolling_back], history),  # type: ignore[arg-type]
+            "d-new",
+            local.LocalCluster(Path("oct.toml")),
+            record(["127.0.0.2:31888"]),
+            lambda r: None,
+            None,
+            timeout=10,
+        )
+    message = str(caught.value)
+    assert "service web failed: web did not pass" in message and "  boom" in message
+    assert "rolled back automatically: deployment d-back deploys d-good again" in message
 
 
 def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:

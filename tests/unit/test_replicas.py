@@ -55,3 +55,24 @@ def test_replicas_of_a_service_with_an_internal_port_never_share_a_node() -> Non
     (db,) = config.project.services
     plan = place([demand(db, i) for i in instance_names(db)], nodes(2), {})
     assert len(plan.placements) == 2 and len(plan.unplaced) == 1, "the port is bound on the node's address"
+
+
+def test_update_policy_defaults_and_a_start_first_order_refused_at_its_line() -> None:
+    config = load_config_text(HEADER + service_block("web", "replicas = 2\n"), {})
+    update = config.project.services[0].update
+    assert (update.order, update.max_parallel, update.healthy_deadline, update.auto_rollback) == (
+        "stop-first",
+        1,
+        300,
+        True,
+    )
+    text = (
+        HEADER
+        + service_block("web", "replicas = 2\n")
+        + '\n[project.services.update]\norder = "start-first"\n'
+    )
+    problem = only_problem(text)
+    assert (problem.path, problem.line) == ("project.services[0].update.order", line_of(text, "start-first"))
+    assert "not supported yet" in problem.message and "stop-first" in problem.message
+    bad = only_problem(HEADER + service_block("web") + "\n[project.services.update]\nmax_parallel = 0\n")
+    assert bad.path == "project.services[0].update.max_parallel"
