@@ -151,6 +151,9 @@ class InstanceView(BaseModel):
     address: str | None
     port: int | None = None
     state: str
+    #: The deployment whose spec it runs (its version), and that spec's content hash.
+    deployment: str = ""
+    spec_hash: str = ""
     #: The node's verdict from the service's healthcheck (``none``: it has none).
     health: str = "none"
     health_output: str = ""
@@ -175,9 +178,14 @@ class ServiceView(BaseModel):
     instances: list[InstanceView] = Field(default_factory=list)
 
 
+#: Bumped when a field of ``oct status --json`` changes meaning or goes away (added ones do not).
+STATUS_SCHEMA = 2
+
+
 class StatusResponse(BaseModel):
     """A node's local view: ``stale`` is true when it comes from a replica that is not the leader."""
 
+    schema_version: int = Field(default=STATUS_SCHEMA, description="of this document (oct status --json)")
     cluster: str
     project: str | None
     node: str

@@ -47,6 +47,8 @@ def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
                 address=record["address"] if record else None,
                 port=port,
                 state=seen["state"] if seen else "pending",
+                deployment=seen.get("deployment", "") if seen else "",
+                spec_hash=seen.get("spec_hash", "") if seen else "",
                 health=seen.get("health", "none") if seen else "none",
                 health_output=seen.get("health_output", "") if seen else "",
                 restarts=seen.get("restarts", 0) if seen else 0,

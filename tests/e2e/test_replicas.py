@@ -9,13 +9,14 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import urllib.request
 from collections import Counter
 
 import pytest
 
-from tests.e2e.harness import Project, services_by_name
+from tests.e2e.harness import OCT, Project, services_by_name
 from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -279,3 +280,47 @@ def test_a_version_that_never_passes_its_check_is_rolled_back_while_the_old_one_
         first["id"],
         "succeeded",
     )
+
+
+def test_a_rollout_interrupted_by_the_leaders_death_is_finished_by_the_next_leader(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = project_with_replicas(make_project)
+    slow = "\n[project.services.update]\nmin_healthy_time = 3\n"  # a rollout of several seconds
+    project.config.write_text(project.config.read_text() + HEALTHCHECK + slow)
+    project.oct("deploy")
+    status = project.status()
+    leader = next(n for n in status["nodes"] if n["role"] == "leader")
+    first = status["deployment"]["id"]
+
+    project.edit('VERSION = "one"', 'VERSION = "two"')
+    deploy = subprocess.Popen(
+        [*OCT, "deploy", "-c", str(project.config)],
+        cwd=project.dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(
+        lambda: services_by_name(project.status())["web"]["instances"],
+        until=lambda instances: any(
+            i["deployment"] not in ("", first) and i["health"] == "healthy" for i in instances
+        ),
+        timeout=60,
+        interval=0.2,
+        message="the first instance of the new version",
+    )
+    os.kill(int((project.dir / ".oct" / "nodes" / leader["id"] / "oct-ctl.pid").read_text()), signal.SIGKILL)
+
+    def finished(status: dict) -> bool:
+        instances = services_by_name(status)["web"]["instances"]
+        return (
+            status["leader"] not in (None, leader["id"])
+            and status["deployment"]["state"] == "succeeded"
+            and all(
+                i["deployment"] == status["deployment"]["id"] and i["health"] == "healthy" for i in instances
+            )
+        )
+
+    done = wait_until(
+        project.status, until=finished, timeout=120, interval=0.5, message="the new leader to finish"
+    )
+    assert done["deployment"]["id"] != first
+    assert deploy.wait(120) == 0, deploy.stderr.read() if deploy.stderr else ""
