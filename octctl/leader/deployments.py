@@ -14,7 +14,7 @@ from octctl.leader.ports import ClusterLog, Observed
 from octctl.names import new_id
 from octctl.runtime.base import InstanceSpec
 from octctl.state.history import rollback_target
-from octctl.state.model import ClusterState, NodeRecord, command, history_of
+from octctl.state.model import ClusterState, NodeRecord, command, history_of, rollback_command
 
 __all__ = ["CRASH_LOOP_RESTARTS", "Deployments", "fail_deployment"]
 
@@ -142,17 +142,7 @@ class Deployments:
             log.warning("deployment %s failed and nothing earlier succeeded: no rollback", deployment["id"])
             return
         log.warning("deployment %s failed (%s): rolling back to %s", deployment["id"], service, target["id"])
-        await self.cluster.execute(
-            command(
-                "deploy",
-                project=target["project"],
-                source_dir=target["source_dir"],
-                public_zone=target["public_zone"],
-                deployment=new_id("d"),
-                at=time.time(),
-                rollback_of=target["id"],
-            )
-        )
+        await self.cluster.execute(rollback_command(target, new_id("d"), time.time()))
 
     async def _finish_destroy(self, view: ClusterState, observed: Observed) -> None:
         """Once no instance is left on any reachable node, hand every other node back to the provider.

@@ -11,7 +11,7 @@ from octctl.api.models import HistoryResponse, HistoryView, RollbackRequest, Rol
 from octctl.names import new_id
 from octctl.server.http import error, leader_only, node_of, ok, read_model
 from octctl.state.history import rollback_target
-from octctl.state.model import command, history_of
+from octctl.state.model import history_of, rollback_command
 
 
 async def history(request: web.Request) -> web.Response:
@@ -37,16 +37,6 @@ async def rollback(request: web.Request) -> web.Response:
         return error(409, "no earlier deployment succeeded: there is nothing to roll back to")
     if target["id"] == current:
         return error(409, f"deployment {current} is the current one")
-    result = await node.raft.execute(
-        command(
-            "deploy",
-            project=target["project"],
-            source_dir=target["source_dir"],
-            public_zone=target["public_zone"],
-            deployment=new_id("d"),
-            at=time.time(),
-            rollback_of=target["id"],
-        )
-    )
+    result = await node.raft.execute(rollback_command(target, new_id("d"), time.time()))
     node.leader.wake()
     return ok(RollbackResponse.model_validate({**result, "rollback_of": target["id"]}), status=202)

@@ -52,6 +52,7 @@ __all__ = [
     "history_of",
     "pending_voters",
     "raft_address",
+    "rollback_command",
     "service_changes",
     "snapshot",
 ]
@@ -298,6 +299,19 @@ def command(name: str, **args: Any) -> dict[str, Any]:
     if name not in _COMMANDS:
         raise ValueError(f"unknown command {name!r}")
     return {"op": name, "args": args}
+
+
+def rollback_command(target: HistoryEntry, deployment: str, at: float) -> dict[str, Any]:
+    """The deploy that makes a recorded deployment's project the desired one again."""
+    return command(
+        "deploy",
+        project=target["project"],
+        source_dir=target["source_dir"],
+        public_zone=target["public_zone"],
+        deployment=deployment,
+        at=at,
+        rollback_of=target["id"],
+    )
 
 
 def apply_command(state: ClusterState, cmd: dict[str, Any]) -> Any:
