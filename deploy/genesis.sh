@@ -33,6 +33,11 @@ apt-get install -y -q --no-install-recommends ca-certificates python3 python3-ve
 systemctl enable --now docker.service
 # The package's own haproxy.service would serve /etc/haproxy: oct-ctl runs the node's ingress itself.
 systemctl disable --now haproxy.service || true
+# The ingress configuration needs HAProxy 2.6 or later (option idle-close-on-response): Debian 12's
+# stable series is 2.6.x, kept there with its security updates; an older one stops the node here.
+haproxy_version="$(haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p')"
+printf '%s\n2.6\n' "$haproxy_version" | sort -V -C -r 2>/dev/null \
+    || die "HAProxy $haproxy_version is too old for the ingress: oct needs 2.6 or later"
 
 echo "== service user"
 # Process services run as this unprivileged user, never as oct-ctl's root (docs/security.md).
