@@ -127,11 +127,29 @@ def services_table(snapshot: StatusResponse) -> Table:
         table.add_row(
             _cell(svc.name),
             _cell(svc.node),
-            _state(svc.state),
+            _instance_state(svc.state, svc.instances[0].health if svc.instances else "none", False),
             _cell(" ".join(svc.urls) if svc.urls else svc.endpoint),
             str(svc.restarts),
         )
+        for instance in svc.instances[1:]:  # replicas: one row each, under their service
+            table.add_row(
+                Text(f"  {instance.name}", style="dim"),
+                _cell(instance.node),
+                _instance_state(instance.state, instance.health, instance.draining),
+                _cell(f"{instance.address}:{instance.port}" if instance.address and instance.port else None),
+                str(instance.restarts),
+            )
     return table
+
+
+def _instance_state(state: str, health: str, draining: bool) -> Text:
+    """The state, and what the health check says when there is one (``running (starting)``)."""
+    shown = _state(state)
+    if health not in ("none", "healthy") or (health == "healthy" and state != "running"):
+        shown += Text(f" ({health})", style="yellow" if health == "starting" else "red")
+    if draining:
+        shown += Text(" draining", style="yellow")
+    return shown
 
 
 def nodes_table(snapshot: StatusResponse) -> Table:
