@@ -10,30 +10,52 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
-from octctl.instances import instances_of
+from octctl.instances import instances_of, placed_instances
 from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
 
 
-def public_names(config: Config | None, placed: Mapping[str, str]) -> dict[str, str]:
-    """``<service>.<domain>`` to what ``placed`` maps the service to (its node, or that node's
-    address), for services with an external port; none without a domain or before placement."""
+def serving_nodes(
+    config: Config | None, placements: Mapping[str, str], ready: Iterable[str]
+) -> dict[str, tuple[str, ...]]:
+    """The nodes that serve each placed public service: every ready node (the ingress serves its
+    ``external_port`` everywhere), or, for a host-bound port, the nodes running its instances."""
+    if config is None:
+        return {}
+    everywhere = tuple(sorted(set(ready)))
+    host_bound = config.project.host_bound_ports
+    found: dict[str, tuple[str, ...]] = {}
+    for service in config.project.services:
+        own = tuple(sorted({node for _, node in placed_instances(service, placements)}))
+        if service.public_port is None or not own:
+            continue
+        found[service.name] = own if service.public_port in host_bound or not everywhere else everywhere
+    return found
+
+
+def public_names(config: Config | None, serving: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """``<service>.<domain>`` (and the bare domain for the ``apex`` service) to the nodes that
+    ``serving`` says serve it (see :func:`serving_nodes`); none without a domain."""
     if config is None or not config.project.domain:
         return {}
     base = config.project.domain.strip().lower().rstrip(".")
-    return {
-        f"{s.name}.{base}": placed[s.name]
-        for s in config.project.services
-        if s.public_port is not None and s.name in placed
-    }
+    names: dict[str, tuple[str, ...]] = {}
+    for service in config.project.services:
+        nodes = serving.get(service.name)
+        if service.public_port is None or not nodes:
+            continue
+        names[f"{service.name}.{base}"] = tuple(nodes)
+        if service.apex:
+            names[base] = tuple(nodes)
+    return names
 
 
 def demand(service: Service, instance: str | None = None, host_bound: Set[int] = frozenset()) -> Demand:

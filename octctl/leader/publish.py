@@ -18,7 +18,7 @@ from typing import Any
 from octctl.config import Config
 from octctl.leader.ports import ClusterLog
 from octctl.providers.base import Provider
-from octctl.specs import public_names
+from octctl.specs import public_names, serving_nodes
 from octctl.state.model import ClusterState, command
 
 __all__ = ["PUBLISH_REFRESH", "PUBLISH_RETRY", "Publisher"]
@@ -75,13 +75,15 @@ class Publisher:
         return learned
 
     async def publish(self, view: ClusterState, config: Config | None, placements: dict[str, str]) -> None:
-        """Keep ``<service>.<domain>`` pointing at the node that runs the service, through the
-        provider's public DNS, when the deployment names a zone (AWS). A service the cluster moves
-        (a dead node, a rescheduling) is republished at once, not at the next ``oct deploy``."""
+        """Keep ``<service>.<domain>`` pointing at the nodes that serve the service (every ready
+        node: the ingress serves it on each), through the provider's public DNS, when the
+        deployment names a zone (AWS). A node that dies or joins, or a host-bound service the
+        cluster moves, is republished at once, not at the next ``oct deploy``."""
         zone = view.get("public_zone")
         if self.provider is None or not zone:
             return
-        names = public_names(config, placements)
+        ready = [n["id"] for n in view["nodes"].values() if n["status"] == "ready"]
+        names = public_names(config, serving_nodes(config, placements, ready))
         wanted = (zone, view["cluster"], sorted(names.items()))
         now = time.monotonic()
         if wanted == self.published and now < self.due:

@@ -83,9 +83,9 @@ class Provider(abc.ABC):
         provider have none, and ``{{ services.X.public_ip }}`` is the node's own address."""
         return {}
 
-    def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
+    def publish(self, zone: str, names: Mapping[str, Sequence[str]], owner: str) -> bool:
         """Make ``zone`` hold exactly ``names`` for ``owner``: each public name pointing at the
-        public address of the node (id) it maps to, and no other name ``owner`` published there.
+        public addresses of the nodes (ids) it maps to, and no other name ``owner`` published there.
 
         Returns False when some node has no public address yet (the leader tries again later).
         Only providers with public DNS implement it; the leader calls it only for deployments

@@ -20,7 +20,7 @@ import pytest
 from octcli.providers.aws.images import PushFailed, push_images, push_to_ecr
 from octctl.config import parse_config_data
 from octctl.providers.aws import ecr, route53
-from octctl.specs import public_names
+from octctl.specs import public_names, serving_nodes
 
 pytestmark = pytest.mark.aws
 
@@ -176,7 +176,10 @@ def test_sync_records_writes_only_differences_and_repairs_hand_edits(r53: Any) -
     web, api = f"web.{domain}", f"api.{domain}"
     assert route53.sync_records(zone_id, {web: "192.0.2.1", api: "192.0.2.2"}, owner="c-1")
     assert not route53.sync_records(zone_id, {web: "192.0.2.1", api: "192.0.2.2"}, owner="c-1")
-    assert route53.owned_records(zone_id, owner="c-1") == {f"{web}.": "192.0.2.1", f"{api}.": "192.0.2.2"}
+    assert route53.owned_records(zone_id, owner="c-1") == {
+        f"{web}.": ("192.0.2.1",),
+        f"{api}.": ("192.0.2.2",),
+    }
 
     # Someone points web elsewhere by hand; the next sync puts it back.
     r53.change_resource_record_sets(
@@ -203,10 +206,17 @@ def test_sync_records_writes_only_differences_and_repairs_hand_edits(r53: Any) -
     left = records(r53, zone_id)
     assert left[(f"{web}.", "A")] == ["192.0.2.7"]
     assert (f"{api}.", "A") not in left and (f"{api}.", "TXT") not in left
+    # Every node that serves a name: one record set with each address; one node fewer, one less.
+    nodes = ("192.0.2.9", "192.0.2.7", "192.0.2.8")
+    assert route53.sync_records(zone_id, {web: nodes}, owner="c-1")
+    assert sorted(records(r53, zone_id)[(f"{web}.", "A")]) == sorted(nodes)
+    assert not route53.sync_records(zone_id, {web: reversed(nodes)}, owner="c-1"), "order does not matter"
+    assert route53.sync_records(zone_id, {web: nodes[:2]}, owner="c-1")
+    assert route53.owned_records(zone_id, owner="c-1") == {f"{web}.": ("192.0.2.7", "192.0.2.9")}
     # Another cluster's names in the same zone are not this owner's to sync away.
     route53.upsert_records(zone_id, {f"shop.{domain}": "192.0.2.50"}, owner="c-2")
     assert route53.sync_records(zone_id, {}, owner="c-1")
-    assert route53.owned_records(zone_id, owner="c-2") == {f"shop.{domain}.": "192.0.2.50"}
+    assert route53.owned_records(zone_id, owner="c-2") == {f"shop.{domain}.": ("192.0.2.50",)}
     assert route53.owned_records(zone_id, owner="c-1") == {}
 
 
@@ -232,11 +242,16 @@ def test_public_names_cover_services_with_an_external_port() -> None:
             }
         }
     )
-    addresses = {"web": "192.0.2.1", "db": "192.0.2.2"}  # api is not placed yet
-    assert public_names(config, addresses) == {"web.shop.example.com": "192.0.2.1"}
+    placements = {"web": "node-1", "db": "node-2"}  # api is not placed yet
+    serving = serving_nodes(config, placements, ["node-2", "node-1", "node-3"])
+    assert serving == {"web": ("node-1", "node-2", "node-3")}, "every ready node's ingress serves web"
+    assert public_names(config, serving) == {"web.shop.example.com": ("node-1", "node-2", "node-3")}
+    apex = config.model_copy(deep=True)
+    apex.project.services[0].apex = True
+    assert public_names(apex, serving)["shop.example.com"] == ("node-1", "node-2", "node-3")
     no_domain = config.model_copy(update={"project": config.project.model_copy(update={"domain": None})})
-    assert public_names(no_domain, addresses) == {}
-    assert public_names(None, addresses) == {}
+    assert public_names(no_domain, serving) == {}
+    assert public_names(None, serving) == {}
 
 
 # --- ECR -------------------------------------------------------------------------------------------

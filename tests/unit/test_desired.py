@@ -12,7 +12,7 @@ from dnslib import QTYPE
 
 from octctl.dns.zone import build_zone
 from octctl.server.views import status_view
-from octctl.specs import demand, endpoints, public_names
+from octctl.specs import demand, endpoints, public_names, serving_nodes
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, empty_state, snapshot
 from tests.dns.test_zone import node
@@ -61,7 +61,9 @@ def test_a_docker_service_without_internal_port_publishes_nothing_anywhere() -> 
     assert not zone.lookup("_lonely._tcp.shop.oct.", QTYPE.SRV).answers, "but no port"
     assert zone.lookup("_web._tcp.shop.oct.", QTYPE.SRV).answers
 
-    assert public_names(config, current["placements"]) == {"web.shop.example.com": "node-2"}
+    serving = serving_nodes(config, current["placements"], ["node-2"])
+    assert serving == {"web": ("node-2",)}, "lonely publishes nothing: nobody serves it"
+    assert public_names(config, serving) == {"web.shop.example.com": ("node-2",)}
     # Neither claims a port of its node: web's external port is the ingress's, on every node.
     assert demand(lonely).host_ports == frozenset() and demand(web).host_ports == frozenset()
     found = endpoints(config, current["placements"], current["nodes"])

@@ -31,9 +31,14 @@ class DnsProvider(FakeProvider):
         return True
 
 
-def test_public_names_follow_a_service_the_cluster_moves(parts) -> None:  # type: ignore[no-untyped-def]
+def ready_nodes(raft) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    return tuple(sorted(n["id"] for n in raft.state["nodes"].values() if n["status"] == "ready"))
+
+
+def test_public_names_point_at_every_ready_node_and_follow_a_node_that_dies(parts) -> None:  # type: ignore[no-untyped-def]
     """With a zone in the deployment, the leader publishes <service>.<domain> for services with an
-    external port, once per change (not every pass), and again when a dead node's service moves."""
+    external port at every ready node (each one's ingress serves it), once per change (not every
+    pass), and again without a node that died."""
     reconciler, raft, agents, _ = parts
     provider = reconciler.provider = DnsProvider()
     spec = project(service("web", external_port=8080), service("db", internal_port=5432))
@@ -41,14 +46,16 @@ def test_public_names_follow_a_service_the_cluster_moves(parts) -> None:  # type
     asyncio.run(raft.execute(command("init", cluster="c1")))
     deploy(raft, spec, zone="Z123")
     ticks(reconciler, 4)
-    first = raft.state["placements"]["web"]
-    assert provider.published == [("Z123", {"web.shop.example.com": first}, "c1")], "owner: the cluster"
+    everyone = ready_nodes(raft)
+    assert len(everyone) > 1
+    assert provider.published == [("Z123", {"web.shop.example.com": everyone}, "c1")], "owner: the cluster"
 
+    first = raft.state["placements"]["web"]
     agents.down.add(f"{raft.state['nodes'][first]['address']}:31888")
     ticks(reconciler, UNREACHABLE_AFTER + 3)
-    moved = raft.state["placements"]["web"]
-    assert moved != first
-    assert provider.published[-1] == ("Z123", {"web.shop.example.com": moved}, "c1")
+    assert raft.state["placements"]["web"] != first
+    left = tuple(n for n in everyone if n != first)
+    assert provider.published[-1] == ("Z123", {"web.shop.example.com": left}, "c1")
     assert len(provider.published) == 2, "published on each change only"
 
 
@@ -64,9 +71,7 @@ def test_public_names_are_withdrawn_on_destroy_and_retried_after_a_failure(parts
     provider.failing = False
     reconciler.duties.publisher.due = 0.0  # PUBLISH_RETRY has passed
     ticks(reconciler, 1)
-    assert [names for _, names, _ in provider.published] == [
-        {"web.shop.example.com": raft.state["placements"]["web"]}
-    ]
+    assert [names for _, names, _ in provider.published] == [{"web.shop.example.com": ready_nodes(raft)}]
 
     asyncio.run(raft.execute(command("destroy", deployment="d2", at=1.0)))
     ticks(reconciler, 4)

@@ -60,8 +60,9 @@ class AwsCluster(ClusterProvider):
     def after_deploy(
         self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase
     ) -> None:
-        placements = {s.name: s.node for s in status.services if s.node}
-        publish_domain(config, record, placements, on_phase)
+        placements = {i.name: i.node for s in status.services for i in s.instances if i.node}
+        ready = [n.id for n in status.nodes if n.status == "ready"]
+        publish_domain(config, record, placements, ready, on_phase)
 
     def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
         return destroy_summary(config, store, record)

@@ -32,21 +32,21 @@ def public_zone(config: Config, record: ClusterRecord) -> str | None:
 
 
 def publish_domain(
-    config: Config, record: ClusterRecord, placements: dict[str, str], say: Phase
-) -> dict[str, str]:
-    """Point ``<service>.<domain>`` at the public address of the node running it, for services with
-    an external port, and remove the names of services that no longer have one. Returns the records.
-    """
+    config: Config, record: ClusterRecord, placements: dict[str, str], ready: list[str], say: Phase
+) -> dict[str, tuple[str, ...]]:
+    """Point ``<service>.<domain>`` at the public addresses of the nodes that serve it, for services
+    with an external port, and remove the names of services that no longer have one. Returns the
+    records. ``placements`` maps instances to nodes; ``ready`` lists the ready nodes."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from octctl.providers.aws import public_dns, route53
-    from octctl.specs import public_names
+    from octctl.specs import public_names, serving_nodes
 
     ledger = ledger_of(record)
     if not config.project.domain or ledger is None or not ledger.hosted_zone_id:
         return {}
     clients = connect(ledger.region)
-    names = public_names(config, placements)
+    names = public_names(config, serving_nodes(config, placements, ready))
     try:
         wanted, _ = public_dns.publish(
             clients, ledger.cluster, ledger.hosted_zone_id, names, owner=ledger.cluster
@@ -56,5 +56,5 @@ def publish_domain(
             f"the services run, but their DNS records in {config.project.domain} failed: {e}"
         ) from None
     if wanted:
-        say("DNS: " + ", ".join(f"{name} -> {ip}" for name, ip in sorted(wanted.items())))
+        say("DNS: " + ", ".join(f"{name} -> {' '.join(ips)}" for name, ips in sorted(wanted.items())))
     return wanted

@@ -70,14 +70,13 @@ class AwsProvider(Provider):
     def public_addresses(self, nodes: Sequence[str]) -> dict[str, str]:
         return public_dns.node_addresses(self.clients, self.aws.resources.cluster, nodes)
 
-    def publish(self, zone: str, names: Mapping[str, str], owner: str) -> bool:
-        """Route53 records ``<service>.<domain>`` -> the public IPv4 of the instance of each node."""
+    def publish(self, zone: str, names: Mapping[str, Sequence[str]], owner: str) -> bool:
+        """Route53 records ``<service>.<domain>`` -> the public IPv4 of each node that serves it."""
         records, changed = public_dns.publish(self.clients, self.aws.resources.cluster, zone, names, owner)
         if changed:
-            log.info(
-                "public DNS: %s", ", ".join(f"{n} -> {a}" for n, a in sorted(records.items())) or "no names"
-            )
-        return len(records) == len(names)
+            shown = ", ".join(f"{n} -> {' '.join(a)}" for n, a in sorted(records.items()))
+            log.info("public DNS: %s", shown or "no names")
+        return all(len(records.get(name, ())) == len(set(nodes)) for name, nodes in names.items())
 
     def registry_auth(self, image: str) -> dict[str, str] | None:
         """ECR images (built from ``dockerfile_path`` on AWS) need a login, which the node's instance

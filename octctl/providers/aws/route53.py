@@ -18,8 +18,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "Addresses",
     "RecordConflict",
     "ZoneInUse",
+    "addresses_of",
     "client",
     "created_by_oct",
     "delete_records",
@@ -138,20 +140,33 @@ def _owners(sets: Iterable[dict[str, Any]]) -> dict[str, str]:
     return owners
 
 
-def owned_records(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> dict[str, str]:
-    """The A records oct wrote in the zone for ``owner``: fully qualified name to IPv4 address."""
+#: A name's IPv4 addresses (one A record set may hold several: every node that serves the name).
+Addresses = tuple[str, ...]
+
+
+def addresses_of(value: str | Iterable[str]) -> Addresses:
+    """One address or several, as the sorted tuple records are compared by."""
+    return (value,) if isinstance(value, str) else tuple(sorted(set(value)))
+
+
+def owned_records(zone_id: str, *, owner: str = DEFAULT_OWNER, route53: Any = None) -> dict[str, Addresses]:
+    """The A records oct wrote in the zone for ``owner``: fully qualified name to its addresses."""
     api = route53 if route53 is not None else client()
     sets = _record_sets(api, zone_id)
     mine = {name for name, who in _owners(sets).items() if who == owner}
     return {
-        _fqdn(s["Name"]): s["ResourceRecords"][0]["Value"]
+        _fqdn(s["Name"]): addresses_of(r["Value"] for r in s["ResourceRecords"])
         for s in sets
         if s["Type"] == "A" and _fqdn(s["Name"]) in mine and s.get("ResourceRecords")
     }
 
 
 def sync_records(
-    zone_id: str, records: Mapping[str, str], *, owner: str = DEFAULT_OWNER, route53: Any = None
+    zone_id: str,
+    records: Mapping[str, str | Iterable[str]],
+    *,
+    owner: str = DEFAULT_OWNER,
+    route53: Any = None,
 ) -> bool:
     """Make oct's records for ``owner`` exactly ``records``: point those names, delete the rest.
 
@@ -159,7 +174,7 @@ def sync_records(
     repair what someone changed by hand) costs one read. Returns whether anything changed.
     """
     api = route53 if route53 is not None else client()
-    wanted = {_fqdn(name): address for name, address in records.items()}
+    wanted = {_fqdn(name): addresses_of(value) for name, value in records.items()}
     current = owned_records(zone_id, owner=owner, route53=api)
     if current == wanted:
         return False
@@ -183,9 +198,13 @@ def _zone_name(api: Any, zone_id: str) -> str:
 
 
 def upsert_records(
-    zone_id: str, records: Mapping[str, str], *, owner: str = DEFAULT_OWNER, route53: Any = None
+    zone_id: str,
+    records: Mapping[str, str | Iterable[str]],
+    *,
+    owner: str = DEFAULT_OWNER,
+    route53: Any = None,
 ) -> None:
-    """Point each name at its IPv4 address (A record), in one atomic change.
+    """Point each name at its IPv4 address or addresses (one A record set), in one atomic change.
 
     Raises :class:`RecordConflict` (and changes nothing) when a name already holds an A or TXT
     record that oct did not write for ``owner``, and ``ValueError`` for a name outside the zone.
@@ -202,7 +221,7 @@ def upsert_records(
         if s["Type"] in {"A", "AAAA", "CNAME"} or (s["Type"] == "TXT" and _owner_of(s) is None)
     }
     changes: list[dict[str, Any]] = []
-    for raw, address in sorted(records.items()):
+    for raw, value in sorted(records.items()):
         name = _fqdn(raw)
         if name != zone and not name.endswith("." + zone):
             raise ValueError(f"record {raw} is not inside the zone {zone}")
@@ -220,7 +239,7 @@ def upsert_records(
                     "Name": name,
                     "Type": "A",
                     "TTL": RECORD_TTL,
-                    "ResourceRecords": [{"Value": address}],
+                    "ResourceRecords": [{"Value": address} for address in addresses_of(value)],
                 },
             }
         )
