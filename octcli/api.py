@@ -272,11 +272,15 @@ def rollback(
     return DeployResult.model_validate({**final.model_dump(), "changes": accepted.changes})
 
 
-def logs(path: PathLike = "oct.toml", service: str = "", tail: int = 50) -> list[str]:
-    """The last ``tail`` lines a service wrote, fetched by the cluster from the node that runs it."""
+def logs(
+    path: PathLike = "oct.toml", service: str = "", tail: int = 50, *, access: bool = False
+) -> list[str]:
+    """The last ``tail`` lines a service wrote, fetched by the cluster from the node that runs it;
+    with ``access``, the last requests the ingress served it, from every node, each line starting
+    with the node that served it."""
     record, _ = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
-        return client.logs(service, tail)
+        return client.logs(service, tail, access=access)
 
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:

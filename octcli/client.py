@@ -139,8 +139,10 @@ class OctClient:
         node, response = self._call("POST", "/destroy", json={})
         return _parse(node, response, DestroyResponse)
 
-    def logs(self, service: str, tail: int = 50) -> list[str]:
-        node, response = self._call("GET", f"/services/{service}/logs", params={"tail": tail})
+    def logs(self, service: str, tail: int = 50, *, access: bool = False) -> list[str]:
+        """A service's own last lines, or (``access``) its ingress access log from every node."""
+        kind = "access" if access else "logs"
+        node, response = self._call("GET", f"/services/{service}/{kind}", params={"tail": tail})
         try:
             lines = response.json()["lines"]
         except (ValueError, KeyError, TypeError):

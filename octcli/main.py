@@ -324,10 +324,16 @@ def logs(
     service: Annotated[str, typer.Argument(help="The service whose output to show.")],
     config: ConfigOption = DEFAULT_CONFIG,
     tail: Annotated[int, typer.Option("-n", "--tail", help="How many lines.", min=1, max=10_000)] = 50,
+    access: Annotated[
+        bool,
+        typer.Option(
+            "--access", help="The ingress's access log of the service instead: every node's, by time."
+        ),
+    ] = False,
 ) -> None:
     """Show the last lines a service wrote, from whichever node runs it."""
     try:
-        lines = api.logs(config, service, tail)
+        lines = api.logs(config, service, tail, access=access)
     except OctError as e:
         _fail(e)
     for line in lines:

@@ -73,6 +73,11 @@ class PeerClient:
         )
         return list(data["lines"])
 
+    async def access(self, address: str, service: str, tail: int) -> list[dict[str, Any]]:
+        """That node's access log lines of ``service``: ``{"when": unix time, "text": line}``."""
+        data = await self._request("GET", address, f"/v1/agent/access/{service}?tail={tail}")
+        return list(data["lines"])
+
     async def members(self, address: str) -> MembersResponse:
         return MembersResponse.model_validate(await self._request("GET", address, "/v1/cluster/members"))
 

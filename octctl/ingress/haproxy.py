@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from octctl import procfs
+from octctl.ingress.access_log import AccessLog
 from octctl.ingress.routes import IngressRoutes
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,18 @@ class IngressError(Exception):
     """HAProxy refused a configuration, or did not start or reload."""
 
 
+#: Access log lines: the backend (it names the service) and the time first, as
+#: ``access_log.parse`` reads them; the path without its query string (``%HPO``: queries carry
+#: tokens); no header, no body.
+HTTP_LOG = "%b %Ts.%ms %ci %HM %HPO %ST %B %Ta %s"
+TCP_LOG = "%b %Ts.%ms %ci tcp %B %Tt %s %ts"
+
+
 def render(
-    routes: IngressRoutes, drain_seconds: int = DRAIN_SECONDS, certificates: Path | None = None
+    routes: IngressRoutes,
+    drain_seconds: int = DRAIN_SECONDS,
+    certificates: Path | None = None,
+    log_socket: Path | None = None,
 ) -> str:
     """The configuration; ``certificates`` is the folder of the sites' PEM files (see
     :func:`write_certificates`)."""
@@ -85,6 +96,9 @@ def render(
         web=routes.web,
         certificates=certificates,
         drain_seconds=drain_seconds,
+        log_socket=log_socket,
+        http_log=HTTP_LOG,
+        tcp_log=TCP_LOG,
     )
 
 
@@ -140,6 +154,8 @@ class Haproxy:
         self.log_path = directory / "haproxy.log"
         self._process: asyncio.subprocess.Process | None = None
         self._served: IngressRoutes | None = None
+        #: Receives the access log datagrams while the proxy runs (see :mod:`access_log`).
+        self.access: AccessLog | None = None
 
     @property
     def running(self) -> bool:
@@ -167,7 +183,8 @@ class Haproxy:
         os.chmod(self.directory, 0o700)
         candidate = self.config_path.with_name(self.config_path.name + ".new")
         certificates = write_certificates(self.directory, routes)
-        candidate.write_text(render(routes, self.drain_seconds, certificates))
+        access = await self._access_log()
+        candidate.write_text(render(routes, self.drain_seconds, certificates, access.socket))
         await self._check(candidate)
         os.replace(candidate, self.config_path)
         self._served = None  # until HAProxy confirms: a failed reload leaves the old worker serving
@@ -190,8 +207,22 @@ class Haproxy:
                 process.kill()
                 await process.wait()
         await self._stop_leftover()
+        if self.access is not None:
+            self.access.stop()
+            self.access = None
         remove_socket_folder(self.master_socket)
         remove_other_certificates(self.directory, None)
+
+    async def _access_log(self) -> AccessLog:
+        """The private short folder of the sockets (made once per run of the proxy: HAProxy refuses
+        socket paths over 97 bytes), and the access log listening in it."""
+        if self.access is None:
+            sockets = Path(tempfile.mkdtemp(prefix="oct-ingress-", dir=runtime_dir()))
+            self.master_socket = sockets / "master.sock"
+            access = AccessLog(self.directory / "access.log", sockets / "log.sock")
+            await access.start()
+            self.access = access
+        return self.access
 
     async def _check(self, config: Path) -> None:
         checker = await asyncio.create_subprocess_exec(
@@ -204,7 +235,6 @@ class Haproxy:
 
     async def _start(self) -> None:
         await self._stop_leftover()
-        self.master_socket = Path(tempfile.mkdtemp(prefix="oct-ingress-", dir=runtime_dir())) / "master.sock"
         with open(self.log_path, "ab") as out:
             self._process = await asyncio.create_subprocess_exec(
                 self.binary, "-W", "-S", f"{self.master_socket},mode,600",

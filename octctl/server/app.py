@@ -27,6 +27,7 @@ from octctl.distribution import installed_artifact_sha256
 from octctl.membership import NoVoterSeat, WrongSecret
 from octctl.names import check_name, new_id
 from octctl.node import Node
+from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.history_routes import history, rollback
 from octctl.server.http import (
@@ -173,6 +174,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_put(r"/v1/kv/{key:[\s\S]+}", kv_put)
     app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", kv_delete)
     app.router.add_get("/v1/services/{service}/logs", service_logs)
+    app.router.add_get("/v1/services/{service}/access", service_access)
+    app.router.add_get("/v1/agent/access/{service}", agent_access)
     app.router.add_get("/v1/agent/instances", agent_instances)
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)
     app.router.add_delete("/v1/agent/instances/{service}", agent_remove)

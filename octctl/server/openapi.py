@@ -50,6 +50,15 @@ class LogLines(BaseModel):
     lines: list[str]
 
 
+class AccessLine(BaseModel):
+    when: float
+    text: str
+
+
+class AccessLines(BaseModel):
+    lines: list[AccessLine]
+
+
 class InstanceList(BaseModel):
     instances: list[InstanceStatus]
 
@@ -224,6 +233,22 @@ ROUTES: tuple[Route, ...] = (
         LogLines,
         params=(SERVICE, TAIL),
         errors=(400, 404, 502, 503),
+    ),
+    Route(
+        "GET",
+        "/v1/services/{service}/access",
+        "The ingress's access log lines of a public service, from every node, by time",
+        LogLines,
+        params=(SERVICE, TAIL),
+        errors=(400, 404),
+    ),
+    Route(
+        "GET",
+        "/v1/agent/access/{service}",
+        "This node's ingress access log lines of a service (called by other nodes)",
+        AccessLines,
+        params=(SERVICE, TAIL),
+        errors=(400, 403),
     ),
     Route(
         "GET",
