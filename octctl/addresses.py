@@ -19,3 +19,13 @@ def host_port(address: str, default: int) -> tuple[str, int]:
     """Split ``host[:port]``; a bare host (or an IPv6 address, which has several colons) gets ``default``."""
     host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
     return (host, int(port)) if port else (address, default)
+
+
+def container_address(local_address: str) -> str:
+    """A local node's second address, the one containers can reach: ``127.0.0.N`` -> ``198.18.0.N``.
+
+    A container's 127.0.0.N is its own loopback, so a local node's ingress also listens on an
+    address outside 127/8 (RFC 2544's benchmarking range: never routed), which a container reaches
+    through its network's gateway like any host address; ``{{ services.X.ip }}`` names it there.
+    """
+    return "198.18.0." + local_address.rsplit(".", 1)[-1]

@@ -110,8 +110,11 @@ class Node:
             secrets=self.secrets,
             provider=self.provider,
         )
+        also = None
+        if self.provider is not None:
+            also = await asyncio.to_thread(self.provider.container_address, self.settings.address)
         self.ingress = FollowedIngress(
-            Haproxy(self.data_dir / "ingress"), self.raft.view, self.settings.address
+            Haproxy(self.data_dir / "ingress"), self.raft.view, self.settings.address, also
         )
         self.raft.machine.subscribe(self._on_change)
         self._spawn(self.leader.run())
@@ -290,6 +293,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.ingress.stop()
+        if self.provider is not None and self.ingress.also is not None:
+            await asyncio.to_thread(self.provider.release_container_address, self.settings.address)
         await asyncio.to_thread(self.agent.close)
         self.raft.close()
         await self.session.close()

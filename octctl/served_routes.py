@@ -26,15 +26,16 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 
 
-def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
+def routes_from_state(view: ClusterState, address: str, also: str | None = None) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
     at layer 4 (any protocol) to its instances' ports (not those being drained); and, when the project
     is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`). A host-bound port
     (claimed by several services, placed on distinct nodes) is served only by the node running one
     of them, for that one: the others do not serve it."""
     config = desired_project(view)
+    also_at = (also,) if also else ()
     if config is None:
-        return IngressRoutes(address)
+        return IngressRoutes(address, also=also_at)
     ports = view.get("instance_ports", {})
     draining = draining_of(view)
     host_bound = config.project.host_bound_ports
@@ -58,10 +59,10 @@ def routes_from_state(view: ClusterState, address: str) -> IngressRoutes:
         routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
     found = sites(config)
     if not found:
-        return IngressRoutes(address, tuple(routes))
+        return IngressRoutes(address, tuple(routes), also=also_at)
     on_80 = next((r for r in routes if r.port == 80), None)
     web = web_from_state(view, found, routes, on_80)
-    return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web)
+    return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web, also_at)
 
 
 def web_from_state(
@@ -95,10 +96,14 @@ class FollowedIngress:
     (never inside a Raft tick: a reload waits for HAProxy). ``changed`` is called by the node on
     every committed command; a failure is logged a few times a minute and retried."""
 
-    def __init__(self, proxy: Haproxy, view: Callable[[], ClusterState], address: str) -> None:
+    def __init__(
+        self, proxy: Haproxy, view: Callable[[], ClusterState], address: str, also: str | None = None
+    ) -> None:
         self.proxy = proxy
         self.view = view
         self.address = address
+        #: The node's second address, for containers (local clusters): served like ``address``.
+        self.also = also
         self._changed = asyncio.Event()
         self._limiter = LogLimiter(log)
 
@@ -110,7 +115,7 @@ class FollowedIngress:
         while True:
             routes = IngressRoutes(self.address)
             try:
-                routes = routes_from_state(self.view(), self.address)
+                routes = routes_from_state(self.view(), self.address, self.also)
                 if routes != served:
                     await self.proxy.apply(routes)
                     served = routes

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
+from octctl.addresses import container_address
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
@@ -108,9 +109,15 @@ def network_endpoints(
 
     There a container cannot reach the nodes' loopback addresses, but reaches another container by
     its name at the port the user wrote, so ``host`` and ``port`` say that, in agreement with the
-    names Docker resolves on that network. ``ip`` and ``public_ip`` stay the node's address.
+    names Docker resolves on that network. ``ip`` and ``public_ip`` name the node's address for
+    containers (``octctl.addresses.container_address``), where its ingress listens too, so a
+    container reaches a public service at ``{{ services.X.public_ip }}:<external_port>``.
     """
     found = {name: dict(values) for name, values in known.items()}
+    for values in found.values():
+        for key in ("ip", "public_ip"):
+            if str(values[key]).startswith("127."):  # (a provider's public address stays)
+                values[key] = container_address(str(values[key]))
     for service in config.project.services:
         if service.name in found and service.runtime == "docker":
             port = service.internal_port or service.external_port

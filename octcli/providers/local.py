@@ -23,6 +23,7 @@ from octcli.errors import OctError, Timeout, Unreachable
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.state import ClusterRecord
 from octctl.node_settings import NodeSettings, Secrets, read_node_files
+from octctl.providers.local.container_network import take_down
 from octctl.providers.local.leftovers import CleanupError, kill_process_instances, stop_ingresses
 from octctl.providers.local.leftovers import remove_containers as _remove_containers
 from octctl.providers.local.provider import (
@@ -258,6 +259,8 @@ def teardown(root: Path, project: str, *, cluster: str | None = None, on_phase: 
         if root.exists():
             raise OctError(f"could not remove {root}; remove it by hand")
     released = release_claims(resolved)
+    for address in released:  # a node killed before it could take its container address down
+        take_down(address)
     if released:
         say(f"releasing the addresses {', '.join(released)} ({claims_dir()})")
 
@@ -295,7 +298,8 @@ class LocalCluster(ClusterProvider):
         if record is not None or local_nodes(root):
             return False
         remove_containers(config.project.name, on_phase=on_phase)  # no-op without Docker
-        release_claims(root)
+        for address in release_claims(root):
+            take_down(address)
         return True
 
     def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:

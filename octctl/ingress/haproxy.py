@@ -92,6 +92,7 @@ def render(
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     return env.from_string(template).render(
         address=routes.address,
+        addresses=routes.addresses,
         routes=routes.routes,
         web=routes.web,
         certificates=certificates,

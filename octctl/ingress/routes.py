@@ -96,12 +96,19 @@ class IngressRoutes:
     address: str
     routes: tuple[Route, ...] = field(default=())
     web: Web | None = None
+    #: Further addresses of the node every route is also served on (a local node's address for
+    #: containers: ``octctl.addresses.container_address``).
+    also: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         ports = [route.port for route in self.routes] + ([80, 443] if self.web is not None else [])
         if len(ports) != len(set(ports)):
             raise ValueError(f"two routes on one port of {self.address}: {sorted(ports)}")
         object.__setattr__(self, "routes", tuple(sorted(self.routes, key=lambda r: r.port)))
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.address, *self.also)
 
     @property
     def empty(self) -> bool:

@@ -93,6 +93,15 @@ class Provider(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no public DNS")
 
+    def container_address(self, address: str) -> str | None:
+        """An address of the node at ``address`` that its containers can reach, made ready here
+        (the node's ingress listens there too), or None when containers reach ``address`` itself
+        (a real machine). Local clusters: containers cannot reach 127.0.0.N."""
+        return None
+
+    def release_container_address(self, address: str) -> None:  # noqa: B027 (optional hook)
+        """Undo :meth:`container_address` when the node stops."""
+
     def registry_auth(self, image: str) -> dict[str, str] | None:
         """The docker ``auth_config`` for pulling ``image`` from this provider's private registry,
         or None to pull it as the engine would on its own (public images, ``docker login``).

@@ -147,7 +147,8 @@ def test_containers_on_a_local_cluster_get_names_they_can_reach() -> None:
     text = TEXT.replace('path = "state.json"', 'path = "state.json"\n[project.provider.local]\nnodes = 2')
     local = specs(text)
     # app (a container) reaches db by its name on the cluster network, at the port db listens on.
-    assert local["app"].env["DB"] == "postgres://127.0.0.2:5432/shop"  # .ip stays the node address
+    # .ip is the node's address for containers (its 127.0.0.N is a container's own loopback).
+    assert local["app"].env["DB"] == "postgres://198.18.0.2:5432/shop"
     assert local["app"].command == ["serve", "--db", "db.shop.oct:5432"]  # .host is the name
     # A process still gets the node address and the published port.
     worker_text = text.replace(

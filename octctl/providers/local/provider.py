@@ -25,6 +25,7 @@ from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.procfs import pid_alive
 from octctl.providers.base import NodeRequest, Provider
+from octctl.providers.local.container_network import bring_up, take_down
 from octctl.providers.local.settings import LocalSettings
 
 FIRST_HOST = 2  # 127.0.0.1 is left to whatever else the machine runs
@@ -269,6 +270,12 @@ class LocalProvider(Provider):
         self.root = root
         self.cluster = cluster
 
+    def container_address(self, address: str) -> str | None:
+        return bring_up(address)
+
+    def release_container_address(self, address: str) -> None:
+        take_down(address)
+
     def reserve(self, request: NodeRequest) -> str:
         """Claiming an address is the reservation: the id names the address (``node-N``)."""
         return node_name(free_address(self.root))
@@ -294,6 +301,7 @@ class LocalProvider(Provider):
         stop_node(self.root, node)
         kill_process_instances(nodes_dir(self.root) / node)
         stop_ingresses(nodes_dir(self.root) / node)
+        take_down(node_address(node))
         if self.cluster is not None:
             try:
                 remove_containers(cluster=self.cluster, node=node)
