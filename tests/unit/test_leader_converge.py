@@ -84,3 +84,27 @@ def test_a_new_term_starts_with_fresh_duties(parts) -> None:  # type: ignore[no-
     ticks(reconciler, 1)
     assert reconciler.duties is not first and reconciler.duties.term == 8
     assert len(agents.specs) == tries + 1, "the new term tries again"
+
+
+def test_dependents_wait_until_every_instance_of_a_dependency_passes_its_check(parts) -> None:  # type: ignore[no-untyped-def]
+    """A dependency that runs but is still starting its health check does not count yet, on any
+    node: its dependent starts only once all of its instances report healthy."""
+    reconciler, raft, agents, _ = parts
+    deploy(raft, project(service("db", replicas=2), service("app", depends_on=["db"])))
+    ticks(reconciler, 1)
+    assert sorted(s for _, _, s in agents.calls) == ["db", "db.2"]
+    for instances in agents.running.values():  # the nodes' probes have not passed yet
+        for status in instances.values():
+            status.health = "starting"
+    ticks(reconciler, 3)
+    assert "app" not in [s for _, _, s in agents.calls]
+    assert raft.state["deployment"]["state"] in ("pending", "in_progress")  # type: ignore[index]
+    first = next(s for i in agents.running.values() for s in i.values() if s.service == "db")
+    first.health = "healthy"
+    ticks(reconciler, 2)
+    assert "app" not in [s for _, _, s in agents.calls], "one healthy instance of two is not enough"
+    for instances in agents.running.values():
+        for status in instances.values():
+            status.health = "healthy"
+    ticks(reconciler, 2)
+    assert [s for _, _, s in agents.calls][-1] == "app"
