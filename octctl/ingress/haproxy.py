@@ -248,7 +248,7 @@ class Haproxy:
 
     async def _reload(self) -> None:
         assert self._process is not None
-        reloads, failed = await self._reload_counts()
+        reloads, failed = await self._counts_before_reload()
         self._process.send_signal(signal.SIGUSR2)
         now_failed = await self._wait_for_worker(reloads=reloads + 1)
         if now_failed > failed:
@@ -271,6 +271,15 @@ class Haproxy:
 
     def _returncode(self) -> int | None:
         return self._process.returncode if self._process is not None else None
+
+    async def _counts_before_reload(self) -> tuple[int, int]:
+        """The master's counts, asked a few times: an answer can come back cut while the master is
+        still busy with a previous reload, and that is no reason to give up on this one."""
+        for _ in range(10):
+            with contextlib.suppress(ValueError):
+                return await self._reload_counts()
+            await asyncio.sleep(0.1)
+        raise IngressError(f"haproxy's master does not say how many reloads it did: see {self.log_path}")
 
     async def _reload_counts(self) -> tuple[int, int]:
         """The master's ``<reloads> [failed: <n>]`` from ``show proc``."""
