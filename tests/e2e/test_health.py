@@ -49,7 +49,11 @@ def test_an_http_check_makes_the_instance_healthy_and_a_failing_one_restarts_it(
     assert {i["service"]: i["health"] for i in others}["store"] == "none"  # no check: running is what counts
 
     # A check that can never pass: the node restarts web (a deploy may or may not see it settle).
+    # No automatic rollback here: it would put the passing version back before we look.
     project.edit('http = "/"\n', 'command = "false"\n')
+    project.config.write_text(
+        project.config.read_text() + "\n[project.services.update]\nauto_rollback = false\n"
+    )
     project.oct("deploy", check=False)
     node = services_by_name(project.status())["web"]["node"]
     web = wait_until(
