@@ -26,23 +26,9 @@ for arg in "$@"; do
     esac
 done
 
-if ! command -v docker >/dev/null 2>&1; then
-    echo "error: the docker CLI is not installed (apt-get install docker.io)" >&2
-    exit 1
-fi
-if ! docker info >/dev/null 2>&1; then
-    echo "error: the Docker engine is not reachable (start it: dockerd >dockerd.log 2>&1 &)" >&2
-    exit 1
-fi
-if [[ ! -x "$BUSYBOX" ]]; then
-    echo "error: $BUSYBOX not found (apt-get install busybox-static)" >&2
-    exit 1
-fi
-# A dynamically linked busybox would not run in an image without libc.
-if command -v file >/dev/null 2>&1 && ! file -L "$BUSYBOX" | grep -q 'statically linked'; then
-    echo "error: $BUSYBOX is not statically linked (apt-get install busybox-static)" >&2
-    exit 1
-fi
+# shellcheck source=tests/images/_preconditions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_preconditions.sh"
+require_engine_and_busybox
 
 if [[ "$force" -eq 0 ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
     echo "$IMAGE already exists (use --force to rebuild)"
