@@ -51,7 +51,14 @@ def _run(project: Project, ca: AcmeCa) -> None:
     trust = ca.ssl_context()
     for node in status["nodes"]:
         address = node["address"]
-        assert "Hello from oct" in asyncio.run(fetch_from(address, 443, NAME, tls=trust))[2], address
+        # The state holds the certificate; each node's proxy takes it on its next reload, a moment later.
+        wait_until(
+            lambda: asyncio.run(fetch_from(address, 443, NAME, tls=trust))[2],  # noqa: B023 (called at once)
+            until=lambda body: "Hello from oct" in body,
+            ignore=(ConnectionRefusedError,),
+            timeout=30,
+            message=f"{address} to serve https://{NAME}/",
+        )
         assert asyncio.run(fetch_from(address, 80, NAME, "/x")) == (301, f"https://{NAME}/x", "")
     assert "PRIVATE KEY" not in project.node_logs(), "a key in a log line"
 
