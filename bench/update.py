@@ -25,7 +25,8 @@ Goals (issue 13): 0 failed requests during the update; update wall time <= 1.0x 
 a replacement instance <= 10 s after the kill. Loopback only; every phase bounded (~60 s); the
 cluster, the swarm, the compose project and the networks they made are removed even on error.
 
-Usage: .venv/bin/python bench/update.py [--rate N] [--workers N] [--keep-logs DIR]
+Usage: .venv/bin/python bench/update.py [--rate N] [--workers N] [--order start-first|stop-first]
+[--keep-logs DIR]
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def summarize(load: Load, marks: dict[str, Any]) -> dict[str, Any]:
 # -- oct -----------------------------------------------------------------------------------------------
 
 
-def oct_toml(version: str) -> str:
+def oct_toml(version: str, order: str) -> str:
     script = SCRIPT.replace('"', '\\"')
     return f"""[project]
 name = "{PROJECT}"
@@ -193,6 +194,9 @@ memory = 32
 
 [project.services.envs]
 VERSION = "{version}"
+
+[project.services.update]
+order = "{order}"
 """
 
 
@@ -232,7 +236,7 @@ def oct_update(config: Path, nodes: list[Any], args: argparse.Namespace) -> dict
     with Load(urls, args.rate, args.workers) as load:
 
         def start() -> Background:
-            config.write_text(oct_toml("two"))
+            config.write_text(oct_toml("two", args.order))
             return Background(lambda: oct_deploy(config))
 
         marks = measured_update(load, start, lambda: all_on(config, "two"), "oct")
@@ -305,7 +309,7 @@ def oct_side(args: argparse.Namespace) -> dict[str, Any]:
 
     with temp_project_dir("octbench-update-") as folder:
         config = folder / "oct.toml"
-        config.write_text(oct_toml("one"))
+        config.write_text(oct_toml("one", args.order))
         try:
             log(f"oct: deploying 3 replicas on a 3-node cluster in {folder}")
             oct_deploy(config)
@@ -468,12 +472,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=300.0, help="requests/s offered (default 300)")
     parser.add_argument("--workers", type=int, default=12, help="concurrent clients (default 12)")
+    parser.add_argument(
+        "--order",
+        choices=("start-first", "stop-first"),
+        default="start-first",
+        help="oct's update order (default start-first, as Swarm's update here)",
+    )
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy the oct nodes' logs here")
     args = parser.parse_args()
     exit_on_sigterm()
     result: dict[str, Any] = {
         "bench": "update",
         "replicas": REPLICAS,
+        "oct_order": args.order,
         "rate": args.rate,
         "workers": args.workers,
     }

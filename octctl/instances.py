@@ -14,11 +14,19 @@ from typing import Any
 
 from octctl.config import Config, Service
 
-__all__ = ["instance_names", "instances_of", "placed_instances", "service_of", "serving"]
+__all__ = ["instance_names", "instances_of", "placed_instances", "running_names", "service_of", "serving"]
 
 
 def instance_names(service: Service) -> list[str]:
     return [service.name, *(f"{service.name}.{n}" for n in range(2, service.replicas + 1))]
+
+
+def running_names(service: Service, placements: Mapping[str, str]) -> list[str]:
+    """The service's instances and any other placed one of it (a start-first update's surge, see
+    :mod:`octctl.leader.surge`), in number order."""
+    own = instance_names(service)
+    extra = [name for name in placements if service_of(name) == service.name and name not in own]
+    return own + sorted(extra, key=lambda name: int(name.rpartition(".")[2]))
 
 
 def service_of(instance: str) -> str:
@@ -34,7 +42,7 @@ def instances_of(config: Config) -> Iterator[tuple[str, Service]]:
 
 def placed_instances(service: Service, placements: Mapping[str, str]) -> list[tuple[str, str]]:
     """(instance, node) of each of the service's instances that has a node."""
-    return [(name, placements[name]) for name in instance_names(service) if name in placements]
+    return [(name, placements[name]) for name in running_names(service, placements) if name in placements]
 
 
 def serving(seen: Mapping[str, Any] | None) -> bool:

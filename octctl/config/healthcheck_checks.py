@@ -1,6 +1,5 @@
 """Checks of ``[project.services.healthcheck]`` that need the whole service: a probe that can never
-answer in time, an http/tcp probe with no port to reach, a command that cannot be run; and of
-``[project.services.update]``: an order oct does not run."""
+answer in time, an http/tcp probe with no port to reach, a command that cannot be run."""
 
 from __future__ import annotations
 
@@ -19,13 +18,6 @@ def _seconds(value: float) -> str:
 
 def check_healthchecks(services: Sequence[tuple[int, Service]]) -> Iterator[Finding]:
     for i, service in services:
-        if service.update.order == "start-first":
-            yield (
-                ("project", "services", i, "update", "order"),
-                "start-first is not supported yet (oct runs one instance per slot, so a new one cannot "
-                'start beside the old one): use "stop-first", the default, which drains each instance '
-                "out of DNS and the ingress before replacing it",
-            )
         check = service.healthcheck
         if check is None:
             continue

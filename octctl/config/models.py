@@ -150,11 +150,11 @@ class Healthcheck(_Model):
 
 
 class UpdatePolicy(_Model):
-    """``[project.services.update]``: how a changed service with several instances is rolled out.
+    """``[project.services.update]``: how a changed service is rolled out.
 
-    ``start-first`` (a new instance beside the old one before it stops) is accepted by the schema
-    so the error can say why it is refused: oct runs one instance per slot today, so every update
-    is ``stop-first``, each instance drained out of DNS and the ingress before it stops.
+    ``stop-first`` drains an instance out of DNS and the ingress, stops it and starts its new
+    version; ``start-first`` first starts ``max_parallel`` extra instances of the new version, so
+    as many as ``replicas`` serve throughout (see :mod:`octctl.leader.surge`).
     """
 
     order: Literal["stop-first", "start-first"] = "stop-first"

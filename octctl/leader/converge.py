@@ -10,7 +10,9 @@ A service with several instances is never stopped whole: a changed one is replac
 at a time, each only while all the others serve, and a running instance that is replaced or
 removed while its service stays is first *drained*: taken out of DNS and of every node's ingress
 (``drain`` in the state), then stopped :data:`DRAIN_GRACE` later, once no proxy sends it new
-requests and the ones it had are answered.
+requests and the ones it had are answered. A start-first service's surge instances (see
+:mod:`octctl.leader.surge`) are simply more instances here, so the same rule keeps ``replicas``
+of them serving.
 """
 
 from __future__ import annotations
@@ -74,15 +76,11 @@ def _seen(observed: Observed, specs: Mapping[str, InstanceSpec], instance: str) 
     return observed.get(spec.node, {}).get(instance) if spec is not None else None
 
 
-def _rolling(config: Config | None, instance: str) -> bool:
-    """Whether the instance's service has others to serve while it drains (one instance alone is
+def _rolling(specs: Mapping[str, InstanceSpec], instance: str) -> bool:
+    """Whether the instance's service has another instance to serve while it drains (one alone is
     replaced at once: draining it would only add the grace to the outage)."""
-    if config is None:
-        return False
-    try:
-        return config.service(service_of(instance)).replicas > 1
-    except KeyError:
-        return False
+    service = service_of(instance)
+    return any(service_of(other) == service and other != instance for other in specs)
 
 
 def _drained(draining: Mapping[str, float], key: str) -> bool:
@@ -106,12 +104,17 @@ class Converger:
         )
 
     def _pushes(
-        self, config: Config, specs: Mapping[str, InstanceSpec], observed: Observed
+        self,
+        config: Config,
+        specs: Mapping[str, InstanceSpec],
+        observed: Observed,
+        draining: Mapping[str, float],
     ) -> list[InstanceSpec]:
         def up(instance: str) -> bool:
             spec = specs.get(instance)
             return spec is not None and is_up(observed.get(spec.node, {}).get(instance), spec)
 
+        out_of_rotation = {key.rpartition("@")[0] for key in draining}
         pushes: list[InstanceSpec] = []
         for name in config.topological_order():
             service = config.service(name)
@@ -127,14 +130,16 @@ class Converger:
                     continue
                 if len(instances) > 1 and _running(observed.get(spec.node, {}).get(instance)):
                     # Rolling: it is drained first (see converge), and replaced only in a batch of
-                    # at most max_parallel, once the instances already replaced stayed healthy for
-                    # min_healthy_time.
-                    others = [i for i in instances if i != instance]
+                    # at most max_parallel, once the others serve (none draining) and those already
+                    # replaced stayed healthy for min_healthy_time. An instance with no spec (a
+                    # surge with no room) is not waited for.
+                    others = [i for i in instances if i != instance and i in specs]
                     batch = sum(1 for p in pushes if p.service in instances)
                     unsettled = sum(
                         1
                         for i in others
-                        if not _settled_healthy(
+                        if i in out_of_rotation
+                        or not _settled_healthy(
                             _seen(observed, specs, i), specs.get(i), service.update.min_healthy_time
                         )
                     )
@@ -161,13 +166,15 @@ class Converger:
             if node in nodes
             and (name not in specs or specs[name].node != node or instance.get("project") != project)
         ]
-        pushes = [s for s in self._pushes(config, specs, observed) if s.node in nodes] if config else []
         draining = draining_of(view)
+        pushes = (
+            [s for s in self._pushes(config, specs, observed, draining) if s.node in nodes] if config else []
+        )
         await self._end_drains(draining, specs, observed)
         # An instance whose service stays (scaled down, moved, rolled) leaves rotation before it stops.
         staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
         staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
-        staying = [(n, name) for n, name in staying if _rolling(config, name)]
+        staying = [(n, name) for n, name in staying if _rolling(specs, name)]
         held = {key for key in (drain_key(name, n) for n, name in staying) if not _drained(draining, key)}
         for n, name in staying:
             if drain_key(name, n) not in draining:

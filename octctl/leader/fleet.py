@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
 from octctl.config import Config
@@ -128,8 +128,12 @@ class Fleet:
             return FleetSize(aws.min_nodes, aws.max_nodes, template)
         return FleetSize(1, None, template)
 
-    async def schedule(self, view: ClusterState, config: Config | None) -> dict[str, str]:
-        """Place services; grow the fleet to the minimum first so a deploy spreads over it."""
+    async def schedule(
+        self, view: ClusterState, config: Config | None, optional: Set[str] = frozenset()
+    ) -> dict[str, str]:
+        """Place services; grow the fleet to the minimum first so a deploy spreads over it.
+        ``optional`` instances (a start-first update's surge) are placed if there is room, but
+        never grow the fleet."""
         self.reshaped = False
         self.ports = {}
         if config is None:
@@ -157,9 +161,10 @@ class Fleet:
         if self.provider is None or growing:
             # (while nodes are still joining, they may be what the unplaced services are waiting for)
             return placements
-        if plan.unplaced:
+        unplaced = set(plan.unplaced) - optional
+        if unplaced:
             try:
-                missing = nodes_needed([d for d in needs if d.service in plan.unplaced], fleet.template)
+                missing = nodes_needed([d for d in needs if d.service in unplaced], fleet.template)
             except ValueError as e:
                 await self._fail(view, str(e), [])
             else:

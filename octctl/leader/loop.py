@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 from octctl.config import Config
@@ -24,15 +25,16 @@ from octctl.leader.converge import Converger
 from octctl.leader.deployments import Deployments
 from octctl.leader.fleet import Fleet
 from octctl.leader.liveness import Liveness
-from octctl.leader.ports import Agents, ClusterLog
+from octctl.leader.ports import Agents, ClusterLog, Observed
 from octctl.leader.publish import Publisher
+from octctl.leader.surge import surge, surge_instances, with_surge
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import Provider
 from octctl.runtime.base import InstanceSpec
 from octctl.specs import Rollout, instance_specs
 from octctl.state.desired import desired_project
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import ClusterState
+from octctl.state.model import ClusterState, draining_of
 
 __all__ = ["Duties", "Leader"]
 
@@ -141,15 +143,29 @@ class Leader:
         observed, reshaped = await duties.liveness.observe(view, duties.converger.failed)
         if reshaped or await duties.fleet.replace_dead(view, config) or await duties.fleet.promote(view):
             return True
-        placements = await duties.fleet.schedule(view, config)
+        running, optional = self._with_surge(view, config, observed)
+        placements = await duties.fleet.schedule(view, running, optional)
         if duties.fleet.reshaped or await duties.publisher.learn_public_addresses(view):
             return True
-        specs = self._specs(view, config, placements, duties.fleet.ports)
-        changed = await duties.converger.converge(view, config, specs, observed)
-        await duties.deployments.update(view, config, specs, observed)
+        specs = self._specs(view, running, placements, duties.fleet.ports)
+        changed = await duties.converger.converge(view, running, specs, observed)
+        await duties.deployments.update(view, running, specs, observed)
         await duties.publisher.publish(view, config, placements)
         await duties.certifier.keep(view, config)
         return changed
+
+    def _with_surge(
+        self, view: ClusterState, config: Config | None, observed: Observed
+    ) -> tuple[Config | None, Set[str]]:
+        """The project as this pass runs it, start-first services with their surge instances
+        (:mod:`octctl.leader.surge`), and the names of those (placed if there is room, never
+        grown for)."""
+        if config is None or all(s.update.order != "start-first" for s in config.project.services):
+            return config, frozenset()
+        current = self._specs(view, config, view["placements"], view.get("instance_ports", {}))
+        draining = {key.rpartition("@")[0] for key in draining_of(view)}
+        counts = surge(config, current, observed, view["placements"], draining)
+        return with_surge(config, counts), surge_instances(config, counts)
 
     def _specs(
         self, view: ClusterState, config: Config | None, placements: dict[str, str], ports: dict[str, int]

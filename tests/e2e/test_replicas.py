@@ -324,3 +324,53 @@ def test_a_rollout_interrupted_by_the_leaders_death_is_finished_by_the_next_lead
     )
     assert done["deployment"]["id"] != first
     assert deploy.wait(120) == 0, deploy.stderr.read() if deploy.stderr else ""
+
+
+START_FIRST = """
+[project.services.update]
+order = "start-first"
+healthy_deadline = 15
+"""
+
+
+def test_a_single_instance_updated_start_first_loses_no_request_nor_in_a_rollback(make_project) -> None:  # type: ignore[no-untyped-def]
+    """One replica, so stop-first would leave nothing to serve while it restarts: start-first runs
+    a surge instance of the new version first (``web.2``), replaces ``web`` behind it, then drains
+    the surge away. A version that never passes its check is rolled back with the old one serving."""
+    project = project_with_replicas(make_project)
+    project.edit("replicas = 3", "replicas = 1")
+    project.config.write_text(project.config.read_text() + HEALTHCHECK + START_FIRST)
+    project.oct("deploy")
+    address = services_by_name(project.status())["web"]["instances"][0]["address"]
+    with Load(f"http://{address}:{PORT}/") as load:
+        project.edit('VERSION = "one"', 'VERSION = "two"')
+        project.oct("deploy")
+        wait_until(
+            lambda: [i["name"] for i in services_by_name(project.status())["web"]["instances"]],
+            until=lambda names: names == ["web"],
+            timeout=30,
+            interval=0.3,
+            message="the surge instance to leave",
+        )
+        assert {"two web.2", "two web"} <= set(load.answers), (
+            "the surge served, then web with the new version"
+        )
+        load.answers.clear()
+        wait_until(lambda: sum(load.answers.values()) >= 20, timeout=10, message="answers after the update")
+        assert set(load.answers) == {"two web"}
+
+        project.edit('VERSION = "two"', 'VERSION = "broken"')
+        result = project.oct("deploy", check=False)
+        assert result.returncode == 1 and "rolled back automatically" in result.stderr, result.stderr
+        wait_until(
+            lambda: services_by_name(project.status())["web"]["instances"],
+            until=lambda instances: [i["name"] for i in instances] == ["web"],
+            timeout=30,
+            interval=0.3,
+            message="the broken surge instance to be removed",
+        )
+        load.answers.clear()
+        wait_until(lambda: sum(load.answers.values()) >= 20, timeout=10, message="answers after the rollback")
+        assert set(load.answers) == {"two web"}, "the old version kept serving"
+    assert load.failures == [], f"requests lost during a start-first update or rollback: {load.failures[:5]}"
+    project.oct("destroy", "--yes")
