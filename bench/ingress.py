@@ -56,7 +56,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {access_log}
     keepalive_requests 1000000;
     upstream app {{
 {servers}
@@ -113,10 +113,13 @@ def instances(folder: Path, count: int) -> Iterator[list[Upstream]]:
 
 
 @contextlib.contextmanager
-def nginx_proxy(folder: Path, upstreams: list[Upstream]) -> Iterator[str]:
+def nginx_proxy(folder: Path, upstreams: list[Upstream], access_log: bool) -> Iterator[str]:
+    """The anchor; ``access_log`` on like oct's ingress, which logs every request (a line per
+    request to a file, nginx's default format), or off for the proxy's bare speed."""
     port = free_port()
     servers = "\n".join(f"        server {u.address}:{u.port};" for u in upstreams)
-    proxy = Nginx(PROXY_CONF, folder / "proxy", port=port, servers=servers)
+    logging = f"access_log {folder / 'proxy' / 'access.log'};" if access_log else "access_log off;"
+    proxy = Nginx(PROXY_CONF, folder / "proxy", port=port, servers=servers, access_log=logging)
     try:
         url = f"http://{ADDRESS}:{port}/"
         wait_all_http([url], timeout=20)
@@ -224,6 +227,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument(
+        "--anchor-log",
+        choices=("on", "off"),
+        default="on",
+        help="nginx's access log (default on: oct's ingress logs every request too)",
+    )
     args = parser.parse_args()
     exit_on_sigterm()
     for tool, package in (("haproxy", "haproxy"), ("nginx", "nginx"), ("wrk", "wrk")):
@@ -237,7 +246,10 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     script = folder / "get.lua"
     script.write_text(WRK_DONE)
     runs: list[Figures] = []
-    with instances(folder, 3) as upstreams, nginx_proxy(folder, upstreams) as nginx_url:
+    with (
+        instances(folder, 3) as upstreams,
+        nginx_proxy(folder, upstreams, args.anchor_log == "on") as nginx_url,
+    ):
         proxy = Haproxy(folder / "ingress")
         port = free_port()
         try:
@@ -284,6 +296,7 @@ def summary(
     return {
         "benchmark": "ingress",
         "clients": loaded,
+        "nginx_access_log": args.anchor_log,
         "rounds": args.rounds,
         "oct_rps": med("oct", loaded, "requests_per_s"),
         "nginx_rps": med("nginx", loaded, "requests_per_s"),

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: After a failed apply (a port taken, HAProxy missing), try again this often even without a change.
 RETRY_SECONDS = 5.0
+#: How often the access log's size is checked (it may outgrow its bound by this much traffic).
+ROTATE_CHECK_SECONDS = 1.0
 
 
 def routes_from_state(view: ClusterState, address: str, also: str | None = None) -> IngressRoutes:
@@ -111,6 +113,23 @@ class FollowedIngress:
         self._changed.set()
 
     async def run(self) -> None:
+        rotation = asyncio.create_task(self._keep_access_log_small())
+        try:
+            await self._follow()
+        finally:
+            rotation.cancel()
+
+    async def _keep_access_log_small(self) -> None:
+        """The access log's size is checked every :data:`ROTATE_CHECK_SECONDS` (see
+        :mod:`octctl.ingress.access_log`)."""
+        while True:
+            await asyncio.sleep(ROTATE_CHECK_SECONDS)
+            try:
+                await asyncio.to_thread(self.proxy.rotate_access_log)
+            except OSError as e:
+                self._limiter.log(logging.ERROR, "rotate", "ingress: cannot rotate the access log: %s", e)
+
+    async def _follow(self) -> None:
         served: IngressRoutes | None = None
         while True:
             routes = IngressRoutes(self.address)

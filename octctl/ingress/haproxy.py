@@ -82,7 +82,7 @@ def render(
     routes: IngressRoutes,
     drain_seconds: int = DRAIN_SECONDS,
     certificates: Path | None = None,
-    log_socket: Path | None = None,
+    access_log: bool = True,
 ) -> str:
     """The configuration; ``certificates`` is the folder of the sites' PEM files (see
     :func:`write_certificates`)."""
@@ -97,7 +97,7 @@ def render(
         web=routes.web,
         certificates=certificates,
         drain_seconds=drain_seconds,
-        log_socket=log_socket,
+        access_log=access_log,
         http_log=HTTP_LOG,
         tcp_log=TCP_LOG,
     )
@@ -155,8 +155,9 @@ class Haproxy:
         self.log_path = directory / "haproxy.log"
         self._process: asyncio.subprocess.Process | None = None
         self._served: IngressRoutes | None = None
-        #: Receives the access log datagrams while the proxy runs (see :mod:`access_log`).
-        self.access: AccessLog | None = None
+        #: Where HAProxy's standard output, its access log, goes (see :mod:`access_log`).
+        self.access = AccessLog(directory / "access.log")
+        self._sockets: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -184,8 +185,8 @@ class Haproxy:
         os.chmod(self.directory, 0o700)
         candidate = self.config_path.with_name(self.config_path.name + ".new")
         certificates = write_certificates(self.directory, routes)
-        access = await self._access_log()
-        candidate.write_text(render(routes, self.drain_seconds, certificates, access.socket))
+        self._socket_folder()
+        candidate.write_text(render(routes, self.drain_seconds, certificates))
         await self._check(candidate)
         os.replace(candidate, self.config_path)
         self._served = None  # until HAProxy confirms: a failed reload leaves the old worker serving
@@ -208,22 +209,19 @@ class Haproxy:
                 process.kill()
                 await process.wait()
         await self._stop_leftover()
-        if self.access is not None:
-            self.access.stop()
-            self.access = None
         remove_socket_folder(self.master_socket)
+        self._sockets = None
         remove_other_certificates(self.directory, None)
 
-    async def _access_log(self) -> AccessLog:
-        """The private short folder of the sockets (made once per run of the proxy: HAProxy refuses
-        socket paths over 97 bytes), and the access log listening in it."""
-        if self.access is None:
-            sockets = Path(tempfile.mkdtemp(prefix="oct-ingress-", dir=runtime_dir()))
-            self.master_socket = sockets / "master.sock"
-            access = AccessLog(self.directory / "access.log", sockets / "log.sock")
-            await access.start()
-            self.access = access
-        return self.access
+    def _socket_folder(self) -> None:
+        """The private short folder of the master's control socket, made once per run of the
+        proxy (HAProxy refuses socket paths over 97 bytes; a project's folder can be deeper)."""
+        if self._sockets is None:
+            self._sockets = Path(tempfile.mkdtemp(prefix="oct-ingress-", dir=runtime_dir()))
+            self.master_socket = self._sockets / "master.sock"
+
+    def rotate_access_log(self) -> None:
+        self.access.rotate_if_full()
 
     async def _check(self, config: Path) -> None:
         checker = await asyncio.create_subprocess_exec(
@@ -236,13 +234,17 @@ class Haproxy:
 
     async def _start(self) -> None:
         await self._stop_leftover()
-        with open(self.log_path, "ab") as out:
-            self._process = await asyncio.create_subprocess_exec(
-                self.binary, "-W", "-S", f"{self.master_socket},mode,600",
-                "-f", str(self.config_path), "-p", str(self.pid_file),
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,  # a Ctrl-C meant for a foreground oct-ctl is not the proxy's
-            )  # fmt: skip
+        access = self.access.open()
+        try:
+            with open(self.log_path, "ab") as out:
+                self._process = await asyncio.create_subprocess_exec(
+                    self.binary, "-W", "-S", f"{self.master_socket},mode,600",
+                    "-f", str(self.config_path), "-p", str(self.pid_file),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=access, stderr=out,
+                    start_new_session=True,  # a Ctrl-C meant for a foreground oct-ctl is not the proxy's
+                )  # fmt: skip
+        finally:
+            os.close(access)
         await self._wait_for_worker(reloads=0)
         log.info("ingress: haproxy %d serving %s", self._process.pid, self.config_path)
 
