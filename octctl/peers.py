@@ -6,6 +6,7 @@ the only trusted authority and the node presents its own certificate (mutual TLS
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,15 @@ class PeerError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """One poll of an agent: what it runs, and the ``address:port`` of every instance its node's
+    ingress may send traffic to (None: unknown, say its proxy has not applied routes yet)."""
+
+    instances: list[InstanceStatus]
+    ingress: frozenset[str] | None = None
 
 
 class PeerClient:
@@ -51,9 +61,16 @@ class PeerClient:
             raise PeerError(f"{method} {url}: {type(e).__name__} {e}".strip()) from e
 
     async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]:
+        return (await self.report(address, project)).instances
+
+    async def report(self, address: str, project: str | None = None) -> AgentReport:
         path = "/v1/agent/instances" + (f"?project={project}" if project else "")
         data = await self._request("GET", address, path, timeout=3.0)
-        return [InstanceStatus.model_validate(item) for item in data["instances"]]
+        ingress = data.get("ingress")
+        return AgentReport(
+            [InstanceStatus.model_validate(item) for item in data["instances"]],
+            frozenset(str(u) for u in ingress) if isinstance(ingress, list) else None,
+        )
 
     async def apply(
         self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0

@@ -108,6 +108,9 @@ class FollowedIngress:
         self.also = also
         self._changed = asyncio.Event()
         self._limiter = LogLimiter(log)
+        #: ``address:port`` of every instance the proxy may send traffic to, as last applied
+        #: (None until an apply succeeds): the leader ends a drain early once no node lists it.
+        self.routed: frozenset[str] | None = None
 
     def changed(self) -> None:
         self._changed.set()
@@ -136,8 +139,10 @@ class FollowedIngress:
             try:
                 routes = routes_from_state(self.view(), self.address, self.also)
                 if routes != served:
+                    self.routed = None  # (until HAProxy confirms: a failed reload keeps the old)
                     await self.proxy.apply(routes)
                     served = routes
+                    self.routed = frozenset(f"{u.address}:{u.port}" for u in routes.upstreams)
             except FileNotFoundError:
                 message = "haproxy is not installed (apt-get install haproxy): public ports are not served"
                 self._limiter.log(logging.ERROR, "missing", message)

@@ -114,3 +114,13 @@ class IngressRoutes:
     def empty(self) -> bool:
         """Nothing to listen on: HAProxy does not run without a listener."""
         return not self.routes and self.web is None
+
+    @property
+    def upstreams(self) -> frozenset[Upstream]:
+        """Every instance this proxy may send traffic to, on any port or site."""
+        found = {u for route in self.routes for u in route.upstreams}
+        if self.web is not None:
+            found.update(u for site in self.web.sites for u in site.upstreams)
+            if self.web.fallback is not None:
+                found.update(self.web.fallback.upstreams)
+        return frozenset(found)

@@ -9,8 +9,12 @@ deploy retries it.
 A service with several instances is never stopped whole: a changed one is replaced one instance
 at a time, each only while all the others serve, and a running instance that is replaced or
 removed while its service stays is first *drained*: taken out of DNS and of every node's ingress
-(``drain`` in the state), then stopped :data:`DRAIN_GRACE` later, once no proxy sends it new
-requests and the ones it had are answered. A start-first service's surge instances (see
+(``drain`` in the state), then stopped once no proxy sends it new requests and the ones it had
+are answered: as soon as every ready node's agent says its ingress no longer routes to it (plus
+:data:`DRAIN_SETTLE`), and :data:`DRAIN_GRACE` after the drain at the latest, for a node that does
+not say (its proxy failing, or a drain a former leader started). DNS is not awaited: a client
+that cached an answer naming the instance (5 s TTL) can still reach it after it stopped, and is
+expected to retry; clients that must never see that go through the ingress. A start-first service's surge instances (see
 :mod:`octctl.leader.surge`) are simply more instances here, so the same rule keeps ``replicas``
 of them serving.
 """
@@ -35,10 +39,15 @@ __all__ = ["DRAIN_GRACE", "Converger", "is_up"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between taking an instance out of rotation and stopping it: every node's proxy has
-#: reloaded without it by then (a Raft commit and a reload take milliseconds), and the requests
-#: it was answering are done.
+#: Seconds between taking an instance out of rotation and stopping it, at most: every node's
+#: proxy has reloaded without it by then (a Raft commit and a reload take milliseconds), and the
+#: requests it was answering are done.
 DRAIN_GRACE = 2.0
+#: Seconds a drain lasts at least, once every ready node's agent says its ingress no longer routes
+#: to the instance: what the old proxy workers still carry to it is answered in that time.
+DRAIN_SETTLE = 0.25
+#: Seconds between passes while a drain waits for the nodes' word (instead of the usual second).
+DRAIN_POLL = 0.1
 
 
 def is_up(instance: Mapping[str, Any] | None, spec: InstanceSpec) -> bool:
@@ -83,10 +92,15 @@ def _rolling(specs: Mapping[str, InstanceSpec], instance: str) -> bool:
     return any(service_of(other) == service and other != instance for other in specs)
 
 
-def _drained(draining: Mapping[str, float], key: str) -> bool:
-    """Out of rotation for :data:`DRAIN_GRACE` already."""
-    since = draining.get(key)
-    return since is not None and time.time() - since >= DRAIN_GRACE
+Routed = Mapping[str, frozenset[str] | None]
+
+
+def _out_everywhere(endpoint: str | None, routed: Routed, ready: list[str]) -> bool:
+    """Whether every ready node answered this pass and its ingress routes nothing to
+    ``endpoint`` (``address:port``); False when any of that is unknown."""
+    if endpoint is None or not ready:
+        return False
+    return all((r := routed.get(node)) is not None and endpoint not in r for node in ready)
 
 
 @dataclass
@@ -95,6 +109,22 @@ class Converger:
     agents: Agents
     #: (node, service) -> the failed status of a push, with its spec hash and deployment.
     failed: dict[tuple[str, str], InstanceStatus] = field(default_factory=dict)
+    #: drain key -> ``address:port`` the ingress reached the instance at, for the drains this term
+    #: started (a drain a former leader started waits the whole grace).
+    drain_endpoints: dict[str, str] = field(default_factory=dict)
+    #: Whether a drain may end on the nodes' word before its grace: poll them often meanwhile.
+    waiting_on_drain: bool = False
+
+    def _drained(self, draining: Mapping[str, float], key: str, routed: Routed, ready: list[str]) -> bool:
+        """Out of rotation for :data:`DRAIN_GRACE` already, or for :data:`DRAIN_SETTLE` and out
+        of every ready node's ingress, as their agents said this pass."""
+        since = draining.get(key)
+        if since is None:
+            return False
+        elapsed = time.time() - since
+        if elapsed >= DRAIN_GRACE:
+            return True
+        return elapsed >= DRAIN_SETTLE and _out_everywhere(self.drain_endpoints.get(key), routed, ready)
 
     def _already_failed(self, spec: InstanceSpec) -> bool:
         failure = self.failed.get((spec.node, spec.service))
@@ -154,8 +184,10 @@ class Converger:
         config: Config | None,
         specs: Mapping[str, InstanceSpec],
         observed: Observed,
+        routed: Routed | None = None,
     ) -> bool:
-        """One round of removals and pushes; True when one of them made progress."""
+        """One round of removals and pushes; True when one of them made progress. ``routed``:
+        what each node's ingress routes to, by node, from this pass's polls."""
         project = config.project.name if config else None
         nodes = view["nodes"]
         services = {s.name for s in config.project.services} if config else set()
@@ -175,9 +207,19 @@ class Converger:
         staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
         staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
         staying = [(n, name) for n, name in staying if _rolling(specs, name)]
-        held = {key for key in (drain_key(name, n) for n, name in staying) if not _drained(draining, key)}
+        ready = [n for n, record in nodes.items() if record["status"] == "ready"]
+        held = {
+            key
+            for key in (drain_key(name, n) for n, name in staying)
+            if not self._drained(draining, key, routed or {}, ready)
+        }
+        self.waiting_on_drain = any(key in self.drain_endpoints for key in held)
         for n, name in staying:
-            if drain_key(name, n) not in draining:
+            key = drain_key(name, n)
+            if key not in draining:
+                port = view.get("instance_ports", {}).get(name)
+                if port is not None:
+                    self.drain_endpoints[key] = f"{nodes[n]['address']}:{port}"
                 await self.cluster.execute(command("drain", instance=name, node=n, at=time.time()))
         removals = [r for r in removals if drain_key(r[1], r[0]) not in held]
         pushes = [s for s in pushes if drain_key(s.service, s.node) not in held]
@@ -188,7 +230,7 @@ class Converger:
         progressed = any(removed)
         for (n, name, _), done in zip(removals, removed, strict=True):
             if done and drain_key(name, n) in draining:
-                await self.cluster.execute(command("drain", instance=name, node=n, at=None))
+                await self._undrain(name, n)
         for spec, status in zip(pushes, results, strict=True):
             if status is None:
                 continue
@@ -199,7 +241,7 @@ class Converger:
                 command("observe_one", node=spec.node, service=spec.service, instance=instance)
             )
             if serving(instance) and drain_key(spec.service, spec.node) in draining:
-                await self.cluster.execute(command("drain", instance=spec.service, node=spec.node, at=None))
+                await self._undrain(spec.service, spec.node)
         # Only progress earns an immediate next pass: a node refusing every call must not spin us.
         return progressed
 
@@ -214,7 +256,11 @@ class Converger:
             back = spec is not None and spec.node == node and is_up(seen, spec)
             gone = seen is None and (spec is None or spec.node != node)
             if back or gone:
-                await self.cluster.execute(command("drain", instance=name, node=node, at=None))
+                await self._undrain(name, node)
+
+    async def _undrain(self, instance: str, node: str) -> None:
+        self.drain_endpoints.pop(drain_key(instance, node), None)
+        await self.cluster.execute(command("drain", instance=instance, node=node, at=None))
 
     async def _remove(self, node: NodeRecord, project: str, service: str) -> bool:
         try:

@@ -34,6 +34,8 @@ class Liveness:
     agents: Agents
     #: node -> consecutive failed polls
     misses: dict[str, int] = field(default_factory=dict)
+    #: node -> what its ingress routes to, as its agent said this pass (nodes that answered).
+    routed: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     async def observe(
         self, view: ClusterState, failures: Mapping[tuple[str, str], InstanceStatus]
@@ -42,9 +44,10 @@ class Liveness:
         does not list), and whether a node changed status (the cluster's shape changed)."""
         nodes = list(view["nodes"].values())
         results = await asyncio.gather(
-            *(self.agents.instances(api_address(n)) for n in nodes), return_exceptions=True
+            *(self.agents.report(api_address(n)) for n in nodes), return_exceptions=True
         )
         observed: Observed = {}
+        self.routed = {}
         reshaped = False
         now = time.time()
         for node, result in zip(nodes, results, strict=True):
@@ -58,7 +61,8 @@ class Liveness:
                     reshaped = True
                 continue
             self.misses.pop(node["id"], None)
-            seen = {i.service: i.model_dump(mode="json") for i in result}
+            self.routed[node["id"]] = result.ingress
+            seen = {i.service: i.model_dump(mode="json") for i in result.instances}
             for (node_id, service), failure in failures.items():
                 if node_id == node["id"] and service not in seen:
                     seen[service] = failure.model_dump(mode="json")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from octctl.config import Config
 from octctl.leader.certificates import Certifier
-from octctl.leader.converge import Converger
+from octctl.leader.converge import DRAIN_POLL, Converger
 from octctl.leader.deployments import Deployments
 from octctl.leader.fleet import Fleet
 from octctl.leader.liveness import Liveness
@@ -107,7 +107,7 @@ class Leader:
     async def run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), self._pause())
             self._wake.clear()
             if not self.cluster.is_leader():
                 self._drop_duties()
@@ -119,6 +119,11 @@ class Leader:
                 busy = False
             if busy:
                 self._wake.set()
+
+    def _pause(self) -> float:
+        """Until the next pass: the interval, or less while a drain may end on the nodes' word."""
+        waiting = self._duties is not None and self._duties.converger.waiting_on_drain
+        return min(self.interval, DRAIN_POLL) if waiting else self.interval
 
     def _drop_duties(self) -> None:
         if self._duties is not None:
@@ -148,7 +153,7 @@ class Leader:
         if duties.fleet.reshaped or await duties.publisher.learn_public_addresses(view):
             return True
         specs = self._specs(view, running, placements, duties.fleet.ports)
-        changed = await duties.converger.converge(view, running, specs, observed)
+        changed = await duties.converger.converge(view, running, specs, observed, duties.liveness.routed)
         await duties.deployments.update(view, running, specs, observed)
         await duties.publisher.publish(view, config, placements)
         await duties.certifier.keep(view, config)

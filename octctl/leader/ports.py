@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from octctl.peers import AgentReport
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.state.model import ClusterState
 
@@ -52,6 +53,10 @@ class Agents(Protocol):
     does not answer or refuses."""
 
     async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]: ...
+
+    async def report(self, address: str, project: str | None = None) -> AgentReport:
+        """What :meth:`instances` says, and what the node's ingress routes to."""
+        ...
 
     async def apply(
         self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0

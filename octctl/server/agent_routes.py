@@ -28,8 +28,17 @@ async def agent_instances(request: web.Request) -> web.Response:
     project = request.query.get("project")
     if project is not None:
         check_name("project", project)
-    found = await node_of(request).agent.list(project)
-    return web.json_response({"instances": [i.model_dump(mode="json") for i in found]})
+    node = node_of(request)
+    found = await node.agent.list(project)
+    ingress = getattr(node, "ingress", None)  # (made when the node starts)
+    routed = ingress.routed if ingress is not None else None
+    return web.json_response(
+        {
+            "instances": [i.model_dump(mode="json") for i in found],
+            # What this node's ingress may send traffic to (see ``octctl.leader.converge``).
+            "ingress": sorted(routed) if routed is not None else None,
+        }
+    )
 
 
 def fence(request: web.Request) -> None:

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from octctl.leader import Leader
-from octctl.peers import PeerError
+from octctl.peers import AgentReport, PeerError
 from octctl.providers.base import NodeRequest, Provider
 from octctl.runtime.base import InstanceSpec, InstanceStatus
 from octctl.state.machine import RaftUnavailable
@@ -66,6 +66,8 @@ class FakeAgents:
         self.down: set[str] = set()
         self.fail_image: str | None = None
         self.term = 7  # what every command must carry: the leader's term
+        #: address -> what that node's ingress routes to (unknown unless a test says)
+        self.routed: dict[str, frozenset[str]] = {}
 
     def _check(self, address: str) -> None:
         if address in self.down:
@@ -74,6 +76,9 @@ class FakeAgents:
     async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]:
         self._check(address)
         return list(self.running.get(address, {}).values())
+
+    async def report(self, address: str, project: str | None = None) -> AgentReport:
+        return AgentReport(await self.instances(address, project), self.routed.get(address))
 
     async def apply(
         self, address: str, spec: InstanceSpec, term: int, timeout: float = 300.0

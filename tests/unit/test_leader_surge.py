@@ -108,3 +108,31 @@ def test_an_instance_draining_out_is_not_counted_as_serving(parts, monkeypatch) 
         ticks(reconciler, 1)
     assert raft.state["deployment"]["state"] == "succeeded"  # type: ignore[index]
     assert sorted(_serving(raft, agents, "web")) == ["web"]
+
+
+def test_a_drain_ends_once_every_ready_nodes_ingress_has_let_the_instance_go(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not before: a node that still routes to it, or has not said, keeps the instance running
+    (up to the grace); then at once, without waiting the grace."""
+    reconciler, raft, agents, _ = parts
+    monkeypatch.setattr(converge, "DRAIN_GRACE", 1000.0)
+    monkeypatch.setattr(converge, "DRAIN_SETTLE", 0.0)
+    web = service("web", external_port=80, replicas=2)
+    deploy(raft, project(web))
+    ticks(reconciler, 3)
+    deploy(raft, project({**web, "envs": {"MODE": "new"}}), deployment="d2")
+    agents.calls.clear()
+    ticks(reconciler, 3)
+    (key,) = raft.state["draining"]
+    name, _, node = key.partition("@")
+    endpoint = f"{raft.state['nodes'][node]['address']}:{raft.state['instance_ports'][name]}"
+    addresses = [f"{n['address']}:{n['api_port']}" for n in raft.state["nodes"].values()]
+    assert agents.calls == [] and reconciler.duties.converger.waiting_on_drain, "nobody said yet"
+
+    agents.routed = {a: frozenset({endpoint}) for a in addresses[:1]}
+    agents.routed.update({a: frozenset() for a in addresses[1:]})
+    ticks(reconciler, 2)
+    assert agents.calls == [], "one node still routes to it"
+
+    agents.routed = {a: frozenset() for a in addresses}
+    ticks(reconciler, 1)
+    assert ("apply", name) in [(op, s) for op, _, s in agents.calls], "replaced without the grace"
