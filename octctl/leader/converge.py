@@ -14,9 +14,9 @@ are answered: as soon as every ready node's agent says its ingress no longer rou
 :data:`DRAIN_SETTLE`), and :data:`DRAIN_GRACE` after the drain at the latest, for a node that does
 not say (its proxy failing, or a drain a former leader started). DNS is not awaited: a client
 that cached an answer naming the instance (5 s TTL) can still reach it after it stopped, and is
-expected to retry; clients that must never see that go through the ingress. A start-first service's surge instances (see
-:mod:`octctl.leader.surge`) are simply more instances here, so the same rule keeps ``replicas``
-of them serving.
+expected to retry; clients that must never see that go through the ingress. A start-first
+service's surge instances (see :mod:`octctl.leader.surge`) are simply more instances here, so the
+same rule keeps ``replicas`` of them serving.
 """
 
 from __future__ import annotations
