@@ -207,20 +207,7 @@ class Converger:
         staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
         staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
         staying = [(n, name) for n, name in staying if _rolling(specs, name)]
-        ready = [n for n, record in nodes.items() if record["status"] == "ready"]
-        held = {
-            key
-            for key in (drain_key(name, n) for n, name in staying)
-            if not self._drained(draining, key, routed or {}, ready)
-        }
-        self.waiting_on_drain = any(key in self.drain_endpoints for key in held)
-        for n, name in staying:
-            key = drain_key(name, n)
-            if key not in draining:
-                port = view.get("instance_ports", {}).get(name)
-                if port is not None:
-                    self.drain_endpoints[key] = f"{nodes[n]['address']}:{port}"
-                await self.cluster.execute(command("drain", instance=name, node=n, at=time.time()))
+        held = await self._drain(view, staying, routed or {})
         removals = [r for r in removals if drain_key(r[1], r[0]) not in held]
         pushes = [s for s in pushes if drain_key(s.service, s.node) not in held]
         if not removals and not pushes:
@@ -244,6 +231,23 @@ class Converger:
                 await self._undrain(spec.service, spec.node)
         # Only progress earns an immediate next pass: a node refusing every call must not spin us.
         return progressed
+
+    async def _drain(self, view: ClusterState, staying: list[tuple[str, str]], routed: Routed) -> set[str]:
+        """Start the drain of each (node, instance) in ``staying`` that is not draining yet; the
+        drain keys of those that must stay running a while longer (held)."""
+        nodes, draining = view["nodes"], draining_of(view)
+        ready = [n for n, record in nodes.items() if record["status"] == "ready"]
+        keys = {drain_key(name, n) for n, name in staying}
+        held = {key for key in keys if not self._drained(draining, key, routed, ready)}
+        self.waiting_on_drain = any(key in self.drain_endpoints for key in held)
+        for n, name in staying:
+            key = drain_key(name, n)
+            if key not in draining:
+                port = view.get("instance_ports", {}).get(name)
+                if port is not None:
+                    self.drain_endpoints[key] = f"{nodes[n]['address']}:{port}"
+                await self.cluster.execute(command("drain", instance=name, node=n, at=time.time()))
+        return held
 
     async def _end_drains(
         self, draining: Mapping[str, float], specs: Mapping[str, InstanceSpec], observed: Observed
