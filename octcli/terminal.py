@@ -135,20 +135,22 @@ def services_table(snapshot: StatusResponse) -> Table:
             table.add_row(
                 Text(f"  {instance.name}", style="dim"),
                 _cell(instance.node),
-                _instance_state(instance.state, instance.health, instance.draining),
+                _instance_state(instance.state, instance.health, instance.draining, instance.surge),
                 _cell(f"{instance.address}:{instance.port}" if instance.address and instance.port else None),
                 str(instance.restarts),
             )
     return table
 
 
-def _instance_state(state: str, health: str, draining: bool) -> Text:
+def _instance_state(state: str, health: str, draining: bool, surge: bool = False) -> Text:
     """The state, and what the health check says when there is one (``running (starting)``)."""
     shown = _state(state)
     if health not in ("none", "healthy") or (health == "healthy" and state != "running"):
         shown += Text(f" ({health})", style="yellow" if health == "starting" else "red")
     if draining:
         shown += Text(" draining", style="yellow")
+    if surge:
+        shown += Text(" surge (start-first update)", style="cyan")
     return shown
 
 

@@ -160,6 +160,8 @@ class InstanceView(BaseModel):
     restarts: int = 0
     #: Out of DNS and the ingress, about to be stopped or replaced.
     draining: bool = False
+    #: An extra instance of a start-first update (``web.4`` of three), removed when it ends.
+    surge: bool = False
 
 
 class ServiceView(BaseModel):

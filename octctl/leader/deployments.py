@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,11 @@ class Deployments:
         config: Config | None,
         specs: Mapping[str, InstanceSpec],
         observed: Observed,
+        surge: Set[str] = frozenset(),
     ) -> None:
+        """Fail the deployment on an instance of the new spec that crashes or misses its health
+        deadline (surge instances too), or mark it succeeded once every instance but the ``surge``
+        (a start-first update's extras: they leave afterwards) serves the new spec."""
         deployment = view["deployment"]
         if deployment is None:
             return
@@ -96,7 +100,8 @@ class Deployments:
             if error is not None:
                 await self.fail(view, service_of(name), error, instance.get("log_tail") or [], config)
                 return
-            running += serving(instance)
+            running += serving(instance) and name not in surge
+        names = [name for name in names if name not in surge]
         noun = "services" if len(names) == len(config.project.services) else "instances"
         fields: dict[str, Any] = {"message": f"{running}/{len(names)} {noun} running"}
         if running == len(names):

@@ -154,7 +154,7 @@ class Leader:
             return True
         specs = self._specs(view, running, placements, duties.fleet.ports)
         changed = await duties.converger.converge(view, running, specs, observed, duties.liveness.routed)
-        await duties.deployments.update(view, running, specs, observed)
+        await duties.deployments.update(view, running, specs, observed, optional)
         await duties.publisher.publish(view, config, placements)
         await duties.certifier.keep(view, config)
         return changed

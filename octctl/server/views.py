@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from octctl.api.models import DeploymentView, InstanceView, NodeView, ServiceView, StatusResponse
 from octctl.config import Service
-from octctl.instances import running_names, service_of
+from octctl.instances import instance_names, running_names, service_of
 from octctl.sites import sites
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, NodeRecord, acme_of, drain_key, draining_of, raft_address
@@ -33,6 +33,7 @@ def urls(state: ClusterState, service: Service, node: NodeRecord | None, names: 
 def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
     draining = draining_of(state)
     views = []
+    own = instance_names(service)
     for name in running_names(service, state["placements"]):
         node_id = state["placements"].get(name)
         record = state["nodes"].get(node_id or "")
@@ -53,6 +54,7 @@ def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
                 health_output=seen.get("health_output", "") if seen else "",
                 restarts=seen.get("restarts", 0) if seen else 0,
                 draining=node_id is not None and drain_key(name, node_id) in draining,
+                surge=name not in own,
             )
         )
     return views

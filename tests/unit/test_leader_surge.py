@@ -9,6 +9,7 @@ import pytest
 
 from octctl.instances import service_of
 from octctl.leader import converge
+from octctl.server.views import status_view
 from tests.unit.leader_fakes import FakeAgents, FakeRaft, deploy, project, service, ticks
 
 START_FIRST = {"order": "start-first"}
@@ -46,9 +47,16 @@ def test_a_start_first_update_keeps_every_replica_serving_and_the_surge_leaves_a
     first = ticks(reconciler, 1)
     assert first == [True]
     assert [(op, s) for op, _, s in agents.calls] == [("apply", "web.3")], "the surge starts first"
+    seen_surge = False
     for _ in range(20):
         assert len(_serving(raft, agents, "web")) >= 2, "fewer than replicas in rotation"
         ticks(reconciler, 1)
+        assert raft.state["deployment"]["message"].endswith("/2 instances running")  # type: ignore[index]
+        shown = {
+            i.name: i.surge for s in status_view(raft.view(), "node-2", None).services for i in s.instances
+        }
+        assert shown.get("web") is False and shown.get("web.2") is False
+        seen_surge |= shown.get("web.3", False)
         if raft.state["deployment"]["state"] == "succeeded" and "web.3" not in raft.state["placements"]:  # type: ignore[index]
             break
     ticks(reconciler, 2)
@@ -57,6 +65,7 @@ def test_a_start_first_update_keeps_every_replica_serving_and_the_surge_leaves_a
     assert set(serving.values()) <= _new_hashes(agents), "every instance runs the new version"
     assert ("remove", "web.3") in [(op, s) for op, _, s in agents.calls]
     assert "web.3" not in raft.state["placements"] and not raft.state.get("draining")
+    assert seen_surge, "oct status marks the surge instance while it runs"
 
 
 def test_a_surge_with_no_room_is_not_waited_for_and_grows_nothing(parts) -> None:  # type: ignore[no-untyped-def]
