@@ -27,7 +27,7 @@ from octcli.images import build_images, dockerfile_services
 from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
-from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse
+from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse, VolumeView
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster
@@ -48,6 +48,7 @@ __all__ = [
     "status",
     "unlock",
     "validate",
+    "volumes",
 ]
 
 MessageCallback = Callable[[str], None]
@@ -244,6 +245,23 @@ def _existing_record(path: PathLike) -> tuple[ClusterRecord, ClusterProvider]:
     return record, cluster_provider(record.provider, file)
 
 
+def volumes(path: PathLike = "oct.toml") -> list[VolumeView]:
+    """The project's volumes: the cluster's account (which node holds each, whether its service
+    runs there) joined with where the provider keeps the data; with no cluster (after ``oct
+    destroy``), the volumes it kept."""
+    file, config = _load(path, strict=False)
+    record = _store(file, config).load()
+    provider = cluster_provider(record.provider if record is not None else config.project.provider_kind, file)
+    kept = provider.volumes(config, record)
+    if record is None or not record.nodes:
+        return kept
+    wheres = {v.name: v.where for v in kept}
+    found = status(path).volumes
+    known = {v.name for v in found}
+    merged = [v.model_copy(update={"where": v.where or wheres.get(v.name)}) for v in found]
+    return sorted([*merged, *(v for v in kept if v.name not in known)], key=lambda v: v.name)
+
+
 def history(path: PathLike = "oct.toml") -> HistoryResponse:
     """The cluster's last deployments (at most 20), newest first, with what each did per service."""
     record, _ = _existing_record(path)
@@ -304,8 +322,11 @@ def destroy(
     approve: DestroyApproval = False,
     on_phase: MessageCallback | None = None,
     on_warning: MessageCallback | None = None,
-) -> None:
+    volumes: bool = False,
+) -> list[VolumeView]:
     """Remove the project's services and its cluster; safe to repeat, and works after a crash.
+    Returns the volumes kept: they stay unless ``volumes`` (``oct destroy --volumes``), and a
+    cluster made again later finds its data in them.
 
     The cluster is asked to stop its services first, but the local teardown that follows does not
     depend on that: it kills whatever is left from the files on disk, so a dead or wedged cluster
@@ -324,14 +345,26 @@ def destroy(
     # The record says where the cluster is; without one, oct.toml says where it would be.
     provider = cluster_provider(record.provider if record is not None else config.project.provider_kind, file)
     if provider.absent(config, record, on_phase=say):
-        return
+        if volumes:
+            provider.remove_volumes(config, record, on_phase=say)
+        return [] if volumes else provider.volumes(config, record)
     with store.lock():
         record = provider.recover(config, store.load())
-        _approve_destroy(approve, provider.summary(config, store, record))
+        found = provider.volumes(config, record)
+        summary = provider.summary(config, store, record)
+        named = [f"volume {v.name} ({v.where})" for v in found]
+        if volumes:
+            summary.removes.extend(f"{line} and its data" for line in named)
+        else:
+            summary.keeps.extend(named)
+        _approve_destroy(approve, summary)
         if record is not None and record.nodes:
             _destroy_through_cluster(record, timeout, say, warn)
         provider.teardown(config, record, on_phase=say, save=store.save)
+        if volumes:
+            provider.remove_volumes(config, record, on_phase=say)
         store.remove()
+    return [] if volumes else found
 
 
 def _approve_destroy(approve: DestroyApproval, summary: DestroySummary) -> None:

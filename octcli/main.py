@@ -8,6 +8,7 @@ documented in :mod:`octcli.errors`.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,12 +256,36 @@ def rollback(
 
 
 @app.command()
+def volumes(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the volumes as a JSON list of VolumeView and nothing else.")
+    ] = False,
+) -> None:
+    """List the project's volumes: their service, the node that holds them, their state, where the data is."""
+    try:
+        found = api.volumes(config)
+    except OctError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps([v.model_dump(mode="json") for v in found], indent=2))
+        return
+    _stdout().print(terminal.volumes_table(found))
+
+
+@app.command()
 def destroy(
-    config: ConfigOption = DEFAULT_CONFIG, timeout: TimeoutOption = 300.0, yes: YesOption = False
+    config: ConfigOption = DEFAULT_CONFIG,
+    timeout: TimeoutOption = 300.0,
+    yes: YesOption = False,
+    with_volumes: Annotated[
+        bool, typer.Option("--volumes", help="Remove the project's volumes and their data too.")
+    ] = False,
 ) -> None:
     """Remove the project's services and its cluster, including whatever a crash left behind.
 
-    Shows what will be removed and asks first, unless --yes.
+    Volumes (and the data in them) are kept unless --volumes. Shows what will be removed and asks
+    first, unless --yes.
     """
     err = _stderr()
     spinner = Spinner("dots", text="looking for the project's cluster")
@@ -280,12 +305,23 @@ def destroy(
 
     try:
         with live:
-            api.destroy(config, timeout, approve=True if yes else approve, on_phase=phase, on_warning=_warn)
+            kept = api.destroy(
+                config,
+                timeout,
+                approve=True if yes else approve,
+                on_phase=phase,
+                on_warning=_warn,
+                volumes=with_volumes,
+            )
     except OctError as e:
         _fail(e)
-    _stdout().print(
+    out = _stdout()
+    out.print(
         Text(f"{api.config_file(config)}: destroyed, nothing of this project is left running"), soft_wrap=True
     )
+    if kept:
+        names = ", ".join(f"{v.name} ({v.where})" for v in kept)
+        out.print(Text(f"kept {len(kept)} volume(s): {names}; `oct destroy --volumes` removes them"))
 
 
 @app.command()

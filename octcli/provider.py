@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 if TYPE_CHECKING:
     from octcli.errors import Unreachable
     from octcli.state import ClusterRecord, StateStore
-    from octctl.api.models import StatusResponse
+    from octctl.api.models import StatusResponse, VolumeView
     from octctl.config import Config
 
 Phase = Callable[[str], None]
@@ -39,6 +39,9 @@ class DestroySummary(BaseModel):
     nodes: list[str] = Field(description="the nodes' API addresses (host:port) in the state record")
     state: str = Field(description="where the state record is (a path, or s3://bucket/key)")
     removes: list[str] = Field(description="what goes, one line each, for a person to read")
+    keeps: list[str] = Field(
+        default_factory=list, description="the volumes that stay (without --volumes), one line each"
+    )
 
 
 class ClusterProvider(abc.ABC):
@@ -111,7 +114,18 @@ class ClusterProvider(abc.ABC):
     @abc.abstractmethod
     def teardown(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save) -> None:
         """Remove every trace of the project's cluster, whether or not any part of it still runs;
-        with no record, whatever the provider finds of the project."""
+        with no record, whatever the provider finds of the project. Volumes stay (see
+        :meth:`remove_volumes`)."""
+
+    def volumes(self, config: Config, record: ClusterRecord | None) -> list[VolumeView]:
+        """The project's volumes as the provider finds them, cluster or none (``where`` set, and
+        ``state`` "kept"); the default: a provider that makes none."""
+        return []
+
+    def remove_volumes(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> None:
+        """Remove the project's volumes and their data (``oct destroy --volumes``), after
+        :meth:`teardown`; safe to repeat."""
+        return None
 
 
 #: Each provider's CLI class by kind (``module.Class``), imported when first used.

@@ -18,7 +18,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse
+from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse, VolumeView
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, FargateComparison
@@ -49,7 +49,27 @@ def destroy_summary(summary: DestroySummary) -> list[RenderableType]:
     if summary.nodes:
         count = len(summary.nodes)
         head.append(f"\n{count} node{'' if count == 1 else 's'}: {', '.join(summary.nodes)}")
-    return [head, *(Text(f"  - {line}") for line in summary.removes)]
+    kept = [
+        Text("and keep (oct destroy --volumes removes them too):"),
+        *(Text(f"  - {v}") for v in summary.keeps),
+    ]
+    return [head, *(Text(f"  - {line}") for line in summary.removes), *(kept if summary.keeps else [])]
+
+
+def volumes_table(found: list[VolumeView]) -> Table:
+    table = Table(title="volumes", title_justify="left", box=None, pad_edge=False)
+    for column in ("name", "service", "node", "state", "size", "where"):
+        table.add_column(column)
+    for volume in found:
+        table.add_row(
+            _cell(volume.name),
+            _cell(volume.service),
+            _cell(volume.node),
+            Text(volume.state, style={"in use": "green", "waiting": "red"}.get(volume.state, "yellow")),
+            _cell(f"{volume.size_gb} GB" if volume.size_gb else None),
+            _cell(volume.where),
+        )
+    return table
 
 
 def plan_summary(plan: DeployPlan) -> list[RenderableType]:
@@ -124,10 +144,13 @@ def services_table(snapshot: StatusResponse) -> Table:
         table.add_column(column)
     table.add_column("restarts", justify="right")
     for svc in sorted(snapshot.services, key=lambda s: s.name):
+        state = _instance_state(svc.state, svc.instances[0].health if svc.instances else "none", False)
+        if svc.node is None and svc.error:  # (why it has no node: e.g. its volumes' node is down)
+            state += Text(f": {svc.error}", style="yellow")
         table.add_row(
             _cell(svc.name),
             _cell(svc.node),
-            _instance_state(svc.state, svc.instances[0].health if svc.instances else "none", False),
+            state,
             _cell(" ".join(svc.urls) if svc.urls else svc.endpoint),
             str(svc.restarts),
         )

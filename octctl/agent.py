@@ -34,7 +34,11 @@ HEALTHCHECKS_FILE = "healthchecks.json"
 
 
 def make_runtime(
-    name: RuntimeName, data_dir: Path, node: str, registry_login: RegistryLogin | None = None
+    name: RuntimeName,
+    data_dir: Path,
+    node: str,
+    registry_login: RegistryLogin | None = None,
+    volumes_dir: Path | None = None,
 ) -> Runtime:
     """Import lazily: a node that only runs processes never loads the docker SDK."""
     if name == "docker":
@@ -44,15 +48,25 @@ def make_runtime(
     from octctl.runtime.process import ProcessRuntime, service_user
 
     # As root, services run as an unprivileged user (oct-svc or nobody), never as the daemon.
-    return ProcessRuntime(state_dir=data_dir / "processes", node=node, run_as=service_user())
+    return ProcessRuntime(
+        state_dir=data_dir / "processes", node=node, run_as=service_user(), volumes_dir=volumes_dir
+    )
 
 
 class Agent:
     def __init__(
-        self, node: str, data_dir: Path, workers: int = 8, registry_login: RegistryLogin | None = None
+        self,
+        node: str,
+        data_dir: Path,
+        workers: int = 8,
+        registry_login: RegistryLogin | None = None,
+        volumes_dir: Path | None = None,
     ) -> None:
         self.node = node
         self.data_dir = data_dir
+        #: Where process services' volume folders are (``NodeSettings.volumes_dir``); by default
+        #: beside the data folder, which services may not enter (``/var/lib/oct-volumes``).
+        self.volumes_dir = volumes_dir or data_dir.parent / f"{data_dir.name}-volumes"
         self.registry_login = registry_login
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent")
         # Probes get threads of their own: a hung `docker exec` must not hold up an apply.
@@ -73,7 +87,7 @@ class Agent:
     def _runtime(self, name: RuntimeName) -> Runtime:
         runtime = self._runtimes.get(name)
         if runtime is None:
-            runtime = make_runtime(name, self.data_dir, self.node, self.registry_login)
+            runtime = make_runtime(name, self.data_dir, self.node, self.registry_login, self.volumes_dir)
             self._runtimes[name] = runtime
             (self.data_dir / RUNTIMES_FILE).write_text(json.dumps(sorted(self._runtimes)))
         return runtime

@@ -21,6 +21,7 @@ __all__ = [
     "check_name",
     "is_name",
     "new_id",
+    "volume_env",
 ]
 
 #: Use ``fullmatch``: with ``match``, ``$`` would accept a trailing newline.
@@ -66,3 +67,8 @@ def new_id(prefix: str) -> str:
     """A deployment's id (``d-…`` for a deploy, ``x-…`` for a destroy), chosen by the node that
     proposes it, so every replica applies the same one."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def volume_env(volume: str) -> str:
+    """``$OCT_VOLUME_<NAME>``: where a process service finds its volume's folder."""
+    return "OCT_VOLUME_" + volume.upper().replace("-", "_")

@@ -53,7 +53,8 @@ class Node:
         #: Built on every node: a follower's pulls need the registry login too, should it lead.
         self.provider: Provider | None = build_provider(settings)
         login = self.provider.registry_auth if self.provider is not None else None
-        self.agent = Agent(settings.node, data_dir, registry_login=login)
+        volumes = Path(settings.volumes_dir) if settings.volumes_dir else None
+        self.agent = Agent(settings.node, data_dir, registry_login=login, volumes_dir=volumes)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False

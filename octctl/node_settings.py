@@ -63,6 +63,11 @@ class NodeTemplate(BaseModel):
         default_factory=ProviderSection,
         description="where followers come from; the default (local, no root) never provisions",
     )
+    volumes_dir: str | None = Field(
+        default=None,
+        description="where process services' volume folders are; None: beside the data folder "
+        "(<data folder>-volumes); a local cluster's nodes share <project>/.oct-volumes",
+    )
     guard_containers: bool = Field(
         default=False,
         description="drop containers' TCP to the Raft and API ports of any node (iptables; VMs: on)",

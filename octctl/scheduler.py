@@ -16,6 +16,9 @@ Policy, in order of priority:
    the blast radius of losing a node -- is evenly shared.
 3. **Report the rest.** Whatever fits nowhere is returned in ``unplaced``; the leader asks the provider
    for more nodes (see :func:`nodes_needed`). Honouring ``min_nodes`` is also the leader's business.
+
+A demand ``pinned`` to a node (its volumes are there) goes there or nowhere: pass 1 keeps it only
+there, and pass 2 considers no other node.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class Demand:
     host_ports: frozenset[int] = frozenset()
     #: Instances of one service share a group, and are spread over distinct nodes when possible.
     group: str = ""
+    #: The only node it may run on (the one holding its volumes); None: any.
+    pinned: str | None = None
 
     def __post_init__(self) -> None:
         if self.cpus < 0 or self.memory < 0:
@@ -169,6 +174,8 @@ def _keep_current(
         capacity = by_node.get(current[service])
         if demand is None or capacity is None or not capacity.schedulable:
             continue
+        if demand.pinned is not None and demand.pinned != capacity.node:
+            continue
         load = loads[capacity.node]
         if load.admits(demand, capacity):
             loads[capacity.node] = load.plus(demand)
@@ -186,6 +193,8 @@ def _best_node(
     pressure *after* taking the demand is lowest; ties go to the lowest id."""
     best: tuple[int, Fraction, str] | None = None
     for capacity in candidates:
+        if demand.pinned is not None and demand.pinned != capacity.node:
+            continue
         load = loads[capacity.node]
         if not load.admits(demand, capacity):
             continue

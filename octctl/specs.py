@@ -19,7 +19,7 @@ from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
 from octctl.instances import instances_of, placed_instances
-from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping
+from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping, VolumeMount
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
 
@@ -59,7 +59,12 @@ def public_names(config: Config | None, serving: Mapping[str, Sequence[str]]) ->
     return names
 
 
-def demand(service: Service, instance: str | None = None, host_bound: Set[int] = frozenset()) -> Demand:
+def demand(
+    service: Service,
+    instance: str | None = None,
+    host_bound: Set[int] = frozenset(),
+    pinned: str | None = None,
+) -> Demand:
     """What one instance of the service needs of a node. A public service's ``external_port`` is
     the ingress's on every node, and each instance gets an instance port, so only an internal-only
     port is claimed (two instances of such a service never share a node); but a port in
@@ -74,13 +79,16 @@ def demand(service: Service, instance: str | None = None, host_bound: Set[int] =
         memory=service.memory,
         host_ports=frozenset({port} if port else ()),
         group=service.name,
+        pinned=pinned,
     )
 
 
-def demands(config: Config) -> list[Demand]:
-    """Every instance's :func:`demand`, with the project's host-bound ports."""
+def demands(config: Config, pins: Mapping[str, str] | None = None) -> list[Demand]:
+    """Every instance's :func:`demand`, with the project's host-bound ports; ``pins`` names the
+    node an instance must run on (where its volumes are: :func:`octctl.volumes.pins`)."""
     host_bound = config.project.host_bound_ports
-    return [demand(service, instance, host_bound) for instance, service in instances_of(config)]
+    pinned = pins or {}
+    return [demand(s, instance, host_bound, pinned.get(instance)) for instance, s in instances_of(config)]
 
 
 def endpoints(
@@ -130,6 +138,7 @@ def spec_hash(spec: InstanceSpec) -> str:
     # Fields added since keep the hash of a spec that does not use them, so an upgrade of oct
     # replaces no running instance.
     exclude = {"deployment", "spec_hash"} | ({"healthcheck"} if spec.healthcheck is None else set())
+    exclude |= {"volumes"} if not spec.volumes else set()
     content = spec.model_dump(mode="json", exclude=exclude)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -256,6 +265,7 @@ def instance_spec(
         ports=ports,
         workdir=workdir,
         healthcheck=_healthcheck(service, node["address"], port),
+        volumes=[VolumeMount(name=v.name, path=v.path) for v in service.volumes],
         **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)

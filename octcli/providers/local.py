@@ -40,9 +40,11 @@ from octctl.providers.local.provider import (
     start_node,
     stop_pid,
 )
+from octctl.providers.local.volumes import kept_volumes, remove_volumes
 
 if TYPE_CHECKING:
     from octcli.state import StateStore
+    from octctl.api.models import VolumeView
     from octctl.config import Config
 
 __all__ = ["LocalCluster", "adopt", "ensure_cluster", "local_root", "teardown", "wait_for_leader"]
@@ -327,6 +329,20 @@ class LocalCluster(ClusterProvider):
         teardown(self._root(record), project, cluster=record.cluster if record else None, on_phase=on_phase)
         if record is not None and record.project != project:  # oct.toml renamed the project since
             remove_containers(record.project, on_phase=on_phase)
+
+    def volumes(self, config: Config, record: ClusterRecord | None) -> list[VolumeView]:
+        from octctl.api.models import VolumeView
+
+        return [
+            VolumeView(name=v.name, service=v.service, node=v.node or None, state="kept", where=v.where)
+            for v in kept_volumes(self._root(record), config.project.name)
+        ]
+
+    def remove_volumes(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> None:
+        try:
+            remove_volumes(self._root(record), config.project.name, on_phase)
+        except Exception as e:  # the engine refused (a volume in use by something else), or a folder
+            raise OctError(f"could not remove the volumes of {config.project.name}: {e}") from None
 
     def _root(self, record: ClusterRecord | None) -> Path:
         return Path(record.root) if record is not None else local_root(self.file)

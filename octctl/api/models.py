@@ -184,6 +184,24 @@ class ServiceView(BaseModel):
 STATUS_SCHEMA = 2
 
 
+VolumeState = Literal["in use", "pending", "waiting", "unused", "kept"]
+
+
+class VolumeView(BaseModel):
+    """One volume of the project, as ``oct volumes`` shows it."""
+
+    name: str
+    service: str = Field(description="the service that declares it ('' if none does any more)")
+    node: str | None = Field(description="the node that holds its data (None: not created yet)")
+    state: VolumeState = Field(
+        description="in use: its service runs on its node; pending: not created yet; waiting: its "
+        "node is not ready, so its service waits; unused: no service declares it any more; kept: "
+        "left by `oct destroy`, found with no cluster"
+    )
+    where: str | None = Field(default=None, description="where its data is (a Docker volume, a folder)")
+    size_gb: int | None = Field(default=None, description="its size (aws); local volumes are not sized")
+
+
 class StatusResponse(BaseModel):
     """A node's local view: ``stale`` is true when it comes from a replica that is not the leader."""
 
@@ -196,6 +214,7 @@ class StatusResponse(BaseModel):
     deployment: DeploymentView | None
     nodes: list[NodeView]
     services: list[ServiceView]
+    volumes: list[VolumeView] = Field(default_factory=list)
 
 
 class KvPut(BaseModel):

@@ -171,6 +171,37 @@ class UpdatePolicy(_Model):
     auto_rollback: bool = Field(default=True, description="on failure, deploy the last good version again")
 
 
+#: The largest EBS gp3 volume, in GB; local volumes are not sized.
+MAX_VOLUME_SIZE = 16384
+
+
+class Volume(_Model):
+    """One of a service's ``volumes``: data kept across redeploys, restarts and node replacement.
+
+    Written either as compose's short form, ``"pgdata:/var/lib/postgresql/data"`` (``"pgdata"``
+    alone for a process service, which finds its folder in ``$OCT_VOLUME_PGDATA``), or as a table
+    ``[[project.services.volumes]]`` with ``name``, ``path`` and ``size``. One key for both, so a
+    service's volumes are read in one place. Names and paths are checked in ``volume_checks.py``,
+    where the whole project is known.
+    """
+
+    name: str
+    path: str | None = Field(default=None, description="docker: where the container sees the volume")
+    size: int = Field(
+        default=10, ge=1, le=MAX_VOLUME_SIZE, description="GB (aws); local volumes are not sized"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        if not isinstance(data, str):
+            return data
+        name, colon, path = data.partition(":")
+        if colon and not path:
+            raise ValueError(f'"{data}" names no path after the colon: write "name:/path" or "name"')
+        return {"name": name, "path": path or None}
+
+
 class Service(_Model):
     """One service of the project; ``cpus`` in millicores and ``memory`` in MB, as in the reference.
 
@@ -198,6 +229,9 @@ class Service(_Model):
         default=None, description="without one, an instance that keeps running counts as healthy"
     )
     update: UpdatePolicy = Field(default_factory=UpdatePolicy)
+    volumes: list[Volume] = Field(
+        default_factory=list, description="named volumes that keep their data (docs/oct-toml.md, Volumes)"
+    )
 
     @property
     def host_port(self) -> int | None:

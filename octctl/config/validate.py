@@ -30,6 +30,7 @@ from .template import (
     service_refs,
     unknown_attr_message,
 )
+from .volume_checks import check_volumes
 
 if TYPE_CHECKING:
     from octctl.providers.aws import pricing
@@ -86,6 +87,7 @@ def check(view: ServicesView) -> list[Finding]:
         *_check_aws(view),
         *check_https(view.domain, view.acme, view.provider, view.services),
         *check_healthchecks(view.services),
+        *check_volumes(view.services),
     ]
 
 

@@ -14,7 +14,8 @@ from octctl.leader.ports import ClusterLog, Observed
 from octctl.names import new_id
 from octctl.runtime.base import InstanceSpec
 from octctl.state.history import rollback_target
-from octctl.state.model import ClusterState, NodeRecord, command, history_of, rollback_command
+from octctl.state.model import ClusterState, NodeRecord, command, history_of, rollback_command, volumes_of
+from octctl.volumes import waiting_reason
 
 __all__ = ["CRASH_LOOP_RESTARTS", "Deployments", "fail_deployment"]
 
@@ -103,7 +104,12 @@ class Deployments:
             running += serving(instance) and name not in surge
         names = [name for name in names if name not in surge]
         noun = "services" if len(names) == len(config.project.services) else "instances"
-        fields: dict[str, Any] = {"message": f"{running}/{len(names)} {noun} running"}
+        waiting = [
+            reason
+            for service in config.project.services
+            if (reason := waiting_reason(service, volumes_of(view), view["nodes"], view["placements"]))
+        ]
+        fields: dict[str, Any] = {"message": "; ".join([f"{running}/{len(names)} {noun} running", *waiting])}
         if running == len(names):
             fields.update(state="succeeded", finished_at=time.time())
         elif state == "pending":

@@ -33,7 +33,9 @@ from octctl.state.model import (
     command,
     pending_voters,
     raft_address,
+    volumes_of,
 )
+from octctl.volumes import new_homes, pins
 
 __all__ = ["Fleet", "FleetSize"]
 
@@ -147,7 +149,8 @@ class Fleet:
         self.ports = dict(view.get("instance_ports", {}))
         if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
-        needs = demands(config)
+        homes = volumes_of(view)
+        needs = demands(config, pins(config, homes))
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
             for n in view["nodes"].values()
@@ -158,10 +161,14 @@ class Fleet:
         if placements != view["placements"] or ports != self.ports:
             await self.cluster.execute(command("set_placements", placements=placements, ports=ports))
             self.ports = ports
+        found = new_homes(config, placements, homes)
+        if found:
+            await self.cluster.execute(command("volume_homes", homes=found, at=time.time()))
         if self.provider is None or growing:
             # (while nodes are still joining, they may be what the unplaced services are waiting for)
             return placements
-        unplaced = set(plan.unplaced) - optional
+        # (a new node would not help an instance pinned to the node holding its volumes)
+        unplaced = set(plan.unplaced) - optional - {d.service for d in needs if d.pinned is not None}
         if unplaced:
             try:
                 missing = nodes_needed([d for d in needs if d.service in unplaced], fleet.template)

@@ -26,6 +26,7 @@ LABEL_DEPLOYMENT = "oct.deployment"
 LABEL_SPEC_HASH = "oct.spec-hash"
 LABEL_NODE = "oct.node"
 LABEL_CLUSTER = "oct.cluster"
+LABEL_VOLUME = "oct.volume"
 
 
 class PortMapping(BaseModel):
@@ -60,6 +61,30 @@ class HealthcheckSpec(BaseModel):
     start_period: float = Field(default=10.0, ge=0)
 
 
+class VolumeMount(BaseModel):
+    """One of the instance's volumes: kept by the node across the instance's replacements.
+
+    ``path`` is where a container sees it; a process has none and finds its folder in
+    ``$OCT_VOLUME_<NAME>`` instead (``octctl/volumes.py``).
+    """
+
+    name: str
+    path: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        """It names a Docker volume and a folder: never a path or other junk."""
+        return check_name("volume", value)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"volume path {value!r} is not absolute")
+        return value
+
+
 class InstanceSpec(BaseModel):
     """Everything a node needs to run one service, fully rendered by the leader.
 
@@ -90,6 +115,7 @@ class InstanceSpec(BaseModel):
     healthcheck: HealthcheckSpec | None = Field(
         default=None, description="probed by the node (octctl/health/); none: running counts as healthy"
     )
+    volumes: list[VolumeMount] = Field(default_factory=list, description="data kept across replacements")
 
     @field_validator("project", "service")
     @classmethod

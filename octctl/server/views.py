@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from octctl.api.models import DeploymentView, InstanceView, NodeView, ServiceView, StatusResponse
-from octctl.config import Service
+from octctl.api.models import (
+    DeploymentView,
+    InstanceView,
+    NodeView,
+    ServiceView,
+    StatusResponse,
+    VolumeState,
+    VolumeView,
+)
+from octctl.config import Config, Service
 from octctl.instances import instance_names, running_names, service_of
 from octctl.sites import sites
 from octctl.state.desired import desired_project
-from octctl.state.model import ClusterState, NodeRecord, acme_of, drain_key, draining_of, raft_address
+from octctl.state.model import (
+    ClusterState,
+    NodeRecord,
+    acme_of,
+    drain_key,
+    draining_of,
+    raft_address,
+    volumes_of,
+)
+from octctl.volumes import waiting_reason
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
@@ -60,6 +77,36 @@ def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
     return views
 
 
+def volume_views(state: ClusterState, config: Config | None) -> list[VolumeView]:
+    """Every volume the cluster holds or the project declares, by name."""
+    records = volumes_of(state)
+    sized = config is not None and config.project.provider_kind == "aws"  # local volumes are not
+    declared = {v.name: (s, v) for s in (config.project.services if config else []) for v in s.volumes}
+    views = []
+    for name in sorted(set(records) | set(declared)):
+        record = records.get(name)
+        service, volume = declared.get(name, (None, None))
+        state_name: VolumeState
+        if record is None:
+            state_name = "pending"
+        elif service is None:
+            state_name = "unused"
+        elif waiting_reason(service, records, state["nodes"], state["placements"]) is not None:
+            state_name = "waiting"
+        else:
+            state_name = "in use"
+        views.append(
+            VolumeView(
+                name=name,
+                service=service.name if service else record["service"] if record else "",
+                node=record["node"] if record else None,
+                state=state_name,
+                size_gb=volume.size if volume is not None and sized else None,
+            )
+        )
+    return views
+
+
 def status_view(state: ClusterState, node: str, leader: str | None) -> StatusResponse:
     config = desired_project(state)
     services = config.project.services if config else []
@@ -102,7 +149,9 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
                 endpoint=f"http://{record['address']}:{port}" if record and port else None,
                 urls=urls(state, svc, record, site_names.get(svc.name, ())),
                 restarts=instance.get("restarts", 0) if instance else 0,
-                error=instance.get("error") if instance else None,
+                error=instance.get("error")
+                if instance
+                else waiting_reason(svc, volumes_of(state), state["nodes"], state["placements"]),
                 instances=instance_views(state, svc),
             )
         )
@@ -116,4 +165,5 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
         deployment=DeploymentView.model_validate(deployment) if deployment else None,
         nodes=nodes,
         services=views,
+        volumes=volume_views(state, config),
     )

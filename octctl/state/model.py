@@ -32,7 +32,9 @@ from octctl.state.shape import (
     pending_voters,
     raft_address,
     snapshot,
+    volumes_of,
 )
+from octctl.state.volume_state import volume_homes
 
 __all__ = [
     "MAX_VOTERS",
@@ -55,6 +57,7 @@ __all__ = [
     "rollback_command",
     "service_changes",
     "snapshot",
+    "volumes_of",
 ]
 
 
@@ -291,6 +294,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "acme_challenges": acme_challenges,
     "certificate": certificate,
     "drain": drain,
+    "volume_homes": volume_homes,
 }
 
 

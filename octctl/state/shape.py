@@ -82,6 +82,15 @@ class AcmeState(TypedDict):
     certificates: dict[str, dict[str, Any]]  # service -> {names, fullchain, key, not_before, not_after}
 
 
+class VolumeRecord(TypedDict):
+    """Where a volume's data lives: the node that first ran its service, which the service is pinned
+    to from then on (``octctl/volumes.py``)."""
+
+    service: str  # the service that declared it when it was first placed
+    node: str
+    created_at: float
+
+
 class ClusterState(TypedDict):
     cluster: str
     project: dict[str, Any] | None  # the desired oct.toml model as JSON; None once destroyed
@@ -106,10 +115,17 @@ class ClusterState(TypedDict):
     #: The last deployments, oldest first (``octctl/state/history.py``). Snapshots older than the
     #: key have none: read it with :func:`history_of`.
     history: list[HistoryEntry]
+    #: volume name -> where its data lives. Snapshots older than the key have none: read it with
+    #: :func:`volumes_of`.
+    volumes: dict[str, VolumeRecord]
 
 
 def history_of(state: ClusterState) -> list[HistoryEntry]:
     return state.get("history") or []
+
+
+def volumes_of(state: ClusterState) -> dict[str, VolumeRecord]:
+    return state.get("volumes") or {}
 
 
 def draining_of(state: ClusterState) -> dict[str, float]:
@@ -147,6 +163,7 @@ def empty_state() -> ClusterState:
         "acme": {"account": None, "challenges": {}, "certificates": {}},
         "draining": {},
         "history": [],
+        "volumes": {},
     }
 
 

@@ -154,7 +154,14 @@ def local_node_settings(
         join=join,
         dns_port=local_dns_port(address) or FALLBACK_DNS_PORT,
         provider=LocalSettings(root=str(root)),
+        volumes_dir=str(volumes_dir(root)),
     )
+
+
+def volumes_dir(root: Path) -> Path:
+    """Where a local cluster keeps process volumes: beside ``.oct`` (which ``oct destroy``
+    removes, and which services may not enter), shared by its nodes as the Docker engine is."""
+    return root.parent / ".oct-volumes"
 
 
 def node_name(address: str) -> str:

@@ -34,6 +34,7 @@ from octctl.runtime.base import (
 from octctl.runtime.docker.engine import Engine, engine_errors, explain
 from octctl.runtime.docker.images import Images, RegistryLogin
 from octctl.runtime.docker.networks import ClusterNetworks
+from octctl.runtime.docker.volumes import ensure_volumes
 
 if TYPE_CHECKING:
     import docker
@@ -260,6 +261,11 @@ class DockerRuntime(Runtime):
             "labels": self._labels(spec),
             "init": False,
         }
+        if spec.volumes:
+            try:
+                kwargs["volumes"] = ensure_volumes(self._engine.client(), spec, self._node)
+            except APIError as exc:
+                return self._failed(spec, f"cannot create the volumes of {spec.service}: {explain(exc)}")
         if spec.command is not None:
             kwargs["command"] = list(spec.command)
         if spec.dns:

@@ -34,6 +34,7 @@ from octctl.runtime.process.supervisor import (
     is_alive,
     signal_group,
 )
+from octctl.runtime.process.volumes import prepare_volumes
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ class ProcessRuntime(Runtime):
         backoff_max: float = 30.0,
         healthy_after: float = 30.0,
         run_as: ServiceUser | None = None,
+        volumes_dir: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.node = node
+        self.volumes_dir = volumes_dir
+        self._run_as = run_as
         # The folder holds logs and records: the daemon's (0700), never the services'.
         self._files = StateDir(self.state_dir)
         self._supervision = Supervision(
@@ -125,6 +129,18 @@ class ProcessRuntime(Runtime):
                     return current.status()
                 current.begin_stop()
                 current.finish_stop(time.monotonic() + STOP_TIMEOUT)
+            try:
+                spec = prepare_volumes(spec, self.volumes_dir, self._run_as)
+            except RuntimeFailure as exc:
+                return InstanceStatus(
+                    project=spec.project,
+                    service=spec.service,
+                    runtime="process",
+                    deployment=spec.deployment,
+                    spec_hash=spec.spec_hash,
+                    state="failed",
+                    error=str(exc),
+                )
             instance = SupervisedInstance(self._supervision, spec)
             with self._lock:
                 self._instances[key] = instance

@@ -1,0 +1,74 @@
+"""The project's named volumes on this engine: created labelled, mounted into containers, kept.
+
+A container is replaced on every change of its service; its volume is not, so the data outlives
+the container the way ``docker compose`` volumes do. The labels say whose a volume is, which is
+how ``oct volumes`` and ``oct destroy --volumes`` find them (:func:`project_volumes`), and the
+name is the project's and the volume's only, so a cluster made again after ``oct destroy`` finds
+its data where it left it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from octctl.names import check_name
+from octctl.runtime.base import (
+    LABEL_CLUSTER,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_VOLUME,
+    InstanceSpec,
+)
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.volumes import Volume
+
+
+def volume_name(project: str, volume: str) -> str:
+    return f"oct-{check_name('project', project)}-{check_name('volume', volume)}"
+
+
+def ensure_volumes(client: docker.DockerClient, spec: InstanceSpec, node: str) -> dict[str, dict[str, str]]:
+    """Create the spec's volumes that do not exist yet; the ``volumes`` argument of
+    ``containers.run`` that mounts them. An existing volume is used as it is (the engine answers a
+    create of an existing name with that volume, its labels unchanged)."""
+    mounts: dict[str, dict[str, str]] = {}
+    for mount in spec.volumes:
+        if mount.path is None:
+            continue
+        name = volume_name(spec.project, mount.name)
+        client.volumes.create(
+            name=name,
+            driver="local",
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_PROJECT: spec.project,
+                LABEL_SERVICE: spec.service,
+                LABEL_VOLUME: mount.name,
+                LABEL_CLUSTER: spec.cluster,
+                LABEL_NODE: spec.node or node,
+            },
+        )
+        mounts[name] = {"bind": mount.path, "mode": "rw"}
+    return mounts
+
+
+def project_volumes(client: docker.DockerClient, project: str) -> list[Volume]:
+    """Every volume oct made for ``project`` on this engine."""
+    found: list[Volume] = client.volumes.list(
+        filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_PROJECT}={check_name('project', project)}"]}
+    )
+    return sorted(found, key=lambda v: v.name or "")
+
+
+def describe(volume: Volume) -> dict[str, Any]:
+    labels = volume.attrs.get("Labels") or {}
+    return {
+        "name": labels.get(LABEL_VOLUME, volume.name),
+        "service": labels.get(LABEL_SERVICE, ""),
+        "node": labels.get(LABEL_NODE, ""),
+        "where": f"docker volume {volume.name}",
+    }
