@@ -40,6 +40,6 @@ def make_project(tmp_path: Path) -> Iterator[Callable[..., Project]]:
     for project in made:
         try:
             if project.config.exists():
-                project.oct("destroy", "--yes", check=False, timeout=120)
+                project.oct("destroy", "--yes", "--volumes", check=False, timeout=120)
         finally:
             kill_leftovers(project.dir)

@@ -17,22 +17,24 @@ from tests.unit.leader_fakes import deploy, project, service, ticks
 from tests.unit.test_specs import nodes
 
 PG = 'volumes = ["pgdata:/var/lib/postgresql/data"]\n'
+#: Volumes are kept on local clusters only for now (see the AWS test below).
+LOCAL = HEADER + "\n[project.provider.local]\n"
 
 
 def test_the_short_and_the_long_form_read_alike() -> None:
     long = '\n[[project.services.volumes]]\nname = "pgdata"\npath = "/var/lib/postgresql/data"\nsize = 20\n'
-    short = load_config_text(HEADER + service_block("db", PG), {}).service("db").volumes
-    written = load_config_text(HEADER + service_block("db") + long, {}).service("db").volumes
+    short = load_config_text(LOCAL + service_block("db", PG), {}).service("db").volumes
+    written = load_config_text(LOCAL + service_block("db") + long, {}).service("db").volumes
     assert [(v.name, v.path) for v in short] == [(v.name, v.path) for v in written]
     assert (short[0].size, written[0].size) == (10, 20)
     process = service_block("jobs", 'runtime = "process"\ncommand = "run"\nvolumes = ["queue"]\n')
-    (queue,) = load_config_text(HEADER + process, {}).service("jobs").volumes
+    (queue,) = load_config_text(LOCAL + process, {}).service("jobs").volumes
     assert (queue.name, queue.path) == ("queue", None)
 
 
 def test_nonsense_is_named_at_its_line() -> None:
     text = (
-        HEADER
+        LOCAL
         + service_block("db", 'replicas = 2\nvolumes = ["pgdata:/data", "logs:var/log", "Bad:/x"]\n')
         + '\n[project.services.update]\norder = "start-first"\n'
         + service_block("web", 'volumes = ["pgdata:/srv", "cache"]\n')
@@ -71,15 +73,24 @@ def test_nonsense_is_named_at_its_line() -> None:
 
 
 def test_a_colon_with_no_path_and_a_size_out_of_range_fail_the_schema() -> None:
-    text = HEADER + service_block("db", 'volumes = ["pgdata:"]\n')
+    text = LOCAL + service_block("db", 'volumes = ["pgdata:"]\n')
     (problem,) = problems_of(text)
     assert problem.path == "project.services[0].volumes[0]"
     assert problem.message == '"pgdata:" names no path after the colon: write "name:/path" or "name"'
-    text = (
-        HEADER + service_block("db") + '\n[[project.services.volumes]]\nname = "d"\npath = "/d"\nsize = 0\n'
-    )
+    text = LOCAL + service_block("db") + '\n[[project.services.volumes]]\nname = "d"\npath = "/d"\nsize = 0\n'
     (problem,) = problems_of(text)
     assert (problem.path, problem.line) == ("project.services[0].volumes[0].size", line_of(text, "size"))
+
+
+def test_volumes_on_aws_are_refused_until_they_follow_their_service() -> None:
+    (problem,) = problems_of(HEADER + service_block("db", PG))
+    assert (problem.path, problem.line) == (
+        "project.services[0].volumes",
+        line_of(HEADER + service_block("db", PG), "volumes"),
+    )
+    assert problem.message.startswith(
+        "service 'db' has volumes, which oct keeps on local clusters only for now"
+    )
 
 
 def test_a_pinned_demand_goes_to_its_node_or_nowhere() -> None:
@@ -96,7 +107,7 @@ def test_a_pinned_demand_goes_to_its_node_or_nowhere() -> None:
 
 
 def test_homes_are_recorded_once_and_name_the_wait() -> None:
-    config = load_config_text(HEADER + service_block("db", PG) + service_block("web"), {})
+    config = load_config_text(LOCAL + service_block("db", PG) + service_block("web"), {})
     state = empty_state()
     for record in nodes().values():
         apply_command(state, command("node_joined", node=record))
@@ -126,8 +137,8 @@ def test_homes_are_recorded_once_and_name_the_wait() -> None:
 
 
 def test_specs_carry_the_mounts_and_a_service_without_volumes_keeps_its_hash() -> None:
-    plain = load_config_text(HEADER + service_block("db"), {})
-    with_volume = load_config_text(HEADER + service_block("db", PG), {})
+    plain = load_config_text(LOCAL + service_block("db"), {})
+    with_volume = load_config_text(LOCAL + service_block("db", PG), {})
     rollout = Rollout(deployment="d1")
     before = instance_specs(plain, {"db": "n1"}, nodes(), rollout)["db"]
     after = instance_specs(with_volume, {"db": "n1"}, nodes(), rollout)["db"]
