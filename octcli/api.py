@@ -38,12 +38,14 @@ __all__ = [
     "DeployResult",
     "DestroyApproval",
     "DestroySummary",
+    "backup",
     "config_file",
     "deploy",
     "destroy",
     "history",
     "logs",
     "plan",
+    "restore",
     "rollback",
     "status",
     "unlock",
@@ -67,7 +69,7 @@ class DeployResult(StatusResponse):
     changes: dict[str, ServiceChange] = Field(default_factory=dict)
 
 
-S = TypeVar("S", "DeployPlan", DestroySummary)
+S = TypeVar("S", "DeployPlan", DestroySummary, str)
 #: How ``deploy`` may go ahead when it would create AWS resources (a first deploy on AWS, which
 #: costs money): ``True`` yes, ``False`` no (it raises :class:`NotConfirmed`), or a function that is
 #: shown the plan (with its monthly cost) and answers.
@@ -260,6 +262,55 @@ def volumes(path: PathLike = "oct.toml") -> list[VolumeView]:
     known = {v.name for v in found}
     merged = [v.model_copy(update={"where": v.where or wheres.get(v.name)}) for v in found]
     return sorted([*merged, *(v for v in kept if v.name not in known)], key=lambda v: v.name)
+
+
+def backup(path: PathLike = "oct.toml", service: str = "", out: PathLike | None = None) -> Path:
+    """Back up a service's volumes while it runs: the node that runs it packs them into a gzipped
+    tarball, written to ``out`` (default ``backups/<project>-<service>-<UTC time>.tar.gz`` beside
+    oct.toml). Returns where. A copy of files being written is not a consistent database
+    snapshot: see docs/oct-toml.md, Backups."""
+    file, config = _load(path, strict=False)
+    record, _ = _existing_record(path)
+    if out is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = file.parent / "backups" / f"{config.project.name}-{service}-{stamp}.tar.gz"
+    else:
+        target = Path(out).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        client.backup(service, target)
+    return target
+
+
+#: What ``restore`` asks before it replaces a service's data; a function is shown this text.
+RestoreApproval = bool | Callable[[str], bool]
+
+
+def restore(
+    path: PathLike = "oct.toml",
+    service: str = "",
+    archive: PathLike = "",
+    *,
+    approve: RestoreApproval = False,
+) -> list[str]:
+    """Replace a service's volumes' content with a backup's: the service is stopped meanwhile and
+    started again afterwards. Asks first, like ``destroy`` (``approve``); returns the volumes
+    restored. A backup that does not fit the service (another volume, something unsafe) changes
+    nothing."""
+    source = Path(archive).expanduser()
+    if not source.is_file():
+        raise OctError(f"{source}: no such backup file")
+    record, _ = _existing_record(path)
+    summary = f"restore {service} from {source}: its volumes' data is replaced, and it stops meanwhile"
+    _approved(
+        approve,
+        summary,
+        refused=f"refusing to {summary} without confirmation: run `oct restore --yes` "
+        "(library: approve=True)",
+        declined=f"restore cancelled: {service} was not touched",
+    )
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        return client.restore(service, source)
 
 
 def history(path: PathLike = "oct.toml") -> HistoryResponse:

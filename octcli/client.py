@@ -11,7 +11,9 @@ last is asked first next time to keep polling cheap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -41,6 +43,10 @@ NO_CA = (
     "TLS, and oct no longer talks to nodes in clear. Redeploy the cluster: `oct destroy` with the oct "
     "that created it, then `oct deploy`"
 )
+
+#: A node packs a whole backup before sending it, and unpacks a whole restore before answering:
+#: either may take long on a big volume.
+ARCHIVE_TIMEOUT = httpx.Timeout(30.0, connect=3.0, read=3600.0)
 
 #: "This node cannot serve you right now": no leader yet, or the leader it forwards to is away.
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -148,6 +154,61 @@ class OctClient:
         except (ValueError, KeyError, TypeError):
             raise OctError(f"node {node} sent an unexpected answer to a logs request") from None
         return [str(line) for line in lines]
+
+    def backup(self, service: str, out: Path) -> None:
+        """Write the backup of the service's volumes (a gzipped tarball) to ``out``, through the
+        first node that answers; ``out`` appears only once the whole archive has arrived."""
+        partial = out.with_name(out.name + ".part")
+
+        def fetch(node: str, headers: dict[str, str]) -> None:
+            with self._http.stream(
+                "GET", _url(node, f"/services/{service}/backup"), headers=headers
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")
+                # (0600: a backup holds the service's data, secrets included)
+                with open(partial, "wb", opener=lambda path, flags: os.open(path, flags, 0o600)) as file:
+                    for chunk in response.iter_bytes(1 << 16):
+                        file.write(chunk)
+            partial.replace(out)
+
+        try:
+            self._archive_call(fetch)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def restore(self, service: str, archive: Path) -> list[str]:
+        """Send ``archive`` for the cluster to restore into the service's volumes; the volumes restored."""
+        found: list[str] = []
+
+        def send(node: str, headers: dict[str, str]) -> None:
+            with archive.open("rb") as body:
+                response = self._http.put(
+                    _url(node, f"/services/{service}/restore"), content=body, headers=headers
+                )
+            if not response.is_success:
+                raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")
+            found.extend(str(name) for name in response.json()["restored"])
+
+        self._archive_call(send)
+        return found
+
+    def _archive_call(self, call: Callable[[str, dict[str, str]], None]) -> None:
+        """``call(node, headers)`` on the first node that can be reached. Not retried after that:
+        an archive is too big to send twice on a guess, and a half-read backup is thrown away."""
+        headers = {"Authorization": f"Bearer {self._token}"}
+        tried: dict[str, str] = {}
+        for node in list(self._order):
+            try:
+                call(node, headers)
+                return
+            except httpx.ConnectError as e:
+                tried[node] = _describe(e)
+            except httpx.TransportError as e:
+                raise OctError(f"the archive transfer with {node} broke off: {_describe(e)}") from None
+        listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
+        raise Unreachable(f"no oct-ctl node answered: {listing}")
 
     # -- transport -------------------------------------------------------------------------------
 

@@ -274,6 +274,48 @@ def volumes(
 
 
 @app.command()
+def backup(
+    service: Annotated[str, typer.Argument(help="The service whose volumes to back up.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Where to write it (default: backups/<project>-<service>-<time>.tar.gz)."
+        ),
+    ] = None,
+) -> None:
+    """Back up a service's volumes, while it runs, into a gzipped tarball on this machine."""
+    try:
+        written = api.backup(config, service, output)
+    except OctError as e:
+        _fail(e)
+    size = written.stat().st_size
+    _stdout().print(Text(f"{service}: backed up to {written} ({size:,} bytes)"), soft_wrap=True)
+
+
+@app.command()
+def restore(
+    service: Annotated[str, typer.Argument(help="The service whose volumes to restore.")],
+    archive: Annotated[Path, typer.Argument(help="A backup that `oct backup` wrote.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    yes: YesOption = False,
+) -> None:
+    """Replace a service's volumes' data with a backup's; the service stops meanwhile.
+
+    Asks first, unless --yes.
+    """
+
+    def approve(summary: str) -> bool:
+        return _ask("Restore?", [Text(summary)], "refusing to restore", None)
+
+    try:
+        restored = api.restore(config, service, archive, approve=True if yes else approve)
+    except OctError as e:
+        _fail(e)
+    _stdout().print(Text(f"{service}: restored {', '.join(restored)} from {archive}"), soft_wrap=True)
+
+
+@app.command()
 def destroy(
     config: ConfigOption = DEFAULT_CONFIG,
     timeout: TimeoutOption = 300.0,

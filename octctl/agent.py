@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from octctl.health import HealthMonitor
 from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
+from octctl.volume_archive import check as check_archive
+from octctl.volume_archive import pack, unpack
 
 if TYPE_CHECKING:
     from octctl.runtime.docker import RegistryLogin
@@ -51,6 +53,11 @@ def make_runtime(
     return ProcessRuntime(
         state_dir=data_dir / "processes", node=node, run_as=service_user(), volumes_dir=volumes_dir
     )
+
+
+def _restore(runtime: Runtime, project: str, service: str, archive: Path) -> list[str]:
+    with runtime.stopped(project, service) as folders:
+        return unpack(archive, folders)
 
 
 class Agent:
@@ -157,6 +164,37 @@ class Agent:
             if lines:
                 return lines
         return []
+
+    # Backups of an instance's volumes (``oct backup`` / ``oct restore``; ``octctl/volume_archive.py``).
+
+    async def _owner(self, project: str, service: str) -> Runtime:
+        """The runtime that runs the instance here."""
+        self._check(project, service)
+        for runtime in list(self._runtimes.values()):
+            if await self._call(runtime.status, project, service) is not None:
+                return runtime
+        raise RuntimeFailure(f"{service} does not run on this node")
+
+    async def backup(self, project: str, service: str, out: Path) -> builtins.list[str]:
+        """Pack the instance's volumes into ``out`` while it runs; returns their names."""
+        runtime = await self._owner(project, service)
+        folders = await self._call(runtime.volume_folders, project, service)
+        if not folders:
+            raise RuntimeFailure(f"{service} has no volumes")
+        await self._call(pack, folders, out)
+        log.info("backed up the volumes of %s/%s (%s)", project, service, ", ".join(sorted(folders)))
+        return sorted(folders)
+
+    async def restore(self, project: str, service: str, archive: Path) -> builtins.list[str]:
+        """Stop the instance, replace its volumes' content with ``archive``'s, start it again.
+        The archive is checked first: a bad one (``BadArchive``) stops nothing."""
+        async with self._locks[(project, service)]:  # no apply or health restart meanwhile
+            runtime = await self._owner(project, service)
+            folders = await self._call(runtime.volume_folders, project, service)
+            await self._call(check_archive, archive, folders)
+            restored: builtins.list[str] = await self._call(_restore, runtime, project, service, archive)
+        log.info("restored the volumes of %s/%s (%s)", project, service, ", ".join(restored))
+        return restored
 
     async def watch_health(self) -> None:
         """Run the health checks (resuming those a previous oct-ctl saved) until cancelled."""

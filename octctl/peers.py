@@ -6,7 +6,9 @@ the only trusted authority and the node presents its own certificate (mutual TLS
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,11 @@ class AgentReport:
 
     instances: list[InstanceStatus]
     ingress: frozenset[str] | None = None
+
+
+#: A backup or restore may take long; what bounds it is the time between two chunks.
+ARCHIVE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=300.0)
+CHUNK = 1 << 16
 
 
 class PeerClient:
@@ -95,9 +102,52 @@ class PeerClient:
         data = await self._request("GET", address, f"/v1/agent/access/{service}?tail={tail}")
         return list(data["lines"])
 
+    async def backup(self, address: str, project: str, service: str) -> AsyncIterator[bytes]:
+        """The node's backup of the instance's volumes (a gzipped tarball), chunk by chunk."""
+        url = f"https://{address}/v1/agent/instances/{service}/backup"
+        try:
+            async with self._session.get(
+                url, params={"project": project}, headers=self._headers, timeout=ARCHIVE_TIMEOUT
+            ) as resp:
+                if resp.status >= 400:
+                    raise PeerError(f"{address}: {await _reason(resp)}", resp.status)
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    yield chunk
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise PeerError(f"GET {url}: {type(e).__name__} {e}".strip()) from e
+
+    async def restore(self, address: str, project: str, service: str, archive: Path) -> list[str]:
+        """Send ``archive`` for the node to restore into the instance's volumes; the volumes restored."""
+        url = f"https://{address}/v1/agent/instances/{service}/restore"
+        try:
+            with archive.open("rb") as body:
+                async with self._session.put(
+                    url,
+                    params={"project": project},
+                    data=body,
+                    headers=self._headers,
+                    timeout=ARCHIVE_TIMEOUT,
+                ) as resp:
+                    if resp.status >= 400:
+                        raise PeerError(f"{address}: {await _reason(resp)}", resp.status)
+                    data = await resp.json(content_type=None)
+                    return [str(name) for name in data["restored"]]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as e:
+            raise PeerError(f"PUT {url}: {type(e).__name__} {e}".strip()) from e
+
     async def members(self, address: str) -> MembersResponse:
         return MembersResponse.model_validate(await self._request("GET", address, "/v1/cluster/members"))
 
     async def join(self, address: str, request: JoinRequest) -> MembersResponse:
         data = await self._request("POST", address, "/v1/cluster/join", request.model_dump(), timeout=30.0)
         return MembersResponse.model_validate(data)
+
+
+async def _reason(resp: aiohttp.ClientResponse) -> str:
+    """The error a node answered with (its JSON ``error``), or the status line."""
+    try:
+        data = await resp.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        data = None
+    reason = data.get("error") if isinstance(data, dict) else None
+    return str(reason or f"{resp.status} {resp.reason}")

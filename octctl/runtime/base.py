@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -203,6 +206,18 @@ class Runtime(abc.ABC):
     ) -> tuple[int, str]:
         """Run ``argv`` inside the instance (a health check command): its exit status and output."""
         raise RuntimeFailure(f"the {self.name} runtime cannot run commands in instances")
+
+    def volume_folders(self, project: str, service: str) -> dict[str, Path]:
+        """Where on this machine each of the instance's volumes keeps its data, by volume name
+        (what ``oct backup`` packs). Raises :class:`RuntimeFailure` when there is no instance."""
+        raise RuntimeFailure(f"the {self.name} runtime has no volumes")
+
+    @contextlib.contextmanager
+    def stopped(self, project: str, service: str) -> Iterator[dict[str, Path]]:
+        """Stop the instance, give its :meth:`volume_folders`, and start it again afterwards (what
+        ``oct restore`` does in between). The caller holds the service's lock, so no apply runs."""
+        raise RuntimeFailure(f"the {self.name} runtime has no volumes")
+        yield {}  # (unreachable: makes this a generator for contextmanager)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and stop supervisors; instances keep running unless the runtime says otherwise."""

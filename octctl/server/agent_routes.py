@@ -15,7 +15,7 @@ from octctl.runtime.base import InstanceSpec
 from octctl.server.http import error, int_query, node_of, ok, read_model
 
 
-def _names(request: web.Request) -> tuple[str, str]:
+def project_and_service(request: web.Request) -> tuple[str, str]:
     """The ``project`` query parameter and the ``{service}`` path part, both checked names
     (they become file and container names on this node): 400 otherwise."""
     project = request.query.get("project")
@@ -69,13 +69,13 @@ async def agent_apply(request: web.Request) -> web.Response:
 
 
 async def agent_remove(request: web.Request) -> web.Response:
-    project, service = _names(request)
+    project, service = project_and_service(request)
     fence(request)
     await node_of(request).agent.remove(project, service)
     return web.json_response({"removed": service})
 
 
 async def agent_logs(request: web.Request) -> web.Response:
-    project, service = _names(request)
+    project, service = project_and_service(request)
     lines = await node_of(request).agent.logs(project, service, int_query(request, "tail", 50))
     return web.json_response({"lines": lines})

@@ -29,6 +29,7 @@ from octctl.names import check_name, new_id
 from octctl.node import Node
 from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
+from octctl.server.backup_routes import agent_backup, agent_restore, service_backup, service_restore
 from octctl.server.history_routes import history, rollback
 from octctl.server.http import (
     MAX_BODY,
@@ -175,9 +176,13 @@ def build_app(node: Node) -> web.Application:
     app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", kv_delete)
     app.router.add_get("/v1/services/{service}/logs", service_logs)
     app.router.add_get("/v1/services/{service}/access", service_access)
+    app.router.add_get("/v1/services/{service}/backup", service_backup)
+    app.router.add_put("/v1/services/{service}/restore", service_restore)
     app.router.add_get("/v1/agent/access/{service}", agent_access)
     app.router.add_get("/v1/agent/instances", agent_instances)
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)
     app.router.add_delete("/v1/agent/instances/{service}", agent_remove)
     app.router.add_get("/v1/agent/instances/{service}/logs", agent_logs)
+    app.router.add_get("/v1/agent/instances/{service}/backup", agent_backup)
+    app.router.add_put("/v1/agent/instances/{service}/restore", agent_restore)
     return app

@@ -67,6 +67,10 @@ class Removed(BaseModel):
     removed: str
 
 
+class Restored(BaseModel):
+    restored: list[str]
+
+
 class KvDeleted(BaseModel):
     """``deleted`` is false (and the status 404) when there was no such key."""
 
@@ -108,6 +112,10 @@ class Route:
     #: unless ``error_models`` says otherwise.
     errors: tuple[int, ...] = ()
     error_models: dict[int, type[BaseModel]] = field(default_factory=dict)
+    #: The answer (``archive_answer``) or the body (``archive_body``) is a gzipped tarball of a
+    #: service's volumes (``oct backup``, ``oct restore``), not JSON.
+    archive_answer: bool = False
+    archive_body: bool = False
 
     @property
     def public(self) -> bool:
@@ -236,6 +244,24 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/services/{service}/backup",
+        "A gzipped tarball of the service's volumes, packed by the node running it (oct backup)",
+        Restored,
+        params=(SERVICE,),
+        errors=(400, 404, 409, 502),
+        archive_answer=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/services/{service}/restore",
+        "Stop the service, replace its volumes' content with the tarball's, start it again (oct restore)",
+        Restored,
+        params=(SERVICE,),
+        errors=(400, 404, 408, 409, 413, 422, 502),
+        archive_body=True,
+    ),
+    Route(
+        "GET",
         "/v1/services/{service}/access",
         "The ingress's access log lines of a public service, from every node, by time",
         LogLines,
@@ -283,6 +309,24 @@ ROUTES: tuple[Route, ...] = (
         params=(INSTANCE, PROJECT, TAIL),
         errors=(400, 403),
     ),
+    Route(
+        "GET",
+        "/v1/agent/instances/{service}/backup",
+        "A gzipped tarball of the volumes of this node's instance of a service",
+        Restored,
+        params=(INSTANCE, PROJECT),
+        errors=(400, 403, 409),
+        archive_answer=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/agent/instances/{service}/restore",
+        "Restore the volumes of this node's instance of a service from a tarball",
+        Restored,
+        params=(INSTANCE, PROJECT),
+        errors=(400, 403, 408, 409, 413, 422),
+        archive_body=True,
+    ),
 )
 
 REASONS = {
@@ -312,6 +356,9 @@ def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any
     return {"$ref": REF.format(model=model.__name__)}
 
 
+ARCHIVE_CONTENT = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -332,19 +379,17 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
             }
             for p in route.params
         ]
-    if route.body is not None:
+    if route.archive_body:
+        op["requestBody"] = {"required": True, "content": ARCHIVE_CONTENT}
+    elif route.body is not None:
         op["requestBody"] = {
             "required": route.body_required,
             "content": _json(_schema(route.body, components)),
         }
     elif not route.body_required:
         op["requestBody"] = {"required": False, "content": _json({"type": "object"})}
-    responses: dict[str, Any] = {
-        str(route.status): {
-            "description": REASONS[route.status],
-            "content": _json(_schema(route.answer, components)),
-        }
-    }
+    answer = ARCHIVE_CONTENT if route.archive_answer else _json(_schema(route.answer, components))
+    responses: dict[str, Any] = {str(route.status): {"description": REASONS[route.status], "content": answer}}
     errors = sorted({*route.errors, 500, *(() if route.public else (401,))})
     for status in errors:
         model = route.error_models.get(status, ErrorBody)

@@ -6,7 +6,8 @@ a redeploy that changes ``db``, a crash of its instance, a change to an unrelate
 leaves the file alone), ``kill -9`` of its node's oct-ctl and the restart, a whole-cluster restart,
 a leader killed in the middle of a redeploy; its node's death leaves it waiting for that node (and
 saying so) rather than starting empty elsewhere; ``oct destroy`` keeps the volume for the next
-cluster, and ``oct destroy --volumes`` removes it.
+cluster, and ``oct destroy --volumes`` removes it. ``oct backup`` and ``oct restore`` round-trip
+the data through the node the CLI talks to.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import uuid
 from pathlib import Path
 
@@ -161,17 +163,8 @@ def test_a_volume_keeps_its_data_through_every_event(make_project, runtime: str)
     kept = wait_for_lines(project, 3)
     assert kept[:3] == ["one", "two", "two"] and set(kept[3:]) <= {"two"}
 
-    # The whole cluster is killed and started again.
-    before = lines(project)
-    for pid in octctl_pids(project.dir):
-        os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: octctl_pids(project.dir), until=lambda pids: not pids, timeout=10)
-    project.oct("deploy")
-    after = wait_for_lines(project, len(before))
-    assert after[: len(before)] == before
-    assert db_of(project)["node"] == home
-
     # The leader is killed in the middle of a redeploy of db; the new one finishes it.
+    # (genesis still leads: db's node, a follower, was the one killed and restarted)
     leader = next(n for n in octcli.status(project.config).nodes if n.role == "leader")
     assert leader.id != home
     killed: list[str] = []
@@ -191,6 +184,16 @@ def test_a_volume_keeps_its_data_through_every_event(make_project, runtime: str)
     assert after[: len(before)] == before and after[-1] == "three"
     project.oct("deploy")  # (brings the old leader's node back: the next kill must leave a quorum)
 
+    # The whole cluster is killed and started again.
+    before = lines(project)
+    for pid in octctl_pids(project.dir):
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: octctl_pids(project.dir), until=lambda pids: not pids, timeout=10)
+    project.oct("deploy")
+    after = wait_for_lines(project, len(before))
+    assert after[: len(before)] == before
+    assert db_of(project)["node"] == home
+
     # db's node dies: db waits for it, saying so, and does not start empty elsewhere.
     before = lines(project)
     kill_node(project, home, runtime, name)
@@ -209,6 +212,19 @@ def test_a_volume_keeps_its_data_through_every_event(make_project, runtime: str)
     project.oct("deploy")  # the node comes back: db runs there again, with its data
     after = wait_for_lines(project, len(before) + 1)
     assert after[: len(before)] == before and db_of(project)["node"] == home
+
+    # A backup (packed on db's node, passed through the node the CLI talks to), a change, a restore.
+    archive = project.dir / "db.tar.gz"
+    project.oct("backup", "db", "-o", str(archive))
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+    saved = lines(project)
+    project.edit('V = "three"', 'V = "four"')
+    project.oct("deploy")
+    assert wait_for_lines(project, len(saved) + 1)[-1] == "four"
+    out = project.oct("restore", "db", str(archive), "--yes").stdout
+    assert f"db: restored data from {archive}" in out
+    # (started again after the restore, db appends its version once more)
+    assert wait_for_lines(project, len(saved) + 1) == [*saved, "four"]
 
     # destroy keeps the volume, and a new cluster finds the data; --volumes removes it.
     before = lines(project)

@@ -104,6 +104,8 @@ def test_agent_routes_need_a_node_certificate(make_project) -> None:  # type: ig
         ("GET", f"https://{api}/v1/agent/instances/sleeper/logs?project={PROJECT}&tail=5"),
         ("DELETE", f"https://{api}/v1/agent/instances/sleeper?project={PROJECT}"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper"),
+        ("GET", f"https://{api}/v1/agent/instances/sleeper/backup?project={PROJECT}"),
+        ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore?project={PROJECT}"),
     ]
 
     # The right token, the right CA, but no client certificate: 403 on every agent route.

@@ -13,6 +13,8 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octctl.names import check_instance, check_name
@@ -34,7 +36,7 @@ from octctl.runtime.base import (
 from octctl.runtime.docker.engine import Engine, engine_errors, explain
 from octctl.runtime.docker.images import Images, RegistryLogin
 from octctl.runtime.docker.networks import ClusterNetworks
-from octctl.runtime.docker.volumes import ensure_volumes
+from octctl.runtime.docker.volumes import ensure_volumes, mounted_folders
 
 if TYPE_CHECKING:
     import docker
@@ -212,6 +214,28 @@ class DockerRuntime(Runtime):
             code, output = container.exec_run(list(argv), stdout=True, stderr=True)
         text = (output or b"")[-EXEC_OUTPUT_LIMIT:].decode("utf-8", "replace")
         return (code if code is not None else -1), text
+
+    def volume_folders(self, project: str, service: str) -> dict[str, Path]:
+        with engine_errors(f"cannot inspect {service}"):
+            container = self._find(container_name(project, service))
+            if container is None or not self._owned_by(container, project, service):
+                raise RuntimeFailure(f"{service} has no container on this node")
+            return mounted_folders(container, project)
+
+    @contextlib.contextmanager
+    def stopped(self, project: str, service: str) -> Iterator[dict[str, Path]]:
+        name = container_name(project, service)
+        with self._lock_for(name), engine_errors(f"cannot stop {service} for a restore"):
+            container = self._find(name)
+            if container is None or not self._owned_by(container, project, service):
+                raise RuntimeFailure(f"{service} has no container on this node")
+            log.info("stopping container %s for a restore", name)
+            container.stop(timeout=RESTART_TIMEOUT)
+            try:
+                yield mounted_folders(container, project)
+            finally:
+                container.start()
+                log.info("started container %s again after the restore", name)
 
     def close(self) -> None:
         """Containers keep running: the engine, not oct-ctl, supervises them across agent restarts."""

@@ -9,6 +9,7 @@ its data where it left it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from octctl.names import check_name
@@ -24,6 +25,7 @@ from octctl.runtime.base import (
 
 if TYPE_CHECKING:
     import docker
+    from docker.models.containers import Container
     from docker.models.volumes import Volume
 
 
@@ -71,4 +73,15 @@ def describe(volume: Volume) -> dict[str, Any]:
         "service": labels.get(LABEL_SERVICE, ""),
         "node": labels.get(LABEL_NODE, ""),
         "where": f"docker volume {volume.name}",
+    }
+
+
+def mounted_folders(container: Container, project: str) -> dict[str, Path]:
+    """The host folder of each of the project's volumes mounted in ``container``, by volume name
+    (the engine's own folder: only root may read it, as ``oct-ctl`` runs on a node)."""
+    prefix = volume_name(project, "x")[:-1]
+    return {
+        mount["Name"].removeprefix(prefix): Path(mount["Source"])
+        for mount in container.attrs.get("Mounts") or []
+        if mount.get("Type") == "volume" and str(mount.get("Name", "")).startswith(prefix)
     }

@@ -16,10 +16,12 @@ file shared with a process we do not supervise; a restart of a few seconds is th
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from octctl.names import check_name
@@ -34,7 +36,7 @@ from octctl.runtime.process.supervisor import (
     is_alive,
     signal_group,
 )
-from octctl.runtime.process.volumes import prepare_volumes
+from octctl.runtime.process.volumes import prepare_volumes, volume_folder
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,33 @@ class ProcessRuntime(Runtime):
         if instance is None:
             raise RuntimeFailure(f"{service} has no process to run a command beside")
         return instance.execute(argv, timeout)
+
+    def volume_folders(self, project: str, service: str) -> dict[str, Path]:
+        with self._lock:
+            instance = self._instances.get((project, service))
+        if instance is None or self.volumes_dir is None:
+            raise RuntimeFailure(f"{service} has no process on this node")
+        return {v.name: volume_folder(self.volumes_dir, project, v.name) for v in instance.spec.volumes}
+
+    @contextlib.contextmanager
+    def stopped(self, project: str, service: str) -> Iterator[dict[str, Path]]:
+        key = (project, service)
+        with self._service_lock(key):
+            folders = self.volume_folders(project, service)
+            with self._lock:
+                current = self._instances[key]
+            log.info("%s: stopping for a restore", current.label)
+            current.begin_stop()
+            current.finish_stop(time.monotonic() + STOP_TIMEOUT)
+            try:
+                yield folders
+            finally:
+                instance = SupervisedInstance(self._supervision, current.spec)
+                instance.restarts = current.restarts
+                with self._lock:
+                    self._instances[key] = instance
+                instance.start()
+                log.info("%s: started again after the restore", instance.label)
 
     def pid(self, project: str, service: str) -> int | None:
         """The current child's pid (None if not running); for diagnostics and tests."""
