@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -43,6 +43,7 @@ __all__ = [
     "deploy",
     "destroy",
     "history",
+    "log_stream",
     "logs",
     "plan",
     "restore",
@@ -350,6 +351,22 @@ def logs(
     record, _ = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         return client.logs(service, tail, access=access)
+
+
+def log_stream(
+    path: PathLike = "oct.toml",
+    service: str = "",
+    tail: int = 50,
+    *,
+    since: float | None = None,
+    follow: bool = False,
+) -> Iterator[dict[str, str]]:
+    """Every instance's lines, each ``{"instance", "node", "text"}``: the last ``tail`` of each
+    (written after ``since``, a Unix time, for docker services), then, with ``follow``, every new
+    line until the caller stops iterating, across restarts, moves and rollouts."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        yield from client.log_stream(service, tail, since, follow)
 
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:

@@ -11,8 +11,9 @@ last is asked first next time to keep polling cheap.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -154,6 +155,41 @@ class OctClient:
         except (ValueError, KeyError, TypeError):
             raise OctError(f"node {node} sent an unexpected answer to a logs request") from None
         return [str(line) for line in lines]
+
+    def log_stream(
+        self, service: str, tail: int = 50, since: float | None = None, follow: bool = False
+    ) -> Iterator[dict[str, str]]:
+        """Every instance's lines (``instance``, ``node``, ``text``) as the node asked sends them;
+        with ``follow`` until the caller stops iterating (or the node goes away: OctError)."""
+        params: dict[str, str] = {"tail": str(tail), "follow": "true" if follow else "false"}
+        if since is not None:
+            params["since"] = repr(since)
+        headers = {"Authorization": f"Bearer {self._token}"}
+        timeout = httpx.Timeout(10.0, connect=3.0, read=None if follow else 60.0)
+        tried: dict[str, str] = {}
+        for node in list(self._order):
+            url = _url(node, f"/services/{service}/logs/stream")
+            try:
+                with self._http.stream(
+                    "GET", url, params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status_code in RETRY_STATUSES or response.status_code == 401:
+                        response.read()
+                        tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
+                        continue
+                    if not response.is_success:
+                        response.read()
+                        _raise_for_status(node, response)
+                    for line in response.iter_lines():
+                        if line:
+                            yield dict(json.loads(line))
+                    return
+            except httpx.ConnectError as e:
+                tried[node] = _describe(e)
+            except httpx.TransportError as e:
+                raise OctError(f"the log stream from {node} broke off: {_describe(e)}") from None
+        listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
+        raise Unreachable(f"no oct-ctl node answered: {listing}")
 
     def backup(self, service: str, out: Path) -> None:
         """Write the backup of the service's volumes (a gzipped tarball) to ``out``, through the

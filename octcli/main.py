@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -397,11 +398,40 @@ def plan(
         out.print(part, soft_wrap=True)
 
 
+#: ``--since`` units, as ``docker logs --since`` and ``journalctl`` take them.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Instances' prefixes take these in turn on a terminal.
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
+
+
+def _duration(text: str | None) -> float | None:
+    """``--since 10m`` in seconds (``s``, ``m``, ``h``, ``d``; a bare number is seconds)."""
+    if text is None:
+        return None
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 10m, 2h or 1d") from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"{text!r} is not a positive duration")
+    return seconds
+
+
 @app.command()
 def logs(
     service: Annotated[str, typer.Argument(help="The service whose output to show.")],
     config: ConfigOption = DEFAULT_CONFIG,
-    tail: Annotated[int, typer.Option("-n", "--tail", help="How many lines.", min=1, max=10_000)] = 50,
+    tail: Annotated[
+        int, typer.Option("-n", "--tail", help="How many lines of each instance.", min=1, max=10_000)
+    ] = 50,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Go on printing new lines, across restarts and rollouts.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only lines of the last 30s, 10m, 2h or 1d (docker services)."),
+    ] = None,
     access: Annotated[
         bool,
         typer.Option(
@@ -409,13 +439,32 @@ def logs(
         ),
     ] = False,
 ) -> None:
-    """Show the last lines a service wrote, from whichever node runs it."""
+    """Show the lines every instance of a service wrote, each after its instance and node."""
+    window = _duration(since)
     try:
-        lines = api.logs(config, service, tail, access=access)
+        if access:
+            for line in api.logs(config, service, tail, access=True):
+                typer.echo(line)
+            return
+        out = _stdout()
+        colours: dict[str, str] = {}
+        started = time.time()
+        stream = api.log_stream(
+            config, service, tail, since=started - window if window else None, follow=follow
+        )
+        for entry in stream:
+            prefix = f"{entry['instance']} {entry['node']} |"
+            if out.is_terminal:
+                colour = colours.setdefault(entry["instance"], _COLOURS[len(colours) % len(_COLOURS)])
+                out.print(
+                    Text.assemble((prefix, colour), " ", entry["text"]), soft_wrap=True, highlight=False
+                )
+            else:
+                typer.echo(f"{prefix} {entry['text']}")
     except OctError as e:
         _fail(e)
-    for line in lines:
-        typer.echo(line)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()

@@ -116,6 +116,28 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise PeerError(f"GET {url}: {type(e).__name__} {e}".strip()) from e
 
+    async def log_stream(
+        self, address: str, project: str, service: str, tail: int, since: float | None, follow: bool
+    ) -> AsyncIterator[str]:
+        """That node's instance's log lines (``Agent.log_stream`` there), one by one."""
+        url = f"https://{address}/v1/agent/instances/{service}/logs/stream"
+        params = {"project": project, "tail": str(tail), "follow": "true" if follow else "false"}
+        if since is not None:
+            params["since"] = repr(since)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None if follow else 30.0)
+        try:
+            async with self._session.get(url, params=params, headers=self._headers, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise PeerError(f"{address}: {await _reason(resp)}", resp.status)
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise PeerError(f"GET {url}: {type(e).__name__} {e}".strip()) from e
+
     async def restore(self, address: str, project: str, service: str, archive: Path) -> list[str]:
         """Send ``archive`` for the node to restore into the instance's volumes; the volumes restored."""
         url = f"https://{address}/v1/agent/instances/{service}/restore"

@@ -152,6 +152,31 @@ class InstanceStatus(BaseModel):
     health_changed_at: float | None = Field(default=None, description="when health last changed (Unix time)")
 
 
+class LogStream(abc.ABC):
+    """An instance's log lines, oldest first: the last ``tail`` then, when following, each new one
+    as it is written. Iterating blocks (a worker thread's job); :meth:`close` from another thread
+    ends it, the iteration then stops at once or at its next line."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class LinesSoFar(LogStream):
+    """A stream that only has what was already written (a runtime that cannot follow)."""
+
+    def __init__(self, lines: builtins.list[str]) -> None:
+        self._lines = lines
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def close(self) -> None:
+        self._lines = []
+
+
 class RuntimeFailure(Exception):
     """A runtime could not do what was asked; the message is shown to the user as is."""
 
@@ -188,6 +213,14 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         """The last ``tail`` lines of the instance's output (empty if it has none)."""
+
+    def log_stream(
+        self, project: str, service: str, tail: int, since: float | None = None, follow: bool = False
+    ) -> LogStream:
+        """The instance's last ``tail`` lines (written after ``since``, a Unix time, where the
+        runtime knows when a line was written) and, with ``follow``, the lines written from then on,
+        until the instance is gone or the stream closed. The default: what :meth:`logs` gives."""
+        return LinesSoFar(self.logs(project, service, tail))
 
     def status(self, project: str, service: str) -> InstanceStatus | None:
         """The instance of ``service`` as ``list`` reports it, or None if there is none here.

@@ -44,6 +44,7 @@ from octctl.server.http import (
     read_model,
 )
 from octctl.server.kv_routes import kv_delete, kv_get, kv_put
+from octctl.server.log_streams import agent_log_stream, service_log_stream
 from octctl.server.openapi import OPENAPI_PATH, serve_openapi
 from octctl.server.views import leader_id, status_view
 from octctl.state.desired import desired_project
@@ -175,6 +176,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_put(r"/v1/kv/{key:[\s\S]+}", kv_put)
     app.router.add_delete(r"/v1/kv/{key:[\s\S]+}", kv_delete)
     app.router.add_get("/v1/services/{service}/logs", service_logs)
+    app.router.add_get("/v1/services/{service}/logs/stream", service_log_stream)
     app.router.add_get("/v1/services/{service}/access", service_access)
     app.router.add_get("/v1/services/{service}/backup", service_backup)
     app.router.add_put("/v1/services/{service}/restore", service_restore)
@@ -183,6 +185,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)
     app.router.add_delete("/v1/agent/instances/{service}", agent_remove)
     app.router.add_get("/v1/agent/instances/{service}/logs", agent_logs)
+    app.router.add_get("/v1/agent/instances/{service}/logs/stream", agent_log_stream)
     app.router.add_get("/v1/agent/instances/{service}/backup", agent_backup)
     app.router.add_put("/v1/agent/instances/{service}/restore", agent_restore)
     return app

@@ -67,6 +67,14 @@ class Removed(BaseModel):
     removed: str
 
 
+class LogEntry(BaseModel):
+    """One line of ``oct logs`` (a line of the NDJSON stream)."""
+
+    instance: str
+    node: str
+    text: str
+
+
 class Restored(BaseModel):
     restored: list[str]
 
@@ -116,6 +124,8 @@ class Route:
     #: service's volumes (``oct backup``, ``oct restore``), not JSON.
     archive_answer: bool = False
     archive_body: bool = False
+    #: The answer is a stream of this media type (lines of text or of JSON), not one JSON document.
+    stream_answer: str | None = None
 
     @property
     def public(self) -> bool:
@@ -160,6 +170,20 @@ STALE = Param(
     "query",
     {"type": "boolean", "default": False},
     "true: this node answers from its own replica at once (may lag the leader)",
+    required=False,
+)
+FOLLOW = Param(
+    "follow",
+    "query",
+    {"type": "string", "enum": ["true", "false"], "default": "false"},
+    "true: go on sending lines as they are written, until the client hangs up",
+    required=False,
+)
+SINCE = Param(
+    "since",
+    "query",
+    {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e11},
+    "only lines written after this Unix time (docker services; a process's output has no times)",
     required=False,
 )
 LEADER = (503,)  # served by the leader: no leader, leadership changing, Raft could not commit
@@ -244,6 +268,15 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/services/{service}/logs/stream",
+        "Every instance's log lines, from every node, one JSON object (instance, node, text) a line",
+        LogEntry,
+        params=(SERVICE, TAIL, SINCE, FOLLOW),
+        errors=(400, 404),
+        stream_answer="application/x-ndjson",
+    ),
+    Route(
+        "GET",
         "/v1/services/{service}/backup",
         "A gzipped tarball of the service's volumes, packed by the node running it (oct backup)",
         Restored,
@@ -308,6 +341,15 @@ ROUTES: tuple[Route, ...] = (
         LogLines,
         params=(INSTANCE, PROJECT, TAIL),
         errors=(400, 403),
+    ),
+    Route(
+        "GET",
+        "/v1/agent/instances/{service}/logs/stream",
+        "This node's instance's log lines as plain text, one a line",
+        LogLines,
+        params=(INSTANCE, PROJECT, TAIL, SINCE, FOLLOW),
+        errors=(400, 403),
+        stream_answer="text/plain; charset=utf-8",
     ),
     Route(
         "GET",
@@ -389,6 +431,8 @@ def _operation(route: Route, components: dict[str, Any]) -> dict[str, Any]:
     elif not route.body_required:
         op["requestBody"] = {"required": False, "content": _json({"type": "object"})}
     answer = ARCHIVE_CONTENT if route.archive_answer else _json(_schema(route.answer, components))
+    if route.stream_answer is not None:
+        answer = {route.stream_answer: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): {"description": REASONS[route.status], "content": answer}}
     errors = sorted({*route.errors, 500, *(() if route.public else (401,))})
     for status in errors:

@@ -85,6 +85,7 @@ def test_agent_routes_refuse_names_that_are_paths(make_project, tmp_path: Path) 
         attack("GET", "/v1/agent/instances", params={"project": bad})
         attack("DELETE", "/v1/agent/instances/x", params={"project": bad}, headers=term)
         attack("GET", "/v1/agent/instances/x/backup", params={"project": bad})
+        attack("GET", "/v1/agent/instances/x/logs/stream", params={"project": bad, "follow": "true"})
         attack("PUT", "/v1/agent/instances/x/restore", params={"project": bad}, content=b"\x1f\x8b junk")
     # PUT would create files (and start a process): only at places inside tmp_path.
     for bad in [relative, planted, str(outside / "planted"), "..", "../x", "a\x00b", "a" * 64, "UPPER"]:
@@ -96,6 +97,7 @@ def test_agent_routes_refuse_names_that_are_paths(make_project, tmp_path: Path) 
         attack("PUT", f"/v1/agent/instances/{bad_service}", json=spec(PROJECT, bad_service), headers=term)
         attack("GET", f"/v1/services/{bad_service}/logs")
         attack("GET", f"/v1/services/{bad_service}/backup")
+        attack("GET", f"/v1/services/{bad_service}/logs/stream", params={"follow": "true"})
         attack("PUT", f"/v1/services/{bad_service}/restore", content=b"\x1f\x8b junk")
         attack("GET", f"/v1/agent/instances/{bad_service}/backup", params={"project": PROJECT})
     for bad_service in ["..", "../x", "/etc", "a\x00b"]:

@@ -105,6 +105,7 @@ def test_agent_routes_need_a_node_certificate(make_project) -> None:  # type: ig
         ("DELETE", f"https://{api}/v1/agent/instances/sleeper?project={PROJECT}"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper"),
         ("GET", f"https://{api}/v1/agent/instances/sleeper/backup?project={PROJECT}"),
+        ("GET", f"https://{api}/v1/agent/instances/sleeper/logs/stream?project={PROJECT}&follow=true"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore?project={PROJECT}"),
     ]
 

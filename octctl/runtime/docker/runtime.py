@@ -29,6 +29,8 @@ from octctl.runtime.base import (
     InstanceSpec,
     InstanceState,
     InstanceStatus,
+    LinesSoFar,
+    LogStream,
     PortMapping,
     Runtime,
     RuntimeFailure,
@@ -84,6 +86,31 @@ def _parse_docker_time(value: str) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=dt.UTC)
+
+
+class ContainerLines(LogStream):
+    """The engine's log stream of one container, cut into lines. It ends when the container stops
+    (the engine closes it) or :meth:`close` closes its connection."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[str]:
+        pending = b""
+        try:
+            for chunk in self._chunks:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+        except Exception as exc:  # the connection closed under us: the stream's end, as asked
+            log.debug("container log stream ended: %s", exc)
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chunks.close()
 
 
 class DockerRuntime(Runtime):
@@ -185,6 +212,18 @@ class DockerRuntime(Runtime):
             if container is None or not self._owned_by(container, project, service):
                 return []
             return self._tail(container, tail)
+
+    def log_stream(
+        self, project: str, service: str, tail: int, since: float | None = None, follow: bool = False
+    ) -> LogStream:
+        with engine_errors(f"cannot read logs of {service}"):
+            container = self._find(container_name(project, service))
+            if container is None or not self._owned_by(container, project, service):
+                return LinesSoFar([])
+            chunks = container.logs(
+                stdout=True, stderr=True, stream=True, follow=follow, tail=max(tail, 0), since=since
+            )
+            return ContainerLines(chunks)
 
     def status(self, project: str, service: str) -> InstanceStatus | None:
         with engine_errors(f"cannot inspect {service}"):

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from octctl.runtime.base import LogStream
 
 #: How many lines a status of a not-running instance carries, as the docker runtime does.
 LOG_TAIL_LINES = 20
@@ -35,19 +39,72 @@ def open_for_child(path: Path) -> BinaryIO:
 
 def tail_lines(path: Path, count: int) -> list[str]:
     """Last ``count`` lines without reading a large log from the start."""
-    if count <= 0:
-        return []
     try:
         with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            end = handle.tell()
-            block = 8192
-            data = b""
-            while end > 0 and data.count(b"\n") <= count:
-                start = max(0, end - block)
-                handle.seek(start)
-                data = handle.read(end - start) + data
-                end = start
+            return _tail_of(handle, handle.seek(0, os.SEEK_END), count)
     except FileNotFoundError:
         return []
+
+
+def _tail_of(handle: BinaryIO, end: int, count: int) -> list[str]:
+    """The last ``count`` lines before offset ``end``, read backwards a block at a time."""
+    if count <= 0:
+        return []
+    block = 8192
+    data = b""
+    while end > 0 and data.count(b"\n") <= count:
+        start = max(0, end - block)
+        handle.seek(start)
+        data = handle.read(end - start) + data
+        end = start
     return data.decode("utf-8", "replace").splitlines()[-count:]
+
+
+#: How often a followed log file is looked at for new lines.
+FOLLOW_POLL = 0.2
+
+
+class FileLines(LogStream):
+    """The last lines of a log file and, when following, what is appended to it: read from where
+    the last read ended, and from the start of a new file once the file was rotated away (a
+    restart of a large log, :func:`rotate_if_large`). Memory stays one read block whatever the size."""
+
+    def __init__(self, path: Path, tail: int, follow: bool) -> None:
+        self._path, self._tail, self._follow = path, tail, follow
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        handle, inode, pending = None, None, b""
+        with contextlib.suppress(FileNotFoundError):
+            handle = self._path.open("rb")
+        try:
+            if handle is not None:
+                end = handle.seek(0, os.SEEK_END)  # the tail ends here, and following starts here
+                inode = os.fstat(handle.fileno()).st_ino
+                tail = _tail_of(handle, end, self._tail)
+                handle.seek(end)
+                yield from tail
+            while self._follow and not self._closed.is_set():
+                data = handle.read(65536) if handle is not None else b""
+                if data:
+                    pending += data
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line.decode("utf-8", "replace")
+                    continue
+                try:  # rotated (a new file at the path), or created: read the new one from its start
+                    current = self._path.stat().st_ino
+                except FileNotFoundError:
+                    current = None
+                if current is not None and current != inode:
+                    if handle is not None:
+                        handle.close()
+                    handle, inode, pending = self._path.open("rb"), current, b""
+                    continue
+                self._closed.wait(FOLLOW_POLL)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def close(self) -> None:
+        self._closed.set()

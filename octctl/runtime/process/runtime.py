@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from octctl.names import check_name
-from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure
+from octctl.runtime.base import InstanceSpec, InstanceStatus, LogStream, Runtime, RuntimeFailure
 from octctl.runtime.process.isolation import ServiceUser
-from octctl.runtime.process.logs import tail_lines
+from octctl.runtime.process.logs import FileLines, tail_lines
 from octctl.runtime.process.records import StateDir
 from octctl.runtime.process.supervisor import (
     STOP_TIMEOUT,
@@ -170,6 +170,13 @@ class ProcessRuntime(Runtime):
 
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         return tail_lines(self._files.log_path(project, service), tail)
+
+    def log_stream(
+        self, project: str, service: str, tail: int, since: float | None = None, follow: bool = False
+    ) -> LogStream:
+        """A process's output has no times: ``since`` is not applied (see docs/operations.md#logs).
+        The file stays at one path across restarts and replacements, so following goes on."""
+        return FileLines(self._files.log_path(project, service), tail, follow)
 
     def status(self, project: str, service: str) -> InstanceStatus | None:
         with self._lock:
