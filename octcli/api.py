@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import Field
 
@@ -28,6 +28,7 @@ from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
 from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse, VolumeView
+from octctl.node_settings import scrape_token
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, ExistingCluster
@@ -48,6 +49,7 @@ __all__ = [
     "plan",
     "restore",
     "rollback",
+    "scrape_config",
     "status",
     "unlock",
     "validate",
@@ -312,6 +314,21 @@ def restore(
     )
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         return client.restore(service, source)
+
+
+def scrape_config(path: PathLike = "oct.toml") -> dict[str, Any]:
+    """A Prometheus ``scrape_configs`` entry for the cluster's nodes: their API addresses, the
+    read-only scrape token (it opens ``/v1/metrics`` and nothing else) and the cluster CA inline."""
+    record, _ = _existing_record(path)
+    token = scrape_token(record.token)
+    return {
+        "job_name": f"oct-{record.project}",
+        "scheme": "https",
+        "metrics_path": "/v1/metrics",
+        "authorization": {"type": "Bearer", "credentials": token},
+        "tls_config": {"ca": record.ca_cert},
+        "static_configs": [{"targets": list(record.nodes), "labels": {"cluster": record.cluster}}],
+    }
 
 
 def history(path: PathLike = "oct.toml") -> HistoryResponse:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+import yaml
 from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
@@ -272,6 +273,28 @@ def volumes(
         typer.echo(json.dumps([v.model_dump(mode="json") for v in found], indent=2))
         return
     _stdout().print(terminal.volumes_table(found))
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (a PEM certificate) as ``|`` blocks, as a person would write them."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+@app.command("scrape-config")
+def scrape_config(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Print a Prometheus scrape config for the cluster's nodes (read-only token, cluster CA inline)."""
+    try:
+        found = api.scrape_config(config)
+    except OctError as e:
+        _fail(e)
+    typer.echo(yaml.dump({"scrape_configs": [found]}, Dumper=_BlockDumper, sort_keys=False), nl=False)
 
 
 @app.command()

@@ -26,11 +26,13 @@ from octctl.fencing import TermFence
 from octctl.ingress.haproxy import Haproxy
 from octctl.leader import Leader
 from octctl.membership import Membership
+from octctl.metrics import NodeFigures, NodeMetrics, dns_counts
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
 from octctl.providers.registry import build_provider
 from octctl.runtime import firewall
+from octctl.runtime.base import InstanceStatus
 from octctl.served_routes import FollowedIngress
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, api_address, command
@@ -58,6 +60,9 @@ class Node:
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
+        self.metrics = NodeMetrics(self._figures)
+        #: What this node runs, as last read for a scrape (``scrape``).
+        self._scraped: list[InstanceStatus] = []
         self.dns: DnsServer | None = None
         self._zone_cache: tuple[int, Zone | None] | None = None
         self.session: aiohttp.ClientSession
@@ -66,6 +71,24 @@ class Node:
         self.membership: Membership
         self.leader: Leader
         self.ingress: FollowedIngress
+
+    def _figures(self) -> NodeFigures:
+        raft = getattr(self, "raft", None)  # (a scrape before the replica opened sees zeros)
+        if raft is None:
+            return NodeFigures(instances=self._scraped)
+        return NodeFigures(
+            term=raft.term(),
+            commit_index=raft.commit_index(),
+            applied_index=raft.applied_index(),
+            is_leader=raft.is_leader(),
+            dns=dns_counts(self.dns.stats if self.dns is not None else None),
+            instances=self._scraped,
+        )
+
+    async def scrape(self) -> bytes:
+        """The metrics, with what this node runs read now."""
+        self._scraped = await self.agent.list()
+        return self.metrics.render()
 
     def self_record(self) -> NodeRecord:
         s = self.settings
@@ -110,7 +133,10 @@ class Node:
             settings=self.settings,
             secrets=self.secrets,
             provider=self.provider,
+            on_pass=self.metrics.pass_seconds.observe,
         )
+        self.raft.on_commit = self.metrics.commit_seconds.observe
+        self.raft.on_leader_change = self.metrics.leader_changes.inc
         also = None
         if self.provider is not None:
             also = await asyncio.to_thread(self.provider.container_address, self.settings.address)

@@ -114,6 +114,12 @@ class NodeSettings(NodeTemplate):
         return f"{self.address}:{self.api_port}"
 
 
+def scrape_token(token: str) -> str:
+    """The read-only bearer token of ``GET /v1/metrics``: derived from the API token (so every
+    node and the CLI know it without storing it), and revealing nothing of it."""
+    return hmac.new(token.encode(), b"oct-metrics-scrape", hashlib.sha256).hexdigest()
+
+
 class Secrets(BaseModel):
     """The cluster's key material: every node holds all of it (see ``octctl/tls.py``)."""
 
@@ -131,6 +137,10 @@ class Secrets(BaseModel):
             ca_key=ca_key,
             ca_cert=ca_cert,
         )
+
+    @property
+    def scrape_token(self) -> str:
+        return scrape_token(self.token)
 
     def raft_proof(self, *facts: object) -> str:
         """HMAC of ``facts`` keyed by the Raft password: a joining node proves it holds the same

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Set
+import time
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 
 from octctl.config import Config
@@ -87,6 +88,8 @@ class Leader:
     secrets: Secrets
     provider: Provider | None
     interval: float = 1.0
+    #: Told the seconds of each pass this node makes as leader (metrics).
+    on_pass: Callable[[float], None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _duties: Duties | None = None
 
@@ -112,11 +115,14 @@ class Leader:
             if not self.cluster.is_leader():
                 self._drop_duties()
                 continue
+            started = time.monotonic()
             try:
                 busy = await self.tick()
             except Exception:
                 log.exception("leader pass failed")
                 busy = False
+            if self.on_pass is not None:
+                self.on_pass(time.monotonic() - started)
             if busy:
                 self._wake.set()
 

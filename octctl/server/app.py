@@ -25,6 +25,7 @@ from octctl.api.models import (
 from octctl.config import ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
 from octctl.membership import NoVoterSeat, WrongSecret
+from octctl.metrics import CONTENT_TYPE
 from octctl.names import check_name, new_id
 from octctl.node import Node
 from octctl.server.access_routes import agent_access, service_access
@@ -33,12 +34,14 @@ from octctl.server.backup_routes import agent_backup, agent_restore, service_bac
 from octctl.server.history_routes import history, rollback
 from octctl.server.http import (
     MAX_BODY,
+    METRICS_PATH,
     NODE_KEY,
     auth_middleware,
     error,
     errors_middleware,
     int_query,
     leader_only,
+    metrics_middleware,
     node_of,
     ok,
     read_model,
@@ -139,6 +142,12 @@ async def service_logs(request: web.Request) -> web.Response:
     return web.json_response({"lines": lines})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format; the read-only scrape token is enough (``auth_middleware``)."""
+    body = await node_of(request).scrape()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def replica(request: web.Request) -> web.Response:
     node = node_of(request)
     raft = node.raft
@@ -158,12 +167,18 @@ async def replica(request: web.Request) -> web.Response:
 
 def build_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(node.secrets.token)], client_max_size=MAX_BODY
+        middlewares=[
+            metrics_middleware(node),
+            errors_middleware,
+            auth_middleware(node.secrets.token, node.secrets.scrape_token),
+        ],
+        client_max_size=MAX_BODY,
     )
     app[NODE_KEY] = node
     app.router.add_get("/v1/health", health)
     app.router.add_get(OPENAPI_PATH, serve_openapi)
     app.router.add_get("/v1/status", status)
+    app.router.add_get(METRICS_PATH, metrics)
     app.router.add_post("/v1/deploy", deploy)
     app.router.add_post("/v1/destroy", destroy)
     app.router.add_get("/v1/history", history)

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -105,20 +106,51 @@ def _agent_route(request: web.Request) -> bool:
     return resource is not None and resource.canonical.startswith(AGENT_PREFIX)
 
 
-def auth_middleware(token: str) -> Middleware:
+#: The one route the read-only scrape token opens (``Secrets.scrape_token``).
+METRICS_PATH = "/v1/metrics"
+
+
+def auth_middleware(token: str, scrape_token: str | None = None) -> Middleware:
     expected = f"Bearer {token}".encode()
+    scraper = f"Bearer {scrape_token}".encode() if scrape_token else None
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in PUBLIC_PATHS:
             given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scraping = (
+                scraper is not None and request.path == METRICS_PATH and hmac.compare_digest(given, scraper)
+            )
+            if not scraping and not hmac.compare_digest(given, expected):
                 return error(401, "missing or wrong bearer token")
             if _agent_route(request) and not peer_is_node(request.transport):
                 return error(403, "agent routes are for the cluster's nodes: no node certificate presented")
         return await handler(request)
 
     return check
+
+
+def metrics_middleware(node: Node) -> Middleware:
+    """Time every request by the route it matched (its pattern: never the raw path, which a client
+    could make endlessly new labels of) and its status."""
+
+    @web.middleware
+    async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            node.metrics.api_request(request.method, route, status, time.monotonic() - started)
+
+    return timed
 
 
 def node_of(request: web.Request) -> Node:

@@ -234,6 +234,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/cluster/replica", "This node's own replica, unforwarded", ReplicaView),
     Route(
         "GET",
+        "/v1/metrics",
+        "This node's Prometheus metrics (text format); the read-only scrape token is enough",
+        LogLines,
+        stream_answer="text/plain; version=0.0.4; charset=utf-8",
+    ),
+    Route(
+        "GET",
         r"/v1/kv/{key:[\s\S]+}",
         "Read a key (linearizable unless stale=true)",
         KvEntryView,

@@ -119,6 +119,10 @@ class RaftNode:
         self._timer: asyncio.TimerHandle | None = None
         self._notice: asyncio.TimerHandle | None = None
         self._sockets: LoopPoller
+        #: Told the seconds each of this node's writes took to commit and apply (metrics).
+        self.on_commit: Callable[[float], None] | None = None
+        #: Told each time this node becomes leader or stops being it (metrics).
+        self.on_leader_change: Callable[[], None] | None = None
         self.sync = self._open(partners)
 
     def _open(self, partners: list[str]) -> OctSyncObj:
@@ -242,6 +246,8 @@ class RaftNode:
             log.info("became leader term=%d node=%s", term, self.self_address)
         elif old == LEADER_STATE:
             log.info("stepped down term=%d node=%s", term, self.self_address)
+        if LEADER_STATE in (old, new) and old != new and self.on_leader_change is not None:
+            self.on_leader_change()
 
     # -- reads ---------------------------------------------------------------------------------
     def view(self) -> ClusterState:
@@ -262,6 +268,9 @@ class RaftNode:
     def commit_index(self) -> int:
         return int(self.sync.getStatus()["commit_idx"])
 
+    def applied_index(self) -> int:
+        return int(self.sync.raftLastApplied)
+
     def members(self) -> list[str]:
         """The voters' Raft addresses (a non-voter is not one of them)."""
         others = [str(n.address if hasattr(n, "address") else n) for n in self.sync.otherNodes]
@@ -273,6 +282,7 @@ class RaftNode:
         this node has applied it. Raises :class:`NotLeader`, :class:`RaftUnavailable`, or
         ``ValueError`` when the state machine refused the command."""
         future: asyncio.Future[Any] = self.loop.create_future()
+        proposed = self.loop.time()
         self._queue.append((cmd, future))
         if len(self._inflight) < MAX_INFLIGHT:
             self._flush()
@@ -283,6 +293,8 @@ class RaftNode:
             result = await future
         finally:
             expiry.cancel()
+        if self.on_commit is not None:
+            self.on_commit(self.loop.time() - proposed)
         if isinstance(result, dict) and set(result) == {"error"}:
             raise ValueError(result["error"])
         return result

@@ -11,7 +11,7 @@ from octctl.server.openapi import PUBLIC_PATHS, ROUTES, openapi_document
 
 
 def registered_routes() -> set[tuple[str, str]]:
-    node: Any = SimpleNamespace(secrets=SimpleNamespace(token="t"))
+    node: Any = SimpleNamespace(secrets=SimpleNamespace(token="t", scrape_token="s"))
     app = build_app(node)
     return {
         (route.method, route.resource.canonical)
