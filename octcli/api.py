@@ -46,6 +46,7 @@ __all__ = [
     "history",
     "log_stream",
     "logs",
+    "node_log",
     "plan",
     "restore",
     "rollback",
@@ -384,6 +385,16 @@ def log_stream(
     record, _ = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         yield from client.log_stream(service, tail, since, follow)
+
+
+def node_log(
+    path: PathLike = "oct.toml", node: str = "", tail: int = 50, *, follow: bool = False
+) -> Iterator[dict[str, str]]:
+    """A node's own log (``{"node", "text"}`` each line): its last ``tail`` lines and, with
+    ``follow``, every new one until the caller stops iterating."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        yield from client.node_log(node, tail, follow)
 
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:

@@ -11,6 +11,7 @@ last is asked first next time to keep polling cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -164,15 +165,23 @@ class OctClient:
         params: dict[str, str] = {"tail": str(tail), "follow": "true" if follow else "false"}
         if since is not None:
             params["since"] = repr(since)
+        return self._json_lines(f"/services/{service}/logs/stream", params, follow)
+
+    def node_log(self, node: str, tail: int = 50, follow: bool = False) -> Iterator[dict[str, str]]:
+        """A node's own log (``node``, ``text``), from that node through whichever answers."""
+        params = {"tail": str(tail), "follow": "true" if follow else "false"}
+        return self._json_lines(f"/nodes/{node}/logs", params, follow)
+
+    def _json_lines(self, path: str, params: dict[str, str], follow: bool) -> Iterator[dict[str, str]]:
         headers = {"Authorization": f"Bearer {self._token}"}
         timeout = httpx.Timeout(10.0, connect=3.0, read=None if follow else 60.0)
         tried: dict[str, str] = {}
         for node in list(self._order):
-            url = _url(node, f"/services/{service}/logs/stream")
             try:
-                with self._http.stream(
-                    "GET", url, params=params, headers=headers, timeout=timeout
-                ) as response:
+                request = self._http.build_request(
+                    "GET", _url(node, path), params=params, headers=headers, timeout=timeout
+                )
+                with contextlib.closing(self._http.send(request, stream=True)) as response:
                     if response.status_code in RETRY_STATUSES or response.status_code == 401:
                         response.read()
                         tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"

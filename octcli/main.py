@@ -443,8 +443,11 @@ def _duration(text: str | None) -> float | None:
 
 @app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help="The service whose output to show.")],
+    service: Annotated[str | None, typer.Argument(help="The service whose output to show.")] = None,
     config: ConfigOption = DEFAULT_CONFIG,
+    node: Annotated[
+        str | None, typer.Option("--node", help="A node's own log (oct-ctl's) instead of a service's.")
+    ] = None,
     tail: Annotated[
         int, typer.Option("-n", "--tail", help="How many lines of each instance.", min=1, max=10_000)
     ] = 50,
@@ -464,7 +467,14 @@ def logs(
 ) -> None:
     """Show the lines every instance of a service wrote, each after its instance and node."""
     window = _duration(since)
+    if (service is None) == (node is None):
+        raise typer.BadParameter("name a SERVICE, or a node with --node (not both)")
     try:
+        if node is not None:
+            for entry in api.node_log(config, node, tail, follow=follow):
+                typer.echo(f"{entry['node']} | {entry['text']}")
+            return
+        assert service is not None
         if access:
             for line in api.logs(config, service, tail, access=True):
                 typer.echo(line)

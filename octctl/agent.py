@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import concurrent.futures
-import contextlib
 import json
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octctl.health import HealthMonitor
+from octctl.log_pump import lines_of
 from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
 from octctl.volume_archive import check as check_archive
@@ -35,8 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNTIMES_FILE = "runtimes.json"
-#: Log lines waiting between a followed log's reader thread and its HTTP answer.
-LOG_QUEUE = 256
 #: The instances whose health this node checks, so a restarted oct-ctl goes on checking them.
 HEALTHCHECKS_FILE = "healthchecks.json"
 
@@ -174,46 +170,14 @@ class Agent:
     async def log_stream(
         self, project: str, service: str, tail: int, since: float | None, follow: bool
     ) -> AsyncIterator[str]:
-        """The instance's log lines (see ``Runtime.log_stream``), read in a thread of their own
-        (a followed log blocks for as long as it is followed) and handed over through a short
-        queue: a slow reader holds the thread back, never the node's memory."""
+        """The instance's log lines (see ``Runtime.log_stream``), through :mod:`octctl.log_pump`."""
         try:
             runtime = await self._owner(project, service)
         except RuntimeFailure:
             return  # nothing runs here (any more): no lines
         stream = await self._call(runtime.log_stream, project, service, tail, since, follow)
-        loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[str | None] = asyncio.Queue(maxsize=LOG_QUEUE)
-        done = threading.Event()
-
-        def hand_over(line: str | None) -> None:
-            """Wait for room in the queue, but not past the reader's going away."""
-            handed = asyncio.run_coroutine_threadsafe(lines.put(line), loop)
-            while not done.is_set():
-                with contextlib.suppress(concurrent.futures.TimeoutError):
-                    handed.result(timeout=0.5)
-                    return
-            handed.cancel()
-
-        def pump() -> None:
-            try:
-                for line in stream:
-                    if done.is_set():
-                        return
-                    hand_over(line)
-            except Exception as exc:  # (the runtime's stream broke: its end, for the reader)
-                log.debug("log stream of %s/%s ended: %s", project, service, exc)
-            finally:
-                with contextlib.suppress(RuntimeError):  # (the loop is closing)
-                    hand_over(None)
-
-        threading.Thread(target=pump, name=f"logs-{service}", daemon=True).start()
-        try:
-            while (line := await lines.get()) is not None:
-                yield line
-        finally:
-            done.set()
-            stream.close()
+        async for line in lines_of(stream, f"{project}/{service}"):
+            yield line
 
     # Backups of an instance's volumes (``oct backup`` / ``oct restore``; ``octctl/volume_archive.py``).
 

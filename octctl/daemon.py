@@ -126,14 +126,14 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def serve(data_dir: Path) -> None:
+async def serve(data_dir: Path, log_file: Path | None = None) -> None:
     from octctl.node import Node
     from octctl.server.app import build_app
     from octctl.server.limits import IDLE_TIMEOUT, limit_connections
     from octctl.server.site import TlsSite
 
     settings, secrets = read_node_files(data_dir)
-    node = Node(settings, secrets, data_dir)
+    node = Node(settings, secrets, data_dir, log_file=log_file)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stopping.set)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     try:
-        uvloop.run(serve(args.data_dir))
+        uvloop.run(serve(args.data_dir, args.log_file))
     except FileNotFoundError as e:
         sys.exit(f"oct-ctl: {e}")
     except ValidationError as e:

@@ -44,10 +44,14 @@ MEMBERS_FILE = "members.json"
 
 
 class Node:
-    def __init__(self, settings: NodeSettings, secrets: Secrets, data_dir: Path) -> None:
+    def __init__(
+        self, settings: NodeSettings, secrets: Secrets, data_dir: Path, log_file: Path | None = None
+    ) -> None:
         self.settings = settings
         self.secrets = secrets
         self.data_dir = data_dir
+        #: Where this daemon logs (``--log-file``); None: the journal (systemd) or stderr.
+        self.log_file = log_file
         self.stopping = asyncio.Event()
         #: This node's certificate for the API (server) and its calls to other nodes (mutual TLS).
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]

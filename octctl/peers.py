@@ -116,14 +116,24 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise PeerError(f"GET {url}: {type(e).__name__} {e}".strip()) from e
 
-    async def log_stream(
+    def log_stream(
         self, address: str, project: str, service: str, tail: int, since: float | None, follow: bool
     ) -> AsyncIterator[str]:
         """That node's instance's log lines (``Agent.log_stream`` there), one by one."""
-        url = f"https://{address}/v1/agent/instances/{service}/logs/stream"
         params = {"project": project, "tail": str(tail), "follow": "true" if follow else "false"}
         if since is not None:
             params["since"] = repr(since)
+        return self._lines(address, f"/v1/agent/instances/{service}/logs/stream", params, follow)
+
+    def node_log(self, address: str, tail: int, follow: bool) -> AsyncIterator[str]:
+        """That node's own log (``octctl/node_logs.py``), line by line."""
+        params = {"tail": str(tail), "follow": "true" if follow else "false"}
+        return self._lines(address, "/v1/agent/node/logs", params, follow)
+
+    async def _lines(
+        self, address: str, path: str, params: dict[str, str], follow: bool
+    ) -> AsyncIterator[str]:
+        url = f"https://{address}{path}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=None if follow else 30.0)
         try:
             async with self._session.get(url, params=params, headers=self._headers, timeout=timeout) as resp:

@@ -47,7 +47,7 @@ from octctl.server.http import (
     read_model,
 )
 from octctl.server.kv_routes import kv_delete, kv_get, kv_put
-from octctl.server.log_streams import agent_log_stream, service_log_stream
+from octctl.server.log_streams import agent_log_stream, agent_node_log, node_log, service_log_stream
 from octctl.server.openapi import OPENAPI_PATH, serve_openapi
 from octctl.server.views import leader_id, status_view
 from octctl.state.desired import desired_project
@@ -196,6 +196,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services/{service}/backup", service_backup)
     app.router.add_put("/v1/services/{service}/restore", service_restore)
     app.router.add_get("/v1/agent/access/{service}", agent_access)
+    app.router.add_get("/v1/nodes/{node}/logs", node_log)
+    app.router.add_get("/v1/agent/node/logs", agent_node_log)
     app.router.add_get("/v1/agent/instances", agent_instances)
     app.router.add_put("/v1/agent/instances/{service}", agent_apply)
     app.router.add_delete("/v1/agent/instances/{service}", agent_remove)

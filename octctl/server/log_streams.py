@@ -20,15 +20,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from octctl.instances import running_names
+from octctl.log_pump import lines_of
 from octctl.names import check_name
 from octctl.node import Node
+from octctl.node_logs import node_log_stream
 from octctl.peers import PeerError
 from octctl.server.agent_routes import project_and_service
 from octctl.server.http import int_query, node_of
 from octctl.state.desired import desired_project
 from octctl.state.model import api_address
 
-__all__ = ["agent_log_stream", "service_log_stream"]
+__all__ = ["agent_log_stream", "agent_node_log", "node_log", "service_log_stream"]
 
 #: Lines waiting between the instances' readers and the client.
 QUEUE = 256
@@ -62,11 +64,26 @@ async def agent_log_stream(request: web.Request) -> web.StreamResponse:
     """This node's instance: its lines as plain text, one per line."""
     project, service = project_and_service(request)
     tail, since, follow = int_query(request, "tail", 50), _since(request), _follow(request)
-    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    lines = node_of(request).agent.log_stream(project, service, tail, since, follow)
+    return await _send(request, "text/plain; charset=utf-8", _as_text(lines))
+
+
+async def _as_text(lines: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    async for line in lines:
+        yield line.replace("\n", " ").encode() + b"\n"
+
+
+async def _send(request: web.Request, content_type: str, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Stream ``chunks`` as they come. A client that hangs up (Ctrl-C on ``oct logs -f``) ends it
+    quietly: that is how a followed log normally ends."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
     await response.prepare(request)
-    async for line in node_of(request).agent.log_stream(project, service, tail, since, follow):
-        await response.write(line.replace("\n", " ").encode() + b"\n")
-    await response.write_eof()
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
     return response
 
 
@@ -150,14 +167,46 @@ async def service_log_stream(request: web.Request) -> web.StreamResponse:
     if config is None or service not in {s.name for s in config.project.services}:
         raise web.HTTPNotFound(reason=f"no service {service!r} is deployed")
     fan_in = _FanIn(node, config.project.name, tail, since, follow)
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
     running = asyncio.create_task(fan_in.run(service))
-    try:
+
+    async def entries() -> AsyncIterator[bytes]:
         while (entry := await fan_in.queue.get()) is not None:
-            await response.write(json.dumps(entry).encode() + b"\n")
-        await response.write_eof()
+            yield json.dumps(entry).encode() + b"\n"
+
+    try:
+        return await _send(request, "application/x-ndjson", entries())
     finally:
         fan_in.close()
         running.cancel()
-    return response
+
+
+async def agent_node_log(request: web.Request) -> web.StreamResponse:
+    """This node's own log (``octctl/node_logs.py``) as plain text, one line a line."""
+    node = node_of(request)
+    tail, follow = int_query(request, "tail", 50), _follow(request)
+    stream = await asyncio.to_thread(node_log_stream, node.log_file, tail, follow)
+    return await _send(request, "text/plain; charset=utf-8", _as_text(lines_of(stream, "node")))
+
+
+async def node_log(request: web.Request) -> web.StreamResponse:
+    """A node's own log, from that node: one JSON object (``node``, ``text``) a line."""
+    node = node_of(request)
+    wanted = request.match_info["node"]
+    tail, follow = int_query(request, "tail", 50), _follow(request)
+    record = node.raft.view()["nodes"].get(wanted)
+    if record is None:
+        raise web.HTTPNotFound(reason=f"no node {wanted!r} in the cluster (see `oct status`)")
+    if wanted == node.settings.node:
+        stream = await asyncio.to_thread(node_log_stream, node.log_file, tail, follow)
+        lines = lines_of(stream, "node")
+    else:
+        lines = node.peers.node_log(api_address(record), tail, follow)
+
+    async def entries() -> AsyncIterator[bytes]:
+        try:
+            async for text in lines:
+                yield json.dumps({"node": wanted, "text": text}).encode() + b"\n"
+        except PeerError as e:
+            yield json.dumps({"node": wanted, "text": f"(the log broke off: {e})"}).encode() + b"\n"
+
+    return await _send(request, "application/x-ndjson", entries())

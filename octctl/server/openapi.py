@@ -172,6 +172,7 @@ STALE = Param(
     "true: this node answers from its own replica at once (may lag the leader)",
     required=False,
 )
+NODE = Param("node", "path", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, "a node id (oct status)")
 FOLLOW = Param(
     "follow",
     "query",
@@ -281,6 +282,24 @@ ROUTES: tuple[Route, ...] = (
         params=(SERVICE, TAIL, SINCE, FOLLOW),
         errors=(400, 404),
         stream_answer="application/x-ndjson",
+    ),
+    Route(
+        "GET",
+        "/v1/nodes/{node}/logs",
+        "A node's own log, from that node, one JSON object (node, text) a line",
+        LogLines,
+        params=(NODE, TAIL, FOLLOW),
+        errors=(400, 404),
+        stream_answer="application/x-ndjson",
+    ),
+    Route(
+        "GET",
+        "/v1/agent/node/logs",
+        "This node's own log as plain text, one a line",
+        LogLines,
+        params=(TAIL, FOLLOW),
+        errors=(400, 403),
+        stream_answer="text/plain; charset=utf-8",
     ),
     Route(
         "GET",

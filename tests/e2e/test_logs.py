@@ -150,3 +150,10 @@ def test_logs_fan_in_every_instance_and_follow_through_a_rollout(make_project) -
         errors = ticks.stop() + procs.stop()
     assert "Traceback" not in errors, errors
     assert services_by_name(project.status())["tick"]["state"] == "running"
+
+    # A node's own log, from that node (not the one the CLI asked): what it did in the rollout.
+    other = placed["tick.2"]
+    node_lines = project.oct("logs", "--node", other, "-n", "200").stdout.splitlines()
+    assert all(line.startswith(f"{other} | ") for line in node_lines)
+    assert any("applied logs/tick.2: running" in line for line in node_lines), node_lines[-10:]
+    assert "Traceback" not in project.node_logs(), "a client hanging up on a followed log is no error"

@@ -106,6 +106,7 @@ def test_agent_routes_need_a_node_certificate(make_project) -> None:  # type: ig
         ("PUT", f"https://{api}/v1/agent/instances/sleeper"),
         ("GET", f"https://{api}/v1/agent/instances/sleeper/backup?project={PROJECT}"),
         ("GET", f"https://{api}/v1/agent/instances/sleeper/logs/stream?project={PROJECT}&follow=true"),
+        ("GET", f"https://{api}/v1/agent/node/logs?follow=true"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore?project={PROJECT}"),
     ]
 
