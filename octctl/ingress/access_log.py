@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from octctl.log_files import copy_truncate
 
 __all__ = ["MAX_BYTES", "AccessLine", "AccessLog", "read_access"]
 
@@ -66,19 +67,9 @@ class AccessLog:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def rotate_if_full(self) -> bool:
-        """Copy-and-truncate the file once it holds :data:`MAX_BYTES`; True if it did."""
-        try:
-            if self.path.stat().st_size < MAX_BYTES:
-                return False
-            older = self.path.with_name(self.path.name + ".1")
-            older.unlink(missing_ok=True)
-            fd = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with open(fd, "wb") as copy, open(self.path, "rb") as current:
-                shutil.copyfileobj(current, copy)
-            os.truncate(self.path, 0)
-        except FileNotFoundError:  # (stopped, or the node's folder removed: destroy)
-            return False
-        return True
+        """Copy-and-truncate the file once it holds :data:`MAX_BYTES`; True if it did (a file
+        gone with its node's folder, at destroy, is not full)."""
+        return copy_truncate(self.path, MAX_BYTES)
 
 
 def read_access(path: Path, service: str, tail: int) -> list[AccessLine]:

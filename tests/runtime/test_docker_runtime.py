@@ -119,6 +119,7 @@ def test_apply_runs_the_service_with_env_limits_and_labels(
     assert host_config["NanoCpus"] == 500_000_000
     assert host_config["Memory"] == 64 * 1024 * 1024
     assert host_config["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host_config["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "16m"}}
     assert container.labels == {
         LABEL_MANAGED: "true",
         LABEL_PROJECT: project,

@@ -323,3 +323,25 @@ def test_workdir_and_stale_record_of_an_unrelated_pid(tmp_path: Path) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_chatty_child_has_its_log_rotated_while_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from octctl.runtime.process import supervisor
+
+    monkeypatch.setattr(supervisor, "MAX_LOG_BYTES", 4000)
+    monkeypatch.setattr(supervisor, "LOG_CHECK", 0.1)
+    chatty = "import time\nwhile True:\n    print('x' * 99, flush=True)\n    time.sleep(0.002)\n"
+    rt = ProcessRuntime(tmp_path / "state", startup_grace=0.3)
+    try:
+        assert rt.apply(make_spec(command=[sys.executable, "-c", chatty])).state == "running"
+        pid = rt.pid("demo", "web")
+        log = rt.log_path("demo", "web")
+        older = log.with_suffix(".log.1")
+        wait_until(lambda: older.exists() and older.stat().st_size >= 4000, timeout=10, message="a rotation")
+        assert rt.pid("demo", "web") == pid, "rotated under the running child, not by restarting it"
+        wait_until(lambda: rt.logs("demo", "web", 1) == ["x" * 99], timeout=10, message="lines after it")
+        assert log.stat().st_size < 4000 * 4, "the file stays near its bound"
+    finally:
+        rt.close()

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
+#: Each container's log: the engine starts a new file at this size and keeps this many.
+LOG_MAX_SIZE = "16m"
+LOG_MAX_FILES = "3"
 #: Seconds a container gets between SIGTERM and SIGKILL when a failed health check restarts it.
 RESTART_TIMEOUT = 10
 #: What a health check command may leave in memory of its output (it is cut further in the report).
@@ -323,6 +326,11 @@ class DockerRuntime(Runtime):
             "detach": True,
             "labels": self._labels(spec),
             "init": False,
+            # Rotated by the engine: a chatty service must not fill the node's disk.
+            "log_config": {
+                "type": "json-file",
+                "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES},
+            },
         }
         if spec.volumes:
             try:

@@ -1,4 +1,4 @@
-"""The log file of a process service: opened by the daemon, rotated at each start, read from the end.
+"""The log file of a process service: opened by the daemon, rotated, read from the end or followed.
 
 A child has no log driver: its stdout and stderr go to one file in the runtime's private folder,
 which the daemon opens and hands over (the child never opens anything there itself). This module is
@@ -18,7 +18,9 @@ from octctl.runtime.base import LogStream
 
 #: How many lines a status of a not-running instance carries, as the docker runtime does.
 LOG_TAIL_LINES = 20
-#: One rotation (``.log`` → ``.log.1``) at (re)start keeps a chatty service from filling the disk.
+#: Past this a log is rotated (one older file kept): at a (re)start by renaming it
+#: (:func:`rotate_if_large`), while the child runs by copying and truncating it
+#: (``octctl/log_files.py``), so a chatty service never fills the disk.
 MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
@@ -85,6 +87,9 @@ class FileLines(LogStream):
                 handle.seek(end)
                 yield from tail
             while self._follow and not self._closed.is_set():
+                if handle is not None and os.fstat(handle.fileno()).st_size < handle.tell():
+                    handle.seek(0)  # copied aside and truncated while running: read from its start
+                    pending = b""
                 data = handle.read(65536) if handle is not None else b""
                 if data:
                     pending += data

@@ -21,15 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from octctl import procfs
+from octctl.log_files import copy_truncate
 from octctl.runtime.base import InstanceSpec, InstanceState, InstanceStatus, RuntimeFailure
 from octctl.runtime.process.isolation import ServiceUser, child_env, may_enter, privilege_drop
-from octctl.runtime.process.logs import LOG_TAIL_LINES, open_for_child, rotate_if_large, tail_lines
+from octctl.runtime.process.logs import (
+    LOG_TAIL_LINES,
+    MAX_LOG_BYTES,
+    open_for_child,
+    rotate_if_large,
+    tail_lines,
+)
 from octctl.runtime.process.records import StateDir, record
 
 log = logging.getLogger(__name__)
 
 #: How long a child gets between SIGTERM and SIGKILL of its whole group.
 STOP_TIMEOUT = 5.0
+#: How often a running child's log is looked at for its size.
+LOG_CHECK = 5.0
 
 
 def is_alive(pid: int, start_time: int | None) -> bool:
@@ -223,6 +232,16 @@ class SupervisedInstance:
                 self.error = f"oct-ctl stopped supervising this process: {exc}"
                 self._cond.notify_all()
 
+    def _wait_keeping_the_log_small(self, popen: subprocess.Popen[bytes]) -> int:
+        """Wait for the child; meanwhile rotate its output once it outgrows ``MAX_LOG_BYTES``
+        (copied aside and truncated: the child keeps its descriptor)."""
+        log_path = self.supervision.files.log_path(self.project, self.service)
+        while True:
+            try:
+                return popen.wait(timeout=LOG_CHECK)
+            except subprocess.TimeoutExpired:
+                copy_truncate(log_path, MAX_LOG_BYTES)
+
     def _supervise_loop(self) -> None:
         policy = self.supervision
         backoff = policy.backoff_initial
@@ -251,7 +270,7 @@ class SupervisedInstance:
                     if self.state == "starting":
                         self.state = "running"
                         self._cond.notify_all()
-                returncode = popen.wait()
+                returncode = self._wait_keeping_the_log_small(popen)
             ran_for = time.monotonic() - started
             # Like a container's pid namespace: when the main process is gone, its helpers go too,
             # so a restarted child never finds its port held by an orphaned grandchild.
