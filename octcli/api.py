@@ -27,7 +27,7 @@ from octcli.images import build_images, dockerfile_services
 from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
-from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse, VolumeView
+from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusResponse, VolumeView
 from octctl.node_settings import scrape_token
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "config_file",
     "deploy",
     "destroy",
+    "events",
     "history",
     "log_stream",
     "logs",
@@ -330,6 +331,25 @@ def scrape_config(path: PathLike = "oct.toml") -> dict[str, Any]:
         "tls_config": {"ca": record.ca_cert},
         "static_configs": [{"targets": list(record.nodes), "labels": {"cluster": record.cluster}}],
     }
+
+
+#: How often ``events(follow=True)`` asks for new entries.
+EVENTS_POLL = 1.0
+
+
+def events(path: PathLike = "oct.toml", last: int = 50, *, follow: bool = False) -> Iterator[EventView]:
+    """The cluster's event and audit trail: its ``last`` entries, oldest first, then (``follow``)
+    each new one as it is noted, until the caller stops iterating."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        found = client.events()
+        yield from found.events[-last:] if last > 0 else []
+        seen = found.last
+        while follow:
+            time.sleep(EVENTS_POLL)
+            newer = client.events(after=seen)
+            yield from newer.events
+            seen = max(seen, newer.last)
 
 
 def history(path: PathLike = "oct.toml") -> HistoryResponse:

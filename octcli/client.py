@@ -31,6 +31,7 @@ from octctl.api.models import (
     DeployResponse,
     DestroyResponse,
     ErrorBody,
+    EventsResponse,
     HistoryResponse,
     RollbackRequest,
     RollbackResponse,
@@ -156,6 +157,10 @@ class OctClient:
         except (ValueError, KeyError, TypeError):
             raise OctError(f"node {node} sent an unexpected answer to a logs request") from None
         return [str(line) for line in lines]
+
+    def events(self, after: int = 0, limit: int = 1000) -> EventsResponse:
+        node, response = self._call("GET", "/events", params={"after": after, "limit": limit})
+        return _parse(node, response, EventsResponse)
 
     def log_stream(
         self, service: str, tail: int = 50, since: float | None = None, follow: bool = False

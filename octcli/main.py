@@ -234,6 +234,29 @@ def history(
 
 
 @app.command()
+def events(
+    config: ConfigOption = DEFAULT_CONFIG,
+    last: Annotated[int, typer.Option("-n", "--last", help="How many of the latest entries.", min=0)] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Go on printing new entries.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One EventView JSON object a line, and nothing else.")
+    ] = False,
+) -> None:
+    """Show the cluster's events (deployments, nodes, instances, leaders) and audit trail."""
+    out = _stdout()
+    try:
+        for event in api.events(config, last, follow=follow):
+            if as_json:
+                typer.echo(event.model_dump_json())
+            else:
+                out.print(terminal.event_line(event), soft_wrap=True, highlight=False)
+    except OctError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
 def rollback(
     deployment: Annotated[
         str | None,

@@ -18,7 +18,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from octctl.api.models import HistoryResponse, ServiceChange, StatusResponse, VolumeView
+from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusResponse, VolumeView
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, FargateComparison
@@ -54,6 +54,17 @@ def destroy_summary(summary: DestroySummary) -> list[RenderableType]:
         *(Text(f"  - {v}") for v in summary.keeps),
     ]
     return [head, *(Text(f"  - {line}") for line in summary.removes), *(kept if summary.keeps else [])]
+
+
+_EVENT_STYLES = {"failed": "red", "down": "red", "unhealthy": "red", "exited": "red", "succeeded": "green"}
+
+
+def event_line(event: EventView) -> Text:
+    """``2026-12-05 09:41:02  deployment.succeeded  d-1a2b  d-1a2b succeeded``."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at)) if event.at else "-" * 19
+    style = _EVENT_STYLES.get(event.kind.rsplit(".", 1)[-1], "dim" if event.kind == "audit" else "")
+    message = f"{event.subject}: {event.message}" if event.kind == "audit" else event.message
+    return Text.assemble((when, "dim"), "  ", (event.kind, style), "  ", message)
 
 
 def volumes_table(found: list[VolumeView]) -> Table:

@@ -217,6 +217,21 @@ class StatusResponse(BaseModel):
     volumes: list[VolumeView] = Field(default_factory=list)
 
 
+class EventView(BaseModel):
+    """One entry of the cluster's event and audit trail (``octctl/state/events.py``)."""
+
+    seq: int = Field(description="its place in the trail; ask for what came after the last one seen")
+    at: float | None = Field(description="Unix time (None: noted by a command from before they carried one)")
+    kind: str = Field(description="deployment.*, node.*, instance.*, leader.elected or audit")
+    subject: str = Field(description="a deployment, node or instance@node; for audit, who called")
+    message: str
+
+
+class EventsResponse(BaseModel):
+    events: list[EventView]
+    last: int = Field(description="the sequence number of the newest entry in the trail (0: none)")
+
+
 class KvPut(BaseModel):
     value: str = Field(description="at most 64 KiB once encoded as UTF-8")
 

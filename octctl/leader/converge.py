@@ -225,7 +225,9 @@ class Converger:
             instance = status.model_dump(mode="json")
             observed.setdefault(spec.node, {})[spec.service] = instance
             await self.cluster.execute(
-                command("observe_one", node=spec.node, service=spec.service, instance=instance)
+                command(
+                    "observe_one", node=spec.node, service=spec.service, instance=instance, at=time.time()
+                )
             )
             if serving(instance) and drain_key(spec.service, spec.node) in draining:
                 await self._undrain(spec.service, spec.node)
@@ -273,7 +275,9 @@ class Converger:
             log.warning("could not remove %s from %s: %s", service, node["id"], e)
             return False
         self.failed.pop((node["id"], service), None)
-        await self.cluster.execute(command("observe_one", node=node["id"], service=service, instance=None))
+        await self.cluster.execute(
+            command("observe_one", node=node["id"], service=service, instance=None, at=time.time())
+        )
         return True
 
     async def _push(self, node: NodeRecord, spec: InstanceSpec) -> InstanceStatus | None:

@@ -112,7 +112,7 @@ class Fleet:
             await self.cluster.remove_member(raft_address(node))
         if self.provider is not None:
             await asyncio.to_thread(self.provider.retire, node["id"])
-        await self.cluster.execute(command("node_left", node=node["id"]))
+        await self.cluster.execute(command("node_left", node=node["id"], at=time.time()))
 
     # -- placement ---------------------------------------------------------------------------------
 
@@ -159,7 +159,9 @@ class Fleet:
         placements = dict(plan.placements)
         ports = instance_ports(config, placements, view)
         if placements != view["placements"] or ports != self.ports:
-            await self.cluster.execute(command("set_placements", placements=placements, ports=ports))
+            await self.cluster.execute(
+                command("set_placements", placements=placements, ports=ports, at=time.time())
+            )
             self.ports = ports
         found = new_homes(config, placements, homes)
         if found:

@@ -74,5 +74,5 @@ class Liveness:
             ):
                 await self.cluster.execute(command("node_status", node=node["id"], status="ready", at=now))
             if view["instances"].get(node["id"]) != seen:
-                await self.cluster.execute(command("observe", node=node["id"], instances=seen))
+                await self.cluster.execute(command("observe", node=node["id"], instances=seen, at=now))
         return observed, reshaped

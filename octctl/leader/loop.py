@@ -35,7 +35,7 @@ from octctl.runtime.base import InstanceSpec
 from octctl.specs import Rollout, instance_specs
 from octctl.state.desired import desired_project
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import ClusterState, draining_of
+from octctl.state.model import ClusterState, command, draining_of
 
 __all__ = ["Duties", "Leader"]
 
@@ -74,6 +74,9 @@ class Duties:
             publisher=Publisher(cluster, provider),
             certifier=Certifier(cluster),
         )
+
+    #: Whether this term's ``leader_elected`` event is in the log.
+    announced: bool = False
 
     def close(self) -> None:
         """The term ended: work still under way for it stops."""
@@ -149,6 +152,10 @@ class Leader:
             log.info("not reconciling: %s", e)
             return False
         duties = self.duties
+        if not duties.announced:
+            elected = command("leader_elected", node=self.settings.node, term=duties.term, at=time.time())
+            await self.cluster.execute(elected)
+            duties.announced = True
         view = self.cluster.view()
         config = desired_project(view)
         observed, reshaped = await duties.liveness.observe(view, duties.converger.failed)

@@ -31,11 +31,12 @@ from octctl.node import Node
 from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.backup_routes import agent_backup, agent_restore, service_backup, service_restore
-from octctl.server.history_routes import history, rollback
+from octctl.server.history_routes import events, history, rollback
 from octctl.server.http import (
     MAX_BODY,
     METRICS_PATH,
     NODE_KEY,
+    audit_middleware,
     auth_middleware,
     error,
     errors_middleware,
@@ -171,6 +172,7 @@ def build_app(node: Node) -> web.Application:
             metrics_middleware(node),
             errors_middleware,
             auth_middleware(node.secrets.token, node.secrets.scrape_token),
+            audit_middleware(node),
         ],
         client_max_size=MAX_BODY,
     )
@@ -182,6 +184,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post("/v1/deploy", deploy)
     app.router.add_post("/v1/destroy", destroy)
     app.router.add_get("/v1/history", history)
+    app.router.add_get("/v1/events", events)
     app.router.add_post("/v1/rollback", rollback)
     app.router.add_get("/v1/cluster/members", members)
     app.router.add_post("/v1/cluster/join", join)

@@ -1,5 +1,6 @@
-"""Deployment history and rollback: any node shows the history from its replica; a rollback is a
-deploy (on the leader) of a recorded project, so it rolls out like any other deploy."""
+"""Deployment history, rollback and the event trail: any node shows the history and the events
+from its replica; a rollback is a deploy (on the leader) of a recorded project, so it rolls out
+like any other deploy."""
 
 from __future__ import annotations
 
@@ -7,11 +8,37 @@ import time
 
 from aiohttp import web
 
-from octctl.api.models import HistoryResponse, HistoryView, RollbackRequest, RollbackResponse
+from octctl.api.models import (
+    EventsResponse,
+    EventView,
+    HistoryResponse,
+    HistoryView,
+    RollbackRequest,
+    RollbackResponse,
+)
 from octctl.names import new_id
-from octctl.server.http import error, leader_only, node_of, ok, read_model
+from octctl.server.http import error, int_query, leader_only, node_of, ok, read_model
+from octctl.state.events import EVENTS_SIZE, events_after
 from octctl.state.history import rollback_target
 from octctl.state.model import history_of, rollback_command
+from octctl.state.shape import events_of
+
+
+async def events(request: web.Request) -> web.Response:
+    """The trail after ``after`` (a sequence number; default 0: all kept), at most ``limit``."""
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(reason="after must be an integer (an event's seq)") from None
+    limit = int_query(request, "limit", EVENTS_SIZE)
+    view = node_of(request).raft.view()
+    found = events_after(view, after, limit)
+    trail = events_of(view)
+    return ok(
+        EventsResponse(
+            events=[EventView.model_validate(e) for e in found], last=trail[-1]["seq"] if trail else 0
+        )
+    )
 
 
 async def history(request: web.Request) -> web.Response:

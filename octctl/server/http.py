@@ -8,6 +8,7 @@ with a reason, internal faults a 500 that is logged without the request body (it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -26,7 +27,7 @@ from octctl.node import Node
 from octctl.server.limits import BODY_TIMEOUT
 from octctl.server.openapi import PUBLIC_PATHS
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import api_address, raft_address
+from octctl.state.model import api_address, command, raft_address
 from octctl.tls import peer_is_node
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,69 @@ def metrics_middleware(node: Node) -> Middleware:
             node.metrics.api_request(request.method, route, status, time.monotonic() - started)
 
     return timed
+
+
+#: Calls that change something: one audit entry each (``octctl/state/events.py``).
+MUTATING = frozenset({"POST", "PUT", "DELETE"})
+#: Not audited: the leader's own commands to agents, a node joining (an event of its own), and the
+#: KV store's writes (the application's data, as many as it makes: its revisions are their record,
+#: and they would push everything else out of the bounded trail).
+UNAUDITED = (AGENT_PREFIX, "/v1/kv/")
+JOIN_PATH = "/v1/cluster/join"
+
+
+def audit_middleware(node: Node) -> Middleware:
+    """Note every mutating API call the leader serves in the replicated trail (but
+    :data:`UNAUDITED`): who (the API token is one identity: its caller's address, and whether a
+    follower forwarded it), what (method, route and the names in the path, never a body: it may
+    hold secrets), the result. A forwarded call is noted once, where the leader serves it; one a
+    follower serves itself (a restore) is not noted."""
+
+    @web.middleware
+    async def audited(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else ""
+        if request.method not in MUTATING or route.startswith(UNAUDITED) or route in ("", JOIN_PATH):
+            return await handler(request)
+        status, made = 500, ""
+        try:
+            response = await handler(request)
+            status, made = response.status, _made(response)
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        except (BadBody, InvalidName):
+            status = 400
+            raise
+        finally:
+            if node.raft.is_leader():
+                await _audit(node, request, route, f"{status}{made}")
+
+    return audited
+
+
+async def _audit(node: Node, request: web.Request, route: str, result: str) -> None:
+    names = " ".join(f"{k}={v}" for k, v in sorted(request.match_info.items()))
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    who = f"api token from {peer[0] if peer else '?'}" + (
+        " (forwarded)" if request.headers.get(FORWARDED) else ""
+    )
+    action = f"{request.method} {route} {names}".strip()
+    with contextlib.suppress(NotLeader, RaftUnavailable):  # (the call itself is done)
+        await node.raft.execute(command("audit", who=who, action=action, result=result, at=time.time()))
+
+
+def _made(response: web.StreamResponse) -> str:
+    """The id a call made (a deployment), from its JSON answer."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes) or len(body) > 4096:
+        return ""
+    with contextlib.suppress(ValueError):
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("deployment"), str):
+            return f" deployment {data['deployment']}"
+    return ""
 
 
 def node_of(request: web.Request) -> Node:

@@ -23,6 +23,7 @@ from octctl.api.models import (
     DeployResponse,
     DestroyResponse,
     ErrorBody,
+    EventsResponse,
     Health,
     HistoryResponse,
     JoinRequest,
@@ -172,6 +173,9 @@ STALE = Param(
     "true: this node answers from its own replica at once (may lag the leader)",
     required=False,
 )
+AFTER = Param(
+    "after", "query", {"type": "integer", "default": 0}, "only entries with a greater seq", required=False
+)
 NODE = Param("node", "path", {"type": "string", "pattern": _pattern(NAME_PATTERN)}, "a node id (oct status)")
 FOLLOW = Param(
     "follow",
@@ -233,6 +237,14 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 403, 408, 409, 413, *LEADER),
     ),
     Route("GET", "/v1/cluster/replica", "This node's own replica, unforwarded", ReplicaView),
+    Route(
+        "GET",
+        "/v1/events",
+        "The cluster's event and audit trail after a sequence number, oldest first",
+        EventsResponse,
+        params=(AFTER, replace(TAIL, name="limit", description="at most this many")),
+        errors=(400,),
+    ),
     Route(
         "GET",
         "/v1/metrics",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from octctl.state.events import audit, instance_events, leader_elected, note
 from octctl.state.history import HistoryEntry, remember, settle
 from octctl.state.ingress_state import acme_account, acme_challenges, certificate, drain
 from octctl.state.shape import (
@@ -68,11 +69,15 @@ def _init(state: ClusterState, cluster: str) -> None:
 
 
 def _node_joined(state: ClusterState, node: NodeRecord) -> None:
+    if node["id"] not in state["nodes"]:
+        note(state, "node.joined", node["id"], f"{node['id']} joined at {node['address']}", node["joined_at"])
     state["nodes"][node["id"]] = node
     state["provisioning"].pop(node["id"], None)
 
 
-def _node_left(state: ClusterState, node: str) -> None:
+def _node_left(state: ClusterState, node: str, at: float | None = None) -> None:
+    if node in state["nodes"]:
+        note(state, "node.left", node, f"{node} left the cluster", at)
     state["nodes"].pop(node, None)
     state["instances"].pop(node, None)
     state["provisioning"].pop(node, None)
@@ -85,9 +90,12 @@ def _node_status(state: ClusterState, node: str, status: str, at: float) -> None
     record = state["nodes"].get(node)
     if record is None:
         return
-    record["status"] = status
+    was, record["status"] = record["status"], status
     if status == "ready":
         record["last_seen"] = at
+    if status != was and (status != "ready" or was == "unreachable"):
+        kind = {"unreachable": "node.down", "ready": "node.up"}.get(status, f"node.{status}")
+        note(state, kind, node, f"{node} is {status}", at)
 
 
 def _node_role(state: ClusterState, node: str, voter: bool) -> None:
@@ -177,6 +185,7 @@ def _deploy(
         return {"deployment": current["id"], "changed": False, "changes": changes}
     if current is not None and current["state"] in ("pending", "in_progress"):
         settle(state.setdefault("history", []), {**current, "state": "superseded", "finished_at": at})
+        note(state, "deployment.superseded", current["id"], f"{current['id']} superseded by {deployment}", at)
     state["project"] = project
     state["source_dir"] = source_dir
     state["generation"] += 1
@@ -207,7 +216,20 @@ def _deploy(
         "rollback_of": rollback_of,
     }
     remember(state.setdefault("history", []), entry)
+    _note_started(state, deployment, changes, rollback_of, at)
     return {"deployment": deployment, "changed": True, "changes": changes}
+
+
+def _note_started(
+    state: ClusterState,
+    deployment: str,
+    changes: dict[str, ServiceChange],
+    rollback_of: str | None,
+    at: float,
+) -> None:
+    changed = ", ".join(f"{name} {change}" for name, change in changes.items() if change != "unchanged")
+    what = f"rollback to {rollback_of}" if rollback_of else "started"
+    note(state, "deployment.started", deployment, f"{deployment} {what}: {changed or 'nothing changed'}", at)
 
 
 def _destroy(state: ClusterState, deployment: str, at: float) -> dict[str, Any]:
@@ -216,6 +238,7 @@ def _destroy(state: ClusterState, deployment: str, at: float) -> dict[str, Any]:
         return {"deployment": current["id"]}
     state["project"] = None
     state["generation"] += 1
+    note(state, "deployment.destroying", deployment, f"{deployment} removes every service", at)
     state["deployment"] = {
         "id": deployment,
         "generation": state["generation"],
@@ -239,12 +262,23 @@ def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, A
     unknown = set(fields) - allowed
     if unknown:
         raise CommandError(f"unknown deployment fields: {sorted(unknown)}")
+    ended = fields.get("state") if fields.get("state") != current["state"] else None
     current.update(fields)  # type: ignore[typeddict-item]
     settle(state.setdefault("history", []), current)
+    if ended in ("succeeded", "failed", "destroyed"):
+        why = (
+            f": {current['failed_service'] or ''} {current['error'] or ''}".rstrip()
+            if ended == "failed"
+            else ""
+        )
+        note(state, f"deployment.{ended}", deployment, f"{deployment} {ended}{why}", current["finished_at"])
 
 
 def _set_placements(
-    state: ClusterState, placements: dict[str, str], ports: dict[str, int] | None = None
+    state: ClusterState,
+    placements: dict[str, str],
+    ports: dict[str, int] | None = None,
+    at: float | None = None,
 ) -> None:
     missing = {n for n in placements.values() if n not in state["nodes"]}
     if missing:
@@ -254,21 +288,37 @@ def _set_placements(
         isinstance(p, int) and 0 < p < 65536 for p in ports.values()
     ):
         raise CommandError(f"instance ports for unplaced services or out of range: {ports}")
+    for name, node in sorted(placements.items()):
+        was = state["placements"].get(name)
+        if was is not None and was != node:
+            note(state, "instance.moved", name, f"{name} moves from {was} to {node}", at)
     state["placements"] = dict(placements)
     state["instance_ports"] = ports
 
 
-def _observe(state: ClusterState, node: str, instances: dict[str, dict[str, Any]]) -> None:
+def _observe(
+    state: ClusterState, node: str, instances: dict[str, dict[str, Any]], at: float | None = None
+) -> None:
     """Replace what ``node`` runs, as last seen by the leader."""
     if node not in state["nodes"]:
         return
+    instance_events(state, node, state["instances"].get(node, {}), instances, at)
     state["instances"][node] = instances
 
 
-def _observe_one(state: ClusterState, node: str, service: str, instance: dict[str, Any] | None) -> None:
+def _observe_one(
+    state: ClusterState, node: str, service: str, instance: dict[str, Any] | None, at: float | None = None
+) -> None:
     if node not in state["nodes"]:
         return
     seen = state["instances"].setdefault(node, {})
+    instance_events(
+        state,
+        node,
+        {service: seen[service]} if service in seen else {},
+        {service: instance} if instance else {},
+        at,
+    )
     if instance is None:
         seen.pop(service, None)
     else:
@@ -295,6 +345,8 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "certificate": certificate,
     "drain": drain,
     "volume_homes": volume_homes,
+    "leader_elected": leader_elected,
+    "audit": audit,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, NotRequired, TypedDict
 
+from octctl.state.events import Event
 from octctl.state.history import HistoryEntry
 
 #: What a deploy does to one service, worked out by the ``deploy`` command (and shown by the CLI).
@@ -118,6 +119,13 @@ class ClusterState(TypedDict):
     #: volume name -> where its data lives. Snapshots older than the key have none: read it with
     #: :func:`volumes_of`.
     volumes: dict[str, VolumeRecord]
+    #: The event and audit trail, oldest first (``octctl/state/events.py``). Snapshots older than
+    #: the key have none: read it with :func:`events_of`.
+    events: list[Event]
+
+
+def events_of(state: ClusterState) -> list[Event]:
+    return state.get("events") or []
 
 
 def history_of(state: ClusterState) -> list[HistoryEntry]:
@@ -164,8 +172,14 @@ def empty_state() -> ClusterState:
         "draining": {},
         "history": [],
         "volumes": {},
+        "events": [],
     }
 
 
 def snapshot(state: ClusterState) -> ClusterState:
-    return copy.deepcopy(state)
+    """A copy no later command changes. The trail's entries are never changed once written, so
+    its list is copied and its entries shared: a thousand of them cost a list, not a deep copy,
+    on every change of the state."""
+    events = state.get("events")
+    memo: dict[int, Any] = {} if events is None else {id(events): list(events)}
+    return copy.deepcopy(state, memo)

@@ -83,9 +83,12 @@ V = "one"
 
 
 def lines(project: Project) -> list[str]:
-    status = project.status()
-    node = next(n for n in status["nodes"] if n["status"] == "ready")
-    return http_get(f"http://{node['address']}:{PORT}/lines").splitlines()
+    """db's file, through a ready node's ingress (a node just restarted may answer ``status``
+    before its replica caught up, and know of no ready node yet: asked again)."""
+    nodes = wait_until(
+        lambda: [n for n in project.status()["nodes"] if n["status"] == "ready"], timeout=30, interval=0.3
+    )
+    return http_get(f"http://{nodes[0]['address']}:{PORT}/lines").splitlines()
 
 
 def wait_for_lines(project: Project, count: int) -> list[str]:
@@ -94,7 +97,7 @@ def wait_for_lines(project: Project, count: int) -> list[str]:
         until=lambda found: len(found) >= count,
         timeout=60,
         interval=0.3,
-        ignore=(AssertionError, OSError, KeyError, StopIteration),
+        ignore=(AssertionError, OSError, KeyError),
         message=lambda: f"db to have written {count} lines\n{project.node_logs()}",
     )
 
