@@ -151,6 +151,19 @@ class InstanceStatus(BaseModel):
     health_output: str = Field(default="", description="what the last telling probe said (at most 512 bytes)")
     health_changed_at: float | None = Field(default=None, description="when health last changed (Unix time)")
 
+    @classmethod
+    def failed_to_start(cls, spec: InstanceSpec, error: str) -> InstanceStatus:
+        """The status of an instance of ``spec`` that could not be started, saying why."""
+        return cls(
+            project=spec.project,
+            service=spec.service,
+            runtime=spec.runtime,
+            deployment=spec.deployment,
+            spec_hash=spec.spec_hash,
+            state="failed",
+            error=error,
+        )
+
 
 class LogStream(abc.ABC):
     """An instance's log lines, oldest first: the last ``tail`` then, when following, each new one

@@ -368,15 +368,7 @@ class DockerRuntime(Runtime):
 
     def _failed(self, spec: InstanceSpec, error: str) -> InstanceStatus:
         log.warning("cannot start %s/%s: %s", spec.project, spec.service, error)
-        return InstanceStatus(
-            project=spec.project,
-            service=spec.service,
-            runtime="docker",
-            deployment=spec.deployment,
-            spec_hash=spec.spec_hash,
-            state="failed",
-            error=error,
-        )
+        return InstanceStatus.failed_to_start(spec, error)
 
     def _tail(self, container: Container, tail: int) -> builtins.list[str]:
         if tail <= 0:

@@ -134,15 +134,7 @@ class ProcessRuntime(Runtime):
             try:
                 spec = prepare_volumes(spec, self.volumes_dir, self._run_as)
             except RuntimeFailure as exc:
-                return InstanceStatus(
-                    project=spec.project,
-                    service=spec.service,
-                    runtime="process",
-                    deployment=spec.deployment,
-                    spec_hash=spec.spec_hash,
-                    state="failed",
-                    error=str(exc),
-                )
+                return InstanceStatus.failed_to_start(spec, str(exc))
             instance = SupervisedInstance(self._supervision, spec)
             with self._lock:
                 self._instances[key] = instance
