@@ -183,8 +183,14 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
         message=lambda: f"the non-voter promoted and a replacement\n{project.node_logs()}",
     )
     nodes = {n["id"]: n for n in status["nodes"]}
-    current = members(http, leader_api, token)
-    assert len(current) == 5 and f"{replica['address']}:31889" in current
+    # (the state names the promoted node a voter a moment before Raft has added it: it asks itself)
+    current = wait_until(
+        lambda: members(http, leader_api, token),
+        until=lambda found: len(found) == 5,
+        timeout=30,
+        interval=0.3,
+    )
+    assert f"{replica['address']}:31889" in current
 
     # Every node, voter or not, converges to the same state.
     apis = [f"https://{n['address']}:{n['api_port']}" for n in nodes.values()]
