@@ -65,18 +65,21 @@ class _StateCollector(Collector):
 
 
 def _dns(counts: dict[str, int]) -> Iterator[Metric]:
-    queries = CounterMetricFamily(
-        "oct_dns_queries", "DNS queries this node received.", value=counts.get("queries", 0)
+    cached = counts.get("cached", 0)
+    yield CounterMetricFamily(
+        "oct_dns_queries", "DNS queries received.", value=counts.get("queries", 0) + cached
     )
-    yield queries
-    answers = CounterMetricFamily("oct_dns_responses", "DNS answers by rcode.", labels=["rcode"])
+    yield CounterMetricFamily(
+        "oct_dns_cached", "Queries answered with an identical one's reply.", value=cached
+    )
+    answers = CounterMetricFamily(
+        "oct_dns_responses", "Answers made (not cached) by rcode.", labels=["rcode"]
+    )
     for name, rcode in DNS_RCODES.items():
         answers.add_metric([rcode], counts.get(name, 0))
     yield answers
     yield CounterMetricFamily(
-        "oct_dns_forwarded",
-        "Queries for outside names passed on to an upstream.",
-        value=counts.get("forwarded", 0),
+        "oct_dns_forwarded", "Queries for outside names passed upstream.", value=counts.get("forwarded", 0)
     )
 
 
@@ -122,6 +125,12 @@ class NodeMetrics:
         self.pass_seconds = Histogram(
             "oct_leader_pass_seconds",
             "One reconcile pass of the leader.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.dns_forward_seconds = Histogram(
+            "oct_dns_forward_seconds",
+            "Queries for outside names, from sending them upstream to the answer.",
             buckets=BUCKETS,
             registry=self.registry,
         )

@@ -173,6 +173,7 @@ class Node:
             upstreams=upstreams,
             domain=s.dns_domain,
             local_networks=docker_bridge_networks,
+            on_forward=self.metrics.dns_forward_seconds.observe,
         )
         try:
             await self.dns.start()

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class DnsServer:
     max_forwards: int = MAX_FORWARDS
     max_tcp_clients: int = MAX_TCP_CLIENTS
     stats: Stats = field(default_factory=Stats)
+    #: Told the seconds each forwarded query took upstream (metrics); None: nobody asks.
+    on_forward: Callable[[float], None] | None = None
     clients: ForwardClients = field(init=False)
     answers: ZoneAnswers = field(init=False)
     forwarder: Forwarder = field(init=False)
@@ -109,7 +112,18 @@ class DnsServer:
     # -- one query, whatever the transport -------------------------------------------------------
     def cached(self, data: bytes, tcp: bool) -> bytes | None:
         """The packed zone answer to an identical earlier query, if the zone has not changed."""
-        return self.answers.cached(self.zone(), data, tcp)
+        found = self.answers.cached(self.zone(), data, tcp)
+        if found is not None:
+            self.stats.cached += 1
+        return found
+
+    async def _forward(self, request: DNSRecord, data: bytes, tcp: bool) -> bytes:
+        started = time.perf_counter()
+        try:
+            return await self.forwarder.forward(request, data, tcp=tcp)
+        finally:
+            if self.on_forward is not None:
+                self.on_forward(time.perf_counter() - started)
 
     def parse(self, data: bytes, peer: str = "?") -> DNSRecord | bytes | None:
         """The query in ``data``; for a malformed one, what to send back instead (see
@@ -184,7 +198,7 @@ class DnsServer:
 
     async def _answer_udp(self, request: DNSRecord, data: bytes, peer: tuple[str, int]) -> None:
         try:
-            response = self.fit_udp(request, await self.forwarder.forward(request, data, tcp=False))
+            response = self.fit_udp(request, await self._forward(request, data, tcp=False))
         except Exception as e:
             self.internal_error(peer[0], e)
             response = error_reply(data, RCODE.SERVFAIL)
@@ -205,7 +219,7 @@ class DnsServer:
         if refusal is not None:
             return refusal, True
         try:
-            return await self.forwarder.forward(request, data, tcp=True), True
+            return await self._forward(request, data, tcp=True), True
         finally:
             self.forwarder.done()
 

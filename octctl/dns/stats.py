@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass
 class Stats:
-    queries: int = 0
+    queries: int = 0  # parsed and answered or forwarded (not counting replays from the cache)
+    cached: int = 0  # answered with the packed reply to an identical earlier query
     answered: int = 0
     nxdomain: int = 0
     forwarded: int = 0
