@@ -352,6 +352,14 @@ def events(path: PathLike = "oct.toml", last: int = 50, *, follow: bool = False)
             seen = max(seen, newer.last)
 
 
+def ui_link(path: PathLike = "oct.toml") -> tuple[str, str]:
+    """A dashboard login link (one use, for a minute), and the cluster CA (PEM) its node's
+    certificate chains to: a browser warns about it unless the CA is imported."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        return client.ui_link(), record.ca_cert or ""
+
+
 def history(path: PathLike = "oct.toml") -> HistoryResponse:
     """The cluster's last deployments (at most 20), newest first, with what each did per service."""
     record, _ = _existing_record(path)

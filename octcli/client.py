@@ -36,6 +36,7 @@ from octctl.api.models import (
     RollbackRequest,
     RollbackResponse,
     StatusResponse,
+    UiLink,
 )
 
 __all__ = ["NO_CA", "OctClient"]
@@ -143,6 +144,11 @@ class OctClient:
         body = RollbackRequest(deployment=deployment).model_dump(mode="json")
         node, response = self._call("POST", "/rollback", json=body)
         return _parse(node, response, RollbackResponse)
+
+    def ui_link(self) -> str:
+        """A one-time dashboard login URL on the node that answered (the link works there only)."""
+        node, response = self._call("POST", "/ui/link", json={})
+        return f"https://{node}{_parse(node, response, UiLink).path}"
 
     def destroy(self) -> DestroyResponse:
         node, response = self._call("POST", "/destroy", json={})

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+import webbrowser
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -254,6 +255,33 @@ def events(
         _fail(e)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+@app.command()
+def ui(
+    config: ConfigOption = DEFAULT_CONFIG,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in the default browser too.")] = False,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="Write the cluster's CA certificate here, to import.")
+    ] = None,
+) -> None:
+    """Print a login link to the web dashboard: it works once, within a minute (the API token is
+    never in it)."""
+    try:
+        url, ca_pem = api.ui_link(config)
+    except OctError as e:
+        _fail(e)
+    if ca is not None:
+        ca.write_text(ca_pem)
+    typer.echo(url)
+    _stderr().print(
+        "The link works once, for a minute. The node's certificate is signed by the cluster's own "
+        "CA, so the browser warns unless you import it (--ca FILE writes it).",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if open_browser:
+        webbrowser.open(url)
 
 
 @app.command()

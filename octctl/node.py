@@ -37,6 +37,7 @@ from octctl.served_routes import FollowedIngress
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, api_address, command
 from octctl.tls import NodeIdentity
+from octctl.ui.login import Logins
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Node:
     ) -> None:
         self.settings = settings
         self.secrets = secrets
+        #: The dashboard's login links and session cookies (``octctl/ui/login.py``).
+        self.logins = Logins(secrets.token, settings.node)
         self.data_dir = data_dir
         #: Where this daemon logs (``--log-file``); None: the journal (systemd) or stderr.
         self.log_file = log_file

@@ -232,6 +232,13 @@ class EventsResponse(BaseModel):
     last: int = Field(description="the sequence number of the newest entry in the trail (0: none)")
 
 
+class UiLink(BaseModel):
+    """A dashboard login link (``oct ui``): a path on the node that made it, good once."""
+
+    path: str = Field(description="open it on the same node: https://<node address>:<api port><path>")
+    expires_in: int = Field(description="seconds it works for")
+
+
 class KvPut(BaseModel):
     value: str = Field(description="at most 64 KiB once encoded as UTF-8")
 

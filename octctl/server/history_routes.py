@@ -12,12 +12,12 @@ from octctl.api.models import (
     EventsResponse,
     EventView,
     HistoryResponse,
-    HistoryView,
     RollbackRequest,
     RollbackResponse,
 )
 from octctl.names import new_id
 from octctl.server.http import error, int_query, leader_only, node_of, ok, read_model
+from octctl.server.views import history_views
 from octctl.state.events import EVENTS_SIZE, events_after
 from octctl.state.history import rollback_target
 from octctl.state.model import history_of, rollback_command
@@ -42,13 +42,7 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    view = node_of(request).raft.view()
-    current = view["deployment"]["id"] if view["deployment"] else None
-    entries = [
-        HistoryView.model_validate({**entry, "current": entry["id"] == current})
-        for entry in reversed(history_of(view))
-    ]
-    return ok(HistoryResponse(deployments=entries))
+    return ok(HistoryResponse(deployments=history_views(node_of(request).raft.view())))
 
 
 @leader_only

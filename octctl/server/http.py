@@ -29,6 +29,8 @@ from octctl.server.openapi import PUBLIC_PATHS
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import api_address, command, raft_address
 from octctl.tls import peer_is_node
+from octctl.ui.login import COOKIE, Logins
+from octctl.ui.render import message
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +113,32 @@ def _agent_route(request: web.Request) -> bool:
 METRICS_PATH = "/v1/metrics"
 
 
-def auth_middleware(token: str, scrape_token: str | None = None) -> Middleware:
+#: The dashboard's pages: a session cookie instead of the token (``octctl/server/ui_routes.py``).
+UI_PREFIX = "/ui"
+#: What a browser reaches before it has a session: the login link itself and two static files.
+UI_PUBLIC = frozenset({"/ui/login", "/ui/static/{name}"})
+
+
+def _ui_route(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    return canonical if canonical == UI_PREFIX or canonical.startswith(UI_PREFIX + "/") else None
+
+
+def auth_middleware(token: str, scrape_token: str | None = None, logins: Logins | None = None) -> Middleware:
+    """The bearer token for the API (or the scrape token for metrics), a node certificate too for
+    agent routes, and a dashboard session for ``/ui`` pages; no token opens the dashboard and no
+    session cookie opens the API."""
     expected = f"Bearer {token}".encode()
     scraper = f"Bearer {scrape_token}".encode() if scrape_token else None
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        page = _ui_route(request)
+        if page is not None:
+            if page in UI_PUBLIC or (logins is not None and logins.session_ok(request.cookies.get(COOKIE))):
+                return await handler(request)
+            return message(401, "Log in first", "The dashboard opens with a login link from the CLI.")
         if request.path not in PUBLIC_PATHS:
             given = request.headers.get("Authorization", "").encode()
             scraping = (

@@ -30,7 +30,7 @@ from octctl.server.http import int_query, node_of
 from octctl.state.desired import desired_project
 from octctl.state.model import api_address
 
-__all__ = ["agent_log_stream", "agent_node_log", "node_log", "service_log_stream"]
+__all__ = ["agent_log_stream", "agent_node_log", "node_log", "service_log_stream", "tail_of"]
 
 #: Lines waiting between the instances' readers and the client.
 QUEUE = 256
@@ -210,3 +210,24 @@ async def node_log(request: web.Request) -> web.StreamResponse:
             yield json.dumps({"node": wanted, "text": f"(the log broke off: {e})"}).encode() + b"\n"
 
     return await _send(request, "application/x-ndjson", entries())
+
+
+#: How long a one-off tail (the dashboard's) waits for slow nodes before showing what came.
+TAIL_WAIT = 10.0
+
+
+async def tail_of(node: Node, project: str, service: str, tail: int) -> list[dict[str, str]]:
+    """The last ``tail`` lines of each instance of ``service``, as ``oct logs -n`` gets them."""
+    fan_in = _FanIn(node, project, tail, None, follow=False)
+    running = asyncio.create_task(fan_in.run(service))
+    found: list[dict[str, str]] = []
+    try:
+        async with asyncio.timeout(TAIL_WAIT):
+            while (entry := await fan_in.queue.get()) is not None:
+                found.append(entry)
+    except TimeoutError:
+        found.append({"instance": service, "node": "?", "text": f"(no more within {TAIL_WAIT:g} s)"})
+    finally:
+        fan_in.close()
+        running.cancel()
+    return found

@@ -34,6 +34,7 @@ from octctl.api.models import (
     RollbackRequest,
     RollbackResponse,
     StatusResponse,
+    UiLink,
 )
 from octctl.fencing import MAX_TERM_DIGITS
 from octctl.names import INSTANCE_PATTERN, NAME_PATTERN, NAME_RULE
@@ -43,6 +44,7 @@ from octctl.state.kv import KEY_PATTERN
 OPENAPI_PATH = "/v1/openapi.json"
 #: Routes a client may call without the bearer token.
 PUBLIC_PATHS = frozenset({"/v1/health", OPENAPI_PATH})
+# (The dashboard's pages under /ui are HTML for browsers, not the API: they are not in this document.)
 REF = "#/components/schemas/{model}"
 
 
@@ -251,6 +253,13 @@ ROUTES: tuple[Route, ...] = (
         "This node's Prometheus metrics (text format); the read-only scrape token is enough",
         LogLines,
         stream_answer="text/plain; version=0.0.4; charset=utf-8",
+    ),
+    Route(
+        "POST",
+        "/v1/ui/link",
+        "A one-time dashboard login link for this node (the body is ignored)",
+        UiLink,
+        body_required=False,
     ),
     Route(
         "GET",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from octctl.api.models import (
     DeploymentView,
+    EventView,
+    HistoryView,
     InstanceView,
     NodeView,
     ServiceView,
@@ -21,9 +23,11 @@ from octctl.state.model import (
     acme_of,
     drain_key,
     draining_of,
+    history_of,
     raft_address,
     volumes_of,
 )
+from octctl.state.shape import events_of
 from octctl.volumes import waiting_reason
 
 
@@ -167,3 +171,17 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
         services=views,
         volumes=volume_views(state, config),
     )
+
+
+def history_views(state: ClusterState) -> list[HistoryView]:
+    """The recorded deployments, newest first, the current one marked."""
+    current = state["deployment"]["id"] if state["deployment"] else None
+    return [
+        HistoryView.model_validate({**entry, "current": entry["id"] == current})
+        for entry in reversed(history_of(state))
+    ]
+
+
+def recent_events(state: ClusterState, count: int) -> list[EventView]:
+    """The newest ``count`` entries of the trail, newest first."""
+    return [EventView.model_validate(e) for e in reversed(events_of(state)[-count:])] if count else []

@@ -11,12 +11,14 @@ from octctl.server.openapi import PUBLIC_PATHS, ROUTES, openapi_document
 
 
 def registered_routes() -> set[tuple[str, str]]:
-    node: Any = SimpleNamespace(secrets=SimpleNamespace(token="t", scrape_token="s"))
+    node: Any = SimpleNamespace(secrets=SimpleNamespace(token="t", scrape_token="s"), logins=None)
     app = build_app(node)
     return {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
+        and not route.resource.canonical.startswith("/ui")  # the dashboard: HTML pages, not the API
     }
 
 

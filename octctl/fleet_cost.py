@@ -1,0 +1,36 @@
+"""What the running fleet costs a month, for the dashboard: its nodes times their type's price.
+
+Pure, from the price table (``octctl/providers/aws/pricing.py``, whose conventions it keeps: a
+month of 730 hours, us-east-1 on-demand prices, compute only). A node knows the type its cluster
+launches from its provider section; a local cluster costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from octctl.providers.aws import pricing
+
+__all__ = ["FleetCost", "fleet_cost"]
+
+
+@dataclass(frozen=True)
+class FleetCost:
+    monthly_usd: Decimal | None  # None: no price is known
+    note: str
+
+
+def fleet_cost(kind: str, instance_type: str | None, nodes: int) -> FleetCost:
+    """``nodes`` machines of the cluster's provider ``kind`` (and ``instance_type`` on AWS)."""
+    if kind == "local":
+        return FleetCost(Decimal(0), "a local cluster: nothing is billed")
+    known = pricing.lookup(instance_type) if instance_type else None
+    if kind != "aws" or known is None:
+        return FleetCost(None, f"no price known for {instance_type or kind} nodes")
+    total = known.monthly * nodes
+    return FleetCost(
+        total.quantize(Decimal("0.01")),
+        f"{nodes} {known.name} node(s) at ${known.monthly:.2f} a month each (on-demand, us-east-1; "
+        "EBS, public IPv4 and traffic not included)",
+    )
