@@ -27,6 +27,8 @@ from octcli.images import build_images, dockerfile_services
 from octcli.provider import ClusterProvider, DestroySummary, cluster_provider
 from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
+from octcli.top import Frame
+from octcli.top import frame as top_frame
 from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusResponse, VolumeView
 from octctl.node_settings import scrape_token
 
@@ -350,6 +352,21 @@ def events(path: PathLike = "oct.toml", last: int = 50, *, follow: bool = False)
             newer = client.events(after=seen)
             yield from newer.events
             seen = max(seen, newer.last)
+
+
+def top(path: PathLike = "oct.toml", interval: float = 2.0, frames: int | None = None) -> Iterator[Frame]:
+    """``oct top``'s frames: status and usage every ``interval`` seconds, CPU rates from the
+    reading before (the first frame has none), ``frames`` of them or until the caller stops."""
+    record, _ = _existing_record(path)
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
+        before = None
+        shown = 0
+        while frames is None or shown < frames:
+            usage = client.usage()
+            yield top_frame(client.status(), usage, before)
+            before, shown = usage, shown + 1
+            if frames is None or shown < frames:
+                time.sleep(interval)
 
 
 def ui_link(path: PathLike = "oct.toml") -> tuple[str, str]:

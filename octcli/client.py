@@ -37,6 +37,7 @@ from octctl.api.models import (
     RollbackResponse,
     StatusResponse,
     UiLink,
+    UsageResponse,
 )
 
 __all__ = ["NO_CA", "OctClient"]
@@ -144,6 +145,10 @@ class OctClient:
         body = RollbackRequest(deployment=deployment).model_dump(mode="json")
         node, response = self._call("POST", "/rollback", json=body)
         return _parse(node, response, RollbackResponse)
+
+    def usage(self) -> UsageResponse:
+        node, response = self._call("GET", "/usage")
+        return _parse(node, response, UsageResponse)
 
     def ui_link(self) -> str:
         """A one-time dashboard login URL on the node that answered (the link works there only)."""

@@ -258,6 +258,31 @@ def events(
 
 
 @app.command()
+def top(
+    config: ConfigOption = DEFAULT_CONFIG,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between readings.", min=0.5, max=3600)
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one frame (two readings, an interval apart) and stop.")
+    ] = False,
+) -> None:
+    """A live view of the nodes and instances: CPU, memory, health, restarts (Ctrl-C ends it)."""
+    try:
+        if once:
+            *_, last = api.top(config, interval, frames=2)
+            _stdout().print(terminal.top_view(last))
+            return
+        with Live(console=_stdout(), auto_refresh=False) as live:
+            for shown in api.top(config, interval):
+                live.update(terminal.top_view(shown), refresh=True)
+    except OctError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
 def ui(
     config: ConfigOption = DEFAULT_CONFIG,
     open_browser: Annotated[bool, typer.Option("--open", help="Open it in the default browser too.")] = False,

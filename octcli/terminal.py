@@ -23,6 +23,7 @@ from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusR
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, FargateComparison
     from octcli.provider import DestroySummary
+    from octcli.top import Frame
 
 __all__ = [
     "DeployView",
@@ -33,6 +34,7 @@ __all__ = [
     "plan_summary",
     "services_table",
     "status_summary",
+    "top_view",
 ]
 
 
@@ -204,6 +206,50 @@ def nodes_table(snapshot: StatusResponse) -> Table:
             f"{node.memory_used}/{node.memory} MB",
         )
     return table
+
+
+def _mib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**20:.1f} MiB"
+
+
+def _percent(cores: float | None) -> str:
+    """CPU as ``top`` shows it: 100% is one core."""
+    return "-" if cores is None else f"{cores * 100:.1f}%"
+
+
+def top_view(frame: Frame) -> Group:
+    """``oct top``: the nodes with what their instances use against what they offer, then each
+    instance's CPU (100% = one core), memory, health and restarts."""
+    nodes = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
+    for column in ("id", "role", "status"):
+        nodes.add_column(column)
+    for column in ("cpu", "of", "memory", "of"):
+        nodes.add_column(column, justify="right")
+    for n in frame.nodes:
+        nodes.add_row(
+            _cell(n.node),
+            _state(n.role),
+            _state(n.status) if n.error is None else Text(f"{n.status}: {n.error}", style="red"),
+            _percent(n.cores),
+            f"{_cores(n.cpus)} cores",
+            _mib(n.memory_bytes),
+            f"{n.memory} MB",
+        )
+    instances = Table(title="instances", title_justify="left", box=None, pad_edge=False)
+    for column in ("instance", "node", "state"):
+        instances.add_column(column)
+    for column in ("cpu", "memory", "restarts"):
+        instances.add_column(column, justify="right")
+    for i in frame.instances:
+        instances.add_row(
+            _cell(i.instance),
+            _cell(i.node),
+            _instance_state(i.state, i.health, False),
+            _percent(i.cores),
+            _mib(i.memory_bytes),
+            str(i.restarts),
+        )
+    return Group(status_summary(frame.status), Text(), nodes, Text(), instances)
 
 
 def status_summary(snapshot: StatusResponse) -> Text:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from octctl.health import HealthMonitor
 from octctl.log_pump import lines_of
 from octctl.names import check_instance, check_name
-from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName
+from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName, Usage
 from octctl.volume_archive import check as check_archive
 from octctl.volume_archive import pack, unpack
 
@@ -154,6 +154,16 @@ class Agent:
                 found.extend(self.health.report(s) for s in await self._call(runtime.list, project))
             except RuntimeFailure as e:
                 log.warning("%s runtime cannot list instances: %s", runtime.name, e)
+        return found
+
+    async def usage(self) -> builtins.list[Usage]:
+        """What every instance here uses now (``Runtime.usage``); a runtime that fails is left out."""
+        found: builtins.list[Usage] = []
+        for runtime in list(self._runtimes.values()):
+            try:
+                found.extend(await self._call(runtime.usage))
+            except RuntimeFailure as e:
+                log.warning("%s runtime cannot read usage: %s", runtime.name, e)
         return found
 
     async def logs(self, project: str, service: str, tail: int) -> builtins.list[str]:

@@ -10,7 +10,7 @@ test process never mix their figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from octctl.runtime.base import InstanceStatus
+from octctl.runtime.base import InstanceStatus, Usage
 
 __all__ = ["CONTENT_TYPE", "NodeFigures", "NodeMetrics", "dns_counts"]
 
@@ -44,6 +44,8 @@ class NodeFigures:
     is_leader: bool = False
     dns: dict[str, int] = field(default_factory=dict)
     instances: Sequence[InstanceStatus] = ()
+    usage: Sequence[Usage] = ()
+    ingress: Sequence[Mapping[str, str]] = ()  # HAProxy's ``show stat`` rows
 
 
 class _StateCollector(Collector):
@@ -62,6 +64,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("oct_raft_leader", "1 while this node leads.", value=int(now.is_leader))
         yield from _dns(now.dns)
         yield from _instances(now.instances)
+        yield from _usage(now.usage)
+        yield from _ingress(now.ingress)
 
 
 def _dns(counts: dict[str, int]) -> Iterator[Metric]:
@@ -99,6 +103,47 @@ def _instances(found: Sequence[InstanceStatus]) -> Iterator[Metric]:
     yield from (running, healthy, restarts)
 
 
+def _usage(found: Sequence[Usage]) -> Iterator[Metric]:
+    labels = ["project", "instance", "runtime"]
+    cpu = CounterMetricFamily(
+        "oct_instance_cpu_seconds", "CPU time (user and system) the instance has used.", labels=labels
+    )
+    memory = GaugeMetricFamily(
+        "oct_instance_memory_bytes", "Memory the instance uses now, page cache excluded.", labels=labels
+    )
+    for used in found:
+        key = [used.project, used.service, used.runtime]
+        cpu.add_metric(key, used.cpu_seconds)
+        memory.add_metric(key, used.memory_bytes)
+    yield from (cpu, memory)
+
+
+#: HAProxy's response counters of HTTP proxies (its ``show stat`` columns), by status class.
+HTTP_CLASSES = {"hrsp_1xx": "1xx", "hrsp_2xx": "2xx", "hrsp_3xx": "3xx", "hrsp_4xx": "4xx", "hrsp_5xx": "5xx"}
+
+
+def _ingress(rows: Sequence[Mapping[str, str]]) -> Iterator[Metric]:
+    connections = CounterMetricFamily(
+        "oct_ingress_connections",
+        "Connections the node's ingress accepted, by proxy (<service>_<port>, web_80, web_443).",
+        labels=["proxy"],
+    )
+    responses = CounterMetricFamily(
+        "oct_ingress_responses",
+        "HTTP responses the ingress sent for a service's site, by status class.",
+        labels=["proxy", "code"],
+    )
+    for row in rows:
+        proxy = row.get("pxname", "")
+        if row.get("svname") == "FRONTEND" and row.get("stot", "").isdigit():
+            connections.add_metric([proxy], int(row["stot"]))
+        if row.get("svname") == "BACKEND":
+            for column, code in HTTP_CLASSES.items():
+                if row.get(column, "").isdigit():
+                    responses.add_metric([proxy, code], int(row[column]))
+    yield from (connections, responses)
+
+
 class NodeMetrics:
     """The registry of one node, and the callbacks its parts feed."""
 
@@ -134,7 +179,24 @@ class NodeMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.provider_calls = Counter(
+            "oct_provider_calls",
+            "Calls to the cluster's provider (launch, retire, public addresses, DNS, registry login).",
+            ["provider", "call", "result"],
+            registry=self.registry,
+        )
+        self.provider_seconds = Histogram(
+            "oct_provider_call_seconds",
+            "How long each call to the provider took.",
+            ["provider", "call"],
+            buckets=(*BUCKETS, 30.0, 60.0, 120.0),
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(figures))
+
+    def provider_call(self, provider: str, call: str, ok: bool, seconds: float) -> None:
+        self.provider_calls.labels(provider, call, "ok" if ok else "error").inc()
+        self.provider_seconds.labels(provider, call).observe(seconds)
 
     def api_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.api_seconds.labels(method, route, str(status)).observe(seconds)

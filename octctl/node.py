@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -30,9 +31,10 @@ from octctl.metrics import NodeFigures, NodeMetrics, dns_counts
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
 from octctl.providers.base import Provider
+from octctl.providers.metered import MeteredProvider
 from octctl.providers.registry import build_provider
 from octctl.runtime import firewall
-from octctl.runtime.base import InstanceStatus
+from octctl.runtime.base import InstanceStatus, Usage
 from octctl.served_routes import FollowedIngress
 from octctl.state.machine import RaftNode
 from octctl.state.model import NodeRecord, api_address, command
@@ -60,16 +62,23 @@ class Node:
         addresses = [settings.address, *([settings.public_address] if settings.public_address else [])]
         self.identity = NodeIdentity.issue(secrets.ca_key, secrets.ca_cert, settings.node, addresses)
         #: Built on every node: a follower's pulls need the registry login too, should it lead.
-        self.provider: Provider | None = build_provider(settings)
+        self.metrics = NodeMetrics(self._figures)
+        built = build_provider(settings)
+        self.provider: Provider | None = (
+            MeteredProvider(built, functools.partial(self.metrics.provider_call, settings.provider.kind))
+            if built is not None
+            else None
+        )
         login = self.provider.registry_auth if self.provider is not None else None
         volumes = Path(settings.volumes_dir) if settings.volumes_dir else None
         self.agent = Agent(settings.node, data_dir, registry_login=login, volumes_dir=volumes)
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []
         self._restarted = False
-        self.metrics = NodeMetrics(self._figures)
         #: What this node runs, as last read for a scrape (``scrape``).
         self._scraped: list[InstanceStatus] = []
+        self._used: list[Usage] = []
+        self._ingress_stats: list[dict[str, str]] = []
         self.dns: DnsServer | None = None
         self._zone_cache: tuple[int, Zone | None] | None = None
         self.session: aiohttp.ClientSession
@@ -82,7 +91,7 @@ class Node:
     def _figures(self) -> NodeFigures:
         raft = getattr(self, "raft", None)  # (a scrape before the replica opened sees zeros)
         if raft is None:
-            return NodeFigures(instances=self._scraped)
+            return NodeFigures(instances=self._scraped, usage=self._used, ingress=self._ingress_stats)
         return NodeFigures(
             term=raft.term(),
             commit_index=raft.commit_index(),
@@ -90,11 +99,16 @@ class Node:
             is_leader=raft.is_leader(),
             dns=dns_counts(self.dns.stats if self.dns is not None else None),
             instances=self._scraped,
+            usage=self._used,
+            ingress=self._ingress_stats,
         )
 
     async def scrape(self) -> bytes:
         """The metrics, with what this node runs read now."""
         self._scraped = await self.agent.list()
+        self._used = await self.agent.usage()
+        ingress = getattr(self, "ingress", None)  # (made when the node starts)
+        self._ingress_stats = await ingress.proxy.stats() if ingress is not None else []
         return self.metrics.render()
 
     def self_record(self) -> NodeRecord:

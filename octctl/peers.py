@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from octctl.api.models import TERM_HEADER, JoinRequest, MembersResponse
-from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.runtime.base import InstanceSpec, InstanceStatus, Usage
 
 
 class PeerError(Exception):
@@ -69,6 +69,10 @@ class PeerClient:
 
     async def instances(self, address: str, project: str | None = None) -> list[InstanceStatus]:
         return (await self.report(address, project)).instances
+
+    async def usage(self, address: str) -> list[Usage]:
+        data = await self._request("GET", address, "/v1/agent/usage", timeout=5.0)
+        return [Usage.model_validate(item) for item in data["instances"]]
 
     async def report(self, address: str, project: str | None = None) -> AgentReport:
         path = "/v1/agent/instances" + (f"?project={project}" if project else "")

@@ -18,11 +18,17 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
+#: Clock ticks per second (``/proc``'s unit of CPU time) and bytes per page (of its memory sizes).
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 @dataclass(frozen=True)
 class ProcStat:
     state: str  # one letter: R running, S sleeping, Z zombie, X dead, ...
     pgrp: int
     start_time: int
+    cpu_ticks: int = 0  # user + system time so far
 
     @property
     def dead(self) -> bool:
@@ -43,7 +49,12 @@ def stat(pid: int) -> ProcStat | None:
     # The command name is parenthesised and may contain spaces: split after the last ')'.
     fields = raw[raw.rfind(")") + 2 :].split()
     try:
-        return ProcStat(state=fields[0], pgrp=int(fields[2]), start_time=int(fields[19]))
+        return ProcStat(
+            state=fields[0],
+            pgrp=int(fields[2]),
+            start_time=int(fields[19]),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+        )
     except (IndexError, ValueError):
         return None
 
@@ -99,3 +110,18 @@ def pid_alive(pid: int) -> bool:
         if done == pid:
             return False
     return True
+
+
+def group_usage(pgid: int) -> tuple[float, int] | None:
+    """CPU seconds used so far and resident bytes now of every live process in the group (a
+    process service and its children); None when the group has none."""
+    ticks, pages, found = 0, 0, False
+    for pid in pids():
+        member = stat(pid)
+        if member is None or member.pgrp != pgid or member.dead:
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            pages += int((PROC / str(pid) / "statm").read_text().split()[1])
+        ticks += member.cpu_ticks
+        found = True
+    return (ticks / TICKS, pages * PAGE) if found else None

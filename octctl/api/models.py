@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from octctl.addresses import DEFAULT_DNS_PORT
+from octctl.runtime.base import Usage
 from octctl.state.kv import MAX_VALUE_BYTES
 from octctl.state.model import ServiceChange
 
@@ -230,6 +231,19 @@ class EventView(BaseModel):
 class EventsResponse(BaseModel):
     events: list[EventView]
     last: int = Field(description="the sequence number of the newest entry in the trail (0: none)")
+
+
+class NodeUsage(BaseModel):
+    """What one node's instances use (``oct top``), or why the node did not say."""
+
+    node: str
+    instances: list[Usage] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="the node did not answer: why")
+
+
+class UsageResponse(BaseModel):
+    at: float = Field(description="when it was gathered (Unix time): CPU rates divide by its differences")
+    nodes: list[NodeUsage]
 
 
 class UiLink(BaseModel):

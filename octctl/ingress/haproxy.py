@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -290,6 +292,19 @@ class Haproxy:
             if len(fields) >= 5 and fields[1] == "master":
                 return int(fields[2]), int(fields[4].rstrip("]"))
         raise ValueError("no master line in show proc")
+
+    async def stats(self) -> list[dict[str, str]]:
+        """HAProxy's own counters (``show stat``: one row per frontend, server and backend) from
+        the current worker; none while the proxy is stopped or does not answer. A reload starts a
+        new worker, whose counters start from zero (Prometheus reads that as a counter reset)."""
+        if not self.running:
+            return []
+        try:
+            answer = await self._ask("@1 show stat")
+        except (OSError, TimeoutError):
+            return []
+        header, _, rows = answer.lstrip("# ").partition("\n")
+        return list(csv.DictReader(io.StringIO(rows), fieldnames=header.split(",")))
 
     async def _has_worker(self) -> bool:
         answer = await self._ask("show proc")

@@ -165,6 +165,16 @@ class InstanceStatus(BaseModel):
         )
 
 
+class Usage(BaseModel):
+    """What one instance uses: CPU time so far (a rate needs two readings) and memory now."""
+
+    project: str
+    service: str = Field(description="the instance: web, web.2 ...")
+    runtime: RuntimeName
+    cpu_seconds: float = Field(description="user and system CPU time since it started")
+    memory_bytes: int = Field(description="memory in use now (the page cache it could give back excluded)")
+
+
 class LogStream(abc.ABC):
     """An instance's log lines, oldest first: the last ``tail`` then, when following, each new one
     as it is written. Iterating blocks (a worker thread's job); :meth:`close` from another thread
@@ -241,6 +251,11 @@ class Runtime(abc.ABC):
         Health checks ask every few seconds; runtimes override this with a cheaper lookup.
         """
         return next((s for s in self.list(project) if s.service == service), None)
+
+    def usage(self, project: str | None = None) -> builtins.list[Usage]:
+        """What each running instance (of ``project``) uses now; instances it cannot tell are left
+        out. Read at a metrics scrape and by ``oct top``, never on the leader's polls."""
+        return []
 
     def restart(self, project: str, service: str) -> None:
         """Restart the instance the way a crash would (counted in ``restarts``); used when its

@@ -51,6 +51,7 @@ from octctl.server.kv_routes import kv_delete, kv_get, kv_put
 from octctl.server.log_streams import agent_log_stream, agent_node_log, node_log, service_log_stream
 from octctl.server.openapi import OPENAPI_PATH, serve_openapi
 from octctl.server.ui_routes import ui_home, ui_link, ui_login, ui_logs, ui_part, ui_static
+from octctl.server.usage_routes import agent_usage, usage
 from octctl.server.views import leader_id, status_view
 from octctl.state.desired import desired_project
 from octctl.state.model import api_address, command
@@ -209,6 +210,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/agent/instances/{service}/logs/stream", agent_log_stream)
     app.router.add_get("/v1/agent/instances/{service}/backup", agent_backup)
     app.router.add_put("/v1/agent/instances/{service}/restore", agent_restore)
+    app.router.add_get("/v1/usage", usage)
+    app.router.add_get("/v1/agent/usage", agent_usage)
     app.router.add_post("/v1/ui/link", ui_link)
     app.router.add_get("/ui", ui_home)
     app.router.add_get("/ui/login", ui_login)

@@ -35,10 +35,11 @@ from octctl.api.models import (
     RollbackResponse,
     StatusResponse,
     UiLink,
+    UsageResponse,
 )
 from octctl.fencing import MAX_TERM_DIGITS
 from octctl.names import INSTANCE_PATTERN, NAME_PATTERN, NAME_RULE
-from octctl.runtime.base import InstanceSpec, InstanceStatus
+from octctl.runtime.base import InstanceSpec, InstanceStatus, Usage
 from octctl.state.kv import KEY_PATTERN
 
 OPENAPI_PATH = "/v1/openapi.json"
@@ -64,6 +65,10 @@ class AccessLines(BaseModel):
 
 class InstanceList(BaseModel):
     instances: list[InstanceStatus]
+
+
+class UsageList(BaseModel):
+    instances: list[Usage]
 
 
 class Removed(BaseModel):
@@ -253,6 +258,16 @@ ROUTES: tuple[Route, ...] = (
         "This node's Prometheus metrics (text format); the read-only scrape token is enough",
         LogLines,
         stream_answer="text/plain; version=0.0.4; charset=utf-8",
+    ),
+    Route(
+        "GET", "/v1/usage", "CPU time and memory of every instance, from every node (oct top)", UsageResponse
+    ),
+    Route(
+        "GET",
+        "/v1/agent/usage",
+        "CPU time and memory of this node's instances (nodes only)",
+        UsageList,
+        errors=(403,),
     ),
     Route(
         "POST",

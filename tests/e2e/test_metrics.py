@@ -16,7 +16,7 @@ from dnslib import DNSRecord
 
 from octctl.server.openapi import PUBLIC_PATHS, ROUTES
 from octctl.tls import client_context
-from tests.e2e.harness import Project, state_record
+from tests.e2e.harness import Project, http_get, state_record
 
 pytestmark = pytest.mark.e2e
 
@@ -121,3 +121,30 @@ def test_nodes_serve_their_metrics_to_the_scrape_token_and_nothing_else(make_pro
             as_prometheus.get(f"{base}/v1/metrics", headers={"Authorization": "Bearer nope"}).status_code
             == 401
         )
+
+
+def test_ingress_requests_and_provider_calls_are_counted(make_project) -> None:  # type: ignore[no-untyped-def]
+    """The quickstart: its `web` is public on every node's ingress, and the leader asked the local
+    provider for the two other nodes."""
+    project: Project = make_project("examples/quickstart")
+    project.oct("deploy")
+    (scrape,) = yaml.safe_load(project.oct("scrape-config").stdout)["scrape_configs"]
+    status = project.status()
+    leader = next(n for n in status["nodes"] if n["role"] == "leader")
+    follower = next(n for n in status["nodes"] if n["role"] == "follower")
+    for _ in range(5):
+        assert "Hello" in http_get(f"http://{follower['address']}:9100/")
+    with httpx.Client(
+        verify=client_context(scrape["tls_config"]["ca"]),
+        headers={"Authorization": f"Bearer {scrape['authorization']['credentials']}"},
+        timeout=10,
+        trust_env=False,
+    ) as prometheus:
+
+        def scrape_of(node: dict) -> str:
+            return prometheus.get(f"https://{node['address']}:{node['api_port']}/v1/metrics").text
+
+        assert value(scrape_of(follower), "oct_ingress_connections_total", proxy="web_9100") >= 5
+        lead = scrape_of(leader)
+        assert value(lead, "oct_provider_calls_total", provider="local", call="provision", result="ok") >= 2
+        assert value(lead, "oct_provider_call_seconds_count", provider="local", call="reserve") >= 2

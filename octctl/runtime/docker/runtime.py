@@ -34,6 +34,7 @@ from octctl.runtime.base import (
     PortMapping,
     Runtime,
     RuntimeFailure,
+    Usage,
 )
 from octctl.runtime.docker.engine import Engine, engine_errors, explain
 from octctl.runtime.docker.images import Images, RegistryLogin
@@ -208,6 +209,21 @@ class DockerRuntime(Runtime):
                 all=True, filters={"label": labels}, ignore_removed=True
             )
             return [self._status(container) for container in containers]
+
+    def usage(self, project: str | None = None) -> builtins.list[Usage]:
+        """From the engine's stats (one reading each, not the two a rate takes): the same figures
+        whichever cgroup version and driver the machine has."""
+        from docker.errors import DockerException
+
+        found = []
+        for status in self.list(project):
+            if status.state != "running":
+                continue
+            with contextlib.suppress(DockerException, KeyError, TypeError, ValueError):
+                container = self._find(container_name(status.project, status.service))
+                if container is not None:
+                    found.append(_usage(status, container.stats(stream=False, one_shot=True)))
+        return found
 
     def logs(self, project: str, service: str, tail: int = 50) -> builtins.list[str]:
         with engine_errors(f"cannot read logs of {service}"):
@@ -423,3 +439,18 @@ class DockerRuntime(Runtime):
             exit_code=exit_code,
             log_tail=log_tail,
         )
+
+
+def _usage(status: InstanceStatus, stats: dict[str, Any]) -> Usage:
+    """A container's CPU time and memory, as ``docker stats`` counts it: its memory less the page
+    cache it could give back (``inactive_file`` on cgroup v2, ``total_inactive_file`` on v1)."""
+    memory = stats["memory_stats"]
+    detail = memory.get("stats") or {}
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return Usage(
+        project=status.project,
+        service=status.service,
+        runtime="docker",
+        cpu_seconds=stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9,
+        memory_bytes=max(0, int(memory.get("usage", 0)) - int(cache)),
+    )

@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from octctl.names import check_name
-from octctl.runtime.base import InstanceSpec, InstanceStatus, LogStream, Runtime, RuntimeFailure
+from octctl.procfs import group_usage
+from octctl.runtime.base import InstanceSpec, InstanceStatus, LogStream, Runtime, RuntimeFailure, Usage
 from octctl.runtime.process.isolation import ServiceUser
 from octctl.runtime.process.logs import FileLines, tail_lines
 from octctl.runtime.process.records import StateDir
@@ -217,6 +218,28 @@ class ProcessRuntime(Runtime):
                     self._instances[key] = instance
                 instance.start()
                 log.info("%s: started again after the restore", instance.label)
+
+    def usage(self, project: str | None = None) -> builtins.list[Usage]:
+        """The child's process group (it is its leader: started in a session of its own), so what
+        a service forks counts too."""
+        with self._lock:
+            running = [(key, i.running_pid()) for key, i in self._instances.items()]
+        found = []
+        for (owner, service), pid in running:
+            if pid is None or (project is not None and owner != project):
+                continue
+            used = group_usage(pid)
+            if used is not None:
+                found.append(
+                    Usage(
+                        project=owner,
+                        service=service,
+                        runtime="process",
+                        cpu_seconds=used[0],
+                        memory_bytes=used[1],
+                    )
+                )
+        return found
 
     def pid(self, project: str, service: str) -> int | None:
         """The current child's pid (None if not running); for diagnostics and tests."""
