@@ -116,7 +116,7 @@ class Deployments:
             fields["state"] = "in_progress"
         if fields.get("state") or fields["message"] != deployment["message"]:
             await self.cluster.execute(
-                command("deployment_update", deployment=deployment["id"], fields=fields)
+                command("deployment_update", deployment=deployment["id"], fields=fields, at=time.time())
             )
 
     def _late(self, name: str, spec: InstanceSpec, instance: Mapping[str, Any], config: Config) -> str | None:

@@ -82,7 +82,7 @@ class Fleet:
             if silent < after:
                 continue
             log.warning("node %s unreachable for %.0fs (limit %ds): replacing it", node["id"], silent, after)
-            await self.retire(node)
+            await self.retire(node, replaced=f"was unreachable for {silent:.0f} s")
             return True
         return False
 
@@ -104,10 +104,13 @@ class Fleet:
         await self.cluster.execute(command("node_role", node=candidates[0], voter=True))
         return True
 
-    async def retire(self, node: NodeRecord) -> None:
-        """Leave Raft first (while the node can still acknowledge), then stop the machine."""
+    async def retire(self, node: NodeRecord, replaced: str | None = None) -> None:
+        """Leave Raft first (while the node can still acknowledge), then stop the machine.
+        ``replaced``: why a dead node goes (the event trail says it is replaced)."""
         self.reshaped = True
-        await self.cluster.execute(command("node_status", node=node["id"], status="retiring", at=time.time()))
+        await self.cluster.execute(
+            command("node_status", node=node["id"], status="retiring", at=time.time(), reason=replaced)
+        )
         if raft_address(node) in self.cluster.members():
             await self.cluster.remove_member(raft_address(node))
         if self.provider is not None:

@@ -31,6 +31,7 @@ from octctl.node import Node
 from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.backup_routes import agent_backup, agent_restore, service_backup, service_restore
+from octctl.server.denials import Denials
 from octctl.server.history_routes import events, history, rollback
 from octctl.server.http import (
     MAX_BODY,
@@ -173,7 +174,7 @@ def build_app(node: Node) -> web.Application:
         middlewares=[
             metrics_middleware(node),
             errors_middleware,
-            auth_middleware(node.secrets.token, node.secrets.scrape_token, node.logins),
+            auth_middleware(node.secrets.token, node.secrets.scrape_token, node.logins, Denials(node).denied),
             audit_middleware(node),
         ],
         client_max_size=MAX_BODY,

@@ -125,10 +125,15 @@ def _ui_route(request: web.Request) -> str | None:
     return canonical if canonical == UI_PREFIX or canonical.startswith(UI_PREFIX + "/") else None
 
 
-def auth_middleware(token: str, scrape_token: str | None = None, logins: Logins | None = None) -> Middleware:
+def auth_middleware(
+    token: str,
+    scrape_token: str | None = None,
+    logins: Logins | None = None,
+    denied: Callable[[web.Request, int], None] | None = None,
+) -> Middleware:
     """The bearer token for the API (or the scrape token for metrics), a node certificate too for
     agent routes, and a dashboard session for ``/ui`` pages; no token opens the dashboard and no
-    session cookie opens the API."""
+    session cookie opens the API. API calls refused are reported to ``denied`` (the audit trail)."""
     expected = f"Bearer {token}".encode()
     scraper = f"Bearer {scrape_token}".encode() if scrape_token else None
 
@@ -145,8 +150,12 @@ def auth_middleware(token: str, scrape_token: str | None = None, logins: Logins 
                 scraper is not None and request.path == METRICS_PATH and hmac.compare_digest(given, scraper)
             )
             if not scraping and not hmac.compare_digest(given, expected):
+                if denied is not None:
+                    denied(request, 401)
                 return error(401, "missing or wrong bearer token")
             if _agent_route(request) and not peer_is_node(request.transport):
+                if denied is not None:
+                    denied(request, 403)
                 return error(403, "agent routes are for the cluster's nodes: no node certificate presented")
         return await handler(request)
 

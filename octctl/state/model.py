@@ -86,14 +86,17 @@ def _node_left(state: ClusterState, node: str, at: float | None = None) -> None:
     state["instance_ports"] = {s: p for s, p in ports.items() if s in state["placements"]}
 
 
-def _node_status(state: ClusterState, node: str, status: str, at: float) -> None:
+def _node_status(state: ClusterState, node: str, status: str, at: float, reason: str | None = None) -> None:
+    """``reason``: why the leader retires a node (a dead node it replaces says so)."""
     record = state["nodes"].get(node)
     if record is None:
         return
     was, record["status"] = record["status"], status
     if status == "ready":
         record["last_seen"] = at
-    if status != was and (status != "ready" or was == "unreachable"):
+    if status == "retiring" and reason:
+        note(state, "node.replaced", node, f"{node} {reason}: retired, a new node takes its place", at)
+    elif status != was and (status != "ready" or was == "unreachable"):
         kind = {"unreachable": "node.down", "ready": "node.up"}.get(status, f"node.{status}")
         note(state, kind, node, f"{node} is {status}", at)
 
@@ -112,6 +115,8 @@ def _node_public_address(state: ClusterState, node: str, address: str) -> None:
 
 
 def _provisioning(state: ClusterState, node: str, at: float) -> None:
+    if node not in state["provisioning"]:
+        note(state, "node.launching", node, f"{node} is being launched", at)
     state["provisioning"][node] = at
 
 
@@ -183,6 +188,14 @@ def _deploy(
         and current["state"] not in ("failed", "destroying", "destroyed")
     ):
         return {"deployment": current["id"], "changed": False, "changes": changes}
+    if rollback_of is not None and current is not None and current["state"] == "failed":
+        note(
+            state,
+            "deployment.rolled_back",
+            current["id"],
+            f"{current['id']} failed: rolled back to {rollback_of} by {deployment}",
+            at,
+        )
     if current is not None and current["state"] in ("pending", "in_progress"):
         settle(state.setdefault("history", []), {**current, "state": "superseded", "finished_at": at})
         note(state, "deployment.superseded", current["id"], f"{current['id']} superseded by {deployment}", at)
@@ -253,7 +266,9 @@ def _destroy(state: ClusterState, deployment: str, at: float) -> dict[str, Any]:
     return {"deployment": deployment}
 
 
-def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, Any]) -> None:
+def _deployment_update(
+    state: ClusterState, deployment: str, fields: dict[str, Any], at: float | None = None
+) -> None:
     """Progress of the current deployment; an update for an older one is ignored (it was superseded)."""
     current = state["deployment"]
     if current is None or current["id"] != deployment:
@@ -263,7 +278,10 @@ def _deployment_update(state: ClusterState, deployment: str, fields: dict[str, A
     if unknown:
         raise CommandError(f"unknown deployment fields: {sorted(unknown)}")
     ended = fields.get("state") if fields.get("state") != current["state"] else None
+    progressed = fields.get("message") not in (None, "", current["message"])
     current.update(fields)  # type: ignore[typeddict-item]
+    if progressed and current["state"] in ("pending", "in_progress"):
+        note(state, "deployment.progressed", deployment, f"{deployment}: {current['message']}", at)
     settle(state.setdefault("history", []), current)
     if ended in ("succeeded", "failed", "destroyed"):
         why = (

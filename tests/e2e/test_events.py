@@ -15,7 +15,8 @@ import time
 import pytest
 
 from octctl.providers.local.provider import octctl_pids
-from tests.e2e.harness import OCT, Project
+from octctl.server.denials import BURST
+from tests.e2e.harness import OCT, Project, https_client, state_record
 from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -106,3 +107,47 @@ def test_the_trail_of_deploys_nodes_and_leaders(make_project) -> None:  # type: 
         timeout=30,
     )
     assert after[: len(before)] == before
+
+
+FAILING = CONFIG.replace("nodes = 3", "nodes = 1").replace(
+    'command = "sleep 3600"', "command = \"sh -c 'exit 3'\""
+)
+
+
+def test_a_failed_deploy_and_unauthorised_calls_are_in_the_trail(make_project) -> None:  # type: ignore[no-untyped-def]
+    project: Project = make_project("events", CONFIG.replace("nodes = 3", "nodes = 1"))
+    project.oct("deploy")
+    (project.dir / "oct.toml").write_text(FAILING)
+    assert project.oct("deploy", check=False).returncode != 0
+    failed = wait_until(lambda: trail(project), until=lambda t: "deployment.failed" in kinds(t), timeout=30)
+    (failure,) = [e for e in failed if e["kind"] == "deployment.failed"]
+    assert "web" in failure["message"]
+    assert "deployment.progressed" in kinds(failed)
+    # (the service's update rolls back on failure by default: the trail says so)
+    wait_until(lambda: trail(project), until=lambda t: "deployment.rolled_back" in kinds(t), timeout=30)
+
+    # Strangers: a wrong token on a write, none on a read, a flood of them; the trail notes a
+    # bounded few, with the route's pattern and never what they sent.
+    record = state_record(project.dir)
+    base = f"https://{record['nodes'][0]}"
+    with https_client(record["ca_cert"], timeout=10) as stranger:
+        assert (
+            stranger.post(
+                f"{base}/v1/destroy", json={}, headers={"Authorization": "Bearer guess"}
+            ).status_code
+            == 401
+        )
+        assert stranger.get(f"{base}/v1/kv/secret%0Ainjected").status_code == 401
+        for _ in range(20):
+            stranger.get(f"{base}/v1/status")
+    denied = wait_until(
+        lambda: [e for e in trail(project) if e["kind"] == "audit" and "denied" in e["message"]],
+        until=lambda found: len(found) >= 2,
+        timeout=10,
+    )
+    assert denied[0]["subject"] == "unauthenticated caller from 127.0.0.1"
+    assert denied[0]["message"] == "POST /v1/destroy: 401 denied"
+    assert denied[1]["message"] == "GET /v1/kv/{key}: 401 denied"  # the pattern, not the path
+    assert len(denied) <= BURST and "guess" not in json.dumps(trail(project))
+    assert "deployment.destroying" not in kinds(trail(project))  # the stranger's destroy did nothing
+    assert project.status()["project"] == "events"

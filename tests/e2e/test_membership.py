@@ -72,6 +72,13 @@ def test_a_dead_follower_is_replaced_without_losing_quorum(make_project) -> None
     assert not any(pid_alive(pid) for pid in children), "what the dead node ran must not linger"
     assert "Hello from oct" in http_get(services["web"]["endpoint"])
     assert f"node {victim['id']} unreachable for" in project.node_logs()
+    trail = [json.loads(line) for line in project.oct("events", "--json", "-n", "1000").stdout.splitlines()]
+    noted = [(e["kind"], e["subject"]) for e in trail]
+    assert (
+        "node.replaced",
+        victim["id"],
+    ) in noted  # and then a new node was launched (it may reuse the name)
+    assert any(kind == "node.launching" for kind, _ in noted[noted.index(("node.replaced", victim["id"])) :])
     # The cluster still commits: a deploy of a change goes through.
     project.edit('GREETING = "Hello"', 'GREETING = "Hello again"')
     project.oct("deploy")

@@ -27,7 +27,13 @@ def test_deployments_and_nodes_are_noted_as_their_commands_apply() -> None:
     state = applied(
         command("node_joined", node=node(2)),
         command("deploy", project=spec, source_dir=None, deployment="d1", at=10.0),
-        command("deployment_update", deployment="d1", fields={"state": "in_progress", "message": "0/2"}),
+        command(
+            "deployment_update", deployment="d1", fields={"state": "in_progress", "message": "0/2"}, at=11.0
+        ),
+        command(
+            "deployment_update", deployment="d1", fields={"message": "0/2"}, at=11.2
+        ),  # the same: nothing
+        command("deployment_update", deployment="d1", fields={"message": "1/2"}, at=11.5),
         command("deployment_update", deployment="d1", fields={"state": "succeeded", "finished_at": 12.0}),
         command("node_status", node="node-2", status="unreachable", at=20.0),
         command("node_status", node="node-2", status="unreachable", at=21.0),  # no change: no event
@@ -38,13 +44,34 @@ def test_deployments_and_nodes_are_noted_as_their_commands_apply() -> None:
     assert trail(state) == [
         ("node.joined", "node-2", "node-2 joined at 127.0.0.2"),
         ("deployment.started", "d1", "d1 started: web started, db started"),
+        ("deployment.progressed", "d1", "d1: 0/2"),
+        ("deployment.progressed", "d1", "d1: 1/2"),
         ("deployment.succeeded", "d1", "d1 succeeded"),
         ("node.down", "node-2", "node-2 is unreachable"),
         ("node.up", "node-2", "node-2 is ready"),
         ("node.left", "node-2", "node-2 left the cluster"),
     ]
-    assert [e["at"] for e in events_of(state)] == [0.0, 10.0, 12.0, 20.0, 30.0, 40.0]
-    assert [e["seq"] for e in events_of(state)] == [1, 2, 3, 4, 5, 6]
+    assert [e["at"] for e in events_of(state)] == [0.0, 10.0, 11.0, 11.5, 12.0, 20.0, 30.0, 40.0]
+    assert [e["seq"] for e in events_of(state)] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_dead_node_replaced_a_launch_and_a_rollback_are_noted() -> None:
+    spec = project(service("web"))
+    state = applied(
+        command("node_joined", node=node(2)),
+        command("node_status", node="node-2", status="retiring", at=5.0, reason="was unreachable for 60 s"),
+        command("provisioning", node="node-3", at=6.0),
+        command("provisioning", node="node-3", at=6.5),  # the same launch, retried: noted once
+        command("deploy", project=spec, source_dir=None, deployment="d1", at=10.0),
+        command("deployment_update", deployment="d1", fields={"state": "failed", "finished_at": 11.0}),
+        command("deploy", project=project(service("web", cpus=200)), source_dir=None, deployment="d2",
+                at=12.0, rollback_of="d0"),
+    )  # fmt: skip
+    assert trail(state)[1:3] == [
+        ("node.replaced", "node-2", "node-2 was unreachable for 60 s: retired, a new node takes its place"),
+        ("node.launching", "node-3", "node-3 is being launched"),
+    ]
+    assert ("deployment.rolled_back", "d1", "d1 failed: rolled back to d0 by d2") in trail(state)
 
 
 def test_instances_are_noted_from_what_the_leader_observes() -> None:
