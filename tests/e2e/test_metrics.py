@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 from dnslib import DNSRecord
+from prometheus_client.parser import text_string_to_metric_families
 
 from octctl.server.openapi import PUBLIC_PATHS, ROUTES
 from octctl.tls import client_context
@@ -41,14 +42,12 @@ memory = 32
 
 
 def value(text: str, name: str, **labels: str) -> float:
-    """The sample ``name{labels}`` of a text exposition (labels given must all match)."""
-    for line in text.splitlines():
-        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
-        if match is None or match[1] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match[3])
+    """The sample ``name{labels}`` (labels given must all match), read with the Prometheus
+    client's own parser: the whole exposition must parse."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
     raise AssertionError(f"no sample {name}{labels} in:\n{text[:2000]}")
 
 
