@@ -29,7 +29,14 @@ from octcli.rollout import POLL_INTERVAL, ProgressCallback, wait_for_deployment
 from octcli.state import ClusterRecord, StateStore
 from octcli.top import Frame
 from octcli.top import frame as top_frame
-from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusResponse, VolumeView
+from octctl.api.models import (
+    EventView,
+    HistoryResponse,
+    PlanResponse,
+    ServiceChange,
+    StatusResponse,
+    VolumeView,
+)
 from octctl.node_settings import scrape_token
 
 if TYPE_CHECKING:
@@ -138,11 +145,13 @@ def plan(path: PathLike = "oct.toml") -> DeployPlan:
     from octcli.plan import ExistingCluster
 
     file, config = _load(path)
-    existing = None
+    existing, record = None, None
     state_read = config.project.state_backend.local is not None
     if state_read:
         store = _store(file, config)
         record = store.load()
+        if record is not None and not record.nodes:
+            record = None
         if record is not None:
             existing = ExistingCluster(
                 cluster=record.cluster,
@@ -150,7 +159,31 @@ def plan(path: PathLike = "oct.toml") -> DeployPlan:
                 nodes=len(record.nodes),
                 state_file=store.where,
             )
-    return _build_plan(file, config, existing, state_read=state_read)
+    result = _build_plan(file, config, existing, state_read=state_read)
+    if record is not None:
+        try:
+            result.diff = _ask_plan(file, config, record)
+        except OctError as e:
+            result.notes.append(f"the cluster did not answer ({e}): this is what a first deploy would create")
+    return result
+
+
+def plan_diff(path: PathLike = "oct.toml") -> PlanResponse | None:
+    """What deploying oct.toml would change on the running cluster (what ``oct deploy`` shows
+    first on a terminal); None when there is no cluster or it does not answer at once."""
+    file, config = _load(path)
+    record = _store(file, config).load()
+    if record is None or not record.nodes:
+        return None
+    try:
+        return _ask_plan(file, config, record, retry_for=0.0)
+    except OctError:
+        return None
+
+
+def _ask_plan(file: Path, config: Config, record: ClusterRecord, retry_for: float = 3.0) -> PlanResponse:
+    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=retry_for) as client:
+        return client.plan(config.model_dump(mode="json"), str(file.resolve().parent))
 
 
 def _build_plan(

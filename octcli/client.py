@@ -33,6 +33,7 @@ from octctl.api.models import (
     ErrorBody,
     EventsResponse,
     HistoryResponse,
+    PlanResponse,
     RollbackRequest,
     RollbackResponse,
     StatusResponse,
@@ -136,6 +137,11 @@ class OctClient:
         )
         node, response = self._call("POST", "/deploy", json=body)
         return _parse(node, response, DeployResponse)
+
+    def plan(self, config_json: dict[str, Any], source_dir: str | None) -> PlanResponse:
+        body = DeployRequest(config=config_json, source_dir=source_dir).model_dump(mode="json")
+        node, response = self._call("POST", "/plan", json=body)
+        return _parse(node, response, PlanResponse)
 
     def history(self) -> HistoryResponse:
         node, response = self._call("GET", "/history")

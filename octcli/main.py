@@ -145,6 +145,11 @@ def deploy(
     A first deploy on AWS shows what it will create and its monthly cost, and asks first.
     """
     view = terminal.DeployView(_stderr())
+    if not as_json and _stderr().is_terminal:  # what will change, before it does (oct plan's diff)
+        diff = api.plan_diff(config)
+        if diff is not None:
+            for line in terminal.diff_lines(diff):
+                _stderr().print(line, soft_wrap=True)
 
     def approve(plan: DeployPlan) -> bool:
         return _ask(
@@ -483,18 +488,30 @@ def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
 def plan(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode",
+            help="Exit 0 when nothing would change, 2 when something would, 1 on error.",
+        ),
+    ] = False,
 ) -> None:
-    """Show what deploy would create and its monthly cost; touches nothing and needs no credentials."""
+    """Show what deploy would change and what it costs a month: against the running cluster when
+    there is one (per service, on its real nodes), else what a first deploy creates. Touches nothing."""
     try:
         result = api.plan(config)
     except OctError as e:
+        if detailed_exitcode:  # (Terraform's convention: 1 is any error, 2 means changes)
+            e.exit_code = 1
         _fail(e)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
-        return
-    out = _stdout()
-    for part in terminal.plan_lines(result):
-        out.print(part, soft_wrap=True)
+    else:
+        out = _stdout()
+        for part in terminal.plan_lines(result):
+            out.print(part, soft_wrap=True)
+    if detailed_exitcode and result.changed:
+        raise typer.Exit(2)
 
 
 #: ``--since`` units, as ``docker logs --since`` and ``journalctl`` take them.

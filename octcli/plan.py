@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.api.models import PlanResponse
 from octctl.config import AwsProvider, Config, LocalProvider
 from octctl.config.validate import aws_settings
 from octctl.providers.aws import pricing
@@ -100,6 +101,15 @@ class DeployPlan(BaseModel):
     existing: ExistingCluster | None = None
     changes: list[str]
     notes: list[str]
+    diff: PlanResponse | None = Field(
+        default=None, description="against the running cluster: what changes per service, on its real nodes"
+    )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def changed(self) -> bool:
+        """Whether deploying would change anything (a first deploy always does)."""
+        return self.diff.changed if self.diff is not None else True
 
 
 def _usd(amount: Decimal) -> float:

@@ -18,7 +18,14 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from octctl.api.models import EventView, HistoryResponse, ServiceChange, StatusResponse, VolumeView
+from octctl.api.models import (
+    EventView,
+    HistoryResponse,
+    PlanResponse,
+    ServiceChange,
+    StatusResponse,
+    VolumeView,
+)
 
 if TYPE_CHECKING:
     from octcli.plan import DeployPlan, FargateComparison
@@ -29,6 +36,7 @@ __all__ = [
     "DeployView",
     "change_lines",
     "destroy_summary",
+    "diff_lines",
     "nodes_table",
     "plan_lines",
     "plan_summary",
@@ -344,11 +352,63 @@ def _size(cpus: int, memory: int) -> str:
     return f"{cpus / 1000:g} vCPU, {memory} MB"
 
 
+_MARKS = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "replace": ("-/+", "yellow"),
+    "remove": ("-", "red"),
+    "unchanged": ("=", "dim"),
+}
+
+
+def _shown(value: object) -> str:
+    return "(unset)" if value is None else str(value)
+
+
+def diff_lines(diff: PlanResponse) -> list[Text]:
+    """``oct plan`` against a running cluster: per service what changes and where its instances
+    go (real node ids; new-N is a node to launch), the nodes, the cost before and after."""
+    against = f"deployment {diff.deployment}" if diff.deployment else "nothing deployed yet"
+    out = [Text(f"  against {against} on cluster {diff.cluster}", style="dim")]
+    for service in diff.services:
+        mark, style = _MARKS[service.change]
+        if service.change == "unchanged":
+            continue
+        out.append(Text.assemble((f"  {mark:>3} {service.change:<8}", style), (service.name, "bold")))
+        for change in service.fields:
+            out.append(Text(f"        {change.field}: {_shown(change.before)} -> {_shown(change.after)}"))
+        for i in service.instances:
+            if i.node != i.was:
+                where = (
+                    f"{i.was or 'new'} -> {i.node or ('gone' if service.change == 'remove' else 'no room')}"
+                )
+                out.append(Text(f"        {i.name}: {where}", style="dim"))
+    same = [s.name for s in diff.services if s.change == "unchanged"]
+    if same:
+        out.append(Text(f"    = unchanged {', '.join(same)}", style="dim"))
+    nodes = f"  nodes: {diff.nodes_before} -> {diff.nodes_after}"
+    moves = [*(f"launch {n}" for n in diff.launch), *(f"retire {n}" for n in diff.retire)]
+    out.append(Text(nodes + (f" ({', '.join(moves)})" if moves else "")))
+    if diff.unplaced:
+        out.append(Text(f"  no room for {', '.join(diff.unplaced)}", style="red"))
+    if diff.monthly_usd_after is not None:
+        before = _money(diff.monthly_usd_before)
+        out.append(Text(f"  cost: ${before} -> ${_money(diff.monthly_usd_after)} a month ({diff.cost_note})"))
+    if not diff.changed:
+        out.append(Text("  no changes: the cluster already runs this", style="green"))
+    return out
+
+
 def plan_lines(plan: DeployPlan) -> list[RenderableType]:
     """The plan as terminal output; plain Text everywhere, since names may contain brackets."""
     out: list[RenderableType] = []
     where = f"{plan.provider}, {plan.region}" if plan.region else plan.provider
     out.append(Text.assemble(("plan", "bold"), f" for {plan.project} ({where})"))
+    if plan.diff is not None:  # a running cluster: what changes there, on its real nodes
+        out.extend(diff_lines(plan.diff))
+        if plan.fargate is not None:
+            out += [Text(), _fargate_table(plan.fargate)]
+        return out
     out.extend(Text(f"  {line}") for line in plan.changes)
     if plan.resources:
         table = Table(title="resources", title_justify="left", box=None, pad_edge=False)

@@ -53,6 +53,52 @@ class DeployRequest(BaseModel):
     )
 
 
+PlannedChange = Literal["create", "update", "replace", "remove", "unchanged"]
+#: What a plan shows instead of an env value: envs hold secrets.
+SENSITIVE = "(sensitive value)"
+
+
+class FieldChange(BaseModel):
+    field: str = Field(description="dotted: cpus, envs.API_KEY, healthcheck.path ...")
+    before: Any = Field(default=None, description="None: not set before; env values are masked")
+    after: Any = Field(default=None, description="None: not set after; env values are masked")
+
+
+class PlannedInstance(BaseModel):
+    name: str
+    node: str | None = Field(
+        description="where it would run: a node id, new-N for a node to launch, None: no room"
+    )
+    was: str | None = Field(default=None, description="where it runs now")
+
+
+class ServicePlan(BaseModel):
+    name: str
+    change: PlannedChange = Field(
+        description="update: its instances keep running (e.g. more replicas); replace: they are restarted"
+    )
+    fields: list[FieldChange] = Field(default_factory=list)
+    instances: list[PlannedInstance] = Field(default_factory=list)
+
+
+class PlanResponse(BaseModel):
+    """What deploying a config would do to the running cluster (``POST /v1/plan``): computed by
+    the leader from its state, changing nothing."""
+
+    cluster: str
+    deployment: str | None = Field(description="the current deployment, which the plan is against")
+    changed: bool = Field(description="false: the deploy would change nothing")
+    services: list[ServicePlan]
+    launch: list[str] = Field(default_factory=list, description="nodes the leader would launch (new-1 ...)")
+    retire: list[str] = Field(default_factory=list, description="nodes the leader would hand back")
+    unplaced: list[str] = Field(default_factory=list, description="instances with no room even then")
+    nodes_before: int
+    nodes_after: int
+    monthly_usd_before: float | None = None
+    monthly_usd_after: float | None = None
+    cost_note: str = ""
+
+
 class DeployResponse(BaseModel):
     """``changes`` says per service what this deploy does to it (absent from older nodes: empty)."""
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
+from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instance_ports import assign_instance_ports
 from octctl.instances import instances_of
 from octctl.leader.deployments import fail_deployment
@@ -40,13 +41,6 @@ from octctl.volumes import new_homes, pins
 __all__ = ["Fleet", "FleetSize"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FleetSize:
-    min_nodes: int
-    max_nodes: int | None
-    template: NodeCapacity  # the size of a node the provider would add
 
 
 @dataclass
@@ -121,17 +115,9 @@ class Fleet:
 
     def size(self, config: Config) -> FleetSize:
         """How many nodes the project wants at least and at most, and the size of a new one."""
-        provider = config.project.provider
-        if provider is not None and provider.local is not None:
-            local = provider.local
-            return FleetSize(
-                local.nodes, None, NodeCapacity(node="new", cpus=local.cpus, memory=local.memory)
-            )
-        template = NodeCapacity(node="new", cpus=self.settings.cpus, memory=self.settings.memory)
-        aws = provider.aws if provider is not None else None
-        if aws is not None:
-            return FleetSize(aws.min_nodes, aws.max_nodes, template)
-        return FleetSize(1, None, template)
+        return fleet_size(
+            config, NodeCapacity(node="new", cpus=self.settings.cpus, memory=self.settings.memory)
+        )
 
     async def schedule(
         self, view: ClusterState, config: Config | None, optional: Set[str] = frozenset()

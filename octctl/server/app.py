@@ -24,10 +24,12 @@ from octctl.api.models import (
 )
 from octctl.config import ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
+from octctl.dry_run import NodeFacts, dry_run
 from octctl.membership import NoVoterSeat, WrongSecret
 from octctl.metrics import CONTENT_TYPE
 from octctl.names import check_name, new_id
 from octctl.node import Node
+from octctl.scheduler import NodeCapacity
 from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
 from octctl.server.backup_routes import agent_backup, agent_restore, service_backup, service_restore
@@ -100,6 +102,27 @@ async def deploy(request: web.Request) -> web.Response:
     )
     node.leader.wake()
     return ok(DeployResponse.model_validate(result), status=202)
+
+
+@leader_only
+async def plan(request: web.Request) -> web.Response:
+    """What a deploy of the body would do (``octctl/dry_run.py``); nothing changes. On the leader,
+    so the plan is against the newest state."""
+    node = node_of(request)
+    body = await read_model(request, DeployRequest)
+    try:
+        config = parse_config_data(body.config)
+    except ConfigError as e:
+        return error(422, "invalid configuration", [str(p) for p in e.problems])
+    s = node.settings
+    facts = NodeFacts(
+        own=NodeCapacity(node=s.node, cpus=s.cpus, memory=s.memory),
+        leader=s.node,
+        kind=s.provider.kind,
+        instance_type=getattr(s.provider, "instance_type", None),
+        domain=s.dns_domain,
+    )
+    return ok(dry_run(node.raft.view(), config, body.source_dir, facts))
 
 
 @leader_only
@@ -185,6 +208,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/status", status)
     app.router.add_get(METRICS_PATH, metrics)
     app.router.add_post("/v1/deploy", deploy)
+    app.router.add_post("/v1/plan", plan)
     app.router.add_post("/v1/destroy", destroy)
     app.router.add_get("/v1/history", history)
     app.router.add_get("/v1/events", events)

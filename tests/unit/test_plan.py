@@ -319,3 +319,11 @@ def test_cli_plan_local_project(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["provider"] == "local" and data["monthly_usd"] is None and len(data["nodes"]) == 2
+
+
+def test_the_published_json_schema_is_the_plans() -> None:
+    """docs/schemas/plan.schema.json is what `oct plan --json` prints; regenerate it with
+    `python -c "import json; from octcli.plan import DeployPlan; print(json.dumps(DeployPlan.model_json_schema(
+    mode='serialization'), indent=2, sort_keys=True))" > docs/schemas/plan.schema.json`."""
+    published = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "plan.schema.json").read_text())
+    assert published == DeployPlan.model_json_schema(mode="serialization")
