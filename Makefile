@@ -7,7 +7,7 @@ QUICKSTART ?= examples/quickstart/oct.toml
 LOCK := deploy/requirements.lock
 DEV := $(VENV)/.dev
 
-.PHONY: venv dev lock quickstart quickstart-docker destroy-quickstart test test-unit security lint bench bench-deps clean chaos
+.PHONY: venv dev lock quickstart quickstart-docker destroy-quickstart test test-unit security lint bench bench-deps clean chaos schemas
 
 ## What running oct needs, nothing more: the dependencies exactly as locked (hash-checked, the
 ## same versions AWS nodes install), then oct itself (editable).
@@ -60,6 +60,12 @@ lint: dev
 	$(BIN)/ruff format --check octctl octcli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## Write the published JSON schemas (docs/schemas/) from the models they describe.
+schemas: dev
+	$(BIN)/python -c "import json; from octcli.plan import DeployPlan; \
+	print(json.dumps(DeployPlan.model_json_schema(mode='serialization'), indent=2, sort_keys=True))" \
+	> docs/schemas/plan.schema.json
 
 ## Benchmarks; each script prints its figures as one JSON object on its last line.
 ## They compare against anchors from apt: `make bench-deps` (as root) installs them.

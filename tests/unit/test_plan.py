@@ -322,8 +322,6 @@ def test_cli_plan_local_project(tmp_path: Path) -> None:
 
 
 def test_the_published_json_schema_is_the_plans() -> None:
-    """docs/schemas/plan.schema.json is what `oct plan --json` prints; regenerate it with
-    `python -c "import json; from octcli.plan import DeployPlan; print(json.dumps(DeployPlan.model_json_schema(
-    mode='serialization'), indent=2, sort_keys=True))" > docs/schemas/plan.schema.json`."""
+    """docs/schemas/plan.schema.json is what `oct plan --json` prints (`make schemas` writes it)."""
     published = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / "plan.schema.json").read_text())
     assert published == DeployPlan.model_json_schema(mode="serialization")
