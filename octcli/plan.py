@@ -69,6 +69,9 @@ class FargateTaskLine(BaseModel):
 class FargateComparison(BaseModel):
     """The same services on ECS Fargate: one task each, plus a load balancer if anything is public."""
 
+    arch: Literal["x86_64", "arm64"] = Field(
+        default="x86_64", description="Fargate's prices for the nodes' architecture: like with like"
+    )
     tasks: list[FargateTaskLine]
     unpriced: list[str] = Field(description="services bigger than any Fargate task (16 vCPU, 120 GB)")
     load_balancer_monthly_usd: float
@@ -94,6 +97,9 @@ class DeployPlan(BaseModel):
     hours_per_month: int
     reserve_cpus: int = 0
     reserve_memory: int = 0
+    node_extras_monthly_usd: float | None = Field(
+        default=None, description="every node's root volume and public IPv4 a month (aws), in monthly_usd"
+    )
     resources: list[PlannedResource]
     nodes: list[PlannedNode]
     monthly_usd: float | None = None
@@ -208,7 +214,7 @@ def _aws_plan(
         )
         for node, role, services in _roles(fleet.placements, fleet.node_ids)
     ]
-    fargate = _fargate(config, fleet.monthly)
+    fargate = _fargate(config, fleet.total_monthly, t.arch)
     if existing is None:
         changes = [
             "no cluster yet: `oct deploy` creates the resources and the leader listed here (genesis); "
@@ -225,7 +231,8 @@ def _aws_plan(
         reserve_memory=reserve.memory,
         resources=_aws_resources(config, aws, existing.cluster if existing else NEW_CLUSTER),
         nodes=nodes,
-        monthly_usd=_usd(fleet.monthly),
+        node_extras_monthly_usd=_usd(pricing.node_extras_monthly()),
+        monthly_usd=_usd(fleet.total_monthly),
         fargate=fargate,
         existing=existing,
         changes=changes,
@@ -280,12 +287,13 @@ def _aws_resources(config: Config, aws: AwsProvider, cluster: str) -> list[Plann
     return resources
 
 
-def _fargate(config: Config, ec2_monthly: Decimal) -> FargateComparison:
+def _fargate(config: Config, ec2_monthly: Decimal, arch: pricing.Arch) -> FargateComparison:
+    """Like with like: Fargate on the nodes' architecture (arm64 is 20% cheaper there too)."""
     tasks: list[FargateTaskLine] = []
     unpriced: list[str] = []
     total = Decimal(0)
     for service in config.project.services:
-        task = pricing.fargate_task(service.cpus, service.memory)
+        task = pricing.fargate_task(service.cpus, service.memory, arch)
         if task is None:
             unpriced.append(service.name)
             continue
@@ -302,6 +310,7 @@ def _fargate(config: Config, ec2_monthly: Decimal) -> FargateComparison:
     load_balancer = pricing.monthly(pricing.ALB_HOURLY) if public else Decimal(0)
     total += load_balancer
     return FargateComparison(
+        arch=arch,
         tasks=tasks,
         unpriced=unpriced,
         load_balancer_monthly_usd=_usd(load_balancer),
@@ -332,16 +341,23 @@ def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]
     notes = [
         f"prices: on-demand Linux list prices of us-east-1 and us-west-2{where}; "
         f"a month is {int(pricing.HOURS_PER_MONTH)} hours",
-        "compute only: EBS volumes, public IPv4 addresses ($0.005/h each), data transfer and "
-        "load balancer LCUs are extra, on both sides",
+        f"each node's {pricing.ROOT_VOLUME_GB} GB gp3 root volume and public IPv4 address are included "
+        f"(${pricing.node_extras_monthly():.2f} a month a node); data transfer and load balancer LCUs are "
+        "extra, on both sides",
     ]
-    if aws.reserve_memory == 0:
+    default = pricing.DEFAULT_RESERVE
+    if (aws.reserve_cpus, aws.reserve_memory) == (default.cpus, default.memory):
+        notes.append(
+            f"each node keeps {default.memory} MB and {default.cpus} millicores for the OS, Docker and "
+            "oct-ctl (measured: bench/node_reserve.py); set reserve_memory and reserve_cpus to change it"
+        )
+    elif aws.reserve_memory < default.memory:
         used = usage(fleet.placements, demands)
         free = min(fleet.capacity.memory - used.get(node, (0, 0))[1] for node in fleet.node_ids)
         notes.append(
-            "no memory is reserved on the nodes for the OS, Docker and oct-ctl (a few hundred MB): they "
-            f"live in what services leave unused under their memory limits (the fullest node has {free} MB "
-            "not promised to any service); set reserve_memory (e.g. 512) if services run near their limits"
+            f"less memory is reserved for the OS, Docker and oct-ctl than they use ({aws.reserve_memory} "
+            f"of about {default.memory} MB): they live in what services leave unused under their memory "
+            f"limits (the fullest node has {free} MB not promised to any service)"
         )
     if t.burstable:
         notes.append(
@@ -351,7 +367,7 @@ def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]
     if t.arch == "arm64":
         notes.append('arm64 nodes need images built for linux/arm64; set arch = "x86_64" otherwise')
     notes.append(
-        "Fargate: Linux/x86 prices, one task per service at the smallest valid task size, and one load "
-        "balancer if a service has an external_port; arm64 tasks cost 20% less"
+        f"Fargate: Linux/{t.arch} prices (like the nodes), one task per service at the smallest valid "
+        "task size, and one load balancer only if a service has an external_port"
     )
     return notes

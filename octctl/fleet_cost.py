@@ -28,9 +28,9 @@ def fleet_cost(kind: str, instance_type: str | None, nodes: int) -> FleetCost:
     known = pricing.lookup(instance_type) if instance_type else None
     if kind != "aws" or known is None:
         return FleetCost(None, f"no price known for {instance_type or kind} nodes")
-    total = known.monthly * nodes
+    each = known.monthly + pricing.node_extras_monthly()
     return FleetCost(
-        total.quantize(Decimal("0.01")),
-        f"{nodes} {known.name} node(s) at ${known.monthly:.2f} a month each (on-demand, us-east-1; "
-        "EBS, public IPv4 and traffic not included)",
+        (each * nodes).quantize(Decimal("0.01")),
+        f"{nodes} {known.name} node(s) at ${each:.2f} a month each (on-demand, us-east-1, with its "
+        "root volume and public IPv4; traffic not included)",
     )

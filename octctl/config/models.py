@@ -84,8 +84,13 @@ class AwsProvider(_Model):
     ami: str | None = Field(
         default=None, description="image id for every node; None = the current Debian 12 for the region"
     )
-    reserve_cpus: int = Field(default=0, ge=0, description="millicores per node kept from services")
-    reserve_memory: int = Field(default=0, ge=0, description="MB per node kept from services")
+    # (the defaults are pricing.DEFAULT_RESERVE, measured by bench/node_reserve.py)
+    reserve_cpus: int = Field(
+        default=50, ge=0, description="millicores per node kept from services for the OS, Docker and oct-ctl"
+    )
+    reserve_memory: int = Field(
+        default=384, ge=0, description="MB per node kept from services for the OS, Docker and oct-ctl"
+    )
 
 
 class Provider(_Model):

@@ -17,6 +17,9 @@ from octcli.plan import DeployPlan, ExistingCluster, build
 from octctl.config import Config, load_config_text
 from octctl.providers.aws.pricing import (
     ALB_HOURLY,
+    DEFAULT_RESERVE,
+    FARGATE_ARM_GB_HOURLY,
+    FARGATE_ARM_VCPU_HOURLY,
     FARGATE_GB_HOURLY,
     FARGATE_VCPU_HOURLY,
     HOURS_PER_MONTH,
@@ -80,44 +83,68 @@ def usd(amount: Decimal) -> float:
 # --- the seed example -----------------------------------------------------------------------------
 
 
-def test_seed_example_on_one_t4g_medium() -> None:
+NO_RESERVE = "[project.provider.aws]\nreserve_cpus = 0\nreserve_memory = 0\n"
+EXTRAS = Decimal("0.08") * 20 + Decimal("0.005") * HOURS_PER_MONTH  # a node's gp3 root volume and IPv4
+
+
+def test_seed_example_with_the_default_reserve_needs_two_nodes() -> None:
+    """Each node keeps 384 MB and 50 millicores for itself: four 0.5 vCPU services no longer fit
+    on one 2-vCPU node, and the cheapest fleet of one type is two t4g.medium."""
     plan = build(seed())
     assert plan.provider == "aws" and plan.region == "us-west-2" and plan.hours_per_month == 730
-    (node,) = plan.nodes
-    assert (node.id, node.role, node.instance_type, node.arch) == ("node-1", "leader", "t4g.medium", "arm64")
-    assert node.services == ["celery", "django", "postgres", "redis"]
+    assert (
+        (plan.reserve_cpus, plan.reserve_memory)
+        == (DEFAULT_RESERVE.cpus, DEFAULT_RESERVE.memory)
+        == (50, 384)
+    )
+    assert [(n.id, n.role, n.instance_type, n.arch) for n in plan.nodes] == [
+        ("node-1", "leader", "t4g.medium", "arm64"),
+        ("node-2", "follower", "t4g.medium", "arm64"),
+    ]
+    assert all((n.cpus, n.memory) == (1950, 4096 - 384) for n in plan.nodes)
     medium = lookup("t4g.medium")
     assert medium is not None
-    assert node.monthly_usd == plan.monthly_usd == usd(medium.hourly * HOURS_PER_MONTH)
-    assert 24 <= plan.monthly_usd <= 26  # the issue: "about $25.5" (at 760 h; 730 h here)
+    assert plan.monthly_usd == usd(2 * (medium.hourly * HOURS_PER_MONTH + EXTRAS)) == 59.556
+    assert plan.node_extras_monthly_usd == usd(EXTRAS) == 5.25
 
 
-def test_seed_example_against_fargate() -> None:
+def test_seed_example_without_a_reserve_is_the_seeds_one_node() -> None:
+    plan = build(seed(NO_RESERVE))
+    (node,) = plan.nodes
+    assert node.instance_type == "t4g.medium" and node.services == ["celery", "django", "postgres", "redis"]
+    assert node.monthly_usd == 24.528  # the seed's "$25.5" (at 760 hours; 730 here), the instance alone
+    assert plan.monthly_usd == usd(Decimal("24.528") + EXTRAS) == 29.778
+    assert plan.fargate is not None and plan.fargate.ratio == 2.49
+
+
+def test_seed_example_against_fargate_like_with_like() -> None:
+    """arm64 nodes against arm64 Fargate (20% under x86), the load balancer because django is public."""
     plan = build(seed())
     fargate = plan.fargate
-    assert fargate is not None
+    assert fargate is not None and fargate.arch == "arm64"
     assert [(t.service, t.vcpu, t.memory_gb) for t in fargate.tasks] == [
         ("django", 0.5, 1.0),
         ("celery", 0.5, 1.0),
         ("redis", 0.5, 1.0),
         ("postgres", 0.5, 1.0),
     ]
-    task = (Decimal("0.5") * FARGATE_VCPU_HOURLY + 1 * FARGATE_GB_HOURLY) * HOURS_PER_MONTH
+    task = (Decimal("0.5") * FARGATE_ARM_VCPU_HOURLY + 1 * FARGATE_ARM_GB_HOURLY) * HOURS_PER_MONTH
     assert all(t.monthly_usd == usd(task) for t in fargate.tasks)
-    assert fargate.load_balancer_monthly_usd == usd(ALB_HOURLY * HOURS_PER_MONTH)  # django has external_port
-    expected = 4 * task + ALB_HOURLY * HOURS_PER_MONTH
-    assert fargate.monthly_usd == usd(expected)
-    assert 85 <= fargate.monthly_usd <= 95  # the issue: "about $92" (at 760 h)
+    assert fargate.load_balancer_monthly_usd == usd(ALB_HOURLY * HOURS_PER_MONTH)
+    assert fargate.monthly_usd == usd(4 * task + ALB_HOURLY * HOURS_PER_MONTH) == 74.095
     assert plan.monthly_usd is not None
-    assert fargate.ratio == pytest.approx(fargate.monthly_usd / plan.monthly_usd, abs=0.01)
-    assert fargate.ratio is not None and 3.4 < fargate.ratio < 3.8
+    assert fargate.ratio == pytest.approx(fargate.monthly_usd / plan.monthly_usd, abs=0.01) == 1.24
+    x86 = build(seed('[project.provider.aws]\narch = "x86_64"\n')).fargate
+    assert x86 is not None and x86.arch == "x86_64"
+    assert x86.tasks[0].monthly_usd == usd((Decimal("0.5") * FARGATE_VCPU_HOURLY + FARGATE_GB_HOURLY) * 730)
 
 
 def test_no_load_balancer_without_external_port() -> None:
     text = HEADER + SEED_SERVICES.replace("external_port = 80\n", "")
     fargate = build(load_config_text(text, {})).fargate
     assert fargate is not None and fargate.load_balancer_monthly_usd == 0
-    assert fargate.monthly_usd == usd(4 * (Decimal("0.5") * FARGATE_VCPU_HOURLY + FARGATE_GB_HOURLY) * 730)
+    task = Decimal("0.5") * FARGATE_ARM_VCPU_HOURLY + FARGATE_ARM_GB_HOURLY
+    assert fargate.monthly_usd == usd(4 * task * 730)
 
 
 def test_seed_example_resources() -> None:
@@ -144,7 +171,7 @@ def test_settings_change_the_plan() -> None:
             'api_allowed_cidrs = ["203.0.113.0/24"]\n'
         )
     )
-    assert [n.instance_type for n in plan.nodes] == ["t3.medium"]
+    assert [n.instance_type for n in plan.nodes] == ["t3.medium", "t3.medium"]
     rules = {r.name: r.detail for r in plan.resources if r.kind == "security group rule"}
     assert rules["api 31888/tcp"] == "from 203.0.113.0/24"
     assert any("eu-west-1 is usually dearer" in note for note in plan.notes)
@@ -167,21 +194,25 @@ def test_reserve_makes_room_on_every_node() -> None:
 
 
 def test_followers_and_min_nodes() -> None:
+    """t4g.small keeps 1664 MB after the reserve: one 1 GB service a node, so four nodes (min 3)."""
     plan = build(seed('\n[project.provider.aws]\ninstance_type = "t4g.small"\nmin_nodes = 3\n'))
     assert [(n.id, n.role, n.instance_type) for n in plan.nodes] == [
         ("node-1", "leader", "t4g.small"),
         ("node-2", "follower", "t4g.small"),
         ("node-3", "follower", "t4g.small"),
+        ("node-4", "follower", "t4g.small"),
     ]
     small = lookup("t4g.small")
     assert small is not None
-    assert plan.monthly_usd == usd(3 * small.hourly * HOURS_PER_MONTH)
+    assert plan.monthly_usd == usd(4 * (small.hourly * HOURS_PER_MONTH + EXTRAS))
     for node in plan.nodes:
         assert sum(1024 for _ in node.services) <= node.memory
 
 
 def test_no_fleet_within_max_nodes() -> None:
-    config = seed('\n[project.provider.aws]\ninstance_type = "t4g.micro"\nmax_nodes = 2\n')
+    config = seed(
+        '\n[project.provider.aws]\ninstance_type = "t4g.micro"\nmax_nodes = 2\nreserve_memory = 0\n'
+    )
     with pytest.raises(NoInstanceTypeFits) as caught:
         build(config)
     assert "at most 2 nodes" in str(caught.value)
@@ -263,7 +294,7 @@ def test_api_plan_reads_the_state_file(tmp_path: Path) -> None:
 
 def test_api_plan_too_big_for_max_nodes_is_invalid_config(tmp_path: Path) -> None:
     project = write_project(
-        tmp_path, '\n[project.provider.aws]\ninstance_type = "t4g.micro"\nmax_nodes = 1\n'
+        tmp_path, '\n[project.provider.aws]\ninstance_type = "t4g.micro"\nmax_nodes = 1\nreserve_memory = 0\n'
     )
     with pytest.raises(InvalidConfig) as caught:
         api.plan(project)
@@ -275,7 +306,7 @@ def test_cli_plan(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", "-c", str(project)])
     assert result.exit_code == 0, result.output
     assert "t4g.medium" in result.stdout and "ECS Fargate" in result.stdout
-    assert "total: $24.53 a month" in result.stdout
+    assert "total: $59.56 a month" in result.stdout
     assert not (project / "state.json").exists() and not (project / ".oct").exists()  # touched nothing
 
 

@@ -10,6 +10,7 @@ import pytest
 from octctl.config import ConfigError, load_config_text
 from octctl.providers.aws import pricing
 from octctl.providers.aws.pricing import (
+    DEFAULT_RESERVE,
     FAMILIES,
     HOURS_PER_MONTH,
     INSTANCE_TYPES,
@@ -243,7 +244,8 @@ def test_aws_defaults() -> None:
         1,
         10,
     )
-    assert (aws.api_allowed_cidrs, aws.reserve_cpus, aws.reserve_memory) == (None, 0, 0)
+    assert (aws.api_allowed_cidrs, aws.reserve_cpus, aws.reserve_memory) == (None, 50, 384)
+    assert (aws.reserve_cpus, aws.reserve_memory) == (DEFAULT_RESERVE.cpus, DEFAULT_RESERVE.memory)
 
 
 def test_aws_settings_parse() -> None:
@@ -278,13 +280,13 @@ def test_service_bigger_than_any_instance_type_is_an_error() -> None:
             line_of(text, "cpus = 200000"),
             "project.services[0].cpus",
             "service 'db' needs 200000 millicores of CPU, but the largest instance type oct can pick "
-            "offers 128000 (m6i.32xlarge)",
+            "offers 127950 after the node reserve (m6i.32xlarge)",
         ),
         (
             line_of(text, "memory = 600000"),
             "project.services[0].memory",
             "service 'db' needs 600000 MB of memory, but the largest instance type oct can pick "
-            "offers 524288 MB (m6i.32xlarge)",
+            "offers 523904 MB after the node reserve (m6i.32xlarge)",
         ),
     ]
 
@@ -305,7 +307,10 @@ def test_service_bigger_than_pinned_type() -> None:
     text = HEADER + '\n[project.provider.aws]\ninstance_type = "t4g.small"\n' + service(cpus=4000)
     ((_, path, message),) = problems(text)
     assert path == "project.services[0].cpus"
-    assert message == "service 'web' needs 4000 millicores of CPU, but instance_type t4g.small offers 2000"
+    assert (
+        message
+        == "service 'web' needs 4000 millicores of CPU, but instance_type t4g.small offers 1950 after the node reserve"
+    )
 
 
 def test_local_projects_are_not_checked_against_instance_types() -> None:

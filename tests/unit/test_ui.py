@@ -48,7 +48,8 @@ def test_a_session_is_not_a_login_code_and_back() -> None:
 def test_what_the_fleet_costs() -> None:
     assert fleet_cost("local", None, 3).monthly_usd == 0
     aws = fleet_cost("aws", "t4g.small", 3)
-    assert aws.monthly_usd == (Decimal("0.0168") * 730 * 3).quantize(Decimal("0.01")) == Decimal("36.79")
+    # the instances, and each node's 20 GB gp3 root volume and public IPv4 ($5.25)
+    assert aws.monthly_usd == ((Decimal("0.0168") * 730 + Decimal("5.25")) * 3).quantize(Decimal("0.01"))
     assert "3 t4g.small node(s)" in aws.note
     unknown = fleet_cost("aws", "x9.huge", 2)
     assert unknown.monthly_usd is None and "x9.huge" in unknown.note

@@ -42,11 +42,17 @@ from octctl.scheduler import Demand, NodeCapacity, nodes_needed, place
 
 __all__ = [
     "ALB_HOURLY",
+    "DEFAULT_RESERVE",
     "FAMILIES",
+    "FARGATE_ARM_GB_HOURLY",
+    "FARGATE_ARM_VCPU_HOURLY",
     "FARGATE_GB_HOURLY",
     "FARGATE_VCPU_HOURLY",
+    "GP3_GB_MONTHLY",
     "HOURS_PER_MONTH",
     "INSTANCE_TYPES",
+    "PUBLIC_IPV4_HOURLY",
+    "ROOT_VOLUME_GB",
     "Arch",
     "ArchPreference",
     "FargateTask",
@@ -61,6 +67,7 @@ __all__ = [
     "fleet_size",
     "lookup",
     "monthly",
+    "node_extras_monthly",
 ]
 
 Arch = Literal["x86_64", "arm64"]
@@ -69,12 +76,25 @@ ArchPreference = Literal["any", "x86_64", "arm64"]
 HOURS_PER_MONTH = Decimal(730)
 FARGATE_VCPU_HOURLY = Decimal("0.04048")
 FARGATE_GB_HOURLY = Decimal("0.004445")
+#: Fargate on Graviton (Linux/arm64), 20% less: what arm64 nodes are compared with.
+FARGATE_ARM_VCPU_HOURLY = Decimal("0.03238")
+FARGATE_ARM_GB_HOURLY = Decimal("0.00356")
 ALB_HOURLY = Decimal("0.0225")
+#: What every node costs beside its instance: its root volume (``instances.launch``: 20 GB of
+#: gp3 at $0.08 per GB-month) and its public IPv4 address ($0.005 an hour since February 2024).
+ROOT_VOLUME_GB = 20
+GP3_GB_MONTHLY = Decimal("0.08")
+PUBLIC_IPV4_HOURLY = Decimal("0.005")
 
 
 def monthly(hourly: Decimal) -> Decimal:
     """A price per hour as a price per month of :data:`HOURS_PER_MONTH` hours."""
     return hourly * HOURS_PER_MONTH
+
+
+def node_extras_monthly() -> Decimal:
+    """A node's root volume and public IPv4 address a month, whatever its type ($5.25)."""
+    return ROOT_VOLUME_GB * GP3_GB_MONTHLY + monthly(PUBLIC_IPV4_HOURLY)
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,14 @@ class Reserve:
     def __post_init__(self) -> None:
         if self.cpus < 0 or self.memory < 0:
             raise ValueError(f"a reserve cannot be negative (got {self.cpus}m, {self.memory} MB)")
+
+
+#: What every node keeps for the OS, Docker and oct-ctl unless oct.toml says otherwise
+#: (``reserve_cpus``, ``reserve_memory``), measured by ``bench/node_reserve.py``: oct-ctl, its
+#: HAProxy, dockerd and containerd idle beside the docker quickstart take about 230 MB and 20
+#: millicores; with 100 MB for a Debian cloud image's own services and 15% headroom, 384 MB, and
+#: twice the idle CPU for deploys and health checks, 50 millicores. See docs/oct-toml.md.
+DEFAULT_RESERVE = Reserve(cpus=50, memory=384)
 
 
 @dataclass(frozen=True)
@@ -301,7 +329,13 @@ class Fleet:
 
     @property
     def monthly(self) -> Decimal:
+        """The instances alone."""
         return monthly(self.hourly)
+
+    @property
+    def total_monthly(self) -> Decimal:
+        """The instances with every node's root volume and public IPv4 address."""
+        return self.monthly + node_extras_monthly() * self.nodes
 
 
 def _node_id(index: int) -> str:
@@ -346,8 +380,9 @@ def cheapest_fleet(
     """The cheapest fleet of one type (from :func:`candidates`) that runs every service.
 
     For each type: how many nodes the services need (:func:`fleet_size`, at least ``min_nodes``),
-    times its price. The cheapest total wins; on a tie, fewer nodes (less to run and fewer
-    hops), then the smaller type. A type that would need more than ``max_nodes`` is skipped.
+    times its price, with every node's volume and address. The cheapest total wins; on a tie,
+    fewer nodes (less to run and fewer hops), then the smaller type. A type that would need more
+    than ``max_nodes`` is skipped.
     Raises :class:`NoInstanceTypeFits` when no type works.
     """
     pool = candidates(arch, instance_type)
@@ -361,7 +396,7 @@ def cheapest_fleet(
         if max_nodes is not None and count > max_nodes:
             continue
         fleet = Fleet(t, count, placements, capacity)
-        key = (fleet.hourly, count, index)
+        key = (fleet.total_monthly, count, index)
         if best is None or key < best[0]:
             best = (key, fleet)
     if best is None:
@@ -391,13 +426,16 @@ _FARGATE_SIZES: tuple[tuple[Decimal, tuple[int | Decimal, ...]], ...] = (
 
 @dataclass(frozen=True)
 class FargateTask:
-    """The smallest valid Fargate task size that holds a service, and its price."""
+    """The smallest valid Fargate task size that holds a service, and its price on ``arch``."""
 
     vcpu: Decimal
     memory_gb: Decimal
+    arch: Arch = "x86_64"
 
     @property
     def hourly(self) -> Decimal:
+        if self.arch == "arm64":
+            return self.vcpu * FARGATE_ARM_VCPU_HOURLY + self.memory_gb * FARGATE_ARM_GB_HOURLY
         return self.vcpu * FARGATE_VCPU_HOURLY + self.memory_gb * FARGATE_GB_HOURLY
 
     @property
@@ -405,7 +443,7 @@ class FargateTask:
         return monthly(self.hourly)
 
 
-def fargate_task(cpus_milli: int, memory_mb: int) -> FargateTask | None:
+def fargate_task(cpus_milli: int, memory_mb: int, arch: Arch = "x86_64") -> FargateTask | None:
     """The cheapest Fargate task size holding ``cpus_milli`` and ``memory_mb``; None past 16 vCPU/120 GB.
 
     Fargate only sells fixed combinations (0.5 vCPU comes with 1-4 GB, ...), so a 250m / 64 MB
@@ -419,7 +457,7 @@ def fargate_task(cpus_milli: int, memory_mb: int) -> FargateTask | None:
             continue
         for memory in memories:
             if memory >= need_memory:
-                task = FargateTask(vcpu, Decimal(memory))
+                task = FargateTask(vcpu, Decimal(memory), arch)
                 if best is None or task.hourly < best.hourly:
                     best = task
                 break
