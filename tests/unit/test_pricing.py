@@ -308,8 +308,8 @@ def test_service_bigger_than_pinned_type() -> None:
     ((_, path, message),) = problems(text)
     assert path == "project.services[0].cpus"
     assert (
-        message
-        == "service 'web' needs 4000 millicores of CPU, but instance_type t4g.small offers 1950 after the node reserve"
+        message == "service 'web' needs 4000 millicores of CPU, but instance_type t4g.small offers 1950 "
+        "after the node reserve"
     )
 
 
