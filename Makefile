@@ -7,7 +7,7 @@ QUICKSTART ?= examples/quickstart/oct.toml
 LOCK := deploy/requirements.lock
 DEV := $(VENV)/.dev
 
-.PHONY: venv dev lock quickstart quickstart-docker destroy-quickstart test test-unit security lint bench bench-deps clean chaos schemas
+.PHONY: venv dev lock quickstart quickstart-docker destroy-quickstart test test-unit security lint bench bench-deps clean chaos schemas prices
 
 ## What running oct needs, nothing more: the dependencies exactly as locked (hash-checked, the
 ## same versions AWS nodes install), then oct itself (editable).
@@ -60,6 +60,10 @@ lint: dev
 	$(BIN)/ruff format --check octctl octcli tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## Refresh the AWS price table (octctl/providers/aws/prices.json) from AWS's public offer files (online).
+prices: dev
+	$(BIN)/python -m octctl.providers.aws.price_list
 
 ## Write the published JSON schemas (docs/schemas/) from the models they describe.
 schemas: dev

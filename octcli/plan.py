@@ -97,6 +97,7 @@ class DeployPlan(BaseModel):
     hours_per_month: int
     reserve_cpus: int = 0
     reserve_memory: int = 0
+    prices_as_of: str | None = Field(default=None, description="when the price table was read (aws)")
     node_extras_monthly_usd: float | None = Field(
         default=None, description="every node's root volume and public IPv4 a month (aws), in monthly_usd"
     )
@@ -231,6 +232,7 @@ def _aws_plan(
         reserve_memory=reserve.memory,
         resources=_aws_resources(config, aws, existing.cluster if existing else NEW_CLUSTER),
         nodes=nodes,
+        prices_as_of=pricing.PRICES_AS_OF,
         node_extras_monthly_usd=_usd(pricing.node_extras_monthly()),
         monthly_usd=_usd(fleet.total_monthly),
         fargate=fargate,
@@ -339,8 +341,8 @@ def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]
         else f"; {aws.region} is usually dearer (up to about 30%), so expect more there"
     )
     notes = [
-        f"prices: on-demand Linux list prices of us-east-1 and us-west-2{where}; "
-        f"a month is {int(pricing.HOURS_PER_MONTH)} hours",
+        f"prices: on-demand Linux list prices of us-east-1 and us-west-2 as of {pricing.PRICES_AS_OF}"
+        f"{where}; a month is {int(pricing.HOURS_PER_MONTH)} hours",
         f"each node's {pricing.ROOT_VOLUME_GB} GB gp3 root volume and public IPv4 address are included "
         f"(${pricing.node_extras_monthly():.2f} a month a node); data transfer and load balancer LCUs are "
         "extra, on both sides",

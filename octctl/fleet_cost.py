@@ -31,6 +31,6 @@ def fleet_cost(kind: str, instance_type: str | None, nodes: int) -> FleetCost:
     each = known.monthly + pricing.node_extras_monthly()
     return FleetCost(
         (each * nodes).quantize(Decimal("0.01")),
-        f"{nodes} {known.name} node(s) at ${each:.2f} a month each (on-demand, us-east-1, with its "
-        "root volume and public IPv4; traffic not included)",
+        f"{nodes} {known.name} node(s) at ${each:.2f} a month each (on-demand, us-east-1 prices of "
+        f"{pricing.PRICES_AS_OF}, with its root volume and public IPv4; traffic not included)",
     )

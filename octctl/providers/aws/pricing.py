@@ -2,41 +2,39 @@
 
 Pure (no boto3, no network), so ``oct plan`` and ``oct validate`` work offline, without credentials.
 
-Sources, checked in 2025 (list prices of these families have not changed since their launch):
+The prices are in ``prices.json`` beside this module, with the date they were read:
 
-- EC2: the On-Demand pricing page (aws.amazon.com/ec2/pricing/on-demand), Linux, shared tenancy,
-  us-east-1; us-west-2 lists the same prices for these families. Other regions cost more (up to
-  about 30%), which ``oct plan`` says rather than guess.
-- Fargate: the Fargate pricing page, us-east-1, Linux/x86: $0.04048 per vCPU-hour and $0.004445
-  per GB-hour (Linux/arm64 is 20% cheaper). Application Load Balancer: $0.0225 per hour, plus LCU
-  charges that depend on traffic and are left out.
+- EC2: on-demand, Linux, shared tenancy, us-east-1 (us-west-2 lists the same prices for these
+  families). Other regions cost more (up to about 30%), which ``oct plan`` says rather than guess.
+- Fargate: us-east-1, per vCPU-hour and per GB-hour, Linux/x86 and Linux/arm64 (20% less).
+  Application Load Balancer: per hour, plus LCU charges that depend on traffic and are left out.
+- ``price_list.py`` (``make prices``) refreshes the table from AWS's public offer files.
 
 Conventions, stated once because every figure depends on them:
 
 - **A month is 730 hours** (8760 / 12), the convention of AWS's pricing calculator. (The seed
-  issue's $25.5 and $92 used 760 hours; the ratio between the two is the same either way.)
+  issue's $25.5 and $92 used 760 hours.)
 - **Units**: oct.toml's ``cpus`` are millicores, so a type with *n* vCPUs offers ``n * 1000``;
   ``memory`` is in MB as Docker reads it (``mem_limit="<n>m"``, i.e. MiB), so a type with
   4 GiB offers 4096. Fargate's "GB" are GiB as well, so 1024 MB = 1 GB there.
-- **Reserve**: a node offers its whole size to services unless a :class:`Reserve` is given, the
-  same as ``[project.provider.local]`` nodes. Service sizes are Docker limits, not reservations,
-  so the OS, Docker and oct-ctl (a few hundred MB in all) live in the room services leave under
-  their limits. Projects whose services run near their limits should reserve that room
-  (``reserve_memory`` in ``[project.provider.aws]``); it makes nodes fit fewer services.
+- **Reserve**: a node offers its size less a :class:`Reserve` for the OS, Docker and oct-ctl;
+  :data:`DEFAULT_RESERVE` is measured (``bench/node_reserve.py``).
 - **Burstable types** (t3, t4g) count all their vCPUs, like the original opencloudtool did, but
   sustain only a baseline share of them (20% per vCPU for a ``.medium``); in their default
   "unlimited" mode, sustained use above it is billed on top of the prices here.
-- Compute only: EBS volumes, public IPv4 addresses ($0.005 per hour each), data transfer and
-  load balancer LCUs are not included on either side.
+- **Beside the instance** every node pays for its root volume and its public IPv4 address
+  (:func:`node_extras_monthly`); data transfer and load balancer LCUs are left out on both sides.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from octctl.scheduler import Demand, NodeCapacity, nodes_needed, place
 
@@ -51,6 +49,7 @@ __all__ = [
     "GP3_GB_MONTHLY",
     "HOURS_PER_MONTH",
     "INSTANCE_TYPES",
+    "PRICES_AS_OF",
     "PUBLIC_IPV4_HOURLY",
     "ROOT_VOLUME_GB",
     "Arch",
@@ -74,17 +73,22 @@ Arch = Literal["x86_64", "arm64"]
 ArchPreference = Literal["any", "x86_64", "arm64"]
 
 HOURS_PER_MONTH = Decimal(730)
-FARGATE_VCPU_HOURLY = Decimal("0.04048")
-FARGATE_GB_HOURLY = Decimal("0.004445")
+#: The price table (``prices.json`` beside this module; ``price_list.py`` refreshes it from AWS's
+#: offer files): its date, EC2 types, Fargate's prices and what a node costs beside its instance.
+_TABLE: dict[str, Any] = json.loads(Path(__file__).with_name("prices.json").read_text())
+#: When the table's prices were read (shown in ``oct plan``).
+PRICES_AS_OF: str = _TABLE["as_of"]
+FARGATE_VCPU_HOURLY = Decimal(_TABLE["fargate"]["x86_64"]["vcpu_hourly"])
+FARGATE_GB_HOURLY = Decimal(_TABLE["fargate"]["x86_64"]["gb_hourly"])
 #: Fargate on Graviton (Linux/arm64), 20% less: what arm64 nodes are compared with.
-FARGATE_ARM_VCPU_HOURLY = Decimal("0.03238")
-FARGATE_ARM_GB_HOURLY = Decimal("0.00356")
-ALB_HOURLY = Decimal("0.0225")
+FARGATE_ARM_VCPU_HOURLY = Decimal(_TABLE["fargate"]["arm64"]["vcpu_hourly"])
+FARGATE_ARM_GB_HOURLY = Decimal(_TABLE["fargate"]["arm64"]["gb_hourly"])
+ALB_HOURLY = Decimal(_TABLE["alb_hourly"])
 #: What every node costs beside its instance: its root volume (``instances.launch``: 20 GB of
 #: gp3 at $0.08 per GB-month) and its public IPv4 address ($0.005 an hour since February 2024).
 ROOT_VOLUME_GB = 20
-GP3_GB_MONTHLY = Decimal("0.08")
-PUBLIC_IPV4_HOURLY = Decimal("0.005")
+GP3_GB_MONTHLY = Decimal(_TABLE["gp3_gb_monthly"])
+PUBLIC_IPV4_HOURLY = Decimal(_TABLE["public_ipv4_hourly"])
 
 
 def monthly(hourly: Decimal) -> Decimal:
@@ -151,13 +155,6 @@ class InstanceType:
         )
 
 
-def _family(prefix: str, arch: Arch, sizes: Sequence[tuple[str, int, int, str]]) -> tuple[InstanceType, ...]:
-    return tuple(
-        InstanceType(f"{prefix}.{size}", vcpus, gib * 1024, arch, Decimal(price))
-        for size, vcpus, gib, price in sizes
-    )
-
-
 #: The families in :data:`INSTANCE_TYPES`: burstable, general purpose, compute optimized.
 FAMILIES = ("t3", "t4g", "m6i", "m7g", "c6i", "c7g")
 
@@ -165,80 +162,9 @@ FAMILIES = ("t3", "t4g", "m6i", "m7g", "c6i", "c7g")
 INSTANCE_TYPES: tuple[InstanceType, ...] = tuple(
     sorted(
         (
-            # t3: burstable, Intel, x86_64
-            InstanceType("t3.nano", 2, 512, "x86_64", Decimal("0.0052")),
-            InstanceType("t3.micro", 2, 1024, "x86_64", Decimal("0.0104")),
-            InstanceType("t3.small", 2, 2048, "x86_64", Decimal("0.0208")),
-            InstanceType("t3.medium", 2, 4096, "x86_64", Decimal("0.0416")),
-            InstanceType("t3.large", 2, 8192, "x86_64", Decimal("0.0832")),
-            InstanceType("t3.xlarge", 4, 16384, "x86_64", Decimal("0.1664")),
-            InstanceType("t3.2xlarge", 8, 32768, "x86_64", Decimal("0.3328")),
-            # t4g: burstable, Graviton2, arm64
-            InstanceType("t4g.nano", 2, 512, "arm64", Decimal("0.0042")),
-            InstanceType("t4g.micro", 2, 1024, "arm64", Decimal("0.0084")),
-            InstanceType("t4g.small", 2, 2048, "arm64", Decimal("0.0168")),
-            InstanceType("t4g.medium", 2, 4096, "arm64", Decimal("0.0336")),
-            InstanceType("t4g.large", 2, 8192, "arm64", Decimal("0.0672")),
-            InstanceType("t4g.xlarge", 4, 16384, "arm64", Decimal("0.1344")),
-            InstanceType("t4g.2xlarge", 8, 32768, "arm64", Decimal("0.2688")),
-            *_family(
-                "m6i",  # general purpose, Intel, 4 GiB per vCPU
-                "x86_64",
-                [
-                    ("large", 2, 8, "0.096"),
-                    ("xlarge", 4, 16, "0.192"),
-                    ("2xlarge", 8, 32, "0.384"),
-                    ("4xlarge", 16, 64, "0.768"),
-                    ("8xlarge", 32, 128, "1.536"),
-                    ("12xlarge", 48, 192, "2.304"),
-                    ("16xlarge", 64, 256, "3.072"),
-                    ("24xlarge", 96, 384, "4.608"),
-                    ("32xlarge", 128, 512, "6.144"),
-                ],
-            ),
-            *_family(
-                "m7g",  # general purpose, Graviton3, 4 GiB per vCPU
-                "arm64",
-                [
-                    ("medium", 1, 4, "0.0408"),
-                    ("large", 2, 8, "0.0816"),
-                    ("xlarge", 4, 16, "0.1632"),
-                    ("2xlarge", 8, 32, "0.3264"),
-                    ("4xlarge", 16, 64, "0.6528"),
-                    ("8xlarge", 32, 128, "1.3056"),
-                    ("12xlarge", 48, 192, "1.9584"),
-                    ("16xlarge", 64, 256, "2.6112"),
-                ],
-            ),
-            *_family(
-                "c6i",  # compute optimized, Intel, 2 GiB per vCPU
-                "x86_64",
-                [
-                    ("large", 2, 4, "0.085"),
-                    ("xlarge", 4, 8, "0.17"),
-                    ("2xlarge", 8, 16, "0.34"),
-                    ("4xlarge", 16, 32, "0.68"),
-                    ("8xlarge", 32, 64, "1.36"),
-                    ("12xlarge", 48, 96, "2.04"),
-                    ("16xlarge", 64, 128, "2.72"),
-                    ("24xlarge", 96, 192, "4.08"),
-                    ("32xlarge", 128, 256, "5.44"),
-                ],
-            ),
-            *_family(
-                "c7g",  # compute optimized, Graviton3, 2 GiB per vCPU
-                "arm64",
-                [
-                    ("medium", 1, 2, "0.0363"),
-                    ("large", 2, 4, "0.0725"),
-                    ("xlarge", 4, 8, "0.145"),
-                    ("2xlarge", 8, 16, "0.29"),
-                    ("4xlarge", 16, 32, "0.58"),
-                    ("8xlarge", 32, 64, "1.16"),
-                    ("12xlarge", 48, 96, "1.74"),
-                    ("16xlarge", 64, 128, "2.32"),
-                ],
-            ),
+            InstanceType(t["name"], t["vcpus"], t["memory_mib"], t["arch"], Decimal(t["hourly"]))
+            for t in _TABLE["ec2"]
+            if t["name"].split(".")[0] in FAMILIES
         ),
         key=lambda t: (t.hourly, t.vcpus, t.memory_mib, t.name),
     )
