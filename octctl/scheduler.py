@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from types import MappingProxyType
 
 __all__ = [
@@ -125,17 +124,15 @@ def _size_key(demand: Demand) -> tuple[int, int, str]:
     return (-demand.memory, -demand.cpus, demand.service)
 
 
-def _fraction(used: int, total: int) -> Fraction:
-    """Exact, so ties between nodes are real ties and break on node id, never on float noise."""
+def _share(used: int, total: int) -> float:
+    """``used / total`` as a float, which orders exactly here: two different fractions with
+    denominators below 2**26 (capacities are at most a few million) are further apart than two
+    divisions can err, and equal ones divide to the same float; so ties between nodes are real
+    ties and break on node id. (Fraction gives the same order, several times slower.)"""
     if total == 0:
         # Only reachable with used == 0: a zero-capacity resource admits nothing else.
-        return Fraction(0)
-    return Fraction(used, total)
-
-
-def _pressure(load: _Load, capacity: NodeCapacity) -> Fraction:
-    """The busier of the two resources is what limits the node, so that is what we balance."""
-    return max(_fraction(load.cpus, capacity.cpus), _fraction(load.memory, capacity.memory))
+        return 0.0
+    return used / total
 
 
 def _index_demands(demands: Iterable[Demand]) -> dict[str, Demand]:
@@ -191,14 +188,19 @@ def _best_node(
 ) -> str | None:
     """Spread: the node with the fewest instances of the demand's group, then the one whose
     pressure *after* taking the demand is lowest; ties go to the lowest id."""
-    best: tuple[int, Fraction, str] | None = None
+    best: tuple[int, float, str] | None = None
     for capacity in candidates:
         if demand.pinned is not None and demand.pinned != capacity.node:
             continue
         load = loads[capacity.node]
         if not load.admits(demand, capacity):
             continue
-        key = (siblings.get(capacity.node, 0), _pressure(load.plus(demand), capacity), capacity.node)
+        # The busier of the two resources after taking it is what limits the node: balance that.
+        pressure = max(
+            _share(load.cpus + demand.cpus, capacity.cpus),
+            _share(load.memory + demand.memory, capacity.memory),
+        )
+        key = (siblings.get(capacity.node, 0), pressure, capacity.node)
         if best is None or key < best:
             best = key
     return None if best is None else best[2]

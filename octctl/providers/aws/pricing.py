@@ -313,7 +313,11 @@ def cheapest_fleet(
     """
     pool = candidates(arch, instance_type)
     best: tuple[tuple[Decimal, int, int], Fleet] | None = None
-    for index, t in enumerate(pool):
+    # Cheapest first by a bound no fleet of the type can beat, so a type whose bound already costs
+    # more than the best fleet found is never replayed: the answer is the same, found sooner.
+    for bound, index, t in sorted((_bound(demands, t, reserve, min_nodes), i, t) for i, t in enumerate(pool)):
+        if best is not None and bound > best[0][0]:
+            break
         capacity = t.capacity(reserve)
         try:
             count, placements = fleet_size(demands, capacity, min_nodes)
@@ -334,6 +338,21 @@ def cheapest_fleet(
             + _largest_note(pool)
         )
     return best[1]
+
+
+def _bound(demands: Sequence[Demand], t: InstanceType, reserve: Reserve, min_nodes: int) -> Decimal:
+    """The least a fleet of ``t`` can cost: enough nodes for the total CPU and memory asked."""
+    capacity = t.capacity(reserve)
+    cpus, memory = sum(d.cpus for d in demands), sum(d.memory for d in demands)
+    if (cpus and not capacity.cpus) or (memory and not capacity.memory):
+        return Decimal("Infinity")
+    nodes = max(
+        min_nodes,
+        1,
+        -(-cpus // capacity.cpus) if capacity.cpus else 0,
+        -(-memory // capacity.memory) if capacity.memory else 0,
+    )
+    return (t.monthly + node_extras_monthly()) * nodes
 
 
 # -- Fargate ---------------------------------------------------------------------------------------

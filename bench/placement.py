@@ -1,0 +1,67 @@
+"""Time to plan an AWS project of 100 and of 1,000 services: the cheapest fleet and where every
+service goes (``oct plan``'s work, ``octcli.plan.build``), after the file is read and checked.
+
+Why: the plan replays the leader's placement for every instance type it may pick, so its cost
+grows with services times types; a large project must still plan in about a second (the goal).
+Services are drawn with a fixed seed from sizes people use (100 millicores to 2 vCPUs, 128 MB
+to 4 GB); every 10th has two replicas, which must land on distinct nodes. Each size is planned
+``--rounds`` times; the median is reported, with the fleet it chose.
+
+Usage: .venv/bin/python bench/placement.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from typing import Any
+
+from _common import emit, log, median
+
+from octcli.plan import build
+from octctl.config import load_config_text
+
+SIZES = (100, 1000)
+GOAL_S = 1.0
+SEED = 42
+
+
+def project(services: int) -> str:
+    rng = random.Random(SEED)
+    text = '[project]\nname = "big"\n\n[project.state_backend.local]\npath = "state.json"\n\n'
+    text += "[project.provider.aws]\nmax_nodes = 1000\n"
+    for i in range(services):
+        text += (
+            f'\n[[project.services]]\nname = "s{i}"\nimage = "busybox:1.36"\n'
+            f"cpus = {rng.choice((100, 250, 500, 1000, 2000))}\n"
+            f"memory = {rng.choice((128, 256, 512, 1024, 2048, 4096))}\n"
+            + ("replicas = 2\n" if i % 10 == 0 else "")
+        )
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    result: dict[str, Any] = {"bench": "placement", "goal_s": GOAL_S, "rounds": args.rounds}
+    for size in SIZES:
+        config = load_config_text(project(size), {})
+        times = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            plan = build(config)
+            times.append(time.perf_counter() - started)
+        fleet = f"{len(plan.nodes)} x {plan.nodes[0].instance_type}"
+        log(f"{size} services: {median(times):.3f} s (median of {args.rounds}), {fleet}, ${plan.monthly_usd}")
+        result[f"services_{size}_s"] = round(median(times), 4)
+        result[f"services_{size}_fleet"] = fleet
+    result["goal_met"] = all(result[f"services_{size}_s"] <= GOAL_S for size in SIZES)
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
