@@ -45,6 +45,7 @@ from octctl.server.http import (
     errors_middleware,
     int_query,
     leader_only,
+    leader_only_within,
     metrics_middleware,
     node_of,
     ok,
@@ -137,7 +138,7 @@ async def members(request: web.Request) -> web.Response:
     return ok(node_of(request).membership.members())
 
 
-@leader_only
+@leader_only_within(25.0)  # (a membership change waits up to 15 s for its commit, then a write)
 async def join(request: web.Request) -> web.Response:
     node = node_of(request)
     body = await read_model(request, JoinRequest)

@@ -252,41 +252,80 @@ def node_of(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
+#: How long a follower waits on the leader it passes a write to: the leader's own limit on a
+#: commit (``RaftNode.execute``) and a second for the trip. A leader that stops answering (paused,
+#: cut off) is not waited on longer: the caller gets a 503 to retry, by which time a new leader
+#: is usually elected.
+FORWARD_TIMEOUT = 6.0
+
+
 def leader_only(handler: Handler) -> Handler:
     """Serve on the leader; elsewhere pass the request on to the leader, once."""
-
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        node = node_of(request)
-        if node.raft.is_leader():
-            return await handler(request)
-        if request.headers.get(FORWARDED):
-            return error(503, "leadership is changing; retry")
-        leader = node.raft.leader_address()
-        target = next(
-            (n for n in node.raft.view()["nodes"].values() if raft_address(n) == leader),
-            None,
-        )
-        if target is None:
-            return error(503, "no leader elected yet; retry")
-        return await forward(node, request, api_address(target))
-
-    return wrapper
+    return leader_only_within(FORWARD_TIMEOUT)(handler)
 
 
-async def forward(node: Node, request: web.Request, address: str) -> web.Response:
+def leader_only_within(seconds: float) -> Callable[[Handler], Handler]:
+    """:func:`leader_only` for a route whose work on the leader may take up to ``seconds``."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            node = node_of(request)
+            if node.raft.is_leader():
+                return await handler(request)
+            if request.headers.get(FORWARDED):
+                return error(503, "leadership is changing; retry")
+            address = _leader_api(node)
+            if address is None:
+                return error(503, "no leader elected yet; retry")
+            return await forward(node, request, address, seconds)
+
+        return wrapper
+
+    return wrap
+
+
+def _leader_api(node: Node) -> str | None:
+    leader = node.raft.leader_address()
+    target = next((n for n in node.raft.view()["nodes"].values() if raft_address(n) == leader), None)
+    return api_address(target) if target is not None else None
+
+
+async def forward(
+    node: Node, request: web.Request, address: str, seconds: float = FORWARD_TIMEOUT
+) -> web.Response:
+    """Pass the request to the leader at ``address``. One that cannot be reached (nothing was
+    sent) is looked up again and, if another node leads by now, tried once more; one that does not
+    answer in ``seconds`` gets the caller a 503 with ``Retry-After`` (it may have committed the
+    write: only the caller can tell whether trying again is safe)."""
     headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED: node.settings.node}
     body = await request.read()
-    try:
-        async with node.session.request(
-            request.method,
-            f"https://{address}{request.path_qs}",
-            data=body,
-            headers={**headers, "Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=60),
-        ) as resp:
-            return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
-    except (aiohttp.ClientError, TimeoutError) as e:
-        return error(503, f"leader at {address} did not answer: {type(e).__name__}")
+    for attempt in (1, 2):
+        try:
+            async with node.session.request(
+                request.method,
+                f"https://{address}{request.path_qs}",
+                data=body,
+                headers={**headers, "Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as resp:
+                return web.Response(
+                    body=await resp.read(), status=resp.status, content_type="application/json"
+                )
+        except aiohttp.ClientConnectorError as e:
+            again = _leader_api(node)
+            if attempt == 2 or again is None or again == address:
+                return _retry(f"leader at {address} cannot be reached: {type(e).__name__}")
+            address = again
+        except (aiohttp.ClientError, TimeoutError) as e:
+            why = f"did not answer within {seconds:g} s" if isinstance(e, TimeoutError) else type(e).__name__
+            return _retry(f"leader at {address} {why}; retry (a new leader may be elected)")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retry(message: str) -> web.Response:
+    response = error(503, message)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def int_query(request: web.Request, key: str, default: int) -> int:

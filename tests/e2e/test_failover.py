@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import pytest
 
 import octcli
-from tests.e2e.harness import http_get
+from tests.e2e.harness import http_get, https_client, state_record
+from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,3 +45,63 @@ def test_the_new_leader_finishes_a_deployment_the_old_one_accepted(make_project)
     assert all(s.node != old.id for s in after.services), "nothing is left on the dead node"
     web = next(s for s in after.services if s.name == "web")
     assert "Hello after failover from oct" in http_get(web.endpoint or "")
+
+
+def test_a_write_through_a_follower_does_not_wait_on_a_paused_leader(make_project) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP of the leader: a write sent to a follower at that moment is forwarded to it, and
+    answered with a 503 to retry (not held until the old 60 s forward timeout, past any client's
+    patience); retried, it lands once another node leads, and the paused node follows again."""
+    project = make_project("events", PAUSED_CONFIG)
+    project.oct("deploy")
+    status = project.status()
+    leader = next(n for n in status["nodes"] if n["role"] == "leader")
+    follower = next(n for n in status["nodes"] if n["role"] == "follower")
+    record = state_record(project.dir)
+    headers = {"Authorization": f"Bearer {record['token']}"}
+    url = f"https://{follower['address']}:{follower['api_port']}/v1/kv/paused"
+    pid = int((project.dir / ".oct" / "nodes" / leader["id"] / "oct-ctl.pid").read_text())
+    with https_client(record["ca_cert"], timeout=20) as http:
+        assert http.put(url, json={"value": "before"}, headers=headers).status_code == 200
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = http.put(url, json={"value": "during"}, headers=headers)  # (timeout: 20 s)
+            assert first.status_code in (200, 503), first.text
+            if first.status_code == 503:
+                assert first.headers["retry-after"] == "1" and "retry" in first.json()["error"]
+            landed = wait_until(
+                lambda: http.put(url, json={"value": "during"}, headers=headers).status_code,
+                until=lambda code: code == 200,
+                timeout=30,
+                interval=1.0,
+                ignore=(httpx.HTTPError,),
+            )
+            assert landed == 200
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        resumed = f"https://{leader['address']}:{leader['api_port']}/v1/kv/paused"
+        seen = wait_until(
+            lambda: http.get(resumed, headers=headers).json(),
+            until=lambda body: body.get("value") == "during",
+            timeout=30,
+            ignore=(httpx.HTTPError, ValueError),
+        )
+        assert seen["value"] == "during"
+
+
+PAUSED_CONFIG = """\
+[project]
+name = "paused"
+
+[project.state_backend.local]
+path = "./state.json"
+
+[project.provider.local]
+nodes = 3
+
+[[project.services]]
+name = "web"
+runtime = "process"
+command = "sleep 3600"
+cpus = 100
+memory = 32
+"""
