@@ -1,4 +1,4 @@
-"""Failover time of a local 3-node oct cluster: kill -9 the leader under light write load.
+"""Failover time of a local 3-node oct cluster: kill -9 (or pause) the leader under light write load.
 
 Why: while there is no leader nothing in the cluster can change (no deploy, no reschedule, no KV
 write), so the time from a leader's death to the next acknowledged write is how long a machine
@@ -12,7 +12,11 @@ by the old leader). Then the killed node is started again from its own data dir,
 trial waits until all three nodes name the same leader and a write through the restarted node is
 acknowledged.
 
-Usage: .venv/bin/python bench/raft_failover.py [--trials N]
+With ``--fault pause`` the leader gets SIGSTOP instead (a hung process, a VM frozen by its host):
+it keeps its sockets, so clients and forwarding followers wait on it rather than being refused.
+The sample is taken the same way, then the node gets SIGCONT and rejoins as a follower.
+
+Usage: .venv/bin/python bench/raft_failover.py [--trials N] [--fault kill|pause]
 """
 
 from __future__ import annotations
@@ -113,8 +117,8 @@ def leader_pid(cluster: OctCluster, leader: str) -> int:
     return pid
 
 
-async def kill_leader(cluster: OctCluster, leader: str) -> tuple[Sample, int]:
-    """Kill the leader under load; return the sample and the killed pid."""
+async def kill_leader(cluster: OctCluster, leader: str, fault: str = "kill") -> tuple[Sample, int]:
+    """Kill (or pause) the leader under load; return the sample and its pid."""
     pid = leader_pid(cluster, leader)
     attempts: list[Attempt] = []
     stop = asyncio.Event()
@@ -132,7 +136,7 @@ async def kill_leader(cluster: OctCluster, leader: str) -> tuple[Sample, int]:
                 codes = sorted({a.status for a in attempts})
                 raise BenchError(f"no write was acknowledged before the kill (statuses {codes})")
             killed_at = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
             for _ in range(int(RECOVERY_TIMEOUT / 0.005) + 10):
                 if (first := first_ack_after(attempts, killed_at)) is not None:
                     break
@@ -172,19 +176,28 @@ def restart(cluster: OctCluster, node: str, pid: int) -> None:
     raise BenchError(f"{node} restarted but no write through it was acknowledged")
 
 
-def run_trials(trials: int) -> list[Sample]:
+def resume(cluster: OctCluster, pid: int) -> None:
+    """Wake the paused node; it rejoins as a follower of the leader elected meanwhile."""
+    os.kill(pid, signal.SIGCONT)
+    cluster.wait_agreed_leader(NODES, REJOIN_TIMEOUT)
+
+
+def run_trials(trials: int, fault: str = "kill") -> list[Sample]:
     samples: list[Sample] = []
     with bare_oct_cluster("octbench-raft-failover-", PROJECT, NODES) as cluster:
         try:
             for i in range(trials):
                 leader = cluster.wait_agreed_leader(NODES, REJOIN_TIMEOUT)
-                sample, pid = asyncio.run(kill_leader(cluster, leader))
-                restart(cluster, leader, pid)
+                sample, pid = asyncio.run(kill_leader(cluster, leader, fault))
+                if fault == "kill":
+                    restart(cluster, leader, pid)
+                else:
+                    resume(cluster, pid)
                 time.sleep(SETTLE)
                 sample.new_leader = cluster.wait_agreed_leader(NODES, REJOIN_TIMEOUT)
                 samples.append(sample)
                 log(
-                    f"trial {i + 1}/{trials}: killed {sample.killed}, first write acknowledged after "
+                    f"trial {i + 1}/{trials}: {fault} {sample.killed}, first write acknowledged after "
                     f"{sample.seconds:.3f} s ({sample.failed_writes} failed before it); "
                     f"leader now {sample.new_leader}"
                 )
@@ -196,17 +209,19 @@ def run_trials(trials: int) -> list[Sample]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=TRIALS, help="leader kills")
+    parser.add_argument("--fault", choices=("kill", "pause"), default="kill", help="SIGKILL or SIGSTOP")
     args = parser.parse_args()
     exit_on_sigterm()
     head: dict[str, Any] = {
         "bench": "raft_failover",
         "trials": args.trials,
+        "fault": args.fault,
         "load": f"1 writer per node, {PACE_OK * 1000:.0f} ms between acknowledged writes, "
         f"retry after {PACE_RETRY * 1000:.0f} ms",
     }
     clashes: list[str] = []
     try:
-        samples = retry_on_clash(lambda: run_trials(args.trials), "raft_failover", clashes)
+        samples = retry_on_clash(lambda: run_trials(args.trials, args.fault), "raft_failover", clashes)
     except BenchError as e:
         log(f"BROKEN: {e}")
         emit({**head, "error": str(e).splitlines()[0], "address_clash_retries": clashes})

@@ -290,27 +290,29 @@ def _leader_api(node: Node) -> str | None:
     return api_address(target) if target is not None else None
 
 
+#: How often a forwarding follower looks whether another node leads by now.
+LEADER_POLL = 0.05
+
+
 async def forward(
     node: Node, request: web.Request, address: str, seconds: float = FORWARD_TIMEOUT
 ) -> web.Response:
     """Pass the request to the leader at ``address``. One that cannot be reached (nothing was
-    sent) is looked up again and, if another node leads by now, tried once more; one that does not
-    answer in ``seconds`` gets the caller a 503 with ``Retry-After`` (it may have committed the
-    write: only the caller can tell whether trying again is safe)."""
+    sent) is looked up again and, if another node leads by now, tried once more. One that does not
+    answer in ``seconds``, or while another node is elected (it was paused or cut off), gets the
+    caller a 503 with ``Retry-After`` at once: the old leader may yet have committed the write, so
+    only the caller can tell whether sending it again is safe."""
     headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED: node.settings.node}
     body = await request.read()
     for attempt in (1, 2):
+        sending = asyncio.ensure_future(_send(node, request, address, headers, body, seconds))
         try:
-            async with node.session.request(
-                request.method,
-                f"https://{address}{request.path_qs}",
-                data=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=seconds),
-            ) as resp:
-                return web.Response(
-                    body=await resp.read(), status=resp.status, content_type="application/json"
-                )
+            while not sending.done():
+                await asyncio.wait({sending}, timeout=LEADER_POLL)
+                now = _leader_api(node)
+                if not sending.done() and now is not None and now != address:
+                    return _retry(f"leader at {address} did not answer before {now} was elected; retry")
+            return sending.result()
         except aiohttp.ClientConnectorError as e:
             again = _leader_api(node)
             if attempt == 2 or again is None or again == address:
@@ -319,7 +321,22 @@ async def forward(
         except (aiohttp.ClientError, TimeoutError) as e:
             why = f"did not answer within {seconds:g} s" if isinstance(e, TimeoutError) else type(e).__name__
             return _retry(f"leader at {address} {why}; retry (a new leader may be elected)")
+        finally:
+            sending.cancel()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _send(
+    node: Node, request: web.Request, address: str, headers: dict[str, str], body: bytes, seconds: float
+) -> web.Response:
+    async with node.session.request(
+        request.method,
+        f"https://{address}{request.path_qs}",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=seconds),
+    ) as resp:
+        return web.Response(body=await resp.read(), status=resp.status, content_type="application/json")
 
 
 def _retry(message: str) -> web.Response:
