@@ -22,7 +22,7 @@ from octctl.api.models import (
     JoinRequest,
     ReplicaView,
 )
-from octctl.config import ConfigError, parse_config_data
+from octctl.config import Config, ConfigError, parse_config_data
 from octctl.distribution import installed_artifact_sha256
 from octctl.dry_run import NodeFacts, dry_run
 from octctl.membership import NoVoterSeat, WrongSecret
@@ -39,6 +39,7 @@ from octctl.server.http import (
     MAX_BODY,
     METRICS_PATH,
     NODE_KEY,
+    BadBody,
     audit_middleware,
     auth_middleware,
     error,
@@ -83,14 +84,19 @@ async def status(request: web.Request) -> web.Response:
     return ok(status_view(view, node.settings.node, leader_id(view, node.raft.leader_address())))
 
 
+async def read_project(request: web.Request) -> tuple[DeployRequest, Config]:
+    """The body of a deploy or a plan, and the project in it (422 with every problem)."""
+    body = await read_model(request, DeployRequest)
+    try:
+        return body, parse_config_data(body.config)
+    except ConfigError as e:
+        raise BadBody("invalid configuration", [str(p) for p in e.problems], status=422) from e
+
+
 @leader_only
 async def deploy(request: web.Request) -> web.Response:
     node = node_of(request)
-    body = await read_model(request, DeployRequest)
-    try:
-        config = parse_config_data(body.config)
-    except ConfigError as e:
-        return error(422, "invalid configuration", [str(p) for p in e.problems])
+    body, config = await read_project(request)
     result = await node.raft.execute(
         command(
             "deploy",
@@ -110,11 +116,7 @@ async def plan(request: web.Request) -> web.Response:
     """What a deploy of the body would do (``octctl/dry_run.py``); nothing changes. On the leader,
     so the plan is against the newest state."""
     node = node_of(request)
-    body = await read_model(request, DeployRequest)
-    try:
-        config = parse_config_data(body.config)
-    except ConfigError as e:
-        return error(422, "invalid configuration", [str(p) for p in e.problems])
+    body, config = await read_project(request)
     s = node.settings
     facts = NodeFacts(
         own=NodeCapacity(node=s.node, cpus=s.cpus, memory=s.memory),

@@ -75,9 +75,13 @@ async def read_model(request: web.Request, model: type[M]) -> M:
 
 
 class BadBody(Exception):
-    def __init__(self, message: str, details: list[str]) -> None:
+    """A body that is not what the route takes: 400, or ``status`` (422: a valid model whose
+    content is refused), with every problem in ``details``."""
+
+    def __init__(self, message: str, details: list[str], status: int = 400) -> None:
         super().__init__(message)
         self.details = details
+        self.status = status
 
 
 @web.middleware
@@ -85,7 +89,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except BadBody as e:
-        return error(400, str(e), e.details)
+        return error(e.status, str(e), e.details)
     except InvalidName as e:  # a project or service name that could be a path: never a 500
         return error(400, str(e))
     except web.HTTPException as e:
@@ -215,7 +219,10 @@ def audit_middleware(node: Node) -> Middleware:
         except web.HTTPException as e:
             status = e.status
             raise
-        except (BadBody, InvalidName):
+        except BadBody as e:
+            status = e.status
+            raise
+        except InvalidName:
             status = 400
             raise
         finally:

@@ -42,7 +42,12 @@ PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
     ("pysyncobj.syncobj.SyncObj", "_applyCommand", "method"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__callErrCallback", "method"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__sendAppendEntries", "method"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__onMessageReceived", "method"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftLog", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftCurrentTerm", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftCommitIndex", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftLastApplied", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__otherNodes", "attribute"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__transport", "attribute"),
     ("pysyncobj.syncobj.SyncObj", "_poller", "attribute"),
     ("pysyncobj.syncobj.SyncObjConsumer", "_deserialize", "method"),
@@ -98,6 +103,38 @@ class OctSyncObj(SyncObj):
             return
         super()._applyCommand(command, callback, commandType)
 
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """Every message from another node; an append is first checked by :func:`checked_append`."""
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            message = checked_append(
+                message,
+                self._SyncObj__raftLog,
+                self._SyncObj__raftCurrentTerm,
+                max(self._SyncObj__raftCommitIndex, self._SyncObj__raftLastApplied),
+            )
+            if message is None:
+                return
+        super()._SyncObj__onMessageReceived(node, message)
+
+    def receive(self, node: Any, message: Any, *, checked: bool = True) -> None:
+        """Handle ``message`` as if ``node`` had just sent it; ``checked=False`` skips
+        :func:`checked_append` (PySyncObj's own handling, which the tests compare against)."""
+        if checked:
+            self._SyncObj__onMessageReceived(node, message)
+        else:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def peers(self) -> list[Any]:
+        """The other members' nodes, as PySyncObj names them in messages."""
+        return list(self._SyncObj__otherNodes)
+
+    def log_positions(self) -> list[tuple[int, int]]:
+        """``(index, term)`` of every entry in the log (from the last snapshot on)."""
+        return [(entry[1], entry[2]) for entry in self._SyncObj__raftLog[0:]]
+
+    def last_applied(self) -> int:
+        return int(self._SyncObj__raftLastApplied)
+
     def is_leader(self) -> bool:
         """Whether this node is in the leader state (another may lead a newer term already)."""
         return bool(self._isLeader())
@@ -120,6 +157,48 @@ class OctSyncObj(SyncObj):
     def transport(self) -> Any:
         """The transport ``transportClass`` made (see :func:`loop_transport`)."""
         return self._SyncObj__transport
+
+
+def checked_append(message: dict[str, Any], entries: Any, term: int, applied: int) -> dict[str, Any] | None:
+    """An append a follower may act on as PySyncObj does, or None to drop it (Raft §5.3).
+
+    PySyncObj deletes every entry of the follower's log after ``prevLogIdx`` whenever the log is
+    longer, then adds the message's entries. Raft deletes only from the first entry that conflicts
+    (same index, another term). The difference shows when a message arrives late (reordered, or
+    sent twice): an old append from the current leader then cuts off entries the follower already
+    acknowledged, and applied (PySyncObj logs CRITICAL "truncating already-applied log entries").
+    So: entries the follower already holds are not sent through again (``prevLogIdx`` moves to the
+    last one it agrees with, and the deletion starts at the first that conflicts or is new), and a
+    message that would still delete an applied entry, or one of the sender's own term (which that
+    leader sent later, so this message is stale), is dropped. The leader repeats what matters.
+
+    ``entries`` is the follower's log (entries are ``(command, index, term)``), ``term`` its
+    current term, ``applied`` the highest index it committed or applied.
+    """
+    if "prevLogIdx" not in message or message.get("transmission") is not None or message["term"] < term:
+        return message  # (not a plain append PySyncObj would act on: as it was)
+    first, last = entries[0][1], entries[-1][1]
+    prev = message["prevLogIdx"]
+    if prev >= last:
+        return message  # nothing after prev to lose
+    sent = list(message.get("entries") or [])
+    agreed = 0  # how many of the sent entries the follower holds already
+    for entry in sent:
+        index = entry[1]
+        if index <= last and (index < first or entries[index - first][2] == entry[2]):
+            agreed += 1
+        else:
+            break
+    cut = sent[agreed][1] if agreed < len(sent) else (sent[-1][1] + 1 if sent else prev + 1)
+    if cut <= last:
+        doomed = [entries[i - first] for i in range(max(cut, first), last + 1)]
+        if cut <= applied or any(e[2] == message["term"] for e in doomed):
+            log.debug("raft: dropped a stale append (it would delete entries from %d of %d)", cut, last)
+            return None
+    if agreed == 0:
+        return message
+    kept = sent[agreed - 1]
+    return {**message, "prevLogIdx": kept[1], "prevLogTerm": kept[2], "entries": sent[agreed:]}
 
 
 def loop_transport(poller: Poller, transport_class: type[TCPTransport]) -> Callable[..., TCPTransport]:

@@ -208,7 +208,12 @@ def _check(cluster: Cluster, history: History, final: list[Record], report: Seed
         if len(nodes) > 1:
             failures.append(f"term {term} had {len(nodes)} leaders: {sorted(nodes)}")
 
-    # 4. The history is linearizable.
+    # 4. No follower cut off entries it had applied (PySyncObj's CRITICAL line; Raft §5.3).
+    for log in sorted(report.work_dir.glob("n*/oct-ctl.log")):
+        if "truncating already-applied" in log.read_text(errors="replace"):
+            failures.append(f"{log.parent.name} truncated already-applied log entries (see {log})")
+
+    # 5. The history is linearizable.
     result = linearizability.check(history.ops())
     for bad in result.failures():
         prefix = ", ".join(_describe(op, history.t0) for op in bad.best_prefix[-4:])

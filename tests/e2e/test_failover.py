@@ -12,6 +12,7 @@ import pytest
 
 import octcli
 from tests.e2e.harness import http_get, https_client, state_record
+from tests.e2e.test_events import CONFIG as EVENTS_CONFIG
 from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,7 @@ def test_a_write_through_a_follower_does_not_wait_on_a_paused_leader(make_projec
     """SIGSTOP of the leader: a write sent to a follower at that moment is forwarded to it, and
     answered with a 503 to retry (not held until the old 60 s forward timeout, past any client's
     patience); retried, it lands once another node leads, and the paused node follows again."""
-    project = make_project("events", PAUSED_CONFIG)
+    project = make_project("paused", EVENTS_CONFIG.replace('name = "events"', 'name = "paused"'))
     project.oct("deploy")
     status = project.status()
     leader = next(n for n in status["nodes"] if n["role"] == "leader")
@@ -86,22 +87,3 @@ def test_a_write_through_a_follower_does_not_wait_on_a_paused_leader(make_projec
             ignore=(httpx.HTTPError, ValueError),
         )
         assert seen["value"] == "during"
-
-
-PAUSED_CONFIG = """\
-[project]
-name = "paused"
-
-[project.state_backend.local]
-path = "./state.json"
-
-[project.provider.local]
-nodes = 3
-
-[[project.services]]
-name = "web"
-runtime = "process"
-command = "sleep 3600"
-cpus = 100
-memory = 32
-"""
