@@ -188,17 +188,8 @@ def _deploy(
         and current["state"] not in ("failed", "destroying", "destroyed")
     ):
         return {"deployment": current["id"], "changed": False, "changes": changes}
-    if rollback_of is not None and current is not None and current["state"] == "failed":
-        note(
-            state,
-            "deployment.rolled_back",
-            current["id"],
-            f"{current['id']} failed: rolled back to {rollback_of} by {deployment}",
-            at,
-        )
-    if current is not None and current["state"] in ("pending", "in_progress"):
-        settle(state.setdefault("history", []), {**current, "state": "superseded", "finished_at": at})
-        note(state, "deployment.superseded", current["id"], f"{current['id']} superseded by {deployment}", at)
+    if current is not None:
+        _replaced(state, current, deployment, rollback_of, at)
     state["project"] = project
     state["source_dir"] = source_dir
     state["generation"] += 1
@@ -231,6 +222,19 @@ def _deploy(
     remember(state.setdefault("history", []), entry)
     _note_started(state, deployment, changes, rollback_of, at)
     return {"deployment": deployment, "changed": True, "changes": changes}
+
+
+def _replaced(
+    state: ClusterState, current: DeploymentRecord, deployment: str, rollback_of: str | None, at: float
+) -> None:
+    """What a new deployment does to the current one: a rollback of a failed one, or superseding
+    one still under way."""
+    if rollback_of is not None and current["state"] == "failed":
+        why = f"{current['id']} failed: rolled back to {rollback_of} by {deployment}"
+        note(state, "deployment.rolled_back", current["id"], why, at)
+    if current["state"] in ("pending", "in_progress"):
+        settle(state.setdefault("history", []), {**current, "state": "superseded", "finished_at": at})
+        note(state, "deployment.superseded", current["id"], f"{current['id']} superseded by {deployment}", at)
 
 
 def _note_started(
