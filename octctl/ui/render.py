@@ -11,7 +11,6 @@ import functools
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from aiohttp import web
 
 __all__ = ["PAGE_HEADERS", "STATIC", "html", "message", "render"]
@@ -59,7 +58,10 @@ def _percent(used: int, total: int) -> int:
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def _environment() -> Any:
+    """Made on the first page a node serves: jinja2 (2.4 MB) is not loaded by nodes nobody views."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
