@@ -57,10 +57,15 @@ ARCHIVE_TIMEOUT = httpx.Timeout(30.0, connect=3.0, read=3600.0)
 #: "This node cannot serve you right now": no leader yet, or the leader it forwards to is away.
 RETRY_STATUSES = frozenset({502, 503, 504})
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class _NoAnswer(Exception):
     """Internal: one round over all nodes got no usable answer; tenacity retries on it."""
+
+
+class _TryNext(Exception):
+    """Internal: this node cannot serve the request now (leaderless, or another cluster's)."""
 
 
 class _Rejected(Exception):
@@ -195,32 +200,24 @@ class OctClient:
         return self._json_lines(f"/nodes/{node}/logs", params, follow)
 
     def _json_lines(self, path: str, params: dict[str, str], follow: bool) -> Iterator[dict[str, str]]:
-        headers = {"Authorization": f"Bearer {self._token}"}
         timeout = httpx.Timeout(10.0, connect=3.0, read=None if follow else 60.0)
-        tried: dict[str, str] = {}
-        for node in list(self._order):
-            try:
-                request = self._http.build_request(
-                    "GET", _url(node, path), params=params, headers=headers, timeout=timeout
-                )
-                with contextlib.closing(self._http.send(request, stream=True)) as response:
-                    if response.status_code in RETRY_STATUSES or response.status_code == 401:
-                        response.read()
-                        tried[node] = f"HTTP {response.status_code}: {_error_of(response).error}"
-                        continue
-                    if not response.is_success:
-                        response.read()
-                        _raise_for_status(node, response)
-                    for line in response.iter_lines():
-                        if line:
-                            yield dict(json.loads(line))
-                    return
-            except httpx.ConnectError as e:
-                tried[node] = _describe(e)
-            except httpx.TransportError as e:
-                raise OctError(f"the log stream from {node} broke off: {_describe(e)}") from None
-        listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
-        raise Unreachable(f"no oct-ctl node answered: {listing}")
+
+        def read(node: str, headers: dict[str, str]) -> Iterator[dict[str, str]]:
+            request = self._http.build_request(
+                "GET", _url(node, path), params=params, headers=headers, timeout=timeout
+            )
+            with contextlib.closing(self._http.send(request, stream=True)) as response:
+                if response.status_code in RETRY_STATUSES or response.status_code == 401:
+                    response.read()
+                    raise _TryNext(f"HTTP {response.status_code}: {_error_of(response).error}")
+                if not response.is_success:
+                    response.read()
+                    _raise_for_status(node, response)
+                for line in response.iter_lines():
+                    if line:
+                        yield dict(json.loads(line))
+
+        return self._on_first_node(read, "log stream")
 
     def backup(self, service: str, out: Path) -> None:
         """Write the backup of the service's volumes (a gzipped tarball) to ``out``, through the
@@ -264,16 +261,30 @@ class OctClient:
     def _archive_call(self, call: Callable[[str, dict[str, str]], None]) -> None:
         """``call(node, headers)`` on the first node that can be reached. Not retried after that:
         an archive is too big to send twice on a guess, and a half-read backup is thrown away."""
+
+        def once(node: str, headers: dict[str, str]) -> Iterator[None]:
+            call(node, headers)
+            yield None
+
+        for _ in self._on_first_node(once, "archive transfer"):
+            pass
+
+    def _on_first_node(self, work: Callable[[str, dict[str, str]], Iterator[T]], what: str) -> Iterator[T]:
+        """What ``work(node, headers)`` yields on the first node that can be reached (or that does
+        not raise :class:`_TryNext`). A stream that breaks off once it flows is not taken up again
+        elsewhere: what it sent is the caller's already."""
         headers = {"Authorization": f"Bearer {self._token}"}
         tried: dict[str, str] = {}
         for node in list(self._order):
             try:
-                call(node, headers)
+                yield from work(node, headers)
                 return
+            except _TryNext as e:
+                tried[node] = str(e)
             except httpx.ConnectError as e:
                 tried[node] = _describe(e)
             except httpx.TransportError as e:
-                raise OctError(f"the archive transfer with {node} broke off: {_describe(e)}") from None
+                raise OctError(f"the {what} with {node} broke off: {_describe(e)}") from None
         listing = ", ".join(f"{n} ({why})" for n, why in tried.items())
         raise Unreachable(f"no oct-ctl node answered: {listing}")
 

@@ -30,6 +30,8 @@ disable_created_metrics()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: From a fast local commit to a slow cross-zone one; API calls and leader passes alike.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A node answers its own names in tens of microseconds.
+DNS_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
 #: The DNS server's counts (``octctl.dns.stats.Stats`` fields) by the rcode they answered with.
 DNS_RCODES = {"answered": "NOERROR", "nxdomain": "NXDOMAIN", "servfail": "SERVFAIL", "refused": "REFUSED"}
 
@@ -177,6 +179,12 @@ class NodeMetrics:
             "oct_dns_forward_seconds",
             "Queries for outside names, from sending them upstream to the answer.",
             buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.dns_answer_seconds = Histogram(
+            "oct_dns_answer_seconds",
+            "One UDP query in 64 answered at once (zone or cache), from receipt to the reply sent.",
+            buckets=DNS_BUCKETS,
             registry=self.registry,
         )
         self.provider_calls = Counter(

@@ -191,6 +191,7 @@ class Node:
             domain=s.dns_domain,
             local_networks=docker_bridge_networks,
             on_forward=self.metrics.dns_forward_seconds.observe,
+            on_answer=self.metrics.dns_answer_seconds.observe,
         )
         try:
             await self.dns.start()

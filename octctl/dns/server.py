@@ -65,6 +65,10 @@ class DnsServer:
     stats: Stats = field(default_factory=Stats)
     #: Told the seconds each forwarded query took upstream (metrics); None: nobody asks.
     on_forward: Callable[[float], None] | None = None
+    #: Told how long one UDP query in :data:`ANSWER_SAMPLE` took from receipt to its reply, when
+    #: answered at once (the zone or the cache; metrics). Sampled: timing every one would cost a
+    #: fifth of a node's DNS throughput.
+    on_answer: Callable[[float], None] | None = None
     clients: ForwardClients = field(init=False)
     answers: ZoneAnswers = field(init=False)
     forwarder: Forwarder = field(init=False)
@@ -260,10 +264,15 @@ class DnsServer:
                 await writer.wait_closed()
 
 
+#: One UDP query in this many is timed for ``on_answer``.
+ANSWER_SAMPLE = 64
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self.received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but has its methods.
@@ -274,12 +283,17 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
+        self.received += 1
+        timed = server.on_answer is not None and self.received % ANSWER_SAMPLE == 0
+        started = time.perf_counter() if timed else 0.0
         try:
             response = server.cached(data, tcp=False)
             if response is None:
                 response = server.respond_udp(data, addr)
             if response is not None:
                 transport.sendto(response, addr)
+                if timed and server.on_answer is not None:
+                    server.on_answer(time.perf_counter() - started)
         except Exception as e:  # nothing a client sends may reach the loop's exception handler
             server.internal_error(str(addr[0]), e)
 
