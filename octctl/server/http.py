@@ -312,12 +312,15 @@ async def forward(
     headers = {"Authorization": request.headers.get("Authorization", ""), FORWARDED: node.settings.node}
     body = await request.read()
     for attempt in (1, 2):
+        # (Raft's own leader address is compared while waiting: cheap, unlike the state's view,
+        # which a write on its way would make the node copy anew for every forwarded call.)
+        leader = node.raft.leader_address()
         sending = asyncio.ensure_future(_send(node, request, address, headers, body, seconds))
         try:
             while not sending.done():
                 await asyncio.wait({sending}, timeout=LEADER_POLL)
-                now = _leader_api(node)
-                if not sending.done() and now is not None and now != address:
+                now = node.raft.leader_address()
+                if not sending.done() and now is not None and now != leader:
                     return _retry(f"leader at {address} did not answer before {now} was elected; retry")
             return sending.result()
         except aiohttp.ClientConnectorError as e:

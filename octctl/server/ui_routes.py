@@ -11,7 +11,9 @@ fresh copies of its sections every few seconds.
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -105,6 +107,12 @@ async def ui_static(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(reason="no such file")
     content_type, path = found
     return web.Response(
-        body=path.read_bytes(),
+        body=_static_bytes(path),
         headers={**PAGE_HEADERS, "Content-Type": content_type, "Cache-Control": "public, max-age=3600"},
     )
+
+
+@functools.cache
+def _static_bytes(path: Path) -> bytes:
+    """Read once per node: the files ship with oct and do not change while it runs."""
+    return path.read_bytes()

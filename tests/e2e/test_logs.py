@@ -145,7 +145,9 @@ def test_logs_fan_in_every_instance_and_follow_through_a_rollout(make_project) -
         project.oct("deploy")
         after = ticks.until({("tick", "two 1"), ("tick", "two 2"), ("tick.2", "two 1"), ("tick.2", "two 2")})
         assert {e["node"] for e in after if e["version"] == "two"} <= set(placed.values())
-        procs.until({("proc", "two 1"), ("proc", "two 2")})
+        after += procs.until({("proc", "two 1"), ("proc", "two 2")})
+        lines = [(e["instance"], e["version"], e["n"]) for e in after]
+        assert len(lines) == len(set(lines)), f"a line came twice: {lines}"
     finally:
         errors = ticks.stop() + procs.stop()
     assert "Traceback" not in errors, errors

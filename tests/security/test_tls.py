@@ -8,6 +8,7 @@ agent routes also need the caller to present a node certificate from the same CA
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import warnings
@@ -20,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from octcli.client import OctClient
 from octcli.errors import OctError
 from octctl.node_settings import Secrets, read_node_files
+from octctl.server.openapi import ROUTES
 from octctl.tls import client_context, issue_node_certificate
 from tests.e2e.conftest import make_project  # noqa: F401  (the fixture, for this folder too)
 from tests.e2e.harness import Project, api_client, https_client, node_tls, services_by_name, state_record
@@ -108,7 +110,13 @@ def test_agent_routes_need_a_node_certificate(make_project) -> None:  # type: ig
         ("GET", f"https://{api}/v1/agent/instances/sleeper/logs/stream?project={PROJECT}&follow=true"),
         ("GET", f"https://{api}/v1/agent/node/logs?follow=true"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore?project={PROJECT}"),
+        ("GET", f"https://{api}/v1/agent/access/sleeper?tail=5"),
+        ("GET", f"https://{api}/v1/agent/usage"),
     ]
+    # (every agent route of the API's table is tried: a new one must be added here)
+    agent_routes = {(r.method, r.openapi_path) for r in ROUTES if r.path.startswith("/v1/agent/")}
+    tried = {(m, re.sub(r"https://[^/]+|\?.*", "", u).replace("/sleeper", "/{service}")) for m, u in routes}
+    assert agent_routes <= tried, agent_routes - tried
 
     # The right token, the right CA, but no client certificate: 403 on every agent route.
     with https_client(secrets.ca_cert, timeout=10) as no_cert:
