@@ -23,6 +23,7 @@ there, and pass 2 considers no other node.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -36,6 +37,8 @@ __all__ = [
     "place",
     "usage",
 ]
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,12 @@ def _keep_current(
     return kept
 
 
+def natural_key(node: str) -> tuple[tuple[int, int | str], ...]:
+    """``node-9`` before ``node-10``: digit runs compare as numbers, so "the lowest id" is the one
+    a person reading the list would pick."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(node) if part)
+
+
 def _best_node(
     demand: Demand,
     candidates: Sequence[NodeCapacity],
@@ -187,9 +196,10 @@ def _best_node(
     siblings: Mapping[str, int],
 ) -> str | None:
     """Spread: the node with the fewest instances of the demand's group, then the one whose
-    pressure *after* taking the demand is lowest; ties go to the lowest id."""
-    best: tuple[int, float, str] | None = None
-    for capacity in candidates:
+    pressure *after* taking the demand is lowest; ties go to the first candidate (the lowest id,
+    in natural order)."""
+    best: tuple[int, float, int] | None = None
+    for rank, capacity in enumerate(candidates):
         if demand.pinned is not None and demand.pinned != capacity.node:
             continue
         load = loads[capacity.node]
@@ -200,10 +210,10 @@ def _best_node(
             _share(load.cpus + demand.cpus, capacity.cpus),
             _share(load.memory + demand.memory, capacity.memory),
         )
-        key = (siblings.get(capacity.node, 0), pressure, capacity.node)
+        key = (siblings.get(capacity.node, 0), pressure, rank)
         if best is None or key < best:
             best = key
-    return None if best is None else best[2]
+    return None if best is None else candidates[best[2]].node
 
 
 def place(demands: Sequence[Demand], nodes: Sequence[NodeCapacity], current: Mapping[str, str]) -> Plan:
@@ -218,7 +228,7 @@ def place(demands: Sequence[Demand], nodes: Sequence[NodeCapacity], current: Map
 
     placements = _keep_current(by_name, by_node, current, loads)
 
-    candidates = sorted((c for c in by_node.values() if c.schedulable), key=lambda c: c.node)
+    candidates = sorted((c for c in by_node.values() if c.schedulable), key=lambda c: natural_key(c.node))
     unplaced: list[str] = []
     groups: dict[str, dict[str, int]] = {}
     for service, kept in placements.items():

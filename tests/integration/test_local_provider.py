@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from octctl.node_settings import Secrets
+from octctl.providers.base import NodeRequest
 from octctl.providers.local.provider import (
     FALLBACK_DNS_PORT,
+    LocalProvider,
     free_address,
     local_dns_port,
+    node_address,
     node_name,
     nodes_dir,
 )
@@ -41,6 +45,22 @@ def test_a_claim_is_freed_when_its_node_folder_is_gone(tmp_path: Path) -> None:
     first = free_address(root)
     shutil.rmtree(root)  # what `oct destroy` does
     assert free_address(tmp_path / "b" / ".oct") == first
+
+
+def test_a_project_s_nodes_take_ascending_addresses(tmp_path: Path) -> None:
+    """A lower address freed by another project is passed over while a higher one is free, so
+    genesis keeps the lowest id of its cluster (the scheduler's ties go to the lowest id)."""
+    other = tmp_path / "other" / ".oct"
+    low = free_address(other)
+    root = tmp_path / "a" / ".oct"
+    genesis = free_address(root)
+    shutil.rmtree(other)  # the other project is destroyed: ``low`` is free again
+    follower = LocalProvider(root).reserve(NodeRequest("c", 1000, 1024, (), Secrets.mint()))
+    assert host(node_address(follower)) > host(genesis) > host(low)
+
+
+def host(address: str) -> int:
+    return int(address.rsplit(".", 1)[-1])
 
 
 def test_dns_prefers_53_and_falls_back_when_it_is_taken() -> None:

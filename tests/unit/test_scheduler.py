@@ -47,6 +47,13 @@ def test_largest_first_and_ties_broken_by_node_id() -> None:
     assert dict(plan.placements) == {"big": "a", "mid": "b", "small": "c"}
 
 
+def test_ties_go_to_the_lowest_id_in_natural_order() -> None:
+    # node-9 comes before node-10, as a person reads them (not as strings compare).
+    nodes = [n("node-10"), n("node-9"), n("node-100")]
+    plan = place([d("big", memory=2000), d("mid", memory=1000), d("small", memory=100)], nodes, {})
+    assert dict(plan.placements) == {"big": "node-9", "mid": "node-10", "small": "node-100"}
+
+
 def test_spread_balances_the_busier_resource() -> None:
     # "a" is memory-heavy already, "b" is cpu-heavy; a memory-heavy newcomer belongs on "b".
     nodes = [n("a", cpus=1000, memory=1000), n("b", cpus=1000, memory=1000)]

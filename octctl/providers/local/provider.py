@@ -96,8 +96,11 @@ def release_claims(root: Path) -> list[str]:
     return sorted(released)
 
 
-def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = DEFAULT_RAFT_PORT) -> str:
-    """Claim the next 127.0.0.N that no local node owns and where both ports can be bound.
+def free_address(
+    root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = DEFAULT_RAFT_PORT, after: int = 0
+) -> str:
+    """Claim the next 127.0.0.N (above ``after`` if one is free there) that no local node owns and
+    where both ports can be bound.
 
     The node's folder (mode 0700: it will hold secrets and the Raft journal) is created here, as
     part of the claim.
@@ -106,7 +109,8 @@ def free_address(root: Path, api_port: int = DEFAULT_API_PORT, raft_port: int = 
     claims.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
-    for n in range(FIRST_HOST, LAST_HOST + 1):
+    first = max(FIRST_HOST, after + 1)
+    for n in [*range(first, LAST_HOST + 1), *range(FIRST_HOST, first)]:
         address = f"127.0.0.{n}"
         claim = claims / address
         if claim.exists():
@@ -284,8 +288,12 @@ class LocalProvider(Provider):
         take_down(address)
 
     def reserve(self, request: NodeRequest) -> str:
-        """Claiming an address is the reservation: the id names the address (``node-N``)."""
-        return node_name(free_address(self.root))
+        """Claiming an address is the reservation: the id names the address (``node-N``).
+
+        A project's nodes take ascending addresses, so genesis keeps the lowest id of its cluster
+        (a free lower address, left by another project, is not taken while a higher one is free)."""
+        highest = max((int(node_address(n).rsplit(".", 1)[-1]) for n in local_nodes(self.root)), default=0)
+        return node_name(free_address(self.root, after=highest))
 
     def provision(self, node: str, request: NodeRequest) -> None:
         if node_process_alive(self.root, node):
