@@ -524,9 +524,8 @@ def destroy(
         return [] if volumes else provider.volumes(config, record)
     with store.lock():
         record = provider.recover(config, store.load())
-        found = provider.volumes(config, record)
         summary = provider.summary(config, store, record)
-        named = [f"volume {v.name} ({v.where})" for v in found]
+        named = provider.volumes_summary(config, record)
         if volumes:
             summary.removes.extend(f"{line} and its data" for line in named)
         else:
@@ -538,7 +537,7 @@ def destroy(
         if volumes:
             provider.remove_volumes(config, record, on_phase=say)
         store.remove()
-    return [] if volumes else found
+    return [] if volumes else provider.volumes(config, record)
 
 
 def _approve_destroy(approve: DestroyApproval, summary: DestroySummary) -> None:

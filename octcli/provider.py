@@ -122,6 +122,11 @@ class ClusterProvider(abc.ABC):
         ``state`` "kept"); the default: a provider that makes none."""
         return []
 
+    def volumes_summary(self, config: Config, record: ClusterRecord | None) -> list[str]:
+        """The volumes as ``oct destroy`` names them before it is confirmed (kept, or removed with
+        ``--volumes``)."""
+        return [f"volume {v.name} ({v.where})" for v in self.volumes(config, record)]
+
     def remove_volumes(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> None:
         """Remove the project's volumes and their data (``oct destroy --volumes``), after
         :meth:`teardown`; safe to repeat."""

@@ -15,7 +15,7 @@ import builtins
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from octctl.health import HealthMonitor
 from octctl.log_pump import lines_of
 from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName, Usage
+from octctl.runtime.process.volumes import volume_folder
 from octctl.volume_archive import check as check_archive
 from octctl.volume_archive import pack, unpack
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 RUNTIMES_FILE = "runtimes.json"
 #: The instances whose health this node checks, so a restarted oct-ctl goes on checking them.
 HEALTHCHECKS_FILE = "healthchecks.json"
+#: ``Provider.mount_disk``: (disk, device, folder).
+MountDisk = Callable[[str, str, Path], None]
 
 
 def make_runtime(
@@ -48,7 +51,7 @@ def make_runtime(
     if name == "docker":
         from octctl.runtime.docker import DockerRuntime
 
-        return DockerRuntime(node=node, registry_login=registry_login)
+        return DockerRuntime(node=node, registry_login=registry_login, volumes_dir=volumes_dir)
     from octctl.runtime.process import ProcessRuntime, service_user
 
     # As root, services run as an unprivileged user (oct-svc or nobody), never as the daemon.
@@ -70,8 +73,12 @@ class Agent:
         workers: int = 8,
         registry_login: RegistryLogin | None = None,
         volumes_dir: Path | None = None,
+        mount_disk: MountDisk | None = None,
     ) -> None:
         self.node = node
+        #: The provider's ``mount_disk``: a volume on a network disk is mounted at its folder
+        #: before its instance starts (both runtimes then find the data there).
+        self.mount_disk = mount_disk
         self.data_dir = data_dir
         #: Where process services' volume folders are (``NodeSettings.volumes_dir``); by default
         #: beside the data folder, which services may not enter (``/var/lib/oct-volumes``).
@@ -110,6 +117,20 @@ class Agent:
         check_name("project", project)
         check_instance(service)
 
+    def _mount_disks(self, spec: InstanceSpec) -> None:
+        for mount in spec.volumes:
+            if mount.disk is None:
+                continue
+            if self.mount_disk is None or mount.device is None:
+                raise RuntimeFailure(
+                    f"volume {mount.name} is on disk {mount.disk}, which this node cannot mount"
+                )
+            folder = volume_folder(self.volumes_dir, spec.project, mount.name)
+            try:
+                self.mount_disk(mount.disk, mount.device, folder)
+            except Exception as e:
+                raise RuntimeFailure(f"cannot mount disk {mount.disk} of volume {mount.name}: {e}") from e
+
     async def apply(self, spec: InstanceSpec) -> InstanceStatus:
         self._check(spec.project, spec.service)
         async with self._locks[(spec.project, spec.service)]:
@@ -118,6 +139,7 @@ class Agent:
                 for name, runtime in list(self._runtimes.items()):
                     if name != spec.runtime:
                         await self._call(runtime.remove, spec.project, spec.service)
+                await self._call(self._mount_disks, spec)
                 status: InstanceStatus = await self._call(self._runtime(spec.runtime).apply, spec)
             except RuntimeFailure as e:
                 status = InstanceStatus(

@@ -11,7 +11,7 @@ import hashlib
 import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.addresses import container_address
@@ -22,6 +22,7 @@ from octctl.instances import instances_of, placed_instances
 from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping, VolumeMount
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
+from octctl.state.shape import VolumeRecord
 
 
 def serving_nodes(
@@ -140,6 +141,10 @@ def spec_hash(spec: InstanceSpec) -> str:
     exclude = {"deployment", "spec_hash"} | ({"healthcheck"} if spec.healthcheck is None else set())
     exclude |= {"volumes"} if not spec.volumes else set()
     content = spec.model_dump(mode="json", exclude=exclude)
+    for mount in content.get("volumes", ()):
+        for key in ("disk", "device"):
+            if mount[key] is None:
+                del mount[key]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -151,6 +156,11 @@ class Rollout:
     cluster: str = ""
     source_dir: str | None = None
     domain: str = DEFAULT_DOMAIN
+    #: The cluster's volume records (where each volume's data is).
+    volumes: Mapping[str, VolumeRecord] = field(default_factory=dict)
+    #: The provider keeps volumes on network disks: an instance is not started on a node until
+    #: its volumes' disks are attached there (:mod:`octctl.leader.disks`).
+    network_disks: bool = False
 
 
 def cluster_network(cluster: str) -> str:
@@ -245,6 +255,9 @@ def instance_spec(
         ports.append(
             PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port)
         )
+    mounts = _mounts(service, node, rollout)
+    if mounts is None:
+        return None
     workdir = None
     if service.runtime == "process":
         env = {**_process_env(config, service, node, rollout, port, instance), **env}
@@ -265,11 +278,29 @@ def instance_spec(
         ports=ports,
         workdir=workdir,
         healthcheck=_healthcheck(service, node["address"], port),
-        volumes=[VolumeMount(name=v.name, path=v.path) for v in service.volumes],
+        volumes=mounts,
         **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)
     return spec
+
+
+def _mounts(service: Service, node: NodeRecord, rollout: Rollout) -> list[VolumeMount] | None:
+    """The service's volumes as the node mounts them; None while a disk is not attached to it."""
+    mounts = []
+    for volume in service.volumes:
+        record = rollout.volumes.get(volume.name)
+        if record is not None and "disk" in record:
+            if record.get("attached") != node["id"]:
+                return None
+            mounts.append(
+                VolumeMount(name=volume.name, path=volume.path, disk=record["disk"], device=record["device"])
+            )
+        elif rollout.network_disks:
+            return None
+        else:
+            mounts.append(VolumeMount(name=volume.name, path=volume.path))
+    return mounts
 
 
 def instance_specs(

@@ -10,12 +10,12 @@ modules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from octctl.config import Config, Service
-from octctl.state.shape import NodeRecord, VolumeRecord
+from octctl.state.shape import ClusterState, NodeRecord, VolumeRecord, volumes_of
 
-__all__ = ["new_homes", "pins", "waiting_reason"]
+__all__ = ["new_homes", "pins", "waiting_in", "waiting_reason"]
 
 
 def _home(service: Service, records: Mapping[str, VolumeRecord]) -> tuple[str, str] | None:
@@ -58,6 +58,7 @@ def waiting_reason(
     records: Mapping[str, VolumeRecord],
     nodes: Mapping[str, NodeRecord],
     placements: Mapping[str, str],
+    launching: Collection[str] = (),
 ) -> str | None:
     """Why the service does not run, when it is its volumes' node: for ``oct status`` and the
     deployment's message. None when it is placed or has no home yet."""
@@ -66,10 +67,19 @@ def waiting_reason(
         return None
     node, volume = home
     record = nodes.get(node)
-    if record is None:
+    if record is None and node in launching:
+        why = f"{node} is launching"
+    elif record is None:
         why = f"{node} has left the cluster: `oct destroy --volumes` drops the volumes it held"
     elif record["status"] == "ready":
         why = f"{node} has no room for it"
     else:
         why = f"{node} is {record['status']}"
     return f"waiting for {node}, which holds {volume} ({why})"
+
+
+def waiting_in(state: ClusterState, service: Service) -> str | None:
+    """:func:`waiting_reason` of ``service`` in ``state``."""
+    return waiting_reason(
+        service, volumes_of(state), state["nodes"], state["placements"], state["provisioning"]
+    )

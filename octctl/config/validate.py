@@ -87,7 +87,7 @@ def check(view: ServicesView) -> list[Finding]:
         *_check_aws(view),
         *check_https(view.domain, view.acme, view.provider, view.services),
         *check_healthchecks(view.services),
-        *check_volumes(view.services, on_aws=view.provider is None or view.provider.local is None),
+        *check_volumes(view.services),
     ]
 
 

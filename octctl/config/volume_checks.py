@@ -14,16 +14,9 @@ from .models import Service
 Finding = tuple[KeyPath, str]
 
 
-def check_volumes(services: Sequence[tuple[int, Service]], on_aws: bool = False) -> Iterator[Finding]:
+def check_volumes(services: Sequence[tuple[int, Service]]) -> Iterator[Finding]:
     owners: dict[str, str] = {}
     for i, service in services:
-        if on_aws and service.volumes:
-            yield (
-                ("project", "services", i, "volumes"),
-                f"service '{service.name}' has volumes, which oct keeps on local clusters only for "
-                "now: on AWS the data would be on the node's own disk, lost with the node when it is "
-                "replaced (EBS volumes that follow the service are not done yet)",
-            )
         paths: set[str] = set()
         for j, volume in enumerate(service.volumes):
             at: KeyPath = ("project", "services", i, "volumes", j)

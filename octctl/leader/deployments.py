@@ -107,7 +107,11 @@ class Deployments:
         waiting = [
             reason
             for service in config.project.services
-            if (reason := waiting_reason(service, volumes_of(view), view["nodes"], view["placements"]))
+            if (
+                reason := waiting_reason(
+                    service, volumes_of(view), view["nodes"], view["placements"], view["provisioning"]
+                )
+            )
         ]
         fields: dict[str, Any] = {"message": "; ".join([f"{running}/{len(names)} {noun} running", *waiting])}
         if running == len(names):

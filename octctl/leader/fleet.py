@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
@@ -21,6 +21,7 @@ from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instance_ports import assign_instance_ports
 from octctl.instances import instances_of
 from octctl.leader.deployments import fail_deployment
+from octctl.leader.disks import attach_disks, disk_zone
 from octctl.leader.ports import ClusterLog
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import NodeRequest, Provider
@@ -77,8 +78,29 @@ class Fleet:
                 continue
             log.warning("node %s unreachable for %.0fs (limit %ds): replacing it", node["id"], silent, after)
             await self.retire(node, replaced=f"was unreachable for {silent:.0f} s")
+            if config is not None:
+                await self._move_disks(view, config, node["id"])
             return True
         return False
+
+    async def _move_disks(self, view: ClusterState, config: Config, dead: str) -> None:
+        """The dead node's volumes on network disks go to a replacement launched in their zone
+        (a disk cannot leave its zone); the service is pinned there and waits for it to join."""
+        moving = sorted(name for name, r in volumes_of(view).items() if r["node"] == dead and "disk" in r)
+        zone = disk_zone(view, dead)
+        if not moving or self.provider is None or zone is None:
+            return
+        request = replace(self._request(self.size(config), view), zone=zone)
+        try:
+            node = await asyncio.to_thread(self.provider.reserve, request)
+        except Exception as e:
+            log.error("cannot replace node %s, which held %s: %s", dead, ", ".join(moving), e)
+            return
+        await self.cluster.execute(command("provisioning", node=node, at=time.time()))
+        await self.cluster.execute(command("volume_moved", volumes=moving, node=node, at=time.time()))
+        self.launched.add(node)
+        log.info("node %s replaces %s in %s, for %s", node, dead, zone, ", ".join(moving))
+        await self._provision(view, node, request)
 
     async def promote(self, view: ClusterState) -> bool:
         """Keep up to MAX_VOTERS voters: when one has gone, make a ready non-voter a voter.
@@ -155,6 +177,8 @@ class Fleet:
         found = new_homes(config, placements, homes)
         if found:
             await self.cluster.execute(command("volume_homes", homes=found, at=time.time()))
+        if self.provider is not None and self.provider.network_disks:
+            await attach_disks(self.cluster, self.provider, self.cluster.view(), config, placements)
         if self.provider is None or growing:
             # (while nodes are still joining, they may be what the unplaced services are waiting for)
             return placements
@@ -224,7 +248,7 @@ class Fleet:
             elif node not in self.launched and node not in view["nodes"]:
                 log.info("finishing the launch of node %s that an earlier leader started", node)
                 self.launched.add(node)
-                await self._provision(view, node, request)
+                await self._provision(view, node, replace(request, zone=disk_zone(view, node)))
 
     async def _provision(self, view: ClusterState, node: str, request: NodeRequest) -> bool:
         assert self.provider is not None

@@ -35,7 +35,7 @@ from octctl.runtime.base import InstanceSpec
 from octctl.specs import Rollout, instance_specs
 from octctl.state.desired import desired_project
 from octctl.state.machine import NotLeader, RaftUnavailable
-from octctl.state.model import ClusterState, command, draining_of
+from octctl.state.model import ClusterState, command, draining_of, volumes_of
 
 __all__ = ["Duties", "Leader"]
 
@@ -191,5 +191,12 @@ class Leader:
         deployment = view["deployment"]
         if config is None or deployment is None:
             return {}
-        rollout = Rollout(deployment["id"], view["cluster"], view["source_dir"], self.settings.dns_domain)
+        rollout = Rollout(
+            deployment["id"],
+            view["cluster"],
+            view["source_dir"],
+            self.settings.dns_domain,
+            volumes=volumes_of(view),
+            network_disks=self.provider is not None and self.provider.network_disks,
+        )
         return instance_specs(config, placements, view["nodes"], rollout, ports)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict
@@ -43,6 +44,30 @@ class NodeRequest:
     memory: int
     join: tuple[str, ...]
     secrets: Secrets
+    #: Where the node must be (a provider's availability zone): a replacement for a node whose
+    #: volumes are on disks that cannot leave their zone. None: wherever the provider spreads nodes.
+    zone: str | None = None
+
+
+@dataclass(frozen=True)
+class DiskRequest:
+    """A volume that needs a network disk (:meth:`Provider.attach_disk`)."""
+
+    project: str
+    volume: str
+    service: str
+    size_gb: int
+    #: The disk recorded for the volume; None the first time (found by its tags, or created).
+    disk: str | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A network disk attached to a node: what the node needs to find and mount it."""
+
+    id: str
+    zone: str
+    device: str
 
 
 class ProviderSettings(ProviderSection):
@@ -61,6 +86,9 @@ class Provider(abc.ABC):
     starts that node and returns before it has joined, and provisioning an id again does not start
     a second machine. ``retire`` stops the node and frees what it used; retiring an unknown or
     already stopped node is not an error."""
+
+    #: Volumes live on network disks the leader attaches (:meth:`attach_disk`), not on the node.
+    network_disks: bool = False
 
     #: Seconds a provisioned node may take to join before the leader gives up and retires it: a
     #: local process joins in a second, a fresh VM installs packages first.
@@ -92,6 +120,25 @@ class Provider(abc.ABC):
         that name a zone, which only such providers' deploys do.
         """
         raise NotImplementedError(f"{type(self).__name__} has no public DNS")
+
+    # -- volumes on network disks (leader side, then node side) ---------------------------------------
+
+    def attach_disk(self, request: DiskRequest, node: str) -> Disk | None:
+        """Make the volume's disk attached to ``node``'s machine, and return it: found by the
+        volume's tags or created (in the node's zone, sized, encrypted) when ``request.disk`` is
+        None; detached first from any other machine (forcibly when that machine is gone).
+        Idempotent. None: the provider's volumes are folders of the node (the default; nothing to
+        attach, and a service with volumes waits for its node when it dies)."""
+        return None
+
+    def node_zone(self, node: str) -> str | None:
+        """The zone of ``node``'s machine, for a replacement that must reach its disks."""
+        return None
+
+    def mount_disk(self, disk: str, device: str, folder: Path) -> None:
+        """Node side: mount the attached ``disk`` at ``folder``, formatting it first if it is blank
+        (never otherwise). Idempotent. Only called for volumes :meth:`attach_disk` gave a disk."""
+        raise NotImplementedError(f"{type(self).__name__} has no disks")
 
     def container_address(self, address: str) -> str | None:
         """An address of the node at ``address`` that its containers can reach, made ready here

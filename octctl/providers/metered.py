@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from octctl.providers.base import NodeRequest, Provider
+from octctl.providers.base import Disk, DiskRequest, NodeRequest, Provider
 
 __all__ = ["MeteredProvider", "Note"]
 
@@ -27,6 +28,7 @@ class MeteredProvider(Provider):
         self.inner = inner
         self._note = note
         self.launch_timeout = inner.launch_timeout
+        self.network_disks = inner.network_disks
 
     def _call(self, call: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         started, ok = time.monotonic(), False
@@ -60,3 +62,12 @@ class MeteredProvider(Provider):
 
     def registry_auth(self, image: str) -> dict[str, str] | None:
         return self._call("registry_auth", self.inner.registry_auth, image)
+
+    def attach_disk(self, request: DiskRequest, node: str) -> Disk | None:
+        return self._call("attach_disk", self.inner.attach_disk, request, node)
+
+    def node_zone(self, node: str) -> str | None:
+        return self._call("node_zone", self.inner.node_zone, node)
+
+    def mount_disk(self, disk: str, device: str, folder: Path) -> None:
+        self._call("mount_disk", self.inner.mount_disk, disk, device, folder)

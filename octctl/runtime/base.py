@@ -73,6 +73,10 @@ class VolumeMount(BaseModel):
 
     name: str
     path: str | None = None
+    #: aws: the network disk holding the data and the device it was attached as; the node mounts
+    #: it at the volume's folder before the instance starts (``Provider.mount_disk``).
+    disk: str | None = None
+    device: str | None = None
 
     @field_validator("name")
     @classmethod

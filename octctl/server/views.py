@@ -28,7 +28,7 @@ from octctl.state.model import (
     volumes_of,
 )
 from octctl.state.shape import events_of
-from octctl.volumes import waiting_reason
+from octctl.volumes import waiting_in, waiting_reason
 
 
 def leader_id(state: ClusterState, leader_raft_address: str | None) -> str | None:
@@ -95,7 +95,10 @@ def volume_views(state: ClusterState, config: Config | None) -> list[VolumeView]
             state_name = "pending"
         elif service is None:
             state_name = "unused"
-        elif waiting_reason(service, records, state["nodes"], state["placements"]) is not None:
+        elif (
+            waiting_reason(service, records, state["nodes"], state["placements"], state["provisioning"])
+            is not None
+        ):
             state_name = "waiting"
         else:
             state_name = "in use"
@@ -153,9 +156,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
                 endpoint=f"http://{record['address']}:{port}" if record and port else None,
                 urls=urls(state, svc, record, site_names.get(svc.name, ())),
                 restarts=instance.get("restarts", 0) if instance else 0,
-                error=instance.get("error")
-                if instance
-                else waiting_reason(svc, volumes_of(state), state["nodes"], state["placements"]),
+                error=instance.get("error") if instance else waiting_in(state, svc),
                 instances=instance_views(state, svc),
             )
         )

@@ -35,7 +35,7 @@ from octctl.state.shape import (
     snapshot,
     volumes_of,
 )
-from octctl.state.volume_state import volume_homes
+from octctl.state.volume_state import volume_disk, volume_homes, volume_moved
 
 __all__ = [
     "MAX_VOTERS",
@@ -367,6 +367,8 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "certificate": certificate,
     "drain": drain,
     "volume_homes": volume_homes,
+    "volume_disk": volume_disk,
+    "volume_moved": volume_moved,
     "leader_elected": leader_elected,
     "audit": audit,
 }

@@ -90,6 +90,13 @@ class VolumeRecord(TypedDict):
     service: str  # the service that declared it when it was first placed
     node: str
     created_at: float
+    #: Providers with network disks (aws): the disk holding the data, its zone, the device name it
+    #: was attached as and the node it is attached to now (:func:`volume_disk`). Absent on a local
+    #: cluster, where the data is a folder or Docker volume of the node.
+    disk: NotRequired[str]
+    zone: NotRequired[str]
+    device: NotRequired[str]
+    attached: NotRequired[str]
 
 
 class ClusterState(TypedDict):

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from octctl.state.shape import ClusterState, CommandError
+from octctl.state.shape import ClusterState, CommandError, VolumeRecord
 
-__all__ = ["volume_homes"]
+__all__ = ["volume_disk", "volume_homes", "volume_moved"]
 
 
 def volume_homes(state: ClusterState, homes: dict[str, dict[str, str]], at: float) -> None:
@@ -21,3 +21,32 @@ def volume_homes(state: ClusterState, homes: dict[str, dict[str, str]], at: floa
     for name, home in sorted(homes.items()):
         if name not in volumes:
             volumes[name] = {"service": home["service"], "node": home["node"], "created_at": at}
+
+
+def volume_disk(state: ClusterState, volume: str, disk: str, zone: str, device: str, node: str) -> None:
+    """Record the disk that holds ``volume`` and the node it is now attached to (the leader
+    attached it, :mod:`octctl.leader.disks`, before placing the service there)."""
+    record = volumes_of_state(state).get(volume)
+    if record is None:
+        raise CommandError(f"volume {volume} has no home")
+    if node not in state["nodes"]:
+        raise CommandError(f"volume {volume} attached to unknown node {node}")
+    record.update({"disk": disk, "zone": zone, "device": device, "attached": node})
+
+
+def volume_moved(state: ClusterState, volumes: list[str], node: str, at: float) -> None:
+    """The node holding ``volumes`` was replaced: their disks follow the service to ``node``, the
+    replacement launched in the disks' zone (or any node there). Only volumes on a disk move: a
+    folder on a dead machine cannot."""
+    if node not in state["nodes"] and node not in state["provisioning"]:
+        raise CommandError(f"volumes moved to unknown node {node}")
+    records = volumes_of_state(state)
+    for name in sorted(volumes):
+        record = records.get(name)
+        if record is None or "disk" not in record:
+            raise CommandError(f"volume {name} has no disk to move")
+        record["node"] = node
+
+
+def volumes_of_state(state: ClusterState) -> dict[str, VolumeRecord]:
+    return state.setdefault("volumes", {})

@@ -59,7 +59,12 @@ class Hypervisor:
     def __init__(self, project: str, root: Path, env: dict[str, str]) -> None:
         self.project = project
         self.root = root
-        self.env = {**env, "MALLOC_ARENA_MAX": "2"}
+        #: The harness plays the EBS disks: a folder per volume id (``ebs/<id>``) outlives every
+        #: VM, and ``disks/<node>/<id>`` links to it while moto says it is attached to the node's
+        #: instance: what the node mounts (``octctl.providers.aws.disks``, ``OCT_AWS_DISKS_DIR``).
+        self.ebs = root / "ebs"
+        self.disks = root / "disks"
+        self.env = {**env, "MALLOC_ARENA_MAX": "2", "OCT_AWS_DISKS_DIR": str(self.disks)}
         self.book = root / "address-book.json"
         self.vms: dict[str, Vm] = {}
         self.errors: list[str] = []
@@ -101,6 +106,33 @@ class Hypervisor:
                     vm is not None and state in ("shutting-down", "terminated") and vm.process.poll() is None
                 ):
                     self._power_off(vm)
+        self._plug_disks()
+
+    def _plug_disks(self) -> None:
+        """Each VM sees exactly the disks moto says are attached to its instance."""
+        answer = self._ec2.describe_volumes(
+            Filters=[{"Name": f"tag:{PROJECT_TAG}", "Values": [self.project]}]
+        )
+        attached = {
+            (a["InstanceId"], volume["VolumeId"])
+            for volume in answer["Volumes"]
+            for a in volume.get("Attachments", [])
+            if a["State"] in ("attaching", "attached")
+        }
+        for vm in self.running().values():
+            plugged = self.disks / vm.node
+            plugged.mkdir(parents=True, exist_ok=True)
+            for instance, volume in attached:
+                if instance == vm.instance and not (plugged / volume).exists():
+                    (self.ebs / volume).mkdir(parents=True, exist_ok=True)
+                    (plugged / volume).symlink_to(self.ebs / volume)
+            for link in plugged.iterdir():
+                if (vm.instance, link.name) not in attached:
+                    link.unlink()
+
+    def disk_folder(self, volume: str) -> Path:
+        """The data of EBS volume ``volume``, as the harness keeps it whichever VM has it."""
+        return self.ebs / volume
 
     def _boot(self, instance: str) -> None:
         raw = self._ec2.describe_instance_attribute(InstanceId=instance, Attribute="userData")
@@ -174,13 +206,17 @@ class Hypervisor:
         return str(venv / "bin" / "python")
 
     def _power_off(self, vm: Vm) -> None:
-        """What terminating a VM does: the daemon and everything it ran stop at once."""
+        """What terminating a VM does: the daemon and everything it ran stop at once, and its
+        disks are no longer mounted anywhere."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(vm.process.pid, signal.SIGKILL)
         vm.process.wait(timeout=10)
         kill_process_instances(vm.data_dir, grace=1.0)
         stop_ingresses(vm.data_dir, grace=1.0)  # in its own session, like the services
         remove_containers(cluster=vm.cluster, node=vm.node)
+        for mount in mounts_under(vm.data_dir.parent / f"{vm.data_dir.name}-volumes"):
+            subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True, timeout=30)
+        shutil.rmtree(self.disks / vm.node, ignore_errors=True)
 
     def running(self) -> dict[str, Vm]:
         return {i: vm for i, vm in self.vms.items() if vm.process.poll() is None}
@@ -192,3 +228,13 @@ class Hypervisor:
                 text = (vm.data_dir / "oct-ctl.log").read_text(errors="replace")
                 parts.append(f"--- {vm.instance} ({vm.node} on {vm.address})\n{text[-6000:]}")
         return "\n".join([*parts, f"hypervisor errors: {self.errors}"])
+
+
+def mounts_under(folder: Path) -> list[Path]:
+    """Mount points at or below ``folder`` (from /proc/self/mountinfo), deepest first."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = Path(line.split()[4].replace("\\040", " "))
+        if point == folder or folder in point.parents:
+            found.append(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 import octcli
+from octcli import api
 from octcli.artifact import build_artifact
 from octcli.errors import OctError
 from octcli.providers.aws.addresses import ADDRESS_BOOK_ENV
@@ -363,4 +364,85 @@ def test_a_leader_killed_mid_launch_leaves_no_orphan_and_no_duplicate(  # type: 
         message=lambda: f"every running instance to be a member (no orphan)\n{cloud.logs()}",
     )
     octcli.destroy(config, approve=True)
+    assert leftovers(clients, project) == {}
+
+
+DB = f"""
+[[project.services]]
+name = "db"
+image = "{IMAGE}"
+command = "sh -c 'echo one >> /data/lines; exec httpd -f -p 8080 -h /data'"
+internal_port = 8080
+external_port = 9351
+cpus = 100
+memory = 32
+
+[[project.services.volumes]]
+name = "data"
+path = "/data"
+size = 2
+"""
+
+
+def test_a_volume_is_an_ebs_disk_that_follows_its_service_to_the_replacement_node(
+    cloud: Hypervisor, tmp_path: Path, docker_client
+) -> None:  # type: ignore[no-untyped-def]
+    """db's volume is an encrypted gp3 disk in its node's zone, attached to that node (the
+    harness keeps each disk's data in a folder of its own). The node's VM dies: the leader launches
+    the replacement in the disk's zone, moves the disk there and db runs again with its data.
+    ``oct destroy`` keeps the disk and says so; ``--volumes`` removes it."""
+    clients, ami, config = aws_project(tmp_path)
+    project = cloud.project
+    config.write_text(oct_toml(project, ami, [], min_nodes=3) + DB)
+    status = octcli.deploy(config, approve=True, timeout=240)
+    home = next(s.node for s in status.services if s.name == "db")
+    (disk,) = clients.ec2.describe_volumes(
+        Filters=[
+            {"Name": "tag:oct:project", "Values": [project]},
+            {"Name": "tag:oct:volume", "Values": ["data"]},
+        ]
+    )["Volumes"]
+    instances = {
+        i["InstanceId"]: i
+        for r in clients.ec2.describe_instances(Filters=[{"Name": "tag:oct:project", "Values": [project]}])[
+            "Reservations"
+        ]
+        for i in r["Instances"]
+    }
+    vm = next(vm for vm in cloud.running().values() if vm.node == home)
+    assert (disk["Encrypted"], disk["VolumeType"], disk["Size"]) == (True, "gp3", 2)
+    assert disk["AvailabilityZone"] == instances[vm.instance]["Placement"]["AvailabilityZone"]
+    assert [a["InstanceId"] for a in disk["Attachments"]] == [vm.instance]
+    lines = cloud.disk_folder(disk["VolumeId"]) / "lines"
+    wait_until(
+        lambda: lines.read_text().split(), until=lambda found: found == ["one"], timeout=30, ignore=(OSError,)
+    )
+
+    os.killpg(vm.process.pid, 9)  # the machine stops answering; replace_dead_after is 5 s here
+
+    def moved() -> bool:
+        now = next((s for s in octcli.status(config).services if s.name == "db"), None)
+        return now is not None and now.state == "running" and now.node not in (None, home)
+
+    wait_until(
+        moved,
+        timeout=180,
+        interval=1,
+        ignore=(OctError,),  # (while the cluster elects a leader, when db's node led)
+        message=lambda: f"db to run on a replacement\n{cloud.logs()}",
+    )
+    now = next(s for s in octcli.status(config).services if s.name == "db")
+    (after,) = clients.ec2.describe_volumes(VolumeIds=[disk["VolumeId"]])["Volumes"]
+    replacement = next(vm for vm in cloud.running().values() if vm.node == now.node)
+    assert [a["InstanceId"] for a in after["Attachments"]] == [replacement.instance]
+    assert wait_until(
+        lambda: http_get(f"{now.endpoint}/lines").split(), until=lambda found: len(found) == 2, timeout=30
+    ) == ["one", "one"], "the data written on the dead node is there, and one line more"
+
+    kept = octcli.destroy(config, approve=True)
+    assert [(v.name, v.size_gb, v.state) for v in kept] == [("data", 2, "kept")]
+    assert "$0.16/month" in (kept[0].where or "")
+    assert leftovers(clients, project) == {"volumes": 1}
+    assert [v.name for v in api.volumes(config)] == ["data"]  # with no cluster left
+    octcli.destroy(config, approve=True, volumes=True)
     assert leftovers(clients, project) == {}

@@ -371,7 +371,9 @@ def test_node_policy_is_least_privilege() -> None:
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
         "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSnapshots",
         "ec2:DescribeSubnets",
+        "ec2:DescribeVolumes",
     }
     (pass_role,) = [s for s in statements if "iam:PassRole" in s["Action"]]
     assert pass_role["Resource"] == arn

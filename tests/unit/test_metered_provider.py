@@ -77,3 +77,12 @@ def test_haproxy_counters_become_ingress_metrics() -> None:
         (("code", "4xx"), ("proxy", "site_web")): 0,
         (("code", "5xx"), ("proxy", "site_web")): 2,
     }
+
+
+def test_every_provider_call_goes_through_the_meter() -> None:
+    """A method added to the contract and not to the wrapper would silently skip the provider's
+    own implementation (the base's default would answer instead)."""
+    public = {name for name in vars(Provider) if not name.startswith("_") and callable(vars(Provider)[name])}
+    missing = public - set(vars(MeteredProvider))
+    assert not missing, sorted(missing)
+    assert MeteredProvider(Flaky(), lambda *_: None).network_disks is False

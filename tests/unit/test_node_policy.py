@@ -41,8 +41,8 @@ def allowed(policy: dict[str, Any], action: str, resource: str, context: dict[st
         if not any(fnmatch.fnmatchcase(resource, pattern) for pattern in _list(statement["Resource"])):
             continue
         conditions = statement.get("Condition", {})
-        assert set(conditions) <= {"StringEquals"}, conditions
-        wanted = conditions.get("StringEquals", {})
+        assert set(conditions) <= {"StringEquals", "Bool"}, conditions
+        wanted = {**conditions.get("StringEquals", {}), **conditions.get("Bool", {})}
         if all(key in context and context[key] in _list(values) for key, values in wanted.items()):
             return True
     return False
@@ -143,3 +143,43 @@ def test_without_a_well_formed_image_and_types_the_role_launches_nothing(update:
     run = [s for s in policy["Statement"] if s["Action"] == "ec2:RunInstances"]
     resources = [r for s in run for r in _list(s["Resource"])]
     assert not [r for r in resources if ":instance/" in r or ":image/" in r], resources
+
+
+# -- EBS volumes (octctl/providers/aws/ebs.py) ------------------------------------------------------
+
+EC2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
+OURS = {"aws:ResourceTag/oct:project": LEDGER.project, "aws:ResourceTag/oct:cluster": LEDGER.cluster}
+KEPT = {"aws:ResourceTag/oct:project": LEDGER.project, "aws:ResourceTag/oct:cluster": "c-earlier"}
+THEIRS = {"aws:ResourceTag/oct:project": "other", "aws:ResourceTag/oct:cluster": "c-other"}
+
+
+def test_the_leader_creates_encrypted_tagged_volumes_only() -> None:
+    policy = node_policy(LEDGER, ROLE)
+    tags = {"aws:RequestTag/oct:cluster": LEDGER.cluster, "aws:RequestTag/oct:project": LEDGER.project}
+    assert allowed(policy, "ec2:CreateVolume", f"{EC2}:volume/*", {**tags, "ec2:Encrypted": "true"})
+    assert not allowed(policy, "ec2:CreateVolume", f"{EC2}:volume/*", {**tags, "ec2:Encrypted": "false"})
+    untagged = {"aws:RequestTag/oct:cluster": "c-other", "aws:RequestTag/oct:project": LEDGER.project}
+    assert not allowed(policy, "ec2:CreateVolume", f"{EC2}:volume/*", {**untagged, "ec2:Encrypted": "true"})
+    assert allowed(policy, "ec2:CreateTags", f"{EC2}:volume/*", {"ec2:CreateAction": "CreateVolume"})
+    assert not allowed(policy, "ec2:CreateTags", f"{EC2}:volume/*", {"ec2:CreateAction": "CreateTags"})
+
+
+@pytest.mark.parametrize("action", ["ec2:AttachVolume", "ec2:DetachVolume"])
+def test_the_project_s_volumes_move_between_the_cluster_s_instances_only(action: str) -> None:
+    policy = node_policy(LEDGER, ROLE)
+    instance = (f"{EC2}:instance/i-1", {"aws:ResourceTag/oct:cluster": LEDGER.cluster})
+    stranger = (f"{EC2}:instance/i-2", {"aws:ResourceTag/oct:cluster": "c-other"})
+    for volume in (OURS, KEPT):  # a volume an earlier cluster of the project kept is reused
+        assert allowed(policy, action, f"{EC2}:volume/vol-1", volume) and allowed(policy, action, *instance)
+    assert not allowed(policy, action, f"{EC2}:volume/vol-2", THEIRS)  # another project's data
+    assert not allowed(policy, action, *stranger)  # onto a machine outside the cluster
+
+
+def test_only_the_project_s_volumes_and_snapshots_are_deleted() -> None:
+    policy = node_policy(LEDGER, ROLE)
+    assert allowed(policy, "ec2:DeleteVolume", f"{EC2}:volume/vol-1", OURS)
+    assert not allowed(policy, "ec2:DeleteVolume", f"{EC2}:volume/vol-2", THEIRS)
+    snapshot = f"arn:aws:ec2:{REGION}::snapshot/snap-1"
+    assert allowed(policy, "ec2:DeleteSnapshot", snapshot, OURS)
+    assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, THEIRS)
+    assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, {})

@@ -17,7 +17,7 @@ from tests.unit.leader_fakes import deploy, project, service, ticks
 from tests.unit.test_specs import nodes
 
 PG = 'volumes = ["pgdata:/var/lib/postgresql/data"]\n'
-#: Volumes are kept on local clusters only for now (see the AWS test below).
+#: A local cluster (HEADER alone is an AWS project).
 LOCAL = HEADER + "\n[project.provider.local]\n"
 
 
@@ -82,15 +82,12 @@ def test_a_colon_with_no_path_and_a_size_out_of_range_fail_the_schema() -> None:
     assert (problem.path, problem.line) == ("project.services[0].volumes[0].size", line_of(text, "size"))
 
 
-def test_volumes_on_aws_are_refused_until_they_follow_their_service() -> None:
-    (problem,) = problems_of(HEADER + service_block("db", PG))
-    assert (problem.path, problem.line) == (
-        "project.services[0].volumes",
-        line_of(HEADER + service_block("db", PG), "volumes"),
-    )
-    assert problem.message.startswith(
-        "service 'db' has volumes, which oct keeps on local clusters only for now"
-    )
+def test_volumes_on_aws_are_valid_and_sized() -> None:
+    """On AWS a volume is an EBS disk of ``size`` GB (tests/aws: it follows its service)."""
+    long = '\n[[project.services.volumes]]\nname = "pgdata"\npath = "/data"\nsize = 30\n'
+    assert load_config_text(HEADER + service_block("db", PG), {}).service("db").volumes[0].name == "pgdata"
+    config = load_config_text(HEADER + service_block("db") + long, {})
+    assert [(v.name, v.size) for v in config.service("db").volumes] == [("pgdata", 30)]
 
 
 def test_a_pinned_demand_goes_to_its_node_or_nowhere() -> None:

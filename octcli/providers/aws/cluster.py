@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.providers.aws.addresses import cluster_addresses
+from octcli.providers.aws.disks import disks_region, kept_disks, remove_disks
 from octcli.providers.aws.domain import public_zone, publish_domain
 from octcli.providers.aws.genesis import ensure_aws_cluster
 from octcli.providers.aws.images import push_images
@@ -20,7 +21,7 @@ from octcli.state import ClusterRecord
 
 if TYPE_CHECKING:
     from octcli.state import StateStore
-    from octctl.api.models import StatusResponse
+    from octctl.api.models import StatusResponse, VolumeView
     from octctl.config import Config
 
 __all__ = ["AwsCluster"]
@@ -69,3 +70,16 @@ class AwsCluster(ClusterProvider):
 
     def teardown(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save) -> None:
         teardown_aws(record, config, on_phase=on_phase, save=save)
+
+    def volumes(self, config: Config, record: ClusterRecord | None) -> list[VolumeView]:
+        return kept_disks(config, record)
+
+    def volumes_summary(self, config: Config, record: ClusterRecord | None) -> list[str]:
+        """Named, not listed: the question comes before oct talks to AWS (listing them is a call);
+        what was kept is listed after."""
+        return [
+            f"every EBS volume tagged oct:project={config.project.name} in {disks_region(config, record)}"
+        ]
+
+    def remove_volumes(self, config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> None:
+        remove_disks(config, record, on_phase=on_phase)

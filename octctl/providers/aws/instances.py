@@ -66,6 +66,8 @@ class Instance:
     subnet_id: str | None
     node: str | None = None  # the oct node id it was launched for (its client token)
     image_id: str | None = None
+    zone: str | None = None  # its availability zone
+    devices: tuple[str, ...] = ()  # the device names of its attached volumes
 
     @classmethod
     def from_aws(cls, raw: Mapping[str, Any]) -> Instance:
@@ -80,6 +82,8 @@ class Instance:
             subnet_id=raw.get("SubnetId"),
             node=tags.get(TOKEN_TAG),
             image_id=raw.get("ImageId"),
+            zone=raw.get("Placement", {}).get("AvailabilityZone"),
+            devices=tuple(m["DeviceName"] for m in raw.get("BlockDeviceMappings", []) if "DeviceName" in m),
         )
 
 

@@ -16,7 +16,9 @@ from octctl.providers.aws.session import AwsClients
 from octctl.providers.aws.user_data import render_user_data
 
 
-def launch_node(clients: AwsClients, config: BootstrapConfig, role: NodeRole) -> Instance:
+def launch_node(
+    clients: AwsClients, config: BootstrapConfig, role: NodeRole, subnet: str | None = None
+) -> Instance:
     """Run the node ``config.node`` (or return the instance an earlier call made for it)."""
     aws = config.provider
     if aws.artifact is None:
@@ -32,4 +34,5 @@ def launch_node(clients: AwsClients, config: BootstrapConfig, role: NodeRole) ->
         user_data=render_user_data(config, __version__, link),
         client_token=config.node,
         ami=aws.ami,
+        subnet_id=subnet,
     )

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from octctl.node_settings import NodeSettings
-from octctl.providers.aws import ecr, instances, public_dns
+from octctl.providers.aws import disks, ebs, ecr, instances, public_dns
 from octctl.providers.aws.bootstrap import BootstrapConfig
 from octctl.providers.aws.launch import launch_node
-from octctl.providers.aws.session import AwsClients
+from octctl.providers.aws.session import AwsClients, call
 from octctl.providers.aws.settings import AwsNodeSettings
-from octctl.providers.base import NodeRequest, Provider
+from octctl.providers.base import Disk, DiskRequest, NodeRequest, Provider
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 class AwsProvider(Provider):
     #: cloud-init installs Docker, a venv and oct before oct-ctl starts: minutes, not seconds.
     launch_timeout = 900.0
+    #: Volumes are EBS volumes (:mod:`.ebs`), which follow their service to a replacement node.
+    network_disks = True
 
     def __init__(self, settings: NodeSettings, aws: AwsNodeSettings) -> None:
         self.settings = settings
@@ -54,15 +57,44 @@ class AwsProvider(Provider):
             node=node,
             provider=self.aws,
         )
-        instance = launch_node(self.clients, config, role="follower")
+        instance = launch_node(self.clients, config, role="follower", subnet=self._subnet_in(request.zone))
         log.info("node %s is instance %s (%s)", node, instance.id, self.aws.instance_type)
 
-    def retire(self, node: str) -> None:
-        found = instances.find_instances(
+    def _subnet_in(self, zone: str | None) -> str | None:
+        """The cluster's subnet in ``zone`` (None: let the launch spread nodes over the zones)."""
+        if zone is None:
+            return None
+        subnets = call(self.clients.ec2, "describe_subnets", SubnetIds=self.aws.resources.subnet_ids)[
+            "Subnets"
+        ]
+        for subnet in subnets:
+            if subnet["AvailabilityZone"] == zone:
+                return str(subnet["SubnetId"])
+        raise ValueError(f"the cluster has no subnet in {zone}, where its volumes' disks are")
+
+    def _instances_of(self, node: str) -> list[instances.Instance]:
+        return instances.find_instances(
             self.clients,
             self.aws.resources.cluster,
             extra_filters=[{"Name": f"tag:{instances.TOKEN_TAG}", "Values": [node]}],
         )
+
+    def attach_disk(self, request: DiskRequest, node: str) -> Disk | None:
+        running = [i for i in self._instances_of(node) if i.state == "running"]
+        if not running:
+            raise ValueError(f"node {node} has no running instance to attach volume {request.volume} to")
+        disk = ebs.ensure_disk(self.clients, self.aws.resources, request, running[0])
+        return ebs.attach(self.clients, disk, running[0])
+
+    def node_zone(self, node: str) -> str | None:
+        return next((i.zone for i in self._instances_of(node) if i.zone), None)
+
+    def mount_disk(self, disk: str, device: str, folder: Path) -> None:
+        """Format once and mount, on this machine (:mod:`.disks`)."""
+        disks.mount(disk, device, folder, node=self.settings.node)
+
+    def retire(self, node: str) -> None:
+        found = self._instances_of(node)
         if found:
             instances.terminate(self.clients, [i.id for i in found], wait=False)
             log.info("terminated %s (node %s)", ", ".join(i.id for i in found), node)

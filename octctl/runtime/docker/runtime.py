@@ -127,9 +127,12 @@ class DockerRuntime(Runtime):
         client: docker.DockerClient | None = None,
         node: str = "",
         registry_login: RegistryLogin | None = None,
+        volumes_dir: Path | None = None,
     ) -> None:
         self._engine = Engine(client)
         self._node = node
+        #: Where the node mounts volumes' network disks (aws): a volume on a disk binds that folder.
+        self._volumes_dir = volumes_dir
         self._images = Images(self._engine, registry_login)
         self._networks = ClusterNetworks(self._engine)
         self._names_lock = threading.Lock()
@@ -350,7 +353,7 @@ class DockerRuntime(Runtime):
         }
         if spec.volumes:
             try:
-                kwargs["volumes"] = ensure_volumes(self._engine.client(), spec, self._node)
+                kwargs["volumes"] = ensure_volumes(self._engine.client(), spec, self._node, self._volumes_dir)
             except APIError as exc:
                 return self._failed(spec, f"cannot create the volumes of {spec.service}: {explain(exc)}")
         if spec.command is not None:

@@ -22,6 +22,7 @@ from octctl.runtime.base import (
     LABEL_VOLUME,
     InstanceSpec,
 )
+from octctl.runtime.process.volumes import volume_folder
 
 if TYPE_CHECKING:
     import docker
@@ -33,29 +34,50 @@ def volume_name(project: str, volume: str) -> str:
     return f"oct-{check_name('project', project)}-{check_name('volume', volume)}"
 
 
-def ensure_volumes(client: docker.DockerClient, spec: InstanceSpec, node: str) -> dict[str, dict[str, str]]:
+def ensure_volumes(
+    client: docker.DockerClient, spec: InstanceSpec, node: str, disks_dir: Path | None = None
+) -> dict[str, dict[str, str]]:
     """Create the spec's volumes that do not exist yet; the ``volumes`` argument of
     ``containers.run`` that mounts them. An existing volume is used as it is (the engine answers a
-    create of an existing name with that volume, its labels unchanged)."""
+    create of an existing name with that volume, its labels unchanged).
+
+    A volume on a network disk (``mount.disk``) is the engine's bind of the folder the node
+    mounted the disk at (``disks_dir``, see ``Agent``), so the data is on the disk; one left
+    binding another folder (a machine whose disk moved) is made again, the data being elsewhere."""
     mounts: dict[str, dict[str, str]] = {}
     for mount in spec.volumes:
         if mount.path is None:
             continue
         name = volume_name(spec.project, mount.name)
-        client.volumes.create(
-            name=name,
-            driver="local",
-            labels={
-                LABEL_MANAGED: "true",
-                LABEL_PROJECT: spec.project,
-                LABEL_SERVICE: spec.service,
-                LABEL_VOLUME: mount.name,
-                LABEL_CLUSTER: spec.cluster,
-                LABEL_NODE: spec.node or node,
-            },
-        )
+        labels = {
+            LABEL_MANAGED: "true",
+            LABEL_PROJECT: spec.project,
+            LABEL_SERVICE: spec.service,
+            LABEL_VOLUME: mount.name,
+            LABEL_CLUSTER: spec.cluster,
+            LABEL_NODE: spec.node or node,
+        }
+        if mount.disk is not None and disks_dir is not None:
+            _bind_volume(client, name, labels, volume_folder(disks_dir, spec.project, mount.name))
+        else:
+            client.volumes.create(name=name, driver="local", labels=labels)
         mounts[name] = {"bind": mount.path, "mode": "rw"}
     return mounts
+
+
+def _bind_volume(client: docker.DockerClient, name: str, labels: dict[str, str], folder: Path) -> None:
+    import docker.errors
+
+    options = {"type": "none", "o": "bind", "device": str(folder)}
+    try:
+        existing = client.volumes.get(name)
+    except docker.errors.NotFound:
+        existing = None
+    if existing is not None and (existing.attrs.get("Options") or {}) != options:
+        existing.remove(force=True)
+        existing = None
+    if existing is None:
+        client.volumes.create(name=name, driver="local", driver_opts=options, labels=labels)
 
 
 def project_volumes(client: docker.DockerClient, project: str) -> list[Volume]:

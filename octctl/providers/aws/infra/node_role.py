@@ -43,6 +43,54 @@ _AMI_ID = re.compile(r"ami-[0-9a-f]{8,17}")
 _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
 
 
+def _volume_statements(ec2: str, cluster: str, project: str) -> list[dict[str, Any]]:
+    """EBS volumes of the project's volumes (``octctl/providers/aws/ebs.py``): created encrypted
+    with the cluster's tags; attached, detached, snapshotted (to change zone) and deleted only
+    when tagged with the project (a volume an earlier cluster of the project kept is reused), and
+    attached only to the cluster's instances."""
+    partition_region = ec2.rsplit(":", 1)[0]  # arn:<partition>:ec2:<region> (ec2 ends in :<account>)
+    tagged = {f"aws:RequestTag/{CLUSTER_TAG}": cluster, f"aws:RequestTag/{PROJECT_TAG}": project}
+    of_project = {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": project}}
+    snapshots = f"{partition_region}::snapshot/*"  # snapshots' ARNs name no account
+    return [
+        {
+            "Sid": "CreateClusterVolumes",
+            "Effect": "Allow",
+            "Action": "ec2:CreateVolume",
+            "Resource": f"{ec2}:volume/*",
+            "Condition": {"StringEquals": tagged, "Bool": {"ec2:Encrypted": "true"}},
+        },
+        {
+            "Sid": "ProjectVolumes",
+            "Effect": "Allow",
+            "Action": ["ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:CreateSnapshot"],
+            "Resource": f"{ec2}:volume/*",
+            "Condition": of_project,
+        },
+        {
+            "Sid": "AttachToClusterInstances",
+            "Effect": "Allow",
+            "Action": ["ec2:AttachVolume", "ec2:DetachVolume"],
+            "Resource": f"{ec2}:instance/*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster}},
+        },
+        {
+            "Sid": "ProjectSnapshots",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateSnapshot", "ec2:CreateVolume", "ec2:DeleteSnapshot"],
+            "Resource": snapshots,
+            "Condition": of_project,
+        },
+        {
+            "Sid": "TagProjectSnapshots",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": snapshots,
+            "Condition": {"StringEquals": {"ec2:CreateAction": "CreateSnapshot"}},
+        },
+    ]
+
+
 def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
     """The inline policy of the nodes' role: what the leader needs, on the cluster's resources only.
 
@@ -101,11 +149,14 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
                 "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSnapshots",
                 "ec2:DescribeSubnets",
+                "ec2:DescribeVolumes",
             ],
             "Resource": "*",
         },
         *launch,
+        *_volume_statements(ec2, cluster, project),
         {
             "Sid": "LaunchTagged",
             "Effect": "Allow",
@@ -125,7 +176,7 @@ def node_policy(resources: AwsResources, role_arn: str) -> dict[str, Any]:
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": [f"{ec2}:{kind}" for kind in on_launch],
-            "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}},
         },
         {
             "Sid": "TerminateClusterInstances",

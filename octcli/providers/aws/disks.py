@@ -1,0 +1,65 @@
+"""The project's EBS volumes as the CLI sees them: listed with their size and monthly cost, kept
+by ``oct destroy``, removed by ``oct destroy --volumes``.
+
+They are found by the project's tags (:mod:`octctl.providers.aws.ebs`), not the ledger: the
+leader creates them, and a cluster destroyed earlier may have kept some.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from octcli.providers.aws.ledger import aws_settings, connect, ledger_of
+from octctl.api.models import VolumeView
+
+if TYPE_CHECKING:
+    from octcli.state import ClusterRecord
+    from octctl.config import Config
+
+__all__ = ["disks_region", "kept_disks", "remove_disks"]
+
+Phase = Callable[[str], None]
+
+
+def disks_region(config: Config, record: ClusterRecord | None) -> str:
+    ledger = ledger_of(record)
+    return ledger.region if ledger is not None else aws_settings(config).region
+
+
+def kept_disks(config: Config, record: ClusterRecord | None) -> list[VolumeView]:
+    """Every EBS volume tagged with the project, whichever cluster made it."""
+    from octctl.providers.aws import ebs
+    from octctl.providers.aws.pricing import GP3_GB_MONTHLY
+
+    clients = connect(disks_region(config, record))
+    found = []
+    for disk in ebs.project_disks(clients, config.project.name):
+        tags = {t["Key"]: t["Value"] for t in disk.get("Tags", [])}
+        size = int(disk.get("Size", 0))
+        cost = size * GP3_GB_MONTHLY
+        found.append(
+            VolumeView(
+                name=tags.get(ebs.VOLUME_TAG, disk["VolumeId"]),
+                service=tags.get(ebs.SERVICE_TAG, ""),
+                node=None,
+                state="kept",
+                where=f"EBS {disk['VolumeId']} in {disk['AvailabilityZone']}, ${cost:.2f}/month",
+                size_gb=size,
+            )
+        )
+    return sorted(found, key=lambda v: v.name)
+
+
+def remove_disks(config: Config, record: ClusterRecord | None, *, on_phase: Phase) -> None:
+    """Delete every EBS volume of the project, once the instances that had them are gone."""
+    from octctl.providers.aws import ebs
+    from octctl.providers.aws.session import call, wait_for
+
+    clients = connect(disks_region(config, record))
+    for disk in ebs.project_disks(clients, config.project.name):
+        volume = disk["VolumeId"]
+        if disk.get("Attachments"):  # its instance is still shutting down
+            wait_for(clients.ec2, "volume_available", delay=3, attempts=100, VolumeIds=[volume])
+        call(clients.ec2, "delete_volume", VolumeId=volume)
+        on_phase(f"deleted volume {volume}")
