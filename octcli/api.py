@@ -84,6 +84,7 @@ class DeployResult(StatusResponse):
 
 
 S = TypeVar("S", "DeployPlan", DestroySummary, str)
+T = TypeVar("T")
 #: How ``deploy`` may go ahead when it would create AWS resources (a first deploy on AWS, which
 #: costs money): ``True`` yes, ``False`` no (it raises :class:`NotConfirmed`), or a function that is
 #: shown the plan (with its monthly cost) and answers.
@@ -310,15 +311,13 @@ def backup(path: PathLike = "oct.toml", service: str = "", out: PathLike | None 
     oct.toml). Returns where. A copy of files being written is not a consistent database
     snapshot: see docs/oct-toml.md, Backups."""
     file, config = _load(path, strict=False)
-    record, _ = _existing_record(path)
     if out is None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = file.parent / "backups" / f"{config.project.name}-{service}-{stamp}.tar.gz"
     else:
         target = Path(out).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
-        client.backup(service, target)
+    _on_cluster(path, lambda client: client.backup(service, target))
     return target
 
 
@@ -340,7 +339,7 @@ def restore(
     source = Path(archive).expanduser()
     if not source.is_file():
         raise OctError(f"{source}: no such backup file")
-    record, _ = _existing_record(path)
+    _existing_record(path)  # (no cluster: said before the question)
     summary = f"restore {service} from {source}: its volumes' data is replaced, and it stops meanwhile"
     _approved(
         approve,
@@ -349,8 +348,8 @@ def restore(
         "(library: approve=True)",
         declined=f"restore cancelled: {service} was not touched",
     )
-    with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
-        return client.restore(service, source)
+    restored: list[str] = _on_cluster(path, lambda client: client.restore(service, source))
+    return restored
 
 
 def scrape_config(path: PathLike = "oct.toml") -> dict[str, Any]:
@@ -477,16 +476,23 @@ def node_log(
 
 def status(path: PathLike = "oct.toml") -> StatusResponse:
     """The cluster's view of the project, from whichever node answers first."""
+    return _on_cluster(path, OctClient.status)
+
+
+def _on_cluster(path: PathLike, call: Callable[[OctClient], T]) -> T:
+    """``call`` through the nodes the state records, else through those the provider finds (an
+    AWS cluster whose recorded nodes were replaced). Only when no node answered at all, so
+    nothing was done, is it tried again elsewhere."""
     record, provider = _existing_record(path)
     with OctClient(record.nodes, record.token, record.ca_cert, retry_for=5.0) as client:
         try:
-            return client.status()
+            return call(client)
         except Unreachable as e:
             elsewhere = provider.addresses(record)
             if elsewhere is None:
                 raise provider.unreachable(e) from None
     with OctClient(elsewhere, record.token, record.ca_cert, retry_for=5.0) as found:
-        return found.status()
+        return call(found)
 
 
 def destroy(

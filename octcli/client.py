@@ -226,7 +226,7 @@ class OctClient:
 
         def fetch(node: str, headers: dict[str, str]) -> None:
             with self._http.stream(
-                "GET", _url(node, f"/services/{service}/backup"), headers=headers
+                "GET", _url(node, f"/services/{service}/backup"), headers=headers, timeout=ARCHIVE_TIMEOUT
             ) as response:
                 if not response.is_success:
                     response.read()
@@ -249,7 +249,10 @@ class OctClient:
         def send(node: str, headers: dict[str, str]) -> None:
             with archive.open("rb") as body:
                 response = self._http.put(
-                    _url(node, f"/services/{service}/restore"), content=body, headers=headers
+                    _url(node, f"/services/{service}/restore"),
+                    content=body,
+                    headers=headers,
+                    timeout=ARCHIVE_TIMEOUT,
                 )
             if not response.is_success:
                 raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")

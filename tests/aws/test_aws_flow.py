@@ -439,6 +439,16 @@ def test_a_volume_is_an_ebs_disk_that_follows_its_service_to_the_replacement_nod
         lambda: http_get(f"{now.endpoint}/lines").split(), until=lambda found: len(found) == 2, timeout=30
     ) == ["one", "one"], "the data written on the dead node is there, and one line more"
 
+    # A backup and a restore through the nodes: the restore lands on the disk (not in the
+    # engine's own folder for the volume, which is the disk's only while the container runs).
+    archive = api.backup(config, "db", tmp_path / "db.tar.gz")
+    disk_lines = cloud.disk_folder(disk["VolumeId"]) / "lines"
+    disk_lines.write_text(disk_lines.read_text() + "written after the backup\n")
+    assert api.restore(config, "db", archive, approve=True) == ["data"]
+    assert wait_until(
+        lambda: disk_lines.read_text().splitlines(), until=lambda found: len(found) == 3, timeout=30
+    ) == ["one", "one", "one"]
+
     kept = octcli.destroy(config, approve=True)
     assert [(v.name, v.size_gb, v.state) for v in kept] == [("data", 2, "kept")]
     assert "$0.16/month" in (kept[0].where or "")

@@ -281,7 +281,7 @@ class DockerRuntime(Runtime):
             container = self._find(container_name(project, service))
             if container is None or not self._owned_by(container, project, service):
                 raise RuntimeFailure(f"{service} has no container on this node")
-            return mounted_folders(container, project)
+            return mounted_folders(self._engine.client(), container, project)
 
     @contextlib.contextmanager
     def stopped(self, project: str, service: str) -> Iterator[dict[str, Path]]:
@@ -293,7 +293,7 @@ class DockerRuntime(Runtime):
             log.info("stopping container %s for a restore", name)
             container.stop(timeout=RESTART_TIMEOUT)
             try:
-                yield mounted_folders(container, project)
+                yield mounted_folders(self._engine.client(), container, project)
             finally:
                 container.start()
                 log.info("started container %s again after the restore", name)

@@ -98,12 +98,18 @@ def describe(volume: Volume) -> dict[str, Any]:
     }
 
 
-def mounted_folders(container: Container, project: str) -> dict[str, Path]:
+def mounted_folders(client: docker.DockerClient, container: Container, project: str) -> dict[str, Path]:
     """The host folder of each of the project's volumes mounted in ``container``, by volume name
-    (the engine's own folder: only root may read it, as ``oct-ctl`` runs on a node)."""
+    (the engine's own folder: only root may read it, as ``oct-ctl`` runs on a node). A volume that
+    binds a network disk's folder gives that folder: the engine's own is only the disk's while the
+    container runs, so a restore into it while stopped would miss the disk."""
     prefix = volume_name(project, "x")[:-1]
-    return {
-        mount["Name"].removeprefix(prefix): Path(mount["Source"])
-        for mount in container.attrs.get("Mounts") or []
-        if mount.get("Type") == "volume" and str(mount.get("Name", "")).startswith(prefix)
-    }
+    found = {}
+    for mount in container.attrs.get("Mounts") or []:
+        name = str(mount.get("Name", ""))
+        if mount.get("Type") != "volume" or not name.startswith(prefix):
+            continue
+        options = client.volumes.get(name).attrs.get("Options") or {}
+        bound = options.get("device") if options.get("o") == "bind" else None
+        found[name.removeprefix(prefix)] = Path(bound or mount["Source"])
+    return found
