@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -321,6 +322,27 @@ def backup(path: PathLike = "oct.toml", service: str = "", out: PathLike | None 
     return target
 
 
+@dataclass(frozen=True)
+class SnapshotBackup:
+    """A backup kept by the provider (EBS snapshots on AWS): ``oct restore SERVICE NAME`` takes it."""
+
+    name: str
+    snapshots: dict[str, str]  # volume -> snapshot id
+
+
+def snapshot_backup(path: PathLike = "oct.toml", service: str = "") -> SnapshotBackup | None:
+    """Back up a service's volumes as the provider's snapshots (EBS on AWS: each volume as it is
+    at this moment, crash-consistent), named ``<service>-<UTC time>``; None when the provider
+    has no snapshots (then :func:`backup` writes a tarball)."""
+    file, config = _load(path, strict=False)
+    record, provider = _existing_record(path)
+    if service not in {s.name for s in config.project.services}:
+        raise OctError(f"no service {service!r} in {file}")
+    name = f"{service}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    taken = provider.snapshot_backup(config, record, service, name)
+    return None if taken is None else SnapshotBackup(name, taken)
+
+
 #: What ``restore`` asks before it replaces a service's data; a function is shown this text.
 RestoreApproval = bool | Callable[[str], bool]
 
@@ -337,10 +359,13 @@ def restore(
     restored. A backup that does not fit the service (another volume, something unsafe) changes
     nothing."""
     source = Path(archive).expanduser()
-    if not source.is_file():
-        raise OctError(f"{source}: no such backup file")
-    _existing_record(path)  # (no cluster: said before the question)
-    summary = f"restore {service} from {source}: its volumes' data is replaced, and it stops meanwhile"
+    record, provider = _existing_record(path)  # (no cluster: said before the question)
+    snapshots = (
+        None
+        if source.is_file()
+        else provider.backup_snapshots(_load(path, strict=False)[1], record, str(archive))
+    )
+    summary = f"restore {service} from {archive}: its volumes' data is replaced, and it stops meanwhile"
     _approved(
         approve,
         summary,
@@ -348,7 +373,11 @@ def restore(
         "(library: approve=True)",
         declined=f"restore cancelled: {service} was not touched",
     )
-    restored: list[str] = _on_cluster(path, lambda client: client.restore(service, source))
+    if snapshots is not None:
+        found = snapshots
+        restored: list[str] = _on_cluster(path, lambda client: client.restore_snapshots(service, found))
+    else:
+        restored = _on_cluster(path, lambda client: client.restore(service, source))
     return restored
 
 

@@ -261,6 +261,25 @@ class OctClient:
         self._archive_call(send)
         return found
 
+    def restore_snapshots(self, service: str, snapshots: dict[str, str]) -> list[str]:
+        """Have the cluster fill the service's volumes from EBS snapshots (``{volume: snapshot}``);
+        the volumes restored. Waited for as long as a restore may take (the service stops first)."""
+        found: list[str] = []
+
+        def send(node: str, headers: dict[str, str]) -> None:
+            response = self._http.put(
+                _url(node, f"/services/{service}/restore-snapshots"),
+                json={"snapshots": snapshots},
+                headers=headers,
+                timeout=ARCHIVE_TIMEOUT,
+            )
+            if not response.is_success:
+                raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")
+            found.extend(str(name) for name in response.json()["restored"])
+
+        self._archive_call(send)
+        return found
+
     def _archive_call(self, call: Callable[[str, dict[str, str]], None]) -> None:
         """``call(node, headers)`` on the first node that can be reached. Not retried after that:
         an archive is too big to send twice on a guess, and a half-read backup is thrown away."""

@@ -389,8 +389,18 @@ def backup(
         ),
     ] = None,
 ) -> None:
-    """Back up a service's volumes, while it runs, into a gzipped tarball on this machine."""
+    """Back up a service's volumes while it runs: EBS snapshots on AWS (`oct restore SERVICE NAME`
+    takes the name it prints), else (or with -o) a gzipped tarball on this machine."""
     try:
+        taken = api.snapshot_backup(config, service) if output is None else None
+        if taken is not None:
+            listed = ", ".join(
+                f"{volume}: {snapshot}" for volume, snapshot in sorted(taken.snapshots.items())
+            )
+            _stdout().print(
+                Text(f"{service}: backed up as {taken.name} (EBS snapshots {listed})"), soft_wrap=True
+            )
+            return
         written = api.backup(config, service, output)
     except OctError as e:
         _fail(e)
@@ -401,7 +411,10 @@ def backup(
 @app.command()
 def restore(
     service: Annotated[str, typer.Argument(help="The service whose volumes to restore.")],
-    archive: Annotated[Path, typer.Argument(help="A backup that `oct backup` wrote.")],
+    archive: Annotated[
+        Path,
+        typer.Argument(help="A backup that `oct backup` wrote, or the name it gave EBS snapshots (aws)."),
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     yes: YesOption = False,
 ) -> None:

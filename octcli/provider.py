@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
+from octcli.errors import OctError
+
 if TYPE_CHECKING:
     from octcli.errors import Unreachable
     from octcli.state import ClusterRecord, StateStore
@@ -121,6 +123,17 @@ class ClusterProvider(abc.ABC):
         """The project's volumes as the provider finds them, cluster or none (``where`` set, and
         ``state`` "kept"); the default: a provider that makes none."""
         return []
+
+    def snapshot_backup(
+        self, config: Config, record: ClusterRecord, service: str, name: str
+    ) -> dict[str, str] | None:
+        """Back up ``service``'s volumes as provider snapshots named ``name``: ``{volume: id}``.
+        None (the default): this provider has none, and backups are tarballs."""
+        return None
+
+    def backup_snapshots(self, config: Config, record: ClusterRecord, name: str) -> dict[str, str]:
+        """The snapshots of the backup ``name`` (``{volume: id}``); raises OctError without."""
+        raise OctError(f"{name}: no such backup file")
 
     def volumes_summary(self, config: Config, record: ClusterRecord | None) -> list[str]:
         """The volumes as ``oct destroy`` names them before it is confirmed (kept, or removed with

@@ -38,6 +38,8 @@ RUNTIMES_FILE = "runtimes.json"
 HEALTHCHECKS_FILE = "healthchecks.json"
 #: ``Provider.mount_disk``: (disk, device, folder).
 MountDisk = Callable[[str, str, Path], None]
+#: ``Provider.fill_from_snapshot``: (snapshot, folder).
+FillFromSnapshot = Callable[[str, Path], None]
 
 
 def make_runtime(
@@ -74,11 +76,14 @@ class Agent:
         registry_login: RegistryLogin | None = None,
         volumes_dir: Path | None = None,
         mount_disk: MountDisk | None = None,
+        fill_from_snapshot: FillFromSnapshot | None = None,
     ) -> None:
         self.node = node
         #: The provider's ``mount_disk``: a volume on a network disk is mounted at its folder
         #: before its instance starts (both runtimes then find the data there).
         self.mount_disk = mount_disk
+        #: The provider's ``fill_from_snapshot`` (``oct restore`` of an EBS snapshot backup).
+        self.fill_from_snapshot = fill_from_snapshot
         self.data_dir = data_dir
         #: Where process services' volume folders are (``NodeSettings.volumes_dir``); by default
         #: beside the data folder, which services may not enter (``/var/lib/oct-volumes``).
@@ -241,6 +246,29 @@ class Agent:
             restored: builtins.list[str] = await self._call(_restore, runtime, project, service, archive)
         log.info("restored the volumes of %s/%s (%s)", project, service, ", ".join(restored))
         return restored
+
+    async def restore_snapshots(
+        self, project: str, service: str, snapshots: dict[str, str]
+    ) -> builtins.list[str]:
+        """Stop the instance, fill each named volume from its snapshot, start it again."""
+        fill = self.fill_from_snapshot
+        if fill is None:
+            raise RuntimeFailure("this node's provider keeps no snapshots")
+        async with self._locks[(project, service)]:
+            runtime = await self._owner(project, service)
+            folders = await self._call(runtime.volume_folders, project, service)
+            unknown = sorted(set(snapshots) - set(folders))
+            if unknown:
+                raise RuntimeFailure(f"{service} has no volume {', '.join(unknown)}")
+
+            def restore() -> None:
+                with runtime.stopped(project, service) as stopped:
+                    for volume, snapshot in sorted(snapshots.items()):
+                        fill(snapshot, stopped[volume])
+
+            await self._call(restore)
+        log.info("restored %s/%s from snapshots %s", project, service, snapshots)
+        return sorted(snapshots)
 
     async def watch_health(self) -> None:
         """Run the health checks (resuming those a previous oct-ctl saved) until cancelled."""

@@ -71,11 +71,14 @@ class Node:
         )
         login = self.provider.registry_auth if self.provider is not None else None
         volumes = Path(settings.volumes_dir) if settings.volumes_dir else None
-        mount = (
-            self.provider.mount_disk if self.provider is not None and self.provider.network_disks else None
-        )
+        disks = self.provider if self.provider is not None and self.provider.network_disks else None
         self.agent = Agent(
-            settings.node, data_dir, registry_login=login, volumes_dir=volumes, mount_disk=mount
+            settings.node,
+            data_dir,
+            registry_login=login,
+            volumes_dir=volumes,
+            mount_disk=disks.mount_disk if disks else None,
+            fill_from_snapshot=disks.fill_from_snapshot if disks else None,
         )
         self.fence = TermFence(data_dir)
         self._tasks: list[asyncio.Task[None]] = []

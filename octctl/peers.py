@@ -171,6 +171,26 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as e:
             raise PeerError(f"PUT {url}: {type(e).__name__} {e}".strip()) from e
 
+    async def restore_snapshots(
+        self, address: str, project: str, service: str, snapshots: dict[str, str]
+    ) -> list[str]:
+        """Have the node restore the instance's volumes from EBS snapshots; the volumes restored."""
+        url = f"https://{address}/v1/agent/instances/{service}/restore-snapshots"
+        try:
+            async with self._session.put(
+                url,
+                params={"project": project},
+                json={"snapshots": snapshots},
+                headers=self._headers,
+                timeout=ARCHIVE_TIMEOUT,
+            ) as resp:
+                if resp.status >= 400:
+                    raise PeerError(f"{address}: {await _reason(resp)}", resp.status)
+                data = await resp.json(content_type=None)
+                return [str(name) for name in data["restored"]]
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as e:
+            raise PeerError(f"PUT {url}: {type(e).__name__} {e}".strip()) from e
+
     async def members(self, address: str) -> MembersResponse:
         return MembersResponse.model_validate(await self._request("GET", address, "/v1/cluster/members"))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from octctl.addresses import DEFAULT_DNS_PORT
+from octctl.names import check_name
 from octctl.runtime.base import Usage
 from octctl.state.kv import MAX_VALUE_BYTES
 from octctl.state.model import ServiceChange
@@ -134,6 +136,26 @@ class RollbackRequest(BaseModel):
     before the current one."""
 
     deployment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+SNAPSHOT_ID = re.compile(r"snap-[0-9a-f]{8,17}")
+
+
+class SnapshotRestoreRequest(BaseModel):
+    """``oct restore SERVICE BACKUP`` on AWS: the EBS snapshot to fill each volume from."""
+
+    snapshots: dict[str, str] = Field(
+        description="volume name -> snapshot id (snap-...)", min_length=1, max_length=64
+    )
+
+    @field_validator("snapshots")
+    @classmethod
+    def _ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for volume, snapshot in value.items():
+            check_name("volume", volume)
+            if not SNAPSHOT_ID.fullmatch(snapshot):
+                raise ValueError(f"{snapshot!r} is not an EBS snapshot id (snap-...)")
+        return value
 
 
 class RollbackResponse(DeployResponse):

@@ -140,6 +140,11 @@ class Provider(abc.ABC):
         (never otherwise). Idempotent. Only called for volumes :meth:`attach_disk` gave a disk."""
         raise NotImplementedError(f"{type(self).__name__} has no disks")
 
+    def fill_from_snapshot(self, snapshot: str, folder: Path) -> None:
+        """Node side: replace the content of ``folder`` (a stopped service's volume) with the
+        snapshot's (``oct restore`` of a provider's backup). Only providers with disks have them."""
+        raise NotImplementedError(f"{type(self).__name__} has no snapshots")
+
     def container_address(self, address: str) -> str | None:
         """An address of the node at ``address`` that its containers can reach, made ready here
         (the node's ingress listens there too), or None when containers reach ``address`` itself

@@ -71,3 +71,6 @@ class MeteredProvider(Provider):
 
     def mount_disk(self, disk: str, device: str, folder: Path) -> None:
         self._call("mount_disk", self.inner.mount_disk, disk, device, folder)
+
+    def fill_from_snapshot(self, snapshot: str, folder: Path) -> None:
+        self._call("fill_from_snapshot", self.inner.fill_from_snapshot, snapshot, folder)

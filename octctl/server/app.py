@@ -32,7 +32,14 @@ from octctl.node import Node
 from octctl.scheduler import NodeCapacity
 from octctl.server.access_routes import agent_access, service_access
 from octctl.server.agent_routes import agent_apply, agent_instances, agent_logs, agent_remove
-from octctl.server.backup_routes import agent_backup, agent_restore, service_backup, service_restore
+from octctl.server.backup_routes import (
+    agent_backup,
+    agent_restore,
+    agent_restore_snapshots,
+    service_backup,
+    service_restore,
+    service_restore_snapshots,
+)
 from octctl.server.denials import Denials
 from octctl.server.history_routes import events, history, rollback
 from octctl.server.http import (
@@ -228,6 +235,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services/{service}/access", service_access)
     app.router.add_get("/v1/services/{service}/backup", service_backup)
     app.router.add_put("/v1/services/{service}/restore", service_restore)
+    app.router.add_put("/v1/services/{service}/restore-snapshots", service_restore_snapshots)
     app.router.add_get("/v1/agent/access/{service}", agent_access)
     app.router.add_get("/v1/nodes/{node}/logs", node_log)
     app.router.add_get("/v1/agent/node/logs", agent_node_log)
@@ -238,6 +246,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/agent/instances/{service}/logs/stream", agent_log_stream)
     app.router.add_get("/v1/agent/instances/{service}/backup", agent_backup)
     app.router.add_put("/v1/agent/instances/{service}/restore", agent_restore)
+    app.router.add_put("/v1/agent/instances/{service}/restore-snapshots", agent_restore_snapshots)
     app.router.add_get("/v1/usage", usage)
     app.router.add_get("/v1/agent/usage", agent_usage)
     app.router.add_post("/v1/ui/link", ui_link)

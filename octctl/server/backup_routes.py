@@ -16,18 +16,27 @@ from pathlib import Path
 
 from aiohttp import web
 
+from octctl.api.models import SnapshotRestoreRequest
 from octctl.names import check_name, new_id
 from octctl.node import Node
 from octctl.peers import CHUNK, PeerError
 from octctl.runtime.base import RuntimeFailure
 from octctl.server.agent_routes import project_and_service
-from octctl.server.http import error, node_of
+from octctl.server.http import error, node_of, read_model
 from octctl.server.limits import BODY_TIMEOUT
 from octctl.state.desired import desired_project
 from octctl.state.model import api_address
 from octctl.volume_archive import BadArchive
 
-__all__ = ["MAX_ARCHIVE", "agent_backup", "agent_restore", "service_backup", "service_restore"]
+__all__ = [
+    "MAX_ARCHIVE",
+    "agent_backup",
+    "agent_restore",
+    "agent_restore_snapshots",
+    "service_backup",
+    "service_restore",
+    "service_restore_snapshots",
+]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +182,35 @@ async def service_restore(request: web.Request) -> web.Response:
         return web.json_response({"restored": restored})
     finally:
         archive.unlink(missing_ok=True)
+
+
+async def _restore_snapshots_here(
+    request: web.Request, project: str, service: str, snapshots: dict[str, str]
+) -> web.Response:
+    try:
+        restored = await node_of(request).agent.restore_snapshots(project, service, snapshots)
+    except RuntimeFailure as e:
+        return _failure(e)
+    return web.json_response({"restored": restored})
+
+
+async def agent_restore_snapshots(request: web.Request) -> web.Response:
+    project, service = project_and_service(request)
+    body = await read_model(request, SnapshotRestoreRequest)
+    return await _restore_snapshots_here(request, project, service, body.snapshots)
+
+
+async def service_restore_snapshots(request: web.Request) -> web.Response:
+    """``oct restore`` of an EBS snapshot backup (aws): done by the node running the service."""
+    node = node_of(request)
+    service = check_name("service", request.match_info["service"])
+    project, placed = _placed(node, service)
+    body = await read_model(request, SnapshotRestoreRequest)
+    if placed == node.settings.node:
+        return await _restore_snapshots_here(request, project, service, body.snapshots)
+    address = api_address(node.raft.view()["nodes"][placed])
+    try:
+        restored = await node.peers.restore_snapshots(address, project, service, body.snapshots)
+    except PeerError as e:
+        return error(e.status or 502, str(e))
+    return web.json_response({"restored": restored})

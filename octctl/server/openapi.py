@@ -34,6 +34,7 @@ from octctl.api.models import (
     ReplicaView,
     RollbackRequest,
     RollbackResponse,
+    SnapshotRestoreRequest,
     StatusResponse,
     UiLink,
     UsageResponse,
@@ -365,6 +366,15 @@ ROUTES: tuple[Route, ...] = (
         archive_body=True,
     ),
     Route(
+        "PUT",
+        "/v1/services/{service}/restore-snapshots",
+        "Stop the service, fill its volumes from EBS snapshots (aws backups), start it again (oct restore)",
+        Restored,
+        body=SnapshotRestoreRequest,
+        params=(SERVICE,),
+        errors=(400, 404, 408, 409, 413, 422, 502),
+    ),
+    Route(
         "GET",
         "/v1/services/{service}/access",
         "The ingress's access log lines of a public service, from every node, by time",
@@ -439,6 +449,15 @@ ROUTES: tuple[Route, ...] = (
         params=(INSTANCE, PROJECT),
         errors=(400, 403, 408, 409, 413, 422),
         archive_body=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/agent/instances/{service}/restore-snapshots",
+        "Restore the volumes of this node's instance of a service from EBS snapshots",
+        Restored,
+        body=SnapshotRestoreRequest,
+        params=(INSTANCE, PROJECT),
+        errors=(400, 403, 408, 409, 413, 422),
     ),
 )
 

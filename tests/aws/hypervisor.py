@@ -64,6 +64,9 @@ class Hypervisor:
         #: instance: what the node mounts (``octctl.providers.aws.disks``, ``OCT_AWS_DISKS_DIR``).
         self.ebs = root / "ebs"
         self.disks = root / "disks"
+        #: A snapshot is a copy of its volume's folder, taken when the harness first sees it; a
+        #: volume made from one starts as a copy of that.
+        self.snapshots = root / "snapshots"
         self.env = {**env, "MALLOC_ARENA_MAX": "2", "OCT_AWS_DISKS_DIR": str(self.disks)}
         self.book = root / "address-book.json"
         self.vms: dict[str, Vm] = {}
@@ -110,9 +113,16 @@ class Hypervisor:
 
     def _plug_disks(self) -> None:
         """Each VM sees exactly the disks moto says are attached to its instance."""
-        answer = self._ec2.describe_volumes(
-            Filters=[{"Name": f"tag:{PROJECT_TAG}", "Values": [self.project]}]
-        )
+        by_project = [{"Name": f"tag:{PROJECT_TAG}", "Values": [self.project]}]
+        for snapshot in self._ec2.describe_snapshots(OwnerIds=["self"], Filters=by_project)["Snapshots"]:
+            taken = self.snapshots / snapshot["SnapshotId"]
+            if not taken.exists() and (self.ebs / snapshot["VolumeId"]).exists():
+                shutil.copytree(self.ebs / snapshot["VolumeId"], taken, symlinks=True)
+        answer = self._ec2.describe_volumes(Filters=by_project)
+        for volume in answer["Volumes"]:
+            made_from = self.snapshots / (volume.get("SnapshotId") or "-")
+            if made_from.exists() and not (self.ebs / volume["VolumeId"]).exists():
+                shutil.copytree(made_from, self.ebs / volume["VolumeId"], symlinks=True)
         attached = {
             (a["InstanceId"], volume["VolumeId"])
             for volume in answer["Volumes"]
@@ -129,6 +139,9 @@ class Hypervisor:
             for link in plugged.iterdir():
                 if (vm.instance, link.name) not in attached:
                     link.unlink()
+
+    def snapshot_folder(self, snapshot: str) -> Path:
+        return self.snapshots / snapshot
 
     def disk_folder(self, volume: str) -> Path:
         """The data of EBS volume ``volume``, as the harness keeps it whichever VM has it."""

@@ -449,6 +449,35 @@ def test_a_volume_is_an_ebs_disk_that_follows_its_service_to_the_replacement_nod
         lambda: disk_lines.read_text().splitlines(), until=lambda found: len(found) == 3, timeout=30
     ) == ["one", "one", "one"]
 
+    # An EBS snapshot backup, and a restore from it by name (the volume keeps its own disk).
+    taken = api.snapshot_backup(config, "db")
+    assert taken is not None and taken.name.startswith("db-") and list(taken.snapshots) == ["data"]
+    (snapshot,) = clients.ec2.describe_snapshots(SnapshotIds=[taken.snapshots["data"]])["Snapshots"]
+    assert snapshot["VolumeId"] == disk["VolumeId"]
+    wait_until(lambda: cloud.snapshot_folder(snapshot["SnapshotId"]).exists(), timeout=10)
+    disk_lines.write_text(disk_lines.read_text() + "written after the snapshot\n")
+    assert api.restore(config, "db", taken.name, approve=True) == ["data"]
+    assert (
+        wait_until(
+            lambda: disk_lines.read_text().splitlines(), until=lambda found: len(found) == 4, timeout=30
+        )
+        == ["one"] * 4
+    )
+    (after,) = clients.ec2.describe_volumes(VolumeIds=[disk["VolumeId"]])["Volumes"]
+    assert [a["InstanceId"] for a in after["Attachments"]] == [replacement.instance]
+    names = [
+        t["Value"]
+        for v in clients.ec2.describe_volumes(Filters=[{"Name": "tag:oct:project", "Values": [project]}])[
+            "Volumes"
+        ]
+        for t in v.get("Tags", [])
+        if t["Key"] == "Name"
+    ]
+    assert f"oct-{project}-data" in names
+    assert not [n for n in names if n.startswith("oct restore")], "the restore's scratch disk is gone"
+    with pytest.raises(OctError, match="no backup 'db-1999' of"):
+        api.restore(config, "db", "db-1999", approve=True)
+
     kept = octcli.destroy(config, approve=True)
     assert [(v.name, v.size_gb, v.state) for v in kept] == [("data", 2, "kept")]
     assert "$0.16/month" in (kept[0].where or "")

@@ -110,6 +110,7 @@ def test_agent_routes_need_a_node_certificate(make_project) -> None:  # type: ig
         ("GET", f"https://{api}/v1/agent/instances/sleeper/logs/stream?project={PROJECT}&follow=true"),
         ("GET", f"https://{api}/v1/agent/node/logs?follow=true"),
         ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore?project={PROJECT}"),
+        ("PUT", f"https://{api}/v1/agent/instances/sleeper/restore-snapshots?project={PROJECT}"),
         ("GET", f"https://{api}/v1/agent/access/sleeper?tail=5"),
         ("GET", f"https://{api}/v1/agent/usage"),
     ]

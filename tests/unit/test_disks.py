@@ -81,3 +81,23 @@ def test_any_other_blkid_failure_is_an_error_not_a_blank_disk(
         has_filesystem(tmp_path / "disk")
     with pytest.raises(DiskError, match="no such device"):  # blkid would say exit 2 here too
         has_filesystem(tmp_path / "missing")
+
+
+def test_a_snapshot_restore_names_only_volumes_and_snapshot_ids() -> None:
+    """What the restore routes accept before anything is touched on a node."""
+    import pytest
+    from pydantic import ValidationError
+
+    from octctl.api.models import SnapshotRestoreRequest
+
+    assert SnapshotRestoreRequest(snapshots={"pgdata": "snap-0123456789abcdef0"}).snapshots == {
+        "pgdata": "snap-0123456789abcdef0"
+    }
+    for bad in (
+        {"pgdata": "vol-0123456789abcdef0"},
+        {"../etc": "snap-01234567"},
+        {},
+        {"pgdata": "snap-1; rm -rf"},
+    ):
+        with pytest.raises(ValidationError):
+            SnapshotRestoreRequest(snapshots=bad)

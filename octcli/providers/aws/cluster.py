@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.providers.aws.addresses import cluster_addresses
-from octcli.providers.aws.disks import disks_region, kept_disks, remove_disks
+from octcli.providers.aws.disks import (
+    backup_snapshots,
+    disks_region,
+    kept_disks,
+    remove_disks,
+    snapshot_backup,
+)
 from octcli.providers.aws.domain import public_zone, publish_domain
 from octcli.providers.aws.genesis import ensure_aws_cluster
 from octcli.providers.aws.images import push_images
@@ -73,6 +79,14 @@ class AwsCluster(ClusterProvider):
 
     def volumes(self, config: Config, record: ClusterRecord | None) -> list[VolumeView]:
         return kept_disks(config, record)
+
+    def snapshot_backup(
+        self, config: Config, record: ClusterRecord, service: str, name: str
+    ) -> dict[str, str] | None:
+        return snapshot_backup(config, record, service, name)
+
+    def backup_snapshots(self, config: Config, record: ClusterRecord, name: str) -> dict[str, str]:
+        return backup_snapshots(config, record, name)
 
     def volumes_summary(self, config: Config, record: ClusterRecord | None) -> list[str]:
         """Named, not listed: the question comes before oct talks to AWS (listing them is a call);

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from octcli.errors import OctError
 from octcli.providers.aws.ledger import aws_settings, connect, ledger_of
 from octctl.api.models import VolumeView
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from octcli.state import ClusterRecord
     from octctl.config import Config
 
-__all__ = ["disks_region", "kept_disks", "remove_disks"]
+__all__ = ["backup_snapshots", "disks_region", "kept_disks", "remove_disks", "snapshot_backup"]
 
 Phase = Callable[[str], None]
 
@@ -63,3 +64,48 @@ def remove_disks(config: Config, record: ClusterRecord | None, *, on_phase: Phas
             wait_for(clients.ec2, "volume_available", delay=3, attempts=100, VolumeIds=[volume])
         call(clients.ec2, "delete_volume", VolumeId=volume)
         on_phase(f"deleted volume {volume}")
+
+
+def snapshot_backup(config: Config, record: ClusterRecord | None, service: str, name: str) -> dict[str, str]:
+    """Snapshot every volume of ``service`` as the backup ``name``: ``{volume: snapshot id}``."""
+    from octctl.providers.aws import ebs
+
+    volumes = [v.name for v in config.service(service).volumes]
+    if not volumes:
+        raise OctError(f"service {service!r} has no volumes")
+    clients = connect(disks_region(config, record))
+    cluster = record.cluster if record is not None else ""
+    taken = {}
+    for volume in volumes:
+        found = ebs.project_disks(clients, config.project.name, volume)
+        if not found:
+            raise OctError(f"volume {volume} of {service} has no EBS disk yet (is {service} deployed?)")
+        taken[volume] = ebs.snapshot(
+            clients, found[0], project=config.project.name, cluster=cluster, backup=name
+        )
+    return taken
+
+
+def backup_snapshots(config: Config, record: ClusterRecord | None, name: str) -> dict[str, str]:
+    """The snapshots of the backup ``name`` (``{volume: snapshot id}``); OctError if there is none."""
+    from octctl.providers.aws import ebs
+    from octctl.providers.aws.resources import PROJECT_TAG
+    from octctl.providers.aws.session import call
+
+    clients = connect(disks_region(config, record))
+    found = call(
+        clients.ec2,
+        "describe_snapshots",
+        OwnerIds=["self"],
+        Filters=[
+            {"Name": f"tag:{PROJECT_TAG}", "Values": [config.project.name]},
+            {"Name": f"tag:{ebs.BACKUP_TAG}", "Values": [name]},
+        ],
+    ).get("Snapshots", [])
+    snapshots = {}
+    for snapshot in found:
+        tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags", [])}
+        snapshots[tags.get(ebs.VOLUME_TAG, "")] = snapshot["SnapshotId"]
+    if not snapshots:
+        raise OctError(f"no backup {name!r} of {config.project.name} (neither a file nor EBS snapshots)")
+    return snapshots

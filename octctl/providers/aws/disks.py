@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import time
@@ -24,6 +25,8 @@ __all__ = [
     "has_filesystem",
     "mount",
     "prepare",
+    "replace_contents",
+    "unmount",
 ]
 
 MOUNT_ROOT = Path("/var/lib/oct-volumes")
@@ -191,3 +194,25 @@ def mount(disk: str, device: str, folder: Path, *, node: str) -> None:
                 raise DiskError(f"mount {disk} at {folder}: {done.stderr.strip()}")
         return
     prepare(find_device(disk, device), folder, label=f"oct-{folder.name}")
+
+
+def unmount(folder: Path) -> None:
+    """Unmount whatever is mounted at ``folder`` (nothing: nothing to do)."""
+    if _mounted_at(folder) is None:
+        return
+    done = _run("umount", str(folder))
+    if done.returncode != 0:
+        raise DiskError(f"umount {folder}: {done.stderr.strip() or f'exit {done.returncode}'}")
+
+
+def replace_contents(source: Path, folder: Path) -> None:
+    """Make ``folder``'s content a copy of ``source``'s: owners, modes and links kept (``cp -a``),
+    whatever ``folder`` held before removed first. ``folder`` itself (a mount point) stays."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    done = _run("cp", "-a", f"{source}/.", str(folder))
+    if done.returncode != 0:
+        raise DiskError(f"copying {source} into {folder}: {done.stderr.strip() or f'exit {done.returncode}'}")

@@ -17,10 +17,22 @@ from octctl.providers.aws.resources import PROJECT_TAG, AwsResources, tags
 from octctl.providers.aws.session import AwsClients, AwsError, call, wait_for
 from octctl.providers.base import Disk, DiskRequest
 
-__all__ = ["SERVICE_TAG", "VOLUME_TAG", "attach", "ensure_disk", "project_disks"]
+__all__ = [
+    "BACKUP_TAG",
+    "SERVICE_TAG",
+    "VOLUME_TAG",
+    "attach",
+    "discard",
+    "ensure_disk",
+    "project_disks",
+    "scratch_from_snapshot",
+    "snapshot",
+]
 
 VOLUME_TAG = "oct:volume"
 SERVICE_TAG = "oct:service"
+#: On a backup's snapshots: the backup's name (``<service>-<UTC time>``), what ``oct restore`` takes.
+BACKUP_TAG = "oct:backup"
 #: Device names oct attaches volumes as (the root volume is /dev/xvda or /dev/sda1).
 DEVICES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
 #: Volume states that still hold data.
@@ -151,3 +163,55 @@ def attach(clients: AwsClients, disk: dict[str, Any], instance: Instance) -> Dis
     call(clients.ec2, "attach_volume", VolumeId=volume, InstanceId=instance.id, Device=device)
     wait_for(clients.ec2, "volume_in_use", delay=2, attempts=60, VolumeIds=[volume])
     return Disk(volume, zone, device)
+
+
+def snapshot(clients: AwsClients, disk: dict[str, Any], *, project: str, cluster: str, backup: str) -> str:
+    """A snapshot of ``disk`` for the backup ``backup``: its data as it is at this call (EBS
+    finishes copying it in the background), tagged so ``oct restore`` finds it by name."""
+    disk_tags = {t["Key"]: t["Value"] for t in disk.get("Tags", [])}
+    extra = {
+        BACKUP_TAG: backup,
+        VOLUME_TAG: disk_tags.get(VOLUME_TAG, ""),
+        SERVICE_TAG: disk_tags.get(SERVICE_TAG, ""),
+    }
+    answer = call(
+        clients.ec2,
+        "create_snapshot",
+        VolumeId=disk["VolumeId"],
+        Description=f"oct backup {backup}",
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags(project, cluster, backup, **extra)}],
+    )
+    return str(answer["SnapshotId"])
+
+
+def scratch_from_snapshot(
+    clients: AwsClients, resources: AwsResources, snapshot_id: str, zone: str
+) -> dict[str, Any]:
+    """A temporary disk holding ``snapshot_id``'s data, in ``zone`` (tagged with the cluster, so
+    the node role may attach and delete it), once the snapshot is complete."""
+    wait_for(clients.ec2, "snapshot_completed", delay=5, attempts=360, SnapshotIds=[snapshot_id])
+    created = call(
+        clients.ec2,
+        "create_volume",
+        AvailabilityZone=zone,
+        SnapshotId=snapshot_id,
+        VolumeType="gp3",
+        Encrypted=True,
+        TagSpecifications=[
+            {
+                "ResourceType": "volume",
+                "Tags": tags(resources.project, resources.cluster, f"oct restore {snapshot_id}"),
+            }
+        ],
+    )
+    wait_for(clients.ec2, "volume_available", delay=2, attempts=60, VolumeIds=[created["VolumeId"]])
+    return created
+
+
+def discard(clients: AwsClients, volume: str, instance: str) -> None:
+    """Detach a scratch disk (unmounted already) if it was attached, and delete it."""
+    found = call(clients.ec2, "describe_volumes", VolumeIds=[volume]).get("Volumes", [])
+    if found and found[0].get("Attachments"):
+        call(clients.ec2, "detach_volume", VolumeId=volume, InstanceId=instance)
+        wait_for(clients.ec2, "volume_available", delay=2, attempts=90, VolumeIds=[volume])
+    call(clients.ec2, "delete_volume", VolumeId=volume)

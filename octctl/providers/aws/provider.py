@@ -93,6 +93,27 @@ class AwsProvider(Provider):
         """Format once and mount, on this machine (:mod:`.disks`)."""
         disks.mount(disk, device, folder, node=self.settings.node)
 
+    def fill_from_snapshot(self, snapshot: str, folder: Path) -> None:
+        """A scratch disk made from the snapshot is attached to this machine and mounted beside
+        ``folder``, its content copied over ``folder``'s, and it is unmounted and deleted again: the
+        volume keeps its own disk (and the leader's record of it) through a restore."""
+        running = [i for i in self._instances_of(self.settings.node) if i.state == "running"]
+        me = running[0] if running else None
+        if me is None or me.zone is None:
+            raise ValueError(f"this node ({self.settings.node}) has no running instance to restore on")
+        scratch = ebs.scratch_from_snapshot(self.clients, self.aws.resources, snapshot, me.zone)
+        try:
+            attached = ebs.attach(self.clients, scratch, me)
+            place = folder.parent / f".restore-{attached.id}"
+            disks.mount(attached.id, attached.device, place, node=self.settings.node)
+            try:
+                disks.replace_contents(place, folder)
+            finally:
+                disks.unmount(place)
+                place.rmdir()
+        finally:
+            ebs.discard(self.clients, scratch["VolumeId"], me.id)
+
     def retire(self, node: str) -> None:
         found = self._instances_of(node)
         if found:
