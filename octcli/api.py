@@ -261,7 +261,7 @@ def deploy(
             final = wait_for_deployment(
                 client, accepted.deployment, provider, record, save, on_progress, timeout
             )
-        provider.after_deploy(config, record, final, say)
+        provider.after_deploy(config, record, final, say, save)
         return DeployResult.model_validate({**final.model_dump(), "changes": accepted.changes})
 
 

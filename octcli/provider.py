@@ -95,9 +95,10 @@ class ClusterProvider(abc.ABC):
         return error
 
     def after_deploy(
-        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase
+        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase, save: Save
     ) -> None:
-        """What follows a deploy every service of which runs (on AWS: the public names)."""
+        """What follows a deploy every service of which runs (on AWS: the public names, and the
+        volumes' disks into the ledger)."""
         return None
 
     def recover(self, config: Config, record: ClusterRecord | None) -> ClusterRecord | None:

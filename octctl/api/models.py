@@ -269,6 +269,7 @@ class VolumeView(BaseModel):
     )
     where: str | None = Field(default=None, description="where its data is (a Docker volume, a folder)")
     size_gb: int | None = Field(default=None, description="its size (aws); local volumes are not sized")
+    disk: str | None = Field(default=None, description="the EBS volume that holds its data (aws)")
 
 
 class StatusResponse(BaseModel):

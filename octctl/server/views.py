@@ -109,6 +109,8 @@ def volume_views(state: ClusterState, config: Config | None) -> list[VolumeView]
                 node=record["node"] if record else None,
                 state=state_name,
                 size_gb=volume.size if volume is not None and sized else None,
+                disk=record.get("disk") if record else None,
+                where=f"EBS {record['disk']} in {record['zone']}" if record and "disk" in record else None,
             )
         )
     return views

@@ -413,6 +413,16 @@ def test_a_volume_is_an_ebs_disk_that_follows_its_service_to_the_replacement_nod
     assert (disk["Encrypted"], disk["VolumeType"], disk["Size"]) == (True, "gp3", 2)
     assert disk["AvailabilityZone"] == instances[vm.instance]["Placement"]["AvailabilityZone"]
     assert [a["InstanceId"] for a in disk["Attachments"]] == [vm.instance]
+    assert state_record(config.parent)["aws"]["volume_ids"] == [disk["VolumeId"]]  # the ledger
+    (listed,) = api.volumes(config)
+    assert (listed.name, listed.service, listed.node, listed.state, listed.size_gb) == (
+        "data",
+        "db",
+        home,
+        "in use",
+        2,
+    )
+    assert listed.where == f"EBS {disk['VolumeId']} in {disk['AvailabilityZone']}"
     lines = cloud.disk_folder(disk["VolumeId"]) / "lines"
     wait_until(
         lambda: lines.read_text().split(), until=lambda found: found == ["one"], timeout=30, ignore=(OSError,)

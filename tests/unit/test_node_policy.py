@@ -183,3 +183,14 @@ def test_only_the_project_s_volumes_and_snapshots_are_deleted() -> None:
     assert allowed(policy, "ec2:DeleteSnapshot", snapshot, OURS)
     assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, THEIRS)
     assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, {})
+
+
+def test_a_restore_reads_only_the_project_s_snapshots() -> None:
+    """The node running a service makes its scratch disk from a backup's snapshot (``oct restore``)."""
+    policy = node_policy(LEDGER, ROLE)
+    snapshot = f"arn:aws:ec2:{REGION}::snapshot/snap-1"
+    assert allowed(policy, "ec2:CreateVolume", snapshot, OURS)
+    assert allowed(policy, "ec2:CreateVolume", snapshot, KEPT)  # taken by an earlier cluster
+    assert not allowed(policy, "ec2:CreateVolume", snapshot, THEIRS)
+    assert allowed(policy, "ec2:CreateSnapshot", f"{EC2}:volume/vol-1", OURS)
+    assert not allowed(policy, "ec2:CreateSnapshot", f"{EC2}:volume/vol-2", THEIRS)

@@ -21,7 +21,7 @@ from octcli.providers.aws.disks import (
 from octcli.providers.aws.domain import public_zone, publish_domain
 from octcli.providers.aws.genesis import ensure_aws_cluster
 from octcli.providers.aws.images import push_images
-from octcli.providers.aws.ledger import KIND, aws_settings, is_aws
+from octcli.providers.aws.ledger import KIND, aws_settings, is_aws, ledger_of, with_ledger
 from octcli.providers.aws.teardown import destroy_summary, teardown_aws
 from octcli.state import ClusterRecord
 
@@ -65,11 +65,15 @@ class AwsCluster(ClusterProvider):
         return cluster_addresses(record)
 
     def after_deploy(
-        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase
+        self, config: Config, record: ClusterRecord, status: StatusResponse, on_phase: Phase, save: Save
     ) -> None:
         placements = {i.name: i.node for s in status.services for i in s.instances if i.node}
         ready = [n.id for n in status.nodes if n.status == "ready"]
         publish_domain(config, record, placements, ready, on_phase)
+        ledger = ledger_of(record)
+        disks = sorted(v.disk for v in status.volumes if v.disk)
+        if ledger is not None and disks != ledger.volume_ids:
+            save(with_ledger(record, ledger.model_copy(update={"volume_ids": disks})))
 
     def summary(self, config: Config, store: StateStore, record: ClusterRecord | None) -> DestroySummary:
         return destroy_summary(config, store, record)

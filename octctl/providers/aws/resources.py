@@ -64,6 +64,11 @@ class AwsResources(BaseModel):
         default=None,
         description="image the cluster's nodes boot (picked at genesis): the only one the node role launches",
     )
+    volume_ids: list[str] = Field(
+        default_factory=list,
+        description="EBS volumes holding the project's volumes, as the cluster said after the last deploy "
+        "(the leader makes them; `oct destroy --volumes` also finds them by tags)",
+    )
 
     def instance_ids(self) -> list[str]:
         return [*([self.leader_instance_id] if self.leader_instance_id else []), *self.follower_instance_ids]
