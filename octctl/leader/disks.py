@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from octctl.config import Config
@@ -59,6 +60,7 @@ async def attach_disks(
                     zone=disk.zone,
                     device=disk.device,
                     node=node,
+                    at=time.time(),
                 )
             )
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from octctl.state.events import note
 from octctl.state.shape import ClusterState, CommandError, VolumeRecord
 
 __all__ = ["volume_disk", "volume_homes", "volume_moved"]
@@ -23,7 +24,9 @@ def volume_homes(state: ClusterState, homes: dict[str, dict[str, str]], at: floa
             volumes[name] = {"service": home["service"], "node": home["node"], "created_at": at}
 
 
-def volume_disk(state: ClusterState, volume: str, disk: str, zone: str, device: str, node: str) -> None:
+def volume_disk(
+    state: ClusterState, volume: str, disk: str, zone: str, device: str, node: str, at: float | None = None
+) -> None:
     """Record the disk that holds ``volume`` and the node it is now attached to (the leader
     attached it, :mod:`octctl.leader.disks`, before placing the service there)."""
     record = volumes_of_state(state).get(volume)
@@ -32,6 +35,13 @@ def volume_disk(state: ClusterState, volume: str, disk: str, zone: str, device: 
     if node not in state["nodes"]:
         raise CommandError(f"volume {volume} attached to unknown node {node}")
     record.update({"disk": disk, "zone": zone, "device": device, "attached": node})
+    note(
+        state,
+        "volume.attached",
+        volume,
+        f"disk {disk} of {volume} attached to {node} ({zone}, {device})",
+        None,
+    )
 
 
 def volume_moved(state: ClusterState, volumes: list[str], node: str, at: float) -> None:
@@ -46,6 +56,7 @@ def volume_moved(state: ClusterState, volumes: list[str], node: str, at: float) 
         if record is None or "disk" not in record:
             raise CommandError(f"volume {name} has no disk to move")
         record["node"] = node
+        note(state, "volume.moving", name, f"{name}'s disk goes to {node}, which replaces its dead node", at)
 
 
 def volumes_of_state(state: ClusterState) -> dict[str, VolumeRecord]:

@@ -94,3 +94,5 @@ def test_the_disk_is_attached_before_its_service_runs_and_follows_it_to_a_replac
     assert raft.state["placements"]["db"] == replacement
     assert raft.state["volumes"]["data"]["attached"] == replacement
     assert [s.node for s in agents.specs if s.service == "db"] == [replacement]
+    trail = [(e["kind"], e["subject"]) for e in raft.state["events"] if e["kind"].startswith("volume.")]
+    assert trail == [("volume.attached", "data"), ("volume.moving", "data"), ("volume.attached", "data")]
