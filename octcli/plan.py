@@ -21,6 +21,7 @@ from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
 from octctl.api.models import PlanResponse
 from octctl.config import AwsProvider, Config, LocalProvider
 from octctl.config.validate import aws_settings
+from octctl.fleet_cost import volumes_gb
 from octctl.providers.aws import pricing
 from octctl.scheduler import Demand, NodeCapacity, usage
 from octctl.specs import demands as specs_demands
@@ -75,6 +76,9 @@ class FargateComparison(BaseModel):
     tasks: list[FargateTaskLine]
     unpriced: list[str] = Field(description="services bigger than any Fargate task (16 vCPU, 120 GB)")
     load_balancer_monthly_usd: float
+    volumes_monthly_usd: float = Field(
+        default=0.0, description="the same gp3 EBS volumes, attached to the tasks, in monthly_usd"
+    )
     monthly_usd: float
     ratio: float | None = Field(description="Fargate's monthly cost divided by the EC2 plan's")
 
@@ -100,6 +104,9 @@ class DeployPlan(BaseModel):
     prices_as_of: str | None = Field(default=None, description="when the price table was read (aws)")
     node_extras_monthly_usd: float | None = Field(
         default=None, description="every node's root volume and public IPv4 a month (aws), in monthly_usd"
+    )
+    volumes_monthly_usd: float | None = Field(
+        default=None, description="the services' volumes as gp3 EBS volumes a month (aws), in monthly_usd"
     )
     resources: list[PlannedResource]
     nodes: list[PlannedNode]
@@ -215,7 +222,8 @@ def _aws_plan(
         )
         for node, role, services in _roles(fleet.placements, fleet.node_ids)
     ]
-    fargate = _fargate(config, fleet.total_monthly, t.arch)
+    volumes = pricing.volumes_monthly(volumes_gb(config))
+    fargate = _fargate(config, fleet.total_monthly + volumes, t.arch, volumes)
     if existing is None:
         changes = [
             "no cluster yet: `oct deploy` creates the resources and the leader listed here (genesis); "
@@ -234,7 +242,8 @@ def _aws_plan(
         nodes=nodes,
         prices_as_of=pricing.PRICES_AS_OF,
         node_extras_monthly_usd=_usd(pricing.node_extras_monthly()),
-        monthly_usd=_usd(fleet.total_monthly),
+        volumes_monthly_usd=_usd(volumes),
+        monthly_usd=_usd(fleet.total_monthly + volumes),
         fargate=fargate,
         existing=existing,
         changes=changes,
@@ -289,11 +298,12 @@ def _aws_resources(config: Config, aws: AwsProvider, cluster: str) -> list[Plann
     return resources
 
 
-def _fargate(config: Config, ec2_monthly: Decimal, arch: pricing.Arch) -> FargateComparison:
-    """Like with like: Fargate on the nodes' architecture (arm64 is 20% cheaper there too)."""
+def _fargate(config: Config, ec2_monthly: Decimal, arch: pricing.Arch, volumes: Decimal) -> FargateComparison:
+    """Like with like: Fargate on the nodes' architecture (arm64 is 20% cheaper there too), with
+    the same EBS volumes."""
     tasks: list[FargateTaskLine] = []
     unpriced: list[str] = []
-    total = Decimal(0)
+    total = volumes
     for service in config.project.services:
         task = pricing.fargate_task(service.cpus, service.memory, arch)
         if task is None:
@@ -316,6 +326,7 @@ def _fargate(config: Config, ec2_monthly: Decimal, arch: pricing.Arch) -> Fargat
         tasks=tasks,
         unpriced=unpriced,
         load_balancer_monthly_usd=_usd(load_balancer),
+        volumes_monthly_usd=_usd(volumes),
         monthly_usd=_usd(total),
         ratio=float(round(total / ec2_monthly, 2)) if ec2_monthly and tasks else None,
     )

@@ -432,6 +432,8 @@ def plan_lines(plan: DeployPlan) -> list[RenderableType]:
             row.append(Text(_money(node.monthly_usd)))
         table.add_row(*row)
     out += [Text(), table]
+    if plan.volumes_monthly_usd:
+        out.append(Text(f"volumes (gp3 EBS): ${_money(plan.volumes_monthly_usd)} a month"))
     if plan.monthly_usd is not None:
         out += [Text(), Text.assemble(("total", "bold"), f": ${_money(plan.monthly_usd)} a month")]
     if plan.fargate is not None:
@@ -458,6 +460,10 @@ def _fargate_table(fargate: FargateComparison) -> Group:
     if fargate.load_balancer_monthly_usd:
         table.add_row(
             Text("load balancer"), Text("application"), Text(_money(fargate.load_balancer_monthly_usd))
+        )
+    if fargate.volumes_monthly_usd:
+        table.add_row(
+            Text("volumes"), Text("gp3 EBS, on the tasks"), Text(_money(fargate.volumes_monthly_usd))
         )
     ratio = f" ({fargate.ratio:g}x the EC2 plan)" if fargate.ratio is not None else ""
     total = Text.assemble(("total", "bold"), f": ${_money(fargate.monthly_usd)} a month{ratio}")

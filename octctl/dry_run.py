@@ -24,7 +24,7 @@ from octctl.api.models import (
     ServicePlan,
 )
 from octctl.config import Config
-from octctl.fleet_cost import fleet_cost
+from octctl.fleet_cost import fleet_cost, volumes_gb
 from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instances import instance_names, service_of
 from octctl.runtime.base import InstanceSpec
@@ -145,8 +145,8 @@ def dry_run(state: ClusterState, config: Config, source_dir: str | None, facts: 
 
     before_count = sum(1 for n in state["nodes"].values() if n["status"] != "retiring")
     after_count = before_count + len(launch) - len(retire)
-    cost_before = fleet_cost(facts.kind, facts.instance_type, before_count)
-    cost_after = fleet_cost(facts.kind, facts.instance_type, after_count)
+    cost_before = fleet_cost(facts.kind, facts.instance_type, before_count, volumes_gb(old))
+    cost_after = fleet_cost(facts.kind, facts.instance_type, after_count, volumes_gb(config))
     current = state["deployment"]
     return PlanResponse(
         cluster=state["cluster"],

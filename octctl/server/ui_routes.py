@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from octctl.api.models import UiLink
-from octctl.fleet_cost import fleet_cost
+from octctl.fleet_cost import fleet_cost, volumes_gb
 from octctl.names import check_name
 from octctl.server.http import node_of, ok
 from octctl.server.log_streams import tail_of
@@ -66,7 +66,7 @@ def board(state: ClusterState, node: str, leader: str | None, kind: str, instanc
         status=status,
         deployments=history_views(state)[:DEPLOYMENTS],
         events=recent_events(state, EVENTS),
-        cost=fleet_cost(kind, instance_type, billed),
+        cost=fleet_cost(kind, instance_type, billed, volumes_gb(desired_project(state))),
         at=time.time(),
     )
 

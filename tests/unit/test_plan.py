@@ -147,6 +147,31 @@ def test_no_load_balancer_without_external_port() -> None:
     assert fargate.monthly_usd == usd(4 * task * 730)
 
 
+def test_volumes_are_priced_as_gp3_on_both_sides() -> None:
+    """postgres's 20 GB and redis's 10 (the default size): $2.40 a month of gp3, on the EC2 side
+    and on Fargate's alike (its tasks take EBS volumes at the same price), so the ratio compares
+    the rest like with like."""
+    with_volumes = SEED_SERVICES.replace(
+        'name = "postgres"\n',
+        'name = "postgres"\nvolumes = [{ name = "pgdata", path = "/data", size = 20 }]\n',
+    ).replace('name = "redis"\n', 'name = "redis"\nvolumes = ["redisdata:/data"]\n')
+    plan = build(load_config_text(HEADER + with_volumes, {}))
+    bare = build(seed())
+    volumes = usd(30 * Decimal("0.08"))
+    assert plan.volumes_monthly_usd == volumes and bare.volumes_monthly_usd == 0
+    assert plan.monthly_usd == pytest.approx((bare.monthly_usd or 0) + volumes)
+    assert plan.fargate is not None and bare.fargate is not None
+    assert plan.fargate.volumes_monthly_usd == volumes
+    assert plan.fargate.monthly_usd == pytest.approx(bare.fargate.monthly_usd + volumes)
+    from rich.text import Text
+
+    from octcli.terminal import plan_lines
+
+    assert "volumes (gp3 EBS): $2.40 a month" in [
+        str(line) for line in plan_lines(plan) if isinstance(line, Text)
+    ]
+
+
 def test_seed_example_resources() -> None:
     plan = build(seed())
     kinds = [r.kind for r in plan.resources]

@@ -67,6 +67,7 @@ __all__ = [
     "lookup",
     "monthly",
     "node_extras_monthly",
+    "volumes_monthly",
 ]
 
 Arch = Literal["x86_64", "arm64"]
@@ -94,6 +95,12 @@ PUBLIC_IPV4_HOURLY = Decimal(_TABLE["public_ipv4_hourly"])
 def monthly(hourly: Decimal) -> Decimal:
     """A price per hour as a price per month of :data:`HOURS_PER_MONTH` hours."""
     return hourly * HOURS_PER_MONTH
+
+
+def volumes_monthly(size_gb: int) -> Decimal:
+    """``size_gb`` of gp3 EBS volumes a month (``volumes`` of oct.toml): the same on ECS Fargate,
+    whose tasks take EBS volumes at the same price."""
+    return size_gb * GP3_GB_MONTHLY
 
 
 def node_extras_monthly() -> Decimal:
