@@ -76,10 +76,18 @@ def test_a_docker_volume_keeps_its_data_across_replacement_and_removal(
         "command": ["sh", "-c", APPEND.format(path="/data")],
         "volumes": [VolumeMount(name="pgdata", path="/data")],
     }
+
+    def written(version: str) -> bool:
+        """The running container has appended its line (before it is replaced: under load a
+        container replaced at once would never write it)."""
+        code, output = docker_client.containers.get(f"oct-{project}-db").exec_run(["cat", "/data/lines"])
+        return code == 0 and version in output.decode().split()
+
     try:
         for version in ("one", "two"):
             status = runtime.apply(spec(project, "docker", version, **mounted))
             assert status.state == "running", status
+            wait_until(lambda v=version: written(v), timeout=10)  # type: ignore[misc]
         runtime.remove(project, "db")
         assert runtime.apply(spec(project, "docker", "three", **mounted)).state == "running"
         container = docker_client.containers.get(f"oct-{project}-db")
