@@ -392,3 +392,78 @@ def test_randomized_invariants(chunk: int) -> None:
         else:
             with pytest.raises(ValueError):
                 nodes_needed(unplaced, template)
+
+
+# --- the index against a plain scan ----------------------------------------------------------------
+
+
+def _place_by_scan(
+    demands: Sequence[Demand], nodes: Sequence[NodeCapacity], current: Mapping[str, str]
+) -> Plan:
+    """:func:`place` as it was before the index: every node weighed for every demand."""
+    from types import MappingProxyType
+
+    from octctl.scheduler import (
+        _best_node,
+        _index_demands,
+        _index_nodes,
+        _keep_current,
+        _Load,
+        _size_key,
+        natural_key,
+    )
+
+    by_name, by_node = _index_demands(demands), _index_nodes(nodes)
+    loads = {node_id: _Load() for node_id in by_node}
+    placements = _keep_current(by_name, by_node, current, loads)
+    candidates = sorted((c for c in by_node.values() if c.schedulable), key=lambda c: natural_key(c.node))
+    unplaced: list[str] = []
+    groups: dict[str, dict[str, int]] = {}
+    for service, kept in placements.items():
+        group = groups.setdefault(by_name[service].group or service, {})
+        group[kept] = group.get(kept, 0) + 1
+    for demand in sorted((x for x in by_name.values() if x.service not in placements), key=_size_key):
+        group = groups.setdefault(demand.group or demand.service, {})
+        best = _best_node(demand, candidates, loads, group)
+        if best is None:
+            unplaced.append(demand.service)
+            continue
+        loads[best] = loads[best].plus(demand)
+        placements[demand.service] = best
+        group[best] = group.get(best, 0) + 1
+    moved = tuple(sorted(s for s, node_id in placements.items() if current.get(s, node_id) != node_id))
+    return Plan(MappingProxyType(dict(sorted(placements.items()))), tuple(sorted(unplaced)), moved)
+
+
+def _crowded_case(rng: random.Random) -> tuple[list[Demand], list[NodeCapacity], dict[str, str]]:
+    """Many nodes of few sizes and services of few shapes (where the index's heaps matter), with
+    replica groups, ports, pins, zero sizes and nodes that cannot take anything."""
+    sizes = [
+        (rng.choice([0, 1000, 2000, 4000]), rng.choice([0, 1024, 4096, 8192]))
+        for _ in range(rng.randint(1, 3))
+    ]
+    nodes = [
+        NodeCapacity(f"node-{i}", *rng.choice(sizes), schedulable=rng.random() > 0.1)
+        for i in range(rng.randint(0, 40))
+    ]
+    shapes = [
+        (rng.choice([0, 100, 250, 1000]), rng.choice([0, 64, 256, 1024, 3000]))
+        for _ in range(rng.randint(1, 4))
+    ]
+    demands = []
+    for i in range(rng.randint(0, 90)):
+        cpus, memory = rng.choice(shapes)
+        group = f"g{i // 3}" if rng.random() < 0.4 else ""
+        ports = frozenset(rng.sample([80, 443, 5432], rng.randint(0, 1)))
+        pinned = rng.choice([c.node for c in nodes] + ["gone"]) if nodes and rng.random() < 0.05 else None
+        demands.append(Demand(f"s{i}", cpus, memory, ports, group=group, pinned=pinned))
+    ids = [c.node for c in nodes] + ["vanished"]
+    current = {x.service: rng.choice(ids) for x in demands if rng.random() < 0.3}
+    return demands, nodes, current
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_the_index_places_exactly_as_weighing_every_node(chunk: int) -> None:
+    for seed in range(chunk * 250, (chunk + 1) * 250):
+        demands, nodes, current = _crowded_case(random.Random(seed))
+        assert place(demands, nodes, current) == _place_by_scan(demands, nodes, current), f"seed {seed}"
