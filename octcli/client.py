@@ -244,35 +244,33 @@ class OctClient:
 
     def restore(self, service: str, archive: Path) -> list[str]:
         """Send ``archive`` for the cluster to restore into the service's volumes; the volumes restored."""
-        found: list[str] = []
 
-        def send(node: str, headers: dict[str, str]) -> None:
-            with archive.open("rb") as body:
-                response = self._http.put(
-                    _url(node, f"/services/{service}/restore"),
-                    content=body,
-                    headers=headers,
-                    timeout=ARCHIVE_TIMEOUT,
-                )
-            if not response.is_success:
-                raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")
-            found.extend(str(name) for name in response.json()["restored"])
+        def content() -> Iterator[dict[str, Any]]:
+            with archive.open("rb") as body:  # (opened for each node tried: a send reads it)
+                yield {"content": body}
 
-        self._archive_call(send)
-        return found
+        return self._restore(f"/services/{service}/restore", contextlib.contextmanager(content))
 
     def restore_snapshots(self, service: str, snapshots: dict[str, str]) -> list[str]:
         """Have the cluster fill the service's volumes from EBS snapshots (``{volume: snapshot}``);
-        the volumes restored. Waited for as long as a restore may take (the service stops first)."""
+        the volumes restored."""
+        return self._restore(
+            f"/services/{service}/restore-snapshots",
+            lambda: contextlib.nullcontext({"json": {"snapshots": snapshots}}),
+        )
+
+    def _restore(
+        self, path: str, body: Callable[[], contextlib.AbstractContextManager[dict[str, Any]]]
+    ) -> list[str]:
+        """PUT ``body()`` to ``path`` on the first node reached, waiting as long as a restore may
+        take (the node stops the service first); the volumes restored."""
         found: list[str] = []
 
         def send(node: str, headers: dict[str, str]) -> None:
-            response = self._http.put(
-                _url(node, f"/services/{service}/restore-snapshots"),
-                json={"snapshots": snapshots},
-                headers=headers,
-                timeout=ARCHIVE_TIMEOUT,
-            )
+            with body() as content:
+                response = self._http.put(
+                    _url(node, path), headers=headers, timeout=ARCHIVE_TIMEOUT, **content
+                )
             if not response.is_success:
                 raise OctError(f"{_error_of(response).error} (HTTP {response.status_code} from {node})")
             found.extend(str(name) for name in response.json()["restored"])

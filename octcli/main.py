@@ -480,7 +480,10 @@ def destroy(
         Text(f"{api.config_file(config)}: destroyed, nothing of this project is left running"), soft_wrap=True
     )
     if kept:
-        names = ", ".join(f"{v.name} ({v.where})" for v in kept)
+        names = ", ".join(
+            f"{v.name} ({', '.join(x for x in (f'{v.size_gb} GB' if v.size_gb else '', v.where or '') if x)})"
+            for v in kept
+        )
         out.print(Text(f"kept {len(kept)} volume(s): {names}; `oct destroy --volumes` removes them"))
 
 

@@ -154,35 +154,22 @@ class PeerClient:
 
     async def restore(self, address: str, project: str, service: str, archive: Path) -> list[str]:
         """Send ``archive`` for the node to restore into the instance's volumes; the volumes restored."""
-        url = f"https://{address}/v1/agent/instances/{service}/restore"
-        try:
-            with archive.open("rb") as body:
-                async with self._session.put(
-                    url,
-                    params={"project": project},
-                    data=body,
-                    headers=self._headers,
-                    timeout=ARCHIVE_TIMEOUT,
-                ) as resp:
-                    if resp.status >= 400:
-                        raise PeerError(f"{address}: {await _reason(resp)}", resp.status)
-                    data = await resp.json(content_type=None)
-                    return [str(name) for name in data["restored"]]
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as e:
-            raise PeerError(f"PUT {url}: {type(e).__name__} {e}".strip()) from e
+        with archive.open("rb") as body:
+            return await self._restore(address, f"{service}/restore", project, data=body)
 
     async def restore_snapshots(
         self, address: str, project: str, service: str, snapshots: dict[str, str]
     ) -> list[str]:
         """Have the node restore the instance's volumes from EBS snapshots; the volumes restored."""
-        url = f"https://{address}/v1/agent/instances/{service}/restore-snapshots"
+        return await self._restore(
+            address, f"{service}/restore-snapshots", project, json={"snapshots": snapshots}
+        )
+
+    async def _restore(self, address: str, path: str, project: str, **body: Any) -> list[str]:
+        url = f"https://{address}/v1/agent/instances/{path}"
         try:
             async with self._session.put(
-                url,
-                params={"project": project},
-                json={"snapshots": snapshots},
-                headers=self._headers,
-                timeout=ARCHIVE_TIMEOUT,
+                url, params={"project": project}, headers=self._headers, timeout=ARCHIVE_TIMEOUT, **body
             ) as resp:
                 if resp.status >= 400:
                     raise PeerError(f"{address}: {await _reason(resp)}", resp.status)

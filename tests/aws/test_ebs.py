@@ -132,3 +132,29 @@ def test_a_scratch_disk_from_a_backup_is_discarded_attached_or_not(
             == []
         )
     clients.ec2.delete_snapshot(SnapshotId=taken)
+
+
+def test_a_kept_disk_and_backup_are_handed_to_the_new_cluster(
+    clients: AwsClients, base: AwsResources
+) -> None:
+    """The nodes' role touches only disks and snapshots tagged with their own cluster: what an
+    earlier cluster of the project kept is tagged with the new one (by the CLI), and only that."""
+    host = node(clients, base, "n-host", 0)
+    kept = ebs.ensure_disk(clients, base, DiskRequest(base.project, "pgdata", "db", 2), host)
+    busy = ebs.ensure_disk(clients, base, DiskRequest(base.project, "cache", "redis", 2), host)
+    ebs.attach(clients, busy, host)
+    backup = ebs.snapshot(clients, kept, project=base.project, cluster=base.cluster, backup="db-1")
+    disks = ebs.project_disks(clients, base.project)
+
+    handed = ebs.adopt(clients, "c-next", disks, [backup])
+    assert handed == [kept["VolumeId"], backup], "the attached disk is some running node's: left alone"
+
+    def cluster_of(tags: list[dict[str, str]]) -> str:
+        return {t["Key"]: t["Value"] for t in tags}["oct:cluster"]
+
+    after = {d["VolumeId"]: cluster_of(d["Tags"]) for d in ebs.project_disks(clients, base.project)}
+    assert after == {kept["VolumeId"]: "c-next", busy["VolumeId"]: base.cluster}
+    (snapshot,) = clients.ec2.describe_snapshots(SnapshotIds=[backup])["Snapshots"]
+    assert cluster_of(snapshot["Tags"]) == "c-next"
+    assert ebs.adopt(clients, "c-next", ebs.project_disks(clients, base.project)) == [], "once"
+    clients.ec2.delete_snapshot(SnapshotId=backup)

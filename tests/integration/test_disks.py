@@ -95,3 +95,44 @@ def test_a_disk_with_only_a_partition_table_is_not_formatted_and_the_mount_error
         ["blkid", "-p", "-o", "value", "-s", "PTTYPE", str(image)], capture_output=True, text=True
     )
     assert kind.stdout.strip() == "dos"  # still only the partition table: nothing was formatted
+
+
+def test_a_mounted_disk_is_remembered_for_the_next_boot_by_its_uuid(
+    image: Path, folder: Path, tmp_path: Path
+) -> None:
+    """After a reboot the machine mounts the disk before Docker restarts its containers, so no
+    service starts on the empty folder under the mount point. ``mount -a`` reads the line back."""
+    from octctl.providers.aws.disks import remember
+
+    fstab = tmp_path / "fstab"
+    fstab.write_text(
+        "UUID=root-disk / ext4 defaults 0 1\nUUID=stale " + str(folder) + " ext4 noatime,nofail 0 2\n"
+    )
+    prepare(image, folder, label="oct-data")
+    (folder / "kept.txt").write_text("still here")
+    assert remember(image, folder, fstab) is True
+    uuid = subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", "UUID", str(image)], capture_output=True, text=True, timeout=10
+    ).stdout.strip()
+    lines = fstab.read_text().splitlines()
+    assert lines == ["UUID=root-disk / ext4 defaults 0 1", f"UUID={uuid} {folder} ext4 noatime,nofail 0 2"]
+    assert remember(image, folder, fstab) is False  # once
+
+    # What the boot does with the line: mount the disk at the folder, the data there.
+    unmount(folder)
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    try:
+        mounted = subprocess.run(
+            ["mount", "--fstab", str(fstab), "-o", "loop", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert mounted.returncode == 0, mounted.stderr
+        assert (folder / "kept.txt").read_text() == "still here"
+    finally:
+        while os.path.ismount(folder):
+            unmount(folder)
+        subprocess.run(["losetup", "-d", loop], capture_output=True, timeout=10)

@@ -165,32 +165,38 @@ def test_the_leader_creates_encrypted_tagged_volumes_only() -> None:
 
 
 @pytest.mark.parametrize("action", ["ec2:AttachVolume", "ec2:DetachVolume"])
-def test_the_project_s_volumes_move_between_the_cluster_s_instances_only(action: str) -> None:
+def test_the_cluster_s_volumes_move_between_the_cluster_s_instances_only(action: str) -> None:
     policy = node_policy(LEDGER, ROLE)
     instance = (f"{EC2}:instance/i-1", {"aws:ResourceTag/oct:cluster": LEDGER.cluster})
     stranger = (f"{EC2}:instance/i-2", {"aws:ResourceTag/oct:cluster": "c-other"})
-    for volume in (OURS, KEPT):  # a volume an earlier cluster of the project kept is reused
-        assert allowed(policy, action, f"{EC2}:volume/vol-1", volume) and allowed(policy, action, *instance)
+    assert allowed(policy, action, f"{EC2}:volume/vol-1", OURS) and allowed(policy, action, *instance)
     assert not allowed(policy, action, f"{EC2}:volume/vol-2", THEIRS)  # another project's data
+    # Kept by an earlier cluster of the project: only once the CLI has tagged it with this one.
+    assert not allowed(policy, action, f"{EC2}:volume/vol-3", KEPT)
     assert not allowed(policy, action, *stranger)  # onto a machine outside the cluster
 
 
-def test_only_the_project_s_volumes_and_snapshots_are_deleted() -> None:
+def test_only_the_cluster_s_volumes_and_snapshots_are_deleted() -> None:
     policy = node_policy(LEDGER, ROLE)
+    snapshot = f"arn:aws:ec2:{REGION}::snapshot/snap-1"
     assert allowed(policy, "ec2:DeleteVolume", f"{EC2}:volume/vol-1", OURS)
-    assert not allowed(policy, "ec2:DeleteVolume", f"{EC2}:volume/vol-2", THEIRS)
-    snapshot = f"arn:aws:ec2:{REGION}::snapshot/snap-1"
     assert allowed(policy, "ec2:DeleteSnapshot", snapshot, OURS)
-    assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, THEIRS)
-    assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, {})
+    for other in (KEPT, THEIRS, {}):
+        assert not allowed(policy, "ec2:DeleteVolume", f"{EC2}:volume/vol-2", other)
+        assert not allowed(policy, "ec2:DeleteSnapshot", snapshot, other)
 
 
-def test_a_restore_reads_only_the_project_s_snapshots() -> None:
-    """The node running a service makes its scratch disk from a backup's snapshot (``oct restore``)."""
+def test_snapshots_are_made_and_read_only_as_the_cluster_s() -> None:
+    """A disk changing zone, and a restore's scratch disk made from a backup (``oct restore``)."""
     policy = node_policy(LEDGER, ROLE)
     snapshot = f"arn:aws:ec2:{REGION}::snapshot/snap-1"
-    assert allowed(policy, "ec2:CreateVolume", snapshot, OURS)
-    assert allowed(policy, "ec2:CreateVolume", snapshot, KEPT)  # taken by an earlier cluster
-    assert not allowed(policy, "ec2:CreateVolume", snapshot, THEIRS)
+    tags = {"aws:RequestTag/oct:cluster": LEDGER.cluster, "aws:RequestTag/oct:project": LEDGER.project}
     assert allowed(policy, "ec2:CreateSnapshot", f"{EC2}:volume/vol-1", OURS)
-    assert not allowed(policy, "ec2:CreateSnapshot", f"{EC2}:volume/vol-2", THEIRS)
+    assert allowed(policy, "ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*", tags)
+    untagged = {"aws:RequestTag/oct:cluster": "c-other", "aws:RequestTag/oct:project": LEDGER.project}
+    assert not allowed(policy, "ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*", untagged)
+    assert allowed(policy, "ec2:CreateTags", snapshot, {"ec2:CreateAction": "CreateSnapshot"})
+    assert allowed(policy, "ec2:CreateVolume", snapshot, OURS)
+    for other in (KEPT, THEIRS):  # a backup of an earlier cluster: the CLI hands it over first
+        assert not allowed(policy, "ec2:CreateVolume", snapshot, other)
+        assert not allowed(policy, "ec2:CreateSnapshot", f"{EC2}:volume/vol-2", other)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from octcli.provider import ClusterProvider, DestroySummary, Save
 from octcli.providers.aws.addresses import cluster_addresses
 from octcli.providers.aws.disks import (
+    adopt_disks,
     backup_snapshots,
     disks_region,
     kept_disks,
@@ -49,7 +50,10 @@ class AwsCluster(ClusterProvider):
     def ensure(
         self, config: Config, record: ClusterRecord | None, *, on_phase: Phase, save: Save
     ) -> ClusterRecord:
-        return ensure_aws_cluster(config, self.file, record, on_phase=on_phase, save=save)
+        ensured = ensure_aws_cluster(config, self.file, record, on_phase=on_phase, save=save)
+        for disk in adopt_disks(config, ensured):
+            on_phase(f"volume disk {disk}, kept by an earlier cluster, handed to cluster {ensured.cluster}")
+        return ensured
 
     def ship_images(self, config: Config, built: list[str], record: ClusterRecord, on_phase: Phase) -> Config:
         """Push the built images to the cluster's ECR repositories, where the nodes' role pulls them."""

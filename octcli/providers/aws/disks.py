@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from octcli.state import ClusterRecord
     from octctl.config import Config
 
-__all__ = ["backup_snapshots", "disks_region", "kept_disks", "remove_disks", "snapshot_backup"]
+__all__ = ["adopt_disks", "backup_snapshots", "disks_region", "kept_disks", "remove_disks", "snapshot_backup"]
 
 Phase = Callable[[str], None]
 
@@ -89,7 +89,7 @@ def snapshot_backup(config: Config, record: ClusterRecord | None, service: str, 
 def backup_snapshots(config: Config, record: ClusterRecord | None, name: str) -> dict[str, str]:
     """The snapshots of the backup ``name`` (``{volume: snapshot id}``); OctError if there is none."""
     from octctl.providers.aws import ebs
-    from octctl.providers.aws.resources import PROJECT_TAG
+    from octctl.providers.aws.resources import CLUSTER_TAG, PROJECT_TAG
     from octctl.providers.aws.session import call
 
     clients = connect(disks_region(config, record))
@@ -103,9 +103,25 @@ def backup_snapshots(config: Config, record: ClusterRecord | None, name: str) ->
         ],
     ).get("Snapshots", [])
     snapshots = {}
+    earlier = []
     for snapshot in found:
         tags = {t["Key"]: t["Value"] for t in snapshot.get("Tags", [])}
         snapshots[tags.get(ebs.VOLUME_TAG, "")] = snapshot["SnapshotId"]
+        if record is not None and tags.get(CLUSTER_TAG) != record.cluster:
+            earlier.append(snapshot["SnapshotId"])
     if not snapshots:
         raise OctError(f"no backup {name!r} of {config.project.name} (neither a file nor EBS snapshots)")
+    if earlier and record is not None:  # an earlier cluster's backup: handed to this one
+        ebs.adopt(clients, record.cluster, [], earlier)
     return snapshots
+
+
+def adopt_disks(config: Config, record: ClusterRecord) -> list[str]:
+    """Hand the disks an earlier cluster of the project kept to this one (its nodes may touch
+    only their own cluster's), before the cluster is asked to deploy."""
+    if not any(s.volumes for s in config.project.services):
+        return []
+    from octctl.providers.aws import ebs
+
+    clients = connect(disks_region(config, record))
+    return ebs.adopt(clients, record.cluster, ebs.project_disks(clients, config.project.name))

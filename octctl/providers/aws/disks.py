@@ -25,6 +25,7 @@ __all__ = [
     "has_filesystem",
     "mount",
     "prepare",
+    "remember",
     "replace_contents",
     "unmount",
 ]
@@ -177,8 +178,31 @@ def prepare(device: Path, mount_point: Path, *, label: str) -> bool:
     return formatted
 
 
-def mount(disk: str, device: str, folder: Path, *, node: str) -> None:
-    """Make the attached ``disk`` the folder ``folder`` (what ``AwsProvider.mount_disk`` does)."""
+def remember(device: Path, mount_point: Path, fstab: Path = Path("/etc/fstab")) -> bool:
+    """Have the machine mount ``device`` at ``mount_point`` when it boots, by its file system's
+    UUID (``nofail``: a disk moved away meanwhile does not stop the boot). Without it a reboot
+    would start the services (Docker restarts its containers itself) on the empty folder under
+    the mount point, and a database would start empty. Replaces an older line for the same mount
+    point; returns whether the file changed."""
+    done = _run("blkid", "-p", "-o", "value", "-s", "UUID", str(device))
+    uuid = done.stdout.strip()
+    if done.returncode != 0 or not uuid:
+        raise DiskError(f"blkid {device}: no file system UUID ({done.stderr.strip() or done.returncode})")
+    line = f"UUID={uuid} {mount_point} ext4 noatime,nofail 0 2"
+    old = fstab.read_text().splitlines() if fstab.exists() else []
+    kept = [entry for entry in old if entry.split()[1:2] != [str(mount_point)]]
+    if line in old and len(kept) == len(old) - 1:
+        return False
+    tmp = fstab.with_name(fstab.name + ".oct-tmp")
+    tmp.write_text("\n".join([*kept, line]) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, fstab)
+    return True
+
+
+def mount(disk: str, device: str, folder: Path, *, node: str, at_boot: bool = True) -> None:
+    """Make the attached ``disk`` the folder ``folder`` (what ``AwsProvider.mount_disk`` does);
+    ``at_boot``: and again whenever the machine starts (:func:`remember`)."""
     played = os.environ.get(DISKS_DIR_ENV)
     if played:
         source = Path(played) / node / disk
@@ -193,7 +217,10 @@ def mount(disk: str, device: str, folder: Path, *, node: str) -> None:
             if done.returncode != 0:
                 raise DiskError(f"mount {disk} at {folder}: {done.stderr.strip()}")
         return
-    prepare(find_device(disk, device), folder, label=f"oct-{folder.name}")
+    found = find_device(disk, device)
+    prepare(found, folder, label=f"oct-{folder.name}")
+    if at_boot:
+        remember(found, folder)
 
 
 def unmount(folder: Path) -> None:

@@ -9,11 +9,12 @@ own zone, so a node that holds one is replaced in that zone (``Provider.node_zon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from octctl.providers.aws.instances import Instance, get_instance
-from octctl.providers.aws.resources import PROJECT_TAG, AwsResources, tags
+from octctl.providers.aws.resources import CLUSTER_TAG, PROJECT_TAG, AwsResources, tags
 from octctl.providers.aws.session import AwsClients, AwsError, call, wait_for
 from octctl.providers.base import Disk, DiskRequest
 
@@ -21,6 +22,7 @@ __all__ = [
     "BACKUP_TAG",
     "SERVICE_TAG",
     "VOLUME_TAG",
+    "adopt",
     "attach",
     "discard",
     "ensure_disk",
@@ -215,3 +217,22 @@ def discard(clients: AwsClients, volume: str, instance: str) -> None:
         call(clients.ec2, "detach_volume", VolumeId=volume, InstanceId=instance)
         wait_for(clients.ec2, "volume_available", delay=2, attempts=90, VolumeIds=[volume])
     call(clients.ec2, "delete_volume", VolumeId=volume)
+
+
+def adopt(
+    clients: AwsClients, cluster: str, disks: list[dict[str, Any]], snapshots: Sequence[str] = ()
+) -> list[str]:
+    """Tag the project's kept disks (no longer attached anywhere) and the given backup snapshots
+    with ``cluster``: its nodes' role touches only what carries its own cluster's tag, so a cluster
+    made again after ``oct destroy`` is handed its data this way, with the user's credentials.
+    Returns the ids it tagged."""
+    handed = [
+        d["VolumeId"]
+        for d in disks
+        if not d.get("Attachments")
+        and {t["Key"]: t["Value"] for t in d.get("Tags", [])}.get(CLUSTER_TAG) != cluster
+    ]
+    handed += list(snapshots)
+    if handed:
+        call(clients.ec2, "create_tags", Resources=handed, Tags=[{"Key": CLUSTER_TAG, "Value": cluster}])
+    return handed

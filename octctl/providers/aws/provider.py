@@ -105,7 +105,7 @@ class AwsProvider(Provider):
         try:
             attached = ebs.attach(self.clients, scratch, me)
             place = folder.parent / f".restore-{attached.id}"
-            disks.mount(attached.id, attached.device, place, node=self.settings.node)
+            disks.mount(attached.id, attached.device, place, node=self.settings.node, at_boot=False)
             try:
                 disks.replace_contents(place, folder)
             finally:

@@ -44,13 +44,14 @@ _INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
 
 
 def _volume_statements(ec2: str, cluster: str, project: str) -> list[dict[str, Any]]:
-    """EBS volumes of the project's volumes (``octctl/providers/aws/ebs.py``): created encrypted
-    with the cluster's tags; attached, detached, snapshotted (to change zone) and deleted only
-    when tagged with the project (a volume an earlier cluster of the project kept is reused), and
-    attached only to the cluster's instances."""
+    """EBS volumes of the project's volumes (``octctl/providers/aws/ebs.py``) and their snapshots:
+    created encrypted with the cluster's tags; attached (to the cluster's instances only),
+    detached, snapshotted and deleted only when tagged with this cluster. A volume or backup an
+    earlier cluster of the project kept is handed over by the CLI, with the user's credentials,
+    which tags it with the new cluster (``octcli/providers/aws/disks.py``, ``adopt``)."""
     partition_region = ec2.rsplit(":", 1)[0]  # arn:<partition>:ec2:<region> (ec2 ends in :<account>)
     tagged = {f"aws:RequestTag/{CLUSTER_TAG}": cluster, f"aws:RequestTag/{PROJECT_TAG}": project}
-    of_project = {"StringEquals": {f"aws:ResourceTag/{PROJECT_TAG}": project}}
+    of_cluster = {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster}}
     snapshots = f"{partition_region}::snapshot/*"  # snapshots' ARNs name no account
     return [
         {
@@ -61,28 +62,35 @@ def _volume_statements(ec2: str, cluster: str, project: str) -> list[dict[str, A
             "Condition": {"StringEquals": tagged, "Bool": {"ec2:Encrypted": "true"}},
         },
         {
-            "Sid": "ProjectVolumes",
+            "Sid": "ClusterVolumes",
             "Effect": "Allow",
             "Action": ["ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:CreateSnapshot"],
             "Resource": f"{ec2}:volume/*",
-            "Condition": of_project,
+            "Condition": of_cluster,
         },
         {
             "Sid": "AttachToClusterInstances",
             "Effect": "Allow",
             "Action": ["ec2:AttachVolume", "ec2:DetachVolume"],
             "Resource": f"{ec2}:instance/*",
-            "Condition": {"StringEquals": {f"aws:ResourceTag/{CLUSTER_TAG}": cluster}},
+            "Condition": of_cluster,
         },
         {
-            "Sid": "ProjectSnapshots",
+            "Sid": "CreateClusterSnapshots",
             "Effect": "Allow",
-            "Action": ["ec2:CreateSnapshot", "ec2:CreateVolume", "ec2:DeleteSnapshot"],
+            "Action": "ec2:CreateSnapshot",
             "Resource": snapshots,
-            "Condition": of_project,
+            "Condition": {"StringEquals": tagged},
         },
         {
-            "Sid": "TagProjectSnapshots",
+            "Sid": "ClusterSnapshots",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateVolume", "ec2:DeleteSnapshot"],
+            "Resource": snapshots,
+            "Condition": of_cluster,
+        },
+        {
+            "Sid": "TagClusterSnapshots",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": snapshots,
