@@ -107,9 +107,11 @@ def test_nodes_serve_their_metrics_to_the_scrape_token_and_nothing_else(make_pro
                     assert value(text, "oct_instance_running", instance=instance, runtime="process") == 1
                     assert value(text, "oct_instance_healthy", instance=instance) == 1
         lead = texts[leader].text
-        assert (
-            value(lead, "oct_api_request_seconds_count", method="POST", route="/v1/deploy", status="202") == 1
-        )
+        # The one deploy, counted by the node that served it (the leader of the moment, which may
+        # have changed since) and once more by a follower if one forwarded it.
+        deploys = {"method": "POST", "route": "/v1/deploy", "status": "202"}
+        scrapes = [t.text for t in texts.values()]
+        assert 1 <= sum_of(scrapes, "oct_api_request_seconds_count", **deploys) <= 2
         assert value(lead, "oct_raft_commit_seconds_count") >= 3
         assert value(lead, "oct_leader_pass_seconds_count") >= 1
         assert value(lead, "oct_raft_leader_changes_total") >= 1
