@@ -62,7 +62,14 @@ def test_a_write_through_a_follower_does_not_wait_on_a_paused_leader(make_projec
     url = f"https://{follower['address']}:{follower['api_port']}/v1/kv/paused"
     pid = int((project.dir / ".oct" / "nodes" / leader["id"] / "oct-ctl.pid").read_text())
     with https_client(record["ca_cert"], timeout=20) as http:
-        assert http.put(url, json={"value": "before"}, headers=headers).status_code == 200
+        # (A 503 here says "retry" by contract: a busy machine may leave the forward unanswered.)
+        before = wait_until(
+            lambda: http.put(url, json={"value": "before"}, headers=headers),
+            until=lambda response: response.status_code != 503,
+            timeout=30,
+            interval=1.0,
+        )
+        assert before.status_code == 200, before.text
         os.kill(pid, signal.SIGSTOP)
         try:
             first = http.put(url, json={"value": "during"}, headers=headers)  # (timeout: 20 s)
