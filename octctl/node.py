@@ -36,7 +36,7 @@ from octctl.providers.registry import build_provider
 from octctl.runtime import firewall
 from octctl.runtime.base import InstanceStatus, Usage
 from octctl.served_routes import FollowedIngress
-from octctl.state.machine import RaftNode
+from octctl.state.machine import RaftNode, unsafe_no_fsync
 from octctl.state.model import NodeRecord, api_address, command
 from octctl.tls import NodeIdentity
 from octctl.ui.login import Logins
@@ -151,6 +151,7 @@ class Node:
                 self.secrets.raft_password,
                 asyncio.get_running_loop(),
                 voter=voter,
+                unsafe_no_fsync=unsafe_no_fsync(),
             )
         except BaseException:
             await self.session.close()  # the node never started: leave no open session behind

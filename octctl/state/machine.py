@@ -10,6 +10,11 @@ Each write also costs few and cheap messages: they are sealed with AES-GCM and s
 not deflated (:mod:`octctl.state.raft_wire`), and the leader defers commit notices
 (``NOTICE_DELAY``).
 
+Writes are durable: an entry is acknowledged only once a majority holds it on disk. Each node
+syncs its journal once per tick and before any message leaves (``DurableJournal.sync``), so one
+``fdatasync`` covers every entry a tick added, on the leader and on each follower alike.
+``unsafe_no_fsync`` drops the syncs (tests and benchmarks that say so; never production).
+
 Writes are group-committed: while one Raft entry is in flight, the writes that arrive meanwhile
 queue up and go out together as the next entry. One client still pays one commit; many concurrent
 clients share commits, without giving up per-write acknowledgement. Why each of these, and what
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,13 +37,37 @@ from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjException
 
 from octctl.state import raft_guard, raft_wire
 from octctl.state.model import ClusterState
-from octctl.state.pysyncobj_adapter import LEADER_STATE, OctSyncObj, loop_transport
+from octctl.state.pysyncobj_adapter import (
+    LEADER_STATE,
+    DurableJournal,
+    OctSyncObj,
+    loop_transport,
+    use_durable_files,
+)
 from octctl.state.raft_files import DUMP, JOURNAL, check_raft_files
 from octctl.state.raft_sockets import LoopPoller, LoopTransport
 from octctl.state.raft_wire import RaftCipher
 from octctl.state.replicated import StateMachine
 
 log = logging.getLogger(__name__)
+
+#: The exit status of a node whose disk refused to sync its Raft journal.
+EXIT_DISK_FAILED = 75
+#: Set to ``1`` in a node's environment, it acknowledges writes before they are on disk (tests and
+#: benchmarks only; see docs/operations.md#running-oct-ctl-by-hand).
+UNSAFE_NO_FSYNC = "OCT_UNSAFE_NO_FSYNC"
+
+
+def unsafe_no_fsync() -> bool:
+    """Whether this process was told to skip the journal's syncs (and says so if it was)."""
+    unsafe = os.environ.get(UNSAFE_NO_FSYNC) == "1"
+    if unsafe:
+        log.warning(
+            "%s=1: Raft writes are acknowledged before they are on disk (never in production)",
+            UNSAFE_NO_FSYNC,
+        )
+    return unsafe
+
 
 #: Most commands one Raft entry carries; bounds the entry's size and the apply lock's hold time.
 MAX_BATCH = 256
@@ -102,12 +132,14 @@ class RaftNode:
         password: str,
         loop: asyncio.AbstractEventLoop,
         voter: bool = True,
+        unsafe_no_fsync: bool = False,
     ) -> None:
         check_raft_files(data_dir)  # refuse damaged files loudly instead of hanging on them
         self.machine = StateMachine()
         self.loop = loop
         self.self_address = self_address
         self.voter = voter
+        self.unsafe_no_fsync = unsafe_no_fsync
         self._data_dir = data_dir
         self._password = password
         self._queue: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
@@ -119,6 +151,7 @@ class RaftNode:
         self._timer: asyncio.TimerHandle | None = None
         self._notice: asyncio.TimerHandle | None = None
         self._sockets: LoopPoller
+        self._journal: DurableJournal
         #: Told the seconds each of this node's writes took to commit and apply (metrics).
         self.on_commit: Callable[[float], None] | None = None
         #: Told each time this node becomes leader or stops being it (metrics).
@@ -129,6 +162,7 @@ class RaftNode:
         data_dir = self._data_dir
         self._sockets = LoopPoller(self.loop, self._tick_soon)
         raft_wire.install()
+        use_durable_files()
         conf = SyncObjConf(
             autoTick=False,  # ticked from the event loop: see the module docstring
             # PySyncObj would otherwise hold new entries for the next heartbeat (~100 ms per
@@ -161,6 +195,11 @@ class RaftNode:
             raise RaftUnavailable(
                 f"cannot listen for Raft on {self.self_address} ({e}): is another process using the port?"
             ) from e
+        journal = sync.journal
+        assert isinstance(journal, DurableJournal)  # (use_durable_files, and a journal file given)
+        journal.durable = not self.unsafe_no_fsync
+        sync.transport.before_send = self._sync_journal  # nothing leaves that a power cut could take back
+        self._journal = journal
         self._closed = False
         self._timer = self.loop.call_later(TICK_PERIOD, self._tick_timer)
         return sync
@@ -180,6 +219,7 @@ class RaftNode:
         try:
             last_index, applied = sync.last_log_index(), sync.raftLastApplied
             sync.doTick(0.0)
+            self._sync_journal()  # before this tick's commits are answered (a lone node's, too)
             if sync.is_leader():
                 if sync.last_log_index() > last_index:
                     sync.send_append_entries()  # new entries: the commit waits for their acks
@@ -189,6 +229,20 @@ class RaftNode:
             log.exception("raft tick failed")
         finally:
             self._ticking = False
+
+    def _sync_journal(self) -> None:
+        """The journal's sync barrier; a disk that refuses to sync stops the process.
+
+        After a failed fsync the kernel may already have dropped the dirty pages, so neither a
+        retry nor carrying on could be trusted (PostgreSQL and etcd stop too). The node's
+        supervisor restarts it, and it rejoins from what its journal really holds.
+        """
+        try:
+            self._journal.sync()
+        except OSError as e:
+            log.critical("cannot sync the Raft journal %s (%s): stopping the node", self._journal.path, e)
+            logging.shutdown()
+            os._exit(EXIT_DISK_FAILED)
 
     def _notice_soon(self) -> None:
         if self._notice is None:

@@ -21,11 +21,23 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConsumer, tcp_connection, tcp_server, transport
+from pysyncobj import (
+    FAIL_REASON,
+    SyncObj,
+    SyncObjConsumer,
+    serializer,
+    syncobj,
+    tcp_connection,
+    tcp_server,
+    transport,
+)
+from pysyncobj.journal import FileJournal, Journal, MemoryJournal, MetaStorer, dumps
 from pysyncobj.poller import Poller
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
+
+from octctl.state.stable_storage import replace_durably, sync_file, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,9 @@ PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__fileno", "attribute"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__poller", "attribute"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__lastReadTime", "attribute"),
+    ("pysyncobj.syncobj", "createJournal", "global"),
+    ("pysyncobj.serializer", "atomicReplace", "global"),
+    ("pysyncobj.journal.FileJournal", "_FileJournal__metaStorer", "attribute"),
     ("pysyncobj.tcp_connection", "zlib", "global"),
     ("pysyncobj.tcp_server", "TcpConnection", "global"),
     ("pysyncobj.transport", "TcpConnection", "global"),
@@ -158,6 +173,12 @@ class OctSyncObj(SyncObj):
         """The transport ``transportClass`` made (see :func:`loop_transport`)."""
         return self._SyncObj__transport
 
+    @property
+    def journal(self) -> Journal:
+        """The Raft log: a :class:`DurableJournal` when the node keeps one on disk
+        (see :func:`use_durable_files`)."""
+        return self._SyncObj__raftLog
+
 
 def checked_append(message: dict[str, Any], entries: Any, term: int, applied: int) -> dict[str, Any] | None:
     """An append a follower may act on as PySyncObj does, or None to drop it (Raft §5.3).
@@ -218,7 +239,14 @@ def loop_transport(poller: Poller, transport_class: type[TCPTransport]) -> Calla
 
 
 class HookedTransport(TCPTransport):
-    """PySyncObj's TCP transport with public hooks for accepted connections and for ticks."""
+    """PySyncObj's TCP transport with public hooks for accepted connections, ticks and sends."""
+
+    #: Runs before every message this node sends (the journal's sync barrier).
+    before_send: Callable[[], None] = staticmethod(lambda: None)
+
+    def send(self, node: Any, message: Any) -> Any:
+        self.before_send()
+        return super().send(node, message)
 
     def admit(self, conn: Any) -> bool:
         """Whether to keep a connection the server accepted; one refused is closed before
@@ -310,3 +338,74 @@ def use_frame_codec(codec: Any) -> None:
 def frame_codec() -> Any:
     """What PySyncObj's connections compress and decompress messages with now."""
     return tcp_connection.zlib
+
+
+class DurableJournal(FileJournal):
+    """PySyncObj's file journal (an mmap it never syncs) with a sync barrier.
+
+    Every change marks the journal dirty; :meth:`sync` makes all of them durable with one
+    ``fdatasync`` (group commit: one sync covers every entry since the last one). PySyncObj itself
+    never calls it: the node calls it before any message that could report an entry leaves, and
+    before a tick's commits are answered (``RaftNode``). The term and vote are written through a
+    synced temporary file, because a node must not forget a vote it granted. ``durable = False``
+    turns every sync off (``unsafe_no_fsync``: tests and benchmarks only).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.durable = True
+        self._dirty = False
+        super().__init__(path)
+        self._FileJournal__metaStorer = _DurableMetaStorer(path + ".meta", self)
+
+    def add(self, command: Any, idx: int, term: int) -> None:
+        super().add(command, idx, term)
+        self._dirty = True
+
+    def clear(self) -> None:
+        super().clear()
+        self._dirty = True
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        super().deleteEntriesFrom(entryFrom)
+        self._dirty = True
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the journal changed since it was last synced."""
+        return self._dirty
+
+    def sync(self) -> None:
+        """Put every change so far on stable storage (nothing to do if none). Raises ``OSError``
+        if the disk refused, and the journal stays dirty: nothing it holds may be reported."""
+        if self._dirty:
+            if self.durable:
+                sync_file(self.path)  # (the mmap's dirty pages are the file's: one fdatasync)
+            self._dirty = False
+
+
+class _DurableMetaStorer(MetaStorer):
+    def __init__(self, path: str, journal: DurableJournal) -> None:
+        super().__init__(path)
+        self._journal = journal
+
+    def storeMeta(self, meta: Any) -> None:
+        if self._journal.durable:
+            write_durably(self.getPath(), dumps(meta))
+        else:
+            super().storeMeta(meta)
+
+
+def _create_journal(path: str | None = None) -> Journal:
+    return MemoryJournal() if path is None else DurableJournal(path)
+
+
+def use_durable_files() -> None:
+    """Make PySyncObj keep its journal in a :class:`DurableJournal` and replace its snapshot
+    (full dump) files durably: synced before the rename, the directory synced after (process-wide).
+
+    PySyncObj looks ``createJournal`` and ``atomicReplace`` up as module globals on every use, so
+    those names are what is replaced.
+    """
+    syncobj.createJournal = _create_journal
+    serializer.atomicReplace = replace_durably

@@ -36,6 +36,7 @@ import httpx
 from octctl.addresses import DEFAULT_API_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.local.provider import pid_alive
+from octctl.state.machine import UNSAFE_NO_FSYNC
 from octctl.tls import client_context
 from tests.wait import WaitTimeout, wait_until
 
@@ -173,6 +174,7 @@ class Cluster:
     nodes: list[ChaosNode] = field(default_factory=list)
     secrets: Secrets = field(default_factory=Secrets.mint)
     cluster_id: str = "chaos"
+    unsafe_no_fsync: bool = False  # (the durability test's control run)
     octet: int = 0
     _cuts: set[frozenset[str]] = field(default_factory=set)
     _http: httpx.Client | None = None
@@ -316,7 +318,11 @@ class Cluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "MALLOC_ARENA_MAX": "2"},
+                env={
+                    **os.environ,
+                    "MALLOC_ARENA_MAX": "2",
+                    UNSAFE_NO_FSYNC: "1" if self.unsafe_no_fsync else "",
+                },
             )
         n.paused = False
 

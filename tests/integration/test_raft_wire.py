@@ -178,13 +178,29 @@ PYSYNCOBJ_SURFACE = {
     "SyncObj.__sendAppendEntries": "9cb9073128c392fa",
     "SyncObj.__getEntries": "e29c4b33293b2101",
     "Serializer.getTransmissionData": "301962f9293db466",
+    # durability (DurableJournal, use_durable_files): every journal change goes through these, the
+    # vote is stored by setCurrentTerm, snapshots are replaced through atomicReplace, a send is where
+    # the barrier sits, and a leader commits only in its tick
+    "FileJournal.__init__": "bdaa496431fffae4",
+    "FileJournal.add": "5d9d01d91db0af74",
+    "FileJournal.clear": "eaaa101d613eeef3",
+    "FileJournal.deleteEntriesFrom": "deb1f76175dc371d",
+    "FileJournal.deleteEntriesTo": "3eb00b2a8aad5f65",
+    "FileJournal.setCurrentTerm": "74aca18da6f0e104",
+    "MetaStorer.storeMeta": "5337a561ca6ced75",
+    "TCPTransport.send": "2fd6c84b8621427d",
+    "Serializer.serialize": "a26f44b07da07430",
+    "Serializer.setTransmissionData": "e40031f9e6d4e595",
+    "SyncObj._onTick": "cc9eb08232d005ba",
 }
 
 
 def test_the_pysyncobj_internals_oct_patches_have_not_changed() -> None:
-    from pysyncobj import serializer, syncobj, tcp_server, transport
+    from pysyncobj import journal, serializer, syncobj, tcp_server, transport
 
     classes = {
+        "FileJournal": journal.FileJournal,
+        "MetaStorer": journal.MetaStorer,
         "TcpConnection": tcp_connection.TcpConnection,
         "TcpServer": tcp_server.TcpServer,
         "TCPTransport": transport.TCPTransport,

@@ -1,0 +1,77 @@
+"""A real three-replica group on disk: no message leaves a node while its journal holds an
+unsynced change, a write is answered only after its entry was synced, and one sync covers a
+whole group commit (many concurrent writes, far fewer syncs)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from octctl.state.kv import kv_command
+from octctl.state.machine import RaftNode
+from octctl.state.pysyncobj_adapter import DurableJournal
+from tests.integration.test_raft_wire import free_addresses
+from tests.wait import wait_until_async
+
+
+class Watch:
+    """Counts one node's syncs and catches a send made while its journal is dirty."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.journal = node.sync.journal
+        assert isinstance(self.journal, DurableJournal)
+        self.syncs = 0
+        self.synced_index = 0
+        self.dirty_sends: list[str] = []
+        sync, transport = self.journal.sync, node.sync.transport
+
+        def counted_sync() -> None:
+            if self.journal.dirty:
+                self.syncs += 1
+            sync()
+            self.synced_index = node.sync.last_log_index()
+
+        self.journal.sync = counted_sync  # type: ignore[method-assign]
+        send = type(transport).send
+
+        def watched_send(peer: Any, message: Any) -> Any:
+            result = send(transport, peer, message)  # (the barrier runs first, inside)
+            if self.journal.dirty:
+                self.dirty_sends.append(str(message.get("type") if isinstance(message, dict) else message))
+            return result
+
+        transport.send = watched_send
+
+
+async def test_writes_are_answered_only_from_synced_journals(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    addresses = free_addresses(3)
+    nodes = []
+    for i, address in enumerate(addresses):
+        (tmp_path / str(i)).mkdir()
+        nodes.append(RaftNode(address, addresses, tmp_path / str(i), "s3cret", loop))
+    try:
+        await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
+        watches = [Watch(n) for n in nodes]
+        leader = next(n for n in nodes if n.is_leader())
+        lead = watches[nodes.index(leader)]
+
+        async def write(i: int) -> None:
+            await leader.execute(kv_command("kv_put", key=f"k{i}", value=str(i)))
+
+        for i in range(10):  # one at a time: one entry, one sync each
+            await write(i)
+            assert not lead.journal.dirty and lead.synced_index == leader.sync.last_log_index()
+        await asyncio.gather(*(write(i) for i in range(10, 210)))  # 200 at once: group commits
+        await wait_until_async(
+            lambda: all(n.machine.kv_get("k209") is not None for n in nodes), message="followers to apply"
+        )
+        assert all(not w.dirty_sends for w in watches), [w.dirty_sends[:3] for w in watches]
+        assert lead.syncs >= 10
+        assert lead.syncs < 10 + 200 // 4, f"{lead.syncs} syncs for 210 writes: no group commit"
+        followers = [w for w in watches if w is not lead]
+        assert all(w.syncs >= 10 for w in followers), [w.syncs for w in followers]
+    finally:
+        for n in nodes:
+            n.close()
