@@ -10,10 +10,14 @@ of rounds; ratios are medians of each round's back-to-back oct/etcd pair). oct i
 through ``PUT /v1/kv/{key}``, etcd through its JSON gateway ``POST /v3/kv/put``, each at the
 leader, over 1000 keys with 64-byte values. Both sides speak TLS: oct's API is HTTPS with its cluster
 CA, and etcd gets client and peer TLS from a CA this script mints (oct's Raft traffic is encrypted
-with the cluster's Raft password, so etcd's peer links are encrypted too). Durability is made
-equal by turning fsync off on both: PySyncObj's journal is an mmap that is never fsynced, so etcd runs with
-``--unsafe-no-fsync`` (a 3.4.23 flag that ``etcd --help`` does not list, but that the binary
-accepts: an unknown flag makes etcd exit at once, which this script would report).
+with the cluster's Raft password, so etcd's peer links are encrypted too).
+
+Durability is equal on both sides, in two modes measured in the same run. ``durable`` (both
+defaults): a write is acknowledged once a majority synced it to disk (oct's journal fdatasync,
+etcd's WAL fsync). ``no_fsync``: neither syncs (``OCT_UNSAFE_NO_FSYNC=1``; etcd's
+``--unsafe-no-fsync``, a 3.4.23 flag that ``etcd --help`` does not list, but that the binary
+accepts: an unknown flag makes etcd exit at once, which this script would report). ``--modes``
+picks one.
 
 The load generator is wrk (C, one event loop per thread, from apt), driven by a generated Lua
 script that also reports exact percentiles. Unlike a Python client it is not the bottleneck, nor
@@ -21,6 +25,7 @@ does it take much CPU from the servers it measures (each run reports its share a
 ``loadgen_cpu_pct``; the comparison is in docs/operations.md#benchmarks).
 
 Usage: .venv/bin/python bench/raft_write.py [--duration S] [--rounds N] [--only oct|etcd]
+       [--modes durable,no_fsync]
 """
 
 from __future__ import annotations
@@ -39,18 +44,22 @@ from typing import Any
 import httpx
 from _bare_cluster import OctCluster, bare_oct_cluster
 from _common import BenchError, check_loopback, emit, exit_on_sigterm, log, median, temp_project_dir
-from _etcd import ETCD_FLAGS, etcd_cluster, etcd_leader
+from _etcd import ETCD_FLAGS, NO_FSYNC_FLAGS, etcd_cluster, etcd_leader
 from _projects import retry_on_clash
 from _wrk import Run, Target, run_wrk, wrk_version
 
 from octctl.providers.local.provider import octctl_pids
+from octctl.state.machine import UNSAFE_NO_FSYNC
 
 PROJECT = "octbench-raft-write"
 CLIENTS = (1, 64)
 KEYS = 1000
 VALUE_BYTES = 64
 TRANSPORT = "TLS on both sides: oct HTTPS API (cluster CA) + encrypted Raft; etcd client and peer TLS"
-DURABILITY = "no fsync on either side: PySyncObj journal is mmap'd and never fsynced; etcd --unsafe-no-fsync"
+MODES = {
+    "durable": "both sync to disk before acknowledging: oct's journal fdatasync, etcd's WAL fsync (defaults)",
+    "no_fsync": f"neither syncs: {UNSAFE_NO_FSYNC}=1 on oct's nodes, etcd {' '.join(NO_FSYNC_FLAGS)}",
+}
 #: How long oct's 3 nodes may take to agree on a leader.
 START_TIMEOUT = 60.0
 GOAL_P50_RATIO_1 = 1.0  # oct p50 / etcd p50 at 1 client, at most
@@ -187,24 +196,42 @@ def ratios(runs: list[Run]) -> dict[str, float]:
     return out
 
 
-def run(only: str | None, rounds: int, duration: float) -> dict[str, Any]:
+@contextlib.contextmanager
+def environment(name: str, value: str | None) -> Any:
+    """``name`` set to ``value`` (or unset) while the block runs: the nodes oct deploy starts
+    inherit it."""
+    before = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if before is not None:
+            os.environ[name] = before
+
+
+def run(only: str | None, rounds: int, duration: float, mode: str) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: run `make bench-deps` (apt package wrk)")
+    durable = mode == "durable"
     with contextlib.ExitStack() as stack:
         folder = stack.enter_context(temp_project_dir("octbench-raft-write-"))
         targets = []
         if only in (None, "oct"):
-            cluster = stack.enter_context(bare_oct_cluster("octbench-raft-write-oct-", PROJECT))
+            with environment(UNSAFE_NO_FSYNC, None if durable else "1"):
+                cluster = stack.enter_context(bare_oct_cluster("octbench-raft-write-oct-", PROJECT))
             targets.append(oct_target(cluster))
         if only in (None, "etcd"):
             (folder / "etcd").mkdir()
-            members, etcd_tls = stack.enter_context(etcd_cluster(folder / "etcd"))
+            flags = () if durable else NO_FSYNC_FLAGS
+            members, etcd_tls = stack.enter_context(etcd_cluster(folder / "etcd", flags))
             targets.append(etcd_target(members, etcd_tls))
         for target in targets:
             log(f"{target.name}: writing to the leader at {target.url}")
         runs = measure(targets, folder, rounds, duration)
     oct_, etcd = summary(runs, "oct"), summary(runs, "etcd")
-    result: dict[str, Any] = {"oct": oct_, "etcd": etcd, "ratios": ratios(runs)}
+    result: dict[str, Any] = {"durability": MODES[mode], "oct": oct_, "etcd": etcd, "ratios": ratios(runs)}
     if oct_ and etcd:
         p50_ratio = result["ratios"]["p50_oct_over_etcd_1"]
         wps_ratio = result["ratios"]["writes_per_s_oct_over_etcd_64"]
@@ -221,12 +248,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of (1, 64 clients) x (oct, etcd)")
     parser.add_argument("--only", choices=("oct", "etcd"), help="measure one side only (no ratios)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: each of {', '.join(MODES)}")
     exit_on_sigterm()
     head: dict[str, Any] = {
         "bench": "raft_write",
         "load_generator": "",
-        "durability": DURABILITY,
         "transport": TRANSPORT,
         "etcd_flags": list(ETCD_FLAGS),
         "writes_to": "the leader",
@@ -238,7 +268,14 @@ def main() -> int:
     clashes: list[str] = []
     try:
         head["load_generator"] = wrk_version() if shutil.which("wrk") else "wrk (missing)"
-        result = retry_on_clash(lambda: run(args.only, args.rounds, args.duration), "raft_write", clashes)
+        result = {
+            mode: retry_on_clash(
+                lambda m=mode: run(args.only, args.rounds, args.duration, m), "raft_write", clashes
+            )
+            for mode in modes
+        }
+        if all("goal_met" in r for r in result.values()):
+            result["goal_met"] = all(r["goal_met"] for r in result.values())
     except BenchError as e:
         log(f"BROKEN: {e}")
         emit({**head, "error": str(e).splitlines()[0], "address_clash_retries": clashes})

@@ -11,8 +11,9 @@ not deflated (:mod:`octctl.state.raft_wire`), and the leader defers commit notic
 (``NOTICE_DELAY``).
 
 Writes are durable: an entry is acknowledged only once a majority holds it on disk. Each node
-syncs its journal once per tick and before any message leaves (``DurableJournal.sync``), so one
-``fdatasync`` covers every entry a tick added, on the leader and on each follower alike.
+syncs its journal at the end of every tick and before it acknowledges anything
+(``DurableJournal.sync``), so one ``fdatasync`` covers every entry a tick added, on the leader and
+on each follower alike.
 ``unsafe_no_fsync`` drops the syncs (tests and benchmarks that say so; never production).
 
 Writes are group-committed: while one Raft entry is in flight, the writes that arrive meanwhile
@@ -198,7 +199,7 @@ class RaftNode:
         journal = sync.journal
         assert isinstance(journal, DurableJournal)  # (use_durable_files, and a journal file given)
         journal.durable = not self.unsafe_no_fsync
-        sync.transport.before_send = self._sync_journal  # nothing leaves that a power cut could take back
+        sync.transport.before_send = self._before_send  # nothing vouches for what a power cut could take
         self._journal = journal
         self._closed = False
         self._timer = self.loop.call_later(TICK_PERIOD, self._tick_timer)
@@ -219,7 +220,6 @@ class RaftNode:
         try:
             last_index, applied = sync.last_log_index(), sync.raftLastApplied
             sync.doTick(0.0)
-            self._sync_journal()  # before this tick's commits are answered (a lone node's, too)
             if sync.is_leader():
                 if sync.last_log_index() > last_index:
                     sync.send_append_entries()  # new entries: the commit waits for their acks
@@ -228,7 +228,20 @@ class RaftNode:
         except Exception:  # as PySyncObj's tick thread did: log, keep ticking
             log.exception("raft tick failed")
         finally:
+            # After the appends went out, so the leader's disk write overlaps their trip; before
+            # any acknowledgement can be read (the loop reads sockets between ticks) and before this
+            # tick's commits are answered (a lone node's are committed in the tick itself).
+            self._sync_journal()
             self._ticking = False
+
+    def _before_send(self, message: Any) -> None:
+        """Sync before anything that could vouch for this node's log leaves it (an acknowledgement
+        above all). A leader's own appends are the exception: the entries they carry are synced
+        at the end of the tick that added them, before a follower's acknowledgement can even be
+        read, so the leader counts itself toward a commit only once they are on its disk (Raft
+        thesis, 10.2.1: the leader writes its log in parallel with replicating it)."""
+        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
+            self._sync_journal()
 
     def _sync_journal(self) -> None:
         """The journal's sync barrier; a disk that refuses to sync stops the process.

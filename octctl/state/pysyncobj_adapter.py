@@ -241,11 +241,11 @@ def loop_transport(poller: Poller, transport_class: type[TCPTransport]) -> Calla
 class HookedTransport(TCPTransport):
     """PySyncObj's TCP transport with public hooks for accepted connections, ticks and sends."""
 
-    #: Runs before every message this node sends (the journal's sync barrier).
-    before_send: Callable[[], None] = staticmethod(lambda: None)
+    #: Runs before every message this node sends, with the message (the journal's sync barrier).
+    before_send: Callable[[Any], None] = staticmethod(lambda message: None)
 
     def send(self, node: Any, message: Any) -> Any:
-        self.before_send()
+        self.before_send(message)
         return super().send(node, message)
 
     def admit(self, conn: Any) -> bool:

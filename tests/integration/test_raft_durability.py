@@ -1,6 +1,6 @@
-"""A real three-replica group on disk: no message leaves a node while its journal holds an
-unsynced change, a write is answered only after its entry was synced, and one sync covers a
-whole group commit (many concurrent writes, far fewer syncs)."""
+"""A real three-replica group on disk: no acknowledgement (nor anything but a leader's append)
+leaves a node while its journal holds an unsynced change, a write is answered only after its entry
+was synced, and one sync covers a whole group commit (many concurrent writes, far fewer syncs)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,12 @@ async def test_writes_are_answered_only_from_synced_journals(tmp_path: Path) -> 
         await wait_until_async(
             lambda: all(n.machine.kv_get("k209") is not None for n in nodes), message="followers to apply"
         )
-        assert all(not w.dirty_sends for w in watches), [w.dirty_sends[:3] for w in watches]
+        followers = [w for w in watches if w is not lead]
+        assert all(not w.dirty_sends for w in followers), [w.dirty_sends[:3] for w in followers]
+        # the leader's appends may leave before its own sync (it overlaps their trip); nothing else
+        assert set(lead.dirty_sends) <= {"append_entries"}, lead.dirty_sends[:5]
         assert lead.syncs >= 10
         assert lead.syncs < 10 + 200 // 4, f"{lead.syncs} syncs for 210 writes: no group commit"
-        followers = [w for w in watches if w is not lead]
         assert all(w.syncs >= 10 for w in followers), [w.syncs for w in followers]
     finally:
         for n in nodes:
