@@ -76,6 +76,7 @@ def dnsperf(
         "p99_ms": round(percentile(latencies, 99) * 1000, 3),
         "max_ms": round(latencies[-1] * 1000, 3) if latencies else None,
         "server_cpu_s": round(cpu, 2),
+        "server_cpu_s_per_100k": round(cpu / completed * 100_000, 3) if completed else None,
         "answers_by_query": by_query,
     }
     if completed == 0:
