@@ -187,6 +187,12 @@ class NodeMetrics:
             buckets=DNS_BUCKETS,
             registry=self.registry,
         )
+        self.dns_zone_seconds = Histogram(
+            "oct_dns_zone_build_seconds",
+            "Building the DNS zone from the replicated state, once per state change a query sees.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.provider_calls = Counter(
             "oct_provider_calls",
             "Calls to the cluster's provider (launch, retire, public addresses, DNS, registry login).",

@@ -217,7 +217,9 @@ class Node:
         """The zone of the current state, rebuilt only when a command changed the state."""
         version = self.raft.machine.version
         if self._zone_cache is None or self._zone_cache[0] != version:
+            started = time.perf_counter()
             zone = build_zone(self.raft.view(), self.settings.dns_domain, self.settings.dns_ttl)
+            self.metrics.dns_zone_seconds.observe(time.perf_counter() - started)
             self._zone_cache = (version, zone)
         return self._zone_cache[1]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from octctl.ingress.haproxy import Haproxy, IngressError
 from octctl.ingress.routes import IngressRoutes, Route, Site, Upstream, Web
-from octctl.instances import placed_instances
+from octctl.instances import PlacedInstances
 from octctl.logthrottle import LogLimiter
 from octctl.sites import Site as SiteNames
 from octctl.sites import sites
@@ -42,12 +42,13 @@ def routes_from_state(view: ClusterState, address: str, also: str | None = None)
     draining = draining_of(view)
     host_bound = config.project.host_bound_ports
     routes: list[Route] = []
+    placed_of = PlacedInstances(view["placements"])
     for service in config.project.services:
         if service.public_port is None:
             continue
         bound = service.public_port in host_bound
         upstreams, placed = [], False
-        for instance, node_id in placed_instances(service, view["placements"]):
+        for instance, node_id in placed_of.placed(service):
             node = view["nodes"].get(node_id)
             port = ports.get(instance)
             if node is None or port is None or (bound and node["address"] != address):

@@ -18,7 +18,7 @@ from octctl.addresses import container_address
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
-from octctl.instances import instances_of, placed_instances
+from octctl.instances import PlacedInstances, instances_of
 from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping, VolumeMount
 from octctl.scheduler import Demand
 from octctl.state.model import NodeRecord
@@ -35,8 +35,9 @@ def serving_nodes(
     everywhere = tuple(sorted(set(ready)))
     host_bound = config.project.host_bound_ports
     found: dict[str, tuple[str, ...]] = {}
+    placed_of = PlacedInstances(placements)
     for service in config.project.services:
-        own = tuple(sorted({node for _, node in placed_instances(service, placements)}))
+        own = tuple(sorted({node for _, node in placed_of.placed(service)}))
         if service.public_port is None or not own:
             continue
         found[service.name] = own if service.public_port in host_bound or not everywhere else everywhere

@@ -19,7 +19,7 @@ from typing import Any
 
 from dnslib import QTYPE, RR, SOA, SRV, A, DNSLabel
 
-from octctl.instances import placed_instances, serving
+from octctl.instances import PlacedInstances, serving
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, drain_key, draining_of
 
@@ -95,17 +95,19 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
         records[_key(name)].setdefault(rtype, []).append(rr)
 
     nodes = state["nodes"]
+    placed_of = PlacedInstances(state["placements"])
+    draining = draining_of(state)
     for node in sorted(nodes.values(), key=lambda n: n["id"]):
         add(f"{node['id']}.node.{origin}", QTYPE.A, A(node["address"]))
     for service in config.project.services:
         name = service.name
         answered: set[str] = set()
-        for instance, node_id in placed_instances(service, state["placements"]):
+        for instance, node_id in placed_of.placed(service):
             placed = nodes.get(node_id)
             seen = state["instances"].get(node_id, {}).get(instance)
             if placed is None or not serving(seen) or node_id in answered:
                 continue  # only instances that run healthy are worth an address; a node is named once
-            if drain_key(instance, node_id) in draining_of(state):
+            if drain_key(instance, node_id) in draining:
                 continue  # leaving: new clients go to the others
             answered.add(node_id)
             add(f"{name}.{origin}", QTYPE.A, A(placed["address"]))

@@ -14,7 +14,7 @@ from octctl.api.models import (
     VolumeView,
 )
 from octctl.config import Config, Service
-from octctl.instances import instance_names, running_names, service_of
+from octctl.instances import PlacedInstances, instance_names, service_of
 from octctl.sites import sites
 from octctl.state.desired import desired_project
 from octctl.state.model import (
@@ -51,11 +51,14 @@ def urls(state: ClusterState, service: Service, node: NodeRecord | None, names: 
     return [*found, f"http://{address}:{service.public_port}/"]
 
 
-def instance_views(state: ClusterState, service: Service) -> list[InstanceView]:
+def instance_views(
+    state: ClusterState, service: Service, placed_of: PlacedInstances | None = None
+) -> list[InstanceView]:
     draining = draining_of(state)
     views = []
     own = instance_names(service)
-    for name in running_names(service, state["placements"]):
+    placed_of = placed_of or PlacedInstances(state["placements"])
+    for name in placed_of.running_names(service):
         node_id = state["placements"].get(name)
         record = state["nodes"].get(node_id or "")
         seen = state["instances"].get(node_id or "", {}).get(name)
@@ -143,6 +146,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
     ]
     views = []
     site_names = {site.service: site.names for site in sites(config)}
+    placed_of = PlacedInstances(state["placements"])
     for svc in services:
         node_id = state["placements"].get(svc.name)
         record = state["nodes"].get(node_id or "")
@@ -159,7 +163,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
                 urls=urls(state, svc, record, site_names.get(svc.name, ())),
                 restarts=instance.get("restarts", 0) if instance else 0,
                 error=instance.get("error") if instance else waiting_in(state, svc),
-                instances=instance_views(state, svc),
+                instances=instance_views(state, svc, placed_of),
             )
         )
     deployment = state["deployment"]

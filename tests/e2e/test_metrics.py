@@ -120,6 +120,7 @@ def test_nodes_serve_their_metrics_to_the_scrape_token_and_nothing_else(make_pro
         assert value(lead, "oct_dns_responses_total", rcode="NOERROR") >= 1
         assert value(lead, "oct_dns_forward_seconds_count") >= 1
         assert value(lead, "oct_dns_answer_seconds_count") >= 2
+        assert value(lead, "oct_dns_zone_build_seconds_count") >= 1
 
         # The attack: the scrape token on every other route, reads and writes alike.
         opened = []
