@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Set
 from dataclasses import dataclass, field
+from typing import Any
 
 from octctl.config import Config
 from octctl.leader.certificates import Certifier
@@ -95,6 +96,8 @@ class Leader:
     on_pass: Callable[[float], None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _duties: Duties | None = None
+    #: The last pass's specs and what they were made from (an idle pass makes the same).
+    _specs_cache: tuple[Any, dict[str, InstanceSpec]] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -199,4 +202,15 @@ class Leader:
             volumes=volumes_of(view),
             network_disks=self.provider is not None and self.provider.network_disks,
         )
-        return instance_specs(config, placements, view["nodes"], rollout, ports)
+        key = (view, config, dict(placements), dict(ports))
+        cached = self._specs_cache
+        if (
+            cached is not None
+            and cached[0][0] is view
+            and cached[0][1] is config
+            and cached[0][2:] == key[2:]
+        ):
+            return cached[1]  # an idle pass: the same replica view, project and placements
+        specs = instance_specs(config, placements, view["nodes"], rollout, ports)
+        self._specs_cache = (key, specs)
+        return specs

@@ -200,6 +200,7 @@ class RaftNode:
         assert isinstance(journal, DurableJournal)  # (use_durable_files, and a journal file given)
         journal.durable = not self.unsafe_no_fsync
         sync.transport.before_send = self._before_send  # nothing vouches for what a power cut could take
+        sync.transport.is_voter = sync.votes
         self._journal = journal
         self._closed = False
         self._timer = self.loop.call_later(TICK_PERIOD, self._tick_timer)

@@ -139,6 +139,10 @@ class OctSyncObj(SyncObj):
         else:
             SyncObj._SyncObj__onMessageReceived(self, node, message)
 
+    def votes(self, node: Any) -> bool:
+        """Whether ``node`` is a voting member (a non-voter is one of PySyncObj's read-only nodes)."""
+        return node in self._SyncObj__otherNodes
+
     def peers(self) -> list[Any]:
         """The other members' nodes, as PySyncObj names them in messages."""
         return list(self._SyncObj__otherNodes)

@@ -8,9 +8,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode
-from octctl.state.pysyncobj_adapter import DurableJournal
+from octctl.state.pysyncobj_adapter import DurableJournal, HookedTransport
 from tests.integration.test_raft_wire import free_addresses
 from tests.wait import wait_until_async
 
@@ -76,4 +78,47 @@ async def test_writes_are_answered_only_from_synced_journals(tmp_path: Path) -> 
         assert all(w.syncs >= 10 for w in followers), [w.syncs for w in followers]
     finally:
         for n in nodes:
+            n.close()
+
+
+async def test_an_idle_leader_heartbeats_a_non_voter_less_often_and_writes_reach_it_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two voters and a non-voter: idle, the leader sends the non-voter about two appends a second
+    (the voter ten, which keep its election timer quiet); a write still reaches it in the same
+    round trip as the voter's."""
+    loop = asyncio.get_running_loop()
+    voters = free_addresses(2)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    nodes = [RaftNode(voters[0], voters, tmp_path / "a", "s3cret", loop)]
+    nodes.append(RaftNode(voters[1], voters, tmp_path / "b", "s3cret", loop))
+    reader = RaftNode(free_addresses(1)[0], voters, tmp_path / "c", "s3cret", loop, voter=False)
+    try:
+        await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
+        leader = next(n for n in nodes if n.is_leader())
+        await leader.execute(kv_command("kv_put", key="k", value="first"))
+        await wait_until_async(
+            lambda: reader.machine.kv_get("k") is not None, message="the non-voter to apply"
+        )
+        sent: dict[str, int] = {"voter": 0, "non-voter": 0}
+        transport = leader.sync.transport
+        wire = HookedTransport.send  # below the filter: what really goes out
+
+        def counted(self: Any, peer: Any, message: Any) -> Any:
+            if self is transport and isinstance(message, dict) and message.get("type") == "append_entries":
+                sent["voter" if leader.sync.votes(peer) else "non-voter"] += 1
+            return wire(self, peer, message)
+
+        monkeypatch.setattr(HookedTransport, "send", counted)
+        await asyncio.sleep(2.0)
+        assert sent["voter"] >= 15, sent  # every 0.1 s
+        assert 2 <= sent["non-voter"] <= 6, sent  # every 0.5 s
+        await leader.execute(kv_command("kv_put", key="k", value="second"))
+        await wait_until_async(
+            lambda: (reader.machine.kv_get("k") or {}).get("value") == "second",
+            timeout=0.4,  # well before the next idle heartbeat would have carried it
+            message="the write to reach the non-voter",
+        )
+    finally:
+        for n in [*nodes, reader]:
             n.close()
