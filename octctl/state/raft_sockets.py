@@ -105,7 +105,12 @@ class LoopTransport(GuardedTransport):
         quarters of its heartbeat traffic (bench/scale.py). Entries, snapshots and a new commit
         index always go at once.
         """
-        if self.is_voter(node) or message.get("entries") or "prevLogIdx" not in message:
+        # Only a plain empty append: an entry over 64 KB goes in chunks ("transmission", no
+        # "entries"), a snapshot as "serialized", and every one of those must go.
+        heartbeat = (
+            message.get("entries") == [] and "transmission" not in message and "serialized" not in message
+        )
+        if self.is_voter(node) or not heartbeat:
             self._last_to[node] = (time.monotonic(), message["commit_index"])
             return False
         now = time.monotonic()

@@ -5,6 +5,7 @@ was synced, and one sync covers a whole group commit (many concurrent writes, fa
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,17 @@ async def test_an_idle_leader_heartbeats_a_non_voter_less_often_and_writes_reach
             lambda: (reader.machine.kv_get("k") or {}).get("value") == "second",
             timeout=0.4,  # well before the next idle heartbeat would have carried it
             message="the write to reach the non-voter",
+        )
+        # Four 60 KB writes at once: one entry of 240 KB, which PySyncObj sends in 64 KB chunks
+        # ("transmission"); none of them may be thinned.
+        bigs = [secrets.token_urlsafe(45_000) for _ in range(4)]  # (incompressible)
+        await asyncio.gather(
+            *(leader.execute(kv_command("kv_put", key=f"big{i}", value=v)) for i, v in enumerate(bigs))
+        )
+        await wait_until_async(
+            lambda: all(reader.machine.kv_get(f"big{i}") is not None for i in range(4)),
+            timeout=5,
+            message="large entries to reach the non-voter",
         )
     finally:
         for n in [*nodes, reader]:
