@@ -45,8 +45,9 @@ destroy-quickstart: venv
 	$(BIN)/oct destroy --yes -c $(QUICKSTART)
 
 ## The whole suite: unit, runtime (real Docker engine) and end-to-end (real oct-ctl clusters).
+## The 25 slowest tests are listed at the end: CI's time budget is spent there.
 test: dev
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-unit: dev
 	$(BIN)/pytest -q tests/unit

@@ -14,7 +14,7 @@ import pytest
 from octctl.state.kv import kv_command
 from octctl.state.machine import RaftNode
 from octctl.state.pysyncobj_adapter import DurableJournal, HookedTransport
-from tests.integration.test_raft_wire import free_addresses
+from tests.integration.test_raft_wire import free_addresses, raft_group
 from tests.wait import wait_until_async
 
 
@@ -48,14 +48,8 @@ class Watch:
 
 
 async def test_writes_are_answered_only_from_synced_journals(tmp_path: Path) -> None:
-    loop = asyncio.get_running_loop()
-    addresses = free_addresses(3)
-    nodes = []
-    for i, address in enumerate(addresses):
-        (tmp_path / str(i)).mkdir()
-        nodes.append(RaftNode(address, addresses, tmp_path / str(i), "s3cret", loop))
+    nodes = await raft_group(tmp_path)
     try:
-        await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
         watches = [Watch(n) for n in nodes]
         leader = next(n for n in nodes if n.is_leader())
         lead = watches[nodes.index(leader)]

@@ -95,18 +95,29 @@ def free_addresses(count: int) -> list[str]:
             s.close()
 
 
-async def test_three_replicas_commit_and_followers_learn_of_a_lone_commit(tmp_path: Path) -> None:
-    """Sealed frames carry a real group's traffic. The leader holds commit notices back for a next
-    write to carry (NOTICE_DELAY); after the last write there is none, and the followers must still
-    apply it and the leader must have told them of every commit."""
+async def raft_group(tmp_path: Path, size: int = 3) -> list[RaftNode]:
+    """``size`` voting replicas on loopback, each in its own folder, once one of them leads."""
     loop = asyncio.get_running_loop()
-    addresses = free_addresses(3)
+    addresses = free_addresses(size)
     nodes = []
     for i, address in enumerate(addresses):
         (tmp_path / str(i)).mkdir()
         nodes.append(RaftNode(address, addresses, tmp_path / str(i), "s3cret", loop))
     try:
         await wait_until_async(lambda: any(n.is_leader() for n in nodes), message="a leader")
+    except BaseException:
+        for n in nodes:
+            n.close()
+        raise
+    return nodes
+
+
+async def test_three_replicas_commit_and_followers_learn_of_a_lone_commit(tmp_path: Path) -> None:
+    """Sealed frames carry a real group's traffic. The leader holds commit notices back for a next
+    write to carry (NOTICE_DELAY); after the last write there is none, and the followers must still
+    apply it and the leader must have told them of every commit."""
+    nodes = await raft_group(tmp_path)
+    try:
         leader = next(n for n in nodes if n.is_leader())
         followers = [n for n in nodes if n is not leader]
         for i in range(20):
