@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -86,7 +87,10 @@ def test_the_dashboard_in_a_browser(make_project, chrome: webdriver.Chrome) -> N
     assert token not in link
 
     chrome.get(link)
-    wait = WebDriverWait(chrome, 60, poll_frequency=0.25)
+    # (A live update replaces parts of the page: an element read while it is swapped is stale; try again.)
+    wait = WebDriverWait(
+        chrome, 60, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    )
     wait.until(lambda d: d.current_url.endswith("/ui"))  # the code is gone from the address bar
     nodes = chrome.find_elements(By.CSS_SELECTOR, "article.node")
     assert len(nodes) == 3
@@ -107,9 +111,17 @@ def test_the_dashboard_in_a_browser(make_project, chrome: webdriver.Chrome) -> N
     wait.until(lambda d: instance_of(d, "web")["deployment"] not in ("", before["deployment"]))
     wait.until(lambda d: instance_of(d, "web")["state"] == "running")
     assert chrome.execute_script("return window.notReloaded") is True
-    newest = chrome.find_element(By.CSS_SELECTOR, "#deployments li.deployment.current")
-    assert newest.get_attribute("data-deployment") == instance_of(chrome, "web")["deployment"]
-    assert "web replaced" in newest.text and "api unchanged" in newest.text
+
+    def current_deployment(d: webdriver.Chrome) -> str:
+        """The newest deployment's entry, once the page's list has caught up with the instance
+        (each part of the page refreshes on its own: one may show the new deployment first)."""
+        newest = d.find_element(By.CSS_SELECTOR, "#deployments li.deployment.current")
+        if newest.get_attribute("data-deployment") != instance_of(d, "web")["deployment"]:
+            return ""
+        return str(newest.text)
+
+    newest_text = wait.until(current_deployment)
+    assert "web replaced" in newest_text and "api unchanged" in newest_text
     wait.until(lambda d: "deployment.succeeded" in d.find_element(By.ID, "events").text)
     shot(chrome, "after-redeploy.png")
 
