@@ -241,8 +241,8 @@ class RaftNode:
         at the end of the tick that added them, before a follower's acknowledgement can even be
         read, so the leader counts itself toward a commit only once they are on its disk (Raft
         thesis, 10.2.1: the leader writes its log in parallel with replicating it)."""
-        if not (isinstance(message, dict) and message.get("type") == "append_entries"):
-            self._sync_journal()
+        if not (isinstance(message, dict) and message.get("type") in ("append_entries", "keepalive")):
+            self._sync_journal()  # (a keepalive says nothing of the log)
 
     def _sync_journal(self) -> None:
         """The journal's sync barrier; a disk that refuses to sync stops the process.

@@ -16,6 +16,7 @@ code behind them. pyproject pins the exact PySyncObj version they were read from
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -61,10 +62,15 @@ PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftLastApplied", "attribute"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__otherNodes", "attribute"),
     ("pysyncobj.syncobj.SyncObj", "_SyncObj__transport", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__raftElectionDeadline", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__votedForNodeId", "attribute"),
+    ("pysyncobj.syncobj.SyncObj", "_SyncObj__selfNode", "attribute"),
     ("pysyncobj.syncobj.SyncObj", "_poller", "attribute"),
     ("pysyncobj.syncobj.SyncObjConsumer", "_deserialize", "method"),
     ("pysyncobj.transport.TCPTransport", "_onNewIncomingConnection", "method"),
     ("pysyncobj.transport.TCPTransport", "_onTick", "method"),
+    ("pysyncobj.transport.TCPTransport", "_nodes", "attribute"),
+    ("pysyncobj.transport.TCPTransport", "_selfIsReadonlyNode", "attribute"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__tryReadBuffer", "method"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processParseMessage", "method"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__socket", "attribute"),
@@ -78,6 +84,10 @@ PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
     ("pysyncobj.tcp_server", "TcpConnection", "global"),
     ("pysyncobj.transport", "TcpConnection", "global"),
 )
+
+#: Longest random wait before a node stands for election after refusing a candidate whose log is
+#: behind (``OctSyncObj._hurry_if_candidate_behind``): short next to the 0.4 s minimum timeout.
+HURRY_JITTER: Final[float] = 0.05
 
 #: The raft state PySyncObj passes to its ``onStateChanged`` hook for a leader.
 LEADER_STATE: Final[int] = _RAFT_STATE.LEADER
@@ -98,6 +108,8 @@ class Consumer(SyncObjConsumer):
 class OctSyncObj(SyncObj):
     """PySyncObj with oct's wire cipher, an entry size cap, and public names for the internals the
     event-loop driver needs."""
+
+    _SyncObj__raftElectionDeadline: float  # (set by SyncObj.__init__; declared for the type checker)
 
     def __init__(self, *args: Any, cipher: Any, max_entry: int, **kwargs: Any) -> None:
         self._cipher = cipher
@@ -130,6 +142,37 @@ class OctSyncObj(SyncObj):
             if message is None:
                 return
         super()._SyncObj__onMessageReceived(node, message)
+        if isinstance(message, dict) and message.get("type") == "request_vote":
+            self._hurry_if_candidate_behind(message)
+
+    def _hurry_if_candidate_behind(self, message: dict[str, Any]) -> None:
+        """Start an election soon when a candidate whose log is behind ours asked for our vote.
+
+        PySyncObj refuses such a vote and leaves its own election timer alone, so the cluster
+        waits for the behind candidate's next timeout or ours, whichever is later, up to
+        ``raftMaxTimeout``. Under write load that is the usual case when a leader stops: whichever
+        follower times out first may lack the leader's last append. The request already cost us
+        our leader (its term is higher), only a node at least as up to date as us can win, and
+        we are one, so we stand now (after a short random wait, so that in larger clusters two such
+        nodes rarely split the vote). Starting an election early is safe at any time in Raft;
+        only liveness depends on timers. Not when we voted this term or follow a leader of it:
+        then an election we would disrupt is under way or over."""
+        if self._SyncObj__selfNode is None or message.get("term") != self._SyncObj__raftCurrentTerm:
+            return  # (a non-voter, or a stale request PySyncObj ignored)
+        if self._isLeader() or self._getLeader() is not None or self._SyncObj__votedForNodeId is not None:
+            return
+        last = self._SyncObj__raftLog[-1]
+        theirs = (message.get("last_log_term", 0), message.get("last_log_index", 0))
+        if theirs >= (last[2], last[1]):
+            return  # (as up to date as us: it got, or may get, our vote)
+        soon = time.monotonic() + random.uniform(0.0, HURRY_JITTER)
+        if soon < self._SyncObj__raftElectionDeadline:
+            self._SyncObj__raftElectionDeadline = soon
+            log.info("raft: a candidate behind our log asked for a vote; standing for election")
+
+    def election_due(self) -> float:
+        """Seconds until this node stands for election if it hears from no leader (negative: due)."""
+        return float(self._SyncObj__raftElectionDeadline - time.monotonic())
 
     def receive(self, node: Any, message: Any, *, checked: bool = True) -> None:
         """Handle ``message`` as if ``node`` had just sent it; ``checked=False`` skips
@@ -251,6 +294,10 @@ class HookedTransport(TCPTransport):
     def send(self, node: Any, message: Any) -> Any:
         self.before_send(message)
         return super().send(node, message)
+
+    def voting_peers(self) -> list[Any]:
+        """The other voting members' nodes, or none on a non-voter (which never asks for a vote)."""
+        return [] if self._selfIsReadonlyNode else list(self._nodes)
 
     def admit(self, conn: Any) -> bool:
         """Whether to keep a connection the server accepted; one refused is closed before

@@ -203,6 +203,10 @@ PYSYNCOBJ_SURFACE = {
     "Serializer.serialize": "a26f44b07da07430",
     "Serializer.setTransmissionData": "e40031f9e6d4e595",
     "SyncObj._onTick": "cc9eb08232d005ba",
+    # elections (OctSyncObj._hurry_if_candidate_behind, LoopTransport._keep_voter_links): how a
+    # vote request is answered, and that an idle connection is dropped when next used
+    "SyncObj.__onMessageReceived": "ddfe34b6c0282179",
+    "TcpConnection.__trySendBuffer": "6fc748d9120c1dfc",
 }
 
 
