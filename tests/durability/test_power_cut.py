@@ -72,7 +72,11 @@ class VolatileMount:
         wait_until(lambda: os.path.ismount(self.mount), timeout=15, message=f"{self.mount} to be mounted")
 
     def write_back(self) -> None:
-        """What the kernel's writeback would have done by now: every write so far on the platter."""
+        """What the kernel's writeback would have done by now: every write so far on the platter.
+        First the kernel's own dirty pages reach the layer (``sync``): a node with syncs off leaves
+        its journal's mmap'd changes there, and without this the cluster's own forming could be
+        cut away, leaving a control run that never forms again rather than one that lost writes."""
+        os.sync()
         (self.mount / CONTROL.lstrip("/")).write_text("sync")
 
     def cut(self) -> None:
