@@ -1,10 +1,12 @@
-"""Damaged Raft files are refused with a reason and a way out, never half-loaded."""
+"""Damaged Raft files are refused with a reason and a way out, never half-loaded; an append torn
+by a power cut is cut off, and the node starts on every entry before it."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from octctl.state.raft_files import (
     JOURNAL,
     CorruptRaftFiles,
     check_raft_files,
+    cut_torn_tail,
     reset_raft_files,
 )
 from tests.wait import wait_until_async
@@ -87,6 +90,60 @@ def test_entries_out_of_order_are_refused(good_journal: Path, tmp_path: Path) ->
     struct.pack_into("<Q", data, second + 4, 999)  # the second entry claims index 999
     journal.write_bytes(bytes(data))
     with pytest.raises(CorruptRaftFiles, match="entry 999"):
+        check_raft_files(tmp_path)
+
+
+def record_starts(data: bytes) -> list[int]:
+    (end,) = struct.unpack_from("<I", data, 36)
+    starts, offset = [], 40
+    while offset < end:
+        starts.append(offset)
+        offset += struct.unpack_from("<I", data, offset)[0] + 8
+    return starts
+
+
+def zero_the_last_record(data: bytearray) -> None:
+    """The header's new end offset reached the disk, the page holding the record did not."""
+    (end,) = struct.unpack_from("<I", data, 36)
+    start = record_starts(bytes(data))[-1]
+    data[start:end] = bytes(end - start)
+
+
+def cut_the_last_record_short(data: bytearray) -> None:
+    """The last record's first sector made it, its last bytes (the trailing size) did not."""
+    (end,) = struct.unpack_from("<I", data, 36)
+    data[end - 6 : end] = bytes(6)
+
+
+@pytest.mark.parametrize("tear", [zero_the_last_record, cut_the_last_record_short])
+def test_an_append_torn_by_a_power_cut_is_cut_off(
+    good_journal: Path, tmp_path: Path, tear: Callable[[bytearray], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = copy_journal(good_journal, tmp_path)
+    data = bytearray(journal.read_bytes())
+    last = record_starts(bytes(data))[-1]
+    tear(data)
+    journal.write_bytes(bytes(data))
+
+    check_raft_files(tmp_path)  # (cuts, then finds nothing wrong)
+    assert struct.unpack_from("<I", journal.read_bytes(), 36)[0] == last
+    assert "torn append" in caplog.text and str(journal) in caplog.text
+    # the last write's entry was the torn one: the node starts on every entry before it, and goes on
+    assert asyncio.run(write_values(tmp_path, 0)) == {"value": "28", "revision": 29}
+    assert asyncio.run(write_values(tmp_path, 1)) == {"value": "0", "revision": 30}
+    assert cut_torn_tail(journal) == 0
+
+
+def test_zeros_before_whole_records_are_not_a_torn_tail(good_journal: Path, tmp_path: Path) -> None:
+    """Damage with whole records after it is not an interrupted append: cutting there could drop
+    entries this node acknowledged, so it is refused as before."""
+    journal = copy_journal(good_journal, tmp_path)
+    data = bytearray(journal.read_bytes())
+    starts = record_starts(bytes(data))
+    data[starts[-3] : starts[-2]] = bytes(starts[-2] - starts[-3])
+    journal.write_bytes(bytes(data))
+    assert cut_torn_tail(journal) == 0
+    with pytest.raises(CorruptRaftFiles, match="impossible size 0"):
         check_raft_files(tmp_path)
 
 
