@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
+import os
 import struct
 import sys
 import time
@@ -144,10 +146,7 @@ class Leader:
         from dnslib import DNSRecord
 
         before = self._zone_builds()
-        settings = (self.data_dir / "node.json").read_text()
-        import json
-
-        node = json.loads(settings)
+        node = json.loads((self.data_dir / "node.json").read_text())
         query = DNSRecord.question(f"s0000.{PROJECT}.{node.get('dns_domain', 'oct')}")
         port = int(node.get("dns_port", 53))
         with contextlib.suppress(OSError):
@@ -295,7 +294,12 @@ def main() -> int:
         pairs = sorted(
             {(n, args.hold_services) for n in args.nodes} | {(args.hold_nodes, s) for s in args.services}
         )
-    head: dict[str, Any] = {"bench": "scale", "pairs": pairs, "idle_s": args.idle, "cores": _cores()}
+    head: dict[str, Any] = {
+        "bench": "scale",
+        "pairs": pairs,
+        "idle_s": args.idle,
+        "cores": os.cpu_count() or 0,
+    }
     points = []
     try:
         for nodes, services in pairs:
@@ -326,12 +330,6 @@ def main() -> int:
         }
     emit({**head, "points": points, "growth": fits, "goals": goals})
     return 0
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

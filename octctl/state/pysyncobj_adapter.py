@@ -16,9 +16,11 @@ code behind them. pyproject pins the exact PySyncObj version they were read from
 from __future__ import annotations
 
 import logging
+import os
 import random
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -38,7 +40,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import TcpConnection
 from pysyncobj.transport import TCPTransport
 
-from octctl.state.stable_storage import replace_durably, sync_file, write_durably
+from octctl.state.stable_storage import replace_durably, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +410,10 @@ class DurableJournal(FileJournal):
         self._dirty = False
         super().__init__(path)
         self._FileJournal__metaStorer = _DurableMetaStorer(path + ".meta", self)
+        #: Kept open for the journal's life (a sync per tick should not cost an open and a close),
+        #: closed with it.
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        weakref.finalize(self, os.close, self._fd)
 
     def add(self, command: Any, idx: int, term: int) -> None:
         super().add(command, idx, term)
@@ -431,7 +437,7 @@ class DurableJournal(FileJournal):
         if the disk refused, and the journal stays dirty: nothing it holds may be reported."""
         if self._dirty:
             if self.durable:
-                sync_file(self.path)  # (the mmap's dirty pages are the file's: one fdatasync)
+                os.fdatasync(self._fd)  # (the mmap's dirty pages are the file's)
             self._dirty = False
 
 
