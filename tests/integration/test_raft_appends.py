@@ -25,12 +25,17 @@ def free_address() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
+def lone_replica(peers: int = 1, **timeouts: float) -> OctSyncObj:
+    """A real ``OctSyncObj`` with ``peers`` other voters that never answer: messages are handed to
+    it with ``receive``. ``timeouts``: PySyncObj's election and connection timeouts."""
+    conf = SyncObjConf(autoTick=False, dynamicMembershipChange=True, appendEntriesUseBatch=True, **timeouts)
+    others = [free_address() for _ in range(peers)]
+    return OctSyncObj(free_address(), others, conf, consumers=[], cipher=RaftCipher("pw"), max_entry=1 << 20)
+
+
 @pytest.fixture
 def follower() -> Iterator[OctSyncObj]:
-    conf = SyncObjConf(autoTick=False, dynamicMembershipChange=True, appendEntriesUseBatch=True)
-    sync = OctSyncObj(
-        free_address(), [free_address()], conf, consumers=[], cipher=RaftCipher("pw"), max_entry=1 << 20
-    )
+    sync = lone_replica()
     try:
         yield sync
     finally:

@@ -10,48 +10,24 @@ stay open through a quiet spell, so a vote request between them is not lost (a r
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pysyncobj import SyncObjConf
 
 from octctl.state.pysyncobj_adapter import HURRY_JITTER, OctSyncObj
 from octctl.state.raft_sockets import KEEPALIVE
-from octctl.state.raft_wire import RaftCipher
+from tests.integration.test_raft_appends import NOOP, lone_replica
 from tests.integration.test_raft_wire import raft_group
 
-NOOP = b"\x01"  # PySyncObj's NO_OP command: applying it touches no replicated object
 LONG = 20.0  # the follower's shortest election timeout
-
-
-def free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture
 def follower() -> Iterator[OctSyncObj]:
     """A follower of ``peers()[0]`` at term 1 holding entries 1-4; ``peers()[1]`` is the other voter."""
-    conf = SyncObjConf(
-        autoTick=False,
-        dynamicMembershipChange=True,
-        appendEntriesUseBatch=True,
-        raftMinTimeout=LONG,
-        raftMaxTimeout=LONG + 10,
-        connectionTimeout=LONG + 10,
-    )
-    sync = OctSyncObj(
-        free_address(),
-        [free_address(), free_address()],
-        conf,
-        consumers=[],
-        cipher=RaftCipher("pw"),
-        max_entry=1 << 20,
-    )
+    sync = lone_replica(2, raftMinTimeout=LONG, raftMaxTimeout=LONG + 10, connectionTimeout=LONG + 10)
     try:
         leader = sync.peers()[0]
         append = {
