@@ -41,7 +41,11 @@ def optimum(
     demands: Sequence[Demand], reserve: Reserve, arch: str, min_nodes: int, max_nodes: int | None
 ) -> Decimal | None:
     """The exact cheapest fleet's cost: over every partition into nodes, each node the cheapest
-    type that holds its block, padded to ``min_nodes`` with the cheapest type."""
+    type that holds its block, padded to ``min_nodes`` with the cheapest type; all nodes of one
+    architecture (with ``any``: the cheaper of the two)."""
+    if arch == "any":
+        costs = [c for a in ("arm64", "x86_64") if (c := optimum(demands, reserve, a, min_nodes, max_nodes))]
+        return min(costs, default=None)
     pool = sorted(candidates(arch), key=lambda t: (node_cost(t), t.vcpus, t.memory_mib, t.name))  # type: ignore[arg-type]
     best: Decimal | None = None
     for split in partitions(list(demands)):
@@ -64,6 +68,7 @@ def kept_the_rules(
 ) -> None:
     assert set(fleet.placements) == {d.service for d in demands}
     assert min_nodes <= len(fleet.types) and (max_nodes is None or len(fleet.types) <= max_nodes)
+    assert len({t.arch for t in fleet.types}) == 1, "a fleet of two architectures"
     for node, t in zip(fleet.node_ids, fleet.types, strict=True):
         block = [d for d in demands if fleet.placements[d.service] == node]
         offered = t.capacity(reserve)

@@ -117,7 +117,10 @@ class _Packer:
     def __init__(self, pool: Sequence[InstanceType], reserve: Reserve) -> None:
         self.pool = sorted(pool, key=lambda t: (node_cost(t), t.vcpus, t.memory_mib, t.name))
         self.reserve = reserve
+        self.empty = node_cost(self.pool[0]) if self.pool else Decimal(0)
         self._fits: dict[tuple[int, int], InstanceType | None] = {}
+        #: load -> what the cheapest node holding it costs (the moves ask this a million times)
+        self._costs: dict[tuple[int, int], Decimal | None] = {(0, 0): Decimal(0)}
 
     def fit(self, cpus: int, memory: int) -> InstanceType | None:
         key = (cpus, memory)
@@ -127,10 +130,13 @@ class _Packer:
 
     def cost(self, cpus: int, memory: int) -> Decimal | None:
         """A node holding this load at its cheapest; an empty node costs nothing (it goes away)."""
-        if cpus == 0 and memory == 0:
-            return Decimal(0)
-        t = self.fit(cpus, memory)
-        return None if t is None else node_cost(t)
+        key = (cpus, memory)
+        try:
+            return self._costs[key]
+        except KeyError:
+            t = self.fit(cpus, memory)
+            cost = self._costs[key] = None if t is None else node_cost(t)
+            return cost
 
     def one_type(self, demands: Sequence[Demand], max_nodes: int | None) -> list[_Node] | None:
         """The cheapest first-fit-decreasing packing onto nodes of a single type (None: no type
@@ -201,7 +207,7 @@ class _Packer:
         """What a node of the fleet costs: an empty one (kept for ``min_nodes``) the cheapest type."""
         cost = self.cost(node.cpus, node.memory)
         assert cost is not None  # (a node only ever holds what a type holds)
-        return cost or node_cost(self.pool[0])
+        return cost or self.empty
 
     def _bound(self, t: InstanceType, cpus: int, memory: int) -> Decimal:
         offered = t.capacity(self.reserve)
@@ -237,7 +243,7 @@ class _Packer:
                 left = self.cost(source.cpus - demand.cpus, source.memory - demand.memory)
                 assert left is not None
                 if left == 0 and len(nodes) <= min_nodes:
-                    left = node_cost(self.pool[0])  # (emptied, it stays: the fleet is at its minimum)
+                    left = self.empty  # (emptied, it stays: the fleet is at its minimum)
                 if left >= here:
                     continue  # (the source would cost as much without it: no target can make it pay)
                 best: tuple[Decimal, _Node] | None = None
@@ -312,10 +318,10 @@ class _Packer:
             for b in nodes[i + 1 :]:
                 if id(b) in gone or len(nodes) - len(gone) <= min_nodes:
                     continue
-                if any(not a.admits(d) for d in b.instances):
-                    continue
                 merged = self.cost(a.cpus + b.cpus, a.memory + b.memory)
                 if merged is None or merged >= self._cost_of(a) + self._cost_of(b):
+                    continue
+                if any(not a.admits(d) for d in b.instances):
                     continue
                 for d in list(b.instances):
                     b.remove(d)
@@ -335,23 +341,47 @@ def cheapest_mixed_fleet(
     min_nodes: int = 1,
     max_nodes: int | None = None,
 ) -> MixedFleet:
-    """The cheapest fleet this module finds for ``demands`` (see the module docstring).
+    """The cheapest fleet this module finds for ``demands`` (see the module docstring), all of one
+    CPU architecture: with ``arch = "any"`` each is tried and the cheaper kept, because a fleet's
+    nodes share one image and the services' images need not run on both.
     Raises :class:`NoInstanceTypeFits` when no fleet within ``max_nodes`` runs them."""
-    packer = _Packer(candidates(arch, instance_type), reserve)
-    tries = [
-        n for n in (packer.one_type(demands, max_nodes), packer.greedy(demands, max_nodes)) if n is not None
-    ]
-    for start in tries:
-        start += [_Node() for _ in range(max(0, min_nodes - len(start)))]
-        packer.improve(start, min_nodes)
-    nodes = min(tries, key=packer.total, default=None)
-    if nodes is None:
+    found: list[tuple[Decimal, _Packer, list[_Node]]] = []
+    pools = [candidates(one, instance_type) for one in (("arm64", "x86_64") if arch == "any" else (arch,))]
+    for bound, pool in sorted(
+        ((_lower_bound(demands, p, reserve), p) for p in pools if p), key=lambda b: b[0]
+    ):
+        if found and bound >= min(f[0] for f in found):
+            break  # (no fleet of this architecture can beat the one found)
+        packer = _Packer(pool, reserve)
+        starts = [packer.one_type(demands, max_nodes), packer.greedy(demands, max_nodes)]
+        for start in (s for s in starts if s is not None):
+            start += [_Node() for _ in range(max(0, min_nodes - len(start)))]
+            packer.improve(start, min_nodes)
+            found.append((packer.total(start), packer, start))
+    if not found:
         limit = f" on at most {max_nodes} node{'s' if max_nodes != 1 else ''}" if max_nodes else ""
         raise NoInstanceTypeFits(
             f"no fleet runs the services ({sum(d.cpus for d in demands)} millicores, "
             f"{sum(d.memory for d in demands)} MB in all, one instance of a service per node){limit}"
         )
+    _, packer, nodes = min(found, key=lambda f: f[0])
     chosen = [packer.fit(n.cpus, n.memory) or packer.pool[0] for n in nodes]  # (empty: the cheapest)
     chosen += [packer.pool[0]] * max(0, min_nodes - len(nodes))
     placements = {d.service: f"node-{i + 1}" for i, n in enumerate(nodes) for d in n.instances}
     return MixedFleet(tuple(chosen), placements)
+
+
+def _lower_bound(demands: Sequence[Demand], pool: Sequence[InstanceType], reserve: Reserve) -> Decimal:
+    """Less than any fleet of ``pool`` costs: the total CPU, and the total memory, each bought at
+    the lowest price per unit any type offers it."""
+    cpus, memory = sum(d.cpus for d in demands), sum(d.memory for d in demands)
+    per_cpu = min(
+        (node_cost(t) / t.capacity(reserve).cpus for t in pool if t.capacity(reserve).cpus > 0), default=None
+    )
+    per_mb = min(
+        (node_cost(t) / t.capacity(reserve).memory for t in pool if t.capacity(reserve).memory > 0),
+        default=None,
+    )
+    if per_cpu is None or per_mb is None:
+        return Decimal("Infinity")
+    return max(cpus * per_cpu, memory * per_mb)
