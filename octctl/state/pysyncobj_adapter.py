@@ -73,6 +73,7 @@ PRIVATE_SURFACE: Final[tuple[tuple[str, str, str], ...]] = (
     ("pysyncobj.transport.TCPTransport", "_onTick", "method"),
     ("pysyncobj.transport.TCPTransport", "_nodes", "attribute"),
     ("pysyncobj.transport.TCPTransport", "_selfIsReadonlyNode", "attribute"),
+    ("pysyncobj.transport.TCPTransport", "_connections", "attribute"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__tryReadBuffer", "method"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__processParseMessage", "method"),
     ("pysyncobj.tcp_connection.TcpConnection", "_TcpConnection__socket", "attribute"),
@@ -298,8 +299,12 @@ class HookedTransport(TCPTransport):
         return super().send(node, message)
 
     def voting_peers(self) -> list[Any]:
-        """The other voting members' nodes, or none on a non-voter (which never asks for a vote)."""
-        return [] if self._selfIsReadonlyNode else list(self._nodes)
+        """The other voting members' nodes whose connection finished its handshake (a message
+        sent before then would be taken for the handshake's own), or none on a non-voter (which
+        never asks for a vote)."""
+        if self._selfIsReadonlyNode:
+            return []
+        return [n for n in self._nodes if (c := self._connections.get(n)) is not None and c.sendRandKey]
 
     def admit(self, conn: Any) -> bool:
         """Whether to keep a connection the server accepted; one refused is closed before
