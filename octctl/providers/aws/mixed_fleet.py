@@ -40,6 +40,7 @@ from octctl.scheduler import Demand
 __all__ = ["MixedFleet", "cheapest_mixed_fleet", "cheapest_type_for", "node_cost"]
 
 
+#: Nothing kept from services on a node (the default; oct.toml's default reserve is the caller's).
 NO_RESERVE = Reserve()
 
 #: Swaps (every pair of instances on every pair of nodes) are tried up to this many instances; a
@@ -81,7 +82,8 @@ def cheapest_type_for(
 
 
 class _Node:
-    """A node being packed: what is on it and the cheapest type that holds it."""
+    """A node being packed: the instances on it, their total size, groups and host ports (its type
+    is not kept: it is the cheapest that holds the total, :meth:`_Packer.fit`)."""
 
     __slots__ = ("cpus", "groups", "instances", "memory", "ports")
 
@@ -114,6 +116,9 @@ class _Node:
 
 
 class _Packer:
+    """The types of one architecture, cheapest first, and the ways to pack nodes from them; every
+    node's cost is the cheapest type holding its load (cached per load)."""
+
     def __init__(self, pool: Sequence[InstanceType], reserve: Reserve) -> None:
         self.pool = sorted(pool, key=lambda t: (node_cost(t), t.vcpus, t.memory_mib, t.name))
         self.reserve = reserve
