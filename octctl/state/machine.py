@@ -46,7 +46,7 @@ from octctl.state.pysyncobj_adapter import (
     use_durable_files,
 )
 from octctl.state.raft_files import DUMP, JOURNAL, check_raft_files
-from octctl.state.raft_sockets import LoopPoller, LoopTransport
+from octctl.state.raft_sockets import KEEPALIVE, LoopPoller, LoopTransport
 from octctl.state.raft_wire import RaftCipher
 from octctl.state.replicated import StateMachine
 
@@ -241,7 +241,7 @@ class RaftNode:
         at the end of the tick that added them, before a follower's acknowledgement can even be
         read, so the leader counts itself toward a commit only once they are on its disk (Raft
         thesis, 10.2.1: the leader writes its log in parallel with replicating it)."""
-        if not (isinstance(message, dict) and message.get("type") in ("append_entries", "keepalive")):
+        if not (isinstance(message, dict) and message.get("type") in ("append_entries", KEEPALIVE["type"])):
             self._sync_journal()  # (a keepalive says nothing of the log)
 
     def _sync_journal(self) -> None:
