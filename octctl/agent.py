@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from octctl.health import HealthMonitor
+from octctl.instances import serving
 from octctl.log_pump import lines_of
 from octctl.names import check_instance, check_name
 from octctl.runtime.base import InstanceSpec, InstanceStatus, Runtime, RuntimeFailure, RuntimeName, Usage
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 RUNTIMES_FILE = "runtimes.json"
 #: The instances whose health this node checks, so a restarted oct-ctl goes on checking them.
 HEALTHCHECKS_FILE = "healthchecks.json"
+#: Seconds an instance's previous generation (a start-first update beside it) goes on running
+#: once the new one serves: every node's ingress moves to the new one well within it, and what
+#: the old one was answering is done.
+RETIRE_AFTER = 3.0
+#: How often the new generation is looked at until it serves.
+RETIRE_POLL = 0.5
 #: ``Provider.mount_disk``: (disk, device, folder).
 MountDisk = Callable[[str, str, Path], None]
 #: ``Provider.fill_from_snapshot``: (snapshot, folder).
@@ -94,6 +101,8 @@ class Agent:
         self._probe_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent-health")
         self._runtimes: dict[str, Runtime] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: The task that retires an instance's previous generation, by (project, instance).
+        self._retiring: dict[tuple[str, str], asyncio.Task[None]] = {}
         for name in self._remembered():
             self._runtime(name)
         self.health = HealthMonitor(self, data_dir / HEALTHCHECKS_FILE)
@@ -159,11 +168,47 @@ class Agent:
                 self.health.forget(spec.project, spec.service)  # nothing runs to be checked
             else:
                 self.health.watch(spec)
+            self._stop_retiring(spec.project, spec.service)
+            self._retire_when_serving(status)
             return self.health.report(status)
+
+    def _retire_when_serving(self, status: InstanceStatus) -> None:
+        """Start retiring the instance's previous generation, if it has one and nobody is."""
+        key = (status.project, status.service)
+        if status.previous_port is None or (key in self._retiring and not self._retiring[key].done()):
+            return
+        self._retiring[key] = asyncio.get_running_loop().create_task(self._retire(status.runtime, *key))
+
+    def _stop_retiring(self, project: str, service: str) -> None:
+        task = self._retiring.pop((project, service), None)
+        if task is not None:
+            task.cancel()
+
+    async def _retire(self, runtime: RuntimeName, project: str, service: str) -> None:
+        """Once the current generation serves (running, and healthy if it has a check), wait
+        :data:`RETIRE_AFTER` and stop the previous one. An apply or a removal meanwhile cancels
+        this (the apply starts it again for what it leaves)."""
+        try:
+            while True:
+                current = await self._call(self._runtime(runtime).status, project, service)
+                if current is None:
+                    return
+                if serving(self.health.report(current).model_dump()):
+                    break
+                await asyncio.sleep(RETIRE_POLL)
+            await asyncio.sleep(RETIRE_AFTER)
+            async with self._locks[(project, service)]:
+                await self._call(self._runtime(runtime).retire_previous, project, service)
+        except RuntimeFailure as e:
+            log.warning("cannot retire the previous generation of %s/%s: %s", project, service, e)
+        finally:
+            if self._retiring.get((project, service)) is asyncio.current_task():
+                del self._retiring[(project, service)]
 
     async def remove(self, project: str, service: str) -> None:
         self._check(project, service)
         async with self._locks[(project, service)]:
+            self._stop_retiring(project, service)
             self.health.forget(project, service)
             for runtime in list(self._runtimes.values()):
                 try:
@@ -178,9 +223,13 @@ class Agent:
         found: builtins.list[InstanceStatus] = []
         for runtime in list(self._runtimes.values()):
             try:
-                found.extend(self.health.report(s) for s in await self._call(runtime.list, project))
+                statuses = [self.health.report(s) for s in await self._call(runtime.list, project)]
             except RuntimeFailure as e:
                 log.warning("%s runtime cannot list instances: %s", runtime.name, e)
+                continue
+            for status in statuses:
+                self._retire_when_serving(status)  # a previous generation an earlier oct-ctl left
+            found.extend(statuses)
         return found
 
     async def usage(self) -> builtins.list[Usage]:

@@ -6,6 +6,11 @@ from a range of its own, which the ingress forwards to. The leader assigns them 
 placements and Raft keeps them (``ClusterState["instance_ports"]``): a port is kept while its
 service stays on its node, so placing another service never changes an instance's spec (and never
 restarts it). Pure functions over the placements.
+
+Each port has a *partner* 5,000 above it, kept free with it: a start-first update starts the new
+version of a container on the partner while the old one still serves on the port, and the next
+update goes back (:func:`octctl.specs.replaced_beside`). So ports are given from the lower half
+of the range, and only where the partner is free too.
 """
 
 from __future__ import annotations
@@ -13,6 +18,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 
 from octctl.addresses import INSTANCE_PORTS
+
+#: The distance from a port to its partner: half the range.
+PARTNER_OFFSET = len(INSTANCE_PORTS) // 2
+#: The ports given out; their partners are the upper half.
+GIVEN_PORTS = range(INSTANCE_PORTS.start, INSTANCE_PORTS.start + PARTNER_OFFSET)
+
+
+def partner(port: int) -> int:
+    """The other port of ``port``'s pair (a port of the upper half, kept by an older oct, pairs
+    with the lower one)."""
+    return port + PARTNER_OFFSET if port in GIVEN_PORTS else port - PARTNER_OFFSET
 
 
 def assign_instance_ports(
@@ -38,14 +54,15 @@ def assign_instance_ports(
     ports: dict[str, int] = {}
     for service in sorted(public & placements.keys()):
         node, kept = placements[service], before.get(service)
-        if kept is not None and placed_before.get(service) == node and kept not in taken.get(node, set()):
+        used = taken.setdefault(node, set())
+        if kept is not None and placed_before.get(service) == node and not {kept, partner(kept)} & used:
             ports[service] = kept
-            taken.setdefault(node, set()).add(kept)
+            used.update((kept, partner(kept)))
     for service in sorted(public & placements.keys() - ports.keys()):
         used = taken.setdefault(placements[service], set())
-        free = next((p for p in INSTANCE_PORTS if p not in used), None)
+        free = next((p for p in GIVEN_PORTS if p not in used and partner(p) not in used), None)
         if free is None:
-            continue  # 10,000 public services on one node: the rest wait unserved
+            continue  # 5,000 public services on one node: the rest wait unserved
         ports[service] = free
-        used.add(free)
+        used.update((free, partner(free)))
     return ports

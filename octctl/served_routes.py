@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from octctl.ingress.haproxy import Haproxy, IngressError
 from octctl.ingress.routes import IngressRoutes, Route, Site, Upstream, Web
-from octctl.instances import PlacedInstances
+from octctl.instances import PlacedInstances, serving
 from octctl.logthrottle import LogLimiter
 from octctl.sites import Site as SiteNames
 from octctl.sites import sites
@@ -55,8 +56,11 @@ def routes_from_state(view: ClusterState, address: str, also: str | None = None)
                 continue
             placed = True  # served even while every instance drains: clients wait, not refused
             seen = view["instances"].get(node_id, {}).get(instance)
-            if drain_key(instance, node_id) not in draining and (seen is None or _healthy(seen)):
-                upstreams.append(Upstream(node["address"], port))
+            if drain_key(instance, node_id) in draining:
+                continue
+            at = _serving_port(seen, port)
+            if at is not None:
+                upstreams.append(Upstream(node["address"], at))
         if not placed or any(route.port == service.public_port for route in routes):
             continue  # (two sharers on one node, between a deploy and its placements: the first serves)
         routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
@@ -85,6 +89,18 @@ def web_from_state(
         web_sites.append(Site(site.service, site.names, upstreams.get(site.service, ()), certificate))
     fallback = Route(on_80.service, 80, "http", on_80.upstreams) if on_80 is not None else None
     return Web(tuple(web_sites), tuple(acme["challenges"].items()), fallback)
+
+
+def _serving_port(seen: dict[str, Any] | None, port: int) -> int | None:
+    """Where the ingress reaches an instance: the port it runs on, or its previous generation's
+    while a start-first update brings the new one up beside it; None while it is unhealthy."""
+    if seen is None:
+        return port
+    if serving(seen):
+        return int(seen.get("port") or port)
+    if seen.get("previous_port"):
+        return int(seen["previous_port"])
+    return int(seen.get("port") or port) if _healthy(seen) else None
 
 
 def _healthy(seen: dict[str, object]) -> bool:

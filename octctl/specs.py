@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from octctl.addresses import container_address
 from octctl.config import Config, ConfigError, Service
 from octctl.config.template import render_service_refs, service_refs
 from octctl.dns.zone import DEFAULT_DOMAIN
+from octctl.instance_ports import partner
 from octctl.instances import PlacedInstances, instances_of
 from octctl.runtime.base import HealthcheckSpec, InstanceSpec, PortMapping, VolumeMount
 from octctl.scheduler import Demand
@@ -139,7 +141,10 @@ def network_endpoints(
 def spec_hash(spec: InstanceSpec) -> str:
     # Fields added since keep the hash of a spec that does not use them, so an upgrade of oct
     # replaces no running instance.
-    exclude = {"deployment", "spec_hash"} | ({"healthcheck"} if spec.healthcheck is None else set())
+    # ``instance_port`` is in the ports, env and probe already; ``beside`` says how to replace,
+    # not what runs.
+    exclude = {"deployment", "spec_hash", "instance_port", "beside"}
+    exclude |= {"healthcheck"} if spec.healthcheck is None else set()
     exclude |= {"volumes"} if not spec.volumes else set()
     content = spec.model_dump(mode="json", exclude=exclude)
     for mount in content.get("volumes", ()):
@@ -280,6 +285,7 @@ def instance_spec(
         workdir=workdir,
         healthcheck=_healthcheck(service, node["address"], port),
         volumes=mounts,
+        instance_port=instance_port if service.public_port is not None else None,
         **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)
@@ -304,13 +310,31 @@ def _mounts(service: Service, node: NodeRecord, rollout: Rollout) -> list[Volume
     return mounts
 
 
+def replaced_beside(config: Config, service: Service) -> bool:
+    """Whether a changed instance of ``service`` starts next to its running version, on the other
+    port of its pair (:func:`octctl.instance_ports.partner`), instead of in its place: start-first
+    public services in containers. Their instance port is theirs alone, so the two versions
+    cannot clash. A process service keeps the surge (:mod:`octctl.leader.surge`): its records and
+    log are one per instance name."""
+    return (
+        service.update.order == "start-first"
+        and service.runtime == "docker"
+        and service.public_port is not None
+        and service.public_port not in config.project.host_bound_ports
+    )
+
+
 def instance_specs(
     config: Config,
     placements: Mapping[str, str],
     nodes: Mapping[str, NodeRecord],
     rollout: Rollout,
     instance_ports: Mapping[str, int] | None = None,
+    running: Mapping[str, Running] | None = None,
 ) -> dict[str, InstanceSpec]:
+    """Every placed instance's spec. ``running``: what each instance runs now on its node, so a
+    service replaced beside (:func:`replaced_beside`) renders its change on the port its running
+    version does not use, and an unchanged one on the port it uses."""
     known = endpoints(config, placements, nodes)
     on_network = network_endpoints(config, known, rollout.domain)
     local = config.project.provider_kind == "local"
@@ -321,7 +345,36 @@ def instance_specs(
             continue
         values = on_network if local and service.runtime == "docker" else known
         port = (instance_ports or {}).get(instance)
-        spec = instance_spec(config, service, node, values, rollout, port, instance)
+        now = (running or {}).get(instance)
+        if port is not None and now is not None and replaced_beside(config, service):
+            spec = _beside(
+                port, now, partial(instance_spec, config, service, node, values, rollout, instance=instance)
+            )
+        else:
+            spec = instance_spec(config, service, node, values, rollout, port, instance)
         if spec is not None:
             specs[instance] = spec
     return specs
+
+
+@dataclass(frozen=True)
+class Running:
+    """What an instance runs now on its node: its spec's hash and instance port (None: started
+    before oct reported ports, so on the port the state gives it)."""
+
+    spec_hash: str
+    port: int | None
+
+
+def _beside(port: int, now: Running, render: Callable[..., InstanceSpec | None]) -> InstanceSpec | None:
+    """The spec on the port of the pair that ``now`` uses if nothing changed, else on the other
+    one, marked ``beside``."""
+    pair = (port, partner(port))
+    current = now.port if now.port in pair else port
+    same = render(current)
+    if same is None or same.spec_hash == now.spec_hash:
+        return same
+    other = render(pair[1] if current == pair[0] else pair[0])
+    if other is not None:
+        other.beside = True
+    return other

@@ -280,7 +280,7 @@ class Haproxy:
         """The master's counts, asked a few times: an answer can come back cut while the master is
         still busy with a previous reload, and that is no reason to give up on this one."""
         for _ in range(10):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, OSError):
                 return await self._reload_counts()
             await asyncio.sleep(0.1)
         raise IngressError(f"haproxy's master does not say how many reloads it did: see {self.log_path}")
@@ -319,6 +319,10 @@ class Haproxy:
             writer.write(command.encode() + b";quit\n")
             await writer.drain()
             return (await asyncio.wait_for(reader.read(), 2.0)).decode(errors="replace")
+        except RuntimeError as e:
+            # uvloop's word for a socket the master closed under us (it re-executes on a reload):
+            # a connection error like any other, which the callers retry.
+            raise ConnectionResetError(f"haproxy's master closed its socket: {e}") from e
         finally:
             writer.close()
 

@@ -205,9 +205,19 @@ class Converger:
         await self._end_drains(draining, specs, observed)
         # An instance whose service stays (scaled down, moved, rolled) leaves rotation before it stops.
         staying = [(n, name) for n, name, seen in removals if service_of(name) in services and _running(seen)]
-        staying += [(s.node, s.service) for s in pushes if _running(observed.get(s.node, {}).get(s.service))]
+        # (One replaced beside goes on serving until its node retires it, once the new one serves.)
+        staying += [
+            (s.node, s.service)
+            for s in pushes
+            if not s.beside and _running(observed.get(s.node, {}).get(s.service))
+        ]
         staying = [(n, name) for n, name in staying if _rolling(specs, name)]
         held = await self._drain(view, staying, routed or {})
+        # An instance whose previous generation still runs is being replaced beside it: poll often
+        # until the new one serves, so the next one starts and every ingress moves on at once.
+        self.waiting_on_drain |= any(
+            seen.get("previous_port") for instances in observed.values() for seen in instances.values()
+        )
         removals = [r for r in removals if drain_key(r[1], r[0]) not in held]
         pushes = [s for s in pushes if drain_key(s.service, s.node) not in held]
         if not removals and not pushes:

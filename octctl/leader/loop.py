@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.config import Config
+from octctl.instances import instance_names
 from octctl.leader.certificates import Certifier
 from octctl.leader.converge import DRAIN_POLL, Converger
 from octctl.leader.deployments import Deployments
@@ -33,7 +34,7 @@ from octctl.leader.surge import surge, surge_instances, with_surge
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import Provider
 from octctl.runtime.base import InstanceSpec
-from octctl.specs import Rollout, instance_specs
+from octctl.specs import Rollout, Running, instance_specs, replaced_beside
 from octctl.state.desired import desired_project
 from octctl.state.machine import NotLeader, RaftUnavailable
 from octctl.state.model import ClusterState, command, draining_of, volumes_of
@@ -168,7 +169,7 @@ class Leader:
         placements = await duties.fleet.schedule(view, running, optional)
         if duties.fleet.reshaped or await duties.publisher.learn_public_addresses(view):
             return True
-        specs = self._specs(view, running, placements, duties.fleet.ports)
+        specs = self._specs(view, running, placements, duties.fleet.ports, observed)
         changed = await duties.converger.converge(view, running, specs, observed, duties.liveness.routed)
         await duties.deployments.update(view, running, specs, observed, optional)
         await duties.publisher.publish(view, config, placements)
@@ -183,13 +184,18 @@ class Leader:
         grown for)."""
         if config is None or all(s.update.order != "start-first" for s in config.project.services):
             return config, frozenset()
-        current = self._specs(view, config, view["placements"], view.get("instance_ports", {}))
+        current = self._specs(view, config, view["placements"], view.get("instance_ports", {}), observed)
         draining = {key.rpartition("@")[0] for key in draining_of(view)}
         counts = surge(config, current, observed, view["placements"], draining)
         return with_surge(config, counts), surge_instances(config, counts)
 
     def _specs(
-        self, view: ClusterState, config: Config | None, placements: dict[str, str], ports: dict[str, int]
+        self,
+        view: ClusterState,
+        config: Config | None,
+        placements: dict[str, str],
+        ports: dict[str, int],
+        observed: Observed,
     ) -> dict[str, InstanceSpec]:
         deployment = view["deployment"]
         if config is None or deployment is None:
@@ -202,7 +208,8 @@ class Leader:
             volumes=volumes_of(view),
             network_disks=self.provider is not None and self.provider.network_disks,
         )
-        key = (view, config, dict(placements), dict(ports))
+        now = running_now(view, config, placements, observed)
+        key = (view, config, dict(placements), dict(ports), now)
         cached = self._specs_cache
         if (
             cached is not None
@@ -211,6 +218,24 @@ class Leader:
             and cached[0][2:] == key[2:]
         ):
             return cached[1]  # an idle pass: the same replica view, project and placements
-        specs = instance_specs(config, placements, view["nodes"], rollout, ports)
+        specs = instance_specs(config, placements, view["nodes"], rollout, ports, now)
         self._specs_cache = (key, specs)
         return specs
+
+
+def running_now(
+    view: ClusterState, config: Config, placements: dict[str, str], observed: Observed
+) -> dict[str, Running]:
+    """What each instance of a service replaced beside runs on its node now (what its spec is
+    rendered against: :func:`octctl.specs.instance_specs`)."""
+    found = {}
+    for service in config.project.services:
+        if not replaced_beside(config, service):
+            continue
+        for instance in instance_names(service):
+            node = placements.get(instance, "")
+            # (a node that missed this pass's poll: what it last said, so its spec does not change)
+            seen = observed.get(node, {}).get(instance) or view["instances"].get(node, {}).get(instance)
+            if seen is not None:
+                found[instance] = Running(str(seen.get("spec_hash", "")), seen.get("port"))
+    return found

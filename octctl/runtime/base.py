@@ -30,6 +30,8 @@ LABEL_SPEC_HASH = "oct.spec-hash"
 LABEL_NODE = "oct.node"
 LABEL_CLUSTER = "oct.cluster"
 LABEL_VOLUME = "oct.volume"
+#: The instance port a container listens on (public services), read back into its status.
+LABEL_PORT = "oct.instance-port"
 
 
 class PortMapping(BaseModel):
@@ -123,6 +125,17 @@ class InstanceSpec(BaseModel):
         default=None, description="probed by the node (octctl/health/); none: running counts as healthy"
     )
     volumes: list[VolumeMount] = Field(default_factory=list, description="data kept across replacements")
+    instance_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="where the ingress reaches it on its node (public services); reported back in its status",
+    )
+    beside: bool = Field(
+        default=False,
+        description="start-first: start it next to the running version (on another instance port), "
+        "which stays as the instance's previous generation until retire_previous",
+    )
 
     @field_validator("project", "service")
     @classmethod
@@ -154,6 +167,12 @@ class InstanceStatus(BaseModel):
     )
     health_output: str = Field(default="", description="what the last telling probe said (at most 512 bytes)")
     health_changed_at: float | None = Field(default=None, description="when health last changed (Unix time)")
+    port: int | None = Field(default=None, description="the instance port it listens on (its spec's)")
+    previous_port: int | None = Field(
+        default=None,
+        description="the instance port of its previous generation, which still runs and serves until "
+        "this one does (a start-first replacement beside it)",
+    )
 
     @classmethod
     def failed_to_start(cls, spec: InstanceSpec, error: str) -> InstanceStatus:
@@ -214,9 +233,14 @@ class Runtime(abc.ABC):
     Contract:
     - ``apply`` is idempotent: an instance with the same ``spec_hash`` already present is left
       running untouched; a different hash is replaced (old one removed first, since both may want
-      the same host port). It returns the observed status right after starting; a failure to start
-      (image missing and not pullable, command not found, port taken) is returned as
-      ``state="failed"`` with a clear ``error``, never raised.
+      the same host port), except with ``spec.beside`` (a start-first update to another instance
+      port) where a runtime that can keeps the running one as the instance's *previous generation*:
+      still serving, reported as the new status's ``previous_port``, stopped by
+      :meth:`retire_previous`. A beside apply whose spec is the previous generation's (a rollback
+      before it was retired) makes that one current again and drops the other. It returns the
+      observed status right after starting; a failure to start (image missing and not pullable,
+      command not found, port taken) is returned as ``state="failed"`` with a clear ``error``,
+      never raised.
     - ``remove`` is idempotent: removing an absent instance is not an error.
     - ``list`` reports every instance this runtime owns for ``project`` (all projects if None),
       including ones that crashed, so the leader can see and repair them.
@@ -260,6 +284,10 @@ class Runtime(abc.ABC):
         """What each running instance (of ``project``) uses now; instances it cannot tell are left
         out. Read at a metrics scrape and by ``oct top``, never on the leader's polls."""
         return []
+
+    def retire_previous(self, project: str, service: str) -> None:  # noqa: B027 - optional hook
+        """Stop and delete the instance's previous generation, if it has one (the agent calls it
+        once the current one serves). A runtime that never keeps one has nothing to do."""
 
     def restart(self, project: str, service: str) -> None:
         """Restart the instance the way a crash would (counted in ``restarts``); used when its

@@ -62,7 +62,7 @@ def instance_views(
         node_id = state["placements"].get(name)
         record = state["nodes"].get(node_id or "")
         seen = state["instances"].get(node_id or "", {}).get(name)
-        port = state.get("instance_ports", {}).get(
+        port = (seen or {}).get("port") or state.get("instance_ports", {}).get(
             name, service.host_port if service.public_port is None else None
         )
         views.append(

@@ -264,3 +264,70 @@ def test_unreachable_engine_raises_a_clear_failure_on_first_use(monkeypatch: pyt
 
     with pytest.raises(RuntimeFailure, match="cannot reach the Docker engine"):
         rt.list()
+
+
+def beside_spec(project: str, port: int, version: str, **overrides: Any) -> InstanceSpec:
+    """A page naming its version, on ``port``, replaced beside (start-first)."""
+    fields: dict[str, Any] = {
+        "command": ["sh", "-c", f"echo {version} > /www/index.html; exec httpd -f -p 8080 -h /www"],
+        "spec_hash": version,
+        "instance_port": port,
+        "beside": True,
+        **overrides,
+    }
+    return web_spec(project, port, **fields)
+
+
+def test_a_beside_update_keeps_the_old_version_serving_until_it_is_retired(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, project: str
+) -> None:
+    old_port, new_port = free_port(), free_port()
+    assert runtime.apply(beside_spec(project, old_port, "one")).port == old_port
+    wait_until(lambda: http_get(f"http://127.0.0.1:{old_port}/"), message="version one")
+
+    status = runtime.apply(beside_spec(project, new_port, "two", deployment="d2"))
+    assert (status.state, status.spec_hash, status.port, status.previous_port) == (
+        "running", "two", new_port, old_port,
+    )  # fmt: skip
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{new_port}/")).strip() == "two"
+    assert http_get(f"http://127.0.0.1:{old_port}/").strip() == "one", "the old one still serves"
+    listed = [s for s in runtime.list(project)]
+    assert [(s.service, s.spec_hash, s.previous_port) for s in listed] == [("web", "two", old_port)]
+
+    runtime.retire_previous(project, "web")
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{old_port}/") is None, message="old one gone")
+    assert [(s.service, s.previous_port) for s in runtime.list(project)] == [("web", None)]
+    names = [
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+    ]
+    assert names == [container_name(project, "web")]
+
+
+def test_a_rollback_before_retirement_makes_the_previous_generation_current_again(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, project: str
+) -> None:
+    old_port, new_port = free_port(), free_port()
+    runtime.apply(beside_spec(project, old_port, "one"))
+    first = docker_client.containers.get(container_name(project, "web")).id
+    broken = runtime.apply(beside_spec(project, new_port, "two", command=["no-such-command"]))
+    assert broken.state == "failed" and broken.previous_port == old_port
+    assert wait_until(lambda: http_get(f"http://127.0.0.1:{old_port}/")).strip() == "one"
+
+    back = runtime.apply(beside_spec(project, old_port, "one", deployment="d3"))
+    assert (back.state, back.spec_hash, back.port, back.previous_port) == ("running", "one", old_port, None)
+    assert docker_client.containers.get(container_name(project, "web")).id == first, "the same container"
+    assert [s.service for s in runtime.list(project)] == ["web"]
+
+    runtime.remove(project, "web")
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}) == []
+
+
+def test_remove_takes_the_previous_generation_too(
+    runtime: DockerRuntime, docker_client: docker.DockerClient, project: str
+) -> None:
+    runtime.apply(beside_spec(project, free_port(), "one"))
+    runtime.apply(beside_spec(project, free_port(), "two"))
+    assert len(docker_client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})) == 2
+    runtime.remove(project, "web")
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}) == []

@@ -96,7 +96,11 @@ class FakeAgents:
             spec_hash=spec.spec_hash,
             state=state,
             error=f"cannot pull image '{spec.image}'" if state == "failed" else None,
+            port=spec.instance_port,
         )
+        before = self.running.get(address, {}).get(spec.service)
+        if spec.beside and before is not None and before.port != spec.instance_port:
+            status.previous_port = before.port  # a runtime keeps it serving until it retires it
         if state == "running":
             self.running.setdefault(address, {})[spec.service] = status
         return status

@@ -1,5 +1,5 @@
-"""Start-first updates, stepped one leader pass at a time against the fakes: surge instances of
-the new version start first, an old instance is drained only while ``replicas`` others serve,
+"""Start-first updates of processes, stepped one leader pass at a time against the fakes: surge
+instances of the new version start first, an old instance is drained only while ``replicas`` others serve,
 the surge leaves once every instance runs the new version, and a surge with no room is not
 waited for (the update goes on stop-first, without growing the fleet)."""
 
@@ -13,6 +13,13 @@ from octctl.server.views import status_view
 from tests.unit.leader_fakes import FakeAgents, FakeRaft, deploy, project, service, ticks
 
 START_FIRST = {"order": "start-first"}
+
+
+def process_service(name: str, **extra: object) -> dict[str, object]:
+    """A process service: one replaced by a surge (a container is replaced beside instead)."""
+    found = {**service(name, **extra), "runtime": "process", "command": "python3 serve.py"}
+    found.pop("image")
+    return found
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +44,7 @@ def _new_hashes(agents: FakeAgents) -> set[str]:
 
 def test_a_start_first_update_keeps_every_replica_serving_and_the_surge_leaves_after(parts) -> None:  # type: ignore[no-untyped-def]
     reconciler, raft, agents, _ = parts
-    web = service("web", external_port=80, replicas=2, update=START_FIRST)
+    web = process_service("web", external_port=80, replicas=2, update=START_FIRST)
     deploy(raft, project(web))
     ticks(reconciler, 3)
     assert raft.state["deployment"]["state"] == "succeeded"  # type: ignore[index]
@@ -85,7 +92,7 @@ def test_a_surge_with_no_room_is_not_waited_for_and_grows_nothing(parts) -> None
 
 def test_a_first_deploy_and_an_unchanged_one_start_no_surge(parts) -> None:  # type: ignore[no-untyped-def]
     reconciler, raft, agents, _ = parts
-    web = service("web", external_port=80, update=START_FIRST)
+    web = process_service("web", external_port=80, update=START_FIRST)
     deploy(raft, project(web))
     ticks(reconciler, 3)
     deploy(raft, project(web), deployment="d2")
@@ -97,7 +104,7 @@ def test_an_instance_draining_out_is_not_counted_as_serving(parts, monkeypatch) 
     """A deploy right after a start-first update, while the last surge still drains out with the
     previous version: that surge serves nobody, so the only instance must wait for a new one."""
     reconciler, raft, agents, _ = parts
-    web = service("web", external_port=80, update=START_FIRST)
+    web = process_service("web", external_port=80, update=START_FIRST)
     deploy(raft, project(web))
     ticks(reconciler, 3)
     deploy(raft, project({**web, "envs": {"MODE": "two"}}), deployment="d2")
@@ -125,7 +132,7 @@ def test_a_drain_ends_once_every_ready_nodes_ingress_has_let_the_instance_go(par
     reconciler, raft, agents, _ = parts
     monkeypatch.setattr(converge, "DRAIN_GRACE", 1000.0)
     monkeypatch.setattr(converge, "DRAIN_SETTLE", 0.0)
-    web = service("web", external_port=80, replicas=2)
+    web = process_service("web", external_port=80, replicas=2)
     deploy(raft, project(web))
     ticks(reconciler, 3)
     deploy(raft, project({**web, "envs": {"MODE": "new"}}), deployment="d2")

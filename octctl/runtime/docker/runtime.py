@@ -23,6 +23,7 @@ from octctl.runtime.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
     LABEL_NODE,
+    LABEL_PORT,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC_HASH,
@@ -67,6 +68,20 @@ def container_name(project: str, service: str) -> str:
     The name goes into the engine's URLs (``/containers/<name>/json``): both parts are checked names.
     """
     return f"oct-{check_name('project', project)}-{check_instance(service)}"
+
+
+def previous_name(name: str) -> str:
+    """The name of a container's previous generation, kept while a start-first update's new one
+    comes up beside it ('.previous' ends no instance name, so it names no other instance)."""
+    return f"{name}{PREVIOUS_SUFFIX}"
+
+
+PREVIOUS_SUFFIX = ".previous"
+
+
+def _port_of(container: Container) -> int | None:
+    port = (container.labels or {}).get(LABEL_PORT)
+    return int(port) if port and port.isdigit() else None
 
 
 def _port_bindings(ports: list[PortMapping]) -> dict[str, Any]:
@@ -186,9 +201,67 @@ class DockerRuntime(Runtime):
                     )
                 same_hash = existing.labels.get(LABEL_SPEC_HASH) == spec.spec_hash
                 if same_hash and existing.status in ("running", "restarting"):
-                    return self._status(existing)
+                    return self._with_previous(self._status(existing), name)
+            if spec.beside:
+                previous = self._find(previous_name(name))
+                if (
+                    previous is not None
+                    and self._owned_by(previous, spec.project, spec.service)
+                    and previous.labels.get(LABEL_SPEC_HASH) == spec.spec_hash
+                    and previous.status == "running"
+                ):
+                    return self._back_to(previous, name, spec)
+                if (
+                    existing is not None
+                    and existing.status == "running"
+                    and _port_of(existing) != spec.instance_port
+                ):
+                    return self._start_beside(spec, name, existing)
+            if existing is not None:
                 self._remove_container(name)
+            self._remove_container(previous_name(name))
             return self._run(spec, name)
+
+    def _back_to(self, previous: Container, name: str, spec: InstanceSpec) -> InstanceStatus:
+        """A rollback before the previous generation was retired: it is current again, and the
+        version that was to replace it goes."""
+        log.info("%s: back to its previous generation (deployment %s)", name, spec.deployment)
+        self._remove_container(name)
+        previous.rename(name)
+        previous.reload()
+        return self._status(previous)
+
+    def _start_beside(self, spec: InstanceSpec, name: str, running: Container) -> InstanceStatus:
+        """Start ``spec`` while ``running`` goes on serving as the previous generation (an older
+        previous one goes first)."""
+        self._remove_container(previous_name(name))
+        running.rename(previous_name(name))
+        try:
+            status = self._run(spec, name)
+        except BaseException:
+            self._remove_container(name)
+            running.rename(name)  # nothing started: the running one stays what it was
+            raise
+        status.previous_port = _port_of(running)
+        return status
+
+    def retire_previous(self, project: str, service: str) -> None:
+        name = previous_name(container_name(project, service))
+        with self._lock_for(container_name(project, service)), engine_errors(f"cannot retire {service}"):
+            previous = self._find(name)
+            if (
+                previous is not None
+                and self._owned_by(previous, project, service)
+                and self._on_this_node(previous)
+            ):
+                log.info("retiring %s", name)
+                self._remove_container(name)
+
+    def _with_previous(self, status: InstanceStatus, name: str) -> InstanceStatus:
+        previous = self._find(previous_name(name))
+        if previous is not None and previous.status == "running":
+            status.previous_port = _port_of(previous)
+        return status
 
     def remove(self, project: str, service: str) -> None:
         name = container_name(project, service)
@@ -200,6 +273,16 @@ class DockerRuntime(Runtime):
                 and self._on_this_node(existing)
             ):
                 self._remove_container(name)
+            self._remove_previous(project, service, name)
+
+    def _remove_previous(self, project: str, service: str, name: str) -> None:
+        previous = self._find(previous_name(name))
+        if (
+            previous is not None
+            and self._owned_by(previous, project, service)
+            and self._on_this_node(previous)
+        ):
+            self._remove_container(previous_name(name))
 
     def list(self, project: str | None = None) -> list[InstanceStatus]:
         labels = [f"{LABEL_MANAGED}=true"]
@@ -211,7 +294,20 @@ class DockerRuntime(Runtime):
             containers = self._engine.client().containers.list(
                 all=True, filters={"label": labels}, ignore_removed=True
             )
-            return [self._status(container) for container in containers]
+            by_name = {c.name: c for c in containers}
+            found = []
+            for container in containers:
+                if (
+                    container.name.endswith(PREVIOUS_SUFFIX)
+                    and container.name.removesuffix(PREVIOUS_SUFFIX) in by_name
+                ):
+                    continue  # reported as its current generation's previous_port
+                status = self._status(container)
+                older = by_name.get(previous_name(container.name))
+                if older is not None and older.status == "running":
+                    status.previous_port = _port_of(older)
+                found.append(status)
+            return found
 
     def usage(self, project: str | None = None) -> builtins.list[Usage]:
         """From the engine's stats (one reading each, not the two a rate takes): the same figures
@@ -313,6 +409,7 @@ class DockerRuntime(Runtime):
             LABEL_SPEC_HASH: spec.spec_hash,
             LABEL_NODE: spec.node or self._node,
             LABEL_CLUSTER: spec.cluster,
+            **({LABEL_PORT: str(spec.instance_port)} if spec.instance_port else {}),
         }
 
     def _remove_container(self, name: str) -> None:
@@ -441,6 +538,7 @@ class DockerRuntime(Runtime):
             restarts=restarts,
             exit_code=exit_code,
             log_tail=log_tail,
+            port=_port_of(container),
         )
 
 
