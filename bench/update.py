@@ -16,14 +16,17 @@ load (bench/_load.py: every request timed and checked, failures with the moment 
   not answer here (no IPVS in the kernel of a container), the error is shown, Swarm's update is
   still timed without load, and the anchor for failed requests and wall time becomes
   ``docker-compose up -d`` recreating a ``scale: 3`` compose service, loaded on its three ports.
+- **rollback**: back on the oct cluster, under the same load, ``oct deploy`` of a version that
+  serves but never passes its check: it must fail, roll back by itself, and lose no request.
 - **kill**: back on the oct cluster, kill -9 one follower node holding a replica (its oct-ctl, its
   HAProxy and that replica's container) under load through the two other nodes; report failed
   requests and the seconds until three instances run again (the leader moves the dead node's
   instance once it declares the node unreachable).
 
-Goals (issue 13): 0 failed requests during the update; update wall time <= 1.0x the anchor's;
-a replacement instance <= 10 s after the kill. Loopback only; every phase bounded (~60 s); the
-cluster, the swarm, the compose project and the networks they made are removed even on error.
+Goals (issue 13): 0 failed requests during the update and during the rollback; update wall time
+<= 1.0x the anchor's; a replacement instance <= 10 s after the kill. Loopback only; every phase
+bounded (~60 s); the cluster, the swarm, the compose project and the networks they made are
+removed even on error.
 
 Usage: .venv/bin/python bench/update.py [--rate N] [--workers N] [--order start-first|stop-first]
 [--keep-logs DIR]
@@ -169,7 +172,20 @@ def summarize(load: Load, marks: dict[str, Any]) -> dict[str, Any]:
 # -- oct -----------------------------------------------------------------------------------------------
 
 
-def oct_toml(version: str, order: str) -> str:
+#: The rollback phase's broken version: it serves its page, but its check asks for a page that
+#: does not exist (404), so it never passes.
+BROKEN_CHECK = """
+[project.services.healthcheck]
+http = "/no-such-page"
+interval = 0.5
+timeout = 0.4
+retries = 1
+start_period = 0
+"""
+ROLLBACK_DEADLINE = 5  # healthy_deadline: seconds the broken version gets before the rollback
+
+
+def oct_toml(version: str, order: str, broken: bool = False) -> str:
     script = SCRIPT.replace('"', '\\"')
     return f"""[project]
 name = "{PROJECT}"
@@ -197,15 +213,21 @@ VERSION = "{version}"
 
 [project.services.update]
 order = "{order}"
-"""
+healthy_deadline = {ROLLBACK_DEADLINE}
+""" + (BROKEN_CHECK if broken else "")
+
+
+def oct_deploy_raw(config: Path) -> Any:
+    import octcli
+
+    return octcli.deploy(config, on_phase=log, timeout=PHASE_TIMEOUT * 3)
 
 
 def oct_deploy(config: Path) -> Any:
-    import octcli
     from octcli.errors import OctError
 
     try:
-        return octcli.deploy(config, on_phase=log, timeout=PHASE_TIMEOUT * 3)
+        return oct_deploy_raw(config)
     except OctError as e:
         check_clash(config.parent, str(e))
         raise BenchError(f"oct deploy failed: {e}\n{log_tails(config.parent)}") from e
@@ -241,6 +263,44 @@ def oct_update(config: Path, nodes: list[Any], args: argparse.Namespace) -> dict
 
         marks = measured_update(load, start, lambda: all_on(config, "two"), "oct")
     return summarize(load, marks)
+
+
+def oct_rollback(config: Path, nodes: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """A version that never passes its check, under the same load: oct deploy fails after
+    ROLLBACK_DEADLINE and rolls back; every request must still be answered (by the old version)."""
+    from octcli.errors import OctError
+
+    urls = [f"http://{n.address}:{OCT_PORT}/" for n in nodes]
+    with Load(urls, args.rate, args.workers) as load:
+        time.sleep(BASELINE)
+        t0 = time.monotonic()
+        log("rollback: deploying a version that never passes its check, under load")
+        config.write_text(oct_toml("broken", args.order, broken=True))
+        error = ""
+        try:
+            oct_deploy_raw(config)
+        except OctError as e:
+            error = str(e)
+        t_returned = time.monotonic()
+        if "rolled back" not in error:
+            raise BenchError(f"rollback: oct deploy did not fail and roll back: {error or 'it succeeded'}")
+        config.write_text(oct_toml("two", args.order))  # what the cluster runs again
+        t_done = poll_until(lambda: all_on(config, "two"), PHASE_TIMEOUT, "rollback: every instance on two")
+        log(f"rollback: oct deploy failed and rolled back after {t_returned - t0:.2f} s")
+        time.sleep(TAIL)
+    during = window(load.outcomes, t0, t_done + TAIL, load.urls)
+    return {
+        "deploy_returned_s": round(t_returned - t0, 3),
+        "healthy_deadline_s": ROLLBACK_DEADLINE,
+        "all_on_old_version_after_s": round(t_done - t0, 3),
+        "failed_requests": during["failed"],
+        "requests": during["requests"],
+        "p99_ms": during["p99_ms"],
+        "failures": {k: during[k] for k in ("failure_reasons", "first_failures", "last_failure_at_s")},
+        "versions_answered": versions_seen(load.outcomes, t0, t_done + TAIL),
+        "goal": "0 failed requests",
+        "goal_met": during["failed"] == 0,
+    }
 
 
 def kill_node(folder: Path, node: str, container: str) -> list[str]:
@@ -319,6 +379,8 @@ def oct_side(args: argparse.Namespace) -> dict[str, Any]:
             log(f"oct: instances on {spread}")
             update = oct_update(config, list(status.nodes), args)
             log(f"oct: {update['failed_requests']} failed requests during the update")
+            rollback = oct_rollback(config, list(status.nodes), args)
+            log(f"rollback: {rollback['failed_requests']} failed requests")
             kill = oct_kill(config, args)
         except BenchError as e:
             raise BenchError(f"{e}\n{log_tails(folder)}") from e
@@ -328,7 +390,7 @@ def oct_side(args: argparse.Namespace) -> dict[str, Any]:
             failure = oct_cleanup(config, PROJECT)
     if failure is not None:
         raise BenchError(failure)
-    return {"update": update, "kill": kill}
+    return {"update": update, "rollback": rollback, "kill": kill}
 
 
 # -- Docker Swarm ------------------------------------------------------------------------------------
@@ -523,6 +585,7 @@ def main() -> int:
                 update["update_wall_s"] / swarm_figures["update_wall_s"], 3
             )
     result["ratio_update_wall"] = ratio
+    result["rollback"] = octs["rollback"]
     result["kill"] = octs["kill"]
     result["address_clash_retries"] = clashes
     emit(result)

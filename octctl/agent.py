@@ -38,11 +38,11 @@ RUNTIMES_FILE = "runtimes.json"
 #: The instances whose health this node checks, so a restarted oct-ctl goes on checking them.
 HEALTHCHECKS_FILE = "healthchecks.json"
 #: Seconds an instance's previous generation (a start-first update beside it) goes on running
-#: once the new one serves: every node's ingress moves to the new one well within it, and what
-#: the old one was answering is done.
+#: once the new one serves without a break: every node's ingress moves to the new one well within
+#: it, and what the old one was answering is done.
 RETIRE_AFTER = 3.0
-#: How often the new generation is looked at until it serves.
-RETIRE_POLL = 0.5
+#: How often the new generation is looked at meanwhile.
+RETIRE_POLL = 0.25
 #: ``Provider.mount_disk``: (disk, device, folder).
 MountDisk = Callable[[str, str, Path], None]
 #: ``Provider.fill_from_snapshot``: (snapshot, folder).
@@ -185,18 +185,22 @@ class Agent:
             task.cancel()
 
     async def _retire(self, runtime: RuntimeName, project: str, service: str) -> None:
-        """Once the current generation serves (running, and healthy if it has a check), wait
-        :data:`RETIRE_AFTER` and stop the previous one. An apply or a removal meanwhile cancels
-        this (the apply starts it again for what it leaves)."""
+        """Once the current generation has served (running, and healthy if it has a check) for
+        :data:`RETIRE_AFTER` without a break, stop the previous one: a version that crashes or
+        fails its check soon after starting leaves the old one serving. An apply or a removal
+        meanwhile cancels this (the apply starts it again for what it leaves)."""
+        loop = asyncio.get_running_loop()
+        serving_since: float | None = None
         try:
-            while True:
+            while serving_since is None or loop.time() - serving_since < RETIRE_AFTER:
+                await asyncio.sleep(RETIRE_POLL)
                 current = await self._call(self._runtime(runtime).status, project, service)
                 if current is None:
                     return
-                if serving(self.health.report(current).model_dump()):
-                    break
-                await asyncio.sleep(RETIRE_POLL)
-            await asyncio.sleep(RETIRE_AFTER)
+                if not serving(self.health.report(current).model_dump()):
+                    serving_since = None
+                elif serving_since is None:
+                    serving_since = loop.time()
             async with self._locks[(project, service)]:
                 await self._call(self._runtime(runtime).retire_previous, project, service)
         except RuntimeFailure as e:
