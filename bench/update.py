@@ -18,10 +18,13 @@ load (bench/_load.py: every request timed and checked, failures with the moment 
   ``docker-compose up -d`` recreating a ``scale: 3`` compose service, loaded on its three ports.
 - **rollback**: back on the oct cluster, under the same load, ``oct deploy`` of a version that
   serves but never passes its check: it must fail, roll back by itself, and lose no request.
-- **kill**: back on the oct cluster, kill -9 one follower node holding a replica (its oct-ctl, its
-  HAProxy and that replica's container) under load through the two other nodes; report failed
-  requests and the seconds until three instances run again (the leader moves the dead node's
-  instance once it declares the node unreachable).
+- **kill**: back on the oct cluster, the service given an HTTP check (which makes every ingress
+  proxy it request by request, so a request the dead instance took is sent again to another one:
+  without a check it is carried connection by connection, and what was in flight is lost), kill -9
+  one follower node holding a replica (its oct-ctl, its HAProxy and that replica's container)
+  under load through the two other nodes; report failed requests and the seconds until three
+  instances run again (the leader moves the dead node's instance once it declares the node
+  unreachable).
 
 Goals (issue 13): 0 failed requests during the update and during the rollback; update wall time
 <= 1.0x the anchor's; a replacement instance <= 10 s after the kill. Loopback only; every phase
@@ -183,9 +186,19 @@ retries = 1
 start_period = 0
 """
 ROLLBACK_DEADLINE = 5  # healthy_deadline: seconds the broken version gets before the rollback
+#: The kill phase's service has an HTTP check, which tells the ingress it speaks HTTP: proxied
+#: request by request, a request the dead instance took is sent again to another one.
+HTTP_CHECK = """
+[project.services.healthcheck]
+http = "/"
+interval = 1
+timeout = 0.5
+retries = 2
+start_period = 0
+"""
 
 
-def oct_toml(version: str, order: str, broken: bool = False) -> str:
+def oct_toml(version: str, order: str, broken: bool = False, checked: bool = False) -> str:
     script = SCRIPT.replace('"', '\\"')
     return f"""[project]
 name = "{PROJECT}"
@@ -214,7 +227,7 @@ VERSION = "{version}"
 [project.services.update]
 order = "{order}"
 healthy_deadline = {ROLLBACK_DEADLINE}
-""" + (BROKEN_CHECK if broken else "")
+""" + (BROKEN_CHECK if broken else HTTP_CHECK if checked else "")
 
 
 def oct_deploy_raw(config: Path) -> Any:
@@ -303,6 +316,13 @@ def oct_rollback(config: Path, nodes: list[Any], args: argparse.Namespace) -> di
     }
 
 
+def no_previous() -> bool:
+    """No container of an update's previous generation is left (the nodes retire them a few
+    seconds after their replacements serve): the kill must find the cluster at rest."""
+    names = run("docker", "ps", "-a", "--format", "{{.Names}}", "--filter", f"name=oct-{PROJECT}-").stdout
+    return not any(name.endswith(".previous") for name in names.split())
+
+
 def kill_node(folder: Path, node: str, container: str) -> list[str]:
     """kill -9 what a dead machine would take with it: oct-ctl, its HAProxy, the replica."""
     done = []
@@ -381,6 +401,11 @@ def oct_side(args: argparse.Namespace) -> dict[str, Any]:
             log(f"oct: {update['failed_requests']} failed requests during the update")
             rollback = oct_rollback(config, list(status.nodes), args)
             log(f"rollback: {rollback['failed_requests']} failed requests")
+            log("kill: giving the service an HTTP check first (a rolling update, not measured)")
+            config.write_text(oct_toml("two", args.order, checked=True))
+            oct_deploy(config)
+            poll_until(lambda: all_on(config, "two"), PHASE_TIMEOUT, "kill: three checked instances")
+            poll_until(no_previous, PHASE_TIMEOUT, "kill: the nodes to retire the replaced containers")
             kill = oct_kill(config, args)
         except BenchError as e:
             raise BenchError(f"{e}\n{log_tails(folder)}") from e

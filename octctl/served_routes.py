@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from octctl.config import Service
 from octctl.ingress.haproxy import Haproxy, IngressError
-from octctl.ingress.routes import IngressRoutes, Route, Site, Upstream, Web
+from octctl.ingress.routes import IngressRoutes, Mode, Route, Site, Upstream, Web
 from octctl.instances import PlacedInstances, serving
 from octctl.logthrottle import LogLimiter
 from octctl.sites import Site as SiteNames
@@ -31,7 +32,8 @@ ROTATE_CHECK_SECONDS = 1.0
 
 def routes_from_state(view: ClusterState, address: str, also: str | None = None) -> IngressRoutes:
     """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
-    at layer 4 (any protocol) to its instances' ports (not those being drained); and, when the project
+    at layer 4 (any protocol; HTTP for one with an HTTP health check) to its instances' ports (not
+    those being drained); and, when the project
     is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`). A host-bound port
     (claimed by several services, placed on distinct nodes) is served only by the node running one
     of them, for that one: the others do not serve it."""
@@ -63,7 +65,7 @@ def routes_from_state(view: ClusterState, address: str, also: str | None = None)
                 upstreams.append(Upstream(node["address"], at))
         if not placed or any(route.port == service.public_port for route in routes):
             continue  # (two sharers on one node, between a deploy and its placements: the first serves)
-        routes.append(Route(service.name, service.public_port, "tcp", tuple(upstreams)))
+        routes.append(Route(service.name, service.public_port, _mode(service), tuple(upstreams)))
     found = sites(config)
     if not found:
         return IngressRoutes(address, tuple(routes), also=also_at)
@@ -89,6 +91,14 @@ def web_from_state(
         web_sites.append(Site(site.service, site.names, upstreams.get(site.service, ()), certificate))
     fallback = Route(on_80.service, 80, "http", on_80.upstreams) if on_80 is not None else None
     return Web(tuple(web_sites), tuple(acme["challenges"].items()), fallback)
+
+
+def _mode(service: Service) -> Mode:
+    """HTTP for a service whose health check is an HTTP request (it says it speaks HTTP there): a
+    request an instance took and never answered can then be sent to another one. Any other
+    service is carried connection by connection, whatever its protocol."""
+    check = service.healthcheck
+    return "http" if check is not None and check.kind == "http" else "tcp"
 
 
 def _serving_port(seen: dict[str, Any] | None, port: int) -> int | None:

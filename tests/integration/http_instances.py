@@ -27,7 +27,7 @@ class Instance:
             return web.Response(text=self.name)
 
         app = web.Application()
-        app.router.add_get("/", hello)
+        app.router.add_route("*", "/", hello)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, ADDRESS, 0)

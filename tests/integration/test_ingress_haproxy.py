@@ -4,6 +4,8 @@ a dead instance taken out of rotation, and a control socket a service cannot ope
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pwd
 import socket
@@ -15,7 +17,7 @@ import aiohttp
 import pytest
 
 from octctl.ingress.haproxy import Haproxy, IngressError
-from octctl.ingress.routes import IngressRoutes, Route
+from octctl.ingress.routes import IngressRoutes, Route, Upstream
 from tests.integration.http_instances import ADDRESS, Load, instances
 
 
@@ -178,3 +180,52 @@ async def test_a_deep_node_folder_still_gets_a_control_socket(tmp_path: Path) ->
         await proxy.stop()
         await a.stop()
     assert not socket_folder.exists()  # removed with the proxy
+
+
+class Dropper:
+    """An instance that dies under every request: it reads it and closes without an answer."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def start(self) -> Upstream:
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.methods.append(head.split(b" ", 1)[0].decode())
+            writer.close()
+
+        self.server = await asyncio.start_server(drop, ADDRESS, 0)
+        return Upstream(ADDRESS, self.server.sockets[0].getsockname()[1])
+
+
+async def test_a_request_an_instance_dropped_is_sent_again_only_when_it_is_idempotent(
+    haproxy: Haproxy,
+) -> None:
+    port = free_port()
+    dropper = Dropper()
+    bad = await dropper.start()
+    (a,), (good,) = await instances("a")
+    await haproxy.apply(IngressRoutes(ADDRESS, (Route("web", port, "http", (bad, good)),)))
+    url = f"http://{ADDRESS}:{port}/"
+    # A new connection for each request: aiohttp sends an idempotent request again by itself when
+    # a reused connection closes without an answer, which would hide what the proxy does.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(10):
+            async with session.get(url) as answer:
+                assert (answer.status, await answer.text()) == (200, "a")
+        assert "GET" in dropper.methods, "the dropping instance took some requests"
+        answered = 0
+        for _ in range(10):
+            # (HAProxy answers a dropped one 502, or closes the client's connection as the
+            # instance closed its own: either way it is not answered)
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.post(url, data=b"x") as answer:
+                    answered += answer.status == 200
+    dropped = dropper.methods.count("POST")
+    assert dropped > 0 and answered == 10 - dropped, (
+        "a POST the instance dropped is not sent twice",
+        answered,
+    )
+    dropper.server.close()
+    await a.stop()

@@ -5,6 +5,8 @@ HTTPS, its sites on 80 and 443 with their certificates and challenges."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from octctl.ingress.haproxy import render
@@ -23,6 +25,18 @@ def test_every_node_serves_each_public_service_at_its_instance() -> None:
     web = Route("web", 8081, "tcp", (Upstream("127.0.0.2", 20000),))
     assert routes_from_state(current, "127.0.0.2") == IngressRoutes("127.0.0.2", (web,))
     assert routes_from_state(current, "127.0.0.3") == IngressRoutes("127.0.0.3", (web,))  # not its node
+
+
+def test_a_service_with_an_http_check_is_proxied_request_by_request() -> None:
+    """Its check says it speaks HTTP there, so a request a dying instance took can be sent again."""
+    current = state()
+    current["instance_ports"] = {"web": 20000}
+    current["project"]["project"]["domain"] = None  # type: ignore[index]
+    for check, mode in (({"http": "/up"}, "http"), ({"tcp": True}, "tcp")):
+        project = copy.deepcopy(current["project"])
+        project["project"]["services"][1]["healthcheck"] = check  # type: ignore[index]
+        current["project"] = project  # (a new object: the parsed project is cached by identity)
+        assert [r.mode for r in routes_from_state(current, "127.0.0.2").routes] == [mode]
 
 
 def test_nothing_is_served_before_a_port_is_assigned_or_after_destroy() -> None:
