@@ -1,6 +1,8 @@
 """Health checks through the real agent and runtimes: a child process and a container whose check
 passes are healthy; one whose check fails is reported unhealthy, restarted by its runtime (counted
-in ``restarts``) and starting again."""
+in ``restarts``) and starting again. A container replaced beside its old version (start-first):
+the old one is retired only once the new one passes its check, also by an agent that started
+after the one that replaced it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import docker
 import pytest
 
+from octctl import agent as agent_module
 from octctl.agent import Agent
 from octctl.health import Verdict
 from octctl.runtime.base import LABEL_PROJECT, HealthcheckSpec, InstanceSpec, InstanceStatus, PortMapping
@@ -220,3 +223,86 @@ async def test_a_container_whose_command_check_fails_is_restarted_and_starts_aga
     assert status.health_output == "exit 3: not ready"
     container = docker_client.containers.get(f"oct-{project}-web")
     assert container.status == "running"  # restarted, not removed
+
+
+def beside(project: str, port: int, healthcheck: HealthcheckSpec) -> InstanceSpec:
+    """A new version of the container on ``port``, started beside the running one (start-first)."""
+    spec = docker_spec(project, port, healthcheck)
+    return spec.model_copy(update={"instance_port": port, "beside": True})
+
+
+def names(docker_client: docker.DockerClient, project: str) -> list[str]:
+    return sorted(
+        c.name
+        for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+    )
+
+
+@pytest.fixture
+def quick_retirement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent_module, "RETIRE_AFTER", 0.6)
+    monkeypatch.setattr(agent_module, "RETIRE_POLL", 0.1)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("quick_retirement")
+async def test_the_old_container_is_retired_only_once_its_replacement_passes_its_check(
+    agent: tuple[Agent, Changes], project: str, docker_client: docker.DockerClient
+) -> None:
+    node, _ = agent
+    first, second, third = free_port(), free_port(), free_port()
+    await node.apply(beside(project, first, check("tcp", first, start_period=0)))
+    never = check("tcp", free_port(), start_period=0)  # probes a port nothing listens on
+    status = await node.apply(beside(project, second, never))
+    assert status.previous_port == first
+    await asyncio.sleep(2.0)  # three times the retirement delay: the old one still serves
+    assert names(docker_client, project) == [f"oct-{project}-web", f"oct-{project}-web.previous"]
+    listed = await instance(node, project, "web")
+    assert listed is not None and listed.previous_port == first and listed.health != "healthy"
+
+    status = await node.apply(beside(project, third, check("tcp", third, start_period=0)))
+    assert status.previous_port == second  # (the one before it is dropped at once)
+    await wait_until_async(
+        lambda: asyncio.to_thread(names, docker_client, project),
+        until=lambda found: found == [f"oct-{project}-web"],
+        timeout=15,
+        message="the old container to be retired once the new one passed its check",
+    )
+    listed = await instance(node, project, "web")
+    assert listed is not None and (listed.port, listed.previous_port, listed.health) == (
+        third,
+        None,
+        "healthy",
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("quick_retirement")
+async def test_an_old_container_an_earlier_agent_left_is_retired_by_the_next(
+    tmp_path: Path, project: str, docker_client: docker.DockerClient
+) -> None:
+    data = tmp_path / "node"
+    data.mkdir(mode=0o700)
+    first, second = free_port(), free_port()
+    earlier = Agent("node-a", data)
+    await earlier.apply(beside(project, first, check("tcp", first, start_period=0)))
+    await earlier.apply(beside(project, second, check("tcp", second, start_period=0)))
+    for task in list(earlier._retiring.values()):  # it dies before retiring anything
+        task.cancel()
+    await asyncio.to_thread(earlier.close)
+    assert len(names(docker_client, project)) == 2
+
+    later = Agent("node-a", data)
+    runner = asyncio.create_task(later.watch_health())  # resumes the checks the earlier one saved
+    try:
+        assert (await instance(later, project, "web")).previous_port == first  # type: ignore[union-attr]
+        await wait_until_async(
+            lambda: asyncio.to_thread(names, docker_client, project),
+            until=lambda found: found == [f"oct-{project}-web"],
+            timeout=15,
+            message="the next agent to retire what the earlier one left",
+        )
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await asyncio.to_thread(later.close)

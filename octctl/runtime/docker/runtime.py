@@ -70,13 +70,14 @@ def container_name(project: str, service: str) -> str:
     return f"oct-{check_name('project', project)}-{check_instance(service)}"
 
 
+#: Ends the name of a container's previous generation ('.previous' ends no instance name).
+PREVIOUS_SUFFIX = ".previous"
+
+
 def previous_name(name: str) -> str:
     """The name of a container's previous generation, kept while a start-first update's new one
-    comes up beside it ('.previous' ends no instance name, so it names no other instance)."""
+    comes up beside it."""
     return f"{name}{PREVIOUS_SUFFIX}"
-
-
-PREVIOUS_SUFFIX = ".previous"
 
 
 def _port_of(container: Container) -> int | None:
@@ -219,7 +220,7 @@ class DockerRuntime(Runtime):
                     return self._start_beside(spec, name, existing)
             if existing is not None:
                 self._remove_container(name)
-            self._remove_container(previous_name(name))
+            self._remove_previous(spec.project, spec.service, name, anywhere=True)
             return self._run(spec, name)
 
     def _back_to(self, previous: Container, name: str, spec: InstanceSpec) -> InstanceStatus:
@@ -234,7 +235,7 @@ class DockerRuntime(Runtime):
     def _start_beside(self, spec: InstanceSpec, name: str, running: Container) -> InstanceStatus:
         """Start ``spec`` while ``running`` goes on serving as the previous generation (an older
         previous one goes first)."""
-        self._remove_container(previous_name(name))
+        self._remove_previous(spec.project, spec.service, name, anywhere=True)
         running.rename(previous_name(name))
         try:
             status = self._run(spec, name)
@@ -246,16 +247,10 @@ class DockerRuntime(Runtime):
         return status
 
     def retire_previous(self, project: str, service: str) -> None:
-        name = previous_name(container_name(project, service))
-        with self._lock_for(container_name(project, service)), engine_errors(f"cannot retire {service}"):
-            previous = self._find(name)
-            if (
-                previous is not None
-                and self._owned_by(previous, project, service)
-                and self._on_this_node(previous)
-            ):
-                log.info("retiring %s", name)
-                self._remove_container(name)
+        name = container_name(project, service)
+        with self._lock_for(name), engine_errors(f"cannot retire {service}"):
+            if self._remove_previous(project, service, name):
+                log.info("retired %s", previous_name(name))
 
     def _with_previous(self, status: InstanceStatus, name: str) -> InstanceStatus:
         previous = self._find(previous_name(name))
@@ -275,14 +270,19 @@ class DockerRuntime(Runtime):
                 self._remove_container(name)
             self._remove_previous(project, service, name)
 
-    def _remove_previous(self, project: str, service: str, name: str) -> None:
+    def _remove_previous(self, project: str, service: str, name: str, anywhere: bool = False) -> bool:
+        """Remove the instance's previous generation if there is one (of this node's, unless
+        ``anywhere``: an apply takes over a leftover of a move, as it does for the instance);
+        whether there was."""
         previous = self._find(previous_name(name))
         if (
-            previous is not None
-            and self._owned_by(previous, project, service)
-            and self._on_this_node(previous)
+            previous is None
+            or not self._owned_by(previous, project, service)
+            or not (anywhere or self._on_this_node(previous))
         ):
-            self._remove_container(previous_name(name))
+            return False
+        self._remove_container(previous_name(name))
+        return True
 
     def list(self, project: str | None = None) -> list[InstanceStatus]:
         labels = [f"{LABEL_MANAGED}=true"]
