@@ -263,8 +263,13 @@ class Node:
                 return
             await asyncio.sleep(0.5)
 
-    async def _join_once(self) -> bool:
-        """One attempt to be known to the cluster in this node's current role; True when it is."""
+    async def _join_once(self, ask: bool = False) -> bool:
+        """One attempt to be known to the cluster in this node's current role; True when it is.
+
+        ``ask``: ask the leader even if the state already names this node in its role. A promoted
+        node must: the leader's promotion marks it a voter in the state before it is a Raft
+        member, and only its own request makes it one (a replica reopened as a voter may already
+        have replayed the promotion, and would otherwise never ask)."""
         request = JoinRequest(
             node=self.settings.node,
             voter=self.raft.voter,
@@ -281,7 +286,7 @@ class Node:
         if self._restarted and not self.raft.sync.isReady():
             return False  # a restarted member learns from its replica whether it is still registered
         own = self.raft.view()["nodes"].get(self.settings.node)
-        if own is not None and own.get("voter", True) == self.raft.voter:
+        if not ask and own is not None and own.get("voter", True) == self.raft.voter:
             return True
         try:
             if not self.settings.join:
@@ -328,7 +333,7 @@ class Node:
             log.info("promoted to voter; reopening the Raft replica")
             try:
                 await self.raft.reopen(voter=True)
-                while not await self._join_once() and not self.stopping.is_set():
+                while not await self._join_once(ask=True) and not self.stopping.is_set():
                     await asyncio.sleep(0.5)
             except Exception as e:
                 log.warning("promotion not done yet: %s", e)

@@ -196,6 +196,7 @@ def test_beyond_five_nodes_the_rest_follow_as_non_voters(make_project) -> None: 
         until=lambda found: len(found) == 5,
         timeout=30,
         interval=0.3,
+        message=lambda: f"the promoted node to become a Raft member\n{project.node_logs()}",
     )
     assert f"{replica['address']}:31889" in current
 
