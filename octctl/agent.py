@@ -169,30 +169,34 @@ class Agent:
             else:
                 self.health.watch(spec)
             self._stop_retiring(spec.project, spec.service)
-            self._retire_when_serving(status)
+            self._retire_when_serving(status, max(RETIRE_AFTER, spec.keep_previous))
             return self.health.report(status)
 
-    def _retire_when_serving(self, status: InstanceStatus) -> None:
-        """Start retiring the instance's previous generation, if it has one and nobody is."""
+    def _retire_when_serving(self, status: InstanceStatus, keep: float = RETIRE_AFTER) -> None:
+        """Start retiring the instance's previous generation, if it has one and nobody is, once
+        the current one has served ``keep`` seconds without a break. (One an earlier oct-ctl
+        left, found by :meth:`list`, is kept :data:`RETIRE_AFTER`: the spec's
+        ``keep_previous`` went with that oct-ctl.)"""
         key = (status.project, status.service)
         if status.previous_port is None or (key in self._retiring and not self._retiring[key].done()):
             return
-        self._retiring[key] = asyncio.get_running_loop().create_task(self._retire(status.runtime, *key))
+        task = self._retire(status.runtime, *key, keep)
+        self._retiring[key] = asyncio.get_running_loop().create_task(task)
 
     def _stop_retiring(self, project: str, service: str) -> None:
         task = self._retiring.pop((project, service), None)
         if task is not None:
             task.cancel()
 
-    async def _retire(self, runtime: RuntimeName, project: str, service: str) -> None:
+    async def _retire(self, runtime: RuntimeName, project: str, service: str, keep: float) -> None:
         """Once the current generation has served (running, and healthy if it has a check) for
-        :data:`RETIRE_AFTER` without a break, stop the previous one: a version that crashes or
+        ``keep`` seconds without a break, stop the previous one: a version that crashes or
         fails its check soon after starting leaves the old one serving. An apply or a removal
         meanwhile cancels this (the apply starts it again for what it leaves)."""
         loop = asyncio.get_running_loop()
         serving_since: float | None = None
         try:
-            while serving_since is None or loop.time() - serving_since < RETIRE_AFTER:
+            while serving_since is None or loop.time() - serving_since < keep:
                 await asyncio.sleep(RETIRE_POLL)
                 current = await self._call(self._runtime(runtime).status, project, service)
                 if current is None:

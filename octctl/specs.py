@@ -141,9 +141,9 @@ def network_endpoints(
 def spec_hash(spec: InstanceSpec) -> str:
     # Fields added since keep the hash of a spec that does not use them, so an upgrade of oct
     # replaces no running instance.
-    # ``instance_port`` is in the ports, env and probe already; ``beside`` says how to replace,
-    # not what runs.
-    exclude = {"deployment", "spec_hash", "instance_port", "beside"}
+    # ``instance_port`` is in the ports, env and probe already; ``beside`` and ``keep_previous``
+    # say how to replace, not what runs.
+    exclude = {"deployment", "spec_hash", "instance_port", "beside", "keep_previous"}
     exclude |= {"healthcheck"} if spec.healthcheck is None else set()
     exclude |= {"volumes"} if not spec.volumes else set()
     content = spec.model_dump(mode="json", exclude=exclude)
@@ -286,6 +286,7 @@ def instance_spec(
         healthcheck=_healthcheck(service, node["address"], port),
         volumes=mounts,
         instance_port=instance_port if service.public_port is not None else None,
+        keep_previous=service.update.min_healthy_time,
         **_discovery(config, service, node, rollout),
     )
     spec.spec_hash = spec_hash(spec)

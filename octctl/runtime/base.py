@@ -136,6 +136,12 @@ class InstanceSpec(BaseModel):
         description="start-first: start it next to the running version (on another instance port), "
         "which stays as the instance's previous generation until retire_previous",
     )
+    keep_previous: float = Field(
+        default=0,
+        ge=0,
+        description="beside: seconds it must serve without a break before its previous generation "
+        "is retired (the service's min_healthy_time)",
+    )
 
     @field_validator("project", "service")
     @classmethod

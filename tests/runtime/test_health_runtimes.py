@@ -306,3 +306,28 @@ async def test_an_old_container_an_earlier_agent_left_is_retired_by_the_next(
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await asyncio.to_thread(later.close)
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("quick_retirement")
+async def test_the_old_container_stays_while_the_new_one_has_not_served_min_healthy_time(
+    agent: tuple[Agent, Changes], project: str, docker_client: docker.DockerClient
+) -> None:
+    node, _ = agent
+    first, second = free_port(), free_port()
+    await node.apply(beside(project, first, check("tcp", first, start_period=0)))
+    spec = beside(project, second, check("tcp", second, start_period=0)).model_copy(
+        update={"keep_previous": 4.0}
+    )
+    await node.apply(spec)
+    await wait_until_async(
+        lambda: instance(node, project, "web"), until=lambda s: s is not None and s.health == "healthy"
+    )
+    await asyncio.sleep(2.0)  # past the agent's own delay (0.6 s here), within min_healthy_time
+    assert names(docker_client, project) == [f"oct-{project}-web", f"oct-{project}-web.previous"]
+    await wait_until_async(
+        lambda: asyncio.to_thread(names, docker_client, project),
+        until=lambda found: found == [f"oct-{project}-web"],
+        timeout=15,
+        message="the old container to be retired once min_healthy_time has passed",
+    )
