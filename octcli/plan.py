@@ -22,7 +22,9 @@ from octctl.api.models import PlanResponse
 from octctl.config import AwsProvider, Config, LocalProvider
 from octctl.config.validate import aws_settings
 from octctl.fleet_cost import volumes_gb
+from octctl.fleet_growth import project_fleet
 from octctl.providers.aws import pricing
+from octctl.providers.aws.mixed_fleet import MixedFleet
 from octctl.scheduler import Demand, NodeCapacity, usage
 from octctl.specs import demands as specs_demands
 
@@ -199,29 +201,24 @@ def _aws_plan(
     config: Config, aws: AwsProvider, demands: list[Demand], existing: ExistingCluster | None
 ) -> DeployPlan:
     reserve = pricing.Reserve(cpus=aws.reserve_cpus, memory=aws.reserve_memory)
-    fleet = pricing.cheapest_fleet(
-        demands,
-        reserve=reserve,
-        arch=aws.arch,
-        instance_type=aws.instance_type,
-        min_nodes=aws.min_nodes,
-        max_nodes=aws.max_nodes,
-    )
-    t = fleet.instance_type
-    nodes = [
-        PlannedNode(
-            id=node,
-            role=role,
-            instance_type=t.name,
-            arch=t.arch,
-            cpus=fleet.capacity.cpus,
-            memory=fleet.capacity.memory,
-            hourly_usd=_usd(t.hourly),
-            monthly_usd=_usd(t.monthly),
-            services=services,
+    fleet = project_fleet(config, demands)
+    nodes = []
+    for (node, role, services), t in zip(_roles(fleet.placements, fleet.node_ids), fleet.types, strict=True):
+        offered = t.capacity(reserve)
+        nodes.append(
+            PlannedNode(
+                id=node,
+                role=role,
+                instance_type=t.name,
+                arch=t.arch,
+                cpus=offered.cpus,
+                memory=offered.memory,
+                hourly_usd=_usd(t.hourly),
+                monthly_usd=_usd(t.monthly),
+                services=services,
+            )
         )
-        for node, role, services in _roles(fleet.placements, fleet.node_ids)
-    ]
+    t = fleet.types[0]
     volumes = pricing.volumes_monthly(volumes_gb(config))
     fargate = _fargate(config, fleet.total_monthly + volumes, t.arch, volumes)
     if existing is None:
@@ -230,7 +227,7 @@ def _aws_plan(
             "the leader starts the followers and the services"
         ]
     else:
-        changes = _changes_to_existing(existing, fleet.nodes)
+        changes = _changes_to_existing(existing, len(fleet.types))
     return DeployPlan(
         project=config.project.name,
         provider="aws",
@@ -247,7 +244,7 @@ def _aws_plan(
         fargate=fargate,
         existing=existing,
         changes=changes,
-        notes=_aws_notes(aws, fleet, demands),
+        notes=_aws_notes(aws, fleet, reserve, demands),
     )
 
 
@@ -344,8 +341,10 @@ def _changes_to_existing(existing: ExistingCluster, planned: int) -> list[str]:
     ]
 
 
-def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]) -> list[str]:
-    t = fleet.instance_type
+def _aws_notes(
+    aws: AwsProvider, fleet: MixedFleet, reserve: pricing.Reserve, demands: Sequence[Demand]
+) -> list[str]:
+    t = fleet.types[0]
     where = (
         ""
         if aws.region in _PRICED_REGIONS
@@ -366,16 +365,25 @@ def _aws_notes(aws: AwsProvider, fleet: pricing.Fleet, demands: Sequence[Demand]
         )
     elif aws.reserve_memory < default.memory:
         used = usage(fleet.placements, demands)
-        free = min(fleet.capacity.memory - used.get(node, (0, 0))[1] for node in fleet.node_ids)
+        free = min(
+            kind.capacity(reserve).memory - used.get(node, (0, 0))[1]
+            for node, kind in zip(fleet.node_ids, fleet.types, strict=True)
+        )
         notes.append(
             f"less memory is reserved for the OS, Docker and oct-ctl than they use ({aws.reserve_memory} "
             f"of about {default.memory} MB): they live in what services leave unused under their memory "
             f"limits (the fullest node has {free} MB not promised to any service)"
         )
-    if t.burstable:
+    if len({kind.name for kind in fleet.types}) > 1:
         notes.append(
-            f"{t.family} is burstable: it sustains only part of its vCPUs (5-40% by size); "
-            "sustained use above that is billed on top (unlimited mode)"
+            "the nodes are of several types: the cheapest mix that holds the services (genesis starts "
+            "the first, the leader buys the rest for the services they are listed with)"
+        )
+    burstable = sorted({kind.family for kind in fleet.types if kind.burstable})
+    if burstable:
+        notes.append(
+            f"{', '.join(burstable)} {'is' if len(burstable) == 1 else 'are'} burstable: it sustains only "
+            "part of its vCPUs (5-40% by size); sustained use above that is billed on top (unlimited mode)"
         )
     if t.arch == "arm64":
         notes.append('arm64 nodes need images built for linux/arm64; set arch = "x86_64" otherwise')

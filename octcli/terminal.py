@@ -387,7 +387,10 @@ def diff_lines(diff: PlanResponse) -> list[Text]:
     if same:
         out.append(Text(f"    = unchanged {', '.join(same)}", style="dim"))
     nodes = f"  nodes: {diff.nodes_before} -> {diff.nodes_after}"
-    moves = [*(f"launch {n}" for n in diff.launch), *(f"retire {n}" for n in diff.retire)]
+    launches = (
+        f"launch {n}" + (f" ({diff.launch_types[n]})" if n in diff.launch_types else "") for n in diff.launch
+    )
+    moves = [*launches, *(f"retire {n}" for n in diff.retire)]
     out.append(Text(nodes + (f" ({', '.join(moves)})" if moves else "")))
     if diff.unplaced:
         out.append(Text(f"  no room for {', '.join(diff.unplaced)}", style="red"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from octctl.api.models import (
@@ -24,11 +24,12 @@ from octctl.api.models import (
     ServicePlan,
 )
 from octctl.config import Config
-from octctl.fleet_cost import fleet_cost, volumes_gb
+from octctl.fleet_cost import billed_types, fleet_cost, volumes_gb
+from octctl.fleet_growth import Growth, NewNode, awaiting, first_fleet, grow, machines
 from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instances import instance_names, service_of
 from octctl.runtime.base import InstanceSpec
-from octctl.scheduler import NodeCapacity, nodes_needed, place
+from octctl.scheduler import NodeCapacity, place
 from octctl.specs import Rollout, demands, instance_specs
 from octctl.state.desired import desired_project
 from octctl.state.model import ClusterState, service_changes, volumes_of
@@ -52,6 +53,8 @@ class NodeFacts:
     kind: str
     instance_type: str | None
     domain: str
+    #: The machine types the cluster may buy (``Provider.instance_types``); empty: copies.
+    instance_types: tuple[str, ...] = ()
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -88,39 +91,62 @@ def _comparable(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, An
     return new
 
 
+@dataclass
+class _Pass:
+    """One leader pass, replayed: the nodes it would launch, and the instances each is for."""
+
+    capacities: list[NodeCapacity]
+    launch: dict[str, NewNode] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
+
+    def add(self, growth: Growth) -> None:
+        for index, new in enumerate(growth.nodes):
+            name = f"new-{len(self.launch) + 1}"
+            self.launch[name] = new
+            self.capacities.append(NodeCapacity(_LAST + name, new.cpus, new.memory))
+            self.targets.update({i: _LAST + name for i, k in growth.targets.items() if k == index})
+
+
 def _fleet(
     state: ClusterState, config: Config, fleet: FleetSize, facts: NodeFacts
-) -> tuple[dict[str, str], list[str], list[str], list[str]]:
-    """Placements, nodes to launch, nodes to retire, instances with no room: one leader pass."""
+) -> tuple[dict[str, str], dict[str, NewNode], list[str], list[str]]:
+    """Placements, nodes to launch, nodes to retire, instances with no room: one leader pass
+    (``octctl.leader.fleet.Fleet.schedule``), with the same growth (:mod:`octctl.fleet_growth`)."""
     live = [n for n in state["nodes"].values() if n["status"] != "retiring"]
-    capacities = [
-        NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
-        for n in live
-    ]
-    room = None if fleet.max_nodes is None else max(0, fleet.max_nodes - len(live))
-    launch: list[str] = []
-
-    def grow(count: int) -> None:
-        for _ in range(count if room is None else min(count, room - len(launch))):
-            launch.append(f"new-{len(launch) + 1}")
-            capacities.append(NodeCapacity(_LAST + launch[-1], fleet.template.cpus, fleet.template.memory))
-
-    grow(max(0, fleet.min_nodes - len(live)))
+    step = _Pass(
+        [
+            NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
+            for n in live
+        ]
+    )
+    count = len(state["nodes"]) + len(state["provisioning"])
+    buying = machines(config, facts.instance_types)
     needs = demands(config, pins(config, volumes_of(state)))
-    plan = place(needs, capacities, state["placements"])
+    if buying is None:
+        step.add(grow((), fleet, count, None))
+    elif (
+        list(state["nodes"]) == [facts.leader]
+        and not state["placements"]
+        and not state["provisioning"]
+        and facts.instance_type is not None
+    ):
+        step.add(first_fleet(config, needs, buying, facts.instance_type) or Growth())
+    awaited, current = awaiting(state)
+    placeable = [d for d in needs if d.service not in awaited]
+    plan = place(placeable, step.capacities, {**step.targets, **current})
     waiting = [d for d in needs if d.service in plan.unplaced and d.pinned is None]
-    if waiting:
+    if waiting or (buying is not None and count + len(step.launch) < fleet.min_nodes):
         with contextlib.suppress(ValueError):  # (bigger than any node: unplaced, the deploy fails it)
-            grow(nodes_needed(waiting, fleet.template))
-        plan = place(needs, capacities, state["placements"])
+            step.add(grow(waiting, fleet, count + len(step.launch), buying))
+        plan = place(placeable, step.capacities, {**step.targets, **current})
     placements = {i: node.removeprefix(_LAST) for i, node in plan.placements.items()}
     busy = set(placements.values())
     idle = sorted(
         n["id"] for n in live if n["id"] != facts.leader and n["status"] == "ready" and n["id"] not in busy
     )
-    spare = max(0, len(live) + len(launch) - fleet.min_nodes)
+    spare = max(0, len(live) + len(step.launch) - fleet.min_nodes)
     retire = list(reversed(idle))[:spare]
-    return placements, launch, retire, list(plan.unplaced)
+    return placements, step.launch, retire, list(plan.unplaced)
 
 
 def dry_run(state: ClusterState, config: Config, source_dir: str | None, facts: NodeFacts) -> PlanResponse:
@@ -143,21 +169,23 @@ def dry_run(state: ClusterState, config: Config, source_dir: str | None, facts: 
         for name, change in changes.items()
     ]
 
-    before_count = sum(1 for n in state["nodes"].values() if n["status"] != "retiring")
-    after_count = before_count + len(launch) - len(retire)
-    cost_before = fleet_cost(facts.kind, facts.instance_type, before_count, volumes_gb(old))
-    cost_after = fleet_cost(facts.kind, facts.instance_type, after_count, volumes_gb(config))
+    before = billed_types(state["nodes"].values(), facts.instance_type)
+    kept = billed_types((n for n in state["nodes"].values() if n["id"] not in retire), facts.instance_type)
+    after = [*kept, *(new.instance_type or facts.instance_type for new in launch.values())]
+    cost_before = fleet_cost(facts.kind, before, volumes_gb(old))
+    cost_after = fleet_cost(facts.kind, after, volumes_gb(config))
     current = state["deployment"]
     return PlanResponse(
         cluster=state["cluster"],
         deployment=current["id"] if current else None,
         changed=any(s.change != "unchanged" for s in services) or bool(launch or retire),
         services=services,
-        launch=launch,
+        launch=list(launch),
+        launch_types={name: new.instance_type for name, new in launch.items() if new.instance_type},
         retire=retire,
         unplaced=unplaced,
-        nodes_before=before_count,
-        nodes_after=after_count,
+        nodes_before=len(before),
+        nodes_after=len(after),
         monthly_usd_before=float(cost_before.monthly_usd) if cost_before.monthly_usd is not None else None,
         monthly_usd_after=float(cost_after.monthly_usd) if cost_after.monthly_usd is not None else None,
         cost_note=cost_after.note,

@@ -1,19 +1,23 @@
-"""What the running fleet costs a month, for the dashboard: its nodes times their type's price.
+"""What the running fleet costs a month, for the dashboard and the plan: each node at its type's price.
 
 Pure, from the price table (``octctl/providers/aws/pricing.py``, whose conventions it keeps: a
-month of 730 hours, us-east-1 on-demand prices, compute only). A node knows the type its cluster
-launches from its provider section; a local cluster costs nothing.
+month of 730 hours, us-east-1 on-demand prices, compute only). A node says its type when it joins
+(the state's node record); a record from before nodes said so is priced as the cluster's own
+type. A local cluster costs nothing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from octctl.config import Config
 from octctl.providers.aws import pricing
+from octctl.state.shape import NodeRecord
 
-__all__ = ["FleetCost", "fleet_cost", "volumes_gb"]
+__all__ = ["FleetCost", "billed_types", "fleet_cost", "volumes_gb"]
 
 
 @dataclass(frozen=True)
@@ -22,19 +26,30 @@ class FleetCost:
     note: str
 
 
-def fleet_cost(kind: str, instance_type: str | None, nodes: int, volumes_gb: int = 0) -> FleetCost:
-    """``nodes`` machines of the cluster's provider ``kind`` (and ``instance_type`` on AWS), and
-    ``volumes_gb`` of volumes (EBS on AWS)."""
+def billed_types(nodes: Iterable[NodeRecord], fallback: str | None) -> list[str | None]:
+    """The type of each node that is billed (not being retired); ``fallback`` for a record that
+    names none."""
+    return [n.get("instance_type") or fallback for n in nodes if n["status"] != "retiring"]
+
+
+def fleet_cost(kind: str, types: Sequence[str | None], volumes_gb: int = 0) -> FleetCost:
+    """A machine of each of ``types`` (instance types on AWS) of the cluster's provider ``kind``,
+    and ``volumes_gb`` of volumes (EBS on AWS)."""
     if kind == "local":
         return FleetCost(Decimal(0), "a local cluster: nothing is billed")
-    known = pricing.lookup(instance_type) if instance_type else None
-    if kind != "aws" or known is None:
-        return FleetCost(None, f"no price known for {instance_type or kind} nodes")
-    each = known.monthly + pricing.node_extras_monthly()
+    known = [pricing.lookup(t) if t else None for t in types]
+    unknown = next((t for t, k in zip(types, known, strict=True) if k is None), None) if types else None
+    if kind != "aws" or any(k is None for k in known):
+        return FleetCost(None, f"no price known for {unknown or kind} nodes")
+    priced = [k for k in known if k is not None]
+    extras = pricing.node_extras_monthly()
     volumes = pricing.volumes_monthly(volumes_gb)
+    counts = Counter(k.name for k in priced)
+    each = {k.name: k.monthly + extras for k in priced}
+    nodes = ", ".join(f"{counts[name]} {name} node(s) at ${each[name]:.2f}" for name in sorted(counts))
     return FleetCost(
-        (each * nodes + volumes).quantize(Decimal("0.01")),
-        f"{nodes} {known.name} node(s) at ${each:.2f} a month each (on-demand, us-east-1 prices of "
+        (sum(each[k.name] for k in priced) + volumes).quantize(Decimal("0.01")),
+        f"{nodes or 'no nodes'} a month each (on-demand, us-east-1 prices of "
         f"{pricing.PRICES_AS_OF}, with its root volume and public IPv4; traffic not included)"
         + (f", and {volumes_gb} GB of volumes (${volumes:.2f})" if volumes_gb else ""),
     )

@@ -104,7 +104,7 @@ class Membership:
 
 def node_record(request: JoinRequest, now: float) -> NodeRecord:
     """The state's record of a node that just joined: ``joining`` until the leader sees its agent."""
-    return {
+    record: NodeRecord = {
         "id": request.node,
         "address": request.address,
         "api_port": request.api_port,
@@ -117,3 +117,6 @@ def node_record(request: JoinRequest, now: float) -> NodeRecord:
         "joined_at": now,
         "last_seen": None,
     }
+    if request.instance_type:
+        record["instance_type"] = request.instance_type
+    return record

@@ -121,7 +121,7 @@ class Node:
 
     def self_record(self) -> NodeRecord:
         s = self.settings
-        return {
+        record: NodeRecord = {
             "id": s.node,
             "address": s.address,
             "api_port": s.api_port,
@@ -133,6 +133,9 @@ class Node:
             "joined_at": time.time(),
             "last_seen": time.time(),
         }
+        if s.instance_type:
+            record["instance_type"] = s.instance_type
+        return record
 
     async def start(self) -> None:
         if self.settings.guard_containers:
@@ -279,6 +282,7 @@ class Node:
             dns_port=self.settings.dns_port,
             cpus=self.settings.cpus,
             memory=self.settings.memory,
+            instance_type=self.settings.instance_type,
             proof=self.secrets.raft_proof(
                 self.settings.cluster, self.settings.node, self.settings.address, self.settings.raft_port
             ),

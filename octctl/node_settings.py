@@ -78,6 +78,12 @@ class NodeTemplate(BaseModel):
     def _as_written(cls, section: Any) -> Any:
         return section.model_dump() if isinstance(section, ProviderSection) else section
 
+    @property
+    def instance_type(self) -> str | None:
+        """The machine's type, which a cloud provider's section names (its price, in the state)."""
+        value = getattr(self.provider, "instance_type", None)
+        return value if isinstance(value, str) else None
+
     @model_validator(mode="before")
     @classmethod
     def _provider_section(cls, data: Any) -> Any:

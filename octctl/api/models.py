@@ -92,6 +92,9 @@ class PlanResponse(BaseModel):
     changed: bool = Field(description="false: the deploy would change nothing")
     services: list[ServicePlan]
     launch: list[str] = Field(default_factory=list, description="nodes the leader would launch (new-1 ...)")
+    launch_types: dict[str, str] = Field(
+        default_factory=dict, description="the machine type of each node to launch, where it has one (aws)"
+    )
     retire: list[str] = Field(default_factory=list, description="nodes the leader would hand back")
     unplaced: list[str] = Field(default_factory=list, description="instances with no room even then")
     nodes_before: int
@@ -180,6 +183,12 @@ class JoinRequest(BaseModel):
     voter: bool = Field(default=True, description="false: join as a non-voting replica")
     cpus: int = Field(gt=0)
     memory: int = Field(gt=0)
+    instance_type: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9.\-]+$",
+        description="the machine's type (aws), for its price",
+    )
 
 
 class MembersResponse(BaseModel):

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
+from octctl.fleet_growth import Growth, Machines, NewNode, awaiting, first_fleet, grow, machines
 from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instance_ports import assign_instance_ports
 from octctl.instances import instances_of
@@ -25,8 +26,9 @@ from octctl.leader.disks import attach_disks, disk_zone
 from octctl.leader.ports import ClusterLog
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.providers.base import NodeRequest, Provider
-from octctl.scheduler import NodeCapacity, nodes_needed, place
+from octctl.scheduler import Demand, NodeCapacity, place
 from octctl.specs import demands
+from octctl.state.desired import desired_project
 from octctl.state.model import (
     MAX_VOTERS,
     ClusterState,
@@ -79,24 +81,27 @@ class Fleet:
             log.warning("node %s unreachable for %.0fs (limit %ds): replacing it", node["id"], silent, after)
             await self.retire(node, replaced=f"was unreachable for {silent:.0f} s")
             if config is not None:
-                await self._move_disks(view, config, node["id"])
+                await self._move_disks(view, config, node)
             return True
         return False
 
-    async def _move_disks(self, view: ClusterState, config: Config, dead: str) -> None:
-        """The dead node's volumes on network disks go to a replacement launched in their zone
-        (a disk cannot leave its zone); the service is pinned there and waits for it to join."""
+    async def _move_disks(self, view: ClusterState, config: Config, record: NodeRecord) -> None:
+        """The dead node's volumes on network disks go to a replacement of its type launched in
+        their zone (a disk cannot leave its zone); the service is pinned there and waits for it."""
+        dead = record["id"]
         moving = sorted(name for name, r in volumes_of(view).items() if r["node"] == dead and "disk" in r)
         zone = disk_zone(view, dead)
         if not moving or self.provider is None or zone is None:
             return
-        request = replace(self._request(self.size(config), view), zone=zone)
+        request = replace(self._copy(view, config, record.get("instance_type")), zone=zone)
         try:
             node = await asyncio.to_thread(self.provider.reserve, request)
         except Exception as e:
             log.error("cannot replace node %s, which held %s: %s", dead, ", ".join(moving), e)
             return
-        await self.cluster.execute(command("provisioning", node=node, at=time.time()))
+        await self.cluster.execute(
+            command("provisioning", node=node, at=time.time(), instance_type=request.instance_type)
+        )
         await self.cluster.execute(command("volume_moved", volumes=moving, node=node, at=time.time()))
         self.launched.add(node)
         log.info("node %s replaces %s in %s, for %s", node, dead, zone, ", ".join(moving))
@@ -141,32 +146,49 @@ class Fleet:
             config, NodeCapacity(node="new", cpus=self.settings.cpus, memory=self.settings.memory)
         )
 
+    def machines(self, config: Config) -> Machines | None:
+        """What this cluster may buy when its provider prices machine types (None: copies)."""
+        if self.provider is None:
+            return None
+        return machines(config, self.provider.instance_types)
+
     async def schedule(
         self, view: ClusterState, config: Config | None, optional: Set[str] = frozenset()
     ) -> dict[str, str]:
-        """Place services; grow the fleet to the minimum first so a deploy spreads over it.
-        ``optional`` instances (a start-first update's surge) are placed if there is room, but
-        never grow the fleet."""
+        """Place services, and launch the nodes they need.
+
+        Copies of this node first grow the fleet to its minimum, so a deploy spreads over it; priced
+        machines are bought for what does not fit (and the minimum), each for the instances it is
+        bought for (:mod:`octctl.fleet_growth`), and a first deploy buys the project's whole
+        fleet. ``optional`` instances (a start-first update's surge) are placed if there is room,
+        but never grow the fleet.
+        """
         self.reshaped = False
         self.ports = {}
         if config is None:
             return {}
         fleet = self.size(config)
+        buying = self.machines(config)
+        homes = volumes_of(view)
+        needs = demands(config, pins(config, homes))
         if self.provider is not None:
-            await self._grow(view, fleet, fleet.min_nodes)
+            await self._settle_intents(view, time.time())
+            if buying is None:
+                await self._launch(view, grow((), fleet, self._count(view), None))
+            else:
+                await self._first_fleet(view, config, needs, buying)
             view = self.cluster.view()  # the intents just committed count as growing
         ready = sum(1 for n in view["nodes"].values() if n["status"] == "ready")
         growing = bool(view["provisioning"]) or any(n["status"] == "joining" for n in view["nodes"].values())
         self.ports = dict(view.get("instance_ports", {}))
         if ready < fleet.min_nodes and growing:
             return dict(view["placements"])  # let the fleet reach its minimum, so the deploy spreads
-        homes = volumes_of(view)
-        needs = demands(config, pins(config, homes))
         capacities = [
             NodeCapacity(node=n["id"], cpus=n["cpus"], memory=n["memory"], schedulable=n["status"] == "ready")
             for n in view["nodes"].values()
         ]
-        plan = place(needs, capacities, view["placements"])
+        awaited, current = awaiting(view)
+        plan = place([d for d in needs if d.service not in awaited], capacities, current)
         placements = dict(plan.placements)
         ports = instance_ports(config, placements, view)
         if placements != view["placements"] or ports != self.ports:
@@ -184,16 +206,44 @@ class Fleet:
             return placements
         # (a new node would not help an instance pinned to the node holding its volumes)
         unplaced = set(plan.unplaced) - optional - {d.service for d in needs if d.pinned is not None}
-        if unplaced:
+        short = buying is not None and self._count(view) < fleet.min_nodes
+        if unplaced or short:
             try:
-                missing = nodes_needed([d for d in needs if d.service in unplaced], fleet.template)
+                growth = grow([d for d in needs if d.service in unplaced], fleet, self._count(view), buying)
             except ValueError as e:
                 await self._fail(view, str(e), [])
             else:
-                await self._grow(view, fleet, len(view["nodes"]) + missing)
+                await self._launch(view, growth)
         else:
             await self._shrink(self.cluster.view(), fleet, placements)
         return placements
+
+    @staticmethod
+    def _count(view: ClusterState) -> int:
+        """The fleet's nodes, those being launched included."""
+        return len(view["nodes"]) + len(view["provisioning"])
+
+    async def _first_fleet(
+        self, view: ClusterState, config: Config, needs: Sequence[Demand], buying: Machines
+    ) -> None:
+        """A first deploy buys the project's cheapest fleet at once, this (genesis) node first."""
+        first_deploy = (
+            list(view["nodes"]) == [self.settings.node]
+            and not view["placements"]
+            and not view["provisioning"]
+        )
+        genesis = self.settings.instance_type
+        if not first_deploy or genesis is None:
+            return
+        growth = first_fleet(config, needs, buying, genesis)
+        if growth is not None:
+            log.info(
+                "first deploy: %s holds %s; launching %s",
+                self.settings.node,
+                ", ".join(growth.first) or "nothing",
+                ", ".join(n.instance_type or "a copy" for n in growth.nodes) or "nothing more",
+            )
+            await self._launch(view, growth)
 
     async def _fail(self, view: ClusterState, error: str, log_tail: list[str]) -> None:
         if await fail_deployment(self.cluster, view, None, error, log_tail):
@@ -201,43 +251,57 @@ class Fleet:
 
     # -- machines ----------------------------------------------------------------------------------
 
-    def _request(self, fleet: FleetSize, view: ClusterState) -> NodeRequest:
-        """Who a new node asks to join: this leader first, then every other member, so a node whose
-        launch outlives this leader still finds the cluster."""
+    def _request(self, view: ClusterState, node: NewNode) -> NodeRequest:
+        """A launch of ``node``; who it asks to join: this leader first, then every other member, so
+        a node whose launch outlives this leader still finds the cluster."""
         others = sorted(api_address(n) for n in view["nodes"].values() if n["id"] != self.settings.node)
         return NodeRequest(
             cluster=self.settings.cluster,
-            cpus=fleet.template.cpus,
-            memory=fleet.template.memory,
+            cpus=node.cpus,
+            memory=node.memory,
             join=(self.settings.api_address, *others),
             secrets=self.secrets,
+            instance_type=node.instance_type,
         )
 
-    async def _grow(self, view: ClusterState, fleet: FleetSize, wanted: int) -> None:
-        """Ask the provider for the missing nodes; they start in parallel and join one by one."""
+    def _copy(
+        self, view: ClusterState, config: Config | None, instance_type: str | None = None
+    ) -> NodeRequest:
+        """A launch like this node (or of ``instance_type``, when the cluster buys priced machines)."""
+        buying = self.machines(config) if config is not None else None
+        if buying is not None and instance_type is not None and instance_type in buying.allowed:
+            return self._request(view, buying.node(instance_type))
+        return self._request(view, NewNode(self.settings.cpus, self.settings.memory))
+
+    async def _launch(self, view: ClusterState, growth: Growth) -> None:
+        """Ask the provider for ``growth``'s nodes: each launch an intent in Raft (with its type and
+        the instances it is for) before the provider is called; they start in parallel and join
+        one by one."""
         assert self.provider is not None
         now = time.time()
-        request = self._request(fleet, view)
-        await self._settle_intents(view, request, now)
-        if fleet.max_nodes is not None:
-            wanted = min(wanted, fleet.max_nodes)
-        missing = wanted - len(view["nodes"]) - len(view["provisioning"])
-        for _ in range(max(0, missing)):
+        for index, new in enumerate(growth.nodes):
+            request = self._request(view, new)
             try:
                 node = await asyncio.to_thread(self.provider.reserve, request)
             except Exception as e:
                 log.error("cannot start another node: %s", e)
                 await self._fail(view, f"cannot start another node: {e}", [])
                 return
-            await self.cluster.execute(command("provisioning", node=node, at=now))
+            targets = sorted(i for i, k in growth.targets.items() if k == index)
+            await self.cluster.execute(
+                command("provisioning", node=node, at=now, instance_type=new.instance_type, targets=targets)
+            )
             self.launched.add(node)
             if not await self._provision(view, node, request):
                 return
-            log.info("provisioned node %s towards %d nodes", node, wanted)
+            what = f" ({new.instance_type})" if new.instance_type else ""
+            log.info("provisioned node %s%s for %s", node, what, ", ".join(targets) or "the fleet's minimum")
 
-    async def _settle_intents(self, view: ClusterState, request: NodeRequest, now: float) -> None:
-        """Retire launches that never joined; finish the ones an earlier leader left half done."""
+    async def _settle_intents(self, view: ClusterState, now: float) -> None:
+        """Retire launches that never joined; finish the ones an earlier leader left half done (of
+        the type it asked for: a provider refuses the same launch id with other parameters)."""
         assert self.provider is not None
+        config = desired_project(view)
         for node, since in view["provisioning"].items():
             if now - since > self.provider.launch_timeout:
                 log.warning(
@@ -248,6 +312,7 @@ class Fleet:
             elif node not in self.launched and node not in view["nodes"]:
                 log.info("finishing the launch of node %s that an earlier leader started", node)
                 self.launched.add(node)
+                request = self._copy(view, config, view.get("launch_types", {}).get(node))
                 await self._provision(view, node, replace(request, zone=disk_zone(view, node)))
 
     async def _provision(self, view: ClusterState, node: str, request: NodeRequest) -> bool:

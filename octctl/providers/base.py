@@ -47,6 +47,8 @@ class NodeRequest:
     #: Where the node must be (a provider's availability zone): a replacement for a node whose
     #: volumes are on disks that cannot leave their zone. None: wherever the provider spreads nodes.
     zone: str | None = None
+    #: The machine type to launch (one of :attr:`Provider.instance_types`); None: the provider's own.
+    instance_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,13 @@ class Provider(abc.ABC):
     #: Seconds a provisioned node may take to join before the leader gives up and retires it: a
     #: local process joins in a second, a fresh VM installs packages first.
     launch_timeout: float = 90.0
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        """The machine types this cluster may launch, each with its price (``NodeRequest.instance_type``):
+        the leader then buys the cheapest mix (:mod:`octctl.fleet_growth`). Empty (the default): every
+        node is a copy of the template, and a request's type is ignored."""
+        return ()
 
     @abc.abstractmethod
     def reserve(self, request: NodeRequest) -> str:

@@ -30,6 +30,10 @@ class MeteredProvider(Provider):
         self.launch_timeout = inner.launch_timeout
         self.network_disks = inner.network_disks
 
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        return self.inner.instance_types
+
     def _call(self, call: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         started, ok = time.monotonic(), False
         try:

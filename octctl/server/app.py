@@ -129,8 +129,9 @@ async def plan(request: web.Request) -> web.Response:
         own=NodeCapacity(node=s.node, cpus=s.cpus, memory=s.memory),
         leader=s.node,
         kind=s.provider.kind,
-        instance_type=getattr(s.provider, "instance_type", None),
+        instance_type=s.instance_type,
         domain=s.dns_domain,
+        instance_types=node.provider.instance_types if node.provider is not None else (),
     )
     return ok(dry_run(node.raft.view(), config, body.source_dir, facts))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from octctl.api.models import UiLink
-from octctl.fleet_cost import fleet_cost, volumes_gb
+from octctl.fleet_cost import billed_types, fleet_cost, volumes_gb
 from octctl.names import check_name
 from octctl.server.http import node_of, ok
 from octctl.server.log_streams import tail_of
@@ -61,12 +61,12 @@ async def ui_login(request: web.Request) -> web.Response:
 def board(state: ClusterState, node: str, leader: str | None, kind: str, instance_type: str | None) -> Board:
     """The cluster as ``node`` sees it (pure); ``kind`` and ``instance_type`` price its machines."""
     status = status_view(state, node, leader)
-    billed = sum(1 for n in status.nodes if n.status != "retiring")
+    billed = billed_types(state["nodes"].values(), instance_type)
     return Board(
         status=status,
         deployments=history_views(state)[:DEPLOYMENTS],
         events=recent_events(state, EVENTS),
-        cost=fleet_cost(kind, instance_type, billed, volumes_gb(desired_project(state))),
+        cost=fleet_cost(kind, billed, volumes_gb(desired_project(state))),
         at=time.time(),
     )
 

@@ -33,6 +33,7 @@ from octctl.state.shape import (
     pending_voters,
     raft_address,
     snapshot,
+    targets_of,
     volumes_of,
 )
 from octctl.state.volume_state import volume_disk, volume_homes, volume_moved
@@ -58,6 +59,7 @@ __all__ = [
     "rollback_command",
     "service_changes",
     "snapshot",
+    "targets_of",
     "volumes_of",
 ]
 
@@ -73,6 +75,7 @@ def _node_joined(state: ClusterState, node: NodeRecord) -> None:
         note(state, "node.joined", node["id"], f"{node['id']} joined at {node['address']}", node["joined_at"])
     state["nodes"][node["id"]] = node
     state["provisioning"].pop(node["id"], None)
+    _forget_launch_type(state, node["id"])
 
 
 def _node_left(state: ClusterState, node: str, at: float | None = None) -> None:
@@ -81,6 +84,7 @@ def _node_left(state: ClusterState, node: str, at: float | None = None) -> None:
     state["nodes"].pop(node, None)
     state["instances"].pop(node, None)
     state["provisioning"].pop(node, None)
+    _forget_launch(state, node)
     state["placements"] = {s: n for s, n in state["placements"].items() if n != node}
     ports = state.get("instance_ports", {})
     state["instance_ports"] = {s: p for s, p in ports.items() if s in state["placements"]}
@@ -114,14 +118,40 @@ def _node_public_address(state: ClusterState, node: str, address: str) -> None:
         record["public_address"] = address
 
 
-def _provisioning(state: ClusterState, node: str, at: float) -> None:
+def _provisioning(
+    state: ClusterState,
+    node: str,
+    at: float,
+    instance_type: str | None = None,
+    targets: list[str] | None = None,
+) -> None:
+    """A launch the leader is about to ask for; ``targets``: the instances it is bought for."""
     if node not in state["provisioning"]:
-        note(state, "node.launching", node, f"{node} is being launched", at)
+        what = f" ({instance_type})" if instance_type else ""
+        note(state, "node.launching", node, f"{node}{what} is being launched", at)
     state["provisioning"][node] = at
+    if instance_type:
+        state["launch_types"] = {**state.get("launch_types", {}), node: instance_type}
+    if targets:
+        state["targets"] = {**targets_of(state), **dict.fromkeys(targets, node)}
 
 
 def _provisioning_done(state: ClusterState, node: str) -> None:
+    """A launch given up (it failed, or never joined): its instances are unplaced again."""
     state["provisioning"].pop(node, None)
+    _forget_launch(state, node)
+
+
+def _forget_launch_type(state: ClusterState, node: str) -> None:
+    if node in state.get("launch_types", {}):
+        state["launch_types"] = {n: t for n, t in state["launch_types"].items() if n != node}
+
+
+def _forget_launch(state: ClusterState, node: str) -> None:
+    """What a launch left in the state, once its node left or the launch was given up."""
+    _forget_launch_type(state, node)
+    if any(n == node for n in targets_of(state).values()):
+        state["targets"] = {i: n for i, n in targets_of(state).items() if n != node}
 
 
 def _project_of(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -316,6 +346,13 @@ def _set_placements(
             note(state, "instance.moved", name, f"{name} moves from {was} to {node}", at)
     state["placements"] = dict(placements)
     state["instance_ports"] = ports
+    # (a target is done once its instance is placed, or once its node is ready: placed there or not)
+    waiting = {n for n in state["provisioning"]} | {
+        n for n, record in state["nodes"].items() if record["status"] == "joining"
+    }
+    targets = targets_of(state)
+    if targets:
+        state["targets"] = {i: n for i, n in targets.items() if i not in placements and n in waiting}
 
 
 def _observe(

@@ -34,6 +34,7 @@ class NodeRecord(TypedDict):
     status: str  # joining | ready | unreachable | retiring
     voter: NotRequired[bool]  # absent in states written before non-voters existed: then a voter
     public_address: NotRequired[str]  # the provider's public IPv4 of the node (aws), once known
+    instance_type: NotRequired[str]  # the machine's type (aws), as the node says when it joins
     joined_at: float
     last_seen: float | None
 
@@ -115,6 +116,12 @@ class ClusterState(TypedDict):
     instance_ports: dict[str, int]
     instances: dict[str, dict[str, dict[str, Any]]]  # node id -> service -> observed InstanceStatus
     provisioning: dict[str, float]  # node id -> when the leader asked the provider for it
+    #: instance -> the node launched for it (``octctl/fleet_growth.py``), until the node is ready and
+    #: the instance placed. Snapshots older than the key have none: read it with :func:`targets_of`.
+    targets: dict[str, str]
+    #: node id -> the machine type a launch under way asked for (a new leader finishing it must ask
+    #: for the same). Snapshots older than the key have none: read it with ``.get``.
+    launch_types: dict[str, str]
     #: Snapshots older than the key have none: read it with :func:`acme_of`.
     acme: AcmeState
     #: "<instance>@<node>" -> when the leader took it out of DNS and every ingress, before
@@ -141,6 +148,10 @@ def history_of(state: ClusterState) -> list[HistoryEntry]:
 
 def volumes_of(state: ClusterState) -> dict[str, VolumeRecord]:
     return state.get("volumes") or {}
+
+
+def targets_of(state: ClusterState) -> dict[str, str]:
+    return state.get("targets") or {}
 
 
 def draining_of(state: ClusterState) -> dict[str, float]:
@@ -175,6 +186,8 @@ def empty_state() -> ClusterState:
         "instance_ports": {},
         "instances": {},
         "provisioning": {},
+        "targets": {},
+        "launch_types": {},
         "acme": {"account": None, "challenges": {}, "certificates": {}},
         "draining": {},
         "history": [],

@@ -6,11 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from octcli.providers.aws.addresses import ADDRESS_BOOK_ENV
+from tests.aws.hypervisor import Hypervisor
 from tests.wait import WaitTimeout, wait_until
 
 
@@ -63,3 +66,13 @@ def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return moto_endpoint
+
+
+@pytest.fixture
+def cloud(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
+    """Instances moto says run, booted as real nodes from their user data (``hypervisor.py``)."""
+    project = f"aws{os.getpid() % 10000}x{time.monotonic_ns() % 10000}"
+    env = {**os.environ}
+    with Hypervisor(project, tmp_path / "vms", env) as hypervisor:
+        monkeypatch.setenv(ADDRESS_BOOK_ENV, str(hypervisor.book))
+        yield hypervisor

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -23,7 +21,6 @@ import octcli
 from octcli import api
 from octcli.artifact import build_artifact
 from octcli.errors import OctError
-from octcli.providers.aws.addresses import ADDRESS_BOOK_ENV
 from octctl.addresses import DEFAULT_API_PORT
 from octctl.providers.aws.instances import AMAZON_LINUX_2023
 from octctl.providers.aws.session import AwsClients
@@ -84,15 +81,6 @@ memory = 32
 [project.services.envs]
 WEB1_PUBLIC = "{{{{ services.web1.public_ip }}}}"
 """
-
-
-@pytest.fixture
-def cloud(aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
-    project = f"aws{os.getpid() % 10000}x{time.monotonic_ns() % 10000}"
-    env = {**os.environ}
-    with Hypervisor(project, tmp_path / "vms", env) as hypervisor:
-        monkeypatch.setenv(ADDRESS_BOOK_ENV, str(hypervisor.book))
-        yield hypervisor
 
 
 def a_records(clients: AwsClients, domain: str) -> dict[str, list[str]]:

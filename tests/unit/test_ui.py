@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from octctl.fleet_cost import fleet_cost
+from octctl.fleet_cost import billed_types, fleet_cost
 from octctl.server.ui_routes import PARTS, board
 from octctl.state.events import note
 from octctl.state.shape import empty_state
@@ -46,13 +46,29 @@ def test_a_session_is_not_a_login_code_and_back() -> None:
 
 
 def test_what_the_fleet_costs() -> None:
-    assert fleet_cost("local", None, 3).monthly_usd == 0
-    aws = fleet_cost("aws", "t4g.small", 3)
+    assert fleet_cost("local", [None] * 3).monthly_usd == 0
+    aws = fleet_cost("aws", ["t4g.small"] * 3)
     # the instances, and each node's 20 GB gp3 root volume and public IPv4 ($5.25)
     assert aws.monthly_usd == ((Decimal("0.0168") * 730 + Decimal("5.25")) * 3).quantize(Decimal("0.01"))
     assert "3 t4g.small node(s)" in aws.note
-    unknown = fleet_cost("aws", "x9.huge", 2)
+    unknown = fleet_cost("aws", ["t4g.small", "x9.huge"])
     assert unknown.monthly_usd is None and "x9.huge" in unknown.note
+
+
+def test_a_fleet_of_several_types_is_priced_node_by_node() -> None:
+    nodes = [
+        {"id": "a", "status": "ready", "instance_type": "t4g.medium"},
+        {"id": "b", "status": "ready", "instance_type": "t4g.small"},
+        {"id": "c", "status": "ready"},  # (a record from before nodes named their type)
+        {"id": "d", "status": "retiring", "instance_type": "t4g.xlarge"},  # no longer billed
+    ]
+    types = billed_types(nodes, "t4g.small")  # type: ignore[arg-type]
+    assert types == ["t4g.medium", "t4g.small", "t4g.small"]
+    cost = fleet_cost("aws", types)
+    each = {"t4g.medium": Decimal("0.0336"), "t4g.small": Decimal("0.0168")}
+    expected = sum((each[t] * 730 + Decimal("5.25") for t in types if t), Decimal(0))
+    assert cost.monthly_usd == expected.quantize(Decimal("0.01"))
+    assert "1 t4g.medium node(s)" in cost.note and "2 t4g.small node(s)" in cost.note
 
 
 def state_with_a_service() -> dict:

@@ -22,13 +22,15 @@ from octcli.providers.aws.ledger import KIND, aws_settings, connect, is_aws, led
 from octcli.state import ClusterRecord
 from octctl.node_settings import Secrets
 from octctl.providers.aws.bootstrap import BootstrapConfig
+from octctl.providers.aws.pricing import Reserve, lookup
 from octctl.providers.aws.resources import AwsResources, NodeArtifact
 from octctl.providers.aws.settings import AwsNodeSettings
+from octctl.scheduler import NodeCapacity
 from octctl.specs import demands
 
 if TYPE_CHECKING:
     from octctl.config import AwsProvider, Config
-    from octctl.providers.aws.pricing import Fleet
+    from octctl.providers.aws.mixed_fleet import MixedFleet
     from octctl.providers.aws.session import AwsClients
 
 __all__ = ["LEADER_WAIT", "ensure_aws_cluster"]
@@ -87,8 +89,8 @@ def _genesis(
     secrets = _cluster_secrets(clients, cluster, resuming)
     ledger = ledger_of(record) if resuming else None
     ledger = ledger or AwsResources(region=aws.region, project=config.project.name, cluster=cluster)
-    fleet = _fleet(config, config_path, aws)
-    kind = fleet.instance_type.name
+    fleet = _fleet(config, config_path)
+    kind = fleet.types[0].name
     ami, ledger = _launch_limits(clients, ledger, kind, aws)
     current = ClusterRecord(
         cluster=cluster,
@@ -104,7 +106,10 @@ def _genesis(
     say(f"{'finishing' if resuming else 'starting'} cluster {cluster} in {aws.region}: network and roles")
     current, ledger = converge_base(clients, config, current, ledger, say, save)
     put_secrets(clients.session, cluster, secrets)
-    return _start_leader(clients, current, ledger, fleet, ami, say, save, leader_wait)
+    reserve = Reserve(aws.reserve_cpus, aws.reserve_memory)
+    return _start_leader(
+        clients, current, ledger, fleet.types[0].capacity(reserve), kind, ami, say, save, leader_wait
+    )
 
 
 def _cluster_secrets(clients: AwsClients, cluster: str, resuming: bool) -> Secrets:
@@ -118,19 +123,13 @@ def _cluster_secrets(clients: AwsClients, cluster: str, resuming: bool) -> Secre
     return secrets
 
 
-def _fleet(config: Config, config_path: Path, aws: AwsProvider) -> Fleet:
-    """The cheapest fleet that runs the services; genesis launches its first node as the leader."""
-    from octctl.providers.aws import pricing
+def _fleet(config: Config, config_path: Path) -> MixedFleet:
+    """The cheapest fleet that runs the services; genesis launches its first node as the leader,
+    which buys the rest on the first deploy (:func:`octctl.fleet_growth.first_fleet`)."""
+    from octctl.fleet_growth import project_fleet
 
     try:
-        return pricing.cheapest_fleet(
-            demands(config),
-            reserve=pricing.Reserve(aws.reserve_cpus, aws.reserve_memory),
-            arch=aws.arch,
-            instance_type=aws.instance_type,
-            min_nodes=aws.min_nodes,
-            max_nodes=aws.max_nodes,
-        )
+        return project_fleet(config, demands(config))
     except ValueError as e:
         raise InvalidConfig(f"{config_path}: {e}") from None
 
@@ -141,14 +140,18 @@ def _launch_limits(
     """The leader's image, and the ledger naming the instance types and image the cluster may launch.
 
     The node role may launch only those (``infra.node_policy``), so both are in the ledger before
-    the role's policy is written. A genesis interrupted after the leader was launched keeps the
-    image that leader was given (it launches followers with it).
+    the role's policy is written: every priced type of the leader's CPU architecture (one image
+    boots them all), or the one oct.toml pins, so the leader can buy the cheapest mix as the
+    project changes. A genesis interrupted after the leader was launched keeps the image that
+    leader was given (it launches followers with it).
     """
-    from octctl.providers.aws import instances
+    from octctl.providers.aws import instances, pricing
 
     launched = ledger.leader_instance_id is not None
     ami = (ledger.ami if launched else None) or instances.resolve_ami(clients, kind, ami=aws.ami)
-    types = sorted({*ledger.instance_types, kind}) if launched else [kind]
+    known = pricing.lookup(kind)
+    same_arch = [t.name for t in pricing.candidates(known.arch, aws.instance_type)] if known else []
+    types = sorted({*(ledger.instance_types if launched else ()), kind, *same_arch})
     return ami, ledger.model_copy(update={"instance_types": types, "ami": ami})
 
 
@@ -156,26 +159,28 @@ def _start_leader(
     clients: AwsClients,
     record: ClusterRecord,
     ledger: AwsResources,
-    fleet: Fleet,
+    offered: NodeCapacity,
+    kind: str,
     ami: str,
     say: Phase,
     save: Callable[[ClusterRecord], None],
     leader_wait: float,
 ) -> ClusterRecord:
-    """Launch the leader instance with the oct wheel, and wait until it answers as the leader."""
+    """Launch the leader instance (``kind``, offering services ``offered``) with the oct wheel,
+    and wait until it answers as the leader."""
     from octctl.providers.aws.launch import launch_node
 
-    kind = fleet.instance_type.name
     artifact = _ship_artifact(clients, ledger, say)
     node_settings = AwsNodeSettings(resources=ledger, instance_type=kind, ami=ami, artifact=artifact)
     bootstrap = BootstrapConfig(
         cluster=record.cluster,
-        cpus=fleet.capacity.cpus,
-        memory=fleet.capacity.memory,
+        cpus=offered.cpus,
+        memory=offered.memory,
         node=f"{record.cluster}-genesis",
         provider=node_settings,
     )
-    say(f"starting the leader: {kind} (${fleet.instance_type.hourly}/h)")
+    hourly = lookup(kind)
+    say(f"starting the leader: {kind}" + (f" (${hourly.hourly}/h)" if hourly else ""))
     leader = launch_node(clients, bootstrap, role="leader")
     current = with_ledger(record, ledger.model_copy(update={"leader_instance_id": leader.id}))
     save(current)

@@ -23,7 +23,7 @@ search (every partition of the instances into nodes) on 200 seeded small project
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -345,13 +345,18 @@ def cheapest_mixed_fleet(
     instance_type: str | None = None,
     min_nodes: int = 1,
     max_nodes: int | None = None,
+    allowed: Collection[str] | None = None,
 ) -> MixedFleet:
     """The cheapest fleet this module finds for ``demands`` (see the module docstring), all of one
     CPU architecture: with ``arch = "any"`` each is tried and the cheaper kept, because a fleet's
-    nodes share one image and the services' images need not run on both.
+    nodes share one image and the services' images need not run on both. ``allowed``: the only
+    type names it may use (a running cluster's node role may launch no others).
     Raises :class:`NoInstanceTypeFits` when no fleet within ``max_nodes`` runs them."""
     found: list[tuple[Decimal, _Packer, list[_Node]]] = []
-    pools = [candidates(one, instance_type) for one in (("arm64", "x86_64") if arch == "any" else (arch,))]
+    pools = [
+        tuple(t for t in candidates(one, instance_type) if allowed is None or t.name in allowed)
+        for one in (("arm64", "x86_64") if arch == "any" else (arch,))
+    ]
     for bound, pool in sorted(
         ((_lower_bound(demands, p, reserve), p) for p in pools if p), key=lambda b: b[0]
     ):

@@ -44,7 +44,13 @@ class AwsProvider(Provider):
     def reserve(self, request: NodeRequest) -> str:
         return f"n-{uuid.uuid4().hex[:12]}"
 
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        """The types the node role may launch (``infra.node_policy``), which genesis wrote in the ledger."""
+        return tuple(self.aws.resources.instance_types)
+
     def provision(self, node: str, request: NodeRequest) -> None:
+        kind = request.instance_type or self.aws.instance_type
         config = BootstrapConfig(
             cluster=request.cluster,
             join=list(request.join),
@@ -55,10 +61,11 @@ class AwsProvider(Provider):
             dns_domain=self.settings.dns_domain,
             dns_ttl=self.settings.dns_ttl,
             node=node,
-            provider=self.aws,
+            # (the node's own type: its price, and the type it launches should it lead and grow by copies)
+            provider=self.aws.model_copy(update={"instance_type": kind}),
         )
         instance = launch_node(self.clients, config, role="follower", subnet=self._subnet_in(request.zone))
-        log.info("node %s is instance %s (%s)", node, instance.id, self.aws.instance_type)
+        log.info("node %s is instance %s (%s)", node, instance.id, kind)
 
     def _subnet_in(self, zone: str | None) -> str | None:
         """The cluster's subnet in ``zone`` (None: let the launch spread nodes over the zones)."""
