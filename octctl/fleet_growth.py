@@ -53,12 +53,14 @@ class Growth:
 @dataclass(frozen=True)
 class Machines:
     """What a cluster on a priced provider may buy: the types its role may launch, the CPU
-    architecture and pinned type of oct.toml, and the reserve kept from services on every node."""
+    architecture, pinned type and families of oct.toml, and the reserve kept from services on
+    every node."""
 
     allowed: frozenset[str]
     reserve: Reserve
     arch: ArchPreference = "any"
     instance_type: str | None = None
+    families: tuple[str, ...] | None = None
 
     def node(self, instance_type: str) -> NewNode:
         known = lookup(instance_type)
@@ -79,6 +81,7 @@ def machines(config: Config, allowed: Collection[str]) -> Machines | None:
         reserve=Reserve(aws.reserve_cpus, aws.reserve_memory),
         arch=aws.arch,
         instance_type=aws.instance_type,
+        families=tuple(aws.families) if aws.families is not None else None,
     )
 
 
@@ -100,6 +103,7 @@ def project_fleet(
         min_nodes=aws.min_nodes,
         max_nodes=aws.max_nodes,
         allowed=allowed,
+        families=aws.families,
     )
 
 
@@ -157,6 +161,7 @@ def _buy(unplaced: Sequence[Demand], machines: Machines, at_least: int, room: in
             min_nodes=at_least,
             max_nodes=limit,
             allowed=machines.allowed,
+            families=machines.families,
         )
 
     try:

@@ -74,6 +74,10 @@ class AwsProvider(_Model):
     arch: Literal["any", "x86_64", "arm64"] = Field(
         default="any", description="x86_64 for images built for amd64 only; arm64 types are cheaper"
     )
+    families: list[str] | None = Field(
+        default=None,
+        description="only types of these families (t4g, m7g, c7g, t3, m6i, c6i); None: all oct prices",
+    )
     min_nodes: int = Field(default=1, ge=1, le=1000)
     max_nodes: int = Field(
         default=10, ge=1, le=1000, description="the leader never starts more, whatever the load"

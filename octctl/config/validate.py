@@ -34,6 +34,7 @@ from .volume_checks import check_volumes
 
 if TYPE_CHECKING:
     from octctl.providers.aws import pricing
+    from octctl.providers.aws.pricing import ArchPreference
 
 #: The name rule lives in ``octctl/names.py``: nodes check the names they receive with it too.
 _NAME_RULE = NAME_RULE
@@ -329,6 +330,11 @@ def _check_aws(view: ServicesView) -> Iterator[Finding]:
     yield from _check_cidrs(aws.api_allowed_cidrs)
     from octctl.providers.aws import pricing  # the price table: only AWS projects need it loaded
 
+    if aws.families is not None:
+        problems = list(_check_families(aws.families, aws.arch))
+        yield from problems
+        if problems:
+            return  # sizes cannot be checked against families oct does not know
     pinned = None
     if aws.instance_type is not None:
         pinned = pricing.lookup(aws.instance_type)
@@ -348,7 +354,32 @@ def _check_aws(view: ServicesView) -> Iterator[Finding]:
                 f"instance type '{pinned.name}' is {pinned.arch}, but arch = \"{aws.arch}\"",
             )
             return
+        if aws.families is not None and pinned.family not in aws.families:
+            yield (
+                (*_AWS_PATH, "instance_type"),
+                f"instance type '{pinned.name}' is of family {pinned.family}, which families does not list",
+            )
+            return
     yield from _check_fits(view, aws, pinned)
+
+
+def _check_families(families: list[str], arch: ArchPreference) -> Iterator[Finding]:
+    """Families oct prices, and at least one of ``arch``."""
+    from octctl.providers.aws import pricing
+
+    path: KeyPath = (*_AWS_PATH, "families")
+    if not families:
+        yield path, "expected at least one family; remove the key to let oct pick from all of them"
+        return
+    known = list(pricing.FAMILIES)
+    unknown = [(j, f) for j, f in enumerate(families) if f not in known]
+    for j, family in unknown:
+        yield (
+            (*path, j),
+            f"unknown instance family '{family}'{did_you_mean(family, known)} (oct knows {', '.join(known)})",
+        )
+    if not unknown and not pricing.candidates(arch, None, families):
+        yield path, f"no family listed has {arch} types"
 
 
 def _check_cidrs(cidrs: list[str] | None) -> Iterator[Finding]:
@@ -374,7 +405,7 @@ def _check_fits(
 ) -> Iterator[Finding]:
     from octctl.providers.aws import pricing
 
-    pool = (pinned,) if pinned is not None else pricing.candidates(aws.arch)
+    pool = (pinned,) if pinned is not None else pricing.candidates(aws.arch, None, aws.families)
     reserve = pricing.Reserve(cpus=aws.reserve_cpus, memory=aws.reserve_memory)
     offers = [(t, t.capacity(reserve)) for t in pool]
     if not offers:

@@ -206,6 +206,14 @@ def test_settings_change_the_plan() -> None:
     assert not any("arm64 nodes need" in note for note in plan.notes)
 
 
+def test_families_limit_the_types_oct_picks_from() -> None:
+    """No burstable types: the seed's services on general-purpose Graviton nodes only."""
+    plan = build(seed('\n[project.provider.aws]\nfamilies = ["m7g"]\n'))
+    assert {n.instance_type.split(".")[0] for n in plan.nodes if n.instance_type} == {"m7g"}
+    assert sorted(s for n in plan.nodes for s in n.services) == ["celery", "django", "postgres", "redis"]
+    assert not any("burstable" in note for note in plan.notes)
+
+
 def test_reserve_makes_room_on_every_node() -> None:
     plan = build(seed("\n[project.provider.aws]\nreserve_memory = 512\nreserve_cpus = 100\n"))
     assert (plan.reserve_cpus, plan.reserve_memory) == (100, 512)

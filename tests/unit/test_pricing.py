@@ -333,6 +333,26 @@ def test_local_projects_are_not_checked_against_instance_types() -> None:
             "instance type 't4g.medium' is arm64, but arch = \"x86_64\"",
         ),
         (
+            'families = ["m7g", "t4h"]',
+            "project.provider.aws.families[1]",
+            "unknown instance family 't4h'; did you mean 't4g'? (oct knows t3, t4g, m6i, m7g, c6i, c7g)",
+        ),
+        (
+            'families = ["m6i", "c6i"]\narch = "arm64"',
+            "project.provider.aws.families",
+            "no family listed has arm64 types",
+        ),
+        (
+            "families = []",
+            "project.provider.aws.families",
+            "expected at least one family; remove the key to let oct pick from all of them",
+        ),
+        (
+            'families = ["m7g"]\ninstance_type = "t4g.medium"',
+            "project.provider.aws.instance_type",
+            "instance type 't4g.medium' is of family t4g, which families does not list",
+        ),
+        (
             'region = "uswest2"',
             "project.provider.aws.region",
             "'uswest2' is not an AWS region name (like us-west-2)",

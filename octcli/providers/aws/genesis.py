@@ -141,7 +141,7 @@ def _launch_limits(
 
     The node role may launch only those (``infra.node_policy``), so both are in the ledger before
     the role's policy is written: every priced type of the leader's CPU architecture (one image
-    boots them all), or the one oct.toml pins, so the leader can buy the cheapest mix as the
+    boots them all) in oct.toml's families, or the one it pins, so the leader can buy the cheapest mix as the
     project changes. A genesis interrupted after the leader was launched keeps the image that
     leader was given (it launches followers with it).
     """
@@ -150,7 +150,9 @@ def _launch_limits(
     launched = ledger.leader_instance_id is not None
     ami = (ledger.ami if launched else None) or instances.resolve_ami(clients, kind, ami=aws.ami)
     known = pricing.lookup(kind)
-    same_arch = [t.name for t in pricing.candidates(known.arch, aws.instance_type)] if known else []
+    same_arch = (
+        [t.name for t in pricing.candidates(known.arch, aws.instance_type, aws.families)] if known else []
+    )
     types = sorted({*(ledger.instance_types if launched else ()), kind, *same_arch})
     return ami, ledger.model_copy(update={"instance_types": types, "ami": ami})
 

@@ -346,15 +346,17 @@ def cheapest_mixed_fleet(
     min_nodes: int = 1,
     max_nodes: int | None = None,
     allowed: Collection[str] | None = None,
+    families: Collection[str] | None = None,
 ) -> MixedFleet:
     """The cheapest fleet this module finds for ``demands`` (see the module docstring), all of one
     CPU architecture: with ``arch = "any"`` each is tried and the cheaper kept, because a fleet's
-    nodes share one image and the services' images need not run on both. ``allowed``: the only
-    type names it may use (a running cluster's node role may launch no others).
+    nodes share one image and the services' images need not run on both. ``families``: oct.toml's
+    choice of families; ``allowed``: the only type names it may use (a running cluster's node role
+    may launch no others).
     Raises :class:`NoInstanceTypeFits` when no fleet within ``max_nodes`` runs them."""
     found: list[tuple[Decimal, _Packer, list[_Node]]] = []
     pools = [
-        tuple(t for t in candidates(one, instance_type) if allowed is None or t.name in allowed)
+        tuple(t for t in candidates(one, instance_type, families) if allowed is None or t.name in allowed)
         for one in (("arm64", "x86_64") if arch == "any" else (arch,))
     ]
     for bound, pool in sorted(

@@ -29,7 +29,7 @@ Conventions, stated once because every figure depends on them:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -185,16 +185,24 @@ def lookup(name: str) -> InstanceType | None:
     return _BY_NAME.get(name)
 
 
-def candidates(arch: ArchPreference = "any", instance_type: str | None = None) -> tuple[InstanceType, ...]:
-    """The types oct may choose from: one if ``instance_type`` pins it, else all of ``arch``.
+def candidates(
+    arch: ArchPreference = "any", instance_type: str | None = None, families: Collection[str] | None = None
+) -> tuple[InstanceType, ...]:
+    """The types oct may choose from: one if ``instance_type`` pins it, else all of ``arch`` (and
+    of ``families``, when given).
 
-    Unknown names and a pinned type of the other architecture give an empty tuple; validation
-    reports both with their key, so callers here only need to cope with "nothing to choose from".
+    Unknown names and a pinned type of the other architecture or family give an empty tuple;
+    validation reports each with its key, so callers here only need to cope with "nothing to
+    choose from".
     """
     if instance_type is not None:
         pinned = lookup(instance_type)
-        return () if pinned is None or arch not in ("any", pinned.arch) else (pinned,)
-    return tuple(t for t in INSTANCE_TYPES if arch in ("any", t.arch))
+        if pinned is None or arch not in ("any", pinned.arch):
+            return ()
+        return (pinned,) if families is None or pinned.family in families else ()
+    return tuple(
+        t for t in INSTANCE_TYPES if arch in ("any", t.arch) and (families is None or t.family in families)
+    )
 
 
 class NoInstanceTypeFits(ValueError):
@@ -309,6 +317,7 @@ def cheapest_fleet(
     instance_type: str | None = None,
     min_nodes: int = 1,
     max_nodes: int | None = None,
+    families: Collection[str] | None = None,
 ) -> Fleet:
     """The cheapest fleet of one type (from :func:`candidates`) that runs every service.
 
@@ -318,7 +327,7 @@ def cheapest_fleet(
     than ``max_nodes`` is skipped.
     Raises :class:`NoInstanceTypeFits` when no type works.
     """
-    pool = candidates(arch, instance_type)
+    pool = candidates(arch, instance_type, families)
     best: tuple[tuple[Decimal, int, int], Fleet] | None = None
     # Cheapest first by a bound no fleet of the type can beat, so a type whose bound already costs
     # more than the best fleet found is never replayed: the answer is the same, found sooner.
