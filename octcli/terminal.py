@@ -199,8 +199,10 @@ def _instance_state(state: str, health: str, draining: bool, surge: bool = False
 
 
 def nodes_table(snapshot: StatusResponse) -> Table:
+    """The nodes; their machine type too when they have one (aws, where a fleet may mix types)."""
+    typed = any(node.instance_type for node in snapshot.nodes)
     table = Table(title="nodes", title_justify="left", box=None, pad_edge=False)
-    for column in ("id", "address", "role", "status"):
+    for column in ("id", "address", *(("type",) if typed else ()), "role", "status"):
         table.add_column(column)
     table.add_column("cpus used/cap", justify="right")
     table.add_column("memory used/cap", justify="right")
@@ -208,6 +210,7 @@ def nodes_table(snapshot: StatusResponse) -> Table:
         table.add_row(
             _cell(node.id),
             _cell(f"{node.address}:{node.api_port}"),
+            *((_cell(node.instance_type or "-"),) if typed else ()),
             _state(node.role),
             _state(node.status),
             f"{_cores(node.cpus_used)}/{_cores(node.cpus)}",

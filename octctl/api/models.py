@@ -219,6 +219,7 @@ class NodeView(BaseModel):
     cpus_used: int
     memory_used: int
     last_seen: float | None = None
+    instance_type: str | None = Field(default=None, description="the machine's type (aws)")
 
 
 class InstanceView(BaseModel):

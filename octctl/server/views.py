@@ -141,6 +141,7 @@ def status_view(state: ClusterState, node: str, leader: str | None) -> StatusRes
             cpus_used=used.get(n["id"], (0, 0))[0],
             memory_used=used.get(n["id"], (0, 0))[1],
             last_seen=n["last_seen"],
+            instance_type=n.get("instance_type"),
         )
         for n in sorted(state["nodes"].values(), key=lambda n: n["id"])
     ]

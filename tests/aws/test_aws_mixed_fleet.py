@@ -81,8 +81,10 @@ def test_the_first_deploy_buys_the_planned_mix_of_types(
     }
     assert roles == {"leader": "t3.medium", "follower": "t3.micro"}
     nodes = {n.id: n for n in status.nodes}
-    where = {s.name: nodes[s.node or ""].role for s in status.services}
-    assert where == {"big": "leader", "small": "follower"}, "each service on the node bought for it"
+    where = {s.name: (nodes[s.node or ""].role, nodes[s.node or ""].instance_type) for s in status.services}
+    assert where == {"big": ("leader", "t3.medium"), "small": ("follower", "t3.micro")}, (
+        "on the node bought for it"
+    )
     for service in status.services:
         assert http_get(service.endpoint or "").strip() == service.name
 

@@ -114,3 +114,44 @@ def test_every_section_renders_and_escapes() -> None:
     for part in PARTS:
         fragment = render(f"parts/{part}.html.j2", board=shown)
         assert f'id="{part}"' in fragment and f'hx-get="/ui/part/{part}"' in fragment
+
+
+def test_oct_status_names_each_nodes_type_when_the_fleet_has_types() -> None:
+    from rich.console import Console
+
+    from octcli.terminal import nodes_table
+    from octctl.api.models import NodeView, StatusResponse
+
+    def shown(*types: str | None) -> str:
+        nodes = [
+            NodeView(
+                id=f"n-{i}",
+                address="10.0.0.1",
+                api_port=31888,
+                role="leader" if i == 0 else "follower",
+                status="ready",
+                cpus=1950,
+                memory=1664,
+                cpus_used=0,
+                memory_used=0,
+                instance_type=t,
+            )
+            for i, t in enumerate(types)
+        ]
+        status = StatusResponse(
+            cluster="c",
+            project="p",
+            node="n-0",
+            leader="n-0",
+            stale=False,
+            deployment=None,
+            nodes=nodes,
+            services=[],
+        )
+        console = Console(width=200, record=True)
+        console.print(nodes_table(status))
+        return console.export_text()
+
+    typed = shown("t4g.medium", "t4g.small")
+    assert "type" in typed and "t4g.medium" in typed and "t4g.small" in typed
+    assert "type" not in shown(None, None), "a local cluster's nodes have no type: no column"
