@@ -129,7 +129,7 @@ def tune_gc() -> None:
 async def serve(data_dir: Path, log_file: Path | None = None) -> None:
     from octctl.node import Node
     from octctl.server.app import build_app
-    from octctl.server.limits import IDLE_TIMEOUT, limit_connections
+    from octctl.server.limits import limit_connections
     from octctl.server.site import TlsSite
 
     settings, secrets = read_node_files(data_dir)
@@ -139,7 +139,7 @@ async def serve(data_dir: Path, log_file: Path | None = None) -> None:
         loop.add_signal_handler(sig, node.stopping.set)
     await node.start()
     tune_gc()
-    runner = web.AppRunner(build_app(node), access_log=None, keepalive_timeout=IDLE_TIMEOUT)
+    runner = web.AppRunner(build_app(node), access_log=None, keepalive_timeout=settings.api_idle_timeout)
     trimmer = asyncio.create_task(trim_memory())
     try:
         await runner.setup()

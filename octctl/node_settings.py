@@ -22,6 +22,8 @@ from octctl.tls import new_ca
 
 NODE_FILE = "node.json"
 SECRETS_FILE = "secrets.json"
+#: The default of ``api_idle_timeout`` (``octctl.server.limits.IDLE_TIMEOUT`` says why 20 s).
+DEFAULT_API_IDLE_TIMEOUT = 20.0
 
 
 class ProviderSection(BaseModel):
@@ -67,6 +69,13 @@ class NodeTemplate(BaseModel):
         default=None,
         description="where process services' volume folders are; None: beside the data folder "
         "(<data folder>-volumes); a local cluster's nodes share <project>/.oct-volumes",
+    )
+    api_idle_timeout: float = Field(
+        default=DEFAULT_API_IDLE_TIMEOUT,
+        gt=0,
+        le=3600,
+        description="seconds an API connection may go without a complete request head (idle or "
+        "trickling); keep it above the keep-alive of the nodes' and the CLI's clients (15 s, 5 s)",
     )
     guard_containers: bool = Field(
         default=False,

@@ -2,11 +2,11 @@
 
 aiohttp closes a connection that has not delivered a whole request head within its keep-alive
 timeout (also at the start of a connection), so a client that trickles header bytes, or connects
-and says nothing, is dropped after :data:`IDLE_TIMEOUT`. A body must arrive within
-:data:`BODY_TIMEOUT` once its head has (``read_model`` answers 408 otherwise). And no one address
-may hold more than :data:`CONNECTIONS_PER_CLIENT` connections at once: the one over it is closed as
-soon as it is made, so a single host cannot use up the node's descriptors while the CLI and the
-other nodes keep their way in.
+and says nothing, is dropped after the node's ``api_idle_timeout`` (:data:`IDLE_TIMEOUT` unless
+set). A body must arrive within :data:`BODY_TIMEOUT` once its head has (``read_model`` answers 408
+otherwise). And no one address may hold more than :data:`CONNECTIONS_PER_CLIENT` connections at
+once: the one over it is closed as soon as it is made, so a single host cannot use up the node's
+descriptors while the CLI and the other nodes keep their way in.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ from typing import Any
 from aiohttp import web
 
 from octctl.logthrottle import LogLimiter
+from octctl.node_settings import DEFAULT_API_IDLE_TIMEOUT
 
 __all__ = ["BODY_TIMEOUT", "CONNECTIONS_PER_CLIENT", "HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT", "limit_connections"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds a connection may stay without a complete request head (idle or trickling). Longer than
-#: the keep-alive of the clients that talk to nodes (aiohttp's 15 s between nodes, httpx's 5 s in the
-#: CLI), so a client always drops an idle pooled connection before the node does: no request is
-#: ever sent on a connection the node is closing.
-IDLE_TIMEOUT = 20.0
+#: Seconds a connection may stay without a complete request head (idle or trickling), unless the
+#: node's ``api_idle_timeout`` says otherwise. Longer than the keep-alive of the clients that talk
+#: to nodes (aiohttp's 15 s between nodes, httpx's 5 s in the CLI), so a client always drops an idle
+#: pooled connection before the node does: no request is ever sent on a connection the node is
+#: closing.
+IDLE_TIMEOUT = DEFAULT_API_IDLE_TIMEOUT
 #: Seconds a new connection may take to complete its TLS handshake (asyncio's default is 60).
 HANDSHAKE_TIMEOUT = 10.0
 #: Seconds a request body may take to arrive once its head is in.

@@ -12,6 +12,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +44,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    yield from running_cluster(tmp_path)
+
+
+def running_cluster(tmp_path: Path, **settings_given: Any) -> Iterator[Cluster]:
+    """A real single-node cluster under ``tmp_path`` (``settings_given``: more node.json keys),
+    once it elected itself; stopped, and anything left killed, when resumed."""
     root = tmp_path / ".oct"
     secrets = Secrets.mint()
     address = free_address(root)
@@ -53,6 +60,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cpus=2000,
         memory=2048,
         provider_root=str(root),
+        **settings_given,
     )
     start_node(root, settings, secrets)
     c = Cluster(root, settings, secrets)

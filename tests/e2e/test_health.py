@@ -49,8 +49,11 @@ def test_an_http_check_makes_the_instance_healthy_and_a_failing_one_restarts_it(
     assert {i["service"]: i["health"] for i in others}["store"] == "none"  # no check: running is what counts
 
     # A check that can never pass: the node restarts web (a deploy may or may not see it settle).
-    # No automatic rollback here: it would put the passing version back before we look.
+    # No automatic rollback here: it would put the passing version back before we look. A check
+    # that never passes needs no grace (no start period, one failure is enough): the deploy ends
+    # only once web was restarted a few times, and 5 s + 3 probes per restart made it ~30 s.
     project.edit('http = "/"\n', 'command = "false"\n')
+    project.edit("start_period = 5\n", "start_period = 0\nretries = 1\n")
     project.config.write_text(
         project.config.read_text() + "\n[project.services.update]\nauto_rollback = false\n"
     )

@@ -6,6 +6,7 @@ out of rotation without a failed request (HAProxy sends a refused connection to 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -89,7 +90,7 @@ class Load(threading.Thread):
             try:
                 with urllib.request.urlopen(self.url, timeout=10) as answer:
                     self.answers[answer.read().decode()] += 1
-            except OSError as e:
+            except (OSError, http.client.HTTPException) as e:  # (a truncated answer: IncompleteRead)
                 self.failures.append(repr(e))
 
     def __enter__(self) -> Load:
