@@ -97,8 +97,10 @@ def group_has_members(pgid: int) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (by signal 0, so it works without ``/proc`` too); a zombie child of
-    ours counts as gone (and is reaped here)."""
+    """Whether ``pid`` runs (by signal 0, so it works without ``/proc`` too). A zombie counts as
+    gone: ours is reaped here, and another's (a node's oct-ctl, reparented to pid 1) waits for an
+    init that may be slow to reap it, or never does (a container without one), while a stop
+    waiting on it would wait out its timeout."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +111,8 @@ def pid_alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    found = stat(pid)  # (None without /proc: then signal 0 had the last word)
+    return found is None or not found.dead
 
 
 def group_usage(pgid: int) -> tuple[float, int] | None:
