@@ -23,6 +23,9 @@ ProgressCallback = Callable[[StatusResponse], None]
 POLL_INTERVAL = 0.3
 #: How long a succeeded deployment may wait for its services to show running again.
 SETTLE_GRACE = 30.0
+#: How long a failed deployment waits for the leader's automatic rollback to show (one Raft
+#: commit after the failure, normally milliseconds).
+ROLLBACK_GRACE = 2.0
 
 
 def wait_for_deployment(
@@ -71,7 +74,7 @@ def wait_for_deployment(
                 if settled or time.monotonic() - succeeded_at >= SETTLE_GRACE:
                     return snapshot
             if current.state == "failed":
-                raise DeployFailed(failure(current))
+                _raise_failure(client, deployment, current)
         elif current is not None:
             _check_ended_elsewhere(client, deployment, current.id)
         if time.monotonic() >= deadline:
@@ -99,6 +102,24 @@ def track_nodes(
     record = record.model_copy(update={"nodes": nodes})
     save(record)
     return record
+
+
+def _raise_failure(client: OctClient, deployment: str, failed: DeploymentView) -> None:
+    """Raise :class:`DeployFailed` for ``deployment``, saying so when the leader rolls it back.
+
+    The leader commits the failure and the rollback's deployment one after the other, so a poll
+    can fall between them: for up to :data:`ROLLBACK_GRACE` the CLI looks for the rollback before
+    it reports the failure alone (a deployment that is not rolled back waits that long)."""
+    until = time.monotonic() + ROLLBACK_GRACE
+    while time.monotonic() < until:
+        time.sleep(POLL_INTERVAL)
+        try:
+            now = client.status().deployment
+        except OctError:
+            continue
+        if now is not None and now.id != deployment:
+            _check_ended_elsewhere(client, deployment, now.id)  # (raises, with the rollback if any)
+    raise DeployFailed(failure(failed))
 
 
 def _check_ended_elsewhere(client: OctClient, deployment: str, current: str) -> None:

@@ -66,6 +66,7 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
             log_tail=["sh: nope"],
         )
     )
+    monkeypatch.setattr(rollout, "ROLLBACK_GRACE", 0.05)  # (nothing rolls it back here)
     with pytest.raises(DeployFailed) as caught:
         rollout.wait_for_deployment(
             FakeClient([failed]),  # type: ignore[arg-type]
@@ -115,6 +116,26 @@ def test_a_deployment_rolled_back_after_it_failed_is_reported_with_the_rollback(
     message = str(caught.value)
     assert "service web failed: web did not pass" in message and "  boom" in message
     assert "rolled back automatically: deployment d-back deploys d-good again" in message
+
+
+def test_a_failure_seen_before_its_rollback_is_reported_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader commits the failure, then the rollback: a poll in between still reports both."""
+    monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
+    failed_view = DeploymentView(id="d-new", state="failed", failed_service="web", error="web did not pass")
+    rolling_back = snapshot(DeploymentView(id="d-back", state="in_progress"))
+    failed = entry("d-new", "failed", failed_service="web", error="web did not pass")
+    history = [entry("d-back", "in_progress", rollback_of="d-good"), failed, entry("d-good", "succeeded")]
+    with pytest.raises(DeployFailed) as caught:
+        rollout.wait_for_deployment(
+            FakeClient([snapshot(failed_view), snapshot(failed_view), rolling_back], history),  # type: ignore[arg-type]
+            "d-new",
+            local.LocalCluster(Path("oct.toml")),
+            record(["127.0.0.2:31888"]),
+            lambda r: None,
+            None,
+            timeout=10,
+        )
+    assert "rolled back automatically: deployment d-back deploys d-good again" in str(caught.value)
 
 
 def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
