@@ -25,7 +25,7 @@ from octctl.api.models import (
 )
 from octctl.config import Config
 from octctl.fleet_cost import billed_types, fleet_cost, volumes_gb
-from octctl.fleet_growth import Growth, NewNode, awaiting, first_fleet, grow, machines
+from octctl.fleet_growth import Growth, NewNode, awaiting, first_fleet, grow, is_first_deploy, machines
 from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instances import instance_names, service_of
 from octctl.runtime.base import InstanceSpec
@@ -125,10 +125,7 @@ def _fleet(
     if buying is None:
         step.add(grow((), fleet, count, None))
     elif (
-        list(state["nodes"]) == [facts.leader]
-        and not state["placements"]
-        and not state["provisioning"]
-        and facts.instance_type is not None
+        facts.leader is not None and facts.instance_type is not None and is_first_deploy(state, facts.leader)
     ):
         step.add(first_fleet(config, needs, buying, facts.instance_type) or Growth())
     awaited, current = awaiting(state)

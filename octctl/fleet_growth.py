@@ -29,7 +29,17 @@ from octctl.providers.aws.pricing import ArchPreference, NoInstanceTypeFits, Res
 from octctl.scheduler import Demand, nodes_needed
 from octctl.state.shape import ClusterState, targets_of
 
-__all__ = ["Growth", "Machines", "NewNode", "awaiting", "first_fleet", "grow", "machines", "project_fleet"]
+__all__ = [
+    "Growth",
+    "Machines",
+    "NewNode",
+    "awaiting",
+    "first_fleet",
+    "grow",
+    "is_first_deploy",
+    "machines",
+    "project_fleet",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,11 @@ class Machines:
     arch: ArchPreference = "any"
     instance_type: str | None = None
     families: tuple[str, ...] | None = None
+
+    def sells(self, instance_type: str | None) -> bool:
+        """Whether the cluster may launch ``instance_type`` and oct knows its size (a type a new
+        price table dropped is launched no more: its nodes are then copies of the leader)."""
+        return instance_type in self.allowed and lookup(instance_type) is not None
 
     def node(self, instance_type: str) -> NewNode:
         known = lookup(instance_type)
@@ -105,6 +120,11 @@ def project_fleet(
         allowed=allowed,
         families=aws.families,
     )
+
+
+def is_first_deploy(view: ClusterState, node: str) -> bool:
+    """``node`` (genesis) is the cluster's only node, and nothing is placed or being launched yet."""
+    return list(view["nodes"]) == [node] and not view["placements"] and not view["provisioning"]
 
 
 def first_fleet(config: Config, needs: Sequence[Demand], machines: Machines, genesis: str) -> Growth | None:

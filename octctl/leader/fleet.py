@@ -17,7 +17,16 @@ from dataclasses import dataclass, field, replace
 
 from octctl.config import Config
 from octctl.config.models import ClusterSettings
-from octctl.fleet_growth import Growth, Machines, NewNode, awaiting, first_fleet, grow, machines
+from octctl.fleet_growth import (
+    Growth,
+    Machines,
+    NewNode,
+    awaiting,
+    first_fleet,
+    grow,
+    is_first_deploy,
+    machines,
+)
 from octctl.fleet_size import FleetSize, fleet_size
 from octctl.instance_ports import assign_instance_ports
 from octctl.instances import instances_of
@@ -227,13 +236,8 @@ class Fleet:
         self, view: ClusterState, config: Config, needs: Sequence[Demand], buying: Machines
     ) -> None:
         """A first deploy buys the project's cheapest fleet at once, this (genesis) node first."""
-        first_deploy = (
-            list(view["nodes"]) == [self.settings.node]
-            and not view["placements"]
-            and not view["provisioning"]
-        )
         genesis = self.settings.instance_type
-        if not first_deploy or genesis is None:
+        if genesis is None or not is_first_deploy(view, self.settings.node):
             return
         growth = first_fleet(config, needs, buying, genesis)
         if growth is not None:
@@ -269,7 +273,7 @@ class Fleet:
     ) -> NodeRequest:
         """A launch like this node (or of ``instance_type``, when the cluster buys priced machines)."""
         buying = self.machines(config) if config is not None else None
-        if buying is not None and instance_type is not None and instance_type in buying.allowed:
+        if buying is not None and instance_type is not None and buying.sells(instance_type):
             return self._request(view, buying.node(instance_type))
         return self._request(view, NewNode(self.settings.cpus, self.settings.memory))
 

@@ -347,7 +347,7 @@ def _set_placements(
     state["placements"] = dict(placements)
     state["instance_ports"] = ports
     # (a target is done once its instance is placed, or once its node is ready: placed there or not)
-    waiting = {n for n in state["provisioning"]} | {
+    waiting = set(state["provisioning"]) | {
         n for n, record in state["nodes"].items() if record["status"] == "joining"
     }
     targets = targets_of(state)

@@ -103,3 +103,10 @@ def test_a_first_fleet_starts_with_the_genesis_type_or_not_at_all() -> None:
     assert growth is not None and growth.first == ("a",) and growth.nodes == ()
     changed = first_fleet(config, demands(config), buying, "t4g.xlarge")  # (oct.toml changed since genesis)
     assert changed is None
+
+
+def test_the_cluster_sells_only_allowed_types_it_knows_the_size_of() -> None:
+    buying = machines(aws(), ["t4g.small", "x9.gone"])  # (a type a newer price table dropped)
+    assert buying is not None
+    assert buying.sells("t4g.small")
+    assert not buying.sells("x9.gone") and not buying.sells("t4g.medium") and not buying.sells(None)

@@ -40,10 +40,11 @@ class PricedProvider(FakeProvider):
     def __init__(self) -> None:
         super().__init__()
         self.requests: list[tuple[str, NodeRequest]] = []
+        self.allowed = ARM
 
     @property
     def instance_types(self) -> tuple[str, ...]:
-        return ARM
+        return self.allowed
 
     def provision(self, node: str, request: NodeRequest) -> None:
         self.requests.append((node, request))
@@ -182,6 +183,17 @@ def test_a_launch_given_up_frees_its_instances_for_another() -> None:
     assert targets_of(raft.state) == {"a": "n-1"} and raft.state["launch_types"] == {"n-1": "t4g.small"}
     asyncio.run(raft.execute(command("provisioning_done", node="n-1")))
     assert targets_of(raft.state) == {} and raft.state["launch_types"] == {}
+
+
+def test_a_launch_of_a_type_oct_no_longer_prices_is_finished_as_a_copy(genesis) -> None:  # type: ignore[no-untyped-def]
+    reconciler, raft, provider = genesis
+    provider.allowed = (*ARM, "x9.gone")  # (the ledger lists it; the price table no longer does)
+    deploy(raft, seed())
+    intent = command("provisioning", node="n-old", at=9e12, instance_type="x9.gone", targets=["redis"])
+    asyncio.run(raft.execute(intent))
+    ticks(reconciler, 1)  # (an earlier leader's launch: this one finishes it, and must not fail)
+    request = next(r for n, r in provider.requests if n == "n-old")
+    assert (request.instance_type, request.cpus, request.memory) == (None, OFFERED.cpus, OFFERED.memory)
 
 
 def test_the_dry_run_replays_the_first_fleet_with_its_prices(genesis) -> None:  # type: ignore[no-untyped-def]
