@@ -34,6 +34,19 @@ class FakeClient:
         pass
 
 
+def wait(client: FakeClient, deployment: str, timeout: float = 10) -> StatusResponse:
+    """Wait for ``deployment`` on a local cluster whose record nobody looks at."""
+    return rollout.wait_for_deployment(
+        client,  # type: ignore[arg-type]
+        deployment,
+        local.LocalCluster(Path("oct.toml")),
+        record(["127.0.0.2:31888"]),
+        lambda r: None,
+        None,
+        timeout=timeout,
+    )
+
+
 def test_wait_reports_progress_and_ignores_other_deployments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rollout, "POLL_INTERVAL", 0)
     old = snapshot(DeploymentView(id="d-old", state="succeeded"))
@@ -68,15 +81,7 @@ def test_wait_raises_deploy_failed_with_service_error_and_logs(monkeypatch: pyte
     )
     monkeypatch.setattr(rollout, "ROLLBACK_GRACE", 0.05)  # (nothing rolls it back here)
     with pytest.raises(DeployFailed) as caught:
-        rollout.wait_for_deployment(
-            FakeClient([failed]),  # type: ignore[arg-type]
-            "d-1",
-            local.LocalCluster(Path("oct.toml")),
-            record(["127.0.0.2:31888"]),
-            lambda r: None,
-            None,
-            timeout=10,
-        )
+        wait(FakeClient([failed]), "d-1")
     message = str(caught.value)
     assert "web" in message and "exited with code 127" in message and "sh: nope" in message
     assert caught.value.exit_code == 1
@@ -104,15 +109,7 @@ def test_a_deployment_rolled_back_after_it_failed_is_reported_with_the_rollback(
     failed = entry("d-new", "failed", failed_service="web", error="web did not pass", log_tail=["boom"])
     history = [entry("d-back", "in_progress", rollback_of="d-good"), failed, entry("d-good", "succeeded")]
     with pytest.raises(DeployFailed) as caught:
-        rollout.wait_for_deployment(
-            FakeClient([rolling_back], history),  # type: ignore[arg-type]
-            "d-new",
-            local.LocalCluster(Path("oct.toml")),
-            record(["127.0.0.2:31888"]),
-            lambda r: None,
-            None,
-            timeout=10,
-        )
+        wait(FakeClient([rolling_back], history), "d-new")
     message = str(caught.value)
     assert "service web failed: web did not pass" in message and "  boom" in message
     assert "rolled back automatically: deployment d-back deploys d-good again" in message
@@ -126,15 +123,7 @@ def test_a_failure_seen_before_its_rollback_is_reported_with_it(monkeypatch: pyt
     failed = entry("d-new", "failed", failed_service="web", error="web did not pass")
     history = [entry("d-back", "in_progress", rollback_of="d-good"), failed, entry("d-good", "succeeded")]
     with pytest.raises(DeployFailed) as caught:
-        rollout.wait_for_deployment(
-            FakeClient([snapshot(failed_view), snapshot(failed_view), rolling_back], history),  # type: ignore[arg-type]
-            "d-new",
-            local.LocalCluster(Path("oct.toml")),
-            record(["127.0.0.2:31888"]),
-            lambda r: None,
-            None,
-            timeout=10,
-        )
+        wait(FakeClient([snapshot(failed_view), snapshot(failed_view), rolling_back], history), "d-new")
     assert "rolled back automatically: deployment d-back deploys d-good again" in str(caught.value)
 
 
@@ -142,13 +131,5 @@ def test_wait_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rollout, "POLL_INTERVAL", 0.01)
     pending = snapshot(DeploymentView(id="d-1", state="pending"))
     with pytest.raises(Timeout) as caught:
-        rollout.wait_for_deployment(
-            FakeClient([pending]),  # type: ignore[arg-type]
-            "d-1",
-            local.LocalCluster(Path("oct.toml")),
-            record(["127.0.0.2:31888"]),
-            lambda r: None,
-            None,
-            timeout=0.1,
-        )
+        wait(FakeClient([pending]), "d-1", timeout=0.1)
     assert caught.value.exit_code == 4 and "oct status" in str(caught.value)
