@@ -83,9 +83,9 @@ def free_port() -> int:
 class Nginx:
     """One nginx in the foreground, in its own folder."""
 
-    def __init__(self, template: str, folder: Path, **values: object) -> None:
+    def __init__(self, template: str, folder: Path, address: str = ADDRESS, **values: object) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "nginx.conf").write_text(template.format(dir=folder, address=ADDRESS, **values))
+        (folder / "nginx.conf").write_text(template.format(dir=folder, address=address, **values))
         self.process = subprocess.Popen(
             [find_tool("nginx", "nginx"), "-c", str(folder / "nginx.conf"), "-p", str(folder)],
             stdout=subprocess.DEVNULL,

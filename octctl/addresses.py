@@ -10,6 +10,8 @@ from __future__ import annotations
 DEFAULT_API_PORT = 31888
 DEFAULT_RAFT_PORT = 31889
 DEFAULT_DNS_PORT = 53
+#: Where each node's proxy takes the service mesh's mutual-TLS hops from other nodes.
+MESH_PORT = 31890
 #: Where public services' instances listen (the ingress forwards there; octctl/instance_ports.py):
 #: below Linux's ephemeral range (32768-60999), above the usual service ports, clear of oct's own.
 INSTANCE_PORTS = range(20000, 30000)

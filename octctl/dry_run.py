@@ -27,6 +27,7 @@ from octctl.config import Config
 from octctl.fleet_cost import billed_types, fleet_cost, volumes_gb
 from octctl.fleet_growth import Growth, NewNode, awaiting, first_fleet, grow, is_first_deploy, machines
 from octctl.fleet_size import FleetSize, fleet_size
+from octctl.instance_ports import instance_ports
 from octctl.instances import instance_names, service_of
 from octctl.runtime.base import InstanceSpec
 from octctl.scheduler import NodeCapacity, place
@@ -153,7 +154,8 @@ def dry_run(state: ClusterState, config: Config, source_dir: str | None, facts: 
     placements, launch, retire, unplaced = _fleet(state, config, fleet_size(config, facts.own), facts)
     rollout = Rollout("plan", state["cluster"], source_dir, facts.domain)
     ports = state.get("instance_ports", {})
-    new_specs = instance_specs(config, placements, state["nodes"], rollout, ports)
+    new_ports = instance_ports(config, placements, state)  # (as the leader will assign them)
+    new_specs = instance_specs(config, placements, state["nodes"], rollout, new_ports)
     old = desired_project(state)
     # (read through today's model, so fields added to oct since that deploy are not changes)
     old_services = {s.name: s.model_dump(mode="json") for s in old.project.services} if old else {}

@@ -1,7 +1,8 @@
-"""Which port each public service's instance listens on, on its node.
+"""Which port each proxied service's instance listens on, on its node.
 
-A service with an ``external_port`` is served on that port of every node by the ingress
-(:mod:`octctl.ingress`), so its instance cannot listen there itself: it gets an *instance port*
+A service with an ``external_port``, or a meshed internal one, is served on that port of every
+node by the node's proxy (:mod:`octctl.ingress`, ``Project.proxy_port``), so its instance cannot
+listen there itself: it gets an *instance port*
 from a range of its own, which the ingress forwards to. The leader assigns them with the
 placements and Raft keeps them (``ClusterState["instance_ports"]``): a port is kept while its
 service stays on its node, so placing another service never changes an instance's spec (and never
@@ -18,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 
 from octctl.addresses import INSTANCE_PORTS
+from octctl.config import Config
+from octctl.instances import instances_of
+from octctl.state.shape import ClusterState
 
 #: The distance from a port to its partner: half the range.
 PARTNER_OFFSET = len(INSTANCE_PORTS) // 2
@@ -32,14 +36,14 @@ def partner(port: int) -> int:
 
 
 def assign_instance_ports(
-    public: Set[str],
+    proxied: Set[str],
     placements: Mapping[str, str],
     published: Mapping[str, int],
     before: Mapping[str, int],
     placed_before: Mapping[str, str],
     reserved: Set[int] = frozenset(),
 ) -> dict[str, int]:
-    """The instance port of every placed service in ``public``.
+    """The instance port of every placed service in ``proxied``.
 
     ``published`` is the port each other service publishes on its node's address (an internal-only
     port), which an instance port must not take; nor may it take a ``reserved`` one (the external
@@ -52,13 +56,13 @@ def assign_instance_ports(
         if service in placements:
             taken.setdefault(placements[service], set()).add(port)
     ports: dict[str, int] = {}
-    for service in sorted(public & placements.keys()):
+    for service in sorted(proxied & placements.keys()):
         node, kept = placements[service], before.get(service)
         used = taken.setdefault(node, set())
         if kept is not None and placed_before.get(service) == node and not {kept, partner(kept)} & used:
             ports[service] = kept
             used.update((kept, partner(kept)))
-    for service in sorted(public & placements.keys() - ports.keys()):
+    for service in sorted(proxied & placements.keys() - ports.keys()):
         used = taken.setdefault(placements[service], set())
         free = next((p for p in GIVEN_PORTS if p not in used and partner(p) not in used), None)
         if free is None:
@@ -66,3 +70,17 @@ def assign_instance_ports(
         ports[service] = free
         used.update((free, partner(free)))
     return ports
+
+
+def instance_ports(config: Config, placements: Mapping[str, str], view: ClusterState) -> dict[str, int]:
+    """The instance port of each placed instance of a proxied service (see :mod:`octctl.instance_ports`)."""
+    project = config.project
+    instances = list(instances_of(config))
+    return assign_instance_ports(
+        proxied={name for name, s in instances if project.proxy_port(s) is not None},
+        placements=placements,
+        published={name: port for name, s in instances if (port := project.claimed_port(s)) is not None},
+        before=view.get("instance_ports", {}),
+        placed_before=view["placements"],
+        reserved={port for s in project.services if (port := project.proxy_port(s)) is not None},
+    )

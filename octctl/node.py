@@ -27,6 +27,7 @@ from octctl.fencing import TermFence
 from octctl.ingress.haproxy import Haproxy
 from octctl.leader import Leader
 from octctl.membership import Membership
+from octctl.mesh import MeshIdentity
 from octctl.metrics import NodeFigures, NodeMetrics, dns_counts
 from octctl.node_settings import NodeSettings, Secrets
 from octctl.peers import PeerClient, PeerError
@@ -173,8 +174,10 @@ class Node:
         also = None
         if self.provider is not None:
             also = await asyncio.to_thread(self.provider.container_address, self.settings.address)
+        s, secrets = self.settings, self.secrets
+        mesh = MeshIdentity(s.node, s.address, secrets.ca_key, secrets.ca_cert)
         self.ingress = FollowedIngress(
-            Haproxy(self.data_dir / "ingress"), self.raft.view, self.settings.address, also
+            Haproxy(self.data_dir / "ingress"), self.raft.view, self.settings.address, also, mesh
         )
         self.raft.machine.subscribe(self._on_change)
         self._spawn(self.leader.run())
@@ -221,7 +224,8 @@ class Node:
         version = self.raft.machine.version
         if self._zone_cache is None or self._zone_cache[0] != version:
             started = time.perf_counter()
-            zone = build_zone(self.raft.view(), self.settings.dns_domain, self.settings.dns_ttl)
+            s = self.settings
+            zone = build_zone(self.raft.view(), s.dns_domain, s.dns_ttl, here=s.node)
             self.metrics.dns_zone_seconds.observe(time.perf_counter() - started)
             self._zone_cache = (version, zone)
         return self._zone_cache[1]

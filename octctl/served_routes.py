@@ -10,13 +10,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from octctl.addresses import MESH_PORT
 from octctl.config import Service
 from octctl.ingress.haproxy import Haproxy, IngressError
-from octctl.ingress.routes import IngressRoutes, Mode, Route, Site, Upstream, Web
+from octctl.ingress.routes import Inbound, IngressRoutes, Mesh, Mode, Route, Site, Upstream, Web
+from octctl.instance_ports import partner
 from octctl.instances import PlacedInstances, serving
 from octctl.logthrottle import LogLimiter
+from octctl.mesh import MeshIdentity, server_name, service_name
 from octctl.sites import Site as SiteNames
 from octctl.sites import sites
 from octctl.state.desired import desired_project
@@ -30,48 +34,68 @@ RETRY_SECONDS = 5.0
 ROTATE_CHECK_SECONDS = 1.0
 
 
-def routes_from_state(view: ClusterState, address: str, also: str | None = None) -> IngressRoutes:
-    """What the node at ``address`` serves: each placed public service's ``external_port``, forwarded
-    at layer 4 (any protocol; HTTP for one with an HTTP health check) to its instances' ports (not
-    those being drained); and, when the project
-    is served over HTTPS, its sites on 80 and 443 (see :func:`web_from_state`). A host-bound port
-    (claimed by several services, placed on distinct nodes) is served only by the node running one
-    of them, for that one: the others do not serve it."""
+def routes_from_state(
+    view: ClusterState, address: str, also: str | None = None, mesh_port: int | None = None
+) -> IngressRoutes:
+    """What the node at ``address`` serves: each placed proxied service at its ``proxy_port``
+    (``Project.proxy_port``: a public ``external_port``, or a meshed internal port), forwarded at
+    layer 4 (any protocol; HTTP for one with an HTTP health check) to its instances' ports (not
+    those being drained); and, when the project is served over HTTPS, its sites on 80 and 443
+    (see :func:`web_from_state`).
+
+    With a ``mesh_port``, an instance on another node is reached through that node's proxy over
+    mutual TLS (:mod:`octctl.mesh`), and this node takes such hops for its own instances
+    (:class:`Mesh`). A meshed internal service prefers its instances on this node; a public one is
+    balanced over all of them. A host-bound port (claimed by several services, placed on distinct
+    nodes) is served only by the node running one of them, for that one."""
     config = desired_project(view)
     also_at = (also,) if also else ()
     if config is None:
         return IngressRoutes(address, also=also_at)
+    project = config.project
     ports = view.get("instance_ports", {})
     draining = draining_of(view)
-    host_bound = config.project.host_bound_ports
     routes: list[Route] = []
+    inbound: set[Inbound] = set()
+    names: set[str] = set()
     placed_of = PlacedInstances(view["placements"])
-    for service in config.project.services:
-        if service.public_port is None:
+    for service in project.services:
+        served_at = project.proxy_port(service)
+        if served_at is None:
             continue
-        bound = service.public_port in host_bound
+        meshed = project.meshed(service)
         upstreams, placed = [], False
         for instance, node_id in placed_of.placed(service):
             node = view["nodes"].get(node_id)
             port = ports.get(instance)
-            if node is None or port is None or (bound and node["address"] != address):
+            if node is None or port is None or (not meshed and node["address"] != address):
                 continue
+            here = node["address"] == address
             placed = True  # served even while every instance drains: clients wait, not refused
+            if here and meshed and mesh_port is not None:
+                names.add(service_name(project.name, service.name))
+                pair = (port, partner(port))  # (a start-first update's new version is on the other)
+                inbound.update(Inbound(server_name(project.name, service.name, p), p) for p in pair)
             seen = view["instances"].get(node_id, {}).get(instance)
             if drain_key(instance, node_id) in draining:
                 continue
             at = _serving_port(seen, port)
-            if at is not None:
-                upstreams.append(Upstream(node["address"], at))
-        if not placed or any(route.port == service.public_port for route in routes):
+            if at is None:
+                continue
+            via = None if here or mesh_port is None else server_name(project.name, service.name, at)
+            upstreams.append(Upstream(node["address"], at, via))
+        if not placed or any(route.port == served_at for route in routes):
             continue  # (two sharers on one node, between a deploy and its placements: the first serves)
-        routes.append(Route(service.name, service.public_port, _mode(service), tuple(upstreams)))
+        if service.public_port is None and any(u.address == address for u in upstreams):
+            upstreams = [replace(u, backup=u.address != address) for u in upstreams]
+        routes.append(Route(service.name, served_at, _mode(service), tuple(upstreams)))
+    mesh = Mesh(mesh_port, tuple(names), tuple(inbound)) if mesh_port is not None else None
     found = sites(config)
     if not found:
-        return IngressRoutes(address, tuple(routes), also=also_at)
+        return IngressRoutes(address, tuple(routes), also=also_at, mesh=mesh)
     on_80 = next((r for r in routes if r.port == 80), None)
     web = web_from_state(view, found, routes, on_80)
-    return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web, also_at)
+    return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web, also_at, mesh)
 
 
 def web_from_state(
@@ -126,13 +150,23 @@ class FollowedIngress:
     every committed command; a failure is logged a few times a minute and retried."""
 
     def __init__(
-        self, proxy: Haproxy, view: Callable[[], ClusterState], address: str, also: str | None = None
+        self,
+        proxy: Haproxy,
+        view: Callable[[], ClusterState],
+        address: str,
+        also: str | None = None,
+        mesh: MeshIdentity | None = None,
+        mesh_port: int = MESH_PORT,
     ) -> None:
         self.proxy = proxy
         self.view = view
         self.address = address
         #: The node's second address, for containers (local clusters): served like ``address``.
         self.also = also
+        #: Issues the node's mesh certificate; None: no mesh (instances on other nodes are
+        #: reached at their own ports, in clear).
+        self.mesh = mesh
+        self.mesh_port = mesh_port
         self._changed = asyncio.Event()
         self._limiter = LogLimiter(log)
         #: ``address:port`` of every instance the proxy may send traffic to, as last applied
@@ -164,7 +198,7 @@ class FollowedIngress:
         while True:
             routes = IngressRoutes(self.address)
             try:
-                routes = routes_from_state(self.view(), self.address, self.also)
+                routes = self._routes()
                 if routes != served:
                     self.routed = None  # (until HAProxy confirms: a failed reload keeps the old)
                     await self.proxy.apply(routes)
@@ -180,6 +214,14 @@ class FollowedIngress:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), RETRY_SECONDS if routes != served else None)
             self._changed.clear()
+
+    def _routes(self) -> IngressRoutes:
+        mesh_port = self.mesh_port if self.mesh is not None else None
+        routes = routes_from_state(self.view(), self.address, self.also, mesh_port)
+        if self.mesh is None or routes.mesh is None:
+            return routes
+        credentials = self.mesh.credentials(routes.mesh.names)
+        return replace(routes, mesh=replace(routes.mesh, credentials=credentials, ca=self.mesh.ca_cert))
 
     async def stop(self) -> None:
         await self.proxy.stop()

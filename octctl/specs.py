@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -66,48 +66,53 @@ def public_names(config: Config | None, serving: Mapping[str, Sequence[str]]) ->
 def demand(
     service: Service,
     instance: str | None = None,
-    host_bound: Set[int] = frozenset(),
+    claimed: int | None = None,
     pinned: str | None = None,
 ) -> Demand:
-    """What one instance of the service needs of a node. A public service's ``external_port`` is
-    the ingress's on every node, and each instance gets an instance port, so only an internal-only
-    port is claimed (two instances of such a service never share a node); but a port in
-    ``host_bound`` (shared by several services) is claimed on the node like an internal-only one,
-    which keeps the services that share it on distinct nodes."""
-    port = service.host_port if service.public_port is None else None
-    if service.public_port in host_bound:
-        port = service.public_port
+    """What one instance of the service needs of a node; ``claimed`` is the port it takes on the
+    node's address (``Project.claimed_port``), which keeps the instances that claim one port on
+    distinct nodes. A proxied service's instances listen on instance ports and claim nothing."""
     return Demand(
         service=instance or service.name,
         cpus=service.cpus,
         memory=service.memory,
-        host_ports=frozenset({port} if port else ()),
+        host_ports=frozenset({claimed} if claimed else ()),
         group=service.name,
         pinned=pinned,
     )
 
 
 def demands(config: Config, pins: Mapping[str, str] | None = None) -> list[Demand]:
-    """Every instance's :func:`demand`, with the project's host-bound ports; ``pins`` names the
-    node an instance must run on (where its volumes are: :func:`octctl.volumes.pins`)."""
-    host_bound = config.project.host_bound_ports
+    """Every instance's :func:`demand`, with the port it claims; ``pins`` names the node an
+    instance must run on (where its volumes are: :func:`octctl.volumes.pins`)."""
+    project = config.project
     pinned = pins or {}
-    return [demand(s, instance, host_bound, pinned.get(instance)) for instance, s in instances_of(config)]
+    return [
+        demand(s, instance, project.claimed_port(s), pinned.get(instance))
+        for instance, s in instances_of(config)
+    ]
 
 
 def endpoints(
-    config: Config, placements: Mapping[str, str], nodes: Mapping[str, NodeRecord]
+    config: Config,
+    placements: Mapping[str, str],
+    nodes: Mapping[str, NodeRecord],
+    at: NodeRecord | None = None,
 ) -> dict[str, dict[str, str | int]]:
-    """Template values of every placed service."""
+    """Template values of every placed service, as a service on node ``at`` sees them: a meshed
+    service (``Project.meshed``) is at ``at``'s own address, where its proxy serves it whichever
+    nodes run the instances, so a caller's spec does not change when its callee moves. Any other
+    service is at the node running it (its first instance)."""
     found: dict[str, dict[str, str | int]] = {}
     for service in config.project.services:
         node = nodes.get(placements.get(service.name, ""))
         if node is None:
             continue
         port = service.host_port
+        here = at if at is not None and config.project.meshed(service) else node
         found[service.name] = {
-            "host": node["address"],
-            "ip": node["address"],
+            "host": here["address"],
+            "ip": here["address"],
             "public_ip": node.get("public_address") or node["address"],
             "port": port if port is not None else "",
         }
@@ -244,8 +249,9 @@ def instance_spec(
     instance: str | None = None,
 ) -> InstanceSpec | None:
     """The rendered spec, or None while a service it references has no placement yet, or while a
-    public service has no instance port (it listens there; the ingress serves ``external_port``)."""
-    if service.public_port is not None and instance_port is None:
+    proxied service has no instance port (it listens there; the node proxies serve its port)."""
+    proxied = config.project.proxy_port(service) is not None
+    if proxied and instance_port is None:
         return None
     texts = [*service.envs.values(), service.command or ""]
     if any(ref not in known for text in texts for ref, _ in service_refs(text)):
@@ -256,7 +262,7 @@ def instance_spec(
     except (ConfigError, ValueError):
         return None
     ports: list[PortMapping] = []
-    port = instance_port if service.public_port is not None else service.host_port
+    port = instance_port if proxied else service.host_port
     if service.runtime == "docker" and service.internal_port and port:
         ports.append(
             PortMapping(host_ip=node["address"], host_port=port, container_port=service.internal_port)
@@ -285,7 +291,7 @@ def instance_spec(
         workdir=workdir,
         healthcheck=_healthcheck(service, node["address"], port),
         volumes=mounts,
-        instance_port=instance_port if service.public_port is not None else None,
+        instance_port=instance_port if proxied else None,
         keep_previous=service.update.min_healthy_time,
         **_discovery(config, service, node, rollout),
     )
@@ -314,14 +320,13 @@ def _mounts(service: Service, node: NodeRecord, rollout: Rollout) -> list[Volume
 def replaced_beside(config: Config, service: Service) -> bool:
     """Whether a changed instance of ``service`` starts next to its running version, on the other
     port of its pair (:func:`octctl.instance_ports.partner`), instead of in its place: start-first
-    public services in containers. Their instance port is theirs alone, so the two versions
+    meshed services in containers. Their instance port is theirs alone, so the two versions
     cannot clash. A process service keeps the surge (:mod:`octctl.leader.surge`): its records and
     log are one per instance name."""
     return (
         service.update.order == "start-first"
         and service.runtime == "docker"
-        and service.public_port is not None
-        and service.public_port not in config.project.host_bound_ports
+        and config.project.meshed(service)
     )
 
 
@@ -336,15 +341,20 @@ def instance_specs(
     """Every placed instance's spec. ``running``: what each instance runs now on its node, so a
     service replaced beside (:func:`replaced_beside`) renders its change on the port its running
     version does not use, and an unchanged one on the port it uses."""
-    known = endpoints(config, placements, nodes)
-    on_network = network_endpoints(config, known, rollout.domain)
     local = config.project.provider_kind == "local"
+    seen_from: dict[tuple[str, bool], dict[str, dict[str, str | int]]] = {}
     specs: dict[str, InstanceSpec] = {}
     for instance, service in instances_of(config):
         node = nodes.get(placements.get(instance, ""))
         if node is None:
             continue
-        values = on_network if local and service.runtime == "docker" else known
+        on_network = local and service.runtime == "docker"
+        values = seen_from.get((node["id"], on_network))
+        if values is None:
+            values = endpoints(config, placements, nodes, node)
+            if on_network:
+                values = network_endpoints(config, values, rollout.domain)
+            seen_from[node["id"], on_network] = values
         port = (instance_ports or {}).get(instance)
         now = (running or {}).get(instance)
         if port is not None and now is not None and replaced_beside(config, service):

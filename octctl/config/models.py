@@ -323,6 +323,42 @@ class Project(_Model):
         return frozenset(port for port in claims if claims.count(port) > 1)
 
     @property
+    def node_bound_ports(self) -> frozenset[int]:
+        """Internal ports several internal-only services claim (two backends on 8000): each is
+        published on its own node's address, as before the mesh, since one node cannot serve two
+        services on one port. A port one service claims is the mesh's (:meth:`proxy_port`)."""
+        claims = [s.host_port for s in self.services if s.public_port is None and s.host_port is not None]
+        return frozenset(port for port in claims if claims.count(port) > 1)
+
+    def proxy_port(self, service: Service) -> int | None:
+        """The port nodes' proxies serve ``service`` at, or None when its instances publish their
+        own port (a node-bound internal port) or none. A proxied service's instances listen on
+        instance ports (:mod:`octctl.instance_ports`), never on this one.
+
+        - ``external_port``: the public port, on every node (on its own node if host-bound);
+        - ``internal_port`` of an internal-only service that no other internal-only service
+          claims: the mesh's, on every node's address, for the project's other services.
+        """
+        if service.public_port is not None:
+            return service.public_port
+        port = service.host_port
+        return port if port is not None and port not in self.node_bound_ports else None
+
+    def claimed_port(self, service: Service) -> int | None:
+        """The port an instance of ``service`` takes on its node's address, which keeps two that
+        claim the same port on distinct nodes: a host-bound ``external_port``, or a node-bound
+        internal one. A meshed service claims nothing: its instances get instance ports."""
+        if service.public_port is not None:
+            return service.public_port if service.public_port in self.host_bound_ports else None
+        return service.host_port if self.proxy_port(service) is None else None
+
+    def meshed(self, service: Service) -> bool:
+        """Served at :meth:`proxy_port` by every node, so a caller reaches it at its own node's
+        address, wherever the instances run (see docs/mesh.md)."""
+        port = self.proxy_port(service)
+        return port is not None and not (service.public_port is not None and port in self.host_bound_ports)
+
+    @property
     def provider_kind(self) -> ProviderKind:
         """``"aws"`` unless a local provider is configured, matching the AWS-only reference."""
         if self.provider is not None and self.provider.local is not None:

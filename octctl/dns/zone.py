@@ -2,7 +2,8 @@
 
 Names (zone ``<project>.<domain>.``, ``oct`` by default):
 
-- ``<service>.<zone>``: A records of the nodes where the service runs.
+- ``<service>.<zone>``: A records of the nodes where the service runs; for a meshed service, the
+  answering node's own address, where its proxy serves it (see :func:`build_zone`).
 - ``_<service>._tcp.<zone>``: SRV records (port = the service's host port, target = the node name),
   with the node's A record as additional data.
 - ``<node>.node.<zone>``: the node's A record.
@@ -82,8 +83,12 @@ def zone_origin(project: str, domain: str = DEFAULT_DOMAIN) -> str:
     return _key(f"{project}.{domain}")
 
 
-def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL) -> Zone | None:
-    """The zone of the deployed project, or None when nothing is deployed."""
+def build_zone(
+    state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEFAULT_TTL, here: str | None = None
+) -> Zone | None:
+    """The zone of the deployed project, or None when nothing is deployed. ``here`` is the id of
+    the node that answers from it: a meshed service (``Project.meshed``) is named there, at its
+    proxy, whichever nodes run the instances; without it, every service is named where it runs."""
     config = desired_project(state)
     if config is None:
         return None
@@ -102,6 +107,7 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
     for service in config.project.services:
         name = service.name
         answered: set[str] = set()
+        mesh_node = nodes.get(here) if here is not None and config.project.meshed(service) else None
         for instance, node_id in placed_of.placed(service):
             placed = nodes.get(node_id)
             seen = state["instances"].get(node_id, {}).get(instance)
@@ -109,6 +115,10 @@ def build_zone(state: ClusterState, domain: str = DEFAULT_DOMAIN, ttl: int = DEF
                 continue  # only instances that run healthy are worth an address; a node is named once
             if drain_key(instance, node_id) in draining:
                 continue  # leaving: new clients go to the others
+            if mesh_node is not None:
+                placed = mesh_node  # (named once: every answer is this node's proxy)
+                if answered:
+                    continue
             answered.add(node_id)
             add(f"{name}.{origin}", QTYPE.A, A(placed["address"]))
             port = service.host_port

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import tempfile
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
@@ -80,14 +81,27 @@ HTTP_LOG = "%b %Ts.%ms %ci %HM %HPO %ST %B %Ta %s"
 TCP_LOG = "%b %Ts.%ms %ci tcp %B %Tt %s %ts"
 
 
+#: The mesh's inbound hops: the instance's backend, the caller node (its certificate's name).
+MESH_LOG = "%b %Ts.%ms %ci mesh %[ssl_c_s_dn(CN)] %B %Tt %ts"
+
+
+@dataclass(frozen=True)
+class MeshFiles:
+    """Where the node's mesh certificate (with its key) and the cluster CA are, for HAProxy."""
+
+    credentials: Path
+    ca: Path
+
+
 def render(
     routes: IngressRoutes,
     drain_seconds: int = DRAIN_SECONDS,
     certificates: Path | None = None,
     access_log: bool = True,
+    mesh_files: MeshFiles | None = None,
 ) -> str:
     """The configuration; ``certificates`` is the folder of the sites' PEM files (see
-    :func:`write_certificates`)."""
+    :func:`write_certificates`), ``mesh_files`` the mesh's (:func:`write_mesh_files`)."""
     import jinja2  # only nodes that serve a public port render
 
     template = files("octctl.ingress").joinpath("haproxy.cfg.j2").read_text()
@@ -97,39 +111,58 @@ def render(
         addresses=routes.addresses,
         routes=routes.routes,
         web=routes.web,
+        mesh=routes.mesh,
+        mesh_files=mesh_files,
         certificates=certificates,
         drain_seconds=drain_seconds,
         access_log=access_log,
         http_log=HTTP_LOG,
         tcp_log=TCP_LOG,
+        mesh_log=MESH_LOG,
     )
 
 
-def write_certificates(directory: Path, routes: IngressRoutes) -> Path | None:
-    """Each site's certificate and key as one PEM file (what HAProxy's ``crt <folder>`` loads), in
-    a folder named after their content: the served one is never rewritten under a running worker,
-    and a configuration HAProxy refuses leaves it in place. Files are 0600, in the private folder."""
-    secure = routes.web.secure if routes.web is not None else ()
-    if not secure:
-        return None
+def _content_folder(directory: Path, prefix: str, contents: dict[str, str]) -> Path:
+    """``contents`` as 0600 files in a folder named after them: the served one is never
+    rewritten under a running worker, and a configuration HAProxy refuses leaves it in place."""
     digest = hashlib.sha256()
-    for site in secure:
-        digest.update(f"{site.service}\0{site.certificate}\0".encode())
-    folder = directory / f"certificates-{digest.hexdigest()[:16]}"
+    for name, text in sorted(contents.items()):
+        digest.update(f"{name}\0{text}\0".encode())
+    folder = directory / f"{prefix}-{digest.hexdigest()[:16]}"
     if not folder.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".certificates-", dir=directory))
-        for site in secure:
-            path = staging / f"{site.service}.pem"
+        staging = Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=directory))
+        for name, text in contents.items():
+            path = staging / name
             path.touch(mode=0o600)
-            path.write_text(site.certificate or "")
+            path.write_text(text)
         os.replace(staging, folder)
     return folder
 
 
-def remove_other_certificates(directory: Path, keep: Path | None) -> None:
+def write_certificates(directory: Path, routes: IngressRoutes) -> Path | None:
+    """Each site's certificate and key as one PEM file (what HAProxy's ``crt <folder>`` loads), in
+    the private folder (see :func:`_content_folder`)."""
+    secure = routes.web.secure if routes.web is not None else ()
+    if not secure:
+        return None
+    return _content_folder(
+        directory, "certificates", {f"{site.service}.pem": site.certificate or "" for site in secure}
+    )
+
+
+def write_mesh_files(directory: Path, routes: IngressRoutes) -> MeshFiles | None:
+    """The node's mesh certificate and the cluster CA, when the node takes part in the mesh."""
+    mesh = routes.mesh
+    if mesh is None or not mesh.credentials:
+        return None
+    folder = _content_folder(directory, "mesh", {"node.pem": mesh.credentials, "ca.pem": mesh.ca})
+    return MeshFiles(folder / "node.pem", folder / "ca.pem")
+
+
+def remove_other_certificates(directory: Path, keep: set[Path]) -> None:
     """Folders of certificates no configuration names any more (keys should not linger)."""
-    for folder in directory.glob("certificates-*"):
-        if folder != keep:
+    for folder in (*directory.glob("certificates-*"), *directory.glob("mesh-*")):
+        if folder not in keep:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -187,8 +220,9 @@ class Haproxy:
         os.chmod(self.directory, 0o700)
         candidate = self.config_path.with_name(self.config_path.name + ".new")
         certificates = write_certificates(self.directory, routes)
+        mesh_files = write_mesh_files(self.directory, routes)
         self._socket_folder()
-        candidate.write_text(render(routes, self.drain_seconds, certificates))
+        candidate.write_text(render(routes, self.drain_seconds, certificates, mesh_files=mesh_files))
         await self._check(candidate)
         os.replace(candidate, self.config_path)
         self._served = None  # until HAProxy confirms: a failed reload leaves the old worker serving
@@ -197,7 +231,9 @@ class Haproxy:
         else:
             await self._start()
         self._served = routes
-        remove_other_certificates(self.directory, certificates)
+        kept = {certificates} if certificates else set()
+        kept |= {mesh_files.credentials.parent} if mesh_files else set()
+        remove_other_certificates(self.directory, kept)
         return True
 
     async def stop(self) -> None:
@@ -213,7 +249,7 @@ class Haproxy:
         await self._stop_leftover()
         remove_socket_folder(self.master_socket)
         self._sockets = None
-        remove_other_certificates(self.directory, None)
+        remove_other_certificates(self.directory, set())
 
     def _socket_folder(self) -> None:
         """The private short folder of the master's control socket, made once per run of the

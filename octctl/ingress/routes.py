@@ -17,14 +17,22 @@ Mode = Literal["http", "tcp"]
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _ANSWER = re.compile(r"[A-Za-z0-9_-]{16,128}\.[A-Za-z0-9_-]{16,128}")
+#: A mesh server name: ``<port>.<service>.<project>.mesh`` (service names may hold underscores).
+_MESH_NAME = re.compile(r"[0-9]{1,5}\.[a-z0-9_][a-z0-9_.-]{0,200}\.mesh")
 
 
 @dataclass(frozen=True, order=True)
 class Upstream:
-    """One instance the ingress may send a service's traffic to."""
+    """One instance the proxy may send a service's traffic to, at ``address:port``; or, when
+    ``via`` is set (an instance on another node), through that node's mesh port over mutual TLS,
+    asking for server name ``via`` (see :class:`Mesh`)."""
 
     address: str
     port: int
+    via: str | None = None
+    #: Used only when every other server of its route is down (a meshed service's instances on
+    #: other nodes, while one runs on this node).
+    backup: bool = False
 
     @property
     def name(self) -> str:
@@ -89,6 +97,42 @@ class Web:
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """An instance on this node that other nodes' proxies reach through its mesh port: a TLS
+    connection asking for server name ``name`` is carried to ``port`` on the node's address."""
+
+    name: str
+    port: int
+
+    @property
+    def backend(self) -> str:
+        """``mesh.<service>_<port>``: the access log keeps these hops apart from the service's
+        own lines (the caller's node logs the request itself)."""
+        return f"mesh.{self.name.split('.')[1]}_{self.port}"
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """This node's end of the service mesh: ``port`` on its address takes mutual TLS from the
+    other nodes' proxies (their certificates chain to the cluster CA ``ca``) and carries each
+    connection to the local instance its server name asks for (``inbound``). ``names`` are the
+    services this node serves, which its certificate (``credentials``: certificate and key, PEM)
+    carries; the same certificate is presented to other nodes' mesh ports."""
+
+    port: int
+    names: tuple[str, ...] = ()
+    inbound: tuple[Inbound, ...] = ()
+    credentials: str = field(default="", repr=False)
+    ca: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not all(_MESH_NAME.fullmatch(i.name) for i in self.inbound):
+            raise ValueError("a mesh server name that is not a host name")
+        object.__setattr__(self, "names", tuple(sorted(set(self.names))))
+        object.__setattr__(self, "inbound", tuple(sorted(set(self.inbound), key=lambda i: i.name)))
+
+
+@dataclass(frozen=True)
 class IngressRoutes:
     """Everything one node's proxy serves, on ``address``: ``routes`` on their ports, and
     ``web`` on 80 and 443 when the project is served over HTTPS."""
@@ -99,6 +143,7 @@ class IngressRoutes:
     #: Further addresses of the node every route is also served on (a local node's address for
     #: containers: ``octctl.addresses.container_address``).
     also: tuple[str, ...] = ()
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         ports = [route.port for route in self.routes] + ([80, 443] if self.web is not None else [])
@@ -113,7 +158,7 @@ class IngressRoutes:
     @property
     def empty(self) -> bool:
         """Nothing to listen on: HAProxy does not run without a listener."""
-        return not self.routes and self.web is None
+        return not self.routes and self.web is None and (self.mesh is None or not self.mesh.inbound)
 
     @property
     def upstreams(self) -> frozenset[Upstream]:

@@ -28,8 +28,7 @@ from octctl.fleet_growth import (
     machines,
 )
 from octctl.fleet_size import FleetSize, fleet_size
-from octctl.instance_ports import assign_instance_ports
-from octctl.instances import instances_of
+from octctl.instance_ports import instance_ports
 from octctl.leader.deployments import fail_deployment
 from octctl.leader.disks import attach_disks, disk_zone
 from octctl.leader.ports import ClusterLog
@@ -350,18 +349,3 @@ class Fleet:
         if idle and len(view["nodes"]) > fleet.min_nodes:
             log.info("node %s runs nothing and the fleet is above its minimum: retiring it", idle[-1])
             await self.retire(view["nodes"][idle[-1]])
-
-
-def instance_ports(config: Config, placements: Mapping[str, str], view: ClusterState) -> dict[str, int]:
-    """The instance port of each placed instance of a public service (see :mod:`octctl.instance_ports`)."""
-    instances = list(instances_of(config))
-    return assign_instance_ports(
-        public={name for name, s in instances if s.public_port is not None},
-        placements=placements,
-        published={
-            name: s.host_port for name, s in instances if s.public_port is None and s.host_port is not None
-        },
-        before=view.get("instance_ports", {}),
-        placed_before=view["placements"],
-        reserved={s.public_port for s in config.project.services if s.public_port is not None},
-    )

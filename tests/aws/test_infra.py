@@ -162,7 +162,7 @@ def test_security_group_is_least_privilege(clients: AwsClients, ledger: AwsResou
         Rule("tcp", 31889, 31889, sg),
         Rule("tcp", 53, 53, sg),
         Rule("udp", 53, 53, sg),
-        Rule("tcp", 20000, 29999, sg),  # every node's ingress to the instances
+        Rule("tcp", 31890, 31890, sg),  # the service mesh between nodes
         Rule("tcp", 80, 80, "0.0.0.0/0"),
         Rule("tcp", 443, 443, "0.0.0.0/0"),
     }

@@ -7,7 +7,8 @@ container on the default bridge can reach, plays the node's address. Everything 
 real: the specs the leader renders for an AWS project, the Docker runtime that starts them, the
 resolver settings Docker writes into the container, a DNS packet from the container's libc to
 oct's DNS server on port 53, the zone built from a replica's state, and an HTTP fetch to the
-address it answered.
+address it answered: the node's own proxy (HAProxy, as the node configures it from the same
+state), which serves the meshed service's port and carries the request to its instance port.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -26,7 +28,10 @@ import pytest
 from octctl.config import parse_config_data
 from octctl.dns.server import DnsServer
 from octctl.dns.zone import build_zone
+from octctl.ingress.haproxy import Haproxy
+from octctl.instance_ports import instance_ports
 from octctl.runtime.docker import DockerRuntime
+from octctl.served_routes import routes_from_state
 from octctl.specs import Rollout, instance_specs
 from octctl.state.model import NodeRecord, empty_state
 from tests.wait import wait_until_async
@@ -92,7 +97,7 @@ def aws_project(name: str, port: int) -> dict[str, Any]:
 
 
 async def test_a_container_on_a_vm_finds_a_service_through_the_node_dns(
-    docker_client: docker.DockerClient, runtime: DockerRuntime
+    docker_client: docker.DockerClient, runtime: DockerRuntime, tmp_path: Path
 ) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test binds oct's DNS server to port 53, as on a VM: run it as root (CI does)")
@@ -113,18 +118,24 @@ async def test_a_container_on_a_vm_finds_a_service_through_the_node_dns(
         "last_seen": 0.0,
     }
     placements = {"api": "node-vm", "front": "node-vm"}
-    specs = instance_specs(config, placements, {"node-vm": node}, Rollout("d1", "c-vm"))
-    assert specs["front"].dns == [node_address] and specs["front"].dns_search == [f"{name}.oct"]
-
     state = empty_state()
     state["project"] = config.model_dump(mode="json")
     state["nodes"] = {"node-vm": node}
     state["placements"] = placements
+    state["instance_ports"] = instance_ports(config, placements, state)
     state["instances"] = {"node-vm": {"api": {"state": "running"}, "front": {"state": "running"}}}
-    zone = build_zone(state)
+    specs = instance_specs(
+        config, placements, {"node-vm": node}, Rollout("d1", "c-vm"), state["instance_ports"]
+    )
+    assert specs["front"].dns == [node_address] and specs["front"].dns_search == [f"{name}.oct"]
+    assert [p.host_port for p in specs["api"].ports] == [state["instance_ports"]["api"]]
+
+    zone = build_zone(state, here="node-vm")
     server = DnsServer(address=node_address, port=53, zone=lambda: zone)
+    proxy = Haproxy(tmp_path / "ingress")
     await server.start()
     try:
+        await proxy.apply(routes_from_state(state, node_address))
         for service in ("api", "front"):
             status = await asyncio.to_thread(runtime.apply, specs[service])
             assert status.state == "running", status
@@ -139,6 +150,7 @@ async def test_a_container_on_a_vm_finds_a_service_through_the_node_dns(
         assert any(line.split() == ["Name:", f"api.{name}.oct"] for line in lines), "the short name, searched"
         assert server.stats.answered > 0, "the answers came from oct's DNS server"
     finally:
+        await proxy.stop()
         await server.close()
         for service in ("front", "api"):
             await asyncio.to_thread(runtime.remove, name, service)

@@ -137,7 +137,8 @@ APP_CHECK = '[project.services.healthcheck]\nhttp = "/up"\ninterval = 0.5\ntimeo
 def rendered(text: str) -> dict:
     config = load_config_text(text, {})
     placements = {"app": "n2", "db": "n1", "worker": "n1"}
-    return instance_specs(config, placements, nodes(), Rollout("d1", "c1", "/src"), {"app": 20007})
+    ports = {"app": 20007, "db": 20000, "worker": 20001}  # (db and worker are meshed: proxied too)
+    return instance_specs(config, placements, nodes(), Rollout("d1", "c1", "/src"), ports)
 
 
 def test_each_probe_goes_where_its_instance_listens() -> None:
@@ -155,8 +156,9 @@ def test_each_probe_goes_where_its_instance_listens() -> None:
         0.25,
     )
     assert (db.kind, db.command, db.port) == ("command", ["pg_isready", "-U", "post gres"], None)
-    assert (worker.kind, worker.host, worker.port, worker.retries) == ("tcp", "127.0.0.2", 9000, 5)
-    assert specs["worker"].env["PORT"] == "9000"
+    # So does a meshed one (its internal port is the proxies', on every node).
+    assert (worker.kind, worker.host, worker.port, worker.retries) == ("tcp", "127.0.0.2", 20001, 5)
+    assert specs["worker"].env["PORT"] == "20001"
 
 
 def test_the_check_is_part_of_the_hash_and_no_check_leaves_old_hashes_alone() -> None:

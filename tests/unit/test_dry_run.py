@@ -7,6 +7,7 @@ from typing import Any
 
 from octctl.config import parse_config_data
 from octctl.dry_run import NodeFacts, dry_run, field_changes
+from octctl.instance_ports import instance_ports
 from octctl.scheduler import NodeCapacity
 from octctl.state.model import apply_command, command, empty_state
 from octctl.state.shape import ClusterState
@@ -22,7 +23,8 @@ def running(spec: dict[str, Any], nodes: int = 3, placements: dict[str, str] | N
         apply_command(state, command("node_joined", node=node(n)))
     stored = parse_config_data(spec).model_dump(mode="json")  # as the deploy route stores it
     apply_command(state, command("deploy", project=stored, source_dir=None, deployment="d1", at=0.0))
-    apply_command(state, command("set_placements", placements=placements or {}, at=1.0))
+    ports = instance_ports(parse_config_data(spec), placements or {}, state)  # (as the leader gives them)
+    apply_command(state, command("set_placements", placements=placements or {}, ports=ports, at=1.0))
     return state
 
 

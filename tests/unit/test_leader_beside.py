@@ -84,7 +84,7 @@ def test_the_ingress_keeps_the_previous_generation_until_the_new_one_serves(part
 def test_a_port_is_given_only_with_its_partner_free() -> None:
     first = 20000
     ports = assign_instance_ports(
-        public={"a", "b"},
+        proxied={"a", "b"},
         placements={"a": "n1", "b": "n1"},
         published={},
         before={},
@@ -95,7 +95,7 @@ def test_a_port_is_given_only_with_its_partner_free() -> None:
     assert partner(first + 1) == first + 1 + PARTNER_OFFSET and partner(partner(first + 1)) == first + 1
 
     kept = assign_instance_ports(
-        public={"a"},
+        proxied={"a"},
         placements={"a": "n1", "db": "n1"},
         published={"db": partner(first + 1)},  # a published port now sits on a's partner
         before={"a": first + 1},

@@ -9,7 +9,7 @@ from octctl.config import load_config_text
 from octctl.instances import instance_names, service_of
 from octctl.names import InvalidName, check_instance
 from octctl.scheduler import NodeCapacity, place
-from octctl.specs import demand
+from octctl.specs import demand, demands
 from tests.unit.config_texts import HEADER, line_of, only_problem, service_block
 
 
@@ -50,11 +50,14 @@ def test_replicas_go_to_distinct_nodes_when_there_are_enough_and_double_up_when_
     assert again.moved == ()
 
 
-def test_replicas_of_a_service_with_an_internal_port_never_share_a_node() -> None:
-    config = load_config_text(HEADER + service_block("db", "internal_port = 5432\nreplicas = 3\n"), {})
-    (db,) = config.project.services
-    plan = place([demand(db, i) for i in instance_names(db)], nodes(2), {})
-    assert len(plan.placements) == 2 and len(plan.unplaced) == 1, "the port is bound on the node's address"
+def test_replicas_of_a_node_bound_port_never_share_a_node_and_meshed_ones_may() -> None:
+    db = service_block("db", "internal_port = 5432\nreplicas = 3\n")
+    bound = load_config_text(HEADER + db + service_block("db2", "internal_port = 5432\n"), {})
+    plan = place(demands(bound), nodes(3), {})
+    assert len(plan.placements) == 3 and len(plan.unplaced) == 1, "the port is bound on the node's address"
+    meshed = load_config_text(HEADER + db, {})
+    plan = place(demands(meshed), nodes(2), {})
+    assert len(plan.placements) == 3 and plan.unplaced == (), "instance ports: two may share a node"
 
 
 def test_update_policy_defaults_and_a_start_first_order_accepted() -> None:

@@ -56,21 +56,37 @@ def nodes() -> dict[str, NodeRecord]:
     return {"n1": record("n1", "127.0.0.2"), "n2": record("n2", "127.0.0.3")}
 
 
-#: The instance port the leader gave app, the public service (octctl/instance_ports.py).
-APP_PORT = 20000
+#: The instance ports the leader gave the proxied services (octctl/instance_ports.py): app is
+#: public, db and worker are meshed (each the only one on its internal port).
+APP_PORT, DB_PORT, WORKER_PORT = 20000, 20001, 20002
+PORTS = {"app": APP_PORT, "db": DB_PORT, "worker": WORKER_PORT}
 
 
 def specs(text: str = TEXT, placements: dict[str, str] | None = None) -> dict:
     config = load_config_text(text, {"MODE": "prod"})
     placements = placements or {"db": "n1", "app": "n2", "worker": "n1"}
-    return instance_specs(config, placements, nodes(), Rollout("d1", "c1", "/src"), {"app": APP_PORT})
+    return instance_specs(config, placements, nodes(), Rollout("d1", "c1", "/src"), PORTS)
 
 
-def test_references_render_to_the_placed_node_and_port() -> None:
-    app = specs()["app"]
-    assert app.env == {"DB": "postgres://127.0.0.2:5432/shop", "MODE": "prod"}
-    assert app.command == ["serve", "--db", "127.0.0.2:5432"]
+def test_references_to_a_meshed_service_render_to_the_callers_own_node() -> None:
+    app = specs()["app"]  # on n2; db runs on n1, and every node's proxy serves db's port
+    assert app.env == {"DB": "postgres://127.0.0.3:5432/shop", "MODE": "prod"}
+    assert app.command == ["serve", "--db", "127.0.0.3:5432"]
     assert app.node == "n2" and app.cluster == "c1" and app.deployment == "d1"
+
+
+#: Two internal-only services on 5432: neither is meshed (one node cannot serve both on one port).
+NODE_BOUND = TEXT.replace(
+    '[[project.services]]\nname = "app"',
+    '[[project.services]]\nname = "db2"\nimage = "postgres:16"\ninternal_port = 5432\n'
+    'cpus = 100\nmemory = 64\n[[project.services]]\nname = "app"',
+)
+
+
+def test_references_to_a_node_bound_service_render_to_its_node() -> None:
+    placements = {"db": "n1", "db2": "n2", "app": "n2", "worker": "n1"}
+    app = specs(NODE_BOUND, placements)["app"]
+    assert app.env["DB"] == "postgres://127.0.0.2:5432/shop"
 
 
 def test_ports_are_published_on_the_node_address() -> None:
@@ -79,21 +95,24 @@ def test_ports_are_published_on_the_node_address() -> None:
     assert [(p.host_ip, p.host_port, p.container_port) for p in result["app"].ports] == [
         ("127.0.0.3", APP_PORT, 8000)
     ]
+    # db is meshed: its instance port is published, 5432 is the proxies', on every node.
     assert [(p.host_ip, p.host_port, p.container_port) for p in result["db"].ports] == [
-        ("127.0.0.2", 5432, 5432)
+        ("127.0.0.2", DB_PORT, 5432)
     ]
-    config = load_config_text(TEXT, {"MODE": "x"})
-    assert demand(config.service("app")).host_ports == frozenset()  # the ingress's port, on every node
-    assert demand(config.service("db")).host_ports == frozenset({5432})
-    # A port several services share is host-bound: claimed on the node, like an internal-only one.
-    assert demand(config.service("app"), host_bound={80}).host_ports == frozenset({80})
-    assert demand(config.service("db"), host_bound={80}).host_ports == frozenset({5432})
+    project = load_config_text(TEXT, {"MODE": "x"}).project
+    assert [project.claimed_port(s) for s in project.services] == [None, None, None]
+    # A port several services share is claimed on the node, which keeps them apart.
+    bound = load_config_text(NODE_BOUND, {"MODE": "x"}).project
+    assert bound.claimed_port(bound.services[0]) == 5432 and bound.proxy_port(bound.services[0]) is None
+    assert demand(bound.services[0], "db", 5432).host_ports == frozenset({5432})
+    node_bound = specs(NODE_BOUND, {"db": "n1", "db2": "n2", "app": "n2", "worker": "n1"})
+    assert [(p.host_ip, p.host_port) for p in node_bound["db"].ports] == [("127.0.0.2", 5432)]
 
 
 def test_process_services_get_host_port_and_workdir() -> None:
     worker = specs()["worker"]
     assert worker.workdir == "/src" and worker.ports == []
-    assert worker.env["HOST"] == "127.0.0.2" and worker.env["PORT"] == "9000"
+    assert worker.env["HOST"] == "127.0.0.2" and worker.env["PORT"] == str(WORKER_PORT)
     assert worker.env["OCT_SERVICE"] == "worker" and worker.env["OCT_PROJECT"] == "shop"
     assert worker.env["OCT_DNS"] == "127.0.0.2:53" and worker.env["OCT_DOMAIN"] == "shop.oct"
 
@@ -111,14 +130,20 @@ def test_hash_changes_only_for_the_service_that_changed() -> None:
         {"db": "n1", "app": "n2", "worker": "n1"},
         nodes(),
         Rollout("d2", "c1", "/src"),
-        {"app": APP_PORT},
+        PORTS,
     )
     assert {k: v.spec_hash for k, v in again.items()} == {k: v.spec_hash for k, v in before.items()}
 
 
-def test_moving_a_dependency_changes_its_dependents() -> None:
+def test_moving_a_meshed_dependency_restarts_none_of_its_dependents() -> None:
     before = specs()
     moved = specs(placements={"db": "n2", "app": "n2", "worker": "n1"})
+    assert moved["app"].spec_hash == before["app"].spec_hash
+
+
+def test_moving_a_node_bound_dependency_changes_its_dependents() -> None:
+    before = specs(NODE_BOUND, {"db": "n1", "db2": "n2", "app": "n2", "worker": "n1"})
+    moved = specs(NODE_BOUND, {"db": "n2", "db2": "n1", "app": "n2", "worker": "n1"})
     assert moved["app"].env["DB"] == "postgres://127.0.0.3:5432/shop"
     assert moved["app"].spec_hash != before["app"].spec_hash
 
@@ -147,19 +172,25 @@ def test_containers_on_a_local_cluster_get_names_they_can_reach() -> None:
     text = TEXT.replace('path = "state.json"', 'path = "state.json"\n[project.provider.local]\nnodes = 2')
     local = specs(text)
     # app (a container) reaches db by its name on the cluster network, at the port db listens on.
-    # .ip is the node's address for containers (its 127.0.0.N is a container's own loopback).
-    assert local["app"].env["DB"] == "postgres://198.18.0.2:5432/shop"
+    # .ip is the own node's address for containers (its 127.0.0.N is a container's own
+    # loopback), where the node's proxy serves db.
+    assert local["app"].env["DB"] == "postgres://198.18.0.3:5432/shop"
     assert local["app"].command == ["serve", "--db", "db.shop.oct:5432"]  # .host is the name
-    # A process still gets the node address and the published port.
+    # A process gets its own node's address, where the node's proxy serves db.
     worker_text = text.replace(
         'command = "python3 worker.py"', 'command = "python3 worker.py {{ services.db.host }}"'
     )
-    assert specs(worker_text)["worker"].command == ["python3", "worker.py", "127.0.0.2"]
+    placements = {"db": "n2", "app": "n2", "worker": "n1"}
+    assert specs(worker_text, placements)["worker"].command == ["python3", "worker.py", "127.0.0.2"]
 
 
-def test_a_public_service_waits_for_its_instance_port() -> None:
+def test_a_proxied_service_waits_for_its_instance_port() -> None:
     config = load_config_text(TEXT, {"MODE": "prod"})
     placed = instance_specs(
-        config, {"db": "n1", "app": "n2", "worker": "n1"}, nodes(), Rollout("d1", "c1", "/src")
+        config,
+        {"db": "n1", "app": "n2", "worker": "n1"},
+        nodes(),
+        Rollout("d1", "c1", "/src"),
+        {"db": DB_PORT},
     )
-    assert sorted(placed) == ["db", "worker"]
+    assert sorted(placed) == ["db"]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT, INSTANCE_PORTS
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT, MESH_PORT
 from octctl.providers.aws.infra.steps import Genesis, Teardown, tag_filters, tag_spec
 from octctl.providers.aws.session import AwsError, call
 
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 DNS_PORT = 53
-RESERVED_PORTS = {DEFAULT_API_PORT: "API", DEFAULT_RAFT_PORT: "Raft", DNS_PORT: "DNS"}
+RESERVED_PORTS = {DEFAULT_API_PORT: "API", DEFAULT_RAFT_PORT: "Raft", MESH_PORT: "mesh", DNS_PORT: "DNS"}
 
 
 @dataclass(frozen=True, order=True)
@@ -63,8 +63,10 @@ def desired_rules(group_id: str, api_cidrs: Sequence[str], external_ports: Itera
     - API (31888/tcp) from each of ``api_cidrs`` (the deployer's address by default);
     - API, Raft (31889/tcp) and DNS (53/tcp+udp) from the group itself: agents, Raft replication
       and node-to-node DNS, never from outside;
-    - the instance ports (20000-29999/tcp) from the group itself: every node's ingress forwards a
-      public service's traffic to its instance there;
+    - the mesh port (31890/tcp) from the group itself: a node's proxy reaches another node's
+      instances through that node's proxy, over mutual TLS. Instance ports and internal ports
+      stay closed between nodes, so a workload cannot go around the mesh to another node's
+      instances;
     - each service ``external_port`` (tcp) from anywhere: it is the project's public address.
     """
     rules: set[Rule] = set()
@@ -78,8 +80,7 @@ def desired_rules(group_id: str, api_cidrs: Sequence[str], external_ports: Itera
     rules.add(Rule("tcp", DEFAULT_RAFT_PORT, DEFAULT_RAFT_PORT, group_id, "oct Raft between nodes"))
     rules.add(Rule("tcp", DNS_PORT, DNS_PORT, group_id, "oct DNS between nodes"))
     rules.add(Rule("udp", DNS_PORT, DNS_PORT, group_id, "oct DNS between nodes"))
-    first, last = INSTANCE_PORTS.start, INSTANCE_PORTS.stop - 1
-    rules.add(Rule("tcp", first, last, group_id, "oct ingress to instances, between nodes"))
+    rules.add(Rule("tcp", MESH_PORT, MESH_PORT, group_id, "oct service mesh between nodes"))
     for port in sorted(set(external_ports)):
         if not 1 <= port <= 65535:
             raise ValueError(f"external_port {port} is not a port number (1-65535)")
