@@ -135,15 +135,22 @@ def _ingress(rows: Sequence[Mapping[str, str]]) -> Iterator[Metric]:
         "HTTP responses the ingress sent for a service's site, by status class.",
         labels=["proxy", "code"],
     )
+    denied = CounterMetricFamily(
+        "oct_ingress_denied",
+        "Connections or requests the node's proxy refused: callers a service's allow does not name.",
+        labels=["proxy"],
+    )
     for row in rows:
         proxy = row.get("pxname", "")
         if row.get("svname") == "FRONTEND" and row.get("stot", "").isdigit():
             connections.add_metric([proxy], int(row["stot"]))
+        if row.get("svname") == "FRONTEND" and row.get("dreq", "").isdigit():
+            denied.add_metric([proxy], int(row["dreq"]))
         if row.get("svname") == "BACKEND":
             for column, code in HTTP_CLASSES.items():
                 if row.get(column, "").isdigit():
                     responses.add_metric([proxy, code], int(row[column]))
-    yield from (connections, responses)
+    yield from (connections, responses, denied)
 
 
 class NodeMetrics:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from octctl.addresses import DEFAULT_DNS_PORT, host_port
+from octctl.addresses import DEFAULT_DNS_PORT, MESH_PORT, host_port
 from octctl.agent import Agent
 from octctl.api.models import JoinRequest
 from octctl.dns.forwarding import docker_bridge_networks, resolv_conf_upstreams
@@ -140,7 +140,7 @@ class Node:
 
     async def start(self) -> None:
         if self.settings.guard_containers:
-            ports = [self.settings.raft_port, self.settings.api_port]
+            ports = [self.settings.raft_port, self.settings.api_port, MESH_PORT]
             await asyncio.get_running_loop().run_in_executor(None, firewall.guard, ports)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=64, ssl=self.identity.client_context())

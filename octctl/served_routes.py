@@ -18,7 +18,7 @@ from octctl.config import Service
 from octctl.ingress.haproxy import Haproxy, IngressError
 from octctl.ingress.routes import Inbound, IngressRoutes, Mesh, Mode, Route, Site, Upstream, Web
 from octctl.instance_ports import partner
-from octctl.instances import PlacedInstances, serving
+from octctl.instances import PlacedInstances, instances_of, serving
 from octctl.logthrottle import LogLimiter
 from octctl.mesh import MeshIdentity, server_name, service_name
 from octctl.sites import Site as SiteNames
@@ -88,7 +88,8 @@ def routes_from_state(
             continue  # (two sharers on one node, between a deploy and its placements: the first serves)
         if service.public_port is None and any(u.address == address for u in upstreams):
             upstreams = [replace(u, backup=u.address != address) for u in upstreams]
-        routes.append(Route(service.name, served_at, _mode(service), tuple(upstreams)))
+        allowed = _callers(view, service, address) if meshed and service.allow is not None else None
+        routes.append(Route(service.name, served_at, _mode(service), tuple(upstreams), allowed))
     mesh = Mesh(mesh_port, tuple(names), tuple(inbound)) if mesh_port is not None else None
     found = sites(config)
     if not found:
@@ -115,6 +116,27 @@ def web_from_state(
         web_sites.append(Site(site.service, site.names, upstreams.get(site.service, ()), certificate))
     fallback = Route(on_80.service, 80, "http", on_80.upstreams) if on_80 is not None else None
     return Web(tuple(web_sites), tuple(acme["challenges"].items()), fallback)
+
+
+def _callers(view: ClusterState, callee: Service, address: str) -> tuple[str, ...]:
+    """Where calls from the services ``callee`` allows come from, on the node at ``address``: each
+    of their containers' own addresses, and the node's address for a process (a process calls
+    from the node's address; so every process on a node that runs an allowed one passes)."""
+    config = desired_project(view)
+    if config is None:
+        return ()
+    node_id = next((n["id"] for n in view["nodes"].values() if n["address"] == address), None)
+    here = view["instances"].get(node_id or "", {})
+    allowed = set(callee.allow or ())
+    sources: set[str] = set()
+    for instance, caller in instances_of(config):
+        seen = here.get(instance)
+        if caller.name not in allowed or seen is None:
+            continue
+        if caller.runtime == "process":
+            sources.add(address)
+        sources.update(seen.get("addresses") or ())
+    return tuple(sorted(sources))
 
 
 def _mode(service: Service) -> Mode:

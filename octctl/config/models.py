@@ -241,6 +241,10 @@ class Service(_Model):
     volumes: list[Volume] = Field(
         default_factory=list, description="named volumes that keep their data (docs/oct-toml.md, Volumes)"
     )
+    allow: list[str] | None = Field(
+        default=None,
+        description="the services that may call this one over the mesh (docs/mesh.md); default: all",
+    )
 
     @property
     def host_port(self) -> int | None:
@@ -300,6 +304,12 @@ class AcmeSettings(_Model):
     ca_pem: str | None = None
 
 
+def node_bound_ports(services: list[Service]) -> frozenset[int]:
+    """Internal ports several internal-only ``services`` claim (see ``Project.node_bound_ports``)."""
+    claims = [s.host_port for s in services if s.public_port is None and s.host_port is not None]
+    return frozenset(port for port in claims if claims.count(port) > 1)
+
+
 class Project(_Model):
     """``[project]``; ``user_state_backend`` is optional: the reference requires it but never uses it."""
 
@@ -327,8 +337,7 @@ class Project(_Model):
         """Internal ports several internal-only services claim (two backends on 8000): each is
         published on its own node's address, as before the mesh, since one node cannot serve two
         services on one port. A port one service claims is the mesh's (:meth:`proxy_port`)."""
-        claims = [s.host_port for s in self.services if s.public_port is None and s.host_port is not None]
-        return frozenset(port for port in claims if claims.count(port) > 1)
+        return node_bound_ports(self.services)
 
     def proxy_port(self, service: Service) -> int | None:
         """The port nodes' proxies serve ``service`` at, or None when its instances publish their

@@ -21,6 +21,7 @@ from .graph import find_cycles
 from .healthcheck_checks import check_healthchecks
 from .https_checks import check_https
 from .locate import KeyPath, format_path
+from .mesh_checks import check_allow
 from .messages import PORT_RANGE, did_you_mean, port_message, positive_message, quoted_list
 from .models import AcmeSettings, AwsProvider, Config, Provider, Service
 from .template import (
@@ -89,6 +90,7 @@ def check(view: ServicesView) -> list[Finding]:
         *check_https(view.domain, view.acme, view.provider, view.services),
         *check_healthchecks(view.services),
         *check_volumes(view.services),
+        *check_allow(view.services),
     ]
 
 

@@ -6,6 +6,7 @@ it computes from the replicated state differ from the ones the proxy serves.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,9 +53,16 @@ class Route:
     port: int
     mode: Mode = "http"
     upstreams: tuple[Upstream, ...] = ()
+    #: The source addresses that may call (a service's ``allow``: its callers' instances on this
+    #: node); None: anyone. Others are refused, logged and counted.
+    allowed: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstreams", tuple(sorted(set(self.upstreams))))
+        if self.allowed is not None:
+            for source in self.allowed:
+                ipaddress.ip_address(source)  # (written into the configuration: addresses only)
+            object.__setattr__(self, "allowed", tuple(sorted(set(self.allowed))))
 
 
 @dataclass(frozen=True)

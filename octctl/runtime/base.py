@@ -179,6 +179,11 @@ class InstanceStatus(BaseModel):
         description="the instance port of its previous generation, which still runs and serves until "
         "this one does (a start-first replacement beside it)",
     )
+    addresses: list[str] = Field(
+        default_factory=list,
+        description="the container's own addresses on its networks: where its calls come from, which "
+        "is how the mesh knows which service is calling (allow); none for a process",
+    )
 
     @classmethod
     def failed_to_start(cls, spec: InstanceSpec, error: str) -> InstanceStatus:

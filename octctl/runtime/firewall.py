@@ -1,10 +1,11 @@
-"""Keep containers away from the node's control ports (Raft and API), on this host and on the others.
+"""Keep containers away from the node's control ports (Raft, API, the mesh's), on this host and on the others.
 
 Why: on AWS a container's traffic leaves the node masqueraded as the node itself, so the security
 group, which lets nodes reach each other's Raft and API ports, lets every container in too; and the
 bridge gateway is the host, so a container reaches this node's own ports as well. Raft frames are
-sealed with the Raft password and the API wants TLS plus the token, so a container cannot take
-over, but it can still knock, and guessing is not a service's business. DNS stays open: containers
+sealed with the Raft password, the API wants TLS plus the token and the mesh port a certificate
+of the cluster CA, so a container cannot take over, but it can still knock, and guessing is not
+a service's business (a container calls other services through its own node's proxy). DNS stays open: containers
 resolve each other through the node.
 
 The rules live in one chain of our own, ``OCT-CONTAINERS``, jumped to from ``INPUT`` (to this host)

@@ -1,4 +1,4 @@
-"""A container knocks on the control ports of its own node and of another node.
+"""A container knocks on the control ports of its own node and of another node (Raft, API, mesh).
 
 On AWS a container's packets reach this node through the bridge gateway and reach other nodes
 masqueraded as this node, which the security group admits to the Raft and API ports. A node that
@@ -24,6 +24,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from octctl.addresses import MESH_PORT
 from octctl.node_settings import NodeSettings, Secrets, write_node_files
 from octctl.providers.local.provider import (
     free_address,
@@ -127,7 +128,7 @@ def other_node(guarded_node: Target) -> Iterator[str]:
         sh(*inside, "ip", "link", "set", f"{OTHER_NS[-6:]}o", "up")
         sh(*inside, "ip", "link", "set", "lo", "up")
         sh(*inside, "ip", "route", "add", "default", "via", HOST_SIDE)
-        ports = [guarded_node.raft_port, guarded_node.api_port, guarded_node.api_port + 1]
+        ports = [guarded_node.raft_port, guarded_node.api_port, MESH_PORT, guarded_node.api_port + 1]
         # busybox nc as a listener inside the namespace: one per port, restarted after each connection
         loops = " & ".join(f"while true; do busybox nc -l -p {p} </dev/null; done" for p in ports)
         server = subprocess.Popen(
@@ -177,6 +178,7 @@ def test_containers_cannot_reach_the_control_ports_of_their_node_or_another(
         (node.address, node.dns_port),  # DNS over TCP: containers still resolve through the node
         (other_node, node.raft_port),
         (other_node, node.api_port),
+        (other_node, MESH_PORT),  # another node's mesh port: only its peers' proxies may call it
         (other_node, node.api_port + 1),  # anything else on another node stays reachable
     ]
     seen = knock(docker_client, targets)
@@ -186,13 +188,14 @@ def test_containers_cannot_reach_the_control_ports_of_their_node_or_another(
         addr(node.address, node.dns_port): "OPEN",
         addr(other_node, node.raft_port): "CLOSED",
         addr(other_node, node.api_port): "CLOSED",
+        addr(other_node, MESH_PORT): "CLOSED",
         addr(other_node, node.api_port + 1): "OPEN",
     }
 
     # The same from a user-defined network (br-*), the kind oct creates for a project.
     network = docker_client.networks.create(f"oct-reach-{uuid.uuid4().hex[:6]}", driver="bridge")
     try:
-        seen = knock(docker_client, targets[:2] + targets[3:5], network=network.name)
+        seen = knock(docker_client, targets[:2] + targets[3:6], network=network.name)
         assert set(seen.values()) == {"CLOSED"}, seen
     finally:
         network.remove()
@@ -203,7 +206,7 @@ def test_containers_cannot_reach_the_control_ports_of_their_node_or_another(
         seen = knock(docker_client, [targets[0], targets[3]])
         assert set(seen.values()) == {"OPEN"}, seen
     finally:
-        firewall.guard([node.raft_port, node.api_port])
+        firewall.guard([node.raft_port, node.api_port, MESH_PORT])
 
 
 def test_guard_is_idempotent_and_unguard_leaves_nothing(guarded_node: Target) -> None:
@@ -215,7 +218,7 @@ def test_guard_is_idempotent_and_unguard_leaves_nothing(guarded_node: Target) ->
     firewall.unguard()
     rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
     assert firewall.CHAIN not in rules
-    firewall.guard([guarded_node.raft_port, guarded_node.api_port])
+    firewall.guard([guarded_node.raft_port, guarded_node.api_port, MESH_PORT])
 
 
 def test_a_node_that_cannot_guard_refuses_to_start(tmp_path: Path) -> None:

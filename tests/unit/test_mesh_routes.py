@@ -146,3 +146,44 @@ def test_dns_names_the_asking_node_for_a_meshed_service_and_the_running_node_oth
     current["instances"] = {"node-2": {"db": {"state": "exited"}}, "node-3": {"db.2": {"state": "exited"}}}
     gone = build_zone(current, here="node-4")
     assert gone is not None and not gone.lookup("db.shop.oct.", QTYPE.A).answers
+
+
+def test_allow_admits_only_the_named_services_instances_on_this_node() -> None:
+    current = mesh_state(
+        service("db", internal_port=5432, allow=["api", "worker"]),
+        service("api", internal_port=8000, replicas=2),
+        service("other", internal_port=8001),
+        service("worker", runtime="process", command="python3 w.py"),
+        placements={
+            "db": "node-2",
+            "api": "node-3",
+            "api.2": "node-4",
+            "other": "node-3",
+            "worker": "node-4",
+        },
+        ports={"db": 20000, "api": 20000, "api.2": 20000, "other": 20001},
+    )
+    current["instances"]["node-3"]["api"]["addresses"] = ["172.18.0.5"]
+    current["instances"]["node-3"]["other"]["addresses"] = ["172.18.0.6"]
+    current["instances"]["node-4"]["api.2"]["addresses"] = ["172.18.0.7"]
+
+    def allowed(address: str) -> tuple[str, ...] | None:
+        return next(
+            r for r in routes_from_state(current, address, mesh_port=MESH).routes if r.service == "db"
+        ).allowed
+
+    assert allowed("127.0.0.3") == ("172.18.0.5",), "api's container here; not other's"
+    # A process calls from its node's address: the node's processes pass with the allowed one.
+    assert allowed("127.0.0.4") == ("127.0.0.4", "172.18.0.7")
+    assert allowed("127.0.0.2") == (), "no allowed caller here: everyone is refused"
+    api = next(
+        r for r in routes_from_state(current, "127.0.0.3", mesh_port=MESH).routes if r.service == "api"
+    )
+    assert api.allowed is None, "no allow: every service may call it"
+
+    files = MeshFiles(credentials="/m/node.pem", ca="/m/ca.pem")  # type: ignore[arg-type]
+    assert "tcp-request content reject unless { src 172.18.0.5 }" in render(
+        routes_from_state(current, "127.0.0.3", mesh_port=MESH), mesh_files=files
+    )
+    nobody = render(routes_from_state(current, "127.0.0.2", mesh_port=MESH), mesh_files=files)
+    assert "    tcp-request content reject\n" in nobody

@@ -55,6 +55,7 @@ def test_calls_and_errors_are_counted_and_errors_still_raised() -> None:
 def test_haproxy_counters_become_ingress_metrics() -> None:
     rows = [
         {"pxname": "web_9100", "svname": "FRONTEND", "stot": "12", "hrsp_2xx": ""},
+        {"pxname": "db_5432", "svname": "FRONTEND", "stot": "5", "dreq": "3"},
         {"pxname": "web_9100", "svname": "127.0.0.2_20000", "stot": "12"},
         {"pxname": "web_9100", "svname": "BACKEND", "stot": "12", "hrsp_2xx": ""},  # (TCP: no statuses)
         {"pxname": "web_443", "svname": "FRONTEND", "stot": "7"},
@@ -71,6 +72,7 @@ def test_haproxy_counters_become_ingress_metrics() -> None:
     found = samples(metrics)
     assert found[("oct_ingress_connections_total", (("proxy", "web_9100"),))] == 12
     assert found[("oct_ingress_connections_total", (("proxy", "web_443"),))] == 7
+    assert found[("oct_ingress_denied_total", (("proxy", "db_5432"),))] == 3, "callers allow refused"
     responses = {k[1]: v for k, v in found.items() if k[0] == "oct_ingress_responses_total"}
     assert responses == {
         (("code", "2xx"), ("proxy", "site_web")): 5,

@@ -539,7 +539,13 @@ class DockerRuntime(Runtime):
             exit_code=exit_code,
             log_tail=log_tail,
             port=_port_of(container),
+            addresses=_addresses(attrs) if state == "running" else [],
         )
+
+
+def _addresses(attrs: dict[str, Any]) -> list[str]:
+    networks: dict[str, Any] = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return sorted({str(n["IPAddress"]) for n in networks.values() if n and n.get("IPAddress")})
 
 
 def _usage(status: InstanceStatus, stats: dict[str, Any]) -> Usage:
