@@ -33,8 +33,9 @@ def check_allow(services: Sequence[tuple[int, Service]]) -> Iterator[Finding]:
             yield (
                 path,
                 (
-                    f"service '{service.name}' shares internal_port {service.host_port} with another service, so "
-                    "the mesh cannot serve it and allow cannot be enforced: give it a port of its own"
+                    f"service '{service.name}' shares internal_port {service.host_port} with another "
+                    "service, so the mesh cannot serve it and allow cannot be enforced: give it a port "
+                    "of its own"
                 ),
             )
         for j, name in enumerate(service.allow):

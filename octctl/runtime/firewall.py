@@ -5,8 +5,8 @@ group, which lets nodes reach each other's Raft and API ports, lets every contai
 bridge gateway is the host, so a container reaches this node's own ports as well. Raft frames are
 sealed with the Raft password, the API wants TLS plus the token and the mesh port a certificate
 of the cluster CA, so a container cannot take over, but it can still knock, and guessing is not
-a service's business (a container calls other services through its own node's proxy). DNS stays open: containers
-resolve each other through the node.
+a service's business (a container calls other services through its own node's proxy). DNS
+stays open: containers resolve each other through the node.
 
 The rules live in one chain of our own, ``OCT-CONTAINERS``, jumped to from ``INPUT`` (to this host)
 and ``DOCKER-USER`` (routed to other nodes; Docker sends all forwarded traffic there first and
