@@ -78,9 +78,7 @@ def test_allow_lets_the_named_service_call_and_refuses_another_logged_and_counte
     def logs(service: str) -> str:
         return project.oct("logs", service, "--tail", "40").stdout
 
-    wait_until(
-        lambda: logs("api"), until=lambda out: "api-CALLED" in out, timeout=30, message="api's calls"
-    )
+    wait_until(lambda: logs("api"), until=lambda out: "api-CALLED" in out, timeout=30, message="api's calls")
     other = wait_until(
         lambda: logs("other"),
         until=lambda out: "other-REFUSED" in out,
