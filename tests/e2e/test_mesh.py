@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,3 +275,42 @@ def test_a_caller_keeps_its_address_when_the_callee_moves_and_loses_nothing_whil
             ignore=(OSError,),
             message=f"echo at {address}:{ECHO_PORT} from its new node",
         )
+
+
+def test_a_tcp_caller_loses_only_the_connections_open_on_a_node_that_dies(make_project) -> None:  # type: ignore[no-untyped-def]
+    project = mesh_project(make_project)
+    project.edit(f"internal_port = {ECHO_PORT}\n", f"internal_port = {ECHO_PORT}\nreplicas = 2\n")
+    project.oct("deploy")
+    status = project.status()
+    echo_nodes = {i["node"] for i in services_by_name(status)["echo"]["instances"]}
+    caller = next(n for n in status["nodes"] if n["id"] not in echo_nodes)
+
+    # One open connection to each instance, through the caller's node.
+    open_on: dict[str, tuple[socket.socket, Any]] = {}
+    spare: list[socket.socket] = []
+    while len(open_on) < 2:
+        conn = socket.create_connection((caller["address"], ECHO_PORT), timeout=5)
+        conn.sendall(b"which\n")
+        lines = conn.makefile("rb")
+        node = lines.readline().split()[0].decode()
+        if node in open_on:
+            spare.append(conn)
+        else:
+            open_on[node] = (conn, lines)
+        assert len(spare) < 20, "the caller's proxy balances new connections over both instances"
+    victim, survivor = sorted(open_on)
+    kill_node(project, victim)
+
+    conn, lines = open_on[survivor]
+    conn.sendall(b"still\n")
+    assert lines.readline() == f"{survivor} still\n".encode(), "a connection to a live instance lives on"
+    conn, lines = open_on[victim]
+    with contextlib.suppress(OSError):
+        conn.sendall(b"gone\n")
+    assert lines.readline() == b"", "the connection open on the dead node ends"
+    # Every new connection gets an instance that lives, at once (the survivor, or the dead node's
+    # instance once the leader has moved it).
+    answers = [echo(caller["address"], b"new").decode() for _ in range(20)]
+    assert all(a.endswith(" new\n") and not a.startswith(f"{victim} ") for a in answers), answers
+    for leftover in [*spare, *(c for c, _ in open_on.values())]:
+        leftover.close()
