@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT
+from octctl.addresses import DEFAULT_API_PORT, DEFAULT_RAFT_PORT, MESH_PORT
 from octctl.names import NAME_PATTERN, NAME_RULE
 
 from .errors import Problem, problem_sort_key
@@ -144,7 +144,12 @@ def _check_services(view: ServicesView) -> Iterator[Finding]:
 
 
 #: Ports every node binds on its own address, where services' ports are published too.
-RESERVED_PORTS = {DEFAULT_API_PORT: "the API", DEFAULT_RAFT_PORT: "Raft", 53: "the cluster's DNS"}
+RESERVED_PORTS = {
+    DEFAULT_API_PORT: "the API",
+    DEFAULT_RAFT_PORT: "Raft",
+    MESH_PORT: "the service mesh",
+    53: "the cluster's DNS",
+}
 
 
 def _check_resources(i: int, service: Service) -> Iterator[Finding]:
@@ -162,7 +167,7 @@ def _check_resources(i: int, service: Service) -> Iterator[Finding]:
         yield (
             _services_path(i, key),
             f"port {published} is oct's own on every node ({RESERVED_PORTS[published]}); "
-            "pick another (an internal_port without external_port is published on the node too)",
+            "pick another (an internal_port without external_port is served on the node too)",
         )
 
 

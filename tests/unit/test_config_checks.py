@@ -207,6 +207,7 @@ def test_a_port_published_on_a_node_may_not_be_a_host_bound_external_port() -> N
         ("internal_port = 8080\nexternal_port = 31888\n", "external_port", 31888, "the API"),
         ("internal_port = 31889\n", "internal_port", 31889, "Raft"),
         ("internal_port = 53\n", "internal_port", 53, "the cluster's DNS"),
+        ("internal_port = 31890\n", "internal_port", 31890, "the service mesh"),
     ],
 )
 def test_oct_s_own_ports_are_not_for_services(ports: str, key: str, port: int, owner: str) -> None:
