@@ -245,7 +245,6 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     """Alternating rounds of the three targets, then the replacement run; the summary."""
     script = folder / "get.lua"
     script.write_text(WRK_DONE)
-    runs: list[Figures] = []
     with (
         instances(folder, 3) as upstreams,
         nginx_proxy(folder, upstreams, args.anchor_log == "on") as nginx_url,
@@ -260,15 +259,7 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
                 "direct": f"http://{ADDRESS}:{upstreams[0].port}/",
             }
             wait_all_http(list(targets.values()), timeout=20)
-            for round_no in range(args.rounds):
-                for clients in (args.clients, 1):  # throughput under load; what one request pays
-                    for name, url in targets.items():
-                        run = await asyncio.to_thread(
-                            wrk, url, name, clients, args.duration, round_no, script
-                        )
-                        runs.append(run)
-                        rps, p50 = run.requests_per_s, run.p50_ms
-                        log(f"round {round_no} {name} x{clients}: {rps:.0f} req/s p50 {p50} ms")
+            runs = await alternating_rounds(targets, args, script)
             replacement = await rolling_replacement(folder, proxy, upstreams, max(args.duration, 4.0))
             log(f"replacement: {replacement}")
         finally:
@@ -276,23 +267,46 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     return summary(runs, replacement, args)
 
 
-def summary(
-    runs: list[Figures], replacement: dict[str, object], args: argparse.Namespace
-) -> dict[str, object]:
+async def alternating_rounds(targets: dict[str, str], args: argparse.Namespace, script: Path) -> Runs:
+    """``args.rounds`` rounds, each running every target loaded (``args.clients``: throughput)
+    and with one client (what one request pays), in turn, so drifts of the machine hit all alike."""
+    runs = Runs()
+    for round_no in range(args.rounds):
+        for clients in (args.clients, 1):
+            for name, url in targets.items():
+                run = await asyncio.to_thread(wrk, url, name, clients, args.duration, round_no, script)
+                runs.append(run)
+                log(f"round {round_no} {name} x{clients}: {run.requests_per_s:.0f} req/s p50 {run.p50_ms} ms")
+    return runs
+
+
+class Runs(list[Figures]):
+    """Every run of a benchmark, and the medians its summary reports."""
+
+    def pick(self, target: str, clients: int) -> list[Figures]:
+        return [r for r in self if r.target == target and r.clients == clients]
+
+    def med(self, target: str, clients: int, field: str) -> float:
+        return median(getattr(r, field) for r in self.pick(target, clients))
+
+    def throughput_ratio(self, target: str, anchor: str, clients: int) -> float:
+        """The median over rounds of ``target``'s requests/s over ``anchor``'s in the same round."""
+        by_round = {r.round_no: r for r in self.pick(anchor, clients)}
+        return median(
+            r.requests_per_s / by_round[r.round_no].requests_per_s for r in self.pick(target, clients)
+        )
+
+    def added_p50(self, target: str) -> float:
+        """What ``target`` adds to one client's median latency over going straight to an instance."""
+        return round(self.med(target, 1, "p50_ms") - self.med("direct", 1, "p50_ms"), 3)
+
+
+def summary(runs: Runs, replacement: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
     """Throughput from the loaded runs (paired by round), latency added from the one-client runs."""
-
-    def pick(target: str, clients: int) -> list[Figures]:
-        return [r for r in runs if r.target == target and r.clients == clients]
-
-    def med(target: str, clients: int, field: str) -> float:
-        return median(getattr(r, field) for r in pick(target, clients))
-
+    med = runs.med
     loaded = args.clients
-    nginx_by_round = {r.round_no: r for r in pick("nginx", loaded)}
-    throughput_ratio = median(
-        r.requests_per_s / nginx_by_round[r.round_no].requests_per_s for r in pick("oct", loaded)
-    )
-    added_p50 = round(med("oct", 1, "p50_ms") - med("direct", 1, "p50_ms"), 3)
+    throughput_ratio = runs.throughput_ratio("oct", "nginx", loaded)
+    added_p50 = runs.added_p50("oct")
     return {
         "benchmark": "ingress",
         "clients": loaded,

@@ -32,10 +32,10 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from _common import BenchError, emit, exit_on_sigterm, find_tool, log, median, wait_all_http
+from _common import BenchError, emit, exit_on_sigterm, find_tool, log, wait_all_http
 from _procs import proc_status_mb
 from _wrk import WRK_DONE
-from ingress import UPSTREAM_CONF, Figures, Nginx, wrk
+from ingress import UPSTREAM_CONF, Nginx, Runs, alternating_rounds
 
 from octctl.addresses import MESH_PORT
 from octctl.ingress.haproxy import Haproxy, haproxy_binary
@@ -245,7 +245,6 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     script = folder / "get.lua"
     script.write_text(WRK_DONE)
     credentials = Credentials(folder)
-    runs: list[Figures] = []
     port = 21000
     with instances(folder, port) as ports:
         proxies = {address: Haproxy(folder / f"node-{address}") for address in (CALLER, *NODES)}
@@ -261,15 +260,7 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
                     "direct": f"http://{NODES[0]}:{port}/",
                 }
                 wait_all_http(list(targets.values()), timeout=20)
-                for round_no in range(args.rounds):
-                    for clients in (args.clients, 1):
-                        for name, url in targets.items():
-                            run = await asyncio.to_thread(
-                                wrk, url, name, clients, args.duration, round_no, script
-                            )
-                            runs.append(run)
-                            rps, p50 = run.requests_per_s, run.p50_ms
-                            log(f"round {round_no} {name} x{clients}: {rps:.0f} req/s p50 {p50} ms")
+                runs = await alternating_rounds(targets, args, script)
             replacement = await rolling_replacement(
                 folder, proxies, credentials, port, max(args.duration, 4.0)
             )
@@ -281,21 +272,13 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
 
 
 def summary(
-    runs: list[Figures], rss: dict[str, float], replacement: dict[str, object], args: argparse.Namespace
+    runs: Runs, rss: dict[str, float], replacement: dict[str, object], args: argparse.Namespace
 ) -> dict[str, object]:
-    def pick(target: str, clients: int) -> list[Figures]:
-        return [r for r in runs if r.target == target and r.clients == clients]
-
-    def med(target: str, clients: int, field: str) -> float:
-        return median(getattr(r, field) for r in pick(target, clients))
-
+    med = runs.med
     loaded = args.clients
-    anchor_by_round = {r.round_no: r for r in pick("haproxy", loaded)}
-    ratio = median(
-        r.requests_per_s / anchor_by_round[r.round_no].requests_per_s for r in pick("mesh", loaded)
-    )
-    added_p50 = round(med("mesh", 1, "p50_ms") - med("direct", 1, "p50_ms"), 3)
-    anchor_added = round(med("haproxy", 1, "p50_ms") - med("direct", 1, "p50_ms"), 3)
+    ratio = runs.throughput_ratio("mesh", "haproxy", loaded)
+    added_p50 = runs.added_p50("mesh")
+    anchor_added = runs.added_p50("haproxy")
     max_rss = max(rss.values())
     return {
         "benchmark": "mesh",

@@ -22,14 +22,15 @@ import pytest
 
 from octctl.tls import issue_node_certificate, new_ca
 from tests.e2e.harness import Project, services_by_name, state_record
-from tests.e2e.test_replicas import Load, kill_node
+from tests.e2e.test_replicas import HEALTHCHECK, SERVE, Load, kill_node
 from tests.wait import wait_until
 
 pytestmark = pytest.mark.e2e
 
 ECHO_PORT, WEB_PORT, MESH_PORT = 9400, 9401, 31890
 
-CONFIG = f"""\
+CONFIG = (
+    f"""\
 [project]
 name = "mesh"
 
@@ -58,14 +59,9 @@ memory = 64
 
 [project.services.envs]
 VERSION = "one"
-
-[project.services.healthcheck]
-http = "/up"
-interval = 0.5
-timeout = 0.4
-retries = 2
-start_period = 0
 """
+    + HEALTHCHECK
+)
 
 #: A TCP service, as Postgres or Redis would be: each line comes back with the node's name.
 ECHO = """\
@@ -80,28 +76,10 @@ socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer((os.environ["HOST"], int(os.environ["PORT"])), Echo).serve_forever()
 """
 
-WEB = """\
-import http.server, os
-
-BODY = f"{os.environ['VERSION']} {os.environ['OCT_INSTANCE']}".encode()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-    def log_message(self, *args):
-        pass
-
-http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
-"""
-
 
 def mesh_project(make_project) -> Project:  # type: ignore[no-untyped-def]
     project: Project = make_project("mesh", CONFIG)
-    for name, text in (("echo.py", ECHO), ("web.py", WEB)):
+    for name, text in (("echo.py", ECHO), ("web.py", SERVE)):  # (web: replicas' HTTP server)
         (project.dir / name).write_text(text)
         os.chmod(project.dir / name, 0o644)  # (services run as another user)
     os.chmod(project.dir, 0o755)

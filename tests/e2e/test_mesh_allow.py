@@ -29,9 +29,18 @@ CALL = (
 )
 
 
-def command(name: str) -> str:
-    """The caller's command as a TOML string."""
-    return json.dumps(f"sh -c {shlex.quote(CALL.format(name=name))}")
+def caller(name: str) -> str:
+    """A caller service of db, as oct.toml says it (its command as a TOML string)."""
+    command = json.dumps(f"sh -c {shlex.quote(CALL.format(name=name))}")
+    return f"""
+[[project.services]]
+name = "{name}"
+image = "{IMAGE}"
+command = {command}
+cpus = 100
+memory = 32
+depends_on = ["db"]
+"""
 
 
 CONFIG = f"""\
@@ -53,22 +62,7 @@ cpus = 100
 memory = 32
 allow = ["api"]
 
-[[project.services]]
-name = "api"
-image = "{IMAGE}"
-command = {command("api")}
-cpus = 100
-memory = 32
-depends_on = ["db"]
-
-[[project.services]]
-name = "other"
-image = "{IMAGE}"
-command = {command("other")}
-cpus = 100
-memory = 32
-depends_on = ["db"]
-"""
+{caller("api")}{caller("other")}"""
 
 
 def test_allow_lets_the_named_service_call_and_refuses_another_logged_and_counted(make_project) -> None:  # type: ignore[no-untyped-def]
