@@ -15,6 +15,7 @@ from typing import Any
 
 from octctl.addresses import MESH_PORT
 from octctl.config import Service
+from octctl.config.models import Project
 from octctl.ingress.haproxy import Haproxy, IngressError
 from octctl.ingress.routes import Inbound, IngressRoutes, Mesh, Mode, Route, Site, Upstream, Web
 from octctl.instance_ports import partner
@@ -38,65 +39,88 @@ def routes_from_state(
     view: ClusterState, address: str, also: str | None = None, mesh_port: int | None = None
 ) -> IngressRoutes:
     """What the node at ``address`` serves: each placed proxied service at its ``proxy_port``
-    (``Project.proxy_port``: a public ``external_port``, or a meshed internal port), forwarded at
-    layer 4 (any protocol; HTTP for one with an HTTP health check) to its instances' ports (not
-    those being drained); and, when the project is served over HTTPS, its sites on 80 and 443
-    (see :func:`web_from_state`).
-
-    With a ``mesh_port``, an instance on another node is reached through that node's proxy over
-    mutual TLS (:mod:`octctl.mesh`), and this node takes such hops for its own instances
-    (:class:`Mesh`). A meshed internal service prefers its instances on this node; a public one is
-    balanced over all of them. A host-bound port (claimed by several services, placed on distinct
-    nodes) is served only by the node running one of them, for that one."""
+    (``Project.proxy_port``: a public ``external_port``, or a meshed internal port; see
+    :func:`_route`); and, when the project is served over HTTPS, its sites on 80 and 443 (see
+    :func:`web_from_state`). With a ``mesh_port``, an instance on another node is reached through
+    that node's proxy over mutual TLS (:mod:`octctl.mesh`), and this node takes such hops for its
+    own instances (:func:`_mesh`)."""
     config = desired_project(view)
     also_at = (also,) if also else ()
     if config is None:
         return IngressRoutes(address, also=also_at)
-    project = config.project
-    ports = view.get("instance_ports", {})
-    draining = draining_of(view)
     routes: list[Route] = []
-    inbound: set[Inbound] = set()
-    names: set[str] = set()
-    placed_of = PlacedInstances(view["placements"])
-    for service in project.services:
-        served_at = project.proxy_port(service)
-        if served_at is None:
-            continue
-        meshed = project.meshed(service)
-        upstreams, placed = [], False
-        for instance, node_id in placed_of.placed(service):
-            node = view["nodes"].get(node_id)
-            port = ports.get(instance)
-            if node is None or port is None or (not meshed and node["address"] != address):
-                continue
-            here = node["address"] == address
-            placed = True  # served even while every instance drains: clients wait, not refused
-            if here and meshed and mesh_port is not None:
-                names.add(service_name(project.name, service.name))
-                pair = (port, partner(port))  # (a start-first update's new version is on the other)
-                inbound.update(Inbound(server_name(project.name, service.name, p), p) for p in pair)
-            seen = view["instances"].get(node_id, {}).get(instance)
-            if drain_key(instance, node_id) in draining:
-                continue
-            at = _serving_port(seen, port)
-            if at is None:
-                continue
-            via = None if here or mesh_port is None else server_name(project.name, service.name, at)
-            upstreams.append(Upstream(node["address"], at, via))
-        if not placed or any(route.port == served_at for route in routes):
-            continue  # (two sharers on one node, between a deploy and its placements: the first serves)
-        if service.public_port is None and any(u.address == address for u in upstreams):
-            upstreams = [replace(u, backup=u.address != address) for u in upstreams]
-        allowed = _callers(view, service, address) if meshed and service.allow is not None else None
-        routes.append(Route(service.name, served_at, _mode(service), tuple(upstreams), allowed))
-    mesh = Mesh(mesh_port, tuple(names), tuple(inbound)) if mesh_port is not None else None
+    for service in config.project.services:
+        route = _route(view, config.project, service, address, mesh_port)
+        if route is not None and not any(r.port == route.port for r in routes):
+            routes.append(route)  # (two sharers on one node, between a deploy and its placements: the first)
+    mesh = _mesh(view, config.project, address, mesh_port) if mesh_port is not None else None
     found = sites(config)
     if not found:
         return IngressRoutes(address, tuple(routes), also=also_at, mesh=mesh)
     on_80 = next((r for r in routes if r.port == 80), None)
     web = web_from_state(view, found, routes, on_80)
     return IngressRoutes(address, tuple(r for r in routes if r is not on_80), web, also_at, mesh)
+
+
+def _route(
+    view: ClusterState, project: Project, service: Service, address: str, mesh_port: int | None
+) -> Route | None:
+    """``service``'s route on the node at ``address``, forwarded at layer 4 (any protocol; HTTP for
+    one with an HTTP health check) to the ports its instances serve at (not those being drained),
+    or None when the node does not serve it.
+
+    A meshed internal service prefers its instances on this node (the others are backups); a
+    public one is balanced over all of them. A host-bound port (claimed by several services,
+    placed on distinct nodes) is served only by the node running one of them, for that one."""
+    served_at = project.proxy_port(service)
+    if served_at is None:
+        return None
+    meshed = project.meshed(service)
+    ports = view.get("instance_ports", {})
+    draining = draining_of(view)
+    upstreams, placed = [], False
+    for instance, node_id in PlacedInstances(view["placements"]).placed(service):
+        node = view["nodes"].get(node_id)
+        port = ports.get(instance)
+        if node is None or port is None or (not meshed and node["address"] != address):
+            continue
+        placed = True  # served even while every instance drains: clients wait, not refused
+        if drain_key(instance, node_id) in draining:
+            continue
+        at = _serving_port(view["instances"].get(node_id, {}).get(instance), port)
+        if at is None:
+            continue
+        here = node["address"] == address
+        via = None if here or mesh_port is None else server_name(project.name, service.name, at)
+        upstreams.append(Upstream(node["address"], at, via))
+    if not placed:
+        return None
+    if service.public_port is None and any(u.address == address for u in upstreams):
+        upstreams = [replace(u, backup=u.address != address) for u in upstreams]
+    allowed = _callers(view, service, address) if meshed and service.allow is not None else None
+    return Route(service.name, served_at, _mode(service), tuple(upstreams), allowed)
+
+
+def _mesh(view: ClusterState, project: Project, address: str, mesh_port: int) -> Mesh:
+    """This node's end of the mesh: each of its meshed instances, at either port of its pair (a
+    start-first update's new version is on the other), and the services its certificate names."""
+    ports = view.get("instance_ports", {})
+    placed_of = PlacedInstances(view["placements"])
+    names: set[str] = set()
+    inbound: set[Inbound] = set()
+    for service in project.services:
+        if not project.meshed(service):
+            continue
+        for instance, node_id in placed_of.placed(service):
+            node = view["nodes"].get(node_id)
+            port = ports.get(instance)
+            if node is None or port is None or node["address"] != address:
+                continue
+            names.add(service_name(project.name, service.name))
+            inbound.update(
+                Inbound(server_name(project.name, service.name, p), p) for p in (port, partner(port))
+            )
+    return Mesh(mesh_port, tuple(names), tuple(inbound))
 
 
 def web_from_state(
