@@ -11,13 +11,15 @@ same load generator (wrk, keep-alive), rounds alternating between:
   ``verify required``, an access log on both hops unless ``--anchor-log off``);
 - ``direct``: straight to one instance (what the two hops add).
 
-Then the proxies' memory while idle (each node's HAProxy master and worker), and a run through
-the mesh while all three instances are replaced one by one (new instances, routes changed on
-every node, the old ones stopped), counting failed requests.
+Then the proxies' memory while idle (each node's HAProxy master and worker); a run through the
+mesh while all three instances are replaced one by one (new instances, routes changed on every
+node, the old ones stopped); and a run while one instance's node dies (its proxy and instance
+killed with SIGKILL, the routes changed a moment later as the leader would), counting failed
+requests in both.
 
 Goals (issue 19): p50 added over direct <= 0.5 ms; throughput >= 0.8x the anchor; proxy RSS per
-node <= 30 MB idle; 0 failed requests during the replacement. Needs ``haproxy``, ``nginx`` and
-``wrk`` (``make bench-deps``).
+node <= 30 MB idle; 0 failed requests during the replacement and the node's death. Needs
+``haproxy``, ``nginx`` and ``wrk`` (``make bench-deps``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -104,14 +108,16 @@ class Credentials:
 
 
 @contextlib.contextmanager
-def instances(folder: Path, port: int) -> Iterator[dict[str, int]]:
+def instances(folder: Path, port: int) -> Iterator[dict[str, Nginx]]:
     """One nginx per node address, all on ``port``."""
-    started = [Nginx(UPSTREAM_CONF, folder / f"{node}-{port}", address=node, port=port) for node in NODES]
+    started = {
+        node: Nginx(UPSTREAM_CONF, folder / f"{node}-{port}", address=node, port=port) for node in NODES
+    }
     try:
         wait_all_http([f"http://{node}:{port}/" for node in NODES], timeout=20)
-        yield dict.fromkeys(NODES, port)
+        yield started
     finally:
-        for server in started:
+        for server in started.values():
             server.stop()
 
 
@@ -141,7 +147,7 @@ async def apply_all(
 
 
 @contextlib.contextmanager
-def anchor(folder: Path, credentials: Credentials, ports: dict[str, int], access_log: bool) -> Iterator[str]:
+def anchor(folder: Path, credentials: Credentials, port: int, access_log: bool) -> Iterator[str]:
     """The hand-written two hops: a front on the caller's address, a TLS hop on each node."""
     log_global = "    log stdout format raw local0 info" if access_log else ""
     log_defaults = "    log global\n    option httplog" if access_log else ""
@@ -168,7 +174,7 @@ def anchor(folder: Path, credentials: Credentials, ports: dict[str, int], access
                 hop=ANCHOR_HOP,
                 pem=pem,
                 ca=ca,
-                instance=ports[node],
+                instance=port,
             )
         )
     processes = []
@@ -209,20 +215,34 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def start_wrk(script: Path, duration: float) -> subprocess.Popen[str]:
+    """wrk through the caller's node for ``duration`` seconds, 32 connections kept alive."""
+    cmd = ["wrk", "-t", "2", "-c", "32", "-d", f"{duration:.0f}s", "--timeout", "5s", "-s", str(script)]
+    return subprocess.Popen(
+        [*cmd, f"http://{CALLER}:{PORT}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+async def wrk_figures(run: subprocess.Popen[str], what: str, timeout: float) -> dict[str, int]:
+    out, err = await asyncio.to_thread(run.communicate, timeout=timeout)
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise BenchError(f"wrk during {what} failed: {err.strip()[:300]}")
+    f = json.loads(line.removeprefix("WRKJSON "))
+    return {"requests": f["requests"], "failed": f["status_errors"] + f["socket_errors"]}
+
+
 async def rolling_replacement(
     folder: Path, proxies: dict[str, Haproxy], credentials: Credentials, old_port: int, duration: float
 ) -> dict[str, object]:
     """wrk through the mesh while each node's instance is replaced by a new one on another port:
     the new one is added everywhere (its node first, so the hop exists before callers use it),
-    then the old one removed everywhere (callers first), as a drain would."""
-    script = folder / "get.lua"
+    then the old one removed everywhere (callers first), as a drain would. The old ones are
+    served again at the end."""
     new_port = old_port + 1
     placed = {node: [old_port] for node in NODES}
     with instances(folder / "next", new_port):
-        cmd = ["wrk", "-t", "2", "-c", "32", "-d", f"{duration:.0f}s", "--timeout", "5s", "-s", str(script)]
-        run = subprocess.Popen(
-            [*cmd, f"http://{CALLER}:{PORT}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        run = start_wrk(folder / "get.lua", duration)
         await asyncio.sleep(min(1.0, duration / 4))
         reloads = 0
         for node in NODES:
@@ -233,12 +253,33 @@ async def rolling_replacement(
             await apply_all(proxies, placed, credentials)
             reloads += 2 * len(proxies)
             await asyncio.sleep(duration / 8)
-        out, err = await asyncio.to_thread(run.communicate, timeout=duration + 60)
-    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
-    if line is None:
-        raise BenchError(f"wrk during the replacement failed: {err.strip()[:300]}")
-    f = json.loads(line.removeprefix("WRKJSON "))
-    return {"requests": f["requests"], "failed": f["status_errors"] + f["socket_errors"], "reloads": reloads}
+        figures = await wrk_figures(run, "the replacement", duration + 60)
+        await apply_all(proxies, {node: [old_port] for node in NODES}, credentials)
+    return {**figures, "reloads": reloads}
+
+
+async def node_kill(
+    folder: Path,
+    proxies: dict[str, Haproxy],
+    credentials: Credentials,
+    servers: dict[str, Nginx],
+    port: int,
+    duration: float,
+) -> dict[str, object]:
+    """wrk through the mesh while a node dies (its proxy and its instance, kill -9), then the
+    routes drop it everywhere else, as the leader would once it saw the node gone."""
+    victim = NODES[-1]
+    run = start_wrk(folder / "get.lua", duration)
+    await asyncio.sleep(duration / 3)
+    servers[victim].process.kill()
+    master = proxies[victim].pid or 0
+    for pid in [*children(master), master]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(duration / 3)
+    alive = {node: [port] for node in NODES if node != victim}
+    await apply_all({a: p for a, p in proxies.items() if a != victim}, alive, credentials)
+    return {**await wrk_figures(run, "the node kill", duration + 60), "killed": victim}
 
 
 async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -246,14 +287,14 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     script.write_text(WRK_DONE)
     credentials = Credentials(folder)
     port = 21000
-    with instances(folder, port) as ports:
+    with instances(folder, port) as servers:
         proxies = {address: Haproxy(folder / f"node-{address}") for address in (CALLER, *NODES)}
         try:
             await apply_all(proxies, {node: [port] for node in NODES}, credentials)
             await asyncio.sleep(1.0)  # (idle: the workers have settled)
             rss = {address: tree_rss_mb(proxy.pid or 0) for address, proxy in proxies.items()}
             log(f"idle proxy RSS (MB): {rss}")
-            with anchor(folder, credentials, ports, args.anchor_log == "on") as anchor_url:
+            with anchor(folder, credentials, port, args.anchor_log == "on") as anchor_url:
                 targets = {
                     "mesh": f"http://{CALLER}:{PORT}/",
                     "haproxy": anchor_url,
@@ -265,14 +306,20 @@ async def measure(folder: Path, args: argparse.Namespace) -> dict[str, object]:
                 folder, proxies, credentials, port, max(args.duration, 4.0)
             )
             log(f"replacement: {replacement}")
+            killed = await node_kill(folder, proxies, credentials, servers, port, max(args.duration, 4.0))
+            log(f"node kill: {killed}")
         finally:
             for proxy in proxies.values():
                 await proxy.stop()
-    return summary(runs, rss, replacement, args)
+    return summary(runs, rss, replacement, killed, args)
 
 
 def summary(
-    runs: Runs, rss: dict[str, float], replacement: dict[str, object], args: argparse.Namespace
+    runs: Runs,
+    rss: dict[str, float],
+    replacement: dict[str, object],
+    killed: dict[str, object],
+    args: argparse.Namespace,
 ) -> dict[str, object]:
     med = runs.med
     loaded = args.clients
@@ -300,7 +347,12 @@ def summary(
         "proxy_rss_mb_idle_max": max_rss,
         "errors": sum(r.errors for r in runs),
         "replacement": replacement,
-        "goal_met": ratio >= 0.8 and added_p50 <= 0.5 and max_rss <= 30 and replacement["failed"] == 0,
+        "node_kill": killed,
+        "goal_met": ratio >= 0.8
+        and added_p50 <= 0.5
+        and max_rss <= 30
+        and replacement["failed"] == 0
+        and killed["failed"] == 0,
         "runs": [asdict(r) for r in runs],
     }
 
