@@ -332,7 +332,9 @@ def test_a_chatty_child_has_its_log_rotated_while_it_runs(
 
     monkeypatch.setattr(supervisor, "MAX_LOG_BYTES", 4000)
     monkeypatch.setattr(supervisor, "LOG_CHECK", 0.1)
-    chatty = "import time\nwhile True:\n    print('x' * 99, flush=True)\n    time.sleep(0.002)\n"
+    # ~10 KB/s: the file may outgrow its bound by what is written between two checks, and a
+    # check can come late on a busy machine (the bound below leaves it 1.2 s).
+    chatty = "import time\nwhile True:\n    print('x' * 99, flush=True)\n    time.sleep(0.01)\n"
     rt = ProcessRuntime(tmp_path / "state", startup_grace=0.3)
     try:
         assert rt.apply(make_spec(command=[sys.executable, "-c", chatty])).state == "running"
