@@ -183,9 +183,10 @@ def anchor(folder: Path, credentials: Credentials, port: int, access_log: bool) 
             path = folder / f"anchor-{i}.cfg"
             path.write_text(text)
             out = open(folder / f"anchor-{i}.log", "wb")  # noqa: SIM115 (closed with the process)
-            processes.append(
-                (subprocess.Popen([haproxy_binary(), "-f", str(path)], stdout=out, stderr=out), out)
-            )
+            # (its own session, as oct's proxy has: see ingress.Nginx on the autogroup scheduler)
+            command = [haproxy_binary(), "-f", str(path)]
+            anchor_proxy = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
+            processes.append((anchor_proxy, out))
         url = f"http://{CALLER}:{ANCHOR_PORT}/"
         wait_all_http([url], timeout=20)
         yield url
