@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import shlex
 
-import httpx
 import pytest
-import yaml
 
-from octctl.tls import client_context
 from tests.conftest import IMAGE
 from tests.e2e.harness import Project, services_by_name
-from tests.e2e.test_metrics import value
+from tests.e2e.test_metrics import prometheus_client, value
 from tests.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -94,13 +91,7 @@ def test_allow_lets_the_named_service_call_and_refuses_another_logged_and_counte
         message="a refused call in the access log of other's node",
     )
     # ... and counted in its metrics.
-    (scrape,) = yaml.safe_load(project.oct("scrape-config").stdout)["scrape_configs"]
-    with httpx.Client(
-        verify=client_context(scrape["tls_config"]["ca"]),
-        headers={"Authorization": f"Bearer {scrape['authorization']['credentials']}"},
-        timeout=10,
-        trust_env=False,
-    ) as prometheus:
+    with prometheus_client(project) as prometheus:
         url = f"https://{node['address']}:{node['api_port']}/v1/metrics"
         wait_until(
             lambda: value(prometheus.get(url).text, "oct_ingress_denied_total", proxy="db_8000"),

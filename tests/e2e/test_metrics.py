@@ -41,6 +41,17 @@ memory = 32
 """
 
 
+def prometheus_client(project: Project) -> httpx.Client:
+    """A client that scrapes the project's nodes as `oct scrape-config` tells Prometheus to."""
+    (scrape,) = yaml.safe_load(project.oct("scrape-config").stdout)["scrape_configs"]
+    return httpx.Client(
+        verify=client_context(scrape["tls_config"]["ca"]),
+        headers={"Authorization": f"Bearer {scrape['authorization']['credentials']}"},
+        timeout=10,
+        trust_env=False,
+    )
+
+
 def value(text: str, name: str, **labels: str) -> float:
     """The sample ``name{labels}`` (labels given must all match), read with the Prometheus
     client's own parser: the whole exposition must parse."""
@@ -144,17 +155,11 @@ def test_ingress_requests_and_provider_calls_are_counted(make_project) -> None: 
     provider for the two other nodes."""
     project: Project = make_project("examples/quickstart")
     project.oct("deploy")
-    (scrape,) = yaml.safe_load(project.oct("scrape-config").stdout)["scrape_configs"]
     status = project.status()
     follower = next(n for n in status["nodes"] if n["role"] == "follower")
     for _ in range(5):
         assert "Hello" in http_get(f"http://{follower['address']}:9100/")
-    with httpx.Client(
-        verify=client_context(scrape["tls_config"]["ca"]),
-        headers={"Authorization": f"Bearer {scrape['authorization']['credentials']}"},
-        timeout=10,
-        trust_env=False,
-    ) as prometheus:
+    with prometheus_client(project) as prometheus:
 
         def scrape_of(node: dict) -> str:
             return prometheus.get(f"https://{node['address']}:{node['api_port']}/v1/metrics").text
