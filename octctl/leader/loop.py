@@ -125,6 +125,11 @@ class Leader:
             started = time.monotonic()
             try:
                 busy = await self.tick()
+            except (NotLeader, RaftUnavailable) as e:
+                # Leadership or the quorum went mid-pass (a write timed out): the barrier of the
+                # next pass says whether this node still leads. Expected, so no traceback.
+                log.info("leader pass stopped: %s", e)
+                busy = False
             except Exception:
                 log.exception("leader pass failed")
                 busy = False

@@ -158,4 +158,5 @@ def test_logs_fan_in_every_instance_and_follow_through_a_rollout(make_project) -
     node_lines = project.oct("logs", "--node", other, "-n", "200").stdout.splitlines()
     assert all(line.startswith(f"{other} | ") for line in node_lines)
     assert any("applied logs/tick.2: running" in line for line in node_lines), node_lines[-10:]
-    assert "Traceback" not in project.node_logs(), "a client hanging up on a followed log is no error"
+    logs = project.node_logs()
+    assert "Traceback" not in logs, f"a client hanging up on a followed log is no error:\n{logs}"

@@ -7,6 +7,11 @@ cut off from its majority acts on nothing, and a new term starts with fresh duti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
+from octctl.state.machine import RaftUnavailable
 from tests.unit.leader_fakes import deploy, project, service, ticks
 
 
@@ -108,3 +113,37 @@ def test_dependents_wait_until_every_instance_of_a_dependency_passes_its_check(p
             status.health = "healthy"
     ticks(reconciler, 2)
     assert [s for _, _, s in agents.calls][-1] == "app"
+
+
+def test_a_pass_cut_short_by_a_lost_quorum_is_no_error(parts, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A write that times out mid-pass (the majority went away after the barrier) ends the pass
+    quietly: the next pass's barrier says whether this node still leads. A bug still logs its
+    traceback."""
+    reconciler, _, _, _ = parts
+
+    async def one_pass_raising(error: Exception) -> list[logging.LogRecord]:
+        async def tick() -> bool:
+            raise error
+
+        caplog.clear()
+        reconciler.tick = tick
+        task = asyncio.create_task(reconciler.run())
+        reconciler.wake()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return list(caplog.records)
+
+    async def scenario() -> tuple[list[logging.LogRecord], list[logging.LogRecord]]:
+        quorum = await one_pass_raising(RaftUnavailable("raft did not commit within 5s (no quorum?)"))
+        bug = await one_pass_raising(KeyError("a bug"))
+        return quorum, bug
+
+    with caplog.at_level(logging.INFO, logger="octctl.leader.loop"):
+        quorum, bug = asyncio.run(scenario())
+    assert [r.getMessage() for r in quorum][:1] == [
+        "leader pass stopped: raft did not commit within 5s (no quorum?)"
+    ]
+    assert not any(r.exc_info for r in quorum)
+    assert any(r.exc_info and r.getMessage() == "leader pass failed" for r in bug)
