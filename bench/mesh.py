@@ -44,8 +44,8 @@ from ingress import UPSTREAM_CONF, Nginx, Runs, alternating_rounds
 from octctl.addresses import MESH_PORT
 from octctl.ingress.haproxy import Haproxy, haproxy_binary
 from octctl.ingress.routes import Inbound, IngressRoutes, Mesh, Route, Upstream
-from octctl.mesh import server_name, service_name
-from octctl.tls import issue_node_certificate, new_ca
+from octctl.mesh import MeshIdentity, server_name, service_name
+from octctl.tls import new_ca
 
 CALLER = "127.0.1.1"
 NODES = ("127.0.1.2", "127.0.1.3", "127.0.1.4")
@@ -96,10 +96,8 @@ class Credentials:
         (folder / "ca.pem").write_text(self.ca)
 
     def node(self, address: str, names: tuple[str, ...] = ()) -> str:
-        key, cert = issue_node_certificate(
-            self.ca_key, self.ca, address, [address, *(f"*.{n}" for n in names)]
-        )
-        return cert + key
+        """What the node at ``address`` presents, issued as oct-ctl issues it (:mod:`octctl.mesh`)."""
+        return MeshIdentity(address, address, self.ca_key, self.ca).credentials(names)
 
     def node_file(self, address: str) -> Path:
         path = self.folder / f"{address}.pem"

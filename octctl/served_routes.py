@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -159,8 +160,18 @@ def _callers(view: ClusterState, callee: Service, address: str) -> tuple[str, ..
             continue
         if caller.runtime == "process":
             sources.add(address)
-        sources.update(seen.get("addresses") or ())
+        sources.update(a for a in seen.get("addresses") or () if _is_address(a))
     return tuple(sorted(sources))
+
+
+def _is_address(value: object) -> bool:
+    """A record that says something else (a damaged or foreign report) names no caller, rather
+    than stopping the node's proxy from following the state."""
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _mode(service: Service) -> Mode:
@@ -251,7 +262,10 @@ class FollowedIngress:
                     served = routes
                     self.routed = frozenset(f"{u.address}:{u.port}" for u in routes.upstreams)
             except FileNotFoundError:
-                message = "haproxy is not installed (apt-get install haproxy): public ports are not served"
+                message = (
+                    "haproxy is not installed (apt-get install haproxy): public ports and the mesh "
+                    "(calls between services) are not served"
+                )
                 self._limiter.log(logging.ERROR, "missing", message)
             except (IngressError, OSError) as e:
                 self._limiter.log(logging.ERROR, "failed", "ingress: %s", e)

@@ -163,7 +163,7 @@ def test_allow_admits_only_the_named_services_instances_on_this_node() -> None:
         },
         ports={"db": 20000, "api": 20000, "api.2": 20000, "other": 20001},
     )
-    current["instances"]["node-3"]["api"]["addresses"] = ["172.18.0.5"]
+    current["instances"]["node-3"]["api"]["addresses"] = ["172.18.0.5", "not an address"]
     current["instances"]["node-3"]["other"]["addresses"] = ["172.18.0.6"]
     current["instances"]["node-4"]["api.2"]["addresses"] = ["172.18.0.7"]
 
